@@ -1,6 +1,11 @@
 //! `cargo xtask <command>`: the project's build machinery, in plain Rust (matklad's xtask
 //! convention). One module per task; `main` only parses the command line and dispatches.
 
+mod bench;
+mod e2e;
+mod image;
+mod run;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -11,9 +16,22 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Build the appliance disk image from image/*.toml and overlays/.
+    Image(image::Args),
+    /// Boot a built image under QEMU with SSH forwarded to a loopback port.
+    Run(run::Args),
+    /// Boot the built image and run the security probe suite against it.
+    E2e(e2e::Args),
+    /// Run a benchmark and print its figures.
+    Bench(bench::Args),
+}
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {}
+    match Cli::parse().command {
+        Command::Image(args) => image::run(args),
+        Command::Run(args) => run::run(args),
+        Command::E2e(args) => e2e::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
 }

@@ -1,0 +1,8 @@
+//! Placeholder: replaced by the module's owner.
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`cargo xtask image` is not implemented yet")
+}
