@@ -2,6 +2,7 @@
 //! convention). One module per task; `main` only parses the command line and dispatches.
 
 mod bench;
+mod ci;
 mod e2e;
 mod image;
 mod run;
@@ -9,7 +10,10 @@ mod run;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, boot and probe the clawfort appliance")]
+#[command(
+    name = "cargo xtask",
+    about = "Build, boot and probe the clawfort appliance"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,6 +27,8 @@ enum Command {
     Run(run::Args),
     /// Boot the built image and run the security probe suite against it.
     E2e(e2e::Args),
+    /// Run every check CI runs: fmt, clippy, cargo test, then build, boot and probe the image.
+    Ci(ci::Args),
     /// Run a benchmark and print its figures.
     Bench(bench::Args),
 }
@@ -32,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         Command::Image(args) => image::run(args),
         Command::Run(args) => run::run(args),
         Command::E2e(args) => e2e::run(args),
+        Command::Ci(args) => ci::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }
