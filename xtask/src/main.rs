@@ -5,6 +5,7 @@ mod bench;
 mod ci;
 mod e2e;
 mod image;
+mod qemu;
 mod run;
 
 use clap::{Parser, Subcommand};

@@ -1,8 +1,149 @@
-//! Placeholder: replaced by the module's owner.
+//! `cargo xtask run`: boot a built image under QEMU for a person to log in to.
+//!
+//! The artifact boots through the real firmware exactly as the suite boots it, on a fresh
+//! copy-on-write overlay (every run is a first boot and the artifact is never modified), with
+//! the guest's SSH forwarded to a loopback port and the serial console on the terminal.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use anyhow::{ensure, Context, Result};
+use xshell::Shell;
+
+use crate::qemu::{self, disk, Console, Machine, Nic, Vm, VmSpec};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Target machine: selects qemu/<target>.toml and the default image name.
+    #[arg(long, default_value = "x86_64")]
+    pub target: String,
+    /// Disk image to boot (raw or qcow2). Default: <out>/clawfort-<target>.qcow2.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Directory for build artifacts and this run's state (overlay disk, firmware variables,
+    /// serial log under <out>/run-<target>/).
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Loopback port forwarded to the guest's SSH port.
+    #[arg(long, default_value_t = 2222)]
+    pub ssh_port: u16,
+    /// NoCloud seed directory (with `user-data` and `meta-data`) handed to cloud-init.
+    #[arg(long, conflicts_with = "authorized_key")]
+    pub seed: Option<PathBuf>,
+    /// SSH public key to authorise for `admin` at first boot, through a generated NoCloud seed.
+    #[arg(long)]
+    pub authorized_key: Option<PathBuf>,
+    /// Make the VM's disk this big (e.g. `8G`); first boot grows the root file system to it.
+    #[arg(long, value_parser = parse_size)]
+    pub disk_size: Option<u64>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask run` is not implemented yet")
+pub fn run(args: Args) -> Result<()> {
+    let sh = Shell::new()?;
+    let root = qemu::project_root();
+    sh.change_dir(&root);
+    let machine = Machine::load(&root, &args.target)?;
+    let image = args
+        .image
+        .clone()
+        .unwrap_or_else(|| args.out.join(format!("clawfort-{}.qcow2", args.target)));
+    ensure_port_free(args.ssh_port)?;
+
+    let state = args.out.join(format!("run-{}", args.target));
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("cannot create run directory {}", state.display()))?;
+    let overlay = state.join("disk.qcow2");
+    disk::overlay(&sh, &image, &overlay, args.disk_size)?;
+    let firmware_vars = state.join("firmware-vars.fd");
+    qemu::copy_firmware_vars(&machine, &firmware_vars)?;
+    let seed = match (&args.seed, &args.authorized_key) {
+        (Some(dir), _) => Some(disk::nocloud_seed(&sh, dir, &state.join("seed.img"))?),
+        (None, Some(key)) => {
+            let dir = state.join("seed");
+            disk::seed_dir_for_key("admin", key, &dir)?;
+            Some(disk::nocloud_seed(&sh, &dir, &state.join("seed.img"))?)
+        }
+        (None, None) => None,
+    };
+    let serial_log = state.join("serial.log");
+    let spec = VmSpec {
+        name: format!("clawfort-run-{}", args.target),
+        machine: &machine,
+        accel: qemu::accel::choose(&machine)?,
+        disk: overlay,
+        firmware_vars,
+        nics: vec![Nic::UserSsh {
+            host_port: args.ssh_port,
+        }],
+        seed,
+        console: Console::Terminal {
+            log: serial_log.clone(),
+        },
+        netns: None,
+    };
+    let port = args.ssh_port;
+    eprintln!(
+        "\nBooting {} (first boot takes about a minute under TCG).\n\
+         Log in:          ssh -p {port} -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no admin@127.0.0.1\n\
+         Gateway tunnel:  add `-L 18789:127.0.0.1:18789`, then open http://127.0.0.1:18789/\n\
+         Quit QEMU:       Ctrl-A X (the serial console is also logged to {})\n",
+        image.display(),
+        serial_log.display()
+    );
+    let status = Vm::start(&spec)?.wait()?;
+    ensure!(status.success(), "QEMU exited with {status}");
+    Ok(())
+}
+
+fn ensure_port_free(port: u16) -> Result<()> {
+    TcpListener::bind(("127.0.0.1", port)).with_context(|| {
+        format!("loopback port {port} is in use: pick another with --ssh-port N")
+    })?;
+    Ok(())
+}
+
+/// Parses `8G`, `4096M`, `512K` or a plain byte count.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size: write e.g. 8G, 4096M or a byte count"))?;
+    let factor: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown size unit `{unit}` (use K, M, G or T)"
+            ))
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("8G"), Ok(8 << 30));
+        assert_eq!(parse_size("4096M"), Ok(4096 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("8X").is_err());
+        assert!(parse_size("G").is_err());
+    }
 }

@@ -1,0 +1,218 @@
+//! A private network for guests: a network namespace with a bridge, one tap device per guest
+//! and a DHCP server, so the guest is reached as a real host on a LAN would be (every port it
+//! exposes is visible), while no packet ever leaves the namespace.
+//!
+//! The namespace side holds several addresses on purpose: the firewall rate-limits and
+//! fail2ban bans per source address, so each kind of client (admin, scanner, attacker, ...)
+//! gets its own and one cannot lock out another.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+use super::cleanup::{self, Registration};
+
+/// The bridge inside the namespace; taps are its ports, the host-side addresses live on it.
+const BRIDGE: &str = "br0";
+const PREFIX_LEN: u8 = 24;
+
+/// A guest's place on the private network: its tap device, MAC and the address DHCP gives it.
+#[derive(Debug, Clone)]
+pub struct GuestLink {
+    pub tap: String,
+    pub mac: String,
+    pub address: Ipv4Addr,
+}
+
+pub struct PrivateNetwork {
+    name: String,
+    dnsmasq: Option<(Child, Registration)>,
+    guests: Vec<GuestLink>,
+    teardown: Option<Registration>,
+}
+
+impl PrivateNetwork {
+    /// Creates namespace `name` with `host_addresses` on the bridge and one tap per guest in
+    /// `guests`, and starts dnsmasq handing each guest's MAC its fixed address. `work_dir`
+    /// receives the lease file and dnsmasq's log.
+    pub fn create(
+        sh: &Shell,
+        name: &str,
+        host_addresses: &[Ipv4Addr],
+        guests: &[GuestLink],
+        work_dir: &Path,
+    ) -> Result<PrivateNetwork> {
+        if cmd!(sh, "ip netns list")
+            .read()?
+            .lines()
+            .any(|line| line.split_whitespace().next() == Some(name))
+        {
+            bail!("network namespace {name} already exists (a previous run was killed hard?): remove it with `ip netns delete {name}`");
+        }
+        cmd!(sh, "ip netns add {name}").run()?;
+        let teardown = cleanup::on_exit(format!("network namespace {name}"), {
+            let name = name.to_owned();
+            move || delete_namespace(&name)
+        });
+        let mut network = PrivateNetwork {
+            name: name.to_owned(),
+            dnsmasq: None,
+            guests: guests.to_vec(),
+            teardown: Some(teardown),
+        };
+        network.configure(sh, host_addresses)?;
+        network.start_dhcp(work_dir)?;
+        Ok(network)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn configure(&self, sh: &Shell, host_addresses: &[Ipv4Addr]) -> Result<()> {
+        let ns = &self.name;
+        cmd!(sh, "ip -n {ns} link set lo up").run()?;
+        cmd!(
+            sh,
+            "ip -n {ns} link add {BRIDGE} type bridge stp_state 0 forward_delay 0"
+        )
+        .run()?;
+        for address in host_addresses {
+            let cidr = format!("{address}/{PREFIX_LEN}");
+            cmd!(sh, "ip -n {ns} addr add {cidr} dev {BRIDGE}").run()?;
+        }
+        cmd!(sh, "ip -n {ns} link set {BRIDGE} up").run()?;
+        for guest in &self.guests {
+            let tap = &guest.tap;
+            cmd!(sh, "ip -n {ns} tuntap add dev {tap} mode tap").run()?;
+            cmd!(sh, "ip -n {ns} link set {tap} master {BRIDGE} up").run()?;
+        }
+        Ok(())
+    }
+
+    /// dnsmasq as a DHCP-only server (no DNS: `--port=0`) bound to the bridge.
+    fn start_dhcp(&mut self, work_dir: &Path) -> Result<()> {
+        let lease_file = work_dir.join("dnsmasq.leases");
+        let log_file = work_dir.join("dnsmasq.log");
+        let Some(first) = self.guests.first() else {
+            return Ok(());
+        };
+        let mut command = Command::new("ip");
+        command
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "dnsmasq",
+                "--keep-in-foreground",
+            ])
+            .args(["--port=0", "--no-resolv", "--no-hosts", "--bind-interfaces"])
+            .arg(format!("--interface={BRIDGE}"))
+            .arg(format!(
+                "--dhcp-range={},static,255.255.255.0,1h",
+                first.address
+            ))
+            .arg("--dhcp-authoritative")
+            .arg(format!("--dhcp-leasefile={}", lease_file.display()))
+            .arg(format!("--log-facility={}", log_file.display()))
+            .arg("--log-dhcp")
+            .arg("--pid-file=")
+            .arg("--user=root")
+            .stdin(Stdio::null());
+        for guest in &self.guests {
+            command.arg(format!("--dhcp-host={},{}", guest.mac, guest.address));
+        }
+        eprintln!("$ {command:?}");
+        let child = command
+            .spawn()
+            .context("cannot start dnsmasq (install `dnsmasq-base`) in the test namespace")?;
+        let pid = child.id();
+        let registration = cleanup::on_exit(format!("dnsmasq (pid {pid})"), move || {
+            if let Some(pid) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        });
+        self.dnsmasq = Some((child, registration));
+        // dnsmasq reports bad options by exiting at once.
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(status) = self
+            .dnsmasq
+            .as_mut()
+            .and_then(|(child, _)| child.try_wait().ok().flatten())
+        {
+            bail!(
+                "dnsmasq exited with {status} in namespace {}: see {}",
+                self.name,
+                log_file.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// A command run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
+    /// The namespace's file for `setns(2)`.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// Waits until dnsmasq has leased `address`, bounded by `timeout`.
+    pub fn wait_for_lease(
+        &self,
+        work_dir: &Path,
+        address: Ipv4Addr,
+        timeout: Duration,
+    ) -> Result<()> {
+        let lease_file = work_dir.join("dnsmasq.leases");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let leases = std::fs::read_to_string(&lease_file).unwrap_or_default();
+            if leases
+                .split_whitespace()
+                .any(|word| word == address.to_string())
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        bail!(
+            "no DHCP lease for {address} within {} s (see {})",
+            timeout.as_secs(),
+            work_dir.join("dnsmasq.log").display()
+        )
+    }
+}
+
+impl Drop for PrivateNetwork {
+    fn drop(&mut self) {
+        if let Some((mut dnsmasq, registration)) = self.dnsmasq.take() {
+            let _ = dnsmasq.kill();
+            let _ = dnsmasq.wait();
+            registration.disarm();
+        }
+        // Runs `delete_namespace`: the taps and the bridge go with the namespace.
+        drop(self.teardown.take());
+    }
+}
+
+fn delete_namespace(name: &str) {
+    let status = Command::new("ip")
+        .args(["netns", "delete", name])
+        .stdin(Stdio::null())
+        .status();
+    if !matches!(status, Ok(status) if status.success()) {
+        eprintln!("warning: could not delete network namespace {name}; remove it with `ip netns delete {name}`");
+    }
+}
