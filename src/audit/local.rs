@@ -1,0 +1,232 @@
+//! Checks of the installation itself: file permissions and the configuration.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use super::{Finding, Severity};
+use crate::config::{Config, DmPolicy, SandboxMode, MIN_TOKEN_LEN, TOKEN_ENV};
+use crate::paths::{expand_tilde, Paths};
+
+pub fn check(paths: &Paths, config: &Config) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    permissions(paths, config, &mut findings);
+    gateway(config, &mut findings);
+    policies(config, &mut findings);
+    denied_paths(config, &mut findings);
+    findings
+}
+
+/// The files that must be private, with the mode `--fix` gives them.
+fn private_files(paths: &Paths) -> Vec<(std::path::PathBuf, u32)> {
+    let mut files = vec![
+        (paths.state_dir.clone(), 0o700),
+        (paths.config.clone(), 0o600),
+        (paths.env_file(), 0o600),
+        (paths.credentials_dir(), 0o700),
+    ];
+    if let Ok(entries) = std::fs::read_dir(paths.credentials_dir()) {
+        for entry in entries.flatten() {
+            if entry.path().is_file() {
+                files.push((entry.path(), 0o600));
+            }
+        }
+    }
+    files
+}
+
+fn mode(path: &Path) -> Option<u32> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+}
+
+/// `--fix`: tightens every private file that is group- or world-accessible.
+pub fn fix(paths: &Paths) -> Vec<String> {
+    let mut actions = Vec::new();
+    for (path, wanted) in private_files(paths) {
+        let Some(current) = mode(&path) else { continue };
+        if current & 0o077 == 0 {
+            continue;
+        }
+        let action = match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wanted))
+        {
+            Ok(()) => format!("chmod {wanted:o} {} (was {current:o})", path.display()),
+            Err(e) => format!(
+                "could not chmod {wanted:o} {} (is {current:o}): {e}",
+                path.display()
+            ),
+        };
+        actions.push(action);
+    }
+    actions
+}
+
+fn permissions(paths: &Paths, config: &Config, findings: &mut Vec<Finding>) {
+    let Ok(meta) = std::fs::metadata(&paths.state_dir) else {
+        findings.push(Finding::new(
+            "fs.state_dir.missing",
+            Severity::Info,
+            format!("no state directory at {}", paths.state_dir.display()),
+            "nothing to check on disk; the gateway runs with the secure defaults",
+            "pass --config PATH (or set OPENCLAW_CONFIG_PATH) to audit another installation",
+        ));
+        return;
+    };
+    if meta.uid() == 0 && config.from_file {
+        findings.push(Finding::new(
+            "process.root",
+            Severity::Warn,
+            "this installation belongs to root",
+            format!("{} is owned by root", paths.state_dir.display()),
+            "run the gateway as a dedicated unprivileged user (the appliance uses `openclaw`)",
+        ));
+    }
+    for (path, wanted) in private_files(paths) {
+        let Some(current) = mode(&path) else { continue };
+        if current & 0o077 == 0 {
+            continue;
+        }
+        let name = path.display();
+        let (id, severity, what) = if path == paths.state_dir {
+            (
+                "fs.state_dir.perms",
+                Severity::Critical,
+                "the state directory",
+            )
+        } else if path == paths.env_file() {
+            (
+                "fs.env.perms",
+                Severity::Critical,
+                "the .env file (secrets)",
+            )
+        } else if path == paths.config {
+            let severity = if config.literal_secrets.is_empty() {
+                Severity::Warn
+            } else {
+                Severity::Critical
+            };
+            ("fs.config.perms", severity, "the config file")
+        } else {
+            ("fs.credentials.perms", Severity::Warn, "pairing state")
+        };
+        findings.push(Finding::new(
+            id,
+            severity,
+            format!("{what} is accessible to other users"),
+            format!("{name} has mode {current:o}; want {wanted:o}"),
+            format!("chmod {wanted:o} {name} (or run with --fix)"),
+        ));
+    }
+}
+
+fn gateway(config: &Config, findings: &mut Vec<Finding>) {
+    let gw = &config.gateway;
+    match &gw.token {
+        None => findings.push(Finding::new(
+            "gateway.token.missing",
+            if gw.bind.is_loopback() {
+                Severity::Warn
+            } else {
+                Severity::Critical
+            },
+            "no gateway token",
+            if gw.bind.is_loopback() {
+                "the gateway refuses every API request until a token is set"
+            } else {
+                "the gateway refuses to start on a non-loopback bind without a token"
+            },
+            format!("put {TOKEN_ENV}=$(clawfort token) into ~/.openclaw/.env (mode 600)"),
+        )),
+        Some(t) if t.value.chars().count() < MIN_TOKEN_LEN => findings.push(Finding::new(
+            "gateway.token.short",
+            Severity::Critical,
+            "the gateway token is too short",
+            format!(
+                "{} holds {} characters; the gateway refuses fewer than {MIN_TOKEN_LEN}",
+                t.source,
+                t.value.chars().count()
+            ),
+            "replace it with the output of `clawfort token` (64 hex characters)",
+        )),
+        Some(_) => {}
+    }
+    if !gw.bind.is_loopback() {
+        findings.push(Finding::new(
+            "gateway.bind.non_loopback",
+            if gw.token.is_some() {
+                Severity::Warn
+            } else {
+                Severity::Critical
+            },
+            "the gateway listens beyond loopback",
+            format!("gateway.bind is {} ({})", gw.bind.name(), gw.bind.ip()),
+            "bind to loopback and reach the gateway through an SSH tunnel \
+             (ssh -L 18789:127.0.0.1:18789 host)",
+        ));
+    }
+    for key in &config.literal_secrets {
+        findings.push(Finding::new(
+            "config.literal_secret",
+            Severity::Warn,
+            "a secret is written into the config file",
+            format!("`{key}` holds a literal value instead of a ${{VAR}} reference"),
+            format!("move the value into ~/.openclaw/.env and write `\"${{VAR}}\"` at `{key}`"),
+        ));
+    }
+}
+
+fn policies(config: &Config, findings: &mut Vec<Finding>) {
+    let open: Vec<&str> = config
+        .channels
+        .iter()
+        .filter(|(_, c)| c.enabled && c.dm_policy == DmPolicy::Open)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    for name in &open {
+        findings.push(Finding::new(
+            "channels.dm_policy.open",
+            Severity::Critical,
+            format!("channel {name} accepts messages from anyone"),
+            format!("channels.{name}.dmPolicy is \"open\""),
+            format!("set channels.{name}.dmPolicy to \"pairing\" or \"allowlist\""),
+        ));
+    }
+    if config.auto_approve {
+        findings.push(Finding::new(
+            "pairing.auto_approve",
+            Severity::Critical,
+            "every new sender is approved automatically",
+            "pairing.autoApprove is true: anyone who finds the bot can use it",
+            "set pairing.autoApprove to false and approve senders with `clawfort pairing approve`",
+        ));
+    }
+    if config.sandbox_mode == SandboxMode::Off {
+        let exposed = !open.is_empty() || config.auto_approve;
+        findings.push(Finding::new(
+            "sandbox.off",
+            if exposed {
+                Severity::Critical
+            } else {
+                Severity::Warn
+            },
+            "agent tools run on the host, not in the sandbox",
+            "agents.defaults.sandbox.mode is \"off\"",
+            "set agents.defaults.sandbox.mode to \"non-main\" or \"all\"",
+        ));
+    }
+}
+
+fn denied_paths(config: &Config, findings: &mut Vec<Finding>) {
+    for required in ["/etc", "/root", "~/.ssh"] {
+        let path = expand_tilde(required);
+        if !config.security.denied_paths.contains(&path) {
+            findings.push(Finding::new(
+                "security.denied_paths",
+                Severity::Warn,
+                format!("{required} is not in security.deniedPaths"),
+                format!("the agent's file tools may reach {}", path.display()),
+                format!("add \"{required}\" to security.deniedPaths"),
+            ));
+        }
+    }
+}

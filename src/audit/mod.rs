@@ -1,0 +1,123 @@
+//! `clawfort security audit [--deep] [--fix] [--json]`.
+//!
+//! Findings `{checkId, severity, title, detail, remediation}`; exit 0 without a critical
+//! finding, 1 with one, 2 when the audit itself cannot run (the CLI maps errors to 2).
+//! `local` checks the installation (permissions, config); `--deep` adds `host` (sockets,
+//! firewall, sshd, fail2ban, updates, Docker socket). A check that cannot run (tool missing,
+//! not permitted as this user) says so as a finding instead of passing silently.
+
+mod command;
+mod host;
+mod local;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::paths::Paths;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    Warn,
+    Info,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    pub check_id: &'static str,
+    pub severity: Severity,
+    pub title: String,
+    pub detail: String,
+    pub remediation: String,
+}
+
+impl Finding {
+    pub fn new(
+        check_id: &'static str,
+        severity: Severity,
+        title: impl Into<String>,
+        detail: impl Into<String>,
+        remediation: impl Into<String>,
+    ) -> Self {
+        Self {
+            check_id,
+            severity,
+            title: title.into(),
+            detail: detail.into(),
+            remediation: remediation.into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    /// What `--fix` changed, one line per action.
+    pub fixes: Vec<String>,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub critical: usize,
+    pub warn: usize,
+    pub info: usize,
+}
+
+impl Report {
+    pub fn has_critical(&self) -> bool {
+        self.summary.critical > 0
+    }
+}
+
+/// Runs the audit. `--fix` acts first, so the findings describe the state after it.
+pub fn run(paths: &Paths, config: &Config, deep: bool, fix: bool) -> Report {
+    let fixes = if fix { local::fix(paths) } else { Vec::new() };
+    let mut findings = local::check(paths, config);
+    if deep {
+        findings.extend(host::check(config));
+    }
+    findings.sort_by_key(|f| f.severity);
+    let mut summary = Summary::default();
+    for f in &findings {
+        match f.severity {
+            Severity::Critical => summary.critical += 1,
+            Severity::Warn => summary.warn += 1,
+            Severity::Info => summary.info += 1,
+        }
+    }
+    Report {
+        findings,
+        fixes,
+        summary,
+    }
+}
+
+/// The human-readable form of a report.
+pub fn render_text(report: &Report) -> String {
+    let mut out = String::new();
+    for fix in &report.fixes {
+        out.push_str(&format!("fixed: {fix}\n"));
+    }
+    for f in &report.findings {
+        let label = match f.severity {
+            Severity::Critical => "CRITICAL",
+            Severity::Warn => "WARN",
+            Severity::Info => "INFO",
+        };
+        out.push_str(&format!("{label:8} {}: {}\n", f.check_id, f.title));
+        if !f.detail.is_empty() {
+            out.push_str(&format!("         {}\n", f.detail));
+        }
+        if !f.remediation.is_empty() {
+            out.push_str(&format!("         fix: {}\n", f.remediation));
+        }
+    }
+    out.push_str(&format!(
+        "{} critical, {} warn, {} info\n",
+        report.summary.critical, report.summary.warn, report.summary.info
+    ));
+    out
+}

@@ -1,0 +1,330 @@
+//! The command line (clap derive) and exit codes.
+//!
+//! Exit codes: 0 success; 1 a failure (or, for `security audit`, a critical finding);
+//! 2 a configuration error or an audit that could not run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+use crate::logging::{self, LogSource};
+use crate::pairing::{unix_now, PeerKind, Store};
+use crate::paths::{Paths, CONFIG_ENV};
+
+#[derive(Parser)]
+#[command(
+    name = "clawfort",
+    version,
+    about = "A fail-closed, OpenClaw-compatible AI-agent gateway"
+)]
+pub struct Cli {
+    /// The config file (default ~/.openclaw/openclaw.json); its directory is the state dir.
+    #[arg(long, global = true, value_name = "PATH", env = CONFIG_ENV)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway in the foreground (the systemd service runs this).
+    Gateway {
+        /// Listen on this port instead of gateway.port (0 picks a free one).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Manage who may talk to the agent.
+    Pairing {
+        #[command(subcommand)]
+        command: PairingCommand,
+    },
+    /// Print a new random gateway token (64 hex characters).
+    Token,
+    /// Security checks.
+    Security {
+        #[command(subcommand)]
+        command: SecurityCommand,
+    },
+    /// Show the gateway's log (the journal under systemd, else ~/.openclaw/logs).
+    Logs {
+        /// How many of the latest lines to show.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long, value_enum, default_value_t = LogSource::Auto)]
+        source: LogSource,
+    },
+    /// Ask the running gateway for its status.
+    Status {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PairingCommand {
+    /// List pending pairing requests.
+    List {
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve the request with this code.
+    Approve {
+        code: String,
+        /// The channel of the request (searched in all channels when omitted).
+        #[arg(long)]
+        channel: Option<String>,
+    },
+    /// Reject the request with this code.
+    Reject {
+        code: String,
+        #[arg(long)]
+        channel: Option<String>,
+    },
+    /// List approved senders and groups.
+    Approved {
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an approved sender (or group, with --group).
+    Revoke {
+        peer: String,
+        #[arg(long)]
+        channel: String,
+        /// PEER is a group id.
+        #[arg(long)]
+        group: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecurityCommand {
+    /// Check the installation (and with --deep the host) for insecure settings.
+    Audit {
+        /// Also check the host: sockets, firewall, sshd, fail2ban, updates, Docker socket.
+        #[arg(long)]
+        deep: bool,
+        /// Tighten file permissions first, reporting each change.
+        #[arg(long)]
+        fix: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses the command line, runs the command and maps the result to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Gateway { .. }) {
+        logging::init_cli();
+    }
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let paths = Paths::resolve(cli.config.as_deref())?;
+    match cli.command {
+        Command::Token => {
+            println!("{}", crate::token::generate()?);
+        }
+        Command::Gateway { port } => {
+            logging::init_gateway(&paths);
+            let config = Config::load(&paths)?;
+            config.check_startable()?;
+            crate::http::run(config, &paths, port)?;
+        }
+        Command::Pairing { command } => pairing(&paths, command)?,
+        Command::Security {
+            command: SecurityCommand::Audit { deep, fix, json },
+        } => {
+            let config = match Config::load(&paths) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("error: the audit cannot run: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let report = crate::audit::run(&paths, &config, deep, fix);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::audit::render_text(&report));
+            }
+            if report.has_critical() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Logs {
+            tail,
+            follow,
+            source,
+        } => logging::show(&paths, source, tail, follow)?,
+        Command::Status { json } => {
+            let config = Config::load(&paths)?;
+            crate::status::show(&config, json)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pairing(paths: &Paths, command: PairingCommand) -> anyhow::Result<()> {
+    let store = Store::new(paths.credentials_dir());
+    let now = unix_now();
+    let channels = |channel: Option<String>| -> anyhow::Result<Vec<String>> {
+        match channel {
+            Some(c) => Ok(vec![checked_channel(c)?]),
+            None => Ok(store.channels()?),
+        }
+    };
+    match command {
+        PairingCommand::List { channel, json } => {
+            let mut rows = Vec::new();
+            for c in channels(channel)? {
+                for r in store.pending(&c, now)? {
+                    rows.push((c.clone(), r));
+                }
+            }
+            if json {
+                let list: Vec<_> = rows
+                    .iter()
+                    .map(|(c, r)| serde_json::json!({ "channel": c, "request": r }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if rows.is_empty() {
+                println!("no pending pairing requests");
+            } else {
+                println!(
+                    "{:<16} {:<10} {:<8} {:<10} sender",
+                    "channel", "code", "kind", "age"
+                );
+                for (c, r) in rows {
+                    let age = now.saturating_sub(r.created_at);
+                    println!(
+                        "{c:<16} {:<10} {:<8} {:<10} {}",
+                        r.code,
+                        r.kind,
+                        format!("{}m{}s", age / 60, age % 60),
+                        r.id
+                    );
+                }
+            }
+        }
+        PairingCommand::Approve { code, channel } => decide(&store, channel, &code, true)?,
+        PairingCommand::Reject { code, channel } => decide(&store, channel, &code, false)?,
+        PairingCommand::Approved { channel, json } => {
+            let mut lists = Vec::new();
+            for c in channels(channel)? {
+                lists.push((c.clone(), store.allow_list(&c)?));
+            }
+            if json {
+                let list: Vec<_> = lists
+                    .iter()
+                    .map(|(c, a)| {
+                        serde_json::json!({ "channel": c, "allowFrom": a.allow_from, "groups": a.groups })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for (c, a) in lists {
+                    for id in &a.allow_from {
+                        println!("{c:<16} direct  {id}");
+                    }
+                    for id in &a.groups {
+                        println!("{c:<16} group   {id}");
+                    }
+                }
+            }
+        }
+        PairingCommand::Revoke {
+            peer,
+            channel,
+            group,
+        } => {
+            let channel = checked_channel(channel)?;
+            let kind = if group {
+                PeerKind::Group
+            } else {
+                PeerKind::Direct
+            };
+            if store.revoke(&channel, kind, &peer)? {
+                println!("revoked {} {peer} on {channel}", kind);
+            } else {
+                anyhow::bail!("{} {peer} is not approved on channel {channel}", kind);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `pairing approve|reject`: finds the code's channel when none is given, then acts.
+fn decide(store: &Store, channel: Option<String>, code: &str, approve: bool) -> anyhow::Result<()> {
+    let now = unix_now();
+    let wanted = code.trim().to_ascii_uppercase();
+    let channel = match channel {
+        Some(c) => checked_channel(c)?,
+        None => {
+            let mut found = Vec::new();
+            for c in store.channels()? {
+                if store.pending(&c, now)?.iter().any(|r| r.code == wanted) {
+                    found.push(c);
+                }
+            }
+            match found.len() {
+                0 => anyhow::bail!(
+                    "no pending request has code {wanted} (expired or unknown); see `clawfort \
+                     pairing list`"
+                ),
+                1 => found.remove(0),
+                _ => anyhow::bail!(
+                    "code {wanted} is pending on channels {}; pass --channel",
+                    found.join(", ")
+                ),
+            }
+        }
+    };
+    let result = if approve {
+        store.approve(&channel, &wanted, now)?
+    } else {
+        store.reject(&channel, &wanted, now)?
+    };
+    let Some(request) = result else {
+        anyhow::bail!(
+            "no pending request has code {wanted} on channel {channel} (expired or unknown); \
+             see `clawfort pairing list`"
+        )
+    };
+    println!(
+        "{} {} {} on {channel}",
+        if approve { "approved" } else { "rejected" },
+        request.kind,
+        request.id
+    );
+    Ok(())
+}
+
+fn checked_channel(channel: String) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        crate::pairing::is_valid_channel_name(&channel),
+        "--channel {channel:?}: channel names are 1 to 64 letters, digits, `-` or `_`"
+    );
+    Ok(channel)
+}

@@ -1,0 +1,17 @@
+//! clawfort: a fail-closed, OpenClaw-compatible AI-agent gateway.
+//!
+//! The binary (`src/main.rs`) is a thin shell around this library so that the integration
+//! tests and the fuzz targets exercise exactly the code the gateway runs. See ARCHITECTURE.md
+//! for the module map.
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod messages;
+pub mod pairing;
+pub mod paths;
+pub mod sessions;
+pub mod status;
+pub mod token;
