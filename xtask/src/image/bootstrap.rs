@@ -1,0 +1,192 @@
+//! Stage `bootstrap`: a Debian root file system for the target's architecture, made by
+//! mmdebstrap from `[debian]` plus the target's packages. Also home of the mmdebstrap plumbing
+//! the `sandbox` stage shares: the deb822 sources, the persistent `.deb` cache and the dpkg
+//! path filters that keep documentation out of the image.
+//!
+//! The output is a directory in the persistent cache, keyed by the hash of its inputs, so it is
+//! shared by every work directory (the e2e test variants reuse the main build's bootstrap).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use xshell::{cmd, Shell};
+
+use super::cache::{self, Fingerprint};
+use super::config::LoadedConfig;
+use super::progress::StageProgress;
+
+/// Bump when the mmdebstrap invocation changes in a way the inputs below do not show.
+const RECIPE: &str = "bootstrap-3";
+
+pub struct Bootstrapped {
+    pub rootfs: PathBuf,
+    pub key: String,
+    pub reused: bool,
+}
+
+/// mmdebstrap options shared by every root file system this builder makes.
+pub struct AptSetup {
+    sources: PathBuf,
+    deb_cache: PathBuf,
+}
+
+impl AptSetup {
+    /// Writes the deb822 sources for the configured suite and makes the `.deb` cache for the
+    /// architecture.
+    pub fn prepare(config: &LoadedConfig, work: &Path, cache_root: &Path) -> Result<Self> {
+        let debian = &config.image.debian;
+        let deb_cache = cache_root.join("apt").join(&config.target.debian_arch);
+        std::fs::create_dir_all(&deb_cache)
+            .with_context(|| format!("cannot create the .deb cache {}", deb_cache.display()))?;
+        std::fs::create_dir_all(work)?;
+        let components = debian.components.join(" ");
+        let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+        let suite = &debian.suite;
+        let text = format!(
+            "Types: deb\nURIs: {}\nSuites: {suite} {suite}-updates\nComponents: {components}\n\
+             Signed-By: {keyring}\n\n\
+             Types: deb\nURIs: {}\nSuites: {suite}-security\nComponents: {components}\n\
+             Signed-By: {keyring}\n",
+            debian.mirror, debian.security_mirror
+        );
+        let sources = work.join("debian.sources");
+        std::fs::write(&sources, text)
+            .with_context(|| format!("cannot write {}", sources.display()))?;
+        Ok(Self { sources, deb_cache })
+    }
+
+    pub fn fingerprint_into(&self, fingerprint: &mut Fingerprint) -> Result<()> {
+        fingerprint.add_file("sources", &self.sources)?;
+        Ok(())
+    }
+
+    /// Arguments that make mmdebstrap take `.deb`s from the persistent cache and put new ones
+    /// back, keep documentation out, and leave no `.deb` or apt list behind in the result.
+    pub fn mmdebstrap_args(&self) -> Vec<String> {
+        let cache = self.deb_cache.display();
+        let mut args: Vec<String> = [
+            "--skip=download/empty",
+            "--skip=essential/unlink",
+            "--aptopt=Acquire::Languages \"none\"",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        for filter in [
+            "path-exclude=/usr/share/man/*",
+            "path-exclude=/usr/share/info/*",
+            "path-exclude=/usr/share/doc/*",
+            "path-include=/usr/share/doc/*/copyright",
+            "path-exclude=/usr/share/locale/*",
+            "path-include=/usr/share/locale/locale.alias",
+        ] {
+            args.push(format!("--dpkgopt={filter}"));
+        }
+        args.push("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives".to_owned());
+        args.push(format!(
+            "--setup-hook=sync-in {cache} /var/cache/apt/archives/"
+        ));
+        args.push(format!(
+            "--customize-hook=sync-out /var/cache/apt/archives {cache}"
+        ));
+        args.push(
+            "--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb \"$1\"/var/cache/apt/*.bin"
+                .to_owned(),
+        );
+        args.push(
+            "--customize-hook=find \"$1\"/var/lib/apt/lists -type f ! -name lock -delete"
+                .to_owned(),
+        );
+        args
+    }
+
+    pub fn sources(&self) -> &Path {
+        &self.sources
+    }
+}
+
+pub fn run(
+    stage: &mut StageProgress,
+    config: &LoadedConfig,
+    apt: &AptSetup,
+    cache_root: &Path,
+    refresh: bool,
+) -> Result<Bootstrapped> {
+    let debian = &config.image.debian;
+    let mut packages = debian.packages.clone();
+    packages.sort();
+    let mut fingerprint = Fingerprint::new("bootstrap");
+    fingerprint
+        .add("recipe", RECIPE)
+        .add("arch", &config.target.debian_arch)
+        .add("suite", &debian.suite)
+        .add("packages", packages.join(","));
+    apt.fingerprint_into(&mut fingerprint)?;
+    let key = fingerprint.finish();
+
+    let parent = cache_root.join("bootstrap");
+    let prefix = format!("{}-", config.target.name);
+    let dir = parent.join(format!("{prefix}{}", &key[..16]));
+    let rootfs = dir.join("rootfs");
+    if !refresh && cache::stamp_matches(&dir, &key) && rootfs.is_dir() {
+        stage.step(format!("reusing {}", rootfs.display()));
+        return Ok(Bootstrapped {
+            rootfs,
+            key,
+            reused: true,
+        });
+    }
+
+    let sh = Shell::new()?;
+    if dir.exists() {
+        stage.step(format!("removing stale {}", dir.display()));
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let arch = format!("--arch={}", config.target.debian_arch);
+    let include = format!("--include={}", packages.join(","));
+    let extra = apt.mmdebstrap_args();
+    let suite = &debian.suite;
+    let sources = apt.sources();
+    stage.step(format!(
+        "mmdebstrap {} packages for {} (cached .debs are reused)",
+        packages.len(),
+        config.target.debian_arch
+    ));
+    stage.run(cmd!(
+        sh,
+        "mmdebstrap --mode=root --variant=apt {arch} {include} {extra...} {suite} {rootfs} {sources}"
+    ))?;
+    // mmdebstrap names the copied sources file `0000<name>`; give it Debian's usual name.
+    let copied = rootfs.join("etc/apt/sources.list.d/0000debian.sources");
+    if copied.exists() {
+        std::fs::rename(
+            &copied,
+            rootfs.join("etc/apt/sources.list.d/debian.sources"),
+        )?;
+    }
+    cache::write_stamp(&dir, &key)?;
+    prune_siblings(&parent, &prefix, &dir)?;
+    Ok(Bootstrapped {
+        rootfs,
+        key,
+        reused: false,
+    })
+}
+
+/// Keeps one bootstrap per target in the cache: each is a full root file system.
+pub fn prune_siblings(parent: &Path, prefix: &str, keep: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(parent)?.flatten() {
+        let path = entry.path();
+        let is_sibling = entry.file_name().to_string_lossy().starts_with(prefix);
+        if is_sibling && path != keep {
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            }
+            .with_context(|| format!("cannot prune old cache entry {}", path.display()))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Reusing work between builds.
+//!
+//! Two kinds of reuse make a warm build fast:
+//! - Downloaded `.deb` files live in a persistent cache outside the repository
+//!   (`$XDG_CACHE_HOME/clawfort`, else `~/.cache/clawfort`), so a second build downloads nothing.
+//! - Each stage's output directory carries a *stamp*: the SHA-256 of everything the stage read
+//!   (config values, package lists, overlay files, the gateway binary, the builder itself). A
+//!   stage whose stamp matches its inputs is skipped. A stamp is written only after the stage
+//!   succeeded, so a failed or interrupted stage is never mistaken for a finished one.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use walkdir::WalkDir;
+
+const STAMP: &str = ".clawfort-stamp";
+
+/// The persistent cache root, outside the repository.
+pub fn cache_root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("clawfort"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_CACHE_HOME nor HOME is set: cannot place the build cache")?;
+    Ok(PathBuf::from(home).join(".cache/clawfort"))
+}
+
+/// A SHA-256 over labelled inputs. Labels keep `("a", "bc")` and `("ab", "c")` apart.
+pub struct Fingerprint(Sha256);
+
+impl Fingerprint {
+    pub fn new(stage: &str) -> Self {
+        let mut fingerprint = Self(Sha256::new());
+        fingerprint.add("stage", stage);
+        fingerprint
+    }
+
+    pub fn add(&mut self, label: &str, value: impl AsRef<[u8]>) -> &mut Self {
+        let value = value.as_ref();
+        self.0.update((label.len() as u64).to_le_bytes());
+        self.0.update(label.as_bytes());
+        self.0.update((value.len() as u64).to_le_bytes());
+        self.0.update(value);
+        self
+    }
+
+    pub fn add_file(&mut self, label: &str, path: &Path) -> Result<&mut Self> {
+        let digest = sha256_file(path)?;
+        Ok(self.add(label, digest))
+    }
+
+    /// Every entry under `root`: relative path, kind, mode, and content (or link target).
+    pub fn add_tree(&mut self, label: &str, root: &Path) -> Result<&mut Self> {
+        self.add(label, root.as_os_str().as_encoded_bytes());
+        if !root.exists() {
+            return Ok(self.add("absent", ""));
+        }
+        for entry in WalkDir::new(root).sort_by_file_name() {
+            let entry = entry.with_context(|| format!("cannot walk {}", root.display()))?;
+            let relative = entry
+                .path()
+                .strip_prefix(root)
+                .expect("walkdir stays under root");
+            let meta = entry.path().symlink_metadata()?;
+            self.add("path", relative.as_os_str().as_encoded_bytes());
+            self.add("mode", meta.permissions().mode().to_le_bytes());
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(entry.path())?;
+                self.add("link", target.as_os_str().as_encoded_bytes());
+            } else if meta.is_file() {
+                self.add("content", sha256_file(entry.path())?);
+            }
+        }
+        Ok(self)
+    }
+
+    pub fn finish(&self) -> String {
+        hex(&self.0.clone().finalize())
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file
+            .read(&mut buffer)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The hash of the running builder binary: a change to the machinery invalidates the stages
+/// that depend on it, without anyone having to remember to bump a version.
+pub fn builder_fingerprint() -> Result<String> {
+    let exe = std::env::current_exe().context("cannot locate the running xtask binary")?;
+    sha256_file(&exe)
+}
+
+pub fn stamp_matches(dir: &Path, key: &str) -> bool {
+    std::fs::read_to_string(dir.join(STAMP)).is_ok_and(|stamp| stamp.trim() == key)
+}
+
+pub fn write_stamp(dir: &Path, key: &str) -> Result<()> {
+    std::fs::write(dir.join(STAMP), format!("{key}\n"))
+        .with_context(|| format!("cannot write the stage stamp in {}", dir.display()))
+}
+
+pub fn remove_stamp(dir: &Path) -> Result<()> {
+    match std::fs::remove_file(dir.join(STAMP)) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("cannot remove the stage stamp in {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What a package stamp records about an artifact: a booted or edited artifact has another
+/// size or mtime and is rebuilt instead of being passed off as fresh.
+pub fn file_identity(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(format!(
+        "{}:{}:{}.{}",
+        path.display(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    ))
+}
+
+/// An exclusive lock held for as long as the value lives, so two builds sharing a cache or a
+/// work directory wait for each other instead of corrupting each other's stages.
+pub struct DirLock {
+    _held: File,
+}
+
+impl DirLock {
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(".lock");
+        let file =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        if file.try_lock().is_err() {
+            eprintln!("    waiting for another build holding {}", path.display());
+            file.lock()
+                .with_context(|| format!("cannot lock {}", path.display()))?;
+        }
+        Ok(Self { _held: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_file_in_a_tree_changes_the_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/a.conf"), "one").unwrap();
+        let before = Fingerprint::new("t")
+            .add_tree("o", dir.path())
+            .unwrap()
+            .finish();
+        let again = Fingerprint::new("t")
+            .add_tree("o", dir.path())
+            .unwrap()
+            .finish();
+        assert_eq!(before, again);
+        std::fs::write(dir.path().join("etc/a.conf"), "two").unwrap();
+        let after = Fingerprint::new("t")
+            .add_tree("o", dir.path())
+            .unwrap()
+            .finish();
+        assert_ne!(before, after);
+        std::fs::set_permissions(
+            dir.path().join("etc/a.conf"),
+            PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let chmodded = Fingerprint::new("t")
+            .add_tree("o", dir.path())
+            .unwrap()
+            .finish();
+        assert_ne!(after, chmodded);
+    }
+
+    #[test]
+    fn labels_keep_inputs_apart() {
+        let a = Fingerprint::new("t").add("a", "bc").finish();
+        let b = Fingerprint::new("t").add("ab", "c").finish();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_stamp_matches_only_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!stamp_matches(dir.path(), "k1"));
+        write_stamp(dir.path(), "k1").unwrap();
+        assert!(stamp_matches(dir.path(), "k1"));
+        assert!(!stamp_matches(dir.path(), "k2"));
+        remove_stamp(dir.path()).unwrap();
+        assert!(!stamp_matches(dir.path(), "k1"));
+    }
+}

@@ -1,0 +1,260 @@
+//! Stage `customise`: turns the bootstrap into the appliance. It copies the bootstrap root file
+//! system into the work directory and then, in this order (later steps may override earlier):
+//! 1. machine settings from `[image]`: host name, hosts, time zone, locale, fstab;
+//! 2. the users from `[users]`;
+//! 3. `overlays/` (templates rendered with the image config; see `overlays.rs` for the rules);
+//! 4. `[file_modes]`;
+//! 5. the gateway binary and the sandbox root file system tar;
+//! 6. `[services]`: enable, disable, mask (with the image's own systemctl, offline);
+//! 7. the administrator's authorized_keys, only when `--authorized-key` was given.
+
+mod overlays;
+pub mod users;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use serde::Serialize;
+use xshell::{cmd, Shell};
+
+use super::assemble::DiskIds;
+use super::cache::{self, Fingerprint};
+use super::config::LoadedConfig;
+use super::progress::StageProgress;
+use super::{gateway, sandbox};
+
+/// Computed values a template reads as `build.*`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildValues {
+    /// The gateway package's version.
+    pub version: String,
+    /// `--authorized-key` lines for the administrator (empty when none were given).
+    pub authorized_keys: Vec<String>,
+    /// PARTUUIDs and file system UUID fixed for this build (for fstab-like files).
+    pub root_partuuid: String,
+    pub esp_partuuid: String,
+    pub root_fs_uuid: String,
+    /// Where the sandbox tar and the gateway binary are in the image.
+    pub sandbox_tar: String,
+    pub gateway_binary: String,
+}
+
+pub struct Inputs<'a> {
+    pub config: &'a LoadedConfig,
+    pub bootstrap_rootfs: &'a Path,
+    pub bootstrap_key: &'a str,
+    pub sandbox_tar: &'a Path,
+    pub sandbox_key: &'a str,
+    pub gateway_binary: &'a Path,
+    pub overlays: &'a Path,
+    pub build: &'a BuildValues,
+    pub disk_ids: &'a DiskIds,
+}
+
+pub struct Customised {
+    pub rootfs: PathBuf,
+    pub key: String,
+    pub reused: bool,
+}
+
+/// The inputs' hash; also the seed of the disk ids, so it is computed before the stage runs.
+pub fn fingerprint(inputs: &Inputs<'_>, builder: &str) -> Result<String> {
+    let mut fingerprint = Fingerprint::new("customise");
+    fingerprint
+        .add("builder", builder)
+        .add("bootstrap", inputs.bootstrap_key)
+        .add("sandbox", inputs.sandbox_key)
+        .add("config", toml::to_string(&inputs.config.document)?)
+        .add("target", toml::to_string(&inputs.config.target_document)?)
+        .add("build-version", &inputs.build.version)
+        .add("authorized-keys", inputs.build.authorized_keys.join("\n"));
+    fingerprint.add_file("gateway", inputs.gateway_binary)?;
+    fingerprint.add_tree("overlays", inputs.overlays)?;
+    Ok(fingerprint.finish())
+}
+
+pub fn run(
+    stage: &mut StageProgress,
+    inputs: &Inputs<'_>,
+    key: &str,
+    work: &Path,
+    rebuild: bool,
+) -> Result<Customised> {
+    let dir = work.join("customise");
+    let rootfs = dir.join("rootfs");
+    if !rebuild && cache::stamp_matches(&dir, key) && rootfs.is_dir() {
+        stage.step(format!("reusing {}", rootfs.display()));
+        return Ok(Customised {
+            rootfs,
+            key: key.to_owned(),
+            reused: true,
+        });
+    }
+    let sh = Shell::new()?;
+    std::fs::create_dir_all(&dir)?;
+    cache::remove_stamp(&dir)?;
+    if rootfs.exists() {
+        stage.step("removing the previous root file system");
+        std::fs::remove_dir_all(&rootfs)
+            .with_context(|| format!("cannot remove {}", rootfs.display()))?;
+    }
+    stage.step("copying the bootstrap root file system");
+    let from = inputs.bootstrap_rootfs;
+    stage.run(cmd!(sh, "cp -a --reflink=auto {from} {rootfs}"))?;
+
+    let config = inputs.config;
+    stage.step("host name, time zone, locale, fstab");
+    machine_settings(&rootfs, config, inputs.disk_ids)?;
+
+    stage.step("users");
+    let accounts = users::create(stage, &rootfs, &config.image.users)?;
+
+    stage.step(format!("overlays from {}", inputs.overlays.display()));
+    let context = template_context(config, inputs.build)?;
+    let written = overlays::apply(inputs.overlays, &rootfs, &context, &accounts)?;
+    stage.step(format!("{} overlay files installed", written.len()));
+    overlays::apply_file_modes(&rootfs, &config.image.file_modes)?;
+
+    stage.step("gateway binary and sandbox root file system");
+    install_file(&rootfs, inputs.gateway_binary, gateway::IMAGE_PATH, 0o755)?;
+    install_file(&rootfs, inputs.sandbox_tar, sandbox::IMAGE_PATH, 0o644)?;
+
+    stage.step("services");
+    services(stage, &sh, &rootfs, config)?;
+
+    users::install_authorized_keys(
+        &rootfs,
+        &accounts,
+        &config.image.users.admin.name,
+        &inputs.build.authorized_keys,
+    )?;
+    cache::write_stamp(&dir, key)?;
+    Ok(Customised {
+        rootfs,
+        key: key.to_owned(),
+        reused: false,
+    })
+}
+
+/// The whole merged image document, plus `target` and `build`: exactly what a template sees.
+pub fn template_context(config: &LoadedConfig, build: &BuildValues) -> Result<tera::Context> {
+    let mut context = tera::Context::from_serialize(&config.document)
+        .context("the image config cannot be a template context")?;
+    context.insert("target", &config.target_document);
+    context.insert("build", build);
+    Ok(context)
+}
+
+fn machine_settings(rootfs: &Path, config: &LoadedConfig, ids: &DiskIds) -> Result<()> {
+    let image = &config.image.image;
+    let hostname = &image.hostname;
+    // mmdebstrap copies the build host's name and hosts file; the image gets its own.
+    std::fs::write(rootfs.join("etc/hostname"), format!("{hostname}\n"))?;
+    std::fs::set_permissions(
+        rootfs.join("etc/hostname"),
+        PermissionsExt::from_mode(0o644),
+    )?;
+    std::fs::write(
+        rootfs.join("etc/hosts"),
+        format!(
+            "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+             ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+        ),
+    )?;
+
+    let localtime = rootfs.join("etc/localtime");
+    let zone = format!("usr/share/zoneinfo/{}", image.timezone);
+    if localtime.symlink_metadata().is_ok() {
+        std::fs::remove_file(&localtime)?;
+    }
+    if rootfs.join(&zone).exists() {
+        std::os::unix::fs::symlink(format!("../{zone}"), &localtime)?;
+        std::fs::write(rootfs.join("etc/timezone"), format!("{}\n", image.timezone))?;
+    } else {
+        // Without /etc/localtime the system runs on UTC, so UTC needs no tzdata.
+        ensure!(
+            matches!(image.timezone.as_str(), "UTC" | "Etc/UTC"),
+            "key `image.timezone`: `{}` needs the `tzdata` package; add it to `debian.packages`",
+            image.timezone
+        );
+    }
+    std::fs::write(
+        rootfs.join("etc/default/locale"),
+        format!("LANG={}\n", image.locale),
+    )?;
+
+    std::fs::write(
+        rootfs.join("etc/fstab"),
+        format!(
+            "# Written by `cargo xtask image`. The ids are fixed per build; first boot grows the\n\
+             # root partition and file system to the disk.\n\
+             PARTUUID={root}\t/\text4\trw,discard,errors=remount-ro\t0\t1\n\
+             PARTUUID={esp}\t/boot/efi\tvfat\tumask=0077,nofail\t0\t2\n",
+            root = ids.root_partuuid,
+            esp = ids.esp_partuuid,
+        ),
+    )?;
+    std::fs::create_dir_all(rootfs.join("boot/efi"))?;
+    Ok(())
+}
+
+fn install_file(rootfs: &Path, source: &Path, image_path: &str, mode: u32) -> Result<()> {
+    let destination = rootfs.join(image_path.trim_start_matches('/'));
+    std::fs::create_dir_all(destination.parent().expect("absolute image path"))?;
+    std::fs::copy(source, &destination).with_context(|| {
+        format!(
+            "cannot copy {} to {}",
+            source.display(),
+            destination.display()
+        )
+    })?;
+    std::fs::set_permissions(&destination, PermissionsExt::from_mode(mode))?;
+    std::os::unix::fs::chown(&destination, Some(0), Some(0))?;
+    Ok(())
+}
+
+fn services(
+    stage: &mut StageProgress,
+    sh: &Shell,
+    rootfs: &Path,
+    config: &LoadedConfig,
+) -> Result<()> {
+    let services = &config.image.services;
+    for (i, unit) in services.enable.iter().enumerate() {
+        let found = [
+            "etc/systemd/system",
+            "usr/lib/systemd/system",
+            "lib/systemd/system",
+        ]
+        .iter()
+        .any(|dir| rootfs.join(dir).join(unit).symlink_metadata().is_ok());
+        ensure!(
+            found,
+            "key `services.enable[{i}]`: unit `{unit}` does not exist in the image; add it under \
+             overlays/etc/systemd/system/ or install the package that ships it"
+        );
+    }
+    // `--root=/` inside the chroot: the image's own systemctl, offline, no running systemd
+    // and no /proc needed.
+    let (enable, disable, mask) = (&services.enable, &services.disable, &services.mask);
+    if !enable.is_empty() {
+        stage.run(cmd!(
+            sh,
+            "chroot {rootfs} systemctl --root=/ enable {enable...}"
+        ))?;
+    }
+    if !disable.is_empty() {
+        stage.run(cmd!(
+            sh,
+            "chroot {rootfs} systemctl --root=/ disable {disable...}"
+        ))?;
+    }
+    if !mask.is_empty() {
+        stage.run(cmd!(
+            sh,
+            "chroot {rootfs} systemctl --root=/ mask {mask...}"
+        ))?;
+    }
+    Ok(())
+}

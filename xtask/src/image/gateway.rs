@@ -1,0 +1,67 @@
+//! Stage `gateway`: the `clawfort` binary for the target's Rust triple, installed in the image
+//! as `/usr/bin/clawfort`. Cargo does the caching: an unchanged gateway builds in a second.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use xshell::{cmd, Shell};
+
+use super::progress::StageProgress;
+
+pub const IMAGE_PATH: &str = "/usr/bin/clawfort";
+
+/// Builds the gateway for `triple` (adding the Rust target through rustup when it is
+/// missing), or checks a prebuilt binary given with `--gateway-binary`.
+pub fn build(
+    stage: &mut StageProgress,
+    repo: &Path,
+    triple: &str,
+    prebuilt: Option<&Path>,
+) -> Result<PathBuf> {
+    if let Some(binary) = prebuilt {
+        ensure!(
+            binary.is_file(),
+            "--gateway-binary {}: no such file",
+            binary.display()
+        );
+        stage.step(format!("using prebuilt {}", binary.display()));
+        return Ok(binary.to_path_buf());
+    }
+    let sh = Shell::new()?;
+    sh.change_dir(repo);
+    ensure_rust_target(stage, &sh, triple)?;
+    stage.step(format!(
+        "cargo build --release -p clawfort --target {triple}"
+    ));
+    stage.run(cmd!(
+        sh,
+        "cargo build --release -p clawfort --target {triple}"
+    ))?;
+    let metadata = stage.run(cmd!(sh, "cargo metadata --format-version 1 --no-deps"))?;
+    let metadata: serde_json::Value =
+        serde_json::from_str(&metadata).context("cargo metadata printed invalid JSON")?;
+    let target_dir = metadata["target_directory"]
+        .as_str()
+        .context("cargo metadata has no target_directory")?;
+    let binary = Path::new(target_dir)
+        .join(triple)
+        .join("release")
+        .join("clawfort");
+    ensure!(
+        binary.is_file(),
+        "cargo built the gateway but {} does not exist",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+fn ensure_rust_target(stage: &mut StageProgress, sh: &Shell, triple: &str) -> Result<()> {
+    let Ok(installed) = cmd!(sh, "rustup target list --installed").quiet().read() else {
+        // No rustup: the toolchain's own target set decides, and cargo's error will say so.
+        return Ok(());
+    };
+    if !installed.lines().any(|line| line.trim() == triple) {
+        stage.run(cmd!(sh, "rustup target add {triple}"))?;
+    }
+    Ok(())
+}

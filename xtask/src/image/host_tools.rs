@@ -1,0 +1,358 @@
+//! The host programs the builder (and the boot suite) run, and setting them up on a fresh
+//! machine: as root on Debian the missing ones are installed; anywhere else the build stops
+//! with the exact command a person should run.
+//!
+//! On a bookworm host QEMU comes from bookworm-backports: bookworm's QEMU 7.2 makes the trixie
+//! kernel panic under TCG, and `qemu-utils` must come from the same suite as `qemu-system-*`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+/// Something the host must provide, and the Debian package that provides it.
+#[derive(Debug, Clone, Copy)]
+pub struct HostTool {
+    /// A program looked up on PATH (plus the sbin directories), or an absolute file path.
+    pub probe: &'static str,
+    pub package: &'static str,
+    /// On a bookworm host, install from bookworm-backports.
+    pub from_backports: bool,
+    /// Oldest acceptable major version, read from `<probe> --version`.
+    pub min_major_version: Option<u32>,
+}
+
+const fn tool(probe: &'static str, package: &'static str) -> HostTool {
+    HostTool {
+        probe,
+        package,
+        from_backports: false,
+        min_major_version: None,
+    }
+}
+
+/// Everything `cargo xtask image` runs for a `gpt-efi` target.
+pub const IMAGE_TOOLS: &[HostTool] = &[
+    tool("mmdebstrap", "mmdebstrap"),
+    tool("sgdisk", "gdisk"),
+    tool("mkfs.vfat", "dosfstools"),
+    tool("mcopy", "mtools"),
+    tool("mmd", "mtools"),
+    tool("mkfs.ext4", "e2fsprogs"),
+    tool("e2fsck", "e2fsprogs"),
+    tool("dpkg-query", "dpkg"),
+    tool("chroot", "coreutils"),
+    tool("cp", "coreutils"),
+    tool(
+        "/usr/share/keyrings/debian-archive-keyring.gpg",
+        "debian-archive-keyring",
+    ),
+    HostTool {
+        probe: "qemu-img",
+        package: "qemu-utils",
+        from_backports: true,
+        min_major_version: None,
+    },
+];
+
+/// QEMU for booting an x86_64 image through OVMF (for `cargo xtask run` / `e2e`).
+pub const QEMU_X86_64_TOOLS: &[HostTool] = &[
+    HostTool {
+        probe: "qemu-system-x86_64",
+        package: "qemu-system-x86",
+        from_backports: true,
+        min_major_version: Some(10),
+    },
+    HostTool {
+        probe: "qemu-img",
+        package: "qemu-utils",
+        from_backports: true,
+        min_major_version: None,
+    },
+    tool("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
+    tool("ssh", "openssh-client"),
+];
+
+/// The tools that boot an image of `target` under QEMU.
+pub fn boot_tools(target: &str) -> &'static [HostTool] {
+    match target {
+        "x86_64" => QEMU_X86_64_TOOLS,
+        _ => &[],
+    }
+}
+
+/// Makes sure every tool is present (and new enough), installing what is missing when this
+/// process may (root on Debian), otherwise failing with the command to run.
+pub fn ensure(tools: &[HostTool]) -> Result<()> {
+    let missing: Vec<HostTool> = tools
+        .iter()
+        .copied()
+        .filter(|tool| !is_satisfied(tool))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let host = HostOs::detect();
+    let plan = InstallPlan::new(&missing, &host);
+    let names: Vec<&str> = missing.iter().map(|tool| tool.probe).collect();
+    if !(host.is_debian && is_root()) {
+        bail!(
+            "missing host tools: {}\n  install them with:\n{}",
+            names.join(", "),
+            plan.commands_text()
+        );
+    }
+    eprintln!("==> installing missing host tools: {}", names.join(", "));
+    plan.execute().with_context(|| {
+        format!(
+            "installing host tools failed; run by hand:\n{}",
+            plan.commands_text()
+        )
+    })?;
+    let still_missing: Vec<&str> = tools
+        .iter()
+        .filter(|tool| !is_satisfied(tool))
+        .map(|tool| tool.probe)
+        .collect();
+    if !still_missing.is_empty() {
+        bail!(
+            "host tools still missing or too old after installing: {}",
+            still_missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn is_satisfied(tool: &HostTool) -> bool {
+    let Some(path) = locate(tool.probe) else {
+        return false;
+    };
+    match tool.min_major_version {
+        None => true,
+        Some(min) => major_version(&path).is_some_and(|major| major >= min),
+    }
+}
+
+/// Finds a program on PATH or in the sbin directories (which a non-login root shell may lack).
+pub fn locate(probe: &str) -> Option<PathBuf> {
+    if probe.starts_with('/') {
+        return Path::new(probe).exists().then(|| PathBuf::from(probe));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(probe))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The first `N.` number in `<program> --version` (QEMU prints `QEMU emulator version 10.0.2`).
+fn major_version(program: &Path) -> Option<u32> {
+    let sh = Shell::new().ok()?;
+    let text = cmd!(sh, "{program} --version")
+        .quiet()
+        .ignore_status()
+        .read()
+        .ok()?;
+    text.split(|c: char| !c.is_ascii_digit() && c != '.')
+        .find(|word| word.contains('.') && word.starts_with(|c: char| c.is_ascii_digit()))
+        .and_then(|version| version.split('.').next()?.parse().ok())
+}
+
+fn is_root() -> bool {
+    // `id -u` answers without pulling in libc for one geteuid call.
+    Shell::new()
+        .ok()
+        .and_then(|sh| cmd!(sh, "id -u").quiet().read().ok())
+        .is_some_and(|uid| uid.trim() == "0")
+}
+
+struct HostOs {
+    is_debian: bool,
+    codename: String,
+}
+
+impl HostOs {
+    fn detect() -> Self {
+        let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+        let field = |name: &str| {
+            os_release
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("{name}=")))
+                .map(|value| value.trim_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        Self {
+            is_debian: field("ID") == "debian" && Path::new("/usr/bin/apt-get").exists(),
+            codename: field("VERSION_CODENAME"),
+        }
+    }
+}
+
+const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
+
+struct InstallPlan {
+    from_main: Vec<&'static str>,
+    from_backports: Vec<&'static str>,
+    add_backports_source: bool,
+    backports_uri: String,
+}
+
+impl InstallPlan {
+    fn new(missing: &[HostTool], host: &HostOs) -> Self {
+        let use_backports = host.codename == "bookworm";
+        let mut plan = Self {
+            from_main: Vec::new(),
+            from_backports: Vec::new(),
+            add_backports_source: false,
+            backports_uri: debian_mirror_uri(),
+        };
+        for tool in missing {
+            let list = if tool.from_backports && use_backports {
+                &mut plan.from_backports
+            } else {
+                &mut plan.from_main
+            };
+            if !list.contains(&tool.package) {
+                list.push(tool.package);
+            }
+        }
+        // qemu-img and qemu-system must come from the same suite, or apt leaves the host
+        // without qemu-img.
+        if plan
+            .from_backports
+            .iter()
+            .any(|p| p.starts_with("qemu-system"))
+            && !plan.from_backports.contains(&"qemu-utils")
+        {
+            plan.from_backports.push("qemu-utils");
+        }
+        plan.add_backports_source = !plan.from_backports.is_empty() && !backports_configured();
+        plan
+    }
+
+    fn backports_source_text(&self) -> String {
+        format!(
+            "Types: deb\nURIs: {}\nSuites: bookworm-backports\nComponents: main\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+            self.backports_uri
+        )
+    }
+
+    fn commands_text(&self) -> String {
+        let mut lines = Vec::new();
+        if self.add_backports_source {
+            lines.push(format!(
+                "    printf '{}' > {BACKPORTS_SOURCE}",
+                self.backports_source_text().replace('\n', "\\n")
+            ));
+        }
+        lines.push("    apt-get update".to_owned());
+        if !self.from_main.is_empty() {
+            lines.push(format!(
+                "    apt-get install -y --no-install-recommends {}",
+                self.from_main.join(" ")
+            ));
+        }
+        if !self.from_backports.is_empty() {
+            lines.push(format!(
+                "    apt-get install -y --no-install-recommends -t bookworm-backports {}",
+                self.from_backports.join(" ")
+            ));
+        }
+        lines.join("\n")
+    }
+
+    fn execute(&self) -> Result<()> {
+        let sh = Shell::new()?;
+        if self.add_backports_source {
+            sh.write_file(BACKPORTS_SOURCE, self.backports_source_text())?;
+        }
+        let env = ("DEBIAN_FRONTEND", "noninteractive");
+        cmd!(sh, "apt-get update").env(env.0, env.1).run()?;
+        let main = &self.from_main;
+        if !main.is_empty() {
+            cmd!(sh, "apt-get install -y --no-install-recommends {main...}")
+                .env(env.0, env.1)
+                .run()?;
+        }
+        let backports = &self.from_backports;
+        if !backports.is_empty() {
+            cmd!(
+                sh,
+                "apt-get install -y --no-install-recommends -t bookworm-backports {backports...}"
+            )
+            .env(env.0, env.1)
+            .run()?;
+        }
+        Ok(())
+    }
+}
+
+/// The host's own Debian mirror (from its deb822 sources), so backports come from the same
+/// place as everything else.
+fn debian_mirror_uri() -> String {
+    std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("URIs:"))
+                .and_then(|uris| uris.split_whitespace().next().map(str::to_owned))
+        })
+        .unwrap_or_else(|| "http://deb.debian.org/debian".to_owned())
+}
+
+fn backports_configured() -> bool {
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        files.extend(entries.flatten().map(|entry| entry.path()));
+    }
+    files.iter().any(|file| {
+        std::fs::read_to_string(file).is_ok_and(|text| {
+            text.lines().any(|line| {
+                !line.trim_start().starts_with('#') && line.contains("bookworm-backports")
+            })
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_system_pulls_qemu_utils_from_the_same_suite() {
+        let host = HostOs {
+            is_debian: true,
+            codename: "bookworm".into(),
+        };
+        let plan = InstallPlan::new(
+            &[QEMU_X86_64_TOOLS[0], tool("mmdebstrap", "mmdebstrap")],
+            &host,
+        );
+        assert_eq!(plan.from_backports, ["qemu-system-x86", "qemu-utils"]);
+        assert_eq!(plan.from_main, ["mmdebstrap"]);
+        let text = plan.commands_text();
+        assert!(
+            text.contains("-t bookworm-backports qemu-system-x86 qemu-utils"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn off_bookworm_everything_comes_from_the_host_suite() {
+        let host = HostOs {
+            is_debian: true,
+            codename: "trixie".into(),
+        };
+        let plan = InstallPlan::new(QEMU_X86_64_TOOLS, &host);
+        assert!(plan.from_backports.is_empty());
+        assert!(plan.from_main.contains(&"qemu-system-x86"));
+        assert!(!plan.commands_text().contains("backports"));
+    }
+
+    #[test]
+    fn tools_on_this_host_are_found() {
+        assert!(locate("sh").is_some());
+        assert!(locate("surely-not-a-real-program-xyz").is_none());
+    }
+}
