@@ -45,7 +45,7 @@ pub enum PeerKind {
 
 impl std::fmt::Display for PeerKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             PeerKind::Direct => "direct",
             PeerKind::Group => "group",
         })

@@ -1,8 +1,307 @@
-//! Placeholder: replaced by the module's owner.
+//! `cargo xtask bench gateway [--json]`: the gateway's performance figures.
+//!
+//! Builds the release binary, starts it on a free loopback port with a throw-away state dir,
+//! and measures: time from spawn to the first 200 from `/healthz` (polled every 0.5 ms),
+//! idle RSS (VmRSS after a settle), then `wrk -t2 -c32` against `/healthz`, authorised
+//! `/api/status`, and rejected `/api/status` twice: with the default failure limiter (the
+//! first 10 failures are 401, the rest 429 during the lockout) and with the limiter off
+//! (every request is a logged 401). 401s are counted from the gateway's `auth failure from`
+//! log lines; wrk gives the total. Results go into BENCHMARKS.md by hand.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use xshell::{cmd, Shell};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// What to benchmark (only `gateway` exists).
+    #[arg(default_value = "gateway")]
+    pub target: String,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u32,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask bench` is not implemented yet")
+/// One wrk run.
+struct Load {
+    name: &'static str,
+    requests: u64,
+    per_sec: f64,
+    non_2xx: u64,
+    /// 401 responses, from the gateway log (rejected runs only).
+    unauthorized: Option<u64>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    ensure!(
+        args.target == "gateway",
+        "unknown benchmark {:?}; the only one is `gateway`",
+        args.target
+    );
+    let sh = Shell::new()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives one level below the project root")?
+        .to_path_buf();
+    sh.change_dir(&root);
+    if sh
+        .cmd("wrk")
+        .arg("--version")
+        .quiet()
+        .ignore_status()
+        .output()
+        .is_err()
+    {
+        bail!("wrk is not installed (apt-get install wrk)");
+    }
+    cmd!(sh, "cargo build --release --quiet -p clawfort").run()?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let binary = target_dir.join("release/clawfort");
+
+    let state = std::env::temp_dir().join(format!("clawfort-bench-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(state.clone());
+    std::fs::create_dir_all(&state)?;
+    let token = "bench-token-0123456789abcdef0123456789abcdef";
+    std::fs::write(
+        state.join(".env"),
+        format!("OPENCLAW_GATEWAY_TOKEN={token}\n"),
+    )?;
+
+    // Run 1: default configuration.
+    let mut gw = Gateway::start(&binary, &state, "{}")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss_kib = gw.rss_kib("VmRSS")?;
+    let d = args.duration;
+    let healthz = wrk(&sh, "healthz", gw.port, "/healthz", None, d)?;
+    let authorised = wrk(
+        &sh,
+        "status, authorised",
+        gw.port,
+        "/api/status",
+        Some(token),
+        d,
+    )?;
+    let before = gw.auth_failures()?;
+    let mut rejected = wrk(
+        &sh,
+        "status, rejected (limiter on)",
+        gw.port,
+        "/api/status",
+        Some("wrong-token"),
+        d,
+    )?;
+    rejected.unauthorized = Some(gw.auth_failures()? - before);
+    let peak_rss_kib = gw.rss_kib("VmHWM")?;
+    let start = gw.start_time;
+    gw.stop();
+
+    // Run 2: limiter off, so every rejected request does the full token check and logs.
+    let gw = Gateway::start(
+        &binary,
+        &state,
+        "{ gateway: { auth: { rateLimit: { maxAttempts: 0 } } } }",
+    )?;
+    let before = gw.auth_failures()?;
+    let mut unlimited = wrk(
+        &sh,
+        "status, rejected (limiter off)",
+        gw.port,
+        "/api/status",
+        Some("wrong-token"),
+        d,
+    )?;
+    unlimited.unauthorized = Some(gw.auth_failures()? - before);
+    drop(gw);
+
+    let loads = [healthz, authorised, rejected, unlimited];
+    if args.json {
+        let loads: Vec<_> = loads
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "name": l.name, "requests": l.requests, "requestsPerSec": l.per_sec,
+                    "non2xx": l.non_2xx, "unauthorized401": l.unauthorized,
+                })
+            })
+            .collect();
+        let report = serde_json::json!({
+            "startToHealthzMs": start.as_secs_f64() * 1000.0,
+            "idleRssKiB": idle_rss_kib,
+            "peakRssKiB": peak_rss_kib,
+            "wrk": format!("wrk -t2 -c32 -d{d}s"),
+            "loads": loads,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("clawfort gateway benchmark (release build, loopback, wrk -t2 -c32 -d{d}s)");
+    println!(
+        "  start to first /healthz 200   {:>10.1} ms",
+        start.as_secs_f64() * 1000.0
+    );
+    println!(
+        "  idle RSS                      {:>10.1} MiB",
+        idle_rss_kib as f64 / 1024.0
+    );
+    println!(
+        "  peak RSS (after load)         {:>10.1} MiB",
+        peak_rss_kib as f64 / 1024.0
+    );
+    println!(
+        "  {:<32} {:>10} {:>10} {:>8} {:>8}",
+        "load", "req/s", "requests", "non-2xx", "401s"
+    );
+    for l in &loads {
+        let unauthorized = l.unauthorized.map_or("-".to_string(), |n| n.to_string());
+        println!(
+            "  {:<32} {:>10.0} {:>10} {:>8} {:>8}",
+            l.name, l.per_sec, l.requests, l.non_2xx, unauthorized
+        );
+    }
+    Ok(())
+}
+
+/// A running release gateway.
+struct Gateway {
+    child: Child,
+    port: u16,
+    start_time: Duration,
+    state: PathBuf,
+}
+
+impl Gateway {
+    fn start(binary: &Path, state: &Path, config: &str) -> Result<Self> {
+        std::fs::write(state.join("openclaw.json"), config)?;
+        let port = free_port()?;
+        let started = Instant::now();
+        let child = Command::new(binary)
+            .args(["--config"])
+            .arg(state.join("openclaw.json"))
+            .args(["gateway", "--port", &port.to_string()])
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let mut gw = Self {
+            child,
+            port,
+            start_time: Duration::ZERO,
+            state: state.to_path_buf(),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        while !healthz_ok(addr) {
+            ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "the gateway did not serve /healthz within 10 s"
+            );
+            if let Some(status) = gw.child.try_wait()? {
+                bail!("the gateway exited during start: {status}");
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        gw.start_time = started.elapsed();
+        Ok(gw)
+    }
+
+    fn rss_kib(&self, field: &str) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {field} in /proc/PID/status"))
+    }
+
+    /// `auth failure from` lines in the gateway's log file so far.
+    fn auth_failures(&self) -> Result<u64> {
+        let log = std::fs::read(self.state.join("logs/gateway.log")).unwrap_or_default();
+        Ok(log
+            .split(|b| *b == b'\n')
+            .filter(|l| l.windows(17).any(|w| w == b"auth failure from"))
+            .count() as u64)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn healthz_ok(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut response).is_ok()
+        && response.starts_with("HTTP/1.1 200")
+}
+
+fn wrk(
+    sh: &Shell,
+    name: &'static str,
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    secs: u32,
+) -> Result<Load> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let duration = format!("{secs}s");
+    let header = token.map(|t| format!("Authorization: Bearer {t}"));
+    let header_args: Vec<&str> = match &header {
+        Some(h) => vec!["-H", h],
+        None => vec![],
+    };
+    let out = cmd!(sh, "wrk -t2 -c32 -d{duration} {header_args...} {url}")
+        .quiet()
+        .read()?;
+    let number_after = |marker: &str| -> Option<f64> {
+        let line = out.lines().find(|l| l.contains(marker))?;
+        line.split_whitespace().find_map(|w| w.parse::<f64>().ok())
+    };
+    let requests = out
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("cannot read the request count from wrk:\n{out}"))?;
+    Ok(Load {
+        name,
+        requests,
+        per_sec: number_after("Requests/sec:")
+            .with_context(|| format!("cannot read Requests/sec from wrk:\n{out}"))?,
+        non_2xx: number_after("Non-2xx").map_or(0, |n| n as u64),
+        unauthorized: None,
+    })
 }

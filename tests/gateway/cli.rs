@@ -1,0 +1,235 @@
+//! The other commands: token, security audit, logs, status, --help.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::{cli, state_dir, Gateway, BIN, TOKEN};
+
+#[test]
+fn token_prints_64_hex() {
+    let out = cli(tempfile::tempdir().unwrap().path(), &["token"]);
+    let token = String::from_utf8(out.stdout).unwrap();
+    let token = token.trim();
+    assert_eq!(token.len(), 64);
+    assert!(token.chars().all(|c| c.is_ascii_hexdigit()));
+}
+
+fn audit(dir: &std::path::Path, args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = vec!["security", "audit", "--json"];
+    all.extend_from_slice(args);
+    let out = cli(dir, &all);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap(), report)
+}
+
+fn ids(report: &serde_json::Value, severity: &str) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == severity)
+        .map(|f| f["checkId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn audit_of_a_hardened_installation_is_clean() {
+    let dir = state_dir(Some(
+        r#"{ gateway: { auth: { token: "${OPENCLAW_GATEWAY_TOKEN}" } } }"#,
+    ));
+    chmod(dir.path(), 0o700);
+    chmod(&dir.path().join(".env"), 0o600);
+    chmod(&dir.path().join("openclaw.json"), 0o600);
+    let (code, report) = audit(dir.path(), &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert!(ids(&report, "critical").is_empty(), "{report:#}");
+    // The build machine runs tests as root, which the audit rightly mentions.
+    let warn: Vec<String> = ids(&report, "warn")
+        .into_iter()
+        .filter(|id| id != "process.root")
+        .collect();
+    assert!(warn.is_empty(), "{report:#}");
+}
+
+#[test]
+fn audit_finds_and_fixes_problems() {
+    let dir = state_dir(Some(
+        r#"{
+          gateway: { bind: "lan", auth: { token: "literal-token-0123456789abcdef" } },
+          channels: { tg: { dmPolicy: "open" } },
+          pairing: { autoApprove: true },
+          agents: { defaults: { sandbox: { mode: "off" } } },
+          security: { deniedPaths: ["/root"] },
+        }"#,
+    ));
+    chmod(dir.path(), 0o755);
+    chmod(&dir.path().join(".env"), 0o644);
+    chmod(&dir.path().join("openclaw.json"), 0o644);
+    let (code, report) = audit(dir.path(), &[]);
+    assert_eq!(code, 1);
+    let critical = ids(&report, "critical");
+    for id in [
+        "fs.state_dir.perms",
+        "fs.env.perms",
+        "fs.config.perms",
+        "channels.dm_policy.open",
+        "pairing.auto_approve",
+        "sandbox.off",
+    ] {
+        assert!(
+            critical.contains(&id.to_string()),
+            "{id} missing: {report:#}"
+        );
+    }
+    let warn = ids(&report, "warn");
+    for id in [
+        "gateway.bind.non_loopback",
+        "config.literal_secret",
+        "security.denied_paths",
+    ] {
+        assert!(warn.contains(&id.to_string()), "{id} missing: {report:#}");
+    }
+    for f in report["findings"].as_array().unwrap() {
+        for key in ["title", "detail", "remediation"] {
+            assert!(f[key].is_string(), "{f}");
+        }
+    }
+    // --fix tightens the permissions and says so.
+    let (_, fixed) = audit(dir.path(), &["--fix"]);
+    assert_eq!(fixed["fixes"].as_array().unwrap().len(), 3, "{fixed:#}");
+    assert_eq!(
+        std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join(".env"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(!ids(&fixed, "critical").contains(&"fs.env.perms".to_string()));
+    // Text output too.
+    let text = cli(dir.path(), &["security", "audit"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("CRITICAL"));
+}
+
+#[test]
+fn short_or_missing_token_is_reported() {
+    let dir = state_dir(Some(r#"{ gateway: { auth: { token: "short" } } }"#));
+    let (code, report) = audit(dir.path(), &[]);
+    assert_eq!(code, 1);
+    assert!(ids(&report, "critical").contains(&"gateway.token.short".to_string()));
+    let dir = state_dir(None);
+    std::fs::remove_file(dir.path().join(".env")).unwrap();
+    let (_, report) = audit(dir.path(), &[]);
+    assert!(ids(&report, "warn").contains(&"gateway.token.missing".to_string()));
+}
+
+#[test]
+fn audit_config_errors_exit_2() {
+    let dir = state_dir(Some("{ gatway: {} }"));
+    let out = cli(dir.path(), &["security", "audit"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `gateway`"));
+}
+
+#[test]
+fn deep_audit_reports_every_host_check() {
+    let gw = Gateway::start(None);
+    let (code, report) = audit(gw.path(), &["--deep"]);
+    let all: Vec<String> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["checkId"].as_str().unwrap().to_string())
+        .collect();
+    for id in [
+        "host.gateway_sockets",
+        "host.nftables",
+        "host.sshd",
+        "host.fail2ban",
+        "host.unattended_upgrades",
+        "host.docker_socket",
+    ] {
+        assert!(all.contains(&id.to_string()), "{id} missing: {report:#}");
+    }
+    assert!(code == 0 || code == 1, "{code}");
+    // The test gateway is on loopback; its sockets must not be called exposed.
+    let sockets = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["checkId"] == "host.gateway_sockets")
+        .unwrap()
+        .clone();
+    assert_ne!(
+        sockets["title"],
+        "the gateway listens on a non-loopback address"
+    );
+}
+
+#[test]
+fn logs_shows_the_gateway_log() {
+    let gw = Gateway::start(None);
+    assert_eq!(gw.get("/api/status", None).status, 401);
+    gw.wait_log("auth failure from", 1);
+    let out = cli(gw.path(), &["logs", "--source", "file", "--tail", "5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("auth failure from 127.0.0.1"), "{text}");
+    assert!(text.lines().count() <= 5);
+}
+
+#[test]
+fn status_asks_the_running_gateway() {
+    let gw = Gateway::start(None);
+    let config = format!("{{ gateway: {{ port: {} }} }}", gw.addr.port());
+    std::fs::write(gw.path().join("openclaw.json"), config).unwrap();
+    let out = cli(gw.path(), &["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["bind"], gw.addr.to_string());
+    let _ = TOKEN;
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["gateway", "--help"],
+        vec!["pairing", "--help"],
+        vec!["pairing", "list", "--help"],
+        vec!["pairing", "approve", "--help"],
+        vec!["pairing", "reject", "--help"],
+        vec!["pairing", "approved", "--help"],
+        vec!["pairing", "revoke", "--help"],
+        vec!["token", "--help"],
+        vec!["security", "audit", "--help"],
+        vec!["logs", "--help"],
+        vec!["status", "--help"],
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}
