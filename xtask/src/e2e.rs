@@ -1,8 +1,180 @@
-//! Placeholder: replaced by the module's owner.
+//! `cargo xtask e2e`: build the suite image (the appliance with a test SSH key and a short
+//! fail2ban ban), boot it twice through the real firmware on a private network, and run the
+//! probe suite (`tests/e2e`) against it. Exit status 0 only when every probe passes.
+//!
+//! `--self-test` instead builds a variant with the protections turned off and checks that the
+//! probes guarding them fail (see `e2e/self_test.rs`).
+
+mod boot;
+mod expect;
+mod self_test;
+#[path = "../../tests/e2e/testbed.rs"]
+mod testbed;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use xshell::{cmd, Shell};
+
+use crate::image::{self, host_tools::HostTool, BuildOptions, Format};
+use crate::qemu::{self, Machine};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Target machine: selects image/targets/<target>.toml and qemu/<target>.toml.
+    #[arg(long, default_value = "x86_64")]
+    pub target: String,
+    /// Directory for images, reports and serial logs.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Boot this image instead of building the suite image (it must authorise the suite's
+    /// key, <out>/e2e/id_ed25519.pub, and use tests/e2e/variants/suite.toml's settings).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Check the suite itself: build a variant with the protections off (through the image
+    /// configuration) and require the probes guarding them to fail.
+    #[arg(long)]
+    pub self_test: bool,
+    /// Run only this probe (repeatable; `cargo test --test e2e -- --list` lists them).
+    #[arg(long = "probe")]
+    pub probes: Vec<String>,
+    /// Skip the second boot (the uniqueness probe then fails): quicker while developing.
+    #[arg(long)]
+    pub no_peer: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask e2e` is not implemented yet")
+/// Host tools the suite needs besides QEMU and the firmware.
+const SUITE_TOOLS: &[HostTool] = &[
+    tool("ip", "iproute2"),
+    tool("dnsmasq", "dnsmasq-base"),
+    tool("ssh-keygen", "openssh-client"),
+    tool("timeout", "coreutils"),
+];
+
+const fn tool(probe: &'static str, package: &'static str) -> HostTool {
+    HostTool {
+        probe,
+        package,
+        from_backports: false,
+        min_major_version: None,
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let started = Instant::now();
+    let sh = Shell::new()?;
+    let root = qemu::project_root();
+    sh.change_dir(&root);
+    image::host_tools::ensure(image::host_tools::boot_tools(&args.target))?;
+    image::host_tools::ensure(SUITE_TOOLS)?;
+    let machine = Machine::load(&root, &args.target)?;
+    let key = test_key(&sh, &args.out)?;
+
+    let suite_overlay = root.join("tests/e2e/variants/suite.toml");
+    let definition =
+        expect::merged_definition(&root.join("image/clawfort.toml"), &[&suite_overlay])?;
+    let users = expect::users(&definition)?;
+    let (variant, overlays, only) = if args.self_test {
+        let weakened = root.join("tests/e2e/variants/weakened.toml");
+        (
+            "weakened",
+            vec![suite_overlay, weakened],
+            self_test::probes(),
+        )
+    } else {
+        ("suite", vec![suite_overlay], args.probes.clone())
+    };
+    let image = match &args.image {
+        Some(image) => image.clone(),
+        None => build_variant(&args, variant, overlays, &key)?,
+    };
+
+    let label = if args.self_test {
+        format!("{}-self-test", args.target)
+    } else {
+        args.target.clone()
+    };
+    let plan = boot::Plan {
+        target: &args.target,
+        machine: &machine,
+        image: &image,
+        work: args.out.join(format!("e2e-{label}-work")),
+        serial_log: args.out.join(format!("e2e-{label}-serial.log")),
+        report: args.out.join(format!("e2e-{label}.json")),
+        ssh_key: &key,
+        admin_user: users.admin,
+        service_user: users.service,
+        expect: expect::expectations(&definition)?,
+        boot_peer: !args.self_test && !args.no_peer,
+        only,
+    };
+    let outcome = boot::boot_and_probe(&sh, &plan)?;
+    let report = &outcome.report;
+    eprintln!(
+        "\n{}: power-on to SSH login {:.1} s, to gateway /healthz {}; {} probes passed, {} failed ({:.0} s of probing); whole run {:.0} s",
+        image.display(),
+        outcome.guest.ssh_ready_s,
+        outcome.guest.gateway_ready_s.map_or("never".to_owned(), |s| format!("{s:.1} s")),
+        report.passed,
+        report.failed,
+        report.duration_s,
+        started.elapsed().as_secs_f64()
+    );
+    if args.self_test {
+        return self_test::judge(report);
+    }
+    let failed: Vec<&str> = report
+        .probes
+        .iter()
+        .filter(|p| !p.passed)
+        .map(|p| p.name.as_str())
+        .collect();
+    ensure!(
+        failed.is_empty(),
+        "probes failed: {} (serial console: {})",
+        failed.join(", "),
+        plan.serial_log.display()
+    );
+    Ok(())
+}
+
+/// The suite's SSH key pair, made once per output directory; never committed (out/ is ignored).
+fn test_key(sh: &Shell, out: &Path) -> Result<PathBuf> {
+    let dir = out.join("e2e");
+    let key = dir.join("id_ed25519");
+    if !key.exists() {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        cmd!(
+            sh,
+            "ssh-keygen -q -t ed25519 -N '' -C clawfort-e2e -f {key}"
+        )
+        .run()?;
+    }
+    Ok(key)
+}
+
+/// Builds (or reuses, when nothing changed) a raw image of the given variant, authorising the
+/// suite's key for admin. Each variant keeps its own stage directory so both stay warm.
+fn build_variant(
+    args: &Args,
+    variant: &str,
+    overlays: Vec<PathBuf>,
+    key: &Path,
+) -> Result<PathBuf> {
+    let mut options = BuildOptions::for_target(&args.target);
+    options.config_overlays = overlays;
+    options.authorized_keys = vec![key.with_extension("pub")];
+    options.out = args.out.join("e2e").join(variant);
+    options.work_dir =
+        Some(qemu::project_root().join(format!("target/image/{}-e2e-{variant}", args.target)));
+    // Raw boots fastest (no decompression under TCG) and is the same disk as the qcow2.
+    options.formats = vec![Format::Raw];
+    eprintln!("==> building the {variant} image");
+    let artifacts =
+        image::build(&options).with_context(|| format!("building the e2e {variant} image"))?;
+    artifacts
+        .raw
+        .context("the image build produced no raw disk")
 }

@@ -7,9 +7,9 @@
 //! gets its own and one cannot lock out another.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
@@ -67,10 +67,6 @@ impl PrivateNetwork {
         network.configure(sh, host_addresses)?;
         network.start_dhcp(work_dir)?;
         Ok(network)
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     fn configure(&self, sh: &Shell, host_addresses: &[Ipv4Addr]) -> Result<()> {
@@ -161,37 +157,6 @@ impl PrivateNetwork {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.name, program]);
         command
-    }
-
-    /// The namespace's file for `setns(2)`.
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
-    }
-
-    /// Waits until dnsmasq has leased `address`, bounded by `timeout`.
-    pub fn wait_for_lease(
-        &self,
-        work_dir: &Path,
-        address: Ipv4Addr,
-        timeout: Duration,
-    ) -> Result<()> {
-        let lease_file = work_dir.join("dnsmasq.leases");
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            let leases = std::fs::read_to_string(&lease_file).unwrap_or_default();
-            if leases
-                .split_whitespace()
-                .any(|word| word == address.to_string())
-            {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        bail!(
-            "no DHCP lease for {address} within {} s (see {})",
-            timeout.as_secs(),
-            work_dir.join("dnsmasq.log").display()
-        )
     }
 }
 

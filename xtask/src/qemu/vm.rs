@@ -168,10 +168,6 @@ impl Vm {
         self.started
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
     /// Fails if QEMU has exited (a guest that powered off or a QEMU error).
     pub fn ensure_running(&mut self) -> Result<()> {
         if let Some(child) = self.child.as_mut() {

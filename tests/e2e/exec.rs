@@ -1,0 +1,144 @@
+//! Running host commands with a hard time limit, optionally inside the test namespace.
+//!
+//! Every command goes through coreutils' `timeout`, so no probe can hang the suite, whatever
+//! the guest does. A thread can also move itself into the namespace (`setns`) for the native
+//! port scanner and TCP checks, which must choose their own source address.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+/// What a finished command printed.
+pub struct Output {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// The command's output, or an error quoting its stderr.
+    pub fn ok(self, what: &str) -> Result<String> {
+        if self.success {
+            Ok(self.stdout)
+        } else {
+            bail!(
+                "{what} failed (exit {}): {}",
+                self.code.map_or("by signal".to_owned(), |c| c.to_string()),
+                last_lines(&self.stderr, 3)
+            )
+        }
+    }
+}
+
+/// Runs `argv` with a time limit, inside `netns` when given, feeding `stdin`.
+pub fn run(
+    netns: Option<&str>,
+    argv: &[&str],
+    stdin: Option<&[u8]>,
+    limit: Duration,
+) -> Result<Output> {
+    let mut command = Command::new("timeout");
+    command.args(["--kill-after=5", &format!("{}", limit.as_secs().max(1))]);
+    if let Some(netns) = netns {
+        command.args(["ip", "netns", "exec", netns]);
+    }
+    command
+        .args(argv)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot run `{}`", argv.join(" ")))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A command that exits without reading its input is not an error here.
+        let _ = pipe.write_all(input);
+    }
+    let output = child.wait_with_output()?;
+    if output.status.code() == Some(124) {
+        bail!(
+            "`{}` did not finish within {} s",
+            argv.join(" "),
+            limit.as_secs()
+        );
+    }
+    Ok(Output {
+        success: output.status.success(),
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// Runs `f` on a thread that has joined network namespace `netns`.
+pub fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let path = format!("/run/netns/{netns}");
+    let file =
+        std::fs::File::open(&path).with_context(|| format!("cannot open namespace {path}"))?;
+    std::thread::spawn(move || -> Result<T> {
+        rustix::thread::move_into_link_name_space(
+            file.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .context("setns into the test namespace failed (needs root)")?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the thread inside namespace {netns} panicked"))?
+}
+
+/// How a TCP port answered a connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortState {
+    Open,
+    /// Refused: a reset came back.
+    Closed,
+    /// No answer within the time limit, or an ICMP error: a firewall dropped or rejected it.
+    Filtered,
+}
+
+/// One connection attempt from `source` (an address inside the current thread's namespace).
+pub async fn connect(source: Ipv4Addr, target: SocketAddrV4, limit: Duration) -> PortState {
+    let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+        return PortState::Filtered;
+    };
+    if socket.bind(SocketAddr::from((source, 0))).is_err() {
+        return PortState::Filtered;
+    }
+    match tokio::time::timeout(limit, socket.connect(SocketAddr::V4(target))).await {
+        Ok(Ok(_stream)) => PortState::Open,
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => PortState::Closed,
+        _ => PortState::Filtered,
+    }
+}
+
+/// A single-threaded async runtime for the calling (namespaced) thread: every socket it makes
+/// is created on this thread, hence in its namespace.
+pub fn local_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime always builds")
+}
+
+pub fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(count)..].join(" | ")
+}
+
+/// Quotes `text` as one word for a POSIX shell.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}

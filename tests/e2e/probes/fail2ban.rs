@@ -1,0 +1,131 @@
+//! fail2ban: an address that keeps failing SSH logins is banned (its new connections go
+//! unanswered, the harness's own address still gets in) and the ban lifts after the bantime.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Result};
+
+use crate::exec::{self, PortState};
+use crate::ssh::client;
+use crate::Ctx;
+
+/// Login attempts beyond maxretry before the probe gives up on a ban.
+const EXTRA_ATTEMPTS: u32 = 3;
+/// How long fail2ban may take to read the journal and ban after the last failure.
+const BAN_LATENCY: Duration = Duration::from_secs(20);
+
+pub fn fail2ban_bans_and_unbans(ctx: &Ctx) -> Result<String> {
+    let testbed = &ctx.testbed;
+    let attacker = testbed.sources.attacker;
+    let guest = testbed.guest.address;
+    let ssh = SocketAddrV4::new(guest, testbed.expect.ssh_port);
+    ensure!(
+        !is_banned(ctx, attacker)?,
+        "{attacker} is banned before the probe began"
+    );
+    ensure!(
+        tcp(&testbed.netns, attacker, ssh, Duration::from_secs(10))? == PortState::Open,
+        "SSH is not reachable from {attacker} before the attack, so a ban could not be told apart"
+    );
+
+    // "Invalid user" is what counts as a failure with key-only SSH.
+    let mut attempts = 0;
+    let mut banned_at = None;
+    while attempts < testbed.expect.fail2ban_maxretry + EXTRA_ATTEMPTS {
+        attempts += 1;
+        let user = format!("e2e-no-such-user-{attempts}");
+        // Fails by design; only the server's log line matters.
+        let _ = client(
+            testbed,
+            attacker,
+            &format!("{user}@{guest}"),
+            &["-o", "ConnectTimeout=8"],
+            Duration::from_secs(20),
+        );
+        if attempts >= testbed.expect.fail2ban_maxretry {
+            let deadline = Instant::now() + BAN_LATENCY;
+            while Instant::now() < deadline {
+                if is_banned(ctx, attacker)? {
+                    banned_at = Some(Instant::now());
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            if banned_at.is_some() {
+                break;
+            }
+        }
+    }
+    let Some(banned_at) = banned_at else {
+        bail!(
+            "{attempts} failed logins from {attacker} (maxretry {}), and fail2ban did not ban it",
+            testbed.expect.fail2ban_maxretry
+        );
+    };
+    ensure!(
+        tcp(&testbed.netns, attacker, ssh, Duration::from_secs(8))? == PortState::Filtered,
+        "fail2ban lists {attacker} as banned, but it can still connect to SSH"
+    );
+    ensure!(
+        tcp(
+            &testbed.netns,
+            testbed.sources.admin,
+            ssh,
+            Duration::from_secs(10)
+        )? == PortState::Open,
+        "while {attacker} is banned, the admin address {} cannot connect either",
+        testbed.sources.admin
+    );
+
+    // Bounded: the first ban lasts bantime (times the factor for a repeat offender).
+    let limit = Duration::from_secs(testbed.expect.fail2ban_bantime_s * 4 + 60);
+    let unbanned_after = loop {
+        if !is_banned(ctx, attacker)? {
+            break banned_at.elapsed();
+        }
+        ensure!(
+            banned_at.elapsed() < limit,
+            "the ban of {attacker} did not lift within {} s (bantime {} s)",
+            limit.as_secs(),
+            testbed.expect.fail2ban_bantime_s
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    ensure!(
+        tcp(&testbed.netns, attacker, ssh, Duration::from_secs(10))? == PortState::Open,
+        "fail2ban lifted the ban of {attacker}, but SSH is still unreachable from it"
+    );
+    Ok(format!(
+        "banned after {attempts} invalid-user logins, new connections dropped, admin unaffected; \
+         ban lifted after {:.0} s (bantime {} s)",
+        unbanned_after.as_secs_f64(),
+        testbed.expect.fail2ban_bantime_s
+    ))
+}
+
+/// Whether fail2ban's sshd jail lists `address` as banned and its nftables set holds it.
+fn is_banned(ctx: &Ctx, address: Ipv4Addr) -> Result<bool> {
+    let status = ctx.admin.check_root("fail2ban-client status sshd")?;
+    let listed = status
+        .lines()
+        .find_map(|line| line.split("Banned IP list:").nth(1))
+        .is_some_and(|list| list.split_whitespace().any(|ip| ip == address.to_string()));
+    if !listed {
+        return Ok(false);
+    }
+    let set = ctx
+        .admin
+        .check_root("nft list set inet f2b-table addr-set-sshd")?;
+    ensure!(
+        set.contains(&address.to_string()),
+        "fail2ban lists {address} as banned, but nftables' addr-set-sshd does not hold it"
+    );
+    Ok(true)
+}
+
+fn tcp(netns: &str, source: Ipv4Addr, target: SocketAddrV4, limit: Duration) -> Result<PortState> {
+    exec::in_netns(netns, move || {
+        exec::local_runtime().block_on(exec::connect(source, target, limit))
+    })
+}

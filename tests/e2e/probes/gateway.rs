@@ -1,0 +1,254 @@
+//! The gateway as the appliance runs it: its identity, where it listens, its authentication,
+//! its secret's protection, its own audit, and its supervision.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+
+use crate::Ctx;
+
+const UNIT: &str = "clawfort.service";
+
+fn main_pid(ctx: &Ctx) -> Result<u32> {
+    let pid = ctx
+        .admin
+        .check(&format!("systemctl show -P MainPID {UNIT}"))?;
+    let pid: u32 = pid.trim().parse().context("unparsable MainPID")?;
+    ensure!(pid != 0, "{UNIT} is not running (MainPID 0)");
+    Ok(pid)
+}
+
+fn http_status(ctx: &Ctx, path: &str, header_on_stdin: Option<&str>) -> Result<u16> {
+    let port = ctx.testbed.expect.gateway_port;
+    let script =
+        format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 {} http://127.0.0.1:{port}{path}",
+        if header_on_stdin.is_some() { "-H @-" } else { "" }
+    );
+    let input = header_on_stdin.map(|header| format!("{header}\n"));
+    let output = ctx.admin.run_with(
+        &script,
+        input.as_deref().map(str::as_bytes),
+        crate::ssh::COMMAND_LIMIT,
+    )?;
+    output.stdout.trim().parse().with_context(|| {
+        format!(
+            "curl gave no HTTP status for {path}: {}",
+            output.stderr.trim()
+        )
+    })
+}
+
+/// The gateway's token, read as root from the first-boot `.env`. Never printed.
+pub fn gateway_token(ctx: &Ctx, session: &crate::ssh::Session) -> Result<String> {
+    let env = session.check_root(&format!(
+        "cat /home/{}/.openclaw/.env",
+        ctx.testbed.service_user
+    ))?;
+    env.lines()
+        .find_map(|line| line.trim().strip_prefix("OPENCLAW_GATEWAY_TOKEN="))
+        .map(|token| token.trim_matches('"').to_owned())
+        .filter(|token| !token.is_empty())
+        .context("no OPENCLAW_GATEWAY_TOKEN in the service user's .env")
+}
+
+/// The gateway process runs as the service user, not root.
+pub fn gateway_runs_as_service_user(ctx: &Ctx) -> Result<String> {
+    let pid = main_pid(ctx)?;
+    let user = ctx.admin.check(&format!("ps -o user= -p {pid}"))?;
+    let user = user.trim();
+    let expected = &ctx.testbed.service_user;
+    ensure!(
+        user == expected,
+        "the gateway (pid {pid}) runs as `{user}`, not `{expected}`"
+    );
+    let uid = ctx.admin.check(&format!("ps -o uid= -p {pid}"))?;
+    ensure!(uid.trim() != "0", "the gateway runs with uid 0");
+    Ok(format!("pid {pid} runs as {user} (uid {})", uid.trim()))
+}
+
+/// Every socket the gateway listens on is a loopback address.
+pub fn gateway_listens_on_loopback_only(ctx: &Ctx) -> Result<String> {
+    let pid = main_pid(ctx)?;
+    let listeners = ctx.admin.check_root("ss -Htlnp")?;
+    let sockets: Vec<&str> = listeners
+        .lines()
+        .filter(|line| line.contains(&format!("pid={pid},")))
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .collect();
+    ensure!(
+        !sockets.is_empty(),
+        "the gateway (pid {pid}) listens on no TCP socket"
+    );
+    let exposed: Vec<&&str> = sockets
+        .iter()
+        .filter(|socket| !(socket.starts_with("127.") || socket.starts_with("[::1]")))
+        .collect();
+    ensure!(
+        exposed.is_empty(),
+        "the gateway listens beyond loopback: {exposed:?}"
+    );
+    Ok(format!("listens on {}", sockets.join(", ")))
+}
+
+/// `/healthz` answers 200 without authentication.
+pub fn gateway_healthz_ok(ctx: &Ctx) -> Result<String> {
+    let status = http_status(ctx, "/healthz", None)?;
+    ensure!(status == 200, "/healthz answered {status}");
+    Ok("/healthz: 200".to_owned())
+}
+
+/// `/api/status` needs the bearer token: 401 without it, with a wrong one and with the token in
+/// the query string; 200 with the real one.
+pub fn gateway_api_requires_token(ctx: &Ctx) -> Result<String> {
+    let token = gateway_token(ctx, &ctx.admin)?;
+    let without = http_status(ctx, "/api/status", None)?;
+    let wrong = http_status(
+        ctx,
+        "/api/status",
+        Some(&format!(
+            "Authorization: Bearer {}",
+            "x".repeat(token.len())
+        )),
+    )?;
+    let query = http_status(ctx, &format!("/api/status?token={token}"), None)?;
+    let with = http_status(
+        ctx,
+        "/api/status",
+        Some(&format!("Authorization: Bearer {token}")),
+    )?;
+    ensure!(
+        without == 401,
+        "/api/status without a token answered {without}, not 401"
+    );
+    ensure!(
+        wrong == 401,
+        "/api/status with a wrong token answered {wrong}, not 401"
+    );
+    ensure!(
+        query == 401,
+        "/api/status with the token in the query string answered {query}, not 401"
+    );
+    ensure!(
+        with == 200,
+        "/api/status with the right token answered {with}, not 200"
+    );
+    Ok("no token 401, wrong token 401, token in query 401, bearer token 200".to_owned())
+}
+
+/// The first-boot token file is 600 and the state directory 700, both the service user's, and
+/// the token has at least 32 characters.
+pub fn gateway_token_file_protected(ctx: &Ctx) -> Result<String> {
+    let user = &ctx.testbed.service_user;
+    let stat = ctx.admin.check_root(&format!(
+        "stat -c '%a %U %n' /home/{user}/.openclaw /home/{user}/.openclaw/.env"
+    ))?;
+    let mut lines = stat
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>());
+    let dir = lines.next().unwrap_or_default();
+    let env = lines.next().unwrap_or_default();
+    ensure!(
+        dir.len() == 3 && env.len() == 3,
+        "unexpected stat output: {stat}"
+    );
+    ensure!(
+        dir[0] == "700" && dir[1] == user,
+        "~/.openclaw is mode {} owned by {}; want 700 {user}",
+        dir[0],
+        dir[1]
+    );
+    ensure!(
+        env[0] == "600" && env[1] == user,
+        ".env is mode {} owned by {}; want 600 {user}",
+        env[0],
+        env[1]
+    );
+    let token = gateway_token(ctx, &ctx.admin)?;
+    ensure!(
+        token.len() >= 32,
+        "the gateway token has only {} characters",
+        token.len()
+    );
+    Ok(format!(
+        "~/.openclaw 700 {user}, .env 600 {user}, token {} chars",
+        token.len()
+    ))
+}
+
+/// `clawfort security audit --deep --json`, run as the service user, reports no critical finding.
+pub fn security_audit_no_critical(ctx: &Ctx) -> Result<String> {
+    let user = &ctx.testbed.service_user;
+    let output = ctx.admin.sudo(&format!(
+        "cd / && sudo -n -H -u {user} clawfort security audit --deep --json"
+    ))?;
+    let report: Value = serde_json::from_str(&output.stdout).with_context(|| {
+        format!(
+            "the audit printed no JSON (exit {:?}): {}",
+            output.code,
+            crate::exec::last_lines(&output.stderr, 3)
+        )
+    })?;
+    let mut findings = Vec::new();
+    collect_findings(&report, &mut findings);
+    ensure!(
+        !findings.is_empty() || report.to_string().contains("findings"),
+        "the audit's JSON has no findings list: {report}"
+    );
+    let critical: Vec<String> = findings
+        .iter()
+        .filter(|finding| {
+            finding["severity"]
+                .as_str()
+                .is_some_and(|s| s.eq_ignore_ascii_case("critical"))
+        })
+        .map(|finding| finding["checkId"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    ensure!(
+        critical.is_empty(),
+        "critical findings: {}",
+        critical.join(", ")
+    );
+    let mut by_severity = std::collections::BTreeMap::new();
+    for finding in &findings {
+        *by_severity
+            .entry(finding["severity"].as_str().unwrap_or("?").to_owned())
+            .or_insert(0) += 1;
+    }
+    Ok(format!(
+        "{} findings, none critical: {by_severity:?}",
+        findings.len()
+    ))
+}
+
+fn collect_findings<'a>(value: &'a Value, into: &mut Vec<&'a Value>) {
+    match value {
+        Value::Object(map) if map.contains_key("severity") && map.contains_key("checkId") => {
+            into.push(value)
+        }
+        Value::Object(map) => map.values().for_each(|v| collect_findings(v, into)),
+        Value::Array(items) => items.iter().for_each(|v| collect_findings(v, into)),
+        _ => {}
+    }
+}
+
+/// Killing the gateway with SIGKILL brings it back (new PID, `/healthz` 200) within a minute.
+pub fn gateway_restarts_after_kill(ctx: &Ctx) -> Result<String> {
+    let before = main_pid(ctx)?;
+    ctx.admin
+        .check_root(&format!("systemctl kill --signal=SIGKILL {UNIT}"))?;
+    let killed_at = Instant::now();
+    let deadline = killed_at + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        let Ok(after) = main_pid(ctx) else { continue };
+        if after != before && http_status(ctx, "/healthz", None).is_ok_and(|status| status == 200) {
+            return Ok(format!(
+                "killed pid {before}; pid {after} served /healthz {:.1} s later",
+                killed_at.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    bail!("after SIGKILL of pid {before}, the gateway did not come back within 60 s")
+}

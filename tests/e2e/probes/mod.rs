@@ -1,0 +1,99 @@
+//! Every probe, in the order the suite runs them: cheap checks from inside first, then the
+//! attacks from outside, then the probes that disturb the guest (gateway kill, fail2ban ban),
+//! and last the uniqueness probe, which gives the second boot the most time to come up.
+
+pub mod fail2ban;
+pub mod gateway;
+pub mod network;
+pub mod ssh;
+pub mod system;
+pub mod uniqueness;
+
+use anyhow::Result;
+
+use crate::Ctx;
+
+/// A named check: `Ok(detail)` passes, `Err(reason)` fails.
+pub struct Probe {
+    pub name: &'static str,
+    pub run: fn(&Ctx) -> Result<String>,
+}
+
+pub const ALL: &[Probe] = &[
+    Probe {
+        name: "gateway_runs_as_service_user",
+        run: gateway::gateway_runs_as_service_user,
+    },
+    Probe {
+        name: "gateway_listens_on_loopback_only",
+        run: gateway::gateway_listens_on_loopback_only,
+    },
+    Probe {
+        name: "gateway_healthz_ok",
+        run: gateway::gateway_healthz_ok,
+    },
+    Probe {
+        name: "gateway_api_requires_token",
+        run: gateway::gateway_api_requires_token,
+    },
+    Probe {
+        name: "gateway_token_file_protected",
+        run: gateway::gateway_token_file_protected,
+    },
+    Probe {
+        name: "nftables_input_policy_drop",
+        run: system::nftables_input_policy_drop,
+    },
+    Probe {
+        name: "unattended_upgrades_security",
+        run: system::unattended_upgrades_security,
+    },
+    Probe {
+        name: "service_user_has_no_sudo",
+        run: system::service_user_has_no_sudo,
+    },
+    Probe {
+        name: "service_user_cannot_use_root_docker",
+        run: system::service_user_cannot_use_root_docker,
+    },
+    Probe {
+        name: "rootless_sandbox_isolated",
+        run: system::rootless_sandbox_isolated,
+    },
+    Probe {
+        name: "security_audit_no_critical",
+        run: gateway::security_audit_no_critical,
+    },
+    Probe {
+        name: "root_fs_grown_to_disk",
+        run: system::root_fs_grown_to_disk,
+    },
+    Probe {
+        name: "ssh_offers_only_publickey",
+        run: ssh::ssh_offers_only_publickey,
+    },
+    Probe {
+        name: "ssh_refuses_root_with_valid_key",
+        run: ssh::ssh_refuses_root_with_valid_key,
+    },
+    Probe {
+        name: "ssh_offers_no_weak_algorithms",
+        run: ssh::ssh_offers_no_weak_algorithms,
+    },
+    Probe {
+        name: "tcp_port_scan",
+        run: network::tcp_port_scan,
+    },
+    Probe {
+        name: "gateway_restarts_after_kill",
+        run: gateway::gateway_restarts_after_kill,
+    },
+    Probe {
+        name: "fail2ban_bans_and_unbans",
+        run: fail2ban::fail2ban_bans_and_unbans,
+    },
+    Probe {
+        name: "first_boot_identity_unique",
+        run: uniqueness::first_boot_identity_unique,
+    },
+];

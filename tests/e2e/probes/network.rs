@@ -1,0 +1,131 @@
+//! What the guest exposes to its network, seen from the namespace as any host on the LAN
+//! would see it.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+
+use crate::exec::{self, PortState};
+use crate::Ctx;
+
+/// Connection attempts in flight at once during the full scan.
+const SCAN_CONCURRENCY: usize = 2048;
+/// Time a port gets to answer during the full scan.
+const SCAN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time each listening port gets in the targeted re-check (an overloaded TCG guest can be slow
+/// to answer; a port really open must never be missed).
+const RECHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Full TCP connect scan of ports 1-65535: only SSH (and the configured extra ports) may be
+/// open; the gateway ports never. Every port the guest listens on (from `ss` inside) is then
+/// re-checked one by one with a long timeout, so a slow answer cannot hide an exposed service.
+pub fn tcp_port_scan(ctx: &Ctx) -> Result<String> {
+    let testbed = &ctx.testbed;
+    let allowed: BTreeSet<u16> = std::iter::once(testbed.expect.ssh_port)
+        .chain(testbed.expect.extra_tcp_ports.iter().copied())
+        .collect();
+    let started = Instant::now();
+    let source = testbed.sources.scanner;
+    let guest = testbed.guest.address;
+    let states = exec::in_netns(&testbed.netns, move || {
+        raise_open_file_limit();
+        exec::local_runtime().block_on(async move {
+            let mut states = vec![PortState::Filtered; 65536];
+            let mut in_flight = tokio::task::JoinSet::new();
+            for port in 1..=u16::MAX {
+                if in_flight.len() >= SCAN_CONCURRENCY {
+                    if let Some(Ok((port, state))) = in_flight.join_next().await {
+                        states[usize::from(port)] = state;
+                    }
+                }
+                in_flight.spawn(async move {
+                    let target = SocketAddrV4::new(guest, port);
+                    (port, exec::connect(source, target, SCAN_TIMEOUT).await)
+                });
+            }
+            while let Some(Ok((port, state))) = in_flight.join_next().await {
+                states[usize::from(port)] = state;
+            }
+            states
+        })
+    })?;
+    let open: BTreeSet<u16> = (1..=u16::MAX)
+        .filter(|&port| states[usize::from(port)] == PortState::Open)
+        .collect();
+    let closed = states
+        .iter()
+        .filter(|&&state| state == PortState::Closed)
+        .count();
+    let scan_s = started.elapsed().as_secs_f64();
+
+    // Every TCP listener that is not loopback-only, re-checked from outside.
+    let listeners = ctx
+        .admin
+        .check_root("ss -Htln")
+        .context("listing the guest's TCP listeners")?;
+    let exposed_candidates: BTreeSet<u16> = listeners
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .filter(|local| !is_loopback_socket(local))
+        .filter_map(|local| local.rsplit(':').next()?.parse().ok())
+        .collect();
+    let mut recheck = exposed_candidates.clone();
+    recheck.extend([testbed.expect.gateway_port, testbed.expect.canvas_port]);
+    let recheck_open: BTreeSet<u16> = exec::in_netns(&testbed.netns, move || {
+        exec::local_runtime().block_on(async move {
+            let mut open = BTreeSet::new();
+            for port in recheck {
+                let target = SocketAddrV4::new(guest, port);
+                if exec::connect(source, target, RECHECK_TIMEOUT).await == PortState::Open {
+                    open.insert(port);
+                }
+            }
+            open
+        })
+    })?;
+    let all_open: BTreeSet<u16> = open.union(&recheck_open).copied().collect();
+    let unexpected: Vec<u16> = all_open.difference(&allowed).copied().collect();
+    ensure!(
+        unexpected.is_empty(),
+        "ports open to the network besides {allowed:?}: {unexpected:?} (full scan found {open:?}, listeners not on loopback: {exposed_candidates:?})"
+    );
+    ensure!(
+        all_open.contains(&testbed.expect.ssh_port),
+        "SSH port {} is not reachable: the scan saw nothing open, so it proves nothing",
+        testbed.expect.ssh_port
+    );
+    Ok(format!(
+        "65535 ports in {scan_s:.0} s: open {all_open:?}, {closed} refused, the rest filtered; \
+         gateway ports {}/{} not reachable; non-loopback listeners {exposed_candidates:?}",
+        testbed.expect.gateway_port, testbed.expect.canvas_port
+    ))
+}
+
+/// `127.0.0.1:18789`, `[::1]:18789`, `127.0.0.53%lo:53` are loopback; `0.0.0.0:22`, `*:22`,
+/// `[::]:22` are not.
+fn is_loopback_socket(local: &str) -> bool {
+    let host = local
+        .rsplit_once(':')
+        .map_or(local, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let host = host.split('%').next().unwrap_or(host);
+    host.starts_with("127.") || host == "::1"
+}
+
+/// The scan holds thousands of sockets at once; the default soft limit is often 1024.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let current = getrlimit(Resource::Nofile);
+    let wanted = (SCAN_CONCURRENCY as u64) * 2 + 256;
+    let maximum = current.maximum.map_or(wanted, |max| max.max(wanted));
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(wanted),
+            maximum: Some(maximum),
+        },
+    );
+}

@@ -1,0 +1,253 @@
+//! The rest of the appliance from inside: firewall policy, automatic updates, the service
+//! user's privileges, the rootless sandbox, and first-boot growth of the root file system.
+
+use anyhow::{ensure, Context, Result};
+use serde_json::Value;
+
+use crate::Ctx;
+
+/// `table inet filter` has an input chain whose policy is drop (as loaded, not as written).
+pub fn nftables_input_policy_drop(ctx: &Ctx) -> Result<String> {
+    let ruleset = ctx.admin.check_root("nft -j list ruleset")?;
+    let ruleset: Value = serde_json::from_str(&ruleset).context("`nft -j` printed no JSON")?;
+    let chains: Vec<&Value> = ruleset["nftables"]
+        .as_array()
+        .context("`nft -j` output has no nftables array")?
+        .iter()
+        .filter_map(|item| item.get("chain"))
+        .filter(|chain| chain["hook"] == "input")
+        .collect();
+    let filter_input = chains
+        .iter()
+        .find(|chain| chain["family"] == "inet" && chain["table"] == "filter")
+        .context("no input chain in `table inet filter`: the firewall is not loaded")?;
+    ensure!(
+        filter_input["policy"] == "drop",
+        "inet filter input policy is {}, not drop",
+        filter_input["policy"]
+    );
+    let accepting: Vec<String> = chains
+        .iter()
+        .filter(|chain| chain["policy"] != "drop" && chain["table"] != "f2b-table")
+        .map(|chain| format!("{} {}", chain["family"], chain["table"]))
+        .collect();
+    ensure!(
+        accepting.is_empty(),
+        "other input chains accept by default: {accepting:?}"
+    );
+    Ok(format!(
+        "{} input chain(s); inet filter input policy drop",
+        chains.len()
+    ))
+}
+
+/// The apt timers are enabled, unattended-upgrades runs daily and its effective configuration
+/// names the Debian security origin.
+pub fn unattended_upgrades_security(ctx: &Ctx) -> Result<String> {
+    let timers = ctx
+        .admin
+        .run("systemctl is-enabled apt-daily.timer apt-daily-upgrade.timer")?;
+    ensure!(
+        timers.stdout.lines().all(|state| state.trim() == "enabled")
+            && timers.stdout.lines().count() == 2,
+        "apt timers not both enabled: {}",
+        timers.stdout.replace('\n', " ")
+    );
+    let config = ctx.admin.check("apt-config dump")?;
+    let value = |key: &str| {
+        config
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key} ")))
+            .map(|v| v.trim_end_matches(';').trim_matches('"').to_owned())
+    };
+    ensure!(
+        value("APT::Periodic::Unattended-Upgrade").as_deref() == Some("1"),
+        "APT::Periodic::Unattended-Upgrade is {:?}, not \"1\"",
+        value("APT::Periodic::Unattended-Upgrade")
+    );
+    let origins: Vec<&str> = config
+        .lines()
+        .filter(|line| line.starts_with("Unattended-Upgrade::Origins-Pattern:: "))
+        .collect();
+    ensure!(
+        origins
+            .iter()
+            .any(|line| line.contains("Debian-Security") || line.contains("-security")),
+        "no security origin in Unattended-Upgrade::Origins-Pattern: {origins:?}"
+    );
+    Ok(format!(
+        "apt-daily and apt-daily-upgrade timers enabled; {} origin patterns incl. security",
+        origins.len()
+    ))
+}
+
+/// The service user is in no privileged group and sudo grants it nothing.
+pub fn service_user_has_no_sudo(ctx: &Ctx) -> Result<String> {
+    let user = &ctx.testbed.service_user;
+    let groups = ctx.admin.check(&format!("id -nG {user}"))?;
+    let privileged: Vec<&str> = groups
+        .split_whitespace()
+        .filter(|group| {
+            [
+                "sudo", "wheel", "admin", "adm", "docker", "root", "disk", "lxd",
+            ]
+            .contains(group)
+        })
+        .collect();
+    ensure!(
+        privileged.is_empty(),
+        "{user} is in privileged groups {privileged:?}"
+    );
+    let sudo = ctx.admin.sudo(&format!("sudo -n -l -U {user}"))?;
+    ensure!(
+        sudo.stdout.contains("is not allowed to run sudo"),
+        "sudo grants {user} something: {}",
+        sudo.stdout.trim()
+    );
+    let direct = ctx.admin.sudo(&format!("sudo -n -u {user} sudo -n true"))?;
+    ensure!(!direct.success, "{user} ran `sudo -n true` successfully");
+    Ok(format!("groups: {}; sudo: not allowed", groups.trim()))
+}
+
+/// The root Docker daemon is not running and its socket is unusable by the service user.
+pub fn service_user_cannot_use_root_docker(ctx: &Ctx) -> Result<String> {
+    let user = &ctx.testbed.service_user;
+    let active = ctx
+        .admin
+        .run("systemctl is-active docker.service docker.socket containerd.service")?;
+    ensure!(
+        !active.stdout.lines().any(|state| state.trim() == "active"),
+        "the system Docker is active: {}",
+        active.stdout.replace('\n', " ")
+    );
+    let attempt = ctx.admin.sudo(&format!(
+        "sudo -n -u {user} docker -H unix:///run/docker.sock version --format '{{{{.Server.Version}}}}'"
+    ))?;
+    ensure!(
+        !attempt.success,
+        "{user} reached a root Docker daemon through /run/docker.sock"
+    );
+    Ok(format!(
+        "system docker/containerd inactive; {user} cannot use /run/docker.sock ({})",
+        crate::exec::last_lines(&attempt.stderr, 1)
+    ))
+}
+
+/// Rootless Docker as the service user runs the sandbox image locked down (no network,
+/// read-only root, no capabilities) and the container sees none of the host's files.
+pub fn rootless_sandbox_isolated(ctx: &Ctx) -> Result<String> {
+    let user = &ctx.testbed.service_user;
+    let marker = format!("/var/tmp/clawfort-e2e-marker-{}", std::process::id());
+    ctx.admin
+        .check_root(&format!("echo host > {marker} && chmod 644 {marker}"))?;
+    let docker = format!(
+        "cd / && sudo -n -u {user} env XDG_RUNTIME_DIR=/run/user/$(id -u {user}) DOCKER_HOST=unix:///run/user/$(id -u {user})/docker.sock docker"
+    );
+    let rootless = ctx.admin.sudo(&format!(
+        "{docker} info --format '{{{{json .SecurityOptions}}}}'"
+    ));
+    // Inside the container: report facts, let the host judge them.
+    let inside = "echo uid=$(id -u); \
+                  echo caps=$(grep CapEff /proc/self/status | cut -f2); \
+                  echo ifaces=$(ls /sys/class/net | tr '\\n' ,); \
+                  if touch /rootfs-write-test 2>/dev/null; then echo rootfs=writable; else echo rootfs=read-only; fi; \
+                  if cat MARKER >/dev/null 2>&1; then echo marker=visible; else echo marker=absent; fi; \
+                  if ls /home/USER/.openclaw >/dev/null 2>&1; then echo state=visible; else echo state=absent; fi"
+        .replace("MARKER", &marker)
+        .replace("USER", user);
+    let run = ctx.admin.sudo(&format!(
+        "{docker} run --rm --network none --read-only --cap-drop ALL {image} sh -c {script}",
+        image = "clawfort-sandbox:latest",
+        script = crate::exec::shell_quote(&inside)
+    ));
+    let _ = ctx.admin.sudo(&format!("rm -f {marker}"));
+    let rootless = rootless?.ok("docker info as the service user")?;
+    ensure!(
+        rootless.contains("rootless"),
+        "the service user's Docker is not rootless: {}",
+        rootless.trim()
+    );
+    let facts = run?.ok("docker run of the sandbox image")?;
+    let fact = |key: &str| {
+        facts
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")))
+            .unwrap_or("?")
+            .trim()
+            .to_owned()
+    };
+    ensure!(
+        fact("caps") == "0000000000000000",
+        "the container has capabilities {}",
+        fact("caps")
+    );
+    ensure!(
+        fact("ifaces").trim_end_matches(',') == "lo",
+        "the container has network interfaces {}",
+        fact("ifaces")
+    );
+    ensure!(
+        fact("rootfs") == "read-only",
+        "the container's root file system is writable"
+    );
+    ensure!(
+        fact("marker") == "absent",
+        "the container can read the host file {marker}"
+    );
+    ensure!(
+        fact("state") == "absent",
+        "the container sees the gateway's state directory"
+    );
+    Ok(format!(
+        "rootless; container uid {} caps 0, interfaces lo only, read-only root, host files invisible",
+        fact("uid")
+    ))
+}
+
+/// First boot grew the root partition to the end of the (enlarged) disk and the file system
+/// to the partition.
+pub fn root_fs_grown_to_disk(ctx: &Ctx) -> Result<String> {
+    let facts = ctx.admin.check_root(
+        "part=$(findmnt -no SOURCE /); disk=/dev/$(lsblk -no PKNAME $part); \
+         echo disk=$(blockdev --getsize64 $disk); echo part=$(blockdev --getsize64 $part); \
+         echo start=$(( $(cat /sys/class/block/$(basename $part)/start) * 512 )); \
+         echo fs=$(( $(tune2fs -l $part | awk -F: '/^Block count/ {print $2}') * $(tune2fs -l $part | awk -F: '/^Block size/ {print $2}') ))",
+    )?;
+    let value = |key: &str| -> Result<u64> {
+        facts
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no `{key}` in: {facts}"))
+    };
+    let (disk, part, start, fs) = (
+        value("disk")?,
+        value("part")?,
+        value("start")?,
+        value("fs")?,
+    );
+    let expected = ctx.testbed.guest.disk_bytes;
+    ensure!(
+        disk == expected,
+        "the guest's disk is {disk} bytes, the harness made it {expected}"
+    );
+    const MIB: u64 = 1 << 20;
+    // The backup GPT and alignment take the last MiB or so.
+    ensure!(
+        start + part + 4 * MIB >= disk,
+        "the root partition ends {} MiB before the end of the disk",
+        (disk - start - part) / MIB
+    );
+    ensure!(
+        fs + 4 * MIB >= part,
+        "the root file system ({} MiB) does not fill its partition ({} MiB)",
+        fs / MIB,
+        part / MIB
+    );
+    Ok(format!(
+        "disk {} MiB, root partition {} MiB ending at the disk's end, ext4 {} MiB",
+        disk / MIB,
+        part / MIB,
+        fs / MIB
+    ))
+}

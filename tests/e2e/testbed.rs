@@ -1,0 +1,69 @@
+//! The testbed: everything the probe suite needs to know about the booted guests, written by
+//! `cargo xtask e2e` (which owns the VMs and the network namespace) and read by the probe
+//! binary. This file is compiled into both, so the two sides cannot drift apart.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Testbed {
+    pub target: String,
+    /// The network namespace the guests' NICs are in (`ip netns exec <netns> ...`).
+    pub netns: String,
+    /// Private key authorised for the admin user at build time.
+    pub ssh_key: PathBuf,
+    pub admin_user: String,
+    pub service_user: String,
+    /// One source address per kind of client: the firewall limits and fail2ban bans per
+    /// source, so no probe can lock out another or the harness itself.
+    pub sources: Sources,
+    /// The guest under test.
+    pub guest: Guest,
+    /// A second boot of the same image, for the uniqueness probe (None: the probe is skipped).
+    pub peer: Option<Guest>,
+    /// What the image configuration promises, so probes know what to expect.
+    pub expect: Expectations,
+    /// Where the JSON report goes.
+    pub report: PathBuf,
+    /// Scratch directory for the probes (SSH control sockets, known_hosts files).
+    pub work_dir: PathBuf,
+    /// Run only these probes (all when empty).
+    pub only: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sources {
+    /// The harness's own SSH session for checks from inside.
+    pub admin: Ipv4Addr,
+    /// The port scanner.
+    pub scanner: Ipv4Addr,
+    /// SSH protocol and authentication probes.
+    pub ssh_prober: Ipv4Addr,
+    /// The address that fails logins until fail2ban bans it.
+    pub attacker: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Guest {
+    pub name: String,
+    pub address: Ipv4Addr,
+    /// Size of the VM's disk, larger than the image: first boot must grow the root to it.
+    pub disk_bytes: u64,
+    /// Seconds from QEMU start until an SSH login as admin worked.
+    pub ssh_ready_s: f64,
+    /// Seconds from QEMU start until the gateway answered `/healthz` (None: not reached).
+    pub gateway_ready_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Expectations {
+    pub ssh_port: u16,
+    pub gateway_port: u16,
+    pub canvas_port: u16,
+    /// TCP ports the firewall opens besides SSH (`firewall.extra_tcp_ports`).
+    pub extra_tcp_ports: Vec<u16>,
+    pub fail2ban_maxretry: u32,
+    pub fail2ban_bantime_s: u64,
+}
