@@ -255,7 +255,7 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
     if size != "auto" {
         config::parse_size(&size).context("--size")?;
     }
-    let builder = cache::builder_fingerprint()?;
+    let builder = cache::builder_fingerprint(&repo)?;
     let mut stages = Vec::new();
 
     let gateway_binary = stage(&mut stages, &logs, "gateway", |s| {
@@ -269,8 +269,10 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
     })?;
 
     let apt = bootstrap::AptSetup::prepare(&config, &work.join("apt"), &cache_root)?;
+    // Held until customise has copied the bootstrap and the sandbox tar: another build must
+    // not replace them (a changed package list prunes the old bootstrap) while they are read.
+    let cache_lock = cache::DirLock::acquire(&cache_root)?;
     let bootstrapped = {
-        let _cache_lock = cache::DirLock::acquire(&cache_root)?;
         stage(&mut stages, &logs, "bootstrap", |s| {
             let out = bootstrap::run(s, &config, &apt, &cache_root, opts.refresh || opts.rebuild)?;
             let note = outcome(out.reused);
@@ -278,7 +280,6 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
         })?
     };
     let sandbox_tar = {
-        let _cache_lock = cache::DirLock::acquire(&cache_root)?;
         stage(&mut stages, &logs, "sandbox", |s| {
             let out = sandbox::run(s, &config, &apt, &cache_root, opts.refresh || opts.rebuild)?;
             let note = outcome(out.reused);
@@ -331,6 +332,8 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
         let note = outcome(out.reused);
         Ok((out, note))
     })?;
+
+    drop(cache_lock);
 
     stage(&mut stages, &logs, "scrub", |s| {
         let policy = scrub::Policy {

@@ -103,11 +103,14 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-/// The hash of the running builder binary: a change to the machinery invalidates the stages
-/// that depend on it, without anyone having to remember to bump a version.
-pub fn builder_fingerprint() -> Result<String> {
-    let exe = std::env::current_exe().context("cannot locate the running xtask binary")?;
-    sha256_file(&exe)
+/// The hash of the builder's own source (`xtask/src/image.rs`, `xtask/src/image/`): a change
+/// to the machinery invalidates the stages that depend on it, without anyone having to
+/// remember to bump a version, while edits to other xtask commands leave the stages warm.
+pub fn builder_fingerprint(repo: &Path) -> Result<String> {
+    let mut fingerprint = Fingerprint::new("builder");
+    fingerprint.add_file("image.rs", &repo.join("xtask/src/image.rs"))?;
+    fingerprint.add_tree("image", &repo.join("xtask/src/image"))?;
+    Ok(fingerprint.finish())
 }
 
 pub fn stamp_matches(dir: &Path, key: &str) -> bool {

@@ -60,7 +60,8 @@ impl StageProgress {
     /// Shows what the stage is doing now.
     pub fn step(&mut self, message: impl AsRef<str>) {
         let message = message.as_ref();
-        let _ = writeln!(self.log, "## {message}");
+        let at = self.started.elapsed().as_secs_f64();
+        let _ = writeln!(self.log, "## [{at:7.1} s] {message}");
         match &self.bar {
             Some(bar) => bar.set_message(message.to_owned()),
             None => eprintln!("    {message}"),
