@@ -1,0 +1,342 @@
+//! The appliance's configuration files (`overlays/`), rendered from `image/clawfort.toml` the
+//! way `cargo xtask image` renders them (one tera instance, the merged image document as the
+//! context plus `target` and `build`), and checked for what the image promises. They need no
+//! boot and no Debian tools, so they run with every `cargo test`; the boot-and-probe suite
+//! checks the same properties on a running image.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clawfort::config::{Bind, Config, EnvSource, SandboxMode};
+
+const GATEWAY_PORTS: [&str; 2] = ["18789", "18793"];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Tables merge key by key; anything else in `overlay` replaces the base's value (the
+/// builder's rule for `--set-config` files).
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(overlay)) => merge(base, overlay),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn read_toml(path: &Path) -> toml::Table {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn templates(dir: &Path, root: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("overlays/ is readable") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            templates(&path, root, found);
+        } else if path.extension().is_some_and(|ext| ext == "tera") {
+            found.push(
+                path.strip_prefix(root)
+                    .expect("under overlays/")
+                    .to_path_buf(),
+            );
+        }
+    }
+}
+
+/// Every rendered template by its image path (`/etc/nftables.conf`), or the first render
+/// error with its cause chain.
+fn render(config_overlay: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut document = read_toml(&repo().join("image/clawfort.toml"));
+    merge(
+        &mut document,
+        toml::from_str(config_overlay).expect("test overlay is TOML"),
+    );
+    let target = read_toml(&repo().join("image/targets/x86_64.toml"));
+
+    let mut context = tera::Context::from_serialize(&document).expect("config is a context");
+    context.insert("target", &target["target"]);
+    context.insert(
+        "build",
+        &serde_json::json!({ "version": "0.0.0-test", "authorized_keys": [] }),
+    );
+
+    let overlays = repo().join("overlays");
+    let mut names = Vec::new();
+    templates(&overlays, &overlays, &mut names);
+    let mut tera = tera::Tera::new();
+    tera.autoescape_on(Vec::<&str>::new());
+    for name in &names {
+        let text = std::fs::read_to_string(overlays.join(name)).expect("template is readable");
+        tera.add_raw_template(&name.to_string_lossy(), &text)
+            .map_err(|e| format!("{}: {e}", name.display()))?;
+    }
+    let mut rendered = BTreeMap::new();
+    for name in &names {
+        let text = tera
+            .render(&name.to_string_lossy(), &context)
+            .map_err(|e| {
+                let mut message = format!("{}: {e}", name.display());
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    message.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                message
+            })?;
+        rendered.insert(format!("/{}", name.with_extension("").display()), text);
+    }
+    Ok(rendered)
+}
+
+fn shipped() -> BTreeMap<String, String> {
+    render("").expect("the shipped image config renders every template")
+}
+
+/// Lines that are not blank and not comments.
+fn directives(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#') && !line.starts_with("//"))
+        .collect()
+}
+
+/// sshd semantics: the first value of a keyword wins.
+fn sshd_value<'a>(config: &'a str, keyword: &str) -> Option<&'a str> {
+    directives(config).into_iter().find_map(|line| {
+        let (key, value) = line.split_once(char::is_whitespace)?;
+        key.eq_ignore_ascii_case(keyword).then(|| value.trim())
+    })
+}
+
+#[test]
+fn firewall_drops_by_default_and_never_opens_the_gateway() {
+    let files = shipped();
+    let nft = &files["/etc/nftables.conf"];
+    let rules = directives(nft);
+    // A reload must not wipe fail2ban's table: only our own table is replaced.
+    assert!(!rules.iter().any(|r| r.contains("flush ruleset")));
+    assert!(rules.contains(&"delete table inet filter"));
+    assert!(rules.contains(&"type filter hook input priority filter; policy drop;"));
+    assert!(rules.contains(&"type filter hook forward priority filter; policy drop;"));
+    assert!(rules.contains(&"tcp dport 22 ct state new accept"));
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.contains("update @ssh_new_v4") && r.contains("limit rate over 10/minute")),
+        "no per-source rate limit on new SSH connections"
+    );
+    for rule in rules {
+        for port in GATEWAY_PORTS {
+            assert!(
+                !rule.contains(port),
+                "a rule mentions gateway port {port}: {rule}"
+            );
+        }
+    }
+}
+
+#[test]
+fn extra_ports_are_opened_but_a_gateway_port_stops_the_build() {
+    let files = render("[firewall]\nextra_tcp_ports = [443]\nextra_udp_ports = [51820]").unwrap();
+    let rules = directives(&files["/etc/nftables.conf"]);
+    assert!(rules.contains(&"tcp dport { 443 } ct state new accept"));
+    assert!(rules.contains(&"udp dport { 51820 } accept"));
+
+    for port in GATEWAY_PORTS {
+        let err = render(&format!("[firewall]\nextra_tcp_ports = [443, {port}]")).unwrap_err();
+        assert!(
+            err.contains("firewall.extra_tcp_ports") && err.contains(port),
+            "unexpected error: {err}"
+        );
+    }
+}
+
+#[test]
+fn sshd_is_key_only_without_root_or_forwarding_beyond_local() {
+    let files = shipped();
+    let sshd = &files["/etc/ssh/sshd_config.d/10-clawfort.conf"];
+    for (keyword, want) in [
+        ("PasswordAuthentication", "no"),
+        ("KbdInteractiveAuthentication", "no"),
+        ("AuthenticationMethods", "publickey"),
+        ("PermitRootLogin", "no"),
+        ("MaxAuthTries", "3"),
+        ("X11Forwarding", "no"),
+        ("AllowAgentForwarding", "no"),
+        ("AllowTcpForwarding", "local"),
+        ("AllowGroups", "sudo"),
+        ("HostKey", "/etc/ssh/ssh_host_ed25519_key"),
+        (
+            "Ciphers",
+            "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com",
+        ),
+    ] {
+        assert_eq!(sshd_value(sshd, keyword), Some(want), "sshd {keyword}");
+    }
+    let host_keys = directives(sshd)
+        .into_iter()
+        .filter(|line| line.starts_with("HostKey "))
+        .count();
+    assert_eq!(host_keys, 1, "only the ed25519 host key is configured");
+    assert!(sshd_value(sshd, "KexAlgorithms")
+        .unwrap()
+        .starts_with("mlkem768x25519-sha256,"));
+}
+
+#[test]
+fn password_logins_follow_the_image_config() {
+    let files = render("[ssh]\npassword_authentication = true").unwrap();
+    let sshd = &files["/etc/ssh/sshd_config.d/10-clawfort.conf"];
+    assert_eq!(sshd_value(sshd, "PasswordAuthentication"), Some("yes"));
+    // Otherwise AuthenticationMethods would silently keep passwords off.
+    assert_eq!(sshd_value(sshd, "AuthenticationMethods"), None);
+}
+
+#[test]
+fn an_unknown_host_key_type_stops_the_build() {
+    let err = render("[ssh]\nhost_key_types = [\"ed25519\", \"dsa\"]").unwrap_err();
+    assert!(
+        err.contains("ssh.host_key_types") && err.contains("dsa"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_gateway_unit_is_sandboxed() {
+    let files = shipped();
+    let unit = directives(&files["/etc/systemd/system/clawfort.service"]);
+    for line in [
+        "User=openclaw",
+        "ExecStart=/usr/bin/clawfort gateway",
+        "EnvironmentFile=-/home/openclaw/.openclaw/.env",
+        "Restart=always",
+        "ProtectSystem=strict",
+        "ProtectHome=tmpfs",
+        "BindPaths=/home/openclaw/.openclaw",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "AmbientCapabilities=",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service",
+        "SystemCallArchitectures=native",
+        "MemoryDenyWriteExecute=yes",
+        "RestrictNamespaces=yes",
+        "IPAddressDeny=any",
+        "IPAddressAllow=localhost",
+        "UMask=0077",
+    ] {
+        assert!(unit.contains(&line), "clawfort.service lacks `{line}`");
+    }
+}
+
+#[test]
+fn the_default_gateway_config_is_accepted_by_the_gateway() {
+    let files = shipped();
+    let text = &files["/usr/share/clawfort/openclaw.json"];
+    let env = EnvSource::fixed([("OPENCLAW_GATEWAY_TOKEN".to_owned(), "ab".repeat(32))]);
+    let config = Config::parse(text, &env).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    config
+        .check_startable()
+        .expect("the gateway starts with it");
+    assert_eq!(config.gateway.bind, Bind::Loopback);
+    assert_eq!(config.gateway.port, 18789);
+    assert_eq!(
+        config.gateway.token.as_ref().map(|t| t.value.len()),
+        Some(64)
+    );
+    assert!(
+        config.literal_secrets.is_empty(),
+        "the token must come from .env"
+    );
+    assert_eq!(config.sandbox_mode, SandboxMode::All);
+    assert!(!config.auto_approve);
+    for denied in ["/etc", "/root"] {
+        assert!(
+            config
+                .security
+                .denied_paths
+                .iter()
+                .any(|p| p == Path::new(denied)),
+            "{denied} not denied"
+        );
+    }
+}
+
+#[test]
+fn fail2ban_bans_through_nftables_with_growing_ban_times() {
+    let files = shipped();
+    let jails = &files["/etc/fail2ban/jail.d/clawfort.local"];
+    let rules = directives(jails);
+    for line in [
+        "banaction = nftables",
+        "backend = systemd",
+        "bantime = 1h",
+        "bantime.increment = true",
+        "bantime.factor = 2",
+        "bantime.maxtime = 1w",
+        "maxretry = 5",
+        "[sshd]",
+        "[clawfort]",
+        "filter = clawfort",
+        "port = 18789,18793",
+        "maxretry = 10",
+    ] {
+        assert!(
+            rules.contains(&line),
+            "jail.d/clawfort.local lacks `{line}`"
+        );
+    }
+}
+
+#[test]
+fn every_sysctl_of_the_image_config_is_set() {
+    let files = shipped();
+    let sysctl = directives(&files["/etc/sysctl.d/99-clawfort.conf"]);
+    let config = read_toml(&repo().join("image/clawfort.toml"));
+    let wanted = config["sysctl"].as_table().expect("[sysctl] table");
+    assert_eq!(sysctl.len(), wanted.len());
+    for (key, value) in wanted {
+        let value = match value {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        assert!(
+            sysctl.contains(&format!("{key} = {value}").as_str()),
+            "{key}"
+        );
+    }
+    let mut sorted = sysctl.clone();
+    sorted.sort();
+    assert_eq!(
+        sysctl, sorted,
+        "sorted, so the same config renders the same file"
+    );
+}
+
+#[test]
+fn unattended_upgrades_use_exactly_the_configured_origins() {
+    let files = shipped();
+    let text = &files["/etc/apt/apt.conf.d/52clawfort-unattended-upgrades"];
+    // `#clear` is an apt directive, not a comment: it drops the package's own origin list.
+    assert!(text.contains("\n#clear Unattended-Upgrade::Origins-Pattern;\n"));
+    let config = read_toml(&repo().join("image/clawfort.toml"));
+    let origins: Vec<String> = config["updates"]["origins"]
+        .as_array()
+        .expect("updates.origins")
+        .iter()
+        .map(|o| format!("\"{}\";", o.as_str().expect("origin string")))
+        .collect();
+    let listed: Vec<String> = directives(text)
+        .into_iter()
+        .filter(|line| line.starts_with("\"origin="))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(listed, origins);
+}
