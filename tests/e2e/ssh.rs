@@ -33,8 +33,6 @@ fn client_options(testbed: &Testbed, known_hosts: &std::path::Path) -> Vec<Strin
         "ServerAliveInterval=5",
         "-o",
         "ServerAliveCountMax=4",
-        "-o",
-        "LogLevel=ERROR",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -63,7 +61,10 @@ impl Session {
         let known_hosts = testbed.work_dir.join(format!("known_hosts-{}", guest.name));
         let control = testbed.work_dir.join(format!("ssh-{}.ctl", guest.name));
         let _ = std::fs::remove_file(&control);
-        let options = client_options(testbed, &known_hosts);
+        let mut options = client_options(testbed, &known_hosts);
+        // The admin session's own chatter is noise; one-shot clients keep the default level,
+        // because the probes read its messages ("Unable to negotiate", "Permission denied").
+        options.extend(["-o".to_owned(), "LogLevel=ERROR".to_owned()]);
         let destination = format!("{}@{}", testbed.admin_user, guest.address);
         let master = Command::new("ip")
             .args(["netns", "exec", &testbed.netns, "ssh", "-M", "-N"])

@@ -85,6 +85,9 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         ("suite", vec![suite_overlay], args.probes.clone())
     };
+    if args.self_test {
+        self_test::check_builder_refusals(&args.target, &root, &overlays[0])?;
+    }
     let image = match &args.image {
         Some(image) => image.clone(),
         None => build_variant(&args, variant, overlays, &key)?,
@@ -108,6 +111,11 @@ pub fn run(args: Args) -> Result<()> {
         expect: expect::expectations(&definition)?,
         boot_peer: !args.self_test && !args.no_peer,
         only,
+        prepare: if args.self_test {
+            self_test::RUNTIME_WEAKENINGS
+        } else {
+            &[]
+        },
     };
     let outcome = boot::boot_and_probe(&sh, &plan)?;
     let report = &outcome.report;

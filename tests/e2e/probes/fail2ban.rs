@@ -63,8 +63,10 @@ pub fn fail2ban_bans_and_unbans(ctx: &Ctx) -> Result<String> {
             testbed.expect.fail2ban_maxretry
         );
     };
+    // fail2ban's nftables action rejects (an ICMP error: "refused") or drops ("filtered").
+    let while_banned = tcp(&testbed.netns, attacker, ssh, Duration::from_secs(8))?;
     ensure!(
-        tcp(&testbed.netns, attacker, ssh, Duration::from_secs(8))? == PortState::Filtered,
+        while_banned != PortState::Open,
         "fail2ban lists {attacker} as banned, but it can still connect to SSH"
     );
     ensure!(
@@ -97,8 +99,12 @@ pub fn fail2ban_bans_and_unbans(ctx: &Ctx) -> Result<String> {
         "fail2ban lifted the ban of {attacker}, but SSH is still unreachable from it"
     );
     Ok(format!(
-        "banned after {attempts} invalid-user logins, new connections dropped, admin unaffected; \
-         ban lifted after {:.0} s (bantime {} s)",
+        "banned after {attempts} invalid-user logins, new connections {} while banned, admin \
+         unaffected; ban lifted after {:.0} s (bantime {} s)",
+        match while_banned {
+            PortState::Closed => "refused",
+            _ => "dropped",
+        },
         unbanned_after.as_secs_f64(),
         testbed.expect.fail2ban_bantime_s
     ))

@@ -109,7 +109,16 @@ pub fn service_user_has_no_sudo(ctx: &Ctx) -> Result<String> {
     Ok(format!("groups: {}; sudo: not allowed", groups.trim()))
 }
 
-/// The root Docker daemon is not running and its socket is unusable by the service user.
+/// Root-owned container sockets the service user must not be able to use.
+const ROOT_CONTAINER_SOCKETS: &[&str] = &[
+    "/run/docker.sock",
+    "/var/run/docker.sock",
+    "/run/containerd/containerd.sock",
+];
+
+/// The root Docker daemon is not running, and the service user cannot talk to any root-owned
+/// container socket (tested by connecting with curl, so the answer does not depend on which
+/// client tools are installed).
 pub fn service_user_cannot_use_root_docker(ctx: &Ctx) -> Result<String> {
     let user = &ctx.testbed.service_user;
     let active = ctx
@@ -120,16 +129,25 @@ pub fn service_user_cannot_use_root_docker(ctx: &Ctx) -> Result<String> {
         "the system Docker is active: {}",
         active.stdout.replace('\n', " ")
     );
-    let attempt = ctx.admin.sudo(&format!(
-        "sudo -n -u {user} docker -H unix:///run/docker.sock version --format '{{{{.Server.Version}}}}'"
-    ))?;
-    ensure!(
-        !attempt.success,
-        "{user} reached a root Docker daemon through /run/docker.sock"
-    );
+    let mut facts = Vec::new();
+    for socket in ROOT_CONTAINER_SOCKETS {
+        let exists = ctx.admin.sudo(&format!("test -S {socket}"))?.success;
+        if !exists {
+            facts.push(format!("{socket} absent"));
+            continue;
+        }
+        let ping = ctx.admin.sudo(&format!(
+            "cd / && sudo -n -u {user} curl -s --max-time 5 --unix-socket {socket} http://localhost/_ping"
+        ))?;
+        ensure!(
+            !ping.success,
+            "{user} can connect to the root-owned socket {socket}"
+        );
+        facts.push(format!("{socket} refused"));
+    }
     Ok(format!(
-        "system docker/containerd inactive; {user} cannot use /run/docker.sock ({})",
-        crate::exec::last_lines(&attempt.stderr, 1)
+        "system docker/containerd inactive; {user}: {}",
+        facts.join(", ")
     ))
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 use xshell::Shell;
 
@@ -49,6 +49,9 @@ pub struct Plan<'a> {
     pub expect: Expectations,
     pub boot_peer: bool,
     pub only: Vec<String>,
+    /// Root shell scripts run on the guest once it is ready, before probing (the self-test's
+    /// run-time weakenings); empty for the real suite.
+    pub prepare: &'a [&'a str],
 }
 
 /// What the probe binary wrote.
@@ -125,6 +128,9 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
     match gateway_ready {
         Ok(seconds) => eprintln!("==> gateway ready {seconds:.1} s after power-on"),
         Err(ref err) => eprintln!("==> gateway not ready: {err:#}"),
+    }
+    for script in plan.prepare {
+        run_as_root(&network, plan, links[0].address, script)?;
     }
     let guest = Guest {
         name: "a".to_owned(),
@@ -288,6 +294,31 @@ fn wait_for_gateway(
             "the gateway did not answer /healthz on 127.0.0.1:{port} within {limit} s of SSH login"
         )
     }
+}
+
+/// Runs `script` as root on the guest over a one-shot admin SSH connection.
+fn run_as_root(
+    network: &PrivateNetwork,
+    plan: &Plan,
+    address: Ipv4Addr,
+    script: &str,
+) -> Result<()> {
+    let quoted = format!("'{}'", script.replace('\'', r"'\''"));
+    let mut argv = ssh_argv(plan, ADMIN, address, 10);
+    argv.extend(["--".to_owned(), format!("sudo -n sh -c {quoted}")]);
+    eprintln!("==> on the guest, as root: {script}");
+    let status = network
+        .command("timeout")
+        .arg("180")
+        .args(&argv)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .context("cannot run ssh to prepare the guest")?;
+    ensure!(
+        status.success(),
+        "preparing the guest failed ({status}): {script}"
+    );
+    Ok(())
 }
 
 /// Runs the probe binary (a root-package test target) against the testbed.

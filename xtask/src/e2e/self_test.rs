@@ -2,10 +2,38 @@
 //! turned off through the image configuration (tests/e2e/variants/weakened.toml) is booted and
 //! probed against the hardened image's expectations; each probe that guards a removed
 //! protection must fail, for the reason that protection gives, while the guest itself works.
+//!
+//! Two protections cannot be removed through the image configuration because the builder
+//! refuses such a definition (a non-loopback gateway bind, an open gateway port). The self-test
+//! checks that refusal, and weakens the booted guest at run time instead ([`RUNTIME_WEAKENINGS`])
+//! so the probes guarding them are shown to fail too.
 
-use anyhow::{ensure, Result};
+use std::path::Path;
+
+use anyhow::{bail, ensure, Result};
 
 use super::boot::Report;
+use crate::image::{self, BuildOptions};
+
+/// Image-config overlays the builder must refuse, and the key its error must name.
+pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
+    ("tests/e2e/variants/refused-bind.toml", "gateway.bind"),
+    (
+        "tests/e2e/variants/refused-gateway-port.toml",
+        "firewall.extra_tcp_ports",
+    ),
+];
+
+/// Root shell scripts run on the weakened guest before probing: the gateway's own config is
+/// switched to a LAN bind (and the gateway restarted), and a service listens on port 8080
+/// with no firewall in front of it.
+pub const RUNTIME_WEAKENINGS: &[&str] = &[
+    "sed -i 's/bind: \"loopback\"/bind: \"lan\"/' /home/openclaw/.openclaw/openclaw.json \
+     && grep -q 'bind: \"lan\"' /home/openclaw/.openclaw/openclaw.json \
+     && systemctl restart clawfort.service \
+     && for i in $(seq 1 60); do curl -fs -o /dev/null --max-time 2 http://127.0.0.1:18789/healthz && exit 0; sleep 1; done; exit 1",
+    "systemd-run --unit=clawfort-e2e-exposed-listener nc -lk 8080",
+];
 
 /// Probes that must fail on the weakened image, and a fragment their failure must contain, so
 /// that a failure for an unrelated reason (say, sshd not running) does not count.
@@ -16,7 +44,7 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
         "ssh_offers_no_weak_algorithms",
         "diffie-hellman-group14-sha1",
     ),
-    ("tcp_port_scan", "18789"),
+    ("tcp_port_scan", "[8080]"),
     ("gateway_listens_on_loopback_only", "beyond loopback"),
     ("nftables_input_policy_drop", "firewall is not loaded"),
     ("unattended_upgrades_security", "no security origin"),
@@ -85,5 +113,65 @@ fn report_line(name: &str, claim: &str, verdict: Result<(), String>, wrong: &mut
             println!("FAIL self-test {name}: {why}");
             wrong.push(name.to_owned());
         }
+    }
+}
+
+/// Builds each refused variant (validation fails before any stage runs) and checks that the
+/// builder refused it for the right key.
+pub fn check_builder_refusals(target: &str, root: &Path, suite_overlay: &Path) -> Result<()> {
+    let mut wrong = Vec::new();
+    for (file, key) in REFUSED_BY_BUILDER {
+        let mut options = BuildOptions::for_target(target);
+        options.config_overlays = vec![suite_overlay.to_owned(), root.join(file)];
+        options.out = root.join("out/e2e/refused");
+        let verdict = match image::build(&options) {
+            Ok(_) => Err(format!("the builder built {file}")),
+            Err(err) if format!("{err:#}").contains(key) => Ok(()),
+            Err(err) => Err(format!("refused, but not for `{key}`: {err:#}")),
+        };
+        report_line(
+            file,
+            &format!("refused by the builder (`{key}`)"),
+            verdict,
+            &mut wrong,
+        );
+    }
+    if !wrong.is_empty() {
+        bail!(
+            "the builder accepted unsafe definitions: {}",
+            wrong.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::e2e::expect::merged_definition;
+
+    /// weakened.toml replaces `services.enable` whole; it must stay the appliance's list with
+    /// only nftables.service taken out, or the self-test would weaken more than it says.
+    #[test]
+    fn weakened_variant_only_drops_the_firewall_from_enabled_units() {
+        let root = crate::qemu::project_root();
+        let base = merged_definition(&root.join("image/clawfort.toml"), &[]).unwrap();
+        let weakened = merged_definition(
+            &root.join("image/clawfort.toml"),
+            &[&root.join("tests/e2e/variants/weakened.toml")],
+        )
+        .unwrap();
+        let units = |definition: &toml::Table| -> Vec<String> {
+            definition["services"]["enable"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|unit| unit.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let expected: Vec<String> = units(&base)
+            .into_iter()
+            .filter(|unit| unit != "nftables.service")
+            .collect();
+        assert_eq!(units(&weakened), expected);
     }
 }
