@@ -100,7 +100,7 @@ pub fn fail2ban_bans_and_unbans(ctx: &Ctx) -> Result<String> {
     );
     Ok(format!(
         "banned after {attempts} invalid-user logins, new connections {} while banned, admin \
-         unaffected; ban lifted after {:.0} s (bantime {} s)",
+         unaffected; ban lifted {:.0} s after it was first seen (bantime {} s)",
         match while_banned {
             PortState::Closed => "refused",
             _ => "dropped",

@@ -1,6 +1,7 @@
 //! Every probe, in the order the suite runs them: cheap checks from inside first, then the
-//! attacks from outside, then the probes that disturb the guest (gateway kill, fail2ban ban),
-//! and last the uniqueness probe, which gives the second boot the most time to come up.
+//! attacks from outside, then the sandbox (its image arrives in the background after first
+//! boot), then the probes that disturb the guest (gateway kill, fail2ban ban), and last the
+//! uniqueness probe, which gives the second boot the most time to come up.
 
 pub mod fail2ban;
 pub mod gateway;
@@ -57,10 +58,6 @@ pub const ALL: &[Probe] = &[
         run: system::service_user_cannot_use_root_docker,
     },
     Probe {
-        name: "rootless_sandbox_isolated",
-        run: system::rootless_sandbox_isolated,
-    },
-    Probe {
         name: "security_audit_no_critical",
         run: gateway::security_audit_no_critical,
     },
@@ -83,6 +80,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "tcp_port_scan",
         run: network::tcp_port_scan,
+    },
+    Probe {
+        name: "rootless_sandbox_isolated",
+        run: system::rootless_sandbox_isolated,
     },
     Probe {
         name: "gateway_restarts_after_kill",

@@ -11,7 +11,7 @@ use crate::exec::{self, PortState};
 use crate::Ctx;
 
 /// Connection attempts in flight at once during the full scan.
-const SCAN_CONCURRENCY: usize = 2048;
+const SCAN_CONCURRENCY: usize = 8192;
 /// Time a port gets to answer during the full scan.
 const SCAN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time each listening port gets in the targeted re-check (an overloaded TCG guest can be slow

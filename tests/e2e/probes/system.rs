@@ -151,6 +151,9 @@ pub fn service_user_cannot_use_root_docker(ctx: &Ctx) -> Result<String> {
     ))
 }
 
+/// How long the probe waits for first boot's background import of the sandbox image.
+const SANDBOX_WAIT_S: u64 = 300;
+
 /// Rootless Docker as the service user runs the sandbox image locked down (no network,
 /// read-only root, no capabilities) and the container sees none of the host's files.
 pub fn rootless_sandbox_isolated(ctx: &Ctx) -> Result<String> {
@@ -161,6 +164,23 @@ pub fn rootless_sandbox_isolated(ctx: &Ctx) -> Result<String> {
     let docker = format!(
         "cd / && sudo -n -u {user} env XDG_RUNTIME_DIR=/run/user/$(id -u {user}) DOCKER_HOST=unix:///run/user/$(id -u {user})/docker.sock docker"
     );
+    // First boot loads the sandbox image in the background after the gateway is up; give it
+    // a bounded time to arrive before judging.
+    let image = "clawfort-sandbox:latest";
+    let waited = std::time::Instant::now();
+    let arrived = ctx.admin.run_with(
+        &format!(
+            "for i in $(seq 1 {SANDBOX_WAIT_S}); do sudo -n sh -c {} >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1",
+            crate::exec::shell_quote(&format!("{docker} image inspect {image}"))
+        ),
+        None,
+        std::time::Duration::from_secs(SANDBOX_WAIT_S + 60),
+    )?;
+    ensure!(
+        arrived.success,
+        "the sandbox image {image} was not loaded into {user}'s rootless Docker within {SANDBOX_WAIT_S} s"
+    );
+    let waited = waited.elapsed().as_secs_f64();
     let rootless = ctx.admin.sudo(&format!(
         "{docker} info --format '{{{{json .SecurityOptions}}}}'"
     ));
@@ -174,8 +194,7 @@ pub fn rootless_sandbox_isolated(ctx: &Ctx) -> Result<String> {
         .replace("MARKER", &marker)
         .replace("USER", user);
     let run = ctx.admin.sudo(&format!(
-        "{docker} run --rm --network none --read-only --cap-drop ALL {image} sh -c {script}",
-        image = "clawfort-sandbox:latest",
+        "{docker} run --rm --pull never --network none --read-only --cap-drop ALL {image} sh -c {script}",
         script = crate::exec::shell_quote(&inside)
     ));
     let _ = ctx.admin.sudo(&format!("rm -f {marker}"));
@@ -217,7 +236,8 @@ pub fn rootless_sandbox_isolated(ctx: &Ctx) -> Result<String> {
         "the container sees the gateway's state directory"
     );
     Ok(format!(
-        "rootless; container uid {} caps 0, interfaces lo only, read-only root, host files invisible",
+        "rootless; container uid {} caps 0, interfaces lo only, read-only root, host files \
+         invisible (sandbox image present after {waited:.0} s of waiting)",
         fact("uid")
     ))
 }
