@@ -191,6 +191,10 @@ fn print_summary(a: &Artifacts, total: Duration) {
             .map(|p| p.display().to_string())
             .collect();
         eprintln!("\nImage definition: {}", definition.join(" + "));
+        eprintln!(
+            "Root file system (inspect it, or run the scrub test on it): {}",
+            a.rootfs.display()
+        );
         eprintln!("\nStages:");
         for (name, took, note) in &a.stages {
             eprintln!("  {name:<10} {:>7.1} s  {note}", took.as_secs_f64());

@@ -28,6 +28,8 @@ pub struct Bootstrapped {
 pub struct AptSetup {
     sources: PathBuf,
     deb_cache: PathBuf,
+    path_exclude: Vec<String>,
+    path_include: Vec<String>,
 }
 
 impl AptSetup {
@@ -52,16 +54,23 @@ impl AptSetup {
         let sources = work.join("debian.sources");
         std::fs::write(&sources, text)
             .with_context(|| format!("cannot write {}", sources.display()))?;
-        Ok(Self { sources, deb_cache })
+        Ok(Self {
+            sources,
+            deb_cache,
+            path_exclude: debian.path_exclude.clone(),
+            path_include: debian.path_include.clone(),
+        })
     }
 
     pub fn fingerprint_into(&self, fingerprint: &mut Fingerprint) -> Result<()> {
         fingerprint.add_file("sources", &self.sources)?;
+        fingerprint.add("path-exclude", self.path_exclude.join("\n"));
+        fingerprint.add("path-include", self.path_include.join("\n"));
         Ok(())
     }
 
     /// Arguments that make mmdebstrap take `.deb`s from the persistent cache and put new ones
-    /// back, keep documentation out, and leave no `.deb` or apt list behind in the result.
+    /// back, apply `debian.path_exclude`/`path_include`, and leave no `.deb` or apt list behind.
     pub fn mmdebstrap_args(&self) -> Vec<String> {
         let cache = self.deb_cache.display();
         let mut args: Vec<String> = [
@@ -71,15 +80,12 @@ impl AptSetup {
         ]
         .map(str::to_owned)
         .to_vec();
-        for filter in [
-            "path-exclude=/usr/share/man/*",
-            "path-exclude=/usr/share/info/*",
-            "path-exclude=/usr/share/doc/*",
-            "path-include=/usr/share/doc/*/copyright",
-            "path-exclude=/usr/share/locale/*",
-            "path-include=/usr/share/locale/locale.alias",
-        ] {
-            args.push(format!("--dpkgopt={filter}"));
+        // dpkg reads these in order and the last match wins, so includes come last.
+        for glob in &self.path_exclude {
+            args.push(format!("--dpkgopt=path-exclude={glob}"));
+        }
+        for glob in &self.path_include {
+            args.push(format!("--dpkgopt=path-include={glob}"));
         }
         args.push("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives".to_owned());
         args.push(format!(

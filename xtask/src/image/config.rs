@@ -58,6 +58,12 @@ pub struct DebianSection {
     pub security_mirror: String,
     pub components: Vec<String>,
     pub packages: Vec<String>,
+    /// dpkg `path-exclude` globs, for the image and the sandbox alike.
+    #[serde(default)]
+    pub path_exclude: Vec<String>,
+    /// dpkg `path-include` globs: exceptions inside `path_exclude`.
+    #[serde(default)]
+    pub path_include: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -343,6 +349,18 @@ fn validate_image(c: &ImageConfig) -> Result<()> {
         !c.image.locale.is_empty(),
         "key `image.locale`: must not be empty (e.g. `C.UTF-8`)"
     );
+    let builtin_locale = matches!(c.image.locale.as_str(), "C" | "C.UTF-8" | "POSIX");
+    ensure!(
+        builtin_locale
+            || !c
+                .debian
+                .path_exclude
+                .iter()
+                .any(|glob| glob.starts_with("/usr/share/i18n")),
+        "key `image.locale`: `{}` must be generated from /usr/share/i18n, which \
+         `debian.path_exclude` keeps out of the image; remove that entry or use `C.UTF-8`",
+        c.image.locale
+    );
 
     check_name("debian.suite", &c.debian.suite)?;
     check_url("debian.mirror", &c.debian.mirror)?;
@@ -352,6 +370,18 @@ fn validate_image(c: &ImageConfig) -> Result<()> {
         "key `debian.components`: list at least `main`"
     );
     check_packages("debian.packages", &c.debian.packages)?;
+    for (key, globs) in [
+        ("debian.path_exclude", &c.debian.path_exclude),
+        ("debian.path_include", &c.debian.path_include),
+    ] {
+        for (i, glob) in globs.iter().enumerate() {
+            ensure!(
+                glob.starts_with('/') && !glob.contains(char::is_whitespace),
+                "key `{key}[{i}]`: `{glob}` must be an absolute path glob such as \
+                 `/usr/share/doc/*`"
+            );
+        }
+    }
 
     check_user_name("users.admin.name", &c.users.admin.name)?;
     check_user_name("users.service.name", &c.users.service.name)?;
@@ -780,6 +810,15 @@ mod tests {
         let err = load_with("[firewall]\nextra_tcp_ports = [443, 18789]\n").unwrap_err();
         let message = format!("{err:#}");
         assert!(message.contains("firewall.extra_tcp_ports[1]"), "{message}");
+    }
+
+    #[test]
+    fn a_locale_without_its_sources_is_refused() {
+        let err = load_with("[image]\nlocale = \"de_DE.UTF-8\"\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("debian.path_exclude"),
+            "{err:#}"
+        );
     }
 
     #[test]

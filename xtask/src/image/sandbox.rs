@@ -2,8 +2,12 @@
 //! Debian packages (`[sandbox].packages` on mmdebstrap's minbase) because no container
 //! registry is reachable from the appliance's build or its users' networks by assumption.
 //!
-//! The result is a plain, uncompressed tar: `docker import` reads it in every Docker version,
-//! and the qcow2 artifact compresses it anyway. It is cached by the hash of its inputs.
+//! The result is a zstd-compressed tar (`docker import` reads zstd since Docker 23; trixie has
+//! 26). Level 19 with a 128 MiB window makes it a fifth of the plain tar, about 10 MiB less
+//! than level 9 and far less than the qcow2's own zlib would make of it: that keeps the
+//! compressed image under its size budget, and zstd still unpacks it fast at first boot. It is
+//! cached by the hash of its inputs, so the two-minute compression runs only when the sandbox
+//! changes.
 
 use std::path::{Path, PathBuf};
 
@@ -15,10 +19,10 @@ use super::cache::{self, Fingerprint};
 use super::config::LoadedConfig;
 use super::progress::StageProgress;
 
-const RECIPE: &str = "sandbox-1";
+const RECIPE: &str = "sandbox-3";
 
 /// Where the tar lands inside the image; the first-boot unit `docker import`s it from here.
-pub const IMAGE_PATH: &str = "/usr/lib/clawfort/sandbox-rootfs.tar";
+pub const IMAGE_PATH: &str = "/usr/lib/clawfort/sandbox-rootfs.tar.zst";
 
 pub struct SandboxTar {
     pub tar: PathBuf,
@@ -47,7 +51,7 @@ pub fn run(
     let parent = cache_root.join("sandbox");
     let prefix = format!("{}-", config.target.debian_arch);
     let dir = parent.join(format!("{prefix}{}", &key[..16]));
-    let tar = dir.join("sandbox-rootfs.tar");
+    let tar = dir.join("sandbox-rootfs.tar.zst");
     if !refresh && cache::stamp_matches(&dir, &key) && tar.is_file() {
         stage.step(format!("reusing {}", tar.display()));
         return Ok(SandboxTar {
@@ -75,7 +79,13 @@ pub fn run(
         sh,
         "mmdebstrap --mode=root --variant=minbase {arch} {include} {extra...} {suite} {partial} {sources}"
     ))?;
-    std::fs::rename(&partial, &tar)?;
+    stage.step("zstd -19 --long=27");
+    let compressed = dir.join("partial.tar.zst");
+    stage.run(cmd!(
+        sh,
+        "zstd -q -T0 -19 --long=27 --rm {partial} -o {compressed}"
+    ))?;
+    std::fs::rename(&compressed, &tar)?;
     cache::write_stamp(&dir, &key)?;
     prune_siblings(&parent, &prefix, &dir)?;
     Ok(SandboxTar {
