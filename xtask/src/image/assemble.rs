@@ -220,7 +220,7 @@ fn gpt_efi(stage: &mut StageProgress, inputs: &Inputs<'_>, dir: &Path, raw: &Pat
     let esp_id = &ids.esp_volume_id;
     stage.run(cmd!(
         sh,
-        "mkfs.vfat -F 32 -n ESP -i {esp_id} --invariant -C {esp_img} {esp_kib}"
+        "mkfs.vfat -F 32 -n ESP --invariant -i {esp_id} -C {esp_img} {esp_kib}"
     ))?;
     let boot_efi = inputs
         .rootfs
@@ -276,7 +276,7 @@ fn gpt_efi(stage: &mut StageProgress, inputs: &Inputs<'_>, dir: &Path, raw: &Pat
     let cidata_id = &ids.cidata_volume_id;
     stage.run(cmd!(
         sh,
-        "mkfs.vfat -n CIDATA -i {cidata_id} --invariant -C {cidata_img} {cidata_kib}"
+        "mkfs.vfat -n CIDATA --invariant -i {cidata_id} -C {cidata_img} {cidata_kib}"
     ))?;
     for seed in std::fs::read_dir(inputs.cidata_seed).with_context(|| {
         format!(
