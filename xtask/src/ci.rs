@@ -33,10 +33,24 @@ pub fn run(args: Args) -> Result<()> {
         Ok(cmd!(sh, "cargo test --workspace").run()?)
     })?;
     if !args.no_image {
+        step("cargo xtask image", &|| {
+            Ok(cmd!(sh, "cargo xtask image").run()?)
+        })?;
+        step("sha256sum -c SHA256SUMS", &|| {
+            let _out = sh.push_dir("out");
+            Ok(cmd!(sh, "sha256sum -c SHA256SUMS").run()?)
+        })?;
+        // The default build leaves its customised root file system in its work directory.
+        step("scrub inspection of the built root", &|| {
+            Ok(cmd!(sh, "cargo test -p xtask a_built_root -- --ignored").run()?)
+        })?;
         step(
             "cargo xtask e2e",
             &|| Ok(cmd!(sh, "cargo xtask e2e").run()?),
         )?;
+        step("cargo xtask e2e --self-test", &|| {
+            Ok(cmd!(sh, "cargo xtask e2e --self-test").run()?)
+        })?;
     }
     eprintln!("\nCI passed:");
     for (name, took) in &timings {
