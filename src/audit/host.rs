@@ -164,37 +164,50 @@ fn gateway_sockets(config: &Config, listeners: &Result<Vec<Listener>, String>) -
     }
 }
 
-/// Turns "tool missing" and "not permitted" into findings; `None` when the tool ran.
-fn unavailable(id: &'static str, tool: &str, purpose: &str, outcome: &Outcome) -> Option<Finding> {
+/// What a host tool printed, when it ran and the check can judge its output.
+struct ToolOutput {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// The tool's output, or the finding that says why the check cannot be made: the tool is
+/// missing, could not run, or failed because this user is not permitted.
+fn tool_output(
+    id: &'static str,
+    tool: &str,
+    purpose: &str,
+    outcome: Outcome,
+) -> Result<ToolOutput, Finding> {
     match outcome {
-        Outcome::Missing => Some(Finding::new(
+        Outcome::Missing => Err(Finding::new(
             id,
             Severity::Warn,
             format!("{tool} is not installed: cannot check {purpose}"),
             "",
             format!("install {tool}, or check {purpose} by hand"),
         )),
-        Outcome::Failed(e) => Some(Finding::new(
+        Outcome::Failed(e) => Err(Finding::new(
             id,
             Severity::Warn,
             format!("cannot check {purpose}"),
-            e.clone(),
+            e,
             "",
         )),
         Outcome::Ran {
             ok: false, stderr, ..
-        } if !rustix::process::geteuid().is_root() => Some(Finding::new(
+        } if !rustix::process::geteuid().is_root() => Err(Finding::new(
             id,
             Severity::Info,
             format!("cannot check {purpose} as this user"),
             format!(
                 "{tool} failed as uid {}: {}",
                 rustix::process::geteuid().as_raw(),
-                first_line(stderr)
+                first_line(&stderr)
             ),
             "run `sudo clawfort security audit --deep` to include this check",
         )),
-        Outcome::Ran { .. } => None,
+        Outcome::Ran { ok, stdout, stderr } => Ok(ToolOutput { ok, stdout, stderr }),
     }
 }
 
@@ -209,11 +222,9 @@ fn nftables() -> Finding {
     const ID: &str = "host.nftables";
     let purpose = "the firewall";
     let outcome = command::run("nft", &["-j", "list", "ruleset"]);
-    if let Some(f) = unavailable(ID, "nft", purpose, &outcome) {
-        return f;
-    }
-    let Outcome::Ran { ok, stdout, stderr } = outcome else {
-        unreachable!("handled by unavailable")
+    let ToolOutput { ok, stdout, stderr } = match tool_output(ID, "nft", purpose, outcome) {
+        Ok(output) => output,
+        Err(finding) => return finding,
     };
     if !ok {
         return Finding::new(
@@ -306,11 +317,9 @@ fn sshd() -> Finding {
     if matches!(outcome, Outcome::Missing) {
         return Finding::new(ID, Severity::Info, "no OpenSSH server installed", "", "");
     }
-    if let Some(f) = unavailable(ID, "sshd", purpose, &outcome) {
-        return f;
-    }
-    let Outcome::Ran { ok, stdout, stderr } = outcome else {
-        unreachable!("handled by unavailable")
+    let ToolOutput { ok, stdout, stderr } = match tool_output(ID, "sshd", purpose, outcome) {
+        Ok(output) => output,
+        Err(finding) => return finding,
     };
     if !ok {
         return Finding::new(
@@ -372,12 +381,12 @@ pub fn judge_sshd(dump: &str) -> Finding {
 fn fail2ban() -> Finding {
     const ID: &str = "host.fail2ban";
     let outcome = command::run("fail2ban-client", &["status", "sshd"]);
-    if let Some(f) = unavailable(ID, "fail2ban-client", "the fail2ban sshd jail", &outcome) {
-        return f;
-    }
-    let Outcome::Ran { ok, stdout, stderr } = outcome else {
-        unreachable!("handled by unavailable")
-    };
+    let purpose = "the fail2ban sshd jail";
+    let ToolOutput { ok, stdout, stderr } =
+        match tool_output(ID, "fail2ban-client", purpose, outcome) {
+            Ok(output) => output,
+            Err(finding) => return finding,
+        };
     if ok && stdout.contains("Status for the jail: sshd") {
         let banned = stdout
             .lines()
@@ -422,9 +431,13 @@ fn update_timers() -> Finding {
             "",
         );
     }
-    let Outcome::Ran { stdout, stderr, .. } = outcome else {
-        return unavailable(ID, "systemctl", "the update timers", &outcome)
-            .expect("a failed outcome always gives a finding");
+    // `is-enabled` exits non-zero when a timer is disabled: judged below, whoever runs it.
+    let (stdout, stderr) = match outcome {
+        Outcome::Ran { stdout, stderr, .. } => (stdout, stderr),
+        other => match tool_output(ID, "systemctl", "the update timers", other) {
+            Ok(output) => (output.stdout, output.stderr),
+            Err(finding) => return finding,
+        },
     };
     let states: Vec<&str> = stdout.lines().map(str::trim).collect();
     let report: Vec<String> = TIMERS
