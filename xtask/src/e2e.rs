@@ -17,7 +17,8 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::image::{self, host_tools::HostTool, BuildOptions, Format};
+use crate::image::host_tools::{tool, HostTool};
+use crate::image::{self, BuildOptions, Format};
 use crate::qemu::{self, Machine};
 
 #[derive(clap::Args)]
@@ -51,15 +52,6 @@ const SUITE_TOOLS: &[HostTool] = &[
     tool("ssh-keygen", "openssh-client"),
     tool("timeout", "coreutils"),
 ];
-
-const fn tool(probe: &'static str, package: &'static str) -> HostTool {
-    HostTool {
-        probe,
-        package,
-        from_backports: false,
-        min_major_version: None,
-    }
-}
 
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();

@@ -59,12 +59,13 @@ pub struct Args {
     /// Directory for the artifacts [default: out/ in the repository].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Disk size (e.g. 4G, 3584M) or `auto` (root content plus margin); overrides
-    /// `image.size`. First boot grows the root partition to the real disk.
+    /// Disk size (e.g. 4G, 3584M) or `auto` (root content plus margin); overrides the
+    /// target's `size` and `image.size`. First boot grows the root partition to the real disk.
     #[arg(long)]
     pub size: Option<String>,
-    /// Artifact formats to write; repeat or separate with commas.
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["raw", "qcow2"])]
+    /// Artifact formats to write; repeat or separate with commas [default: the target's
+    /// `formats`: raw,qcow2 for x86_64 and aarch64, img-xz,bmap for rpi].
+    #[arg(long, value_enum, value_delimiter = ',')]
     pub format: Vec<Format>,
     /// Use this gateway binary instead of building `clawfort` for the target with cargo.
     #[arg(long, value_name = "FILE")]
@@ -73,7 +74,8 @@ pub struct Args {
     /// image variant to keep each variant's stages warm.
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
-    /// Directory of file trees copied into the root file system (default: overlays/).
+    /// Directory of file trees copied into the root file system (default: overlays/); the
+    /// target's own `overlays` are applied after it.
     #[arg(long, value_name = "DIR")]
     pub overlays: Option<PathBuf>,
     /// Bootstrap again with the newest packages from the mirror (cached .debs still count).
@@ -93,6 +95,7 @@ pub struct BuildOptions {
     pub authorized_keys: Vec<PathBuf>,
     pub out: PathBuf,
     pub size: Option<String>,
+    /// Empty: the target's `formats`.
     pub formats: Vec<Format>,
     pub gateway_binary: Option<PathBuf>,
     pub work_dir: Option<PathBuf>,
@@ -112,7 +115,7 @@ impl BuildOptions {
             authorized_keys: Vec::new(),
             out: repo.join("out"),
             size: None,
-            formats: vec![Format::Raw, Format::Qcow2],
+            formats: Vec::new(),
             gateway_binary: None,
             work_dir: None,
             overlays: None,
@@ -167,10 +170,7 @@ pub fn repo_root() -> PathBuf {
 fn print_summary(a: &Artifacts, total: Duration) {
     {
         eprintln!("\nArtifacts:");
-        for path in [&a.raw, &a.qcow2, &Some(a.manifest.clone())]
-            .into_iter()
-            .flatten()
-        {
+        for path in &a.files {
             let name = path.file_name().unwrap_or_default().to_string_lossy();
             let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             let allocated = std::fs::metadata(path)
@@ -234,8 +234,11 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
         &opts.target,
     )?;
     host_tools::ensure(host_tools::IMAGE_TOOLS)?;
+    host_tools::ensure(host_tools::foreign_arch_tools(&config.target.debian_arch)?)?;
+    host_tools::ensure(host_tools::PACKAGE_TOOLS)?;
     // A machine that builds an image should also be able to boot it (`cargo xtask run`).
     host_tools::ensure(host_tools::boot_tools(&config.target.name))?;
+    host_tools::ensure_binfmt(&config.target.debian_arch)?;
     let authorized_keys = customise::users::read_authorized_keys(&opts.authorized_keys)?;
 
     let work = opts
@@ -248,14 +251,21 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
     let _work_lock = cache::DirLock::acquire(&work)?;
     let cache_root = cache::cache_root()?;
     let logs = work.join("logs");
-    let overlays = opts
+    let mut overlays = vec![opts
         .overlays
         .clone()
-        .unwrap_or_else(|| repo.join("overlays"));
+        .unwrap_or_else(|| repo.join("overlays"))];
+    overlays.extend(config.target.overlays.iter().map(|dir| repo.join(dir)));
     let size = opts
         .size
         .clone()
+        .or_else(|| config.target.size.clone())
         .unwrap_or_else(|| config.image.image.size.clone());
+    let formats = if opts.formats.is_empty() {
+        config.target.formats.clone()
+    } else {
+        opts.formats.clone()
+    };
     if size != "auto" {
         config::parse_size(&size).context("--size")?;
     }
@@ -295,13 +305,13 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
         version: gateway_version(&repo)?,
         authorized_keys,
         root_partuuid: String::new(),
-        esp_partuuid: String::new(),
+        boot_partuuid: String::new(),
         root_fs_uuid: String::new(),
         sandbox_tar: sandbox::IMAGE_PATH.to_owned(),
         gateway_binary: gateway::IMAGE_PATH.to_owned(),
     };
     // The disk ids derive from the customise inputs without the ids themselves.
-    let placeholder_ids = assemble::DiskIds::derive("");
+    let placeholder_ids = assemble::DiskIds::derive("", &config.target.disk);
     let customise_key = customise::fingerprint(
         &customise::Inputs {
             config: &config,
@@ -316,9 +326,9 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
         },
         &builder,
     )?;
-    let disk_ids = assemble::DiskIds::derive(&customise_key);
+    let disk_ids = assemble::DiskIds::derive(&customise_key, &config.target.disk);
     build_values.root_partuuid = disk_ids.root_partuuid.clone();
-    build_values.esp_partuuid = disk_ids.esp_partuuid.clone();
+    build_values.boot_partuuid = disk_ids.boot_partuuid.clone();
     build_values.root_fs_uuid = disk_ids.root_fs_uuid.clone();
     let inputs = customise::Inputs {
         config: &config,
@@ -363,6 +373,7 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
             &assemble::Inputs {
                 config: &config,
                 rootfs: &customised.rootfs,
+                boot_files: &customised.boot_files,
                 customise_key: &customised.key,
                 ids: &disk_ids,
                 size: &size,
@@ -383,7 +394,7 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
                 disk_key: &disk.key,
                 rootfs: &customised.rootfs,
                 out: &opts.out,
-                formats: &opts.formats,
+                formats: &formats,
             },
             &work,
         )?;

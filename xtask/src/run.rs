@@ -17,7 +17,9 @@ pub struct Args {
     /// Target machine: selects qemu/<target>.toml and the default image name.
     #[arg(long, default_value = "x86_64")]
     pub target: String,
-    /// Disk image to boot (raw or qcow2). Default: <out>/clawfort-<target>.qcow2.
+    /// Disk image to boot (raw or qcow2). Default: <out>/clawfort-<target>.qcow2, else .raw.
+    /// The Pi image boots from its raw form: `xz -dk out/clawfort-rpi.img.xz`, then
+    /// `--image out/clawfort-rpi.img`.
     #[arg(long)]
     pub image: Option<PathBuf>,
     /// Directory for build artifacts and this run's state (overlay disk, firmware variables,
@@ -43,10 +45,20 @@ pub fn run(args: Args) -> Result<()> {
     let root = qemu::project_root();
     sh.change_dir(&root);
     let machine = Machine::load(&root, &args.target)?;
-    let image = args
-        .image
-        .clone()
-        .unwrap_or_else(|| args.out.join(format!("clawfort-{}.qcow2", args.target)));
+    let image = match &args.image {
+        Some(image) => image.clone(),
+        None => ["qcow2", "raw"]
+            .iter()
+            .map(|ext| args.out.join(format!("clawfort-{}.{ext}", args.target)))
+            .find(|path| path.is_file())
+            .with_context(|| {
+                format!(
+                    "no clawfort-{0}.qcow2 or .raw in {1}: build one with `cargo xtask image                      --target {0}`, or pass --image",
+                    args.target,
+                    args.out.display()
+                )
+            })?,
+    };
     ensure_port_free(args.ssh_port)?;
 
     let state = args.out.join(format!("run-{}", args.target));
@@ -54,8 +66,7 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("cannot create run directory {}", state.display()))?;
     let overlay = state.join("disk.qcow2");
     disk::overlay(&sh, &image, &overlay, args.disk_size)?;
-    let firmware_vars = state.join("firmware-vars.fd");
-    qemu::copy_firmware_vars(&machine, &firmware_vars)?;
+    let boot = qemu::prepare_boot(&sh, &machine, &image, &state, "firmware")?;
     let seed = match (&args.seed, &args.authorized_key) {
         (Some(dir), _) => Some(disk::nocloud_seed(&sh, dir, &state.join("seed.img"))?),
         (None, Some(key)) => {
@@ -71,7 +82,7 @@ pub fn run(args: Args) -> Result<()> {
         machine: &machine,
         accel: qemu::accel::choose(&machine)?,
         disk: overlay,
-        firmware_vars,
+        boot,
         nics: vec![Nic::UserSsh {
             host_port: args.ssh_port,
         }],

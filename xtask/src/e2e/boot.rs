@@ -98,14 +98,13 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
         let name = format!("{}-{}", netns_name, link.tap);
         let overlay = work.join(format!("{}.qcow2", link.tap));
         disk::overlay(sh, plan.image, &overlay, Some(disk_bytes))?;
-        let firmware_vars = work.join(format!("{}-vars.fd", link.tap));
-        qemu::copy_firmware_vars(plan.machine, &firmware_vars)?;
+        let boot = qemu::prepare_boot(sh, plan.machine, plan.image, &work, &link.tap)?;
         Vm::start(&VmSpec {
             name,
             machine: plan.machine,
             accel,
             disk: overlay,
-            firmware_vars,
+            boot,
             nics: vec![Nic::Tap {
                 ifname: link.tap.clone(),
                 mac: link.mac.clone(),

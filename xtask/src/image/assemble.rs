@@ -1,6 +1,6 @@
 //! Stage `assemble`: the bootable disk, made without loop devices or mounts.
 //!
-//! `gpt-efi` layout (one function per layout; the Pi's MBR layout will be a second one):
+//! One function per layout (`target.disk.layout`). `gpt-efi` (x86_64, aarch64):
 //!
 //! | # | GPT type | FAT/ext4 label | what |
 //! |---|----------|----------------|------|
@@ -14,8 +14,19 @@
 //! files away from the boot loader. The root partition is last so cloud-init's growpart can grow
 //! it to the disk at first boot.
 //!
+//! `rpi-mbr` (Raspberry Pi 4):
+//!
+//! | # | MBR type | label | what |
+//! |---|----------|-------|------|
+//! | 1 | `0c` FAT32 LBA, bootable, at 4 MiB | `CIDATA` | raspi-firmware's boot files, config.txt, cmdline.txt, the NoCloud seed |
+//! | 2 | `83` Linux | `root` | ext4, grown at first boot |
+//!
+//! The Pi's boot ROM reads the first FAT partition whatever its label, so the one FAT
+//! partition also carries the seed files a person edits before first boot.
+//!
 //! Each partition is made as its own file (`mkfs.vfat -C`, `mkfs.ext4 -d`) and placed into the
-//! disk with `dd conv=notrunc,sparse`; `sgdisk` writes the GPT with ids fixed per build.
+//! disk with `dd conv=notrunc,sparse`; `sgdisk` (GPT) or `sfdisk` (MBR) writes the partition
+//! table with ids fixed per build.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -26,7 +37,7 @@ use walkdir::WalkDir;
 use xshell::{cmd, Shell};
 
 use super::cache::{self, Fingerprint};
-use super::config::{parse_size, Layout, LoadedConfig};
+use super::config::{parse_size, DiskLayout, GptEfiDisk, LoadedConfig, RpiMbrDisk};
 use super::progress::StageProgress;
 
 const MIB: u64 = 1 << 20;
@@ -35,17 +46,20 @@ const MIB: u64 = 1 << 20;
 /// same inputs give the same disk (and fstab can name them before the disk exists).
 #[derive(Debug, Clone)]
 pub struct DiskIds {
-    pub disk_guid: String,
-    pub esp_partuuid: String,
+    /// GPT disk GUID, or for MBR the 32-bit disk signature as 8 hex digits.
+    pub disk_id: String,
+    /// The FAT boot partition: ESP or Pi firmware partition.
+    pub boot_partuuid: String,
     pub cidata_partuuid: String,
     pub root_partuuid: String,
     pub root_fs_uuid: String,
-    pub esp_volume_id: String,
+    pub boot_volume_id: String,
     pub cidata_volume_id: String,
 }
 
 impl DiskIds {
-    pub fn derive(seed: &str) -> Self {
+    /// MBR partitions have no UUIDs of their own: Linux names them `<disk signature>-<number>`.
+    pub fn derive(seed: &str, layout: &DiskLayout) -> Self {
         let digest = |label: &str| -> [u8; 32] {
             let mut hasher = Sha256::new();
             hasher.update(seed.as_bytes());
@@ -66,14 +80,33 @@ impl DiskIds {
                 &h[20..32]
             )
         };
-        Self {
-            disk_guid: uuid("disk"),
-            esp_partuuid: uuid("esp"),
-            cidata_partuuid: uuid("cidata"),
-            root_partuuid: uuid("root"),
-            root_fs_uuid: uuid("root-fs"),
-            esp_volume_id: cache::hex(&digest("esp-volume")[..4]),
-            cidata_volume_id: cache::hex(&digest("cidata-volume")[..4]),
+        let volume_id = |label: &str| cache::hex(&digest(label)[..4]);
+        match layout {
+            DiskLayout::GptEfi(_) => Self {
+                disk_id: uuid("disk"),
+                boot_partuuid: uuid("esp"),
+                cidata_partuuid: uuid("cidata"),
+                root_partuuid: uuid("root"),
+                root_fs_uuid: uuid("root-fs"),
+                boot_volume_id: volume_id("esp-volume"),
+                cidata_volume_id: volume_id("cidata-volume"),
+            },
+            DiskLayout::RpiMbr(_) => {
+                let mut signature = digest("mbr-signature");
+                // A zero signature means "none" to some tools.
+                signature[0] |= 0x80;
+                let signature = cache::hex(&signature[..4]);
+                // The NoCloud seed files live on the boot partition itself.
+                Self {
+                    boot_partuuid: format!("{signature}-01"),
+                    cidata_partuuid: format!("{signature}-01"),
+                    root_partuuid: format!("{signature}-02"),
+                    disk_id: signature,
+                    root_fs_uuid: uuid("root-fs"),
+                    boot_volume_id: volume_id("boot-volume"),
+                    cidata_volume_id: volume_id("boot-volume"),
+                }
+            }
         }
     }
 }
@@ -87,9 +120,11 @@ pub struct Disk {
 pub struct Inputs<'a> {
     pub config: &'a LoadedConfig,
     pub rootfs: &'a Path,
+    /// Files for the FAT boot partition that the customise stage took out of the root.
+    pub boot_files: &'a Path,
     pub customise_key: &'a str,
     pub ids: &'a DiskIds,
-    /// `--size` or `image.size`: a size or `auto`.
+    /// `--size`, the target's `size` or `image.size`: a size or `auto`.
     pub size: &'a str,
     /// The NoCloud seed files copied onto the `cidata` volume.
     pub cidata_seed: &'a Path,
@@ -114,9 +149,33 @@ pub fn run(stage: &mut StageProgress, inputs: &Inputs<'_>, work: &Path) -> Resul
     }
     std::fs::create_dir_all(&dir)?;
     cache::remove_stamp(&dir)?;
-    match inputs.config.target.layout {
-        Layout::GptEfi => gpt_efi(stage, inputs, &dir, &raw)?,
+    let partial = dir.join("disk.raw.partial");
+    for file in [&raw, &partial] {
+        if file.exists() {
+            std::fs::remove_file(file)?;
+        }
     }
+    stage.step("measuring the root file system");
+    let root_needed = root_size_needed(inputs.rootfs)?;
+    let requested = match inputs.size {
+        "auto" => None,
+        size => {
+            Some(parse_size(size).context("disk size (`image.size`, `target.size` or `--size`)")?)
+        }
+    };
+    let builder = DiskBuilder {
+        sh: Shell::new()?,
+        inputs,
+        dir: &dir,
+        partial: &partial,
+    };
+    // mtools refuses FAT images whose geometry it finds odd unless told to skip the check.
+    builder.sh.set_var("MTOOLS_SKIP_CHECK", "1");
+    match &inputs.config.target.disk {
+        DiskLayout::GptEfi(disk) => builder.gpt_efi(stage, disk, root_needed, requested)?,
+        DiskLayout::RpiMbr(disk) => builder.rpi_mbr(stage, disk, root_needed, requested)?,
+    }
+    std::fs::rename(&partial, &raw)?;
     cache::write_stamp(&dir, &key)?;
     Ok(Disk {
         raw,
@@ -141,26 +200,52 @@ impl GptPlan {
         let cidata_start = esp_start + round_up(esp, MIB);
         let root_start = cidata_start + round_up(cidata, MIB);
         // 1 MiB at the end holds the backup GPT.
-        let minimum = root_start + round_up(root_needed, MIB) + MIB;
-        let disk = match requested {
-            None => minimum,
-            Some(size) => {
-                ensure!(
-                    size >= minimum,
-                    "the disk size {} is too small: the partitions and the root file system's \
-                     content need at least {} MiB; raise `image.size` (or `--size`) or use `auto`",
-                    size,
-                    minimum.div_ceil(MIB)
-                );
-                size / MIB * MIB
-            }
-        };
+        let disk = disk_size(root_start + round_up(root_needed, MIB) + MIB, requested)?;
         Ok(Self {
             esp: (esp_start, round_up(esp, MIB)),
             cidata: (cidata_start, round_up(cidata, MIB)),
             root: (root_start, disk - MIB - root_start),
             disk,
         })
+    }
+}
+
+/// The Pi's layout: the boot partition at 4 MiB (where Raspberry Pi OS and Debian's raspi
+/// images put it: SD cards erase in blocks of up to 4 MiB), the root right after it.
+#[derive(Debug, PartialEq)]
+struct MbrPlan {
+    boot: (u64, u64),
+    root: (u64, u64),
+    disk: u64,
+}
+
+impl MbrPlan {
+    fn new(boot: u64, root_needed: u64, requested: Option<u64>) -> Result<Self> {
+        let boot_start = 4 * MIB;
+        let root_start = boot_start + round_up(boot, MIB);
+        let disk = disk_size(root_start + round_up(root_needed, MIB), requested)?;
+        Ok(Self {
+            boot: (boot_start, round_up(boot, MIB)),
+            root: (root_start, disk - root_start),
+            disk,
+        })
+    }
+}
+
+fn disk_size(minimum: u64, requested: Option<u64>) -> Result<u64> {
+    match requested {
+        None => Ok(minimum),
+        Some(size) => {
+            ensure!(
+                size >= minimum,
+                "the disk size {} is too small: the partitions and the root file system's \
+                 content need at least {} MiB; raise `image.size` (or the target's `size`, or \
+                 `--size`) or use `auto`",
+                size,
+                minimum.div_ceil(MIB)
+            );
+            Ok(size / MIB * MIB)
+        }
     }
 }
 
@@ -188,170 +273,284 @@ fn root_size_needed(rootfs: &Path) -> Result<u64> {
     Ok(content + content / 4 + 256 * MIB)
 }
 
-fn gpt_efi(stage: &mut StageProgress, inputs: &Inputs<'_>, dir: &Path, raw: &Path) -> Result<()> {
-    let sh = Shell::new()?;
-    let target = &inputs.config.target;
-    let ids = inputs.ids;
-    stage.step("measuring the root file system");
-    let root_needed = root_size_needed(inputs.rootfs)?;
-    let requested = match inputs.size {
-        "auto" => None,
-        size => Some(parse_size(size).context("disk size (`image.size` or `--size`)")?),
-    };
-    let plan = GptPlan::new(
-        parse_size(&target.esp_size)?,
-        parse_size(&target.cidata_size)?,
-        root_needed,
-        requested,
-    )?;
+/// One disk being assembled in `partial`: each partition is made as its own file in `dir`,
+/// then placed into the disk.
+struct DiskBuilder<'a> {
+    sh: Shell,
+    inputs: &'a Inputs<'a>,
+    dir: &'a Path,
+    partial: &'a Path,
+}
 
-    let esp_img = dir.join("esp.img");
-    let cidata_img = dir.join("cidata.img");
-    let root_img = dir.join("root.img");
-    for file in [&esp_img, &cidata_img, &root_img, raw] {
-        if file.exists() {
-            std::fs::remove_file(file)?;
-        }
-    }
+impl DiskBuilder<'_> {
+    fn gpt_efi(
+        &self,
+        stage: &mut StageProgress,
+        disk: &GptEfiDisk,
+        root_needed: u64,
+        requested: Option<u64>,
+    ) -> Result<()> {
+        let sh = &self.sh;
+        let ids = self.inputs.ids;
+        let plan = GptPlan::new(
+            parse_size(&disk.esp_size)?,
+            parse_size(&disk.cidata_size)?,
+            root_needed,
+            requested,
+        )?;
 
-    stage.step("ESP: systemd-boot, loader entry, kernel, initrd");
-    let (kernel, initrd, version) = find_kernel(inputs.rootfs)?;
-    let esp_kib = (plan.esp.1 / 1024).to_string();
-    let esp_id = &ids.esp_volume_id;
-    stage.run(cmd!(
-        sh,
-        "mkfs.vfat -F 32 -n ESP --invariant -i {esp_id} -C {esp_img} {esp_kib}"
-    ))?;
-    let boot_efi = inputs
-        .rootfs
-        .join(target.systemd_boot_efi.trim_start_matches('/'));
-    ensure!(
-        boot_efi.is_file(),
-        "key `target.systemd_boot_efi`: {} is not in the image; is `systemd-boot-efi` in \
-         `target.packages`?",
-        target.systemd_boot_efi
-    );
-    let loader_conf = dir.join("loader.conf");
-    // `editor no`: nobody at the console edits the kernel command line (init=/bin/sh).
-    std::fs::write(
-        &loader_conf,
-        "default clawfort.conf\ntimeout 0\neditor no\n",
-    )?;
-    let entry = dir.join("clawfort.conf");
-    std::fs::write(
-        &entry,
-        format!(
-            "title {name} (Debian {suite})\nversion {version}\nlinux /clawfort/vmlinuz\n\
-             initrd /clawfort/initrd.img\noptions root=PARTUUID={root} {cmdline}\n",
-            name = inputs.config.image.image.name,
-            suite = inputs.config.image.debian.suite,
-            root = ids.root_partuuid,
-            cmdline = target.kernel_cmdline,
-        ),
-    )?;
-    let efi_dest = format!("::EFI/BOOT/{}", target.efi_binary);
-    // mtools refuses FAT images whose geometry it finds odd unless told to skip the check.
-    sh.set_var("MTOOLS_SKIP_CHECK", "1");
-    stage.run(cmd!(
-        sh,
-        "mmd -i {esp_img} ::EFI ::EFI/BOOT ::loader ::loader/entries ::clawfort"
-    ))?;
-    stage.run(cmd!(sh, "mcopy -i {esp_img} {boot_efi} {efi_dest}"))?;
-    stage.run(cmd!(
-        sh,
-        "mcopy -i {esp_img} {loader_conf} ::loader/loader.conf"
-    ))?;
-    stage.run(cmd!(
-        sh,
-        "mcopy -i {esp_img} {entry} ::loader/entries/clawfort.conf"
-    ))?;
-    stage.run(cmd!(sh, "mcopy -i {esp_img} {kernel} ::clawfort/vmlinuz"))?;
-    stage.run(cmd!(
-        sh,
-        "mcopy -i {esp_img} {initrd} ::clawfort/initrd.img"
-    ))?;
-
-    stage.step("cidata: NoCloud seed volume");
-    let cidata_kib = (plan.cidata.1 / 1024).to_string();
-    let cidata_id = &ids.cidata_volume_id;
-    stage.run(cmd!(
-        sh,
-        "mkfs.vfat -n CIDATA --invariant -i {cidata_id} -C {cidata_img} {cidata_kib}"
-    ))?;
-    for seed in std::fs::read_dir(inputs.cidata_seed).with_context(|| {
-        format!(
-            "cannot read the NoCloud seed {}",
-            inputs.cidata_seed.display()
-        )
-    })? {
-        let seed = seed?.path();
-        let name = format!("::{}", seed.file_name().expect("entry").to_string_lossy());
-        stage.run(cmd!(sh, "mcopy -i {cidata_img} {seed} {name}"))?;
-    }
-
-    stage.step(format!(
-        "root: mkfs.ext4 -d ({} MiB partition)",
-        plan.root.1 / MIB
-    ));
-    let rootfs = inputs.rootfs;
-    let fs_uuid = &ids.root_fs_uuid;
-    let extended = format!("root_owner=0:0,hash_seed={fs_uuid}");
-    let root_kib = format!("{}k", plan.root.1 / 1024);
-    stage.run(cmd!(
-        sh,
-        "mkfs.ext4 -q -F -L root -U {fs_uuid} -E {extended} -d {rootfs} {root_img} {root_kib}"
-    ))?;
-    stage.run(cmd!(sh, "e2fsck -f -n {root_img}"))?;
-
-    stage.step("GPT and partitions into the disk");
-    let partial = dir.join("disk.raw.partial");
-    if partial.exists() {
-        std::fs::remove_file(&partial)?;
-    }
-    std::fs::File::create(&partial)?.set_len(plan.disk)?;
-    let sector = |bytes: u64| (bytes / 512).to_string();
-    let end = |(start, size): (u64, u64)| (start + size) / 512 - 1;
-    let disk_guid = &ids.disk_guid;
-    let new1 = format!("--new=1:{}:{}", sector(plan.esp.0), end(plan.esp));
-    let new2 = format!("--new=2:{}:{}", sector(plan.cidata.0), end(plan.cidata));
-    let new3 = format!("--new=3:{}:{}", sector(plan.root.0), end(plan.root));
-    let (u1, u2, u3) = (
-        format!("--partition-guid=1:{}", ids.esp_partuuid),
-        format!("--partition-guid=2:{}", ids.cidata_partuuid),
-        format!("--partition-guid=3:{}", ids.root_partuuid),
-    );
-    let root_type = format!("--typecode=3:{}", target.root_partition_type);
-    // Not `-q`: this sgdisk version exits without writing when quiet.
-    stage.run(cmd!(
-        sh,
-        "sgdisk --clear --disk-guid={disk_guid}
-            {new1} --typecode=1:ef00 --change-name=1:ESP {u1}
-            {new2} --typecode=2:0700 --change-name=2:cidata {u2}
-            {new3} {root_type} --change-name=3:root {u3}
-            {partial}"
-    ))?;
-    for (image, (start, _)) in [
-        (&esp_img, plan.esp),
-        (&cidata_img, plan.cidata),
-        (&root_img, plan.root),
-    ] {
-        let seek = format!("seek={}", start / MIB);
-        let input = format!("if={}", image.display());
-        let output = format!("of={}", partial.display());
+        stage.step("ESP: systemd-boot, loader entry, kernel, initrd");
+        let esp = self.fat(stage, "esp.img", "ESP", &ids.boot_volume_id, plan.esp.1)?;
+        let (kernel, initrd, version) = find_kernel(self.inputs.rootfs)?;
+        let boot_efi = self
+            .inputs
+            .rootfs
+            .join(disk.systemd_boot_efi.trim_start_matches('/'));
+        ensure!(
+            boot_efi.is_file(),
+            "key `target.disk.systemd_boot_efi`: {} is not in the image; is `systemd-boot-efi` \
+             in `target.packages`?",
+            disk.systemd_boot_efi
+        );
+        let loader_conf = self.dir.join("loader.conf");
+        // `editor no`: nobody at the console edits the kernel command line (init=/bin/sh).
+        std::fs::write(
+            &loader_conf,
+            "default clawfort.conf\ntimeout 0\neditor no\n",
+        )?;
+        let entry = self.dir.join("clawfort.conf");
+        let config = self.inputs.config;
+        std::fs::write(
+            &entry,
+            format!(
+                "title {name} (Debian {suite})\nversion {version}\nlinux /clawfort/vmlinuz\n\
+                 initrd /clawfort/initrd.img\noptions {cmdline}\n",
+                name = config.image.image.name,
+                suite = config.image.debian.suite,
+                cmdline = self.kernel_cmdline(),
+            ),
+        )?;
+        let efi_dest = format!("::EFI/BOOT/{}", disk.efi_binary);
         stage.run(cmd!(
             sh,
-            "dd {input} {output} bs=1M {seek} conv=notrunc,sparse status=none"
+            "mmd -i {esp} ::EFI ::EFI/BOOT ::loader ::loader/entries ::clawfort"
         ))?;
+        stage.run(cmd!(sh, "mcopy -i {esp} {boot_efi} {efi_dest}"))?;
+        stage.run(cmd!(
+            sh,
+            "mcopy -i {esp} {loader_conf} ::loader/loader.conf"
+        ))?;
+        stage.run(cmd!(
+            sh,
+            "mcopy -i {esp} {entry} ::loader/entries/clawfort.conf"
+        ))?;
+        stage.run(cmd!(sh, "mcopy -i {esp} {kernel} ::clawfort/vmlinuz"))?;
+        stage.run(cmd!(sh, "mcopy -i {esp} {initrd} ::clawfort/initrd.img"))?;
+
+        stage.step("cidata: NoCloud seed volume");
+        let cidata = self.fat(
+            stage,
+            "cidata.img",
+            "CIDATA",
+            &ids.cidata_volume_id,
+            plan.cidata.1,
+        )?;
+        self.copy_seed(stage, &cidata)?;
+
+        let root = self.root_fs(stage, plan.root.1)?;
+
+        stage.step("GPT and partitions into the disk");
+        std::fs::File::create(self.partial)?.set_len(plan.disk)?;
+        let sector = |bytes: u64| (bytes / 512).to_string();
+        let end = |(start, size): (u64, u64)| (start + size) / 512 - 1;
+        let disk_guid = &ids.disk_id;
+        let new1 = format!("--new=1:{}:{}", sector(plan.esp.0), end(plan.esp));
+        let new2 = format!("--new=2:{}:{}", sector(plan.cidata.0), end(plan.cidata));
+        let new3 = format!("--new=3:{}:{}", sector(plan.root.0), end(plan.root));
+        let (u1, u2, u3) = (
+            format!("--partition-guid=1:{}", ids.boot_partuuid),
+            format!("--partition-guid=2:{}", ids.cidata_partuuid),
+            format!("--partition-guid=3:{}", ids.root_partuuid),
+        );
+        let root_type = format!("--typecode=3:{}", disk.root_partition_type);
+        let partial = self.partial;
+        // Not `-q`: this sgdisk version exits without writing when quiet.
+        stage.run(cmd!(
+            sh,
+            "sgdisk --clear --disk-guid={disk_guid}
+                {new1} --typecode=1:ef00 --change-name=1:ESP {u1}
+                {new2} --typecode=2:0700 --change-name=2:cidata {u2}
+                {new3} {root_type} --change-name=3:root {u3}
+                {partial}"
+        ))?;
+        self.place(
+            stage,
+            &[
+                (esp, plan.esp.0),
+                (cidata, plan.cidata.0),
+                (root, plan.root.0),
+            ],
+        )?;
+        let verify = stage.run(cmd!(sh, "sgdisk --verify {partial}"))?;
+        if !verify.contains("No problems found") {
+            bail!("sgdisk --verify found problems in the new disk:\n{verify}");
+        }
+        Ok(())
     }
-    let verify = stage.run(cmd!(sh, "sgdisk --verify {partial}"))?;
-    if !verify.contains("No problems found") {
-        bail!("sgdisk --verify found problems in the new disk:\n{verify}");
+
+    /// The Raspberry Pi: the boot ROM reads `config.txt` from the first FAT partition and
+    /// loads the kernel, initrd and device tree it names; raspi-firmware put all of them (and
+    /// its own cmdline.txt) in `boot_files`. cmdline.txt is written here because only now is
+    /// the root's PARTUUID known; /etc/default/raspi-firmware (overlays.rpi) makes the package
+    /// write the same line on every later kernel update.
+    fn rpi_mbr(
+        &self,
+        stage: &mut StageProgress,
+        disk: &RpiMbrDisk,
+        root_needed: u64,
+        requested: Option<u64>,
+    ) -> Result<()> {
+        let sh = &self.sh;
+        let ids = self.inputs.ids;
+        let plan = MbrPlan::new(parse_size(&disk.boot_size)?, root_needed, requested)?;
+
+        stage.step("boot partition: firmware, device trees, kernel, initrd, NoCloud seed");
+        // Labelled CIDATA: cloud-init's NoCloud finds the seed files a person drops here.
+        let boot = self.fat(
+            stage,
+            "boot.img",
+            "CIDATA",
+            &ids.boot_volume_id,
+            plan.boot.1,
+        )?;
+        let firmware = self.inputs.boot_files;
+        ensure!(
+            firmware.join("config.txt").is_file(),
+            "raspi-firmware left no config.txt in /boot/firmware of the image; is \
+             `raspi-firmware` in `target.packages` (component `non-free-firmware`)?"
+        );
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(firmware)
+            .with_context(|| format!("cannot list {}", firmware.display()))?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        entries.sort();
+        stage.run(cmd!(sh, "mcopy -s -i {boot} {entries...} ::"))?;
+        let cmdline = self.dir.join("cmdline.txt");
+        std::fs::write(&cmdline, format!("{}\n", self.kernel_cmdline()))?;
+        stage.run(cmd!(sh, "mcopy -o -i {boot} {cmdline} ::cmdline.txt"))?;
+        self.copy_seed(stage, &boot)?;
+
+        let root = self.root_fs(stage, plan.root.1)?;
+
+        stage.step("MBR and partitions into the disk");
+        std::fs::File::create(self.partial)?.set_len(plan.disk)?;
+        let table = format!(
+            "label: dos\nlabel-id: 0x{id}\nunit: sectors\n\n\
+             start={boot_start}, size={boot_size}, type=c, bootable\n\
+             start={root_start}, size={root_size}, type=83\n",
+            id = ids.disk_id,
+            boot_start = plan.boot.0 / 512,
+            boot_size = plan.boot.1 / 512,
+            root_start = plan.root.0 / 512,
+            root_size = plan.root.1 / 512,
+        );
+        let partial = self.partial;
+        stage.run(cmd!(sh, "sfdisk --no-reread --no-tell-kernel {partial}").stdin(table))?;
+        self.place(stage, &[(boot, plan.boot.0), (root, plan.root.0)])?;
+        Ok(())
     }
-    for file in [&esp_img, &cidata_img, &root_img] {
-        std::fs::remove_file(file)?;
+
+    /// `root=PARTUUID=<root> <target.kernel_cmdline>`.
+    fn kernel_cmdline(&self) -> String {
+        format!(
+            "root=PARTUUID={} {}",
+            self.inputs.ids.root_partuuid, self.inputs.config.target.kernel_cmdline
+        )
     }
-    std::fs::rename(&partial, raw)?;
-    Ok(())
+
+    /// An empty FAT file system of `bytes` in `dir/name`; FAT32 from 64 MiB up.
+    fn fat(
+        &self,
+        stage: &mut StageProgress,
+        name: &str,
+        label: &str,
+        volume_id: &str,
+        bytes: u64,
+    ) -> Result<PathBuf> {
+        let sh = &self.sh;
+        let image = self.dir.join(name);
+        if image.exists() {
+            std::fs::remove_file(&image)?;
+        }
+        let kib = (bytes / 1024).to_string();
+        let fat32: &[&str] = if bytes >= 64 * MIB {
+            &["-F", "32"]
+        } else {
+            &[]
+        };
+        // `--invariant` before `-i`: after it, it would reset the volume id to a fixed one.
+        stage.run(cmd!(
+            sh,
+            "mkfs.vfat {fat32...} -n {label} --invariant -i {volume_id} -C {image} {kib}"
+        ))?;
+        Ok(image)
+    }
+
+    /// The NoCloud seed files (image/cidata) onto a FAT image's root.
+    fn copy_seed(&self, stage: &mut StageProgress, fat: &Path) -> Result<()> {
+        let sh = &self.sh;
+        let seed_dir = self.inputs.cidata_seed;
+        for seed in std::fs::read_dir(seed_dir)
+            .with_context(|| format!("cannot read the NoCloud seed {}", seed_dir.display()))?
+        {
+            let seed = seed?.path();
+            let name = format!("::{}", seed.file_name().expect("entry").to_string_lossy());
+            stage.run(cmd!(sh, "mcopy -o -i {fat} {seed} {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// The ext4 root of `bytes`, filled from the root file system, checked.
+    fn root_fs(&self, stage: &mut StageProgress, bytes: u64) -> Result<PathBuf> {
+        let sh = &self.sh;
+        stage.step(format!(
+            "root: mkfs.ext4 -d ({} MiB partition)",
+            bytes / MIB
+        ));
+        let image = self.dir.join("root.img");
+        if image.exists() {
+            std::fs::remove_file(&image)?;
+        }
+        let rootfs = self.inputs.rootfs;
+        let fs_uuid = &self.inputs.ids.root_fs_uuid;
+        let extended = format!("root_owner=0:0,hash_seed={fs_uuid}");
+        let kib = format!("{}k", bytes / 1024);
+        stage.run(cmd!(
+            sh,
+            "mkfs.ext4 -q -F -L root -U {fs_uuid} -E {extended} -d {rootfs} {image} {kib}"
+        ))?;
+        stage.run(cmd!(sh, "e2fsck -f -n {image}"))?;
+        Ok(image)
+    }
+
+    /// Writes each partition image into the disk at its offset (sparse: zeros stay holes),
+    /// then removes the partition images.
+    fn place(&self, stage: &mut StageProgress, parts: &[(PathBuf, u64)]) -> Result<()> {
+        let sh = &self.sh;
+        for (image, start) in parts {
+            let seek = format!("seek={}", start / MIB);
+            let input = format!("if={}", image.display());
+            let output = format!("of={}", self.partial.display());
+            stage.run(cmd!(
+                sh,
+                "dd {input} {output} bs=1M {seek} conv=notrunc,sparse status=none"
+            ))?;
+        }
+        for (image, _) in parts {
+            std::fs::remove_file(image)?;
+        }
+        Ok(())
+    }
 }
 
 /// The one kernel and initrd in `/boot`; several would leave the choice to chance.
@@ -391,13 +590,46 @@ mod tests {
 
     #[test]
     fn ids_are_stable_per_seed_and_differ_between_seeds() {
-        let a = DiskIds::derive("seed-a");
-        assert_eq!(a.root_partuuid, DiskIds::derive("seed-a").root_partuuid);
-        assert_ne!(a.root_partuuid, DiskIds::derive("seed-b").root_partuuid);
-        assert_ne!(a.root_partuuid, a.esp_partuuid);
+        let gpt = DiskLayout::GptEfi(GptEfiDisk {
+            efi_binary: "BOOTX64.EFI".into(),
+            systemd_boot_efi: "/x".into(),
+            esp_size: "256M".into(),
+            cidata_size: "16M".into(),
+            root_partition_type: "t".into(),
+        });
+        let a = DiskIds::derive("seed-a", &gpt);
+        assert_eq!(
+            a.root_partuuid,
+            DiskIds::derive("seed-a", &gpt).root_partuuid
+        );
+        assert_ne!(
+            a.root_partuuid,
+            DiskIds::derive("seed-b", &gpt).root_partuuid
+        );
+        assert_ne!(a.root_partuuid, a.boot_partuuid);
         assert_eq!(a.root_partuuid.len(), 36);
         assert_eq!(&a.root_partuuid[14..15], "4");
-        assert_eq!(a.esp_volume_id.len(), 8);
+        assert_eq!(a.boot_volume_id.len(), 8);
+    }
+
+    #[test]
+    fn mbr_partuuids_are_the_disk_signature_and_the_partition_number() {
+        let mbr = DiskLayout::RpiMbr(RpiMbrDisk {
+            boot_size: "512M".into(),
+        });
+        let ids = DiskIds::derive("seed", &mbr);
+        assert_eq!(ids.disk_id.len(), 8);
+        assert_ne!(ids.disk_id, "00000000");
+        assert_eq!(ids.boot_partuuid, format!("{}-01", ids.disk_id));
+        assert_eq!(ids.root_partuuid, format!("{}-02", ids.disk_id));
+    }
+
+    #[test]
+    fn the_pi_plan_starts_at_4_mib_and_fills_the_disk() {
+        let plan = MbrPlan::new(512 * MIB, 1000 * MIB, None).unwrap();
+        assert_eq!(plan.boot, (4 * MIB, 512 * MIB));
+        assert_eq!(plan.root, (516 * MIB, 1000 * MIB));
+        assert_eq!(plan.disk, 1516 * MIB);
     }
 
     #[test]

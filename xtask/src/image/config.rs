@@ -15,6 +15,8 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::package::Format;
+
 /// The gateway's fixed loopback ports: the firewall must never open them to the network.
 const GATEWAY_PORTS_NEVER_OPEN: [u16; 2] = [18789, 18793];
 
@@ -179,13 +181,41 @@ pub struct TargetConfig {
     pub name: String,
     pub debian_arch: String,
     pub rust_triple: String,
-    pub layout: Layout,
+    /// Packages this target adds to `debian.packages`: kernel, boot loader, firmware.
+    pub packages: Vec<String>,
+    /// The kernel command line without `root=` (the builder adds the root's PARTUUID).
+    pub kernel_cmdline: String,
+    /// Directories of extra file trees, relative to the repository, applied after `overlays/`
+    /// with the same rules: files only this target needs (the Pi's raspi-firmware settings).
+    #[serde(default)]
+    pub overlays: Vec<PathBuf>,
+    /// Disk size for this target when `--size` is not given; overrides `image.size`.
+    #[serde(default)]
+    pub size: Option<String>,
+    /// Artifacts written when `--format` is not given.
+    pub formats: Vec<Format>,
+    pub disk: DiskLayout,
+}
+
+/// How the disk is partitioned and booted: one variant, and one assemble function, per layout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "layout", deny_unknown_fields)]
+pub enum DiskLayout {
+    /// GPT: EFI system partition with systemd-boot, a FAT `cidata` volume, ext4 root last.
+    #[serde(rename = "gpt-efi")]
+    GptEfi(GptEfiDisk),
+    /// MBR: the FAT partition the Raspberry Pi's boot ROM reads, then the ext4 root.
+    #[serde(rename = "rpi-mbr")]
+    RpiMbr(RpiMbrDisk),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GptEfiDisk {
     /// Name of the boot loader under `EFI/BOOT/` on the ESP (the firmware's fallback path).
     pub efi_binary: String,
     /// systemd-boot's EFI binary inside the root file system, copied to `EFI/BOOT/<efi_binary>`.
     pub systemd_boot_efi: String,
-    pub packages: Vec<String>,
-    pub kernel_cmdline: String,
     pub esp_size: String,
     /// Size of the FAT volume labelled `cidata` where a person drops NoCloud seed files.
     pub cidata_size: String,
@@ -194,12 +224,22 @@ pub struct TargetConfig {
     pub root_partition_type: String,
 }
 
-/// How the disk is partitioned and booted. Only one kind exists today; the Raspberry Pi's
-/// MBR layout becomes a second variant with its own assemble function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Layout {
-    #[serde(rename = "gpt-efi")]
-    GptEfi,
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpiMbrDisk {
+    /// Size of the FAT boot partition: firmware, device trees, kernel, initrd and the NoCloud
+    /// seed files a person edits before first boot.
+    pub boot_size: String,
+}
+
+impl DiskLayout {
+    /// Where the FAT boot partition is mounted in the running system.
+    pub fn boot_mount_point(&self) -> &'static str {
+        match self {
+            DiskLayout::GptEfi(_) => "/boot/efi",
+            DiskLayout::RpiMbr(_) => "/boot/firmware",
+        }
+    }
 }
 
 /// The image definition after merging and validation.
@@ -572,29 +612,60 @@ fn validate_target(t: &TargetConfig, requested: &str) -> Result<()> {
          `x86_64-unknown-linux-gnu`",
         t.rust_triple
     );
-    ensure!(
-        t.efi_binary.ends_with(".EFI") && !t.efi_binary.contains('/'),
-        "key `target.efi_binary`: `{}` must be a file name like `BOOTX64.EFI`",
-        t.efi_binary
-    );
-    check_absolute("target.systemd_boot_efi", &t.systemd_boot_efi)?;
     check_packages("target.packages", &t.packages)?;
-    let esp = parse_size(&t.esp_size).context("key `target.esp_size`")?;
     ensure!(
-        esp >= 64 << 20,
-        "key `target.esp_size`: FAT32 needs at least 64M, got {}",
-        t.esp_size
+        !t.formats.is_empty(),
+        "key `target.formats`: list at least one artifact format (e.g. [\"raw\", \"qcow2\"])"
     );
-    let cidata = parse_size(&t.cidata_size).context("key `target.cidata_size`")?;
-    ensure!(
-        cidata >= 2 << 20,
-        "key `target.cidata_size`: at least 2M, got {}",
-        t.cidata_size
-    );
+    if let Some(size) = &t.size {
+        if size != "auto" {
+            parse_size(size).context("key `target.size`")?;
+        }
+    }
+    for (i, dir) in t.overlays.iter().enumerate() {
+        ensure!(
+            dir.is_relative()
+                && !dir
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir),
+            "key `target.overlays[{i}]`: `{}` must be a directory inside the repository, \
+             relative to it (e.g. `overlays.rpi`)",
+            dir.display()
+        );
+    }
+    match &t.disk {
+        DiskLayout::GptEfi(disk) => {
+            ensure!(
+                disk.efi_binary.ends_with(".EFI") && !disk.efi_binary.contains('/'),
+                "key `target.disk.efi_binary`: `{}` must be a file name like `BOOTX64.EFI`",
+                disk.efi_binary
+            );
+            check_absolute("target.disk.systemd_boot_efi", &disk.systemd_boot_efi)?;
+            check_min_size("target.disk.esp_size", &disk.esp_size, 64, "FAT32")?;
+            check_min_size(
+                "target.disk.cidata_size",
+                &disk.cidata_size,
+                2,
+                "a FAT volume",
+            )?;
+        }
+        DiskLayout::RpiMbr(disk) => {
+            check_min_size("target.disk.boot_size", &disk.boot_size, 64, "FAT32")?;
+        }
+    }
     ensure!(
         !t.kernel_cmdline.contains("root="),
         "key `target.kernel_cmdline`: leave out `root=`; the builder adds the root partition's \
          PARTUUID itself"
+    );
+    Ok(())
+}
+
+fn check_min_size(key: &str, text: &str, min_mib: u64, what: &str) -> Result<()> {
+    let bytes = parse_size(text).with_context(|| format!("key `{key}`"))?;
+    ensure!(
+        bytes >= min_mib << 20,
+        "key `{key}`: {what} needs at least {min_mib}M, got {text}"
     );
     Ok(())
 }
@@ -780,6 +851,46 @@ mod tests {
             config.document["ssh"]["max_auth_tries"].as_integer(),
             Some(3)
         );
+    }
+
+    #[test]
+    fn every_shipped_target_loads_with_its_layout() {
+        for (target, arch, is_pi) in [
+            ("x86_64", "amd64", false),
+            ("aarch64", "arm64", false),
+            ("rpi", "arm64", true),
+        ] {
+            let config = LoadedConfig::load(
+                &repo().join("image/clawfort.toml"),
+                &[],
+                &repo().join("image/targets"),
+                target,
+            )
+            .unwrap_or_else(|err| panic!("{target}: {err:#}"));
+            assert_eq!(config.target.debian_arch, arch);
+            assert_eq!(
+                matches!(config.target.disk, DiskLayout::RpiMbr(_)),
+                is_pi,
+                "{target}"
+            );
+            for dir in &config.target.overlays {
+                assert!(repo().join(dir).is_dir(), "{target}: {}", dir.display());
+            }
+        }
+    }
+
+    #[test]
+    fn a_target_with_a_misspelt_disk_key_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(repo().join("image/targets/rpi.toml"))
+            .unwrap()
+            .replace("boot_size", "boot_sise");
+        std::fs::write(dir.path().join("rpi.toml"), text).unwrap();
+        let err = LoadedConfig::load(&repo().join("image/clawfort.toml"), &[], dir.path(), "rpi")
+            .unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("boot_sise"), "{message}");
+        assert!(message.contains("target.disk"), "{message}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! system into the work directory and then, in this order (later steps may override earlier):
 //! 1. machine settings from `[image]`: host name, hosts, time zone, locale, fstab;
 //! 2. the users from `[users]`;
-//! 3. `overlays/` (templates rendered with the image config; see `overlays.rs` for the rules);
+//! 3. `overlays/`, then the target's `overlays` (templates rendered with the image config; see
+//!    `overlays.rs` for the rules);
 //! 4. `[file_modes]`;
 //! 5. the gateway binary and the sandbox root file system tar;
 //! 6. `[services]`: enable, disable, mask (with the image's own systemctl, offline);
@@ -33,7 +34,8 @@ pub struct BuildValues {
     pub authorized_keys: Vec<String>,
     /// PARTUUIDs and file system UUID fixed for this build (for fstab-like files).
     pub root_partuuid: String,
-    pub esp_partuuid: String,
+    /// The FAT boot partition's: the ESP, or the Raspberry Pi's firmware partition.
+    pub boot_partuuid: String,
     pub root_fs_uuid: String,
     /// Where the sandbox tar and the gateway binary are in the image.
     pub sandbox_tar: String,
@@ -47,13 +49,17 @@ pub struct Inputs<'a> {
     pub sandbox_tar: &'a Path,
     pub sandbox_key: &'a str,
     pub gateway_binary: &'a Path,
-    pub overlays: &'a Path,
+    /// Overlay directories, applied in order.
+    pub overlays: &'a [PathBuf],
     pub build: &'a BuildValues,
     pub disk_ids: &'a DiskIds,
 }
 
 pub struct Customised {
     pub rootfs: PathBuf,
+    /// Files for the FAT boot partition that packages put under the boot mount point
+    /// (raspi-firmware's /boot/firmware), moved out of the root so they are not stored twice.
+    pub boot_files: PathBuf,
     pub key: String,
     pub reused: bool,
 }
@@ -70,7 +76,9 @@ pub fn fingerprint(inputs: &Inputs<'_>, builder: &str) -> Result<String> {
         .add("build-version", &inputs.build.version)
         .add("authorized-keys", inputs.build.authorized_keys.join("\n"));
     fingerprint.add_file("gateway", inputs.gateway_binary)?;
-    fingerprint.add_tree("overlays", inputs.overlays)?;
+    for overlay in inputs.overlays {
+        fingerprint.add_tree("overlays", overlay)?;
+    }
     Ok(fingerprint.finish())
 }
 
@@ -83,10 +91,12 @@ pub fn run(
 ) -> Result<Customised> {
     let dir = work.join("customise");
     let rootfs = dir.join("rootfs");
+    let boot_files = dir.join("boot-partition");
     if !rebuild && cache::stamp_matches(&dir, key) && rootfs.is_dir() {
         stage.step(format!("reusing {}", rootfs.display()));
         return Ok(Customised {
             rootfs,
+            boot_files,
             key: key.to_owned(),
             reused: true,
         });
@@ -94,10 +104,12 @@ pub fn run(
     let sh = Shell::new()?;
     std::fs::create_dir_all(&dir)?;
     cache::remove_stamp(&dir)?;
-    if rootfs.exists() {
-        stage.step("removing the previous root file system");
-        std::fs::remove_dir_all(&rootfs)
-            .with_context(|| format!("cannot remove {}", rootfs.display()))?;
+    for previous in [&rootfs, &boot_files] {
+        if previous.exists() {
+            stage.step(format!("removing {}", previous.display()));
+            std::fs::remove_dir_all(previous)
+                .with_context(|| format!("cannot remove {}", previous.display()))?;
+        }
     }
     stage.step("copying the bootstrap root file system");
     let from = inputs.bootstrap_rootfs;
@@ -110,10 +122,12 @@ pub fn run(
     stage.step("users");
     let accounts = users::create(stage, &rootfs, &config.image.users)?;
 
-    stage.step(format!("overlays from {}", inputs.overlays.display()));
     let context = template_context(config, inputs.build)?;
-    let written = overlays::apply(inputs.overlays, &rootfs, &context, &accounts)?;
-    stage.step(format!("{} overlay files installed", written.len()));
+    for overlay in inputs.overlays {
+        stage.step(format!("overlays from {}", overlay.display()));
+        let written = overlays::apply(overlay, &rootfs, &context, &accounts)?;
+        stage.step(format!("{} overlay files installed", written.len()));
+    }
     overlays::apply_file_modes(&rootfs, &config.image.file_modes)?;
 
     stage.step("gateway binary and sandbox root file system");
@@ -129,9 +143,11 @@ pub fn run(
         &config.image.users.admin.name,
         &inputs.build.authorized_keys,
     )?;
+    move_boot_files(&rootfs, config.target.disk.boot_mount_point(), &boot_files)?;
     cache::write_stamp(&dir, key)?;
     Ok(Customised {
         rootfs,
+        boot_files,
         key: key.to_owned(),
         reused: false,
     })
@@ -184,18 +200,39 @@ fn machine_settings(rootfs: &Path, config: &LoadedConfig, ids: &DiskIds) -> Resu
         format!("LANG={}\n", image.locale),
     )?;
 
+    let boot_mount = config.target.disk.boot_mount_point();
     std::fs::write(
         rootfs.join("etc/fstab"),
         format!(
             "# Written by `cargo xtask image`. The ids are fixed per build; first boot grows the\n\
              # root partition and file system to the disk.\n\
              PARTUUID={root}\t/\text4\trw,discard,errors=remount-ro\t0\t1\n\
-             PARTUUID={esp}\t/boot/efi\tvfat\tumask=0077,nofail\t0\t2\n",
+             PARTUUID={boot}\t{boot_mount}\tvfat\tumask=0077,nofail\t0\t2\n",
             root = ids.root_partuuid,
-            esp = ids.esp_partuuid,
+            boot = ids.boot_partuuid,
         ),
     )?;
-    std::fs::create_dir_all(rootfs.join("boot/efi"))?;
+    std::fs::create_dir_all(rootfs.join(boot_mount.trim_start_matches('/')))?;
+    Ok(())
+}
+
+/// Moves what packages installed under the boot partition's mount point (raspi-firmware's
+/// firmware, kernel, initrd and device trees) to `to`, for the assemble stage to put on the
+/// FAT partition, and leaves the mount point empty.
+fn move_boot_files(rootfs: &Path, boot_mount: &str, to: &Path) -> Result<()> {
+    let mount_point = rootfs.join(boot_mount.trim_start_matches('/'));
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(&mount_point)
+        .with_context(|| format!("cannot list {}", mount_point.display()))?
+    {
+        let entry = entry?;
+        std::fs::rename(entry.path(), to.join(entry.file_name())).with_context(|| {
+            format!(
+                "cannot move {} out of the root file system",
+                entry.path().display()
+            )
+        })?;
+    }
     Ok(())
 }
 

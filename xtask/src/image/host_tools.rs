@@ -22,7 +22,8 @@ pub struct HostTool {
     pub min_major_version: Option<u32>,
 }
 
-const fn tool(probe: &'static str, package: &'static str) -> HostTool {
+/// A tool from the host's own suite, any version.
+pub const fn tool(probe: &'static str, package: &'static str) -> HostTool {
     HostTool {
         probe,
         package,
@@ -35,6 +36,7 @@ const fn tool(probe: &'static str, package: &'static str) -> HostTool {
 pub const IMAGE_TOOLS: &[HostTool] = &[
     tool("mmdebstrap", "mmdebstrap"),
     tool("sgdisk", "gdisk"),
+    tool("sfdisk", "fdisk"),
     tool("mkfs.vfat", "dosfstools"),
     tool("mcopy", "mtools"),
     tool("mmd", "mtools"),
@@ -75,12 +77,120 @@ pub const QEMU_X86_64_TOOLS: &[HostTool] = &[
     tool("ssh", "openssh-client"),
 ];
 
+/// QEMU for 64-bit ARM guests, and AAVMF (EDK2 for `virt`) for the UEFI target; the Pi image
+/// boots its own kernel directly and needs no firmware.
+pub const QEMU_AARCH64_TOOLS: &[HostTool] = &[
+    HostTool {
+        probe: "qemu-system-aarch64",
+        package: "qemu-system-arm",
+        from_backports: true,
+        min_major_version: Some(10),
+    },
+    HostTool {
+        probe: "qemu-img",
+        package: "qemu-utils",
+        from_backports: true,
+        min_major_version: None,
+    },
+    tool("/usr/share/AAVMF/AAVMF_CODE.fd", "qemu-efi-aarch64"),
+    tool("ssh", "openssh-client"),
+];
+
 /// The tools that boot an image of `target` under QEMU.
 pub fn boot_tools(target: &str) -> &'static [HostTool] {
     match target {
         "x86_64" => QEMU_X86_64_TOOLS,
+        "aarch64" | "rpi" => QEMU_AARCH64_TOOLS,
         _ => &[],
     }
+}
+
+/// Building an arm64 root on another architecture: qemu-user registered through binfmt_misc
+/// runs the image's own programs (dpkg, maintainer scripts) in the chroot, and a cross linker
+/// links the gateway, which is compiled natively rather than under emulation.
+pub const ARM64_ON_FOREIGN_HOST_TOOLS: &[HostTool] = &[
+    HostTool {
+        probe: "/usr/lib/binfmt.d/qemu-aarch64.conf",
+        package: "qemu-user-binfmt",
+        from_backports: true,
+        min_major_version: None,
+    },
+    tool("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+    tool("/usr/aarch64-linux-gnu/lib/crt1.o", "libc6-dev-arm64-cross"),
+];
+
+/// The artifact formats' compressors and map writers.
+pub const PACKAGE_TOOLS: &[HostTool] = &[tool("xz", "xz-utils"), tool("bmaptool", "bmap-tools")];
+
+/// Extra tools to build an image whose architecture is `debian_arch` on this host.
+pub fn foreign_arch_tools(debian_arch: &str) -> Result<&'static [HostTool]> {
+    if debian_arch == host_debian_arch()? {
+        return Ok(&[]);
+    }
+    match debian_arch {
+        "arm64" => Ok(ARM64_ON_FOREIGN_HOST_TOOLS),
+        other => bail!(
+            "building `{other}` images on a `{}` host is not supported (known: arm64 on amd64)",
+            host_debian_arch()?
+        ),
+    }
+}
+
+fn host_debian_arch() -> Result<String> {
+    let sh = Shell::new()?;
+    Ok(cmd!(sh, "dpkg --print-architecture")
+        .quiet()
+        .read()?
+        .trim()
+        .to_owned())
+}
+
+/// Registers qemu-user for `debian_arch` with the kernel's binfmt_misc, so that the chroot's
+/// foreign binaries run. Debian's `qemu-user-binfmt` ships the registration as a systemd
+/// binfmt.d file; hosts without systemd running (containers, CI runners) never apply it, so it
+/// is written to binfmt_misc here. The `F` flag makes the kernel open the interpreter now,
+/// which is what lets it work inside a chroot that does not contain it.
+pub fn ensure_binfmt(debian_arch: &str) -> Result<()> {
+    if debian_arch == host_debian_arch()? {
+        return Ok(());
+    }
+    let qemu_name = match debian_arch {
+        "arm64" => "aarch64",
+        other => bail!("no qemu-user registration known for `{other}`"),
+    };
+    let binfmt = Path::new("/proc/sys/fs/binfmt_misc");
+    let entry = binfmt.join(format!("qemu-{qemu_name}"));
+    if std::fs::read_to_string(&entry).is_ok_and(|text| text.starts_with("enabled")) {
+        return Ok(());
+    }
+    let sh = Shell::new()?;
+    if !binfmt.join("register").exists() {
+        cmd!(sh, "mount -t binfmt_misc binfmt_misc {binfmt}")
+            .run()
+            .context("cannot mount binfmt_misc (needed to run arm64 programs in the chroot)")?;
+    }
+    let conf = PathBuf::from(format!("/usr/lib/binfmt.d/qemu-{qemu_name}.conf"));
+    let rule = std::fs::read_to_string(&conf)
+        .with_context(|| format!("cannot read {} (package qemu-user-binfmt)", conf.display()))?;
+    let rule = rule
+        .lines()
+        .find(|line| line.starts_with(':'))
+        .with_context(|| format!("{} holds no binfmt rule", conf.display()))?;
+    if entry.exists() {
+        // Registered but disabled: enable it rather than registering twice.
+        std::fs::write(&entry, "1")
+    } else {
+        std::fs::write(binfmt.join("register"), rule)
+    }
+    .with_context(|| {
+        format!(
+            "cannot register qemu-{qemu_name} with binfmt_misc; as root run: \
+             /usr/lib/systemd/systemd-binfmt {}",
+            conf.display()
+        )
+    })?;
+    eprintln!("==> registered qemu-{qemu_name} with binfmt_misc");
+    Ok(())
 }
 
 /// Makes sure every tool is present (and new enough), installing what is missing when this

@@ -19,7 +19,7 @@ use super::cache::{self, Fingerprint};
 use super::config::LoadedConfig;
 use super::progress::StageProgress;
 
-const RECIPE: &str = "sandbox-3";
+const RECIPE: &str = "sandbox-4";
 
 /// Where the tar lands inside the image; the first-boot unit `docker import`s it from here.
 pub const IMAGE_PATH: &str = "/usr/lib/clawfort/sandbox-rootfs.tar.zst";
@@ -71,7 +71,8 @@ pub fn run(
     let sh = Shell::new()?;
     let arch = format!("--arch={}", config.target.debian_arch);
     let include = format!("--include={}", packages.join(","));
-    let extra = apt.mmdebstrap_args();
+    let mut extra = apt.mmdebstrap_args();
+    extra.extend(AptSetup::deferral_hooks());
     let suite = &config.image.debian.suite;
     let sources = apt.sources();
     stage.step(format!("mmdebstrap minbase + {} packages", packages.len()));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::machine::{AccelSettings, Machine};
+use super::machine::{AccelSettings, Boot, Firmware, Machine};
 
 /// How long the firmware may take to print its banner under KVM (it takes well under a second
 /// where KVM works; TCG needs about two).
@@ -26,9 +26,9 @@ pub enum Accel {
 
 impl Accel {
     pub fn settings(self, machine: &Machine) -> &AccelSettings {
-        match self {
-            Accel::Kvm => &machine.accel.kvm,
-            Accel::Tcg => &machine.accel.tcg,
+        match (self, &machine.accel.kvm) {
+            (Accel::Kvm, Some(kvm)) => kvm,
+            _ => &machine.accel.tcg,
         }
     }
 
@@ -42,6 +42,13 @@ impl Accel {
 
 /// Picks the accelerator for `machine`, probing KVM once per host boot.
 pub fn choose(machine: &Machine) -> Result<Accel> {
+    let (Some(kvm), Boot::Uefi(firmware)) = (&machine.accel.kvm, &machine.boot) else {
+        eprintln!(
+            "accelerator: tcg ({} has no KVM settings: it emulates another architecture)",
+            machine.binary
+        );
+        return Ok(Accel::Tcg);
+    };
     if !std::path::Path::new("/dev/kvm").exists() {
         eprintln!("accelerator: tcg (no /dev/kvm)");
         return Ok(Accel::Tcg);
@@ -62,7 +69,7 @@ pub fn choose(machine: &Machine) -> Result<Accel> {
         );
         return Ok(accel);
     }
-    let (accel, reason) = probe_kvm(machine)?;
+    let (accel, reason) = probe_kvm(machine, kvm, firmware)?;
     eprintln!("accelerator: {} ({reason})", accel.name());
     if let Some(path) = cache {
         // A lost cache only costs another probe.
@@ -82,7 +89,11 @@ fn cache_file(machine: &Machine) -> Option<PathBuf> {
 }
 
 /// Boots the firmware under KVM with no disk and watches the serial console.
-fn probe_kvm(machine: &Machine) -> Result<(Accel, String)> {
+fn probe_kvm(
+    machine: &Machine,
+    kvm: &AccelSettings,
+    firmware: &Firmware,
+) -> Result<(Accel, String)> {
     let dir = std::env::temp_dir().join(format!("clawfort-kvm-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let _remove_dir = super::cleanup::on_exit("the KVM probe's directory", {
@@ -92,21 +103,20 @@ fn probe_kvm(machine: &Machine) -> Result<(Accel, String)> {
         }
     });
     let vars = dir.join("vars.fd");
-    std::fs::copy(&machine.firmware.vars, &vars).with_context(|| {
+    std::fs::copy(&firmware.vars, &vars).with_context(|| {
         format!(
             "cannot copy the firmware variables {}",
-            machine.firmware.vars.display()
+            firmware.vars.display()
         )
     })?;
     let serial = dir.join("serial.log");
-    let kvm = &machine.accel.kvm;
     let mut command = Command::new(&machine.binary);
     command
         .args(["-machine", &machine.machine])
         .args(["-accel", &kvm.accel, "-cpu", &kvm.cpu])
         .args(["-m", "256", "-nodefaults", "-display", "none", "-no-reboot"])
         .arg("-drive")
-        .arg(pflash(&machine.firmware.code, true))
+        .arg(pflash(&firmware.code, true))
         .arg("-drive")
         .arg(pflash(&vars, false))
         .arg("-serial")
@@ -132,12 +142,12 @@ fn probe_kvm(machine: &Machine) -> Result<(Accel, String)> {
             );
         }
         let printed = std::fs::read(&serial).unwrap_or_default();
-        if contains(&printed, machine.firmware.ready_marker.as_bytes()) {
+        if contains(&printed, firmware.ready_marker.as_bytes()) {
             break (
                 Accel::Kvm,
                 format!(
                     "KVM ran the firmware to `{}` in {:.1} s",
-                    machine.firmware.ready_marker,
+                    firmware.ready_marker,
                     started.elapsed().as_secs_f64()
                 ),
             );
@@ -147,7 +157,7 @@ fn probe_kvm(machine: &Machine) -> Result<(Accel, String)> {
                 Accel::Tcg,
                 format!(
                     "KVM did not bring the firmware to `{}` within {} s",
-                    machine.firmware.ready_marker,
+                    firmware.ready_marker,
                     PROBE_TIMEOUT.as_secs()
                 ),
             );

@@ -1,5 +1,5 @@
 //! `qemu/<target>.toml`: how one target boots under QEMU (machine, CPU per accelerator,
-//! firmware, devices). Data, so a new target is a new file, not new Rust.
+//! firmware or kernel, devices). Data, so a new target is a new file, not new Rust.
 
 use std::path::{Path, PathBuf};
 
@@ -16,15 +16,39 @@ pub struct Machine {
     pub memory_mib: u32,
     pub smp: u32,
     pub accel: Accelerators,
-    pub firmware: Firmware,
+    pub boot: Boot,
     pub devices: Devices,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Accelerators {
-    pub kvm: AccelSettings,
+    /// Absent when KVM cannot run this guest on this host (an ARM guest on an x86_64 host).
+    pub kvm: Option<AccelSettings>,
     pub tcg: AccelSettings,
+}
+
+/// What QEMU starts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", deny_unknown_fields)]
+pub enum Boot {
+    /// UEFI firmware in pflash, which boots the image's own boot loader.
+    #[serde(rename = "uefi")]
+    Uefi(Firmware),
+    /// The kernel, initrd and command line the Raspberry Pi's boot ROM would load, read from the
+    /// image's FAT boot partition (config.txt names them). The Pi's boot ROM itself cannot be
+    /// emulated usefully: QEMU's raspi4b has no PCIe or Ethernet, so this boots on `virt`.
+    #[serde(rename = "pi-kernel")]
+    PiKernel(PiKernel),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiKernel {
+    /// MBR partition number of the FAT boot partition.
+    pub partition: u32,
+    /// Appended to cmdline.txt: the serial console of the emulated machine.
+    pub extra_cmdline: String,
 }
 
 /// The `-accel` and `-cpu` values to use with one accelerator.
@@ -67,16 +91,16 @@ impl Machine {
         })?;
         let machine: Machine = toml::from_str(&text)
             .with_context(|| format!("invalid QEMU machine definition {}", path.display()))?;
-        for (key, file) in [
-            ("firmware.code", &machine.firmware.code),
-            ("firmware.vars", &machine.firmware.vars),
-        ] {
-            anyhow::ensure!(
-                file.is_file(),
-                "{}: `{key}` = {} does not exist (install the firmware package, e.g. `apt-get install ovmf`)",
-                path.display(),
-                file.display()
-            );
+        if let Boot::Uefi(firmware) = &machine.boot {
+            for (key, file) in [("boot.code", &firmware.code), ("boot.vars", &firmware.vars)] {
+                anyhow::ensure!(
+                    file.is_file(),
+                    "{}: `{key}` = {} does not exist (install the firmware package: ovmf for \
+                     x86_64, qemu-efi-aarch64 for aarch64)",
+                    path.display(),
+                    file.display()
+                );
+            }
         }
         Ok(machine)
     }

@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod disk;
 pub mod machine;
 pub mod netns;
+pub mod pi_boot;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -25,14 +26,42 @@ pub fn project_root() -> PathBuf {
         .to_owned()
 }
 
-/// Copies the machine's pristine firmware variable store for one boot.
-pub fn copy_firmware_vars(machine: &Machine, to: &Path) -> Result<()> {
-    std::fs::copy(&machine.firmware.vars, to).with_context(|| {
-        format!(
-            "cannot copy firmware variables {} to {}",
-            machine.firmware.vars.display(),
-            to.display()
-        )
-    })?;
-    Ok(())
+/// What one VM boots from.
+pub enum BootMedia {
+    /// UEFI firmware code (read-only) and this boot's own copy of the variable store.
+    Firmware { code: PathBuf, vars: PathBuf },
+    /// A kernel started by QEMU itself, as the Raspberry Pi's boot ROM would start it.
+    Kernel {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append: String,
+    },
+}
+
+/// Prepares the boot of `image` on `machine` in `dir`: a private copy of the firmware
+/// variables (named after `tag`, one per VM), or the kernel files read from the image.
+pub fn prepare_boot(
+    sh: &xshell::Shell,
+    machine: &Machine,
+    image: &Path,
+    dir: &Path,
+    tag: &str,
+) -> Result<BootMedia> {
+    match &machine.boot {
+        machine::Boot::Uefi(firmware) => {
+            let vars = dir.join(format!("{tag}-vars.fd"));
+            std::fs::copy(&firmware.vars, &vars).with_context(|| {
+                format!(
+                    "cannot copy firmware variables {} to {}",
+                    firmware.vars.display(),
+                    vars.display()
+                )
+            })?;
+            Ok(BootMedia::Firmware {
+                code: firmware.code.clone(),
+                vars,
+            })
+        }
+        machine::Boot::PiKernel(pi) => pi_boot::extract(sh, image, pi, dir),
+    }
 }

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use super::accel::{pflash, Accel};
 use super::cleanup::{self, Registration};
 use super::machine::Machine;
+use super::BootMedia;
 
 /// A network card and what it is plugged into.
 pub enum Nic {
@@ -35,8 +36,8 @@ pub struct VmSpec<'a> {
     pub accel: Accel,
     /// The boot disk: a per-boot overlay, never the artifact itself.
     pub disk: PathBuf,
-    /// This boot's copy of the firmware variable store.
-    pub firmware_vars: PathBuf,
+    /// Firmware (with this boot's own variable store) or a kernel.
+    pub boot: BootMedia,
     pub nics: Vec<Nic>,
     /// A raw NoCloud seed volume attached as a second disk.
     pub seed: Option<PathBuf>,
@@ -70,8 +71,24 @@ impl VmSpec<'_> {
             &machine.smp.to_string(),
         ]);
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
-        push(&["-drive", &pflash(&machine.firmware.code, true)]);
-        push(&["-drive", &pflash(&self.firmware_vars, false)]);
+        match &self.boot {
+            BootMedia::Firmware { code, vars } => {
+                push(&["-drive", &pflash(code, true)]);
+                push(&["-drive", &pflash(vars, false)]);
+            }
+            BootMedia::Kernel {
+                kernel,
+                initrd,
+                append,
+            } => push(&[
+                "-kernel",
+                &kernel.display().to_string(),
+                "-initrd",
+                &initrd.display().to_string(),
+                "-append",
+                append,
+            ]),
+        }
         push(&[
             "-drive",
             &format!(
