@@ -283,9 +283,12 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
     })?;
 
     let apt = bootstrap::AptSetup::prepare(&config, &work.join("apt"), &cache_root)?;
-    // Held until customise has copied the bootstrap and the sandbox tar: another build must
-    // not replace them (a changed package list prunes the old bootstrap) while they are read.
-    let cache_lock = cache::DirLock::acquire(&cache_root)?;
+    // Held until customise has copied the bootstrap and the sandbox tar: another build of the
+    // same target (or architecture, for the sandbox) must not replace them while they are
+    // read. Builds of other targets go on in parallel.
+    let locks = cache_root.join("locks");
+    let bootstrap_lock =
+        cache::DirLock::acquire_named(&locks, &format!("bootstrap-{}", config.target.name))?;
     let bootstrapped = {
         stage(&mut stages, &logs, "bootstrap", |s| {
             let out = bootstrap::run(s, &config, &apt, &cache_root, opts.refresh || opts.rebuild)?;
@@ -293,6 +296,8 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
             Ok((out, note))
         })?
     };
+    let sandbox_lock =
+        cache::DirLock::acquire_named(&locks, &format!("sandbox-{}", config.target.debian_arch))?;
     let sandbox_tar = {
         stage(&mut stages, &logs, "sandbox", |s| {
             let out = sandbox::run(s, &config, &apt, &cache_root, opts.refresh || opts.rebuild)?;
@@ -347,7 +352,8 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
         Ok((out, note))
     })?;
 
-    drop(cache_lock);
+    drop(sandbox_lock);
+    drop(bootstrap_lock);
 
     stage(&mut stages, &logs, "scrub", |s| {
         let policy = scrub::Policy {

@@ -17,9 +17,8 @@ pub struct Args {
     /// Target machine: selects qemu/<target>.toml and the default image name.
     #[arg(long, default_value = "x86_64")]
     pub target: String,
-    /// Disk image to boot (raw or qcow2). Default: <out>/clawfort-<target>.qcow2, else .raw.
-    /// The Pi image boots from its raw form: `xz -dk out/clawfort-rpi.img.xz`, then
-    /// `--image out/clawfort-rpi.img`.
+    /// Disk image to boot (raw or qcow2). Default: <out>/clawfort-<target>.qcow2, else .raw,
+    /// else .img. The Pi image boots from its raw form: `xz -dk out/clawfort-rpi.img.xz`.
     #[arg(long)]
     pub image: Option<PathBuf>,
     /// Directory for build artifacts and this run's state (overlay disk, firmware variables,
@@ -47,7 +46,7 @@ pub fn run(args: Args) -> Result<()> {
     let machine = Machine::load(&root, &args.target)?;
     let image = match &args.image {
         Some(image) => image.clone(),
-        None => ["qcow2", "raw"]
+        None => ["qcow2", "raw", "img"]
             .iter()
             .map(|ext| args.out.join(format!("clawfort-{}.{ext}", args.target)))
             .find(|path| path.is_file())

@@ -151,8 +151,10 @@ pub fn service_user_cannot_use_root_docker(ctx: &Ctx) -> Result<String> {
     ))
 }
 
-/// How long the probe waits for first boot's background import of the sandbox image.
-const SANDBOX_WAIT_S: u64 = 300;
+/// How long the probe waits for first boot's background import of the sandbox image. Under
+/// TCG the import takes 1.5 minutes for an x86_64 guest and about 4 for an aarch64 one (the
+/// zstd unpacking and the layer extraction are emulated), more on a loaded host.
+const SANDBOX_WAIT_S: u64 = 600;
 
 /// Rootless Docker as the service user runs the sandbox image locked down (no network,
 /// read-only root, no capabilities) and the container sees none of the host's files.

@@ -43,10 +43,11 @@ pub struct AptSetup {
 
 impl AptSetup {
     /// Writes the deb822 sources for the configured suite and makes the `.deb` cache for the
-    /// architecture.
+    /// target. One cache per target, not per architecture: the targets' builds run in
+    /// parallel, and mmdebstrap copies its cache in and out without any locking.
     pub fn prepare(config: &LoadedConfig, work: &Path, cache_root: &Path) -> Result<Self> {
         let debian = &config.image.debian;
-        let deb_cache = cache_root.join("apt").join(&config.target.debian_arch);
+        let deb_cache = cache_root.join("apt").join(&config.target.name);
         std::fs::create_dir_all(&deb_cache)
             .with_context(|| format!("cannot create the .deb cache {}", deb_cache.display()))?;
         std::fs::create_dir_all(work)?;

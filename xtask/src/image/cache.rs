@@ -144,16 +144,22 @@ pub fn file_identity(path: &Path) -> Option<String> {
     ))
 }
 
-/// An exclusive lock held for as long as the value lives, so two builds sharing a cache or a
-/// work directory wait for each other instead of corrupting each other's stages.
+/// An exclusive lock held for as long as the value lives, so two builds sharing a cache entry
+/// or a work directory wait for each other instead of corrupting each other's stages.
 pub struct DirLock {
     _held: File,
 }
 
 impl DirLock {
+    /// Locks the directory `dir` as a whole (`dir/.lock`).
     pub fn acquire(dir: &Path) -> Result<Self> {
+        Self::acquire_named(dir, ".lock")
+    }
+
+    /// Locks one entry of `dir` (`dir/<name>`): builds of other entries go on in parallel.
+    pub fn acquire_named(dir: &Path, name: &str) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join(".lock");
+        let path = dir.join(name);
         let file =
             File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         if file.try_lock().is_err() {

@@ -136,6 +136,11 @@ pub fn foreign_arch_tools(debian_arch: &str) -> Result<&'static [HostTool]> {
     }
 }
 
+/// Serialises changes to the host (apt, binfmt_misc) between concurrent builds.
+fn host_setup_lock() -> Result<crate::image::cache::DirLock> {
+    crate::image::cache::DirLock::acquire_named(&std::env::temp_dir(), "clawfort-host-setup.lock")
+}
+
 fn host_debian_arch() -> Result<String> {
     let sh = Shell::new()?;
     Ok(cmd!(sh, "dpkg --print-architecture")
@@ -160,7 +165,12 @@ pub fn ensure_binfmt(debian_arch: &str) -> Result<()> {
     };
     let binfmt = Path::new("/proc/sys/fs/binfmt_misc");
     let entry = binfmt.join(format!("qemu-{qemu_name}"));
-    if std::fs::read_to_string(&entry).is_ok_and(|text| text.starts_with("enabled")) {
+    let registered = || std::fs::read_to_string(&entry).is_ok_and(|t| t.starts_with("enabled"));
+    if registered() {
+        return Ok(());
+    }
+    let _lock = host_setup_lock()?;
+    if registered() {
         return Ok(());
     }
     let sh = Shell::new()?;
@@ -196,11 +206,20 @@ pub fn ensure_binfmt(debian_arch: &str) -> Result<()> {
 /// Makes sure every tool is present (and new enough), installing what is missing when this
 /// process may (root on Debian), otherwise failing with the command to run.
 pub fn ensure(tools: &[HostTool]) -> Result<()> {
-    let missing: Vec<HostTool> = tools
-        .iter()
-        .copied()
-        .filter(|tool| !is_satisfied(tool))
-        .collect();
+    let missing = || -> Vec<HostTool> {
+        tools
+            .iter()
+            .copied()
+            .filter(|tool| !is_satisfied(tool))
+            .collect()
+    };
+    if missing().is_empty() {
+        return Ok(());
+    }
+    // Builds of several targets run at once (CI does): one installs, the others wait and
+    // then find the tools there.
+    let _lock = host_setup_lock()?;
+    let missing = missing();
     if missing.is_empty() {
         return Ok(());
     }

@@ -190,7 +190,7 @@ mod tests {
             "fixup4.dat",
             "bcm2711-rpi-4-b.dtb",
             "bcm2711-rpi-400.dtb",
-            "bcm2711-rpi-cm4.dtb",
+            "bcm2711-rpi-cm4-io.dtb",
             "config.txt",
             "cmdline.txt",
             "user-data",
