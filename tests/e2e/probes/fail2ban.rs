@@ -21,7 +21,7 @@ pub fn fail2ban_bans_and_unbans(ctx: &Ctx) -> Result<String> {
     let guest = testbed.guest.address;
     let ssh = SocketAddrV4::new(guest, testbed.expect.ssh_port);
     ensure!(
-        !is_banned(ctx, attacker)?,
+        ban_state(ctx, attacker)? == BanState::Free,
         "{attacker} is banned before the probe began"
     );
     ensure!(
@@ -46,7 +46,7 @@ pub fn fail2ban_bans_and_unbans(ctx: &Ctx) -> Result<String> {
         if attempts >= testbed.expect.fail2ban_maxretry {
             let deadline = Instant::now() + BAN_LATENCY;
             while Instant::now() < deadline {
-                if is_banned(ctx, attacker)? {
+                if ban_state(ctx, attacker)? == BanState::Banned {
                     banned_at = Some(Instant::now());
                     break;
                 }
@@ -58,9 +58,11 @@ pub fn fail2ban_bans_and_unbans(ctx: &Ctx) -> Result<String> {
         }
     }
     let Some(banned_at) = banned_at else {
+        let state = ban_state(ctx, attacker)?;
         bail!(
-            "{attempts} failed logins from {attacker} (maxretry {}), and fail2ban did not ban it",
-            testbed.expect.fail2ban_maxretry
+            "{attempts} failed logins from {attacker} (maxretry {}), and it is not banned: {}",
+            testbed.expect.fail2ban_maxretry,
+            state.describe(attacker)
         );
     };
     // fail2ban's nftables action rejects (an ICMP error: "refused") or drops ("filtered").
@@ -83,14 +85,18 @@ pub fn fail2ban_bans_and_unbans(ctx: &Ctx) -> Result<String> {
     // Bounded: the first ban lasts bantime (times the factor for a repeat offender).
     let limit = Duration::from_secs(testbed.expect.fail2ban_bantime_s * 4 + 60);
     let unbanned_after = loop {
-        if !is_banned(ctx, attacker)? {
+        let state = ban_state(ctx, attacker)?;
+        if state == BanState::Free {
             break banned_at.elapsed();
         }
+        // Part-way states are normal for a moment: fail2ban removes the address from the set
+        // and then from its list (the other way round when banning).
         ensure!(
             banned_at.elapsed() < limit,
-            "the ban of {attacker} did not lift within {} s (bantime {} s)",
+            "the ban of {attacker} did not lift within {} s (bantime {} s): {}",
             limit.as_secs(),
-            testbed.expect.fail2ban_bantime_s
+            testbed.expect.fail2ban_bantime_s,
+            state.describe(attacker)
         );
         std::thread::sleep(Duration::from_secs(3));
     };
@@ -110,24 +116,52 @@ pub fn fail2ban_bans_and_unbans(ctx: &Ctx) -> Result<String> {
     ))
 }
 
-/// Whether fail2ban's sshd jail lists `address` as banned and its nftables set holds it.
-fn is_banned(ctx: &Ctx, address: Ipv4Addr) -> Result<bool> {
+/// An address as fail2ban's sshd jail and its nftables set see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BanState {
+    /// Listed by the jail and held by the set.
+    Banned,
+    /// In neither.
+    Free,
+    /// In one only: a ban or an unban half done (or a firewall that fails to apply bans,
+    /// which the probe reports when the state does not settle).
+    Partial { listed: bool, in_set: bool },
+}
+
+impl BanState {
+    fn describe(self, address: Ipv4Addr) -> String {
+        match self {
+            BanState::Banned => format!("{address} is banned"),
+            BanState::Free => format!("fail2ban does not list {address} as banned"),
+            BanState::Partial { listed, .. } if listed => format!(
+                "fail2ban lists {address} as banned, but nftables' addr-set-sshd does not hold it"
+            ),
+            BanState::Partial { .. } => {
+                format!("nftables' addr-set-sshd holds {address}, but fail2ban does not list it")
+            }
+        }
+    }
+}
+
+fn ban_state(ctx: &Ctx, address: Ipv4Addr) -> Result<BanState> {
+    let address_text = address.to_string();
     let status = ctx.admin.check_root("fail2ban-client status sshd")?;
     let listed = status
         .lines()
         .find_map(|line| line.split("Banned IP list:").nth(1))
-        .is_some_and(|list| list.split_whitespace().any(|ip| ip == address.to_string()));
-    if !listed {
-        return Ok(false);
-    }
+        .is_some_and(|list| list.split_whitespace().any(|ip| ip == address_text));
+    // fail2ban creates its table and set with the first ban, so before it there is none.
     let set = ctx
         .admin
-        .check_root("nft list set inet f2b-table addr-set-sshd")?;
-    ensure!(
-        set.contains(&address.to_string()),
-        "fail2ban lists {address} as banned, but nftables' addr-set-sshd does not hold it"
-    );
-    Ok(true)
+        .check_root("nft list set inet f2b-table addr-set-sshd 2>/dev/null || echo 'no set yet'")?;
+    let in_set = set
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .any(|word| word == address_text);
+    Ok(match (listed, in_set) {
+        (true, true) => BanState::Banned,
+        (false, false) => BanState::Free,
+        (listed, in_set) => BanState::Partial { listed, in_set },
+    })
 }
 
 fn tcp(netns: &str, source: Ipv4Addr, target: SocketAddrV4, limit: Duration) -> Result<PortState> {
