@@ -10,10 +10,12 @@ use xshell::{cmd, Shell};
 /// The Pi image's boot in CI: it reaches SSH as the admin (the suite's readiness check) and these
 /// probes run on it. The Pi image is the aarch64 appliance with another disk layout and kernel,
 /// and the full suite already ran on aarch64; these cover what the Pi boot can change: the
-/// first-boot units, the root growing on its MBR disk, the firewall and the gateway.
+/// first-boot units, the root growing on its MBR disk, the firewall and fail2ban's bans (the
+/// generic kernel's nftables modules), and the gateway.
 const RPI_PROBES: &[&str] = &[
     "root_fs_grown_to_disk",
     "nftables_input_policy_drop",
+    "fail2ban_bans_and_unbans",
     "gateway_healthz_ok",
     "gateway_listens_on_loopback_only",
     "ssh_offers_only_publickey",

@@ -23,7 +23,8 @@ use crate::qemu::{self, Machine};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Target machine: selects image/targets/<target>.toml and qemu/<target>.toml.
+    /// Target machine (x86_64, aarch64, rpi): selects image/targets/<target>.toml and
+    /// qemu/<target>.toml.
     #[arg(long, default_value = "x86_64")]
     pub target: String,
     /// Directory for images, reports and serial logs.

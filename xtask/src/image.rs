@@ -33,15 +33,18 @@ pub use package::{Artifacts, Format, StageTiming};
 use self::config::LoadedConfig;
 use self::progress::{human_size, StageProgress};
 
-/// Build the appliance disk image (raw + compressed qcow2, package manifest, SHA256SUMS).
+/// Build the appliance disk image (the target's formats: raw + compressed qcow2 for x86_64
+/// and aarch64, img.xz + bmap for rpi; a package manifest; SHA256SUMS).
 ///
 /// Stages: gateway, bootstrap, sandbox, customise, scrub, assemble, package. A stage whose
 /// inputs did not change since the last build is reused; downloaded .debs are kept in
 /// $XDG_CACHE_HOME/clawfort (or ~/.cache/clawfort). Needs root (chroot, file ownership).
+/// ARM targets build on x86_64 through qemu-user, which the builder sets up itself.
 #[derive(clap::Args, Debug, Clone)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Target machine: a file image/targets/<TARGET>.toml.
+    /// Target machine, a file image/targets/<TARGET>.toml: x86_64 (UEFI PCs, servers, clouds),
+    /// aarch64 (UEFI ARM servers and clouds), rpi (Raspberry Pi 4/400/CM4).
     #[arg(long, default_value = "x86_64")]
     pub target: String,
     /// Image definition to build [default: image/clawfort.toml in the repository].
