@@ -32,6 +32,25 @@ pub const fn tool(probe: &'static str, package: &'static str) -> HostTool {
     }
 }
 
+/// qemu-img from the same suite as the QEMU system emulators (backports on bookworm).
+const QEMU_IMG: HostTool = HostTool {
+    probe: "qemu-img",
+    package: "qemu-utils",
+    from_backports: true,
+    min_major_version: None,
+};
+
+/// A QEMU system emulator: QEMU 10 or newer, from bookworm-backports on bookworm, because
+/// bookworm's 7.2 makes the trixie kernel panic under TCG.
+const fn qemu_system(probe: &'static str, package: &'static str) -> HostTool {
+    HostTool {
+        probe,
+        package,
+        from_backports: true,
+        min_major_version: Some(10),
+    }
+}
+
 /// Everything `cargo xtask image` runs for a `gpt-efi` target.
 pub const IMAGE_TOOLS: &[HostTool] = &[
     tool("mmdebstrap", "mmdebstrap"),
@@ -51,28 +70,13 @@ pub const IMAGE_TOOLS: &[HostTool] = &[
         "/usr/share/keyrings/debian-archive-keyring.gpg",
         "debian-archive-keyring",
     ),
-    HostTool {
-        probe: "qemu-img",
-        package: "qemu-utils",
-        from_backports: true,
-        min_major_version: None,
-    },
+    QEMU_IMG,
 ];
 
 /// QEMU for booting an x86_64 image through OVMF (for `cargo xtask run` / `e2e`).
 pub const QEMU_X86_64_TOOLS: &[HostTool] = &[
-    HostTool {
-        probe: "qemu-system-x86_64",
-        package: "qemu-system-x86",
-        from_backports: true,
-        min_major_version: Some(10),
-    },
-    HostTool {
-        probe: "qemu-img",
-        package: "qemu-utils",
-        from_backports: true,
-        min_major_version: None,
-    },
+    qemu_system("qemu-system-x86_64", "qemu-system-x86"),
+    QEMU_IMG,
     tool("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
     tool("ssh", "openssh-client"),
 ];
@@ -80,18 +84,8 @@ pub const QEMU_X86_64_TOOLS: &[HostTool] = &[
 /// QEMU for 64-bit ARM guests, and AAVMF (EDK2 for `virt`) for the UEFI target; the Pi image
 /// boots its own kernel directly and needs no firmware.
 pub const QEMU_AARCH64_TOOLS: &[HostTool] = &[
-    HostTool {
-        probe: "qemu-system-aarch64",
-        package: "qemu-system-arm",
-        from_backports: true,
-        min_major_version: Some(10),
-    },
-    HostTool {
-        probe: "qemu-img",
-        package: "qemu-utils",
-        from_backports: true,
-        min_major_version: None,
-    },
+    qemu_system("qemu-system-aarch64", "qemu-system-arm"),
+    QEMU_IMG,
     tool("/usr/share/AAVMF/AAVMF_CODE.fd", "qemu-efi-aarch64"),
     tool("ssh", "openssh-client"),
 ];
