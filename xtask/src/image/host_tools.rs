@@ -109,6 +109,9 @@ pub const ARM64_ON_FOREIGN_HOST_TOOLS: &[HostTool] = &[
         from_backports: true,
         min_major_version: None,
     },
+    // mmdebstrap refuses a foreign architecture without `arch-test`, which it runs to check
+    // that the binfmt registration really executes that architecture's programs.
+    tool("arch-test", "arch-test"),
     tool("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
     tool("/usr/aarch64-linux-gnu/lib/crt1.o", "libc6-dev-arm64-cross"),
 ];
