@@ -141,6 +141,31 @@ fn firewall_drops_by_default_and_never_opens_the_gateway() {
 }
 
 #[test]
+fn the_service_user_reaches_only_loopback_and_https() {
+    let files = shipped();
+    let rules = directives(&files["/etc/nftables.conf"]);
+    for rule in [
+        "meta skuid \"openclaw\" jump service_user_egress",
+        "oif \"lo\" accept",
+        "meta l4proto tcp tcp dport { 443 } accept",
+        "reject with icmpx admin-prohibited",
+    ] {
+        assert!(rules.contains(&rule), "nftables.conf lacks `{rule}`");
+    }
+    // The reject is the last word of the user's chain: nothing after it may accept.
+    let chain = &rules[rules
+        .iter()
+        .position(|r| r.starts_with("chain service_user_egress"))
+        .expect("the service user's egress chain")..];
+    let end = chain.iter().position(|r| *r == "}").unwrap();
+    assert_eq!(chain[end - 1], "reject with icmpx admin-prohibited");
+
+    let files = render("[gateway.egress]\ntcp_ports = [443, 11434]\n").unwrap();
+    let rules = directives(&files["/etc/nftables.conf"]);
+    assert!(rules.contains(&"meta l4proto tcp tcp dport { 443, 11434 } accept"));
+}
+
+#[test]
 fn extra_ports_are_opened_but_a_gateway_port_stops_the_build() {
     let files = render("[firewall]\nextra_tcp_ports = [443]\nextra_udp_ports = [51820]").unwrap();
     let rules = directives(&files["/etc/nftables.conf"]);

@@ -64,6 +64,8 @@ pub struct Expectations {
     pub canvas_port: u16,
     /// TCP ports the firewall opens besides SSH (`firewall.extra_tcp_ports`).
     pub extra_tcp_ports: Vec<u16>,
+    /// TCP ports the service user may connect out to (`gateway.egress.tcp_ports`).
+    pub egress_tcp_ports: Vec<u16>,
     pub fail2ban_maxretry: u32,
     pub fail2ban_bantime_s: u64,
 }

@@ -54,6 +54,10 @@ pub const ALL: &[Probe] = &[
         run: system::service_user_has_no_sudo,
     },
     Probe {
+        name: "service_user_egress_confined",
+        run: network::service_user_egress_confined,
+    },
+    Probe {
         name: "service_user_cannot_use_root_docker",
         run: system::service_user_cannot_use_root_docker,
     },

@@ -129,3 +129,82 @@ fn raise_open_file_limit() {
         },
     );
 }
+
+/// A port no egress rule opens, for the refused connection.
+const UNLISTED_PORT: u16 = 8081;
+
+/// The service user (the gateway, its tools, its rootless Docker) reaches the network only on
+/// the egress ports. Listeners in the namespace on an egress port and on an unlisted one: the admin
+/// reaches both (the path works), the service user only the egress port.
+pub fn service_user_egress_confined(ctx: &Ctx) -> Result<String> {
+    let testbed = &ctx.testbed;
+    let user = &testbed.service_user;
+    let host = testbed.sources.scanner;
+    let allowed = testbed.expect.egress_tcp_ports.first().copied();
+    ensure!(
+        !testbed.expect.egress_tcp_ports.contains(&UNLISTED_PORT),
+        "the image opens egress port {UNLISTED_PORT}, which this probe needs closed"
+    );
+    // Sockets keep the namespace they were made in: bound there, they accept connections
+    // (the kernel completes the handshake into the backlog) while this thread runs SSH.
+    let listeners = exec::in_netns(&testbed.netns, move || -> std::io::Result<Vec<_>> {
+        [Some(UNLISTED_PORT), allowed]
+            .into_iter()
+            .flatten()
+            .map(|port| std::net::TcpListener::bind((host, port)))
+            .collect()
+    })?
+    .context("cannot listen in the test namespace")?;
+    let connect = |port: u16| {
+        format!("timeout 10 bash -c 'exec 3<>/dev/tcp/{host}/{port}' && echo connected")
+    };
+    let admin = ctx.admin.run(&connect(UNLISTED_PORT))?;
+    ensure!(
+        admin.stdout.contains("connected"),
+        "the admin cannot reach {host}:{UNLISTED_PORT} either, so the probe proves nothing: {}",
+        admin.stderr.trim()
+    );
+    let refused = ctx
+        .admin
+        .sudo(&format!("runuser -u {user} -- {}", connect(UNLISTED_PORT)))?;
+    ensure!(
+        !refused.stdout.contains("connected"),
+        "{user} reached port {UNLISTED_PORT} of {host}: outbound traffic is not confined"
+    );
+    // Positive evidence that the firewall refused it (not a missing tool or a timeout): bash's
+    // own connect error, and the rule's kernel log line.
+    ensure!(
+        refused.stderr.contains("connect"),
+        "the connection as {user} failed before connecting: {}",
+        refused.stderr.trim()
+    );
+    let logged = ctx
+        .admin
+        .sudo("journalctl -k --since=-120s --no-pager | grep -c 'clawfort egress refused'")?;
+    ensure!(
+        logged.stdout.trim().parse::<u32>().unwrap_or(0) > 0,
+        "no `clawfort egress refused` line in the kernel log for the refused connection"
+    );
+    let mut detail = format!(
+        "{user} refused on port {UNLISTED_PORT} ({})",
+        refused
+            .stderr
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("no error text")
+    );
+    if let Some(port) = allowed {
+        let out = ctx
+            .admin
+            .sudo(&format!("runuser -u {user} -- {}", connect(port)))?;
+        ensure!(
+            out.stdout.contains("connected"),
+            "{user} cannot reach egress port {port}: the rule blocks everything ({})",
+            out.stderr.trim()
+        );
+        detail.push_str(&format!(", reaches port {port}"));
+    }
+    drop(listeners);
+    Ok(detail)
+}

@@ -75,18 +75,21 @@ pub fn expectations(definition: &Table) -> Result<Expectations> {
         u16::try_from(integer(definition, path)?)
             .with_context(|| format!("`{path}` is not a port number"))
     };
-    let extra_tcp_ports = get(definition, "firewall.extra_tcp_ports")?
-        .as_array()
-        .context("`firewall.extra_tcp_ports` is not an array")?
-        .iter()
-        .map(|value| value.as_integer().and_then(|p| u16::try_from(p).ok()))
-        .collect::<Option<Vec<u16>>>()
-        .context("`firewall.extra_tcp_ports` holds a non-port value")?;
+    let ports = |path: &str| -> Result<Vec<u16>> {
+        get(definition, path)?
+            .as_array()
+            .with_context(|| format!("`{path}` is not an array"))?
+            .iter()
+            .map(|value| value.as_integer().and_then(|p| u16::try_from(p).ok()))
+            .collect::<Option<Vec<u16>>>()
+            .with_context(|| format!("`{path}` holds a non-port value"))
+    };
     Ok(Expectations {
         ssh_port: port("ssh.port")?,
         gateway_port: port("gateway.port")?,
         canvas_port: port("gateway.canvas_port")?,
-        extra_tcp_ports,
+        extra_tcp_ports: ports("firewall.extra_tcp_ports")?,
+        egress_tcp_ports: ports("gateway.egress.tcp_ports")?,
         fail2ban_maxretry: u32::try_from(integer(definition, "fail2ban.maxretry")?)
             .context("`fail2ban.maxretry` is negative")?,
         fail2ban_bantime_s: duration_seconds(&string(definition, "fail2ban.bantime")?)

@@ -47,6 +47,10 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     ("tcp_port_scan", "[8080]"),
     ("gateway_listens_on_loopback_only", "beyond loopback"),
     ("nftables_input_policy_drop", "firewall is not loaded"),
+    (
+        "service_user_egress_confined",
+        "outbound traffic is not confined",
+    ),
     ("unattended_upgrades_security", "no security origin"),
     ("fail2ban_bans_and_unbans", "is not banned"),
 ];

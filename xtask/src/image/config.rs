@@ -98,6 +98,15 @@ pub struct GatewaySection {
     pub bind: String,
     pub port: u16,
     pub canvas_port: u16,
+    pub egress: EgressSection,
+}
+
+/// Where the service user may connect (`[gateway.egress]`): the TCP ports of the nftables
+/// output chain for the user's uid.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSection {
+    pub tcp_ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -463,6 +472,13 @@ fn validate_image(c: &ImageConfig) -> Result<()> {
         c.gateway.port != c.gateway.canvas_port,
         "keys `gateway.port` and `gateway.canvas_port` must differ"
     );
+
+    for (i, port) in c.gateway.egress.tcp_ports.iter().enumerate() {
+        ensure!(
+            *port != 0,
+            "key `gateway.egress.tcp_ports[{i}]`: port 0 is not a port"
+        );
+    }
 
     for (key, ports) in [
         ("firewall.extra_tcp_ports", &c.firewall.extra_tcp_ports),
@@ -902,6 +918,15 @@ mod tests {
         assert_eq!(config.image.ssh.max_auth_tries, 3);
         assert_eq!(config.image.fail2ban.bantime, "30s");
         assert_eq!(config.document["fail2ban"]["bantime"].as_str(), Some("30s"));
+    }
+
+    #[test]
+    fn an_egress_port_0_names_the_key() {
+        let err = load_with("[gateway.egress]\ntcp_ports = [443, 0]\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("gateway.egress.tcp_ports[1]"),
+            "{err:#}"
+        );
     }
 
     #[test]
