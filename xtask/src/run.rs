@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context, Result};
 use xshell::Shell;
 
+use crate::image::{self, host_tools, host_tools::Purpose};
 use crate::qemu::{self, disk, Console, Machine, Nic, Vm, VmSpec};
 
 #[derive(clap::Args)]
@@ -44,6 +45,7 @@ pub fn run(args: Args) -> Result<()> {
     let root = qemu::project_root();
     sh.change_dir(&root);
     let machine = Machine::load(&root, &args.target)?;
+    host_tools::ensure_for(&image::load_target(&args.target)?, Purpose::Boot)?;
     let image = match &args.image {
         Some(image) => image.clone(),
         None => ["qcow2", "raw", "img"]
