@@ -44,8 +44,9 @@ pub fn run(args: Args) -> Result<()> {
     let sh = Shell::new()?;
     let root = qemu::project_root();
     sh.change_dir(&root);
-    let machine = Machine::load(&root, &args.target)?;
+    // Before the machine file, whose loading checks that the firmware is installed.
     host_tools::ensure_for(&image::load_target(&args.target)?, Purpose::Boot)?;
+    let machine = Machine::load(&root, &args.target)?;
     let image = match &args.image {
         Some(image) => image.clone(),
         None => ["qcow2", "raw", "img"]

@@ -9,6 +9,9 @@
 //! target, and `cargo xtask doctor` reports on the same groups. A unit test (`spawn_audit`)
 //! reads the sources of every host-side program spawn and fails on one no table names.
 
+#[cfg(test)]
+mod spawn_audit;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
