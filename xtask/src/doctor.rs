@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::image;
 use crate::image::host_tools::{self, HostOs, HostTool, InstallPlan, Purpose, ToolState};
-use crate::image::{self};
 
 /// The states and the exit status, printed after the options by `--help`.
 const AFTER_HELP: &str = "\
@@ -329,7 +329,9 @@ mod tests {
     #[test]
     fn every_target_reports_each_tool_once_with_its_groups() {
         let targets = image::known_targets();
-        assert_eq!(targets, ["aarch64", "rpi", "x86_64"]);
+        for expected in ["aarch64", "rpi", "x86_64"] {
+            assert!(targets.iter().any(|t| t == expected), "{targets:?}");
+        }
         let report = Report::build(&targets, host(true, "bookworm"), false).unwrap();
         let mut probes: Vec<&str> = report.tools.iter().map(|t| t.probe).collect();
         let count = probes.len();
@@ -342,7 +344,14 @@ mod tests {
             .find(|t| t.probe == "arch-test")
             .unwrap();
         assert_eq!(arch_test.groups, ["foreign-arch"]);
-        assert_eq!(arch_test.targets, ["aarch64", "rpi"]);
+        assert!(
+            arch_test.targets.iter().all(|t| t != "x86_64"),
+            "{arch_test:?}"
+        );
+        assert!(
+            arch_test.targets.iter().any(|t| t == "rpi"),
+            "{arch_test:?}"
+        );
         let qemu = report
             .tools
             .iter()

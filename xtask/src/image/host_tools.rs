@@ -15,13 +15,12 @@ mod spawn_audit;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
 use xshell::{cmd, Shell};
 
 use super::config::TargetConfig;
 
 /// Something the host must provide, and the Debian package that provides it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct HostTool {
     /// A program looked up on PATH (plus the sbin directories), or an absolute file path.
     pub probe: &'static str,
@@ -62,8 +61,7 @@ const fn qemu_system(probe: &'static str, package: &'static str) -> HostTool {
 }
 
 /// Why a command needs a set of tools; `cargo xtask doctor` shows it next to each tool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Group {
     /// Bootstrapping, customising and assembling any image.
     Image,
@@ -78,6 +76,7 @@ pub enum Group {
 }
 
 impl Group {
+    /// The name `doctor` prints.
     pub fn name(self) -> &'static str {
         match self {
             Group::Image => "image",
@@ -110,7 +109,7 @@ pub enum Purpose {
 
 /// Everything `cargo xtask image` runs for any target (the Pi's MBR uses sfdisk, the UEFI
 /// targets' GPT sgdisk; both are small).
-pub const IMAGE_TOOLS: &[HostTool] = &[
+const IMAGE_TOOLS: &[HostTool] = &[
     tool("mmdebstrap", "mmdebstrap"),
     // mmdebstrap's eatmydata hooks (`--hook-dir`) ask dpkg-architecture for the multiarch
     // library directory; it is in dpkg-dev, which a host without build-essential lacks.
@@ -140,7 +139,7 @@ pub const IMAGE_TOOLS: &[HostTool] = &[
 /// Building an arm64 root on another architecture: qemu-user registered through binfmt_misc
 /// runs the image's own programs (dpkg, maintainer scripts) in the chroot, and a cross linker
 /// links the gateway, which is compiled natively rather than under emulation.
-pub const ARM64_ON_FOREIGN_HOST_TOOLS: &[HostTool] = &[
+const ARM64_ON_FOREIGN_HOST_TOOLS: &[HostTool] = &[
     HostTool {
         probe: "/usr/lib/binfmt.d/qemu-aarch64.conf",
         package: "qemu-user-binfmt",
@@ -155,7 +154,7 @@ pub const ARM64_ON_FOREIGN_HOST_TOOLS: &[HostTool] = &[
 ];
 
 /// The artifact formats' compressors and map writers.
-pub const PACKAGE_TOOLS: &[HostTool] = &[tool("xz", "xz-utils"), tool("bmaptool", "bmap-tools")];
+const PACKAGE_TOOLS: &[HostTool] = &[tool("xz", "xz-utils"), tool("bmaptool", "bmap-tools")];
 
 /// What every boot needs besides the emulator: per-boot overlay disks, NoCloud seed volumes
 /// (`run --seed`), the NIC's option ROM, and SSH to the guest.
@@ -268,7 +267,7 @@ fn tools_on_host(
 }
 
 /// Every tool of `groups`, each probe once, in order.
-pub fn flatten(groups: &[ToolGroup]) -> Vec<HostTool> {
+fn flatten(groups: &[ToolGroup]) -> Vec<HostTool> {
     let mut tools: Vec<HostTool> = Vec::new();
     for tool in groups.iter().flat_map(|g| g.tools) {
         if !tools.iter().any(|t| t.probe == tool.probe) {
@@ -289,7 +288,7 @@ fn host_setup_lock() -> Result<crate::image::cache::DirLock> {
 }
 
 /// The host's architecture in Debian's names: that of this very program.
-pub fn host_debian_arch() -> &'static str {
+fn host_debian_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
