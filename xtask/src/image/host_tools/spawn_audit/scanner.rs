@@ -75,8 +75,8 @@ pub fn scan(source: &str) -> syn::Result<Vec<Found>> {
 struct Scanner {
     /// Command lines built from `Command::new` and the `.arg`/`.args` calls on it.
     commands: Vec<Vec<Word>>,
-    /// `let` bindings holding a command line, by name (per file: names are reused, but a
-    /// command is always configured right after its `let`).
+    /// `let` bindings holding a command line, by name, in the function being read (a later
+    /// `let` of the same name shadows an earlier one).
     vars: Vec<(String, usize)>,
     /// Spawns found directly (cmd!, hooks).
     found: Vec<Found>,
@@ -229,6 +229,18 @@ impl Scanner {
 }
 
 impl<'ast> Visit<'ast> for Scanner {
+    fn visit_item_fn(&mut self, item: &'ast syn::ItemFn) {
+        let outer = std::mem::take(&mut self.vars);
+        visit::visit_item_fn(self, item);
+        self.vars = outer;
+    }
+
+    fn visit_impl_item_fn(&mut self, item: &'ast syn::ImplItemFn) {
+        let outer = std::mem::take(&mut self.vars);
+        visit::visit_impl_item_fn(self, item);
+        self.vars = outer;
+    }
+
     fn visit_expr(&mut self, expr: &'ast Expr) {
         if self.command_chain(expr).is_none() {
             visit::visit_expr(self, expr);
