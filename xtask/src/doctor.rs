@@ -227,9 +227,12 @@ impl Report {
     fn text(&self) -> String {
         let host = &self.host;
         let mut out = format!(
-            "host: {}{}; {}\ntargets: {}\n\n",
-            if host.debian { "Debian " } else { "not Debian" },
-            host.codename,
+            "host: {}; {}\ntargets: {}\n\n",
+            if host.debian {
+                format!("Debian {}", host.codename)
+            } else {
+                "not Debian".to_owned()
+            },
             if host.installs_missing_tools {
                 "root, so `cargo xtask image` and `e2e` install missing tools themselves"
             } else if host.debian {
