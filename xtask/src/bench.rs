@@ -52,16 +52,7 @@ pub fn run(args: Args) -> Result<()> {
         .context("xtask lives one level below the project root")?
         .to_path_buf();
     sh.change_dir(&root);
-    if sh
-        .cmd("wrk")
-        .arg("--version")
-        .quiet()
-        .ignore_status()
-        .output()
-        .is_err()
-    {
-        bail!("wrk is not installed (apt-get install wrk)");
-    }
+    crate::image::host_tools::ensure(crate::image::host_tools::BENCH_TOOLS)?;
     cmd!(sh, "cargo build --release --quiet -p clawfort").run()?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

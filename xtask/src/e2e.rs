@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::image::host_tools::{tool, HostTool};
+use crate::image::host_tools::{self, Purpose};
 use crate::image::{self, BuildOptions, Format};
 use crate::qemu::{self, Machine};
 
@@ -46,21 +46,13 @@ pub struct Args {
     pub no_peer: bool,
 }
 
-/// Host tools the suite needs besides QEMU and the firmware.
-const SUITE_TOOLS: &[HostTool] = &[
-    tool("ip", "iproute2"),
-    tool("dnsmasq", "dnsmasq-base"),
-    tool("ssh-keygen", "openssh-client"),
-    tool("timeout", "coreutils"),
-];
-
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let sh = Shell::new()?;
     let root = qemu::project_root();
     sh.change_dir(&root);
-    image::host_tools::ensure(image::host_tools::boot_tools(&args.target))?;
-    image::host_tools::ensure(SUITE_TOOLS)?;
+    // The suite image's own build checks the build tools (`image::build`).
+    host_tools::ensure_for(&image::load_target(&args.target)?, Purpose::Probe)?;
     let machine = Machine::load(&root, &args.target)?;
     let key = test_key(&sh, &args.out)?;
 

@@ -9,7 +9,7 @@
 //! The profile is typed in three parts, Talos-style: *input* (the image definition and the
 //! target), *customisation* (overlays, authorized keys, gateway binary) and *output* (`--out`,
 //! `--format`, `--size`). Other tasks call [`build`] (e2e builds its test variants with it) and
-//! [`host_tools::ensure`].
+//! [`host_tools::ensure_for`].
 
 mod assemble;
 mod bootstrap;
@@ -163,6 +163,16 @@ pub fn build(opts: &BuildOptions) -> Result<Artifacts> {
 }
 
 /// The repository root (xtask lives one level below it).
+/// `image/targets/<name>.toml`, validated (the unknown-target error lists the known ones).
+pub fn load_target(name: &str) -> Result<config::TargetConfig> {
+    config::load_target(&repo_root().join("image/targets"), name)
+}
+
+/// Every target with a file in `image/targets/`, sorted.
+pub fn known_targets() -> Vec<String> {
+    config::known_targets(&repo_root().join("image/targets"))
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -236,11 +246,7 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
         &repo.join("image/targets"),
         &opts.target,
     )?;
-    host_tools::ensure(host_tools::IMAGE_TOOLS)?;
-    host_tools::ensure(host_tools::foreign_arch_tools(&config.target.debian_arch)?)?;
-    host_tools::ensure(host_tools::PACKAGE_TOOLS)?;
-    // A machine that builds an image should also be able to boot it (`cargo xtask run`).
-    host_tools::ensure(host_tools::boot_tools(&config.target.name))?;
+    host_tools::ensure_for(&config.target, host_tools::Purpose::Build)?;
     host_tools::ensure_binfmt(&config.target.debian_arch)?;
     let authorized_keys = customise::users::read_authorized_keys(&opts.authorized_keys)?;
 

@@ -3,10 +3,13 @@
 
 mod bench;
 mod ci;
+mod doctor;
 mod e2e;
 mod image;
 mod qemu;
 mod run;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -32,14 +35,18 @@ enum Command {
     Ci(ci::Args),
     /// Run a benchmark and print its figures.
     Bench(bench::Args),
+    /// List the host tools a target's build and boot suite need, and which this host lacks.
+    Doctor(doctor::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
+    let done = |()| ExitCode::SUCCESS;
     match Cli::parse().command {
-        Command::Image(args) => image::run(args),
-        Command::Run(args) => run::run(args),
-        Command::E2e(args) => e2e::run(args),
-        Command::Ci(args) => ci::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Image(args) => image::run(args).map(done),
+        Command::Run(args) => run::run(args).map(done),
+        Command::E2e(args) => e2e::run(args).map(done),
+        Command::Ci(args) => ci::run(args).map(done),
+        Command::Bench(args) => bench::run(args).map(done),
+        Command::Doctor(args) => doctor::run(args),
     }
 }

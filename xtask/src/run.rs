@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context, Result};
 use xshell::Shell;
 
+use crate::image::{self, host_tools, host_tools::Purpose};
 use crate::qemu::{self, disk, Console, Machine, Nic, Vm, VmSpec};
 
 #[derive(clap::Args)]
@@ -43,6 +44,8 @@ pub fn run(args: Args) -> Result<()> {
     let sh = Shell::new()?;
     let root = qemu::project_root();
     sh.change_dir(&root);
+    // Before the machine file, whose loading checks that the firmware is installed.
+    host_tools::ensure_for(&image::load_target(&args.target)?, Purpose::Boot)?;
     let machine = Machine::load(&root, &args.target)?;
     let image = match &args.image {
         Some(image) => image.clone(),

@@ -292,31 +292,46 @@ impl LoadedConfig {
             )
         })?;
 
-        let target_path = targets_dir.join(format!("{target}.toml"));
-        ensure!(
-            target_path.is_file(),
-            "unknown target `{target}`: {} does not exist (known targets: {})",
-            target_path.display(),
-            known_targets(targets_dir).join(", ")
-        );
-        let target_whole = read_toml(&target_path)?;
-        let target_file: TargetFile = typed(&target_whole)
-            .with_context(|| format!("target file {} is not valid", target_path.display()))?;
-        validate_target(&target_file.target, target)
-            .with_context(|| format!("target file {} is not valid", target_path.display()))?;
-        let target_document = match target_whole.get("target") {
-            Some(toml::Value::Table(table)) => table.clone(),
-            _ => unreachable!("TargetFile deserialised, so [target] is a table"),
-        };
+        let (target, target_document, target_path) = load_target_file(targets_dir, target)?;
         sources.push(target_path);
         Ok(Self {
             document,
             target_document,
-            image: image_with_target_packages(image, &target_file.target),
-            target: target_file.target,
+            image: image_with_target_packages(image, &target),
+            target,
             sources,
         })
     }
+}
+
+/// `targets_dir/<target>.toml` alone, validated: what a command needs to know about a target
+/// without the image definition (which host tools it needs, for instance).
+pub fn load_target(targets_dir: &Path, target: &str) -> Result<TargetConfig> {
+    Ok(load_target_file(targets_dir, target)?.0)
+}
+
+/// The typed target, its `[target]` table as written, and the file's path.
+fn load_target_file(
+    targets_dir: &Path,
+    target: &str,
+) -> Result<(TargetConfig, toml::Table, PathBuf)> {
+    let target_path = targets_dir.join(format!("{target}.toml"));
+    ensure!(
+        target_path.is_file(),
+        "unknown target `{target}`: {} does not exist (known targets: {})",
+        target_path.display(),
+        known_targets(targets_dir).join(", ")
+    );
+    let target_whole = read_toml(&target_path)?;
+    let target_file: TargetFile = typed(&target_whole)
+        .with_context(|| format!("target file {} is not valid", target_path.display()))?;
+    validate_target(&target_file.target, target)
+        .with_context(|| format!("target file {} is not valid", target_path.display()))?;
+    let target_document = match target_whole.get("target") {
+        Some(toml::Value::Table(table)) => table.clone(),
+        _ => unreachable!("TargetFile deserialised, so [target] is a table"),
+    };
+    Ok((target_file.target, target_document, target_path))
 }
 
 /// The target's packages (kernel, boot loader) belong to the bootstrap like the common ones;
@@ -338,7 +353,8 @@ fn display_sources(sources: &[PathBuf]) -> String {
         .join(" + ")
 }
 
-fn known_targets(targets_dir: &Path) -> Vec<String> {
+/// The names of the target files in `targets_dir`, sorted.
+pub fn known_targets(targets_dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(targets_dir)
         .into_iter()
         .flatten()

@@ -4,11 +4,20 @@
 //!
 //! On a bookworm host QEMU comes from bookworm-backports: bookworm's QEMU 7.2 makes the trixie
 //! kernel panic under TCG, and `qemu-utils` must come from the same suite as `qemu-system-*`.
+//!
+//! The tables here are the whole list: [`tools_for`] picks the groups a command needs for a
+//! target, and `cargo xtask doctor` reports on the same groups. A unit test (`spawn_audit`)
+//! reads the sources of every host-side program spawn and fails on one no table names.
+
+#[cfg(test)]
+mod spawn_audit;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
+
+use super::config::TargetConfig;
 
 /// Something the host must provide, and the Debian package that provides it.
 #[derive(Debug, Clone, Copy)]
@@ -51,9 +60,63 @@ const fn qemu_system(probe: &'static str, package: &'static str) -> HostTool {
     }
 }
 
-/// Everything `cargo xtask image` runs for a `gpt-efi` target.
-pub const IMAGE_TOOLS: &[HostTool] = &[
+/// Why a command needs a set of tools; `cargo xtask doctor` shows it next to each tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    /// Bootstrapping, customising and assembling any image.
+    Image,
+    /// Building an image whose architecture is not the host's.
+    ForeignArch,
+    /// Writing the target's artifact formats.
+    Package,
+    /// Booting an image under QEMU (`run`, `e2e`, and `image` so a builder can boot its image).
+    Boot,
+    /// The suite's private network and SSH key (`e2e`).
+    E2eNetwork,
+}
+
+impl Group {
+    /// The name `doctor` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Image => "image",
+            Group::ForeignArch => "foreign-arch",
+            Group::Package => "package",
+            Group::Boot => "boot",
+            Group::E2eNetwork => "e2e-network",
+        }
+    }
+}
+
+/// Tools one command needs for one reason.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolGroup {
+    pub group: Group,
+    pub tools: &'static [HostTool],
+}
+
+/// What a command does with a target; each needs its own tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `cargo xtask image`: build the image, and be able to boot it afterwards.
+    Build,
+    /// `cargo xtask run`: boot a built image.
+    Boot,
+    /// `cargo xtask e2e`: boot images on a private network and probe them over SSH (the suite
+    /// image itself is built through [`Purpose::Build`]).
+    Probe,
+}
+
+/// Everything `cargo xtask image` runs for any target (the Pi's MBR uses sfdisk, the UEFI
+/// targets' GPT sgdisk; both are small).
+const IMAGE_TOOLS: &[HostTool] = &[
     tool("mmdebstrap", "mmdebstrap"),
+    // mmdebstrap's eatmydata hooks (`--hook-dir`) ask dpkg-architecture for the multiarch
+    // library directory; it is in dpkg-dev, which a host without build-essential lacks.
+    tool("dpkg-architecture", "dpkg-dev"),
+    // mmdebstrap mounts /proc, /sys and /dev in the root; binfmt_misc is mounted with it too.
+    // Priority: required, but not Essential, so a minimal container may lack it.
+    tool("mount", "mount"),
     tool("sgdisk", "gdisk"),
     tool("sfdisk", "fdisk"),
     tool("mkfs.vfat", "dosfstools"),
@@ -73,36 +136,10 @@ pub const IMAGE_TOOLS: &[HostTool] = &[
     QEMU_IMG,
 ];
 
-/// QEMU for booting an x86_64 image through OVMF (for `cargo xtask run` / `e2e`).
-pub const QEMU_X86_64_TOOLS: &[HostTool] = &[
-    qemu_system("qemu-system-x86_64", "qemu-system-x86"),
-    QEMU_IMG,
-    tool("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
-    tool("ssh", "openssh-client"),
-];
-
-/// QEMU for 64-bit ARM guests, and AAVMF (EDK2 for `virt`) for the UEFI target; the Pi image
-/// boots its own kernel directly and needs no firmware.
-pub const QEMU_AARCH64_TOOLS: &[HostTool] = &[
-    qemu_system("qemu-system-aarch64", "qemu-system-arm"),
-    QEMU_IMG,
-    tool("/usr/share/AAVMF/AAVMF_CODE.fd", "qemu-efi-aarch64"),
-    tool("ssh", "openssh-client"),
-];
-
-/// The tools that boot an image of `target` under QEMU.
-pub fn boot_tools(target: &str) -> &'static [HostTool] {
-    match target {
-        "x86_64" => QEMU_X86_64_TOOLS,
-        "aarch64" | "rpi" => QEMU_AARCH64_TOOLS,
-        _ => &[],
-    }
-}
-
 /// Building an arm64 root on another architecture: qemu-user registered through binfmt_misc
 /// runs the image's own programs (dpkg, maintainer scripts) in the chroot, and a cross linker
 /// links the gateway, which is compiled natively rather than under emulation.
-pub const ARM64_ON_FOREIGN_HOST_TOOLS: &[HostTool] = &[
+const ARM64_ON_FOREIGN_HOST_TOOLS: &[HostTool] = &[
     HostTool {
         probe: "/usr/lib/binfmt.d/qemu-aarch64.conf",
         package: "qemu-user-binfmt",
@@ -117,20 +154,132 @@ pub const ARM64_ON_FOREIGN_HOST_TOOLS: &[HostTool] = &[
 ];
 
 /// The artifact formats' compressors and map writers.
-pub const PACKAGE_TOOLS: &[HostTool] = &[tool("xz", "xz-utils"), tool("bmaptool", "bmap-tools")];
+const PACKAGE_TOOLS: &[HostTool] = &[tool("xz", "xz-utils"), tool("bmaptool", "bmap-tools")];
 
-/// Extra tools to build an image whose architecture is `debian_arch` on this host.
-pub fn foreign_arch_tools(debian_arch: &str) -> Result<&'static [HostTool]> {
-    if debian_arch == host_debian_arch()? {
-        return Ok(&[]);
+/// What every boot needs besides the emulator: per-boot overlay disks, NoCloud seed volumes
+/// (`run --seed`), the NIC's option ROM, and SSH to the guest.
+const BOOT_COMMON_TOOLS: &[HostTool] = &[
+    QEMU_IMG,
+    // `-device virtio-net-pci` loads efi-virtio.rom, and fails without it. qemu-system-x86
+    // depends on ipxe-qemu, but qemu-system-arm only recommends it.
+    tool("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu"),
+    tool("mkfs.vfat", "dosfstools"),
+    tool("mcopy", "mtools"),
+    tool("ssh", "openssh-client"),
+];
+
+/// QEMU and OVMF for the x86_64 image.
+const QEMU_X86_64_TOOLS: &[HostTool] = &[
+    qemu_system("qemu-system-x86_64", "qemu-system-x86"),
+    tool("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
+    tool("/usr/share/OVMF/OVMF_VARS_4M.fd", "ovmf"),
+];
+
+/// QEMU and AAVMF (EDK2 for `virt`) for the UEFI aarch64 image.
+const QEMU_AARCH64_UEFI_TOOLS: &[HostTool] = &[
+    qemu_system("qemu-system-aarch64", "qemu-system-arm"),
+    tool("/usr/share/AAVMF/AAVMF_CODE.fd", "qemu-efi-aarch64"),
+    tool("/usr/share/AAVMF/AAVMF_VARS.fd", "qemu-efi-aarch64"),
+];
+
+/// The Pi image boots its own kernel on `virt`, read out of its FAT partition (no firmware);
+/// the Pi layout test lists and labels that partition too.
+const QEMU_PI_KERNEL_TOOLS: &[HostTool] = &[
+    qemu_system("qemu-system-aarch64", "qemu-system-arm"),
+    tool("sfdisk", "fdisk"),
+    tool("mtype", "mtools"),
+    tool("mlabel", "mtools"),
+    tool("mdir", "mtools"),
+];
+
+/// The suite's private network (namespace, bridge, taps, DHCP) and its SSH key.
+const E2E_NETWORK_TOOLS: &[HostTool] = &[
+    tool("ip", "iproute2"),
+    tool("dnsmasq", "dnsmasq-base"),
+    tool("ssh-keygen", "openssh-client"),
+    tool("timeout", "coreutils"),
+];
+
+/// `cargo xtask bench`'s load generator.
+pub const BENCH_TOOLS: &[HostTool] = &[tool("wrk", "wrk")];
+
+/// The tools that boot an image of `target` under QEMU.
+fn boot_groups(target: &str) -> Vec<ToolGroup> {
+    let emulator: &[HostTool] = match target {
+        "x86_64" => QEMU_X86_64_TOOLS,
+        "aarch64" => QEMU_AARCH64_UEFI_TOOLS,
+        "rpi" => QEMU_PI_KERNEL_TOOLS,
+        _ => &[],
+    };
+    [emulator, BOOT_COMMON_TOOLS]
+        .into_iter()
+        .map(|tools| ToolGroup {
+            group: Group::Boot,
+            tools,
+        })
+        .collect()
+}
+
+/// The host tools `purpose` needs for `target`: the one place that decides it, used by
+/// `image`, `run`, `e2e` (through [`ensure_for`]) and `doctor`.
+pub fn tools_for(target: &TargetConfig, purpose: Purpose) -> Result<Vec<ToolGroup>> {
+    tools_on_host(
+        &target.name,
+        &target.debian_arch,
+        host_debian_arch(),
+        purpose,
+    )
+}
+
+/// [`tools_for`] on a host of Debian architecture `host_arch`.
+fn tools_on_host(
+    target: &str,
+    debian_arch: &str,
+    host_arch: &str,
+    purpose: Purpose,
+) -> Result<Vec<ToolGroup>> {
+    let group = |group, tools| ToolGroup { group, tools };
+    let mut groups = Vec::new();
+    match purpose {
+        Purpose::Build => {
+            groups.push(group(Group::Image, IMAGE_TOOLS));
+            if debian_arch != host_arch {
+                let tools = match debian_arch {
+                    "arm64" => ARM64_ON_FOREIGN_HOST_TOOLS,
+                    other => bail!(
+                        "building `{other}` images on a `{host_arch}` host is not supported \
+                         (known: arm64 on amd64)"
+                    ),
+                };
+                groups.push(group(Group::ForeignArch, tools));
+            }
+            groups.push(group(Group::Package, PACKAGE_TOOLS));
+            // A machine that builds an image should also be able to boot it (`cargo xtask run`).
+            groups.extend(boot_groups(target));
+        }
+        Purpose::Boot => groups.extend(boot_groups(target)),
+        Purpose::Probe => {
+            groups.extend(boot_groups(target));
+            groups.push(group(Group::E2eNetwork, E2E_NETWORK_TOOLS));
+        }
     }
-    match debian_arch {
-        "arm64" => Ok(ARM64_ON_FOREIGN_HOST_TOOLS),
-        other => bail!(
-            "building `{other}` images on a `{}` host is not supported (known: arm64 on amd64)",
-            host_debian_arch()?
-        ),
+    Ok(groups)
+}
+
+/// Every tool of `groups`, each probe once, in order.
+fn flatten(groups: &[ToolGroup]) -> Vec<HostTool> {
+    let mut tools: Vec<HostTool> = Vec::new();
+    for tool in groups.iter().flat_map(|g| g.tools) {
+        if !tools.iter().any(|t| t.probe == tool.probe) {
+            tools.push(*tool);
+        }
     }
+    tools
+}
+
+/// [`ensure`] for everything `purpose` needs for `target`.
+pub fn ensure_for(target: &TargetConfig, purpose: Purpose) -> Result<()> {
+    ensure(&flatten(&tools_for(target, purpose)?))
 }
 
 /// Serialises changes to the host (apt, binfmt_misc) between concurrent builds.
@@ -138,13 +287,13 @@ fn host_setup_lock() -> Result<crate::image::cache::DirLock> {
     crate::image::cache::DirLock::acquire_named(&std::env::temp_dir(), "clawfort-host-setup.lock")
 }
 
-fn host_debian_arch() -> Result<String> {
-    let sh = Shell::new()?;
-    Ok(cmd!(sh, "dpkg --print-architecture")
-        .quiet()
-        .read()?
-        .trim()
-        .to_owned())
+/// The host's architecture in Debian's names: that of this very program.
+fn host_debian_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
 }
 
 /// Registers qemu-user for `debian_arch` with the kernel's binfmt_misc, so that the chroot's
@@ -153,7 +302,7 @@ fn host_debian_arch() -> Result<String> {
 /// is written to binfmt_misc here. The `F` flag makes the kernel open the interpreter now,
 /// which is what lets it work inside a chroot that does not contain it.
 pub fn ensure_binfmt(debian_arch: &str) -> Result<()> {
-    if debian_arch == host_debian_arch()? {
+    if debian_arch == host_debian_arch() {
         return Ok(());
     }
     let qemu_name = match debian_arch {
@@ -251,14 +400,37 @@ pub fn ensure(tools: &[HostTool]) -> Result<()> {
     Ok(())
 }
 
-fn is_satisfied(tool: &HostTool) -> bool {
+/// What the host has of one tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolState {
+    Found {
+        path: PathBuf,
+    },
+    Missing,
+    /// Present, but older than `min_major_version` (or its version unreadable).
+    TooOld {
+        path: PathBuf,
+        major: Option<u32>,
+    },
+}
+
+/// Looks for `tool` (and, for tools with a minimum version, runs `<tool> --version`); changes
+/// nothing on the host.
+pub fn check(tool: &HostTool) -> ToolState {
     let Some(path) = locate(tool.probe) else {
-        return false;
+        return ToolState::Missing;
     };
     match tool.min_major_version {
-        None => true,
-        Some(min) => major_version(&path).is_some_and(|major| major >= min),
+        None => ToolState::Found { path },
+        Some(min) => match major_version(&path) {
+            Some(major) if major >= min => ToolState::Found { path },
+            major => ToolState::TooOld { path, major },
+        },
     }
+}
+
+fn is_satisfied(tool: &HostTool) -> bool {
+    matches!(check(tool), ToolState::Found { .. })
 }
 
 /// Finds a program on PATH or in the sbin directories (which a non-login root shell may lack).
@@ -286,7 +458,7 @@ fn major_version(program: &Path) -> Option<u32> {
         .and_then(|version| version.split('.').next()?.parse().ok())
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // `id -u` answers without pulling in libc for one geteuid call.
     Shell::new()
         .ok()
@@ -294,13 +466,16 @@ fn is_root() -> bool {
         .is_some_and(|uid| uid.trim() == "0")
 }
 
-struct HostOs {
-    is_debian: bool,
-    codename: String,
+/// The host's distribution, as far as installing host tools goes.
+pub struct HostOs {
+    /// Debian with apt: missing tools can be installed by apt-get.
+    pub is_debian: bool,
+    /// `VERSION_CODENAME` from os-release (`bookworm`, `trixie`).
+    pub codename: String,
 }
 
 impl HostOs {
-    fn detect() -> Self {
+    pub fn detect() -> Self {
         let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
         let field = |name: &str| {
             os_release
@@ -314,11 +489,17 @@ impl HostOs {
             codename: field("VERSION_CODENAME"),
         }
     }
+
+    /// Whether packages marked `from_backports` come from bookworm-backports on this host.
+    pub fn uses_backports(&self) -> bool {
+        self.codename == "bookworm"
+    }
 }
 
 const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 
-struct InstallPlan {
+/// The apt-get commands that install a set of missing tools on a Debian host.
+pub struct InstallPlan {
     from_main: Vec<&'static str>,
     from_backports: Vec<&'static str>,
     add_backports_source: bool,
@@ -326,8 +507,8 @@ struct InstallPlan {
 }
 
 impl InstallPlan {
-    fn new(missing: &[HostTool], host: &HostOs) -> Self {
-        let use_backports = host.codename == "bookworm";
+    pub fn new(missing: &[HostTool], host: &HostOs) -> Self {
+        let use_backports = host.uses_backports();
         let mut plan = Self {
             from_main: Vec::new(),
             from_backports: Vec::new(),
@@ -366,7 +547,8 @@ impl InstallPlan {
         )
     }
 
-    fn commands_text(&self) -> String {
+    /// The commands, one a line, indented for an error message or a report.
+    pub fn commands_text(&self) -> String {
         let mut lines = Vec::new();
         if self.add_backports_source {
             lines.push(format!(
