@@ -232,10 +232,10 @@ fn denied_paths(config: &Config, findings: &mut Vec<Finding>) {
     }
 }
 
-/// What the config loader found: settings the gateway refuses to start with (critical, in the
-/// words the gateway uses), `"*"` allow-lists, and OpenClaw keys clawfort ignores.
+/// What the config loader found: everything the gateway refuses to start with (critical, in
+/// exactly the words `clawfort gateway` prints), `"*"` allow-lists, and OpenClaw keys clawfort ignores.
 fn config_findings(config: &Config, findings: &mut Vec<Finding>) {
-    for refusal in &config.refusals {
+    for refusal in config.start_problems() {
         findings.push(Finding::new(
             "config.refused",
             Severity::Critical,
