@@ -322,6 +322,8 @@ impl Config {
         let mut telegram = None;
         for (name, mut section) in root.named_sections("channels") {
             if name == "defaults" || name == "modelByChannel" {
+                // OpenClaw's shared channel settings, not a channel.
+                section.not_wired_here();
                 continue;
             }
             if !crate::pairing::is_valid_channel_name(&name) {
@@ -836,5 +838,99 @@ mod tests {
         let err = c.check_startable().unwrap_err().to_string();
         assert!(err.contains("gateway.auth.token"), "{err}");
         assert!(parse("{}").unwrap().check_startable().is_ok());
+    }
+
+    #[test]
+    fn typed_agent_settings() {
+        let c = parse(
+            r#"{
+              models: { providers: {
+                anthropic: { api: "anthropic-messages", apiKey: "${ANTHROPIC_API_KEY}",
+                  models: [{ id: "claude-sonnet-4-5", name: "Sonnet", contextWindow: 200000,
+                             maxTokens: 8192, cost: { input: 3, output: 15, cacheRead: 0.3 } }] },
+                local: { api: "ollama", baseUrl: "http://127.0.0.1:11434", apiKey: "${UNSET}" },
+              } },
+              agents: { defaults: {
+                workspace: "/srv/ws",
+                model: { primary: "anthropic/claude-sonnet-4-5", fallbacks: ["openrouter/x/y"] },
+              } },
+              channels: { telegram: { botToken: "${TG}", groupPolicy: "open",
+                groupAllowFrom: [42], groups: { "*": { requireMention: true } } } },
+              budget: { dailyUsd: 5, monthlyUsd: 50.5 },
+            }"#,
+        )
+        .unwrap();
+        let anthropic = &c.providers["anthropic"];
+        assert_eq!(anthropic.api, Some(ProviderApi::AnthropicMessages));
+        let model = &anthropic.models[0];
+        assert_eq!(
+            (model.id.as_str(), model.context_window, model.max_tokens),
+            ("claude-sonnet-4-5", Some(200_000), Some(8192))
+        );
+        assert_eq!(
+            model.cost,
+            Some(ModelCost {
+                input: 3.0,
+                output: 15.0,
+                cache_read: 0.3,
+                cache_write: 0.0
+            })
+        );
+        let local = &c.providers["local"];
+        assert_eq!(local.api, Some(ProviderApi::Other("ollama".into())));
+        // Resolved when used: the unset variable is an error only now, naming key and name.
+        let err = local.api_key.as_ref().unwrap().resolve(&c.env).unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("models.providers.local.apiKey") && err.contains("UNSET"),
+            "{err}"
+        );
+        let model = c.agent_model.as_ref().unwrap();
+        assert_eq!(model.primary.provider, "anthropic");
+        assert_eq!(model.fallbacks[0].model, "x/y");
+        assert_eq!(c.agent_workspace, Some(PathBuf::from("/srv/ws")));
+        let tg = c.telegram.as_ref().unwrap();
+        assert_eq!(tg.group_policy, GroupPolicy::Open);
+        assert_eq!(tg.group_allow_from, vec!["42".to_string()]);
+        assert_eq!(tg.groups["*"].require_mention, Some(true));
+        assert_eq!(
+            format!("{:?}", tg.bot_token),
+            "Some(LazySecret(channels.telegram.botToken))"
+        );
+        assert_eq!(c.budget.monthly_usd, Some(50.5));
+        assert_eq!(
+            c.unimplemented,
+            [
+                "agents.defaults.model",
+                "agents.defaults.workspace",
+                "budget",
+                "channels.telegram.botToken",
+                "channels.telegram.groupAllowFrom",
+                "channels.telegram.groupPolicy",
+                "channels.telegram.groups",
+                "models"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_agent_settings_are_all_named() {
+        let err = parse(
+            r#"{
+              models: { providers: { a: { api: "anthropic", models: [{ name: "no id" }] } } },
+              agents: { defaults: { model: "no-slash" } },
+              budget: { dailyUsd: -1 },
+            }"#,
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "`models.providers.a.api`: \"anthropic\" is not an OpenClaw provider api (did you mean \"anthropic-messages\"?)",
+            "`models.providers.a.models[0].id`",
+            "`agents.defaults.model`: \"no-slash\" is not \"<provider>/<model>\"",
+            "`budget.dailyUsd`: must be 0 or more",
+        ] {
+            assert!(err.contains(expected), "{expected} not in {err}");
+        }
     }
 }

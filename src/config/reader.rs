@@ -110,6 +110,11 @@ impl<'a, 'e> Section<'a, 'e> {
         }
     }
 
+    /// Reports this whole section as not implemented yet.
+    pub fn not_wired_here(self) {
+        self.ctx.unimplemented.borrow_mut().push(self.path);
+    }
+
     fn wrong_type<T>(&self, key: &str, expected: &str, found: &Value) -> Option<T> {
         self.error(key, format!("expected {expected}, found {}", kind(found)));
         None

@@ -237,7 +237,8 @@ fn refused(config: &str, args: &[&str]) -> String {
     let dir = state_dir(Some(config));
     let out = cli(dir.path(), args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "{config}: {stderr}");
+    let shown: String = config.chars().take(200).collect();
+    assert_eq!(out.status.code(), Some(2), "{shown}: {stderr}");
     stderr
 }
 
