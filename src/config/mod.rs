@@ -46,12 +46,19 @@ pub enum ConfigError {
     Many(Vec<ConfigError>),
 }
 
+/// Most problems listed one per line; a file of thousands of typos is not printed whole.
+const MAX_LISTED: usize = 50;
+
 fn list(errors: &[ConfigError]) -> String {
-    errors
+    let mut lines: Vec<String> = errors
         .iter()
+        .take(MAX_LISTED)
         .map(|e| format!("  {e}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect();
+    if errors.len() > MAX_LISTED {
+        lines.push(format!("  ... and {} more", errors.len() - MAX_LISTED));
+    }
+    lines.join("\n")
 }
 
 impl ConfigError {
@@ -687,6 +694,8 @@ fn read_auth(
             lockout_secs: lockout.unwrap_or(d.lockout_secs),
             exempt_loopback: rl.bool("exemptLoopback").unwrap_or(d.exempt_loopback),
         };
+        // Carried in `RateLimit`; listed as not implemented until the limiter reads it.
+        rl.not_wired("exemptLoopback");
         rl.finish();
     }
 }
@@ -932,5 +941,32 @@ mod tests {
         ] {
             assert!(err.contains(expected), "{expected} not in {err}");
         }
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_parses_and_beyond_is_refused() {
+        // Inside a free-form plugin config, where any shape is valid.
+        let nest = |depth: usize| {
+            format!(
+                "{{ plugins: {{ entries: {{ x: {{ config: {}{} }} }} }} }}",
+                "[".repeat(depth - 4),
+                "]".repeat(depth - 4)
+            )
+        };
+        parse(&nest(nesting::MAX_DEPTH)).unwrap();
+        let err = parse(&nest(nesting::MAX_DEPTH + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nested deeper than 64 levels"), "{err}");
+    }
+
+    #[test]
+    fn thousands_of_typos_are_counted_not_all_printed() {
+        let keys: Vec<String> = (0..1000).map(|i| format!("typo{i}: 1")).collect();
+        let err = parse(&format!("{{ {} }}", keys.join(", ")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("1000 configuration problems"), "{err}");
+        assert!(err.ends_with("... and 950 more"), "{err}");
     }
 }

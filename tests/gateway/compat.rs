@@ -110,6 +110,7 @@ const CASES: &[Case] = &[
             "gateway.allowRealIpFallback",
             "gateway.auth.allowTailscale",
             "gateway.auth.identityScopes",
+            "gateway.auth.rateLimit.exemptLoopback",
             "gateway.cliAgents",
             "gateway.controlUi",
             "gateway.nodes",
