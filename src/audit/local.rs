@@ -261,10 +261,7 @@ fn config_findings(config: &Config, findings: &mut Vec<Finding>) {
             format!(
                 "channels.{name}.allowFrom contains \"*\", which approves every sender \
                  despite dmPolicy \"{}\"",
-                serde_json::to_value(channel.dm_policy)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
+                channel.dm_policy.name()
             ),
             format!("remove \"*\" from channels.{name}.allowFrom and list the sender ids"),
         ));

@@ -184,9 +184,8 @@ pub fn read_models(root: &mut Section) -> BTreeMap<String, ProviderConfig> {
         let models = p
             .section_list("models")
             .into_iter()
-            .map(read_model)
-            .collect::<Vec<_>>();
-        let models = models.into_iter().flatten().collect();
+            .filter_map(read_model)
+            .collect();
         p.finish();
         providers.insert(
             id,

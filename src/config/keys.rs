@@ -17,7 +17,7 @@ use super::ConfigError;
 const OPENCLAW_KEYS: &str = include_str!("openclaw-keys.txt");
 
 /// Keys clawfort reads that OpenClaw's schema does not have. Each is documented in README.
-pub const CLAWFORT_EXTENSIONS: &[&str] = &[
+const CLAWFORT_EXTENSIONS: &[&str] = &[
     // The hardening guides' spellings.
     "bind",
     "gateway.authToken",
@@ -109,13 +109,14 @@ impl KeyTree {
 }
 
 /// OpenClaw's keys and clawfort's extensions.
-pub fn known() -> &'static KeyTree {
+fn known() -> &'static KeyTree {
     static TREE: LazyLock<KeyTree> = LazyLock::new(|| KeyTree::parse(OPENCLAW_KEYS));
     &TREE
 }
 
 /// True when `path` (dot-separated, `*` allowed) is a known key.
-pub fn is_known(path: &str) -> bool {
+#[cfg(test)]
+fn is_known(path: &str) -> bool {
     let mut node = known();
     for segment in path.split('.') {
         match node.child(segment) {

@@ -1,8 +1,11 @@
 //! The gateway configuration: `~/.openclaw/openclaw.json`, JSON5 (plain JSON is JSON5).
 //!
-//! Keys follow OpenClaw where it has one, including the spellings the hardening guides use
-//! (`gateway.authToken`, a top-level `bind`). Every default is the secure choice, so a missing
-//! config file is a valid, locked-down configuration. Errors name the key path and exit with
+//! OpenClaw's schema is the contract: every OpenClaw key is accepted (`keys`), the ones
+//! clawfort implements are read into typed values (here and in `agent`), the rest are named
+//! in `Config::unimplemented`, and anything else is a typo. clawfort's few extensions (the
+//! hardening guides' `gateway.authToken` and top-level `bind`, `budget`, ...) are listed in
+//! `keys`. Every default is the secure choice, so a missing config file is a valid,
+//! locked-down configuration. Errors name the key path, all of them in one run, and exit with
 //! code 2 (see `cli`).
 
 mod agent;
@@ -20,7 +23,6 @@ pub use agent::{
     ProviderConfig, TelegramConfig, TelegramGroup,
 };
 pub use env::EnvSource;
-pub use keys::{is_known, CLAWFORT_EXTENSIONS};
 pub use reader::did_you_mean;
 use reader::{Context, Section};
 
@@ -127,6 +129,14 @@ pub enum DmPolicy {
 }
 
 impl DmPolicy {
+    /// The config spelling (`"allowlist"`).
+    pub fn name(self) -> &'static str {
+        Self::CHOICES
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map_or("", |(n, _)| n)
+    }
+
     const CHOICES: [(&'static str, DmPolicy); 4] = [
         ("pairing", DmPolicy::Pairing),
         ("allowlist", DmPolicy::Allowlist),
