@@ -205,6 +205,9 @@ mod tests {
             "session.reset.mode",
             "budget.dailyUsd",
             "channels.webhook.dmPolicy",
+            "routing.groupChat.requireMention",
+            "agents.list.*.memorySearch",
+            "agents.list.*.workspace",
         ] {
             assert!(is_known(path), "{path}");
         }
