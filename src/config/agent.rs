@@ -39,6 +39,21 @@ impl fmt::Debug for LazySecret {
     }
 }
 
+/// A secret read as written, for `LazySecret::resolve`. OpenClaw's SecretRef object form is
+/// accepted and gives `None` (not implemented: the key is in the not-wired list anyway).
+fn lazy_secret(section: &mut Section, key: &'static str) -> Option<LazySecret> {
+    section.note_literal_secret(key);
+    if section.is_object(key) {
+        section.get(key);
+        return None;
+    }
+    let key_path = section.key_path(key);
+    section.raw_string(key).map(|raw| LazySecret {
+        key_path,
+        raw: raw.to_string(),
+    })
+}
+
 /// The wire protocol of a provider (`models.providers.<id>.api`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderApi {
@@ -153,7 +168,8 @@ pub fn read_models(root: &mut Section) -> BTreeMap<String, ProviderConfig> {
     for (id, mut p) in models.named_sections("providers") {
         let api = p.string("api").and_then(|api| match api.as_str() {
             "anthropic-messages" => Some(ProviderApi::AnthropicMessages),
-            "openai-completions" => Some(ProviderApi::OpenAiCompletions),
+            // "openai" is the legacy spelling OpenClaw's doctor rewrites.
+            "openai-completions" | "openai" => Some(ProviderApi::OpenAiCompletions),
             other if PROVIDER_APIS.contains(&other) => Some(ProviderApi::Other(api)),
             other => {
                 let hint = super::did_you_mean(other, PROVIDER_APIS)
@@ -170,17 +186,7 @@ pub fn read_models(root: &mut Section) -> BTreeMap<String, ProviderConfig> {
             }
         });
         let base_url = p.string("baseUrl");
-        p.note_literal_secret("apiKey");
-        let api_key = if p.is_object("apiKey") {
-            p.get("apiKey");
-            None
-        } else {
-            let key_path = p.key_path("apiKey");
-            p.raw_string("apiKey").map(|raw| LazySecret {
-                key_path,
-                raw: raw.to_string(),
-            })
-        };
+        let api_key = lazy_secret(&mut p, "apiKey");
         let models = p
             .section_list("models")
             .into_iter()
@@ -311,17 +317,7 @@ pub fn read_telegram(t: &mut Section) -> TelegramConfig {
     ] {
         t.not_wired(key);
     }
-    t.note_literal_secret("botToken");
-    let bot_token = if t.is_object("botToken") {
-        t.get("botToken");
-        None
-    } else {
-        let key_path = t.key_path("botToken");
-        t.raw_string("botToken").map(|raw| LazySecret {
-            key_path,
-            raw: raw.to_string(),
-        })
-    };
+    let bot_token = lazy_secret(t, "botToken");
     let token_file = t.string("tokenFile").map(|p| expand_tilde(&p));
     let api_root = t.string("apiRoot");
     let group_policy = t
