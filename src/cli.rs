@@ -149,6 +149,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gateway { port } => {
             logging::init_gateway(&paths);
             let config = Config::load(&paths)?;
+            if !config.unimplemented.is_empty() {
+                tracing::warn!(
+                    "config keys clawfort does not implement yet (accepted, not acted on): {}",
+                    config.unimplemented.join(", ")
+                );
+            }
             config.check_startable()?;
             crate::http::run(config, &paths, port)?;
         }

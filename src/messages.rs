@@ -5,7 +5,8 @@
 //!
 //! - `disabled`: `ignored`.
 //! - `open`: `accepted`.
-//! - approved sender (pairing store or `channels.<ch>.allowFrom`): `accepted`.
+//! - approved sender (pairing store or `channels.<ch>.allowFrom`): `accepted`. As in
+//!   OpenClaw, `"*"` in `allowFrom` approves every sender (the audit flags it).
 //! - `allowlist`, not approved: `denied`.
 //! - `pairing`, not approved: `pairing_required` with the sender's code (a new one, or the
 //!   one it already has); no code once the channel has three pending. With
@@ -128,7 +129,7 @@ pub fn handle(
         None => (PeerKind::Direct, msg.peer.as_str()),
     };
     let approved = channel.dm_policy == DmPolicy::Open
-        || (kind == PeerKind::Direct && channel.allow_from.iter().any(|p| p == id))
+        || (kind == PeerKind::Direct && channel.allow_from.iter().any(|p| p == "*" || p == id))
         || store.allow_list(&msg.channel)?.contains(kind, id);
     if approved {
         return accept(config, transcripts, msg, now);

@@ -5,6 +5,8 @@
 mod api;
 #[path = "gateway/cli.rs"]
 mod cli;
+#[path = "gateway/compat.rs"]
+mod compat;
 #[path = "gateway/guards.rs"]
 mod guards;
 #[path = "gateway/store.rs"]

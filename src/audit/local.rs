@@ -13,6 +13,7 @@ pub fn check(paths: &Paths, config: &Config) -> Vec<Finding> {
     gateway(config, &mut findings);
     policies(config, &mut findings);
     denied_paths(config, &mut findings);
+    config_findings(config, &mut findings);
     findings
 }
 
@@ -228,5 +229,60 @@ fn denied_paths(config: &Config, findings: &mut Vec<Finding>) {
                 format!("add \"{required}\" to security.deniedPaths"),
             ));
         }
+    }
+}
+
+/// What the config loader found: everything the gateway refuses to start with (critical, in
+/// exactly the words `clawfort gateway` prints), `"*"` allow-lists, and OpenClaw keys clawfort ignores.
+fn config_findings(config: &Config, findings: &mut Vec<Finding>) {
+    for refusal in config.start_problems() {
+        findings.push(Finding::new(
+            "config.refused",
+            Severity::Critical,
+            "the gateway refuses to start with this setting",
+            refusal.to_string(),
+            "change the setting as the detail says; `clawfort gateway` exits 2 until then",
+        ));
+    }
+    for (name, channel) in &config.channels {
+        let wildcard = channel.allow_from.iter().any(|p| p == "*");
+        if !wildcard || !channel.enabled {
+            continue;
+        }
+        let severity = match channel.dm_policy {
+            DmPolicy::Pairing | DmPolicy::Allowlist => Severity::Critical,
+            // `open` is already critical (above); OpenClaw asks for "*" with it.
+            DmPolicy::Open | DmPolicy::Disabled => continue,
+        };
+        findings.push(Finding::new(
+            "channels.allow_from.wildcard",
+            severity,
+            format!("channel {name} accepts messages from anyone"),
+            format!(
+                "channels.{name}.allowFrom contains \"*\", which approves every sender \
+                 despite dmPolicy \"{}\"",
+                channel.dm_policy.name()
+            ),
+            format!("remove \"*\" from channels.{name}.allowFrom and list the sender ids"),
+        ));
+    }
+    if config.gateway.rate_limit.exempt_loopback {
+        findings.push(Finding::new(
+            "gateway.rate_limit.exempt_loopback",
+            Severity::Warn,
+            "loopback clients are exempt from the failed-auth lockout",
+            "gateway.auth.rateLimit.exemptLoopback is true; through the SSH tunnel every \
+             client is loopback, so token guessing is not limited",
+            "set gateway.auth.rateLimit.exemptLoopback to false (clawfort's default)",
+        ));
+    }
+    if !config.unimplemented.is_empty() {
+        findings.push(Finding::new(
+            "config.unimplemented_keys",
+            Severity::Info,
+            "config keys clawfort does not implement yet",
+            config.unimplemented.join(", "),
+            "nothing to do: they are valid OpenClaw keys, accepted and not acted on",
+        ));
     }
 }

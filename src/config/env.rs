@@ -10,13 +10,26 @@ use std::path::{Path, PathBuf};
 
 use super::ConfigError;
 
-/// Where `${VAR}` values come from: the process environment, then a `.env` file.
-#[derive(Debug, Default, Clone)]
+/// Where `${VAR}` values come from: the process environment, then a `.env` file. `Debug`
+/// names the variables, never their values.
+#[derive(Default, Clone)]
 pub struct EnvSource {
     dotenv: HashMap<String, String>,
     dotenv_path: Option<PathBuf>,
     /// Tests and fuzzing pass their own variables instead of the process environment.
     overrides: Option<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for EnvSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.dotenv.keys().collect();
+        names.sort();
+        f.debug_struct("EnvSource")
+            .field("dotenv_path", &self.dotenv_path)
+            .field("dotenv_names", &names)
+            .field("fixed", &self.overrides.is_some())
+            .finish()
+    }
 }
 
 impl EnvSource {

@@ -1,17 +1,27 @@
 //! The gateway configuration: `~/.openclaw/openclaw.json`, JSON5 (plain JSON is JSON5).
 //!
-//! Keys follow OpenClaw where it has one, including the spellings the hardening guides use
-//! (`gateway.authToken`, a top-level `bind`). Every default is the secure choice, so a missing
-//! config file is a valid, locked-down configuration. Errors name the key path and exit with
+//! OpenClaw's schema is the contract: every OpenClaw key is accepted (`keys`), the ones
+//! clawfort implements are read into typed values (here and in `agent`), the rest are named
+//! in `Config::unimplemented`, and anything else is a typo. clawfort's few extensions (the
+//! hardening guides' `gateway.authToken` and top-level `bind`, `budget`, ...) are listed in
+//! `keys`. Every default is the secure choice, so a missing config file is a valid,
+//! locked-down configuration. Errors name the key path, all of them in one run, and exit with
 //! code 2 (see `cli`).
 
+mod agent;
 mod env;
+mod keys;
+mod nesting;
 mod reader;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
+pub use agent::{
+    AgentModel, Budget, GroupPolicy, LazySecret, ModelConfig, ModelCost, ModelRef, ProviderApi,
+    ProviderConfig, TelegramConfig, TelegramGroup,
+};
 pub use env::EnvSource;
 pub use reader::did_you_mean;
 use reader::{Context, Section};
@@ -27,15 +37,42 @@ pub const MIN_TOKEN_LEN: usize = 24;
 pub const DEFAULT_PORT: u16 = 18789;
 
 /// A configuration problem; the `Display` form names the key path or file to fix.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: {message}", file.display())]
     File { file: PathBuf, message: String },
     #[error("config key `{path}`: {message}")]
     Key { path: String, message: String },
+    /// Several problems found in one run, one per line.
+    #[error("{} configuration problems:\n{}", .0.len(), list(.0))]
+    Many(Vec<ConfigError>),
+}
+
+/// Most problems listed one per line; a file of thousands of typos is not printed whole.
+const MAX_LISTED: usize = 50;
+
+fn list(errors: &[ConfigError]) -> String {
+    let mut lines: Vec<String> = errors
+        .iter()
+        .take(MAX_LISTED)
+        .map(|e| format!("  {e}"))
+        .collect();
+    if errors.len() > MAX_LISTED {
+        lines.push(format!("  ... and {} more", errors.len() - MAX_LISTED));
+    }
+    lines.join("\n")
 }
 
 impl ConfigError {
+    /// One error as itself, several as `Many`.
+    pub fn many(mut errors: Vec<ConfigError>) -> Self {
+        if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            Self::Many(errors)
+        }
+    }
+
     pub fn key(path: &str, message: impl Into<String>) -> Self {
         Self::Key {
             path: path.to_string(),
@@ -92,6 +129,14 @@ pub enum DmPolicy {
 }
 
 impl DmPolicy {
+    /// The config spelling (`"allowlist"`).
+    pub fn name(self) -> &'static str {
+        Self::CHOICES
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map_or("", |(n, _)| n)
+    }
+
     const CHOICES: [(&'static str, DmPolicy); 4] = [
         ("pairing", DmPolicy::Pairing),
         ("allowlist", DmPolicy::Allowlist),
@@ -134,6 +179,10 @@ pub struct RateLimit {
     pub max_attempts: u32,
     pub window_secs: u64,
     pub lockout_secs: u64,
+    /// `exemptLoopback`: loopback clients are not counted. Off by default in clawfort (OpenClaw
+    /// defaults it on): on the appliance every client, an attacker with a tunnel included,
+    /// arrives from 127.0.0.1 through SSH, so exempting loopback would switch the limiter off.
+    pub exempt_loopback: bool,
 }
 
 impl Default for RateLimit {
@@ -142,6 +191,7 @@ impl Default for RateLimit {
             max_attempts: 10,
             window_secs: 60,
             lockout_secs: 300,
+            exempt_loopback: false,
         }
     }
 }
@@ -183,14 +233,6 @@ pub struct SecurityConfig {
     pub denied_paths: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone)]
-pub struct ProviderConfig {
-    pub kind: Option<String>,
-    pub api_key: Option<String>,
-    pub base_url: Option<String>,
-    pub model: Option<String>,
-}
-
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -200,9 +242,24 @@ pub struct Config {
     pub dm_scope: DmScope,
     pub security: SecurityConfig,
     pub sandbox_mode: SandboxMode,
+    /// `models.providers.<id>`.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// `agents.defaults.model`.
+    pub agent_model: Option<AgentModel>,
+    /// `agents.defaults.workspace`.
+    pub agent_workspace: Option<PathBuf>,
+    /// `channels.telegram` (its policy keys are in `channels`).
+    pub telegram: Option<TelegramConfig>,
+    pub budget: Budget,
     /// Key paths whose secret is written literally instead of as `${VAR}`.
     pub literal_secrets: Vec<String>,
+    /// OpenClaw keys in the file that clawfort does not act on yet, sorted.
+    pub unimplemented: Vec<String>,
+    /// Valid OpenClaw settings clawfort cannot honour safely: the gateway refuses to start
+    /// with them and the audit reports each as critical, in the same words.
+    pub refusals: Vec<ConfigError>,
+    /// Where `${VAR}` values come from, for the settings resolved when used (`LazySecret`).
+    pub env: EnvSource,
     /// False when no config file existed and the defaults apply.
     pub from_file: bool,
 }
@@ -229,7 +286,7 @@ impl Config {
                     file: paths.config.clone(),
                     message,
                 },
-                key => key,
+                other => other,
             })?,
             None => Self::parse("{}", &env)?,
         };
@@ -238,61 +295,88 @@ impl Config {
     }
 
     /// Parses config text; `env` supplies `${VAR}` values and `OPENCLAW_GATEWAY_TOKEN`.
+    /// Every problem is reported at once (`ConfigError::Many`).
     pub fn parse(text: &str, env: &EnvSource) -> Result<Self, ConfigError> {
+        if let Some(line) = nesting::too_deep(text) {
+            return Err(ConfigError::File {
+                file: PathBuf::from("config"),
+                message: format!(
+                    "nested deeper than {} levels at line {line}; OpenClaw's configuration \
+                     is never that deep",
+                    nesting::MAX_DEPTH
+                ),
+            });
+        }
         let tree: serde_json::Value = json5::from_str(text).map_err(|e| ConfigError::File {
             file: PathBuf::from("config"),
             message: format!("not valid JSON5: {e}"),
         })?;
-        let ctx = Context {
-            env,
-            literal_secrets: Default::default(),
+        let ctx = Context::new(env);
+        for error in keys::unknown_keys(&tree) {
+            ctx.error(error);
+        }
+        let mut refusals = Vec::new();
+        let config = Section::root(&tree, &ctx).map(|mut root| {
+            let config = Self::read(&mut root, env, &mut refusals);
+            root.finish();
+            config
+        });
+        let errors = ctx.errors.into_inner();
+        let (Some(mut config), true) = (config, errors.is_empty()) else {
+            return Err(ConfigError::many(errors));
         };
-        let mut root = Section::root(&tree, &ctx)?;
-        let top_bind = read_bind_mode(&mut root, "bind")?;
-        let mut config = Self::read(&mut root, top_bind, env)?;
-        root.finish()?;
         config.literal_secrets = ctx.literal_secrets.into_inner();
+        config.unimplemented = outermost(ctx.unimplemented.into_inner());
+        config.refusals = refusals;
         Ok(config)
     }
 
-    fn read(
-        root: &mut Section,
-        top_bind: Option<BindMode>,
-        env: &EnvSource,
-    ) -> Result<Self, ConfigError> {
-        let gateway = read_gateway(root, top_bind, env)?;
+    fn read(root: &mut Section, env: &EnvSource, refusals: &mut Vec<ConfigError>) -> Self {
+        let top_bind = read_bind_mode(root, "bind");
+        let gateway = read_gateway(root, top_bind, env, refusals);
 
         let mut channels = BTreeMap::new();
-        for (name, mut section) in root.named_sections("channels")? {
+        let mut telegram = None;
+        for (name, mut section) in root.named_sections("channels") {
+            if name == "defaults" || name == "modelByChannel" {
+                // OpenClaw's shared channel settings, not a channel.
+                section.not_wired_here();
+                continue;
+            }
             if !crate::pairing::is_valid_channel_name(&name) {
-                return Err(ConfigError::key(
+                section.ctx().error(ConfigError::key(
                     &format!("channels.{name}"),
                     "channel names are 1 to 64 letters, digits, `-` or `_`",
                 ));
+                continue;
             }
             let defaults = ChannelConfig::default();
             let channel = ChannelConfig {
-                enabled: section.bool("enabled")?.unwrap_or(defaults.enabled),
+                enabled: section.bool("enabled").unwrap_or(defaults.enabled),
                 dm_policy: section
-                    .choice("dmPolicy", &DmPolicy::CHOICES)?
+                    .choice("dmPolicy", &DmPolicy::CHOICES)
                     .unwrap_or(defaults.dm_policy),
-                allow_from: section.strings("allowFrom")?.unwrap_or_default(),
+                allow_from: section.strings("allowFrom").unwrap_or_default(),
             };
-            // Channel adapters' credentials: read here so literal secrets get audited.
-            section.secret("botToken")?;
-            section.secret("token")?;
-            section.finish()?;
+            if name == "telegram" {
+                telegram = Some(agent::read_telegram(&mut section));
+            } else {
+                // Other adapters' credentials: read so literal secrets get audited.
+                section.note_literal_secret("botToken");
+                section.note_literal_secret("token");
+            }
+            section.finish();
             channels.insert(name, channel);
         }
 
         let mut auto_approve = false;
-        if let Some(mut pairing) = root.section("pairing")? {
-            auto_approve = pairing.bool("autoApprove")?.unwrap_or(false);
-            pairing.finish()?;
+        if let Some(mut pairing) = root.section("pairing") {
+            auto_approve = pairing.bool("autoApprove").unwrap_or(false);
+            pairing.finish();
         }
 
         let mut dm_scope = DmScope::PerChannelPeer;
-        if let Some(mut session) = root.section("session")? {
+        if let Some(mut session) = root.section("session") {
             dm_scope = session
                 .choice(
                     "dmScope",
@@ -302,17 +386,19 @@ impl Config {
                         ("per-channel-peer", DmScope::PerChannelPeer),
                         ("per-account-channel-peer", DmScope::PerAccountChannelPeer),
                     ],
-                )?
+                )
                 .unwrap_or(dm_scope);
-            session.finish()?;
+            session.finish();
         }
 
-        let security = read_security(root)?;
+        let security = read_security(root);
 
         let mut sandbox_mode = SandboxMode::NonMain;
-        if let Some(mut agents) = root.section("agents")? {
-            if let Some(mut defaults) = agents.section("defaults")? {
-                if let Some(mut sandbox) = defaults.section("sandbox")? {
+        let mut agent_model = None;
+        let mut agent_workspace = None;
+        if let Some(mut agents) = root.section("agents") {
+            if let Some(mut defaults) = agents.section("defaults") {
+                if let Some(mut sandbox) = defaults.section("sandbox") {
                     sandbox_mode = sandbox
                         .choice(
                             "mode",
@@ -321,28 +407,21 @@ impl Config {
                                 ("non-main", SandboxMode::NonMain),
                                 ("all", SandboxMode::All),
                             ],
-                        )?
+                        )
                         .unwrap_or(sandbox_mode);
-                    sandbox.finish()?;
+                    sandbox.finish();
                 }
-                defaults.finish()?;
+                agent_model = agent::read_agent_model(&mut defaults);
+                agent_workspace = agent::read_workspace(&mut defaults);
+                defaults.finish();
             }
-            agents.finish()?;
+            agents.finish();
         }
 
-        let mut providers = BTreeMap::new();
-        for (name, mut section) in root.named_sections("providers")? {
-            let provider = ProviderConfig {
-                kind: section.string("type")?,
-                api_key: section.secret("apiKey")?,
-                base_url: section.string("baseUrl")?,
-                model: section.string("model")?,
-            };
-            section.finish()?;
-            providers.insert(name, provider);
-        }
+        let providers = agent::read_models(root);
+        let budget = agent::read_budget(root);
 
-        Ok(Self {
+        Self {
             gateway,
             channels,
             auto_approve,
@@ -350,9 +429,16 @@ impl Config {
             security,
             sandbox_mode,
             providers,
+            agent_model,
+            agent_workspace,
+            telegram,
+            budget,
             literal_secrets: Vec::new(),
+            unimplemented: Vec::new(),
+            refusals: Vec::new(),
+            env: env.clone(),
             from_file: false,
-        })
+        }
     }
 
     /// The settings of `channel`; channels absent from the config get the secure defaults.
@@ -360,20 +446,23 @@ impl Config {
         self.channels.get(channel).cloned().unwrap_or_default()
     }
 
-    /// The fail-closed rules the gateway enforces before it listens: a token of at least
-    /// 24 characters, and no non-loopback bind without one.
-    pub fn check_startable(&self) -> Result<(), ConfigError> {
+    /// Everything the gateway refuses to start with: the settings it cannot honour
+    /// (`refusals`), a token under 24 characters, a non-loopback bind without a token.
+    pub fn start_problems(&self) -> Vec<ConfigError> {
+        let mut problems: Vec<ConfigError> = self.refusals.clone();
         let gw = &self.gateway;
         match &gw.token {
-            Some(token) if token.value.chars().count() < MIN_TOKEN_LEN => Err(ConfigError::key(
-                &token.source,
-                format!(
-                    "the gateway token is {} characters; at least {MIN_TOKEN_LEN} are required \
-                     (make one with `clawfort token`)",
-                    token.value.chars().count()
-                ),
-            )),
-            None if !gw.bind.is_loopback() => Err(ConfigError::key(
+            Some(token) if token.value.chars().count() < MIN_TOKEN_LEN => {
+                problems.push(ConfigError::key(
+                    &token.source,
+                    format!(
+                        "the gateway token is {} characters; at least {MIN_TOKEN_LEN} are \
+                         required (make one with `clawfort token`)",
+                        token.value.chars().count()
+                    ),
+                ))
+            }
+            None if !gw.bind.is_loopback() => problems.push(ConfigError::key(
                 "gateway.bind",
                 format!(
                     "refusing to listen on {} ({}) without a token: set {TOKEN_ENV} in {} or \
@@ -383,9 +472,37 @@ impl Config {
                     "~/.openclaw/.env"
                 ),
             )),
-            _ => Ok(()),
+            _ => {}
+        }
+        problems
+    }
+
+    /// The fail-closed rules the gateway enforces before it listens (`start_problems`).
+    pub fn check_startable(&self) -> Result<(), ConfigError> {
+        let problems = self.start_problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::many(problems))
         }
     }
+}
+
+/// Drops every path that has an ancestor in the list (`models` covers `models.providers.x`).
+fn outermost(mut paths: Vec<String>) -> Vec<String> {
+    paths.sort();
+    paths.dedup();
+    let mut out: Vec<String> = Vec::new();
+    for path in paths {
+        let covered = out.iter().any(|kept| {
+            path.strip_prefix(kept.as_str())
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        });
+        if !covered {
+            out.push(path);
+        }
+    }
+    out
 }
 
 #[derive(Clone, Copy)]
@@ -393,18 +510,19 @@ enum BindMode {
     Loopback,
     Lan,
     Custom,
+    /// OpenClaw's `auto` and `tailnet`: not implemented, the gateway refuses them.
+    Unsupported(&'static str),
 }
 
-fn read_bind_mode(
-    section: &mut Section,
-    key: &'static str,
-) -> Result<Option<BindMode>, ConfigError> {
+fn read_bind_mode(section: &mut Section, key: &'static str) -> Option<BindMode> {
     section.choice(
         key,
         &[
             ("loopback", BindMode::Loopback),
             ("lan", BindMode::Lan),
             ("custom", BindMode::Custom),
+            ("auto", BindMode::Unsupported("auto")),
+            ("tailnet", BindMode::Unsupported("tailnet")),
         ],
     )
 }
@@ -413,7 +531,8 @@ fn read_gateway(
     root: &mut Section,
     top_bind: Option<BindMode>,
     env: &EnvSource,
-) -> Result<GatewayConfig, ConfigError> {
+    refusals: &mut Vec<ConfigError>,
+) -> GatewayConfig {
     let mut port = DEFAULT_PORT;
     let mut bind_mode = top_bind;
     let mut custom_host = None;
@@ -422,88 +541,77 @@ fn read_gateway(
     let mut allowed_hosts = Vec::new();
     let mut allowed_origins = Vec::new();
 
-    if let Some(mut gw) = root.section("gateway")? {
-        port = gw.integer("port", 1, 65535)?.map_or(port, |p| p as u16);
-        if let Some(mode) = read_bind_mode(&mut gw, "bind")? {
+    if let Some(mut gw) = root.section("gateway") {
+        if let Some(GatewayMode::Remote) = gw.choice(
+            "mode",
+            &[
+                ("local", GatewayMode::Local),
+                ("remote", GatewayMode::Remote),
+            ],
+        ) {
+            refusals.push(ConfigError::key(
+                "gateway.mode",
+                "\"remote\" means this machine only connects to a gateway elsewhere \
+                 (gateway.remote) and runs none itself; clawfort is the gateway: set \
+                 gateway.mode to \"local\" on the machine that runs it",
+            ));
+        }
+        port = gw.integer("port", 1, 65535).map_or(port, |p| p as u16);
+        if let Some(mode) = read_bind_mode(&mut gw, "bind") {
             if top_bind.is_some() {
-                return Err(ConfigError::key(
-                    "gateway.bind",
+                gw.error(
+                    "bind",
                     "set both here and as the top-level `bind`; keep one",
-                ));
+                );
             }
             bind_mode = Some(mode);
         }
-        if let Some(host) = gw.string("customBindHost")? {
-            let ip = host.parse::<IpAddr>().map_err(|_| {
-                ConfigError::key(
-                    &gw.key_path("customBindHost"),
-                    format!("\"{host}\" is not an IP address"),
-                )
-            })?;
-            custom_host = Some(ip);
+        if let Some(host) = gw.string("customBindHost") {
+            match host.parse::<IpAddr>() {
+                Ok(ip) => custom_host = Some(ip),
+                Err(_) => gw.error("customBindHost", format!("\"{host}\" is not an IP address")),
+            }
         }
-        if let Some(value) = gw.secret("authToken")? {
+        if let Some(value) = gw.secret("authToken") {
             token = Some(TokenSetting {
                 value,
                 source: "gateway.authToken".into(),
             });
         }
-        if let Some(mut auth) = gw.section("auth")? {
-            if let Some(mode) = auth.string("mode")? {
-                if mode != "token" {
-                    return Err(ConfigError::key(
-                        "gateway.auth.mode",
-                        format!("\"{mode}\" is not supported; clawfort only uses \"token\""),
-                    ));
-                }
-            }
-            if let Some(value) = auth.secret("token")? {
-                if token.as_ref().is_some_and(|t| t.value != value) {
-                    return Err(ConfigError::key(
-                        "gateway.auth.token",
-                        "differs from gateway.authToken; keep one of them",
-                    ));
-                }
-                token = Some(TokenSetting {
-                    value,
-                    source: "gateway.auth.token".into(),
-                });
-            }
-            if let Some(mut rl) = auth.section("rateLimit")? {
-                let d = RateLimit::default();
-                rate_limit = RateLimit {
-                    max_attempts: rl
-                        .integer("maxAttempts", 0, 1_000_000)?
-                        .map_or(d.max_attempts, |v| v as u32),
-                    window_secs: rl
-                        .integer("windowSeconds", 1, 86_400)?
-                        .unwrap_or(d.window_secs),
-                    lockout_secs: rl
-                        .integer("lockoutSeconds", 1, 86_400)?
-                        .unwrap_or(d.lockout_secs),
-                };
-                rl.finish()?;
-            }
-            auth.finish()?;
+        if let Some(mut auth) = gw.section("auth") {
+            read_auth(&mut auth, &mut token, &mut rate_limit, refusals);
+            auth.finish();
         }
-        allowed_hosts = gw.strings("allowedHosts")?.unwrap_or_default();
-        allowed_origins = gw.strings("allowedOrigins")?.unwrap_or_default();
-        gw.finish()?;
+        allowed_hosts = gw.strings("allowedHosts").unwrap_or_default();
+        allowed_origins = gw.strings("allowedOrigins").unwrap_or_default();
+        gw.finish();
     }
 
     let bind = match (bind_mode.unwrap_or(BindMode::Loopback), custom_host) {
         (BindMode::Custom, Some(ip)) => Bind::Custom(ip),
         (BindMode::Custom, None) => {
-            return Err(ConfigError::key(
+            root.ctx().error(ConfigError::key(
                 "gateway.customBindHost",
                 "required when gateway.bind is \"custom\" (the IP address to listen on)",
-            ))
+            ));
+            Bind::Loopback
         }
         (_, Some(_)) => {
-            return Err(ConfigError::key(
+            root.ctx().error(ConfigError::key(
                 "gateway.customBindHost",
                 "only used with gateway.bind: \"custom\"; remove it or set the bind",
-            ))
+            ));
+            Bind::Loopback
+        }
+        (BindMode::Unsupported(name), None) => {
+            refusals.push(ConfigError::key(
+                "gateway.bind",
+                format!(
+                    "\"{name}\" is not implemented by clawfort; use \"loopback\" (and an SSH \
+                     tunnel), \"lan\" or \"custom\""
+                ),
+            ));
+            Bind::Loopback
         }
         (BindMode::Loopback, None) => Bind::Loopback,
         (BindMode::Lan, None) => Bind::Lan,
@@ -517,7 +625,7 @@ fn read_gateway(
     });
     if let Some(t) = &token {
         if let Some(bad) = t.value.chars().find(|c| !c.is_ascii_graphic()) {
-            return Err(ConfigError::key(
+            root.ctx().error(ConfigError::key(
                 &t.source,
                 format!(
                     "the token contains {bad:?}; use printable ASCII without spaces \
@@ -527,34 +635,117 @@ fn read_gateway(
         }
     }
 
-    Ok(GatewayConfig {
+    GatewayConfig {
         port,
         bind,
         token,
         rate_limit,
         allowed_hosts,
         allowed_origins,
-    })
+    }
 }
 
-fn read_security(root: &mut Section) -> Result<SecurityConfig, ConfigError> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GatewayMode {
+    Local,
+    Remote,
+}
+
+fn read_auth(
+    auth: &mut Section,
+    token: &mut Option<TokenSetting>,
+    rate_limit: &mut RateLimit,
+    refusals: &mut Vec<ConfigError>,
+) {
+    if let Some(mode) = auth.choice(
+        "mode",
+        &[
+            ("token", "token"),
+            ("none", "none"),
+            ("password", "password"),
+            ("trusted-proxy", "trusted-proxy"),
+        ],
+    ) {
+        if mode != "token" {
+            refusals.push(ConfigError::key(
+                "gateway.auth.mode",
+                format!(
+                    "\"{mode}\" is not implemented by clawfort, which authenticates only with \
+                     a token; set gateway.auth.mode to \"token\""
+                ),
+            ));
+        }
+    }
+    if auth.is_object("token") {
+        auth.get("token");
+        refusals.push(ConfigError::key(
+            "gateway.auth.token",
+            "a SecretRef object is not implemented by clawfort; write \
+             \"${OPENCLAW_GATEWAY_TOKEN}\" and put the token into ~/.openclaw/.env",
+        ));
+    } else if let Some(value) = auth.secret("token") {
+        if token.as_ref().is_some_and(|t| t.value != value) {
+            auth.error("token", "differs from gateway.authToken; keep one of them");
+        }
+        *token = Some(TokenSetting {
+            value,
+            source: "gateway.auth.token".into(),
+        });
+    }
+    if let Some(mut rl) = auth.section("rateLimit") {
+        let d = RateLimit::default();
+        let window = seconds(&mut rl, "windowMs", "windowSeconds");
+        let lockout = seconds(&mut rl, "lockoutMs", "lockoutSeconds");
+        *rate_limit = RateLimit {
+            max_attempts: rl
+                .integer("maxAttempts", 0, 1_000_000)
+                .map_or(d.max_attempts, |v| v as u32),
+            window_secs: window.unwrap_or(d.window_secs),
+            lockout_secs: lockout.unwrap_or(d.lockout_secs),
+            exempt_loopback: rl.bool("exemptLoopback").unwrap_or(d.exempt_loopback),
+        };
+        // Carried in `RateLimit`; listed as not implemented until the limiter reads it.
+        rl.not_wired("exemptLoopback");
+        rl.finish();
+    }
+}
+
+/// A duration in OpenClaw's milliseconds key (rounded up to whole seconds) or clawfort's
+/// older seconds key; both at once is an error.
+fn seconds(rl: &mut Section, ms_key: &'static str, secs_key: &'static str) -> Option<u64> {
+    let ms = rl.integer(ms_key, 1, 86_400_000);
+    let secs = rl.integer(secs_key, 1, 86_400);
+    match (ms, secs) {
+        (Some(_), Some(_)) => {
+            rl.error(
+                secs_key,
+                format!("set together with `{ms_key}`; keep `{ms_key}`"),
+            );
+            None
+        }
+        (Some(ms), None) => Some(ms.div_ceil(1000)),
+        (None, secs) => secs,
+    }
+}
+
+fn read_security(root: &mut Section) -> SecurityConfig {
     let to_paths = |v: Vec<String>| v.iter().map(|p| expand_tilde(p)).collect::<Vec<_>>();
     let mut security = SecurityConfig {
         workspace: None,
         allowed_paths: Vec::new(),
         denied_paths: to_paths(vec!["/etc".into(), "/root".into(), "~/.ssh".into()]),
     };
-    if let Some(mut section) = root.section("security")? {
-        security.workspace = section.string("workspace")?.map(|p| expand_tilde(&p));
-        if let Some(paths) = section.strings("allowedPaths")? {
+    if let Some(mut section) = root.section("security") {
+        security.workspace = section.string("workspace").map(|p| expand_tilde(&p));
+        if let Some(paths) = section.strings("allowedPaths") {
             security.allowed_paths = to_paths(paths);
         }
-        if let Some(paths) = section.strings("deniedPaths")? {
+        if let Some(paths) = section.strings("deniedPaths") {
             security.denied_paths = to_paths(paths);
         }
-        section.finish()?;
+        section.finish();
     }
-    Ok(security)
+    security
 }
 
 #[cfg(test)]
@@ -590,7 +781,7 @@ mod tests {
               pairing: { autoApprove: true },
               session: { dmScope: "per-channel-peer" },
               security: { allowedPaths: ["/srv/a"], deniedPaths: ["/etc", "/root"] },
-              providers: { anthropic: { type: "anthropic", apiKey: "${ANTHROPIC_API_KEY}" } },
+              models: { providers: { anthropic: { api: "anthropic-messages", apiKey: "${ANTHROPIC_API_KEY}" } } },
               channels: { telegram: { dmPolicy: "allowlist", allowFrom: ["42"] } },
               agents: { defaults: { sandbox: { mode: "all" } } },
             }"#,
@@ -603,7 +794,11 @@ mod tests {
         );
         assert!(c.auto_approve);
         assert_eq!(
-            c.providers["anthropic"].api_key.as_deref(),
+            c.providers["anthropic"]
+                .api_key
+                .as_ref()
+                .map(|k| k.resolve(&c.env).unwrap())
+                .as_deref(),
             Some("sk-ant-test")
         );
         assert_eq!(c.channel("telegram").dm_policy, DmPolicy::Allowlist);
@@ -636,7 +831,7 @@ mod tests {
                 "pairing.autoApprove",
             ),
             (
-                r#"{ security: { deniedPaths: [1] } }"#,
+                r#"{ security: { deniedPaths: [true] } }"#,
                 "security.deniedPaths[0]",
             ),
             (
@@ -662,5 +857,126 @@ mod tests {
         let err = c.check_startable().unwrap_err().to_string();
         assert!(err.contains("gateway.auth.token"), "{err}");
         assert!(parse("{}").unwrap().check_startable().is_ok());
+    }
+
+    #[test]
+    fn typed_agent_settings() {
+        let c = parse(
+            r#"{
+              models: { providers: {
+                anthropic: { api: "anthropic-messages", apiKey: "${ANTHROPIC_API_KEY}",
+                  models: [{ id: "claude-sonnet-4-5", name: "Sonnet", contextWindow: 200000,
+                             maxTokens: 8192, cost: { input: 3, output: 15, cacheRead: 0.3 } }] },
+                local: { api: "ollama", baseUrl: "http://127.0.0.1:11434", apiKey: "${UNSET}" },
+              } },
+              agents: { defaults: {
+                workspace: "/srv/ws",
+                model: { primary: "anthropic/claude-sonnet-4-5", fallbacks: ["openrouter/x/y"] },
+              } },
+              channels: { telegram: { botToken: "${TG}", groupPolicy: "open",
+                groupAllowFrom: [42], groups: { "*": { requireMention: true } } } },
+              budget: { dailyUsd: 5, monthlyUsd: 50.5 },
+            }"#,
+        )
+        .unwrap();
+        let anthropic = &c.providers["anthropic"];
+        assert_eq!(anthropic.api, Some(ProviderApi::AnthropicMessages));
+        let model = &anthropic.models[0];
+        assert_eq!(
+            (model.id.as_str(), model.context_window, model.max_tokens),
+            ("claude-sonnet-4-5", Some(200_000), Some(8192))
+        );
+        assert_eq!(
+            model.cost,
+            Some(ModelCost {
+                input: 3.0,
+                output: 15.0,
+                cache_read: 0.3,
+                cache_write: 0.0
+            })
+        );
+        let local = &c.providers["local"];
+        assert_eq!(local.api, Some(ProviderApi::Other("ollama".into())));
+        // Resolved when used: the unset variable is an error only now, naming key and name.
+        let err = local.api_key.as_ref().unwrap().resolve(&c.env).unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("models.providers.local.apiKey") && err.contains("UNSET"),
+            "{err}"
+        );
+        let model = c.agent_model.as_ref().unwrap();
+        assert_eq!(model.primary.provider, "anthropic");
+        assert_eq!(model.fallbacks[0].model, "x/y");
+        assert_eq!(c.agent_workspace, Some(PathBuf::from("/srv/ws")));
+        let tg = c.telegram.as_ref().unwrap();
+        assert_eq!(tg.group_policy, GroupPolicy::Open);
+        assert_eq!(tg.group_allow_from, vec!["42".to_string()]);
+        assert_eq!(tg.groups["*"].require_mention, Some(true));
+        assert_eq!(
+            format!("{:?}", tg.bot_token),
+            "Some(LazySecret(channels.telegram.botToken))"
+        );
+        assert_eq!(c.budget.monthly_usd, Some(50.5));
+        assert_eq!(
+            c.unimplemented,
+            [
+                "agents.defaults.model",
+                "agents.defaults.workspace",
+                "budget",
+                "channels.telegram.botToken",
+                "channels.telegram.groupAllowFrom",
+                "channels.telegram.groupPolicy",
+                "channels.telegram.groups",
+                "models"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_agent_settings_are_all_named() {
+        let err = parse(
+            r#"{
+              models: { providers: { a: { api: "anthropic", models: [{ name: "no id" }] } } },
+              agents: { defaults: { model: "no-slash" } },
+              budget: { dailyUsd: -1 },
+            }"#,
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "`models.providers.a.api`: \"anthropic\" is not an OpenClaw provider api (did you mean \"anthropic-messages\"?)",
+            "`models.providers.a.models[0].id`",
+            "`agents.defaults.model`: \"no-slash\" is not \"<provider>/<model>\"",
+            "`budget.dailyUsd`: must be 0 or more",
+        ] {
+            assert!(err.contains(expected), "{expected} not in {err}");
+        }
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_parses_and_beyond_is_refused() {
+        // Inside a free-form plugin config, where any shape is valid.
+        let nest = |depth: usize| {
+            format!(
+                "{{ plugins: {{ entries: {{ x: {{ config: {}{} }} }} }} }}",
+                "[".repeat(depth - 4),
+                "]".repeat(depth - 4)
+            )
+        };
+        parse(&nest(nesting::MAX_DEPTH)).unwrap();
+        let err = parse(&nest(nesting::MAX_DEPTH + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nested deeper than 64 levels"), "{err}");
+    }
+
+    #[test]
+    fn thousands_of_typos_are_counted_not_all_printed() {
+        let keys: Vec<String> = (0..1000).map(|i| format!("typo{i}: 1")).collect();
+        let err = parse(&format!("{{ {} }}", keys.join(", ")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("1000 configuration problems"), "{err}");
+        assert!(err.ends_with("... and 950 more"), "{err}");
     }
 }

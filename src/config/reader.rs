@@ -1,8 +1,11 @@
-//! A key-path-aware reader over the parsed JSON5 tree.
+//! Reading the keys clawfort implements out of a JSON tree.
 //!
-//! Serde's derive would give "invalid type" errors without saying *where*; this reader knows
-//! the full key path of every value it reads (`channels.telegram.dmPolicy`), so each error
-//! names the key to fix, and `finish` reports keys nobody asked for with a did-you-mean.
+//! A `Section` is one object of the config with its key path (`channels.telegram`). Readers
+//! never stop at the first problem: a wrong type or value is recorded in the shared
+//! `Context` and the reader goes on with the default, so one run names every error. Keys a
+//! section holds but nobody read are OpenClaw keys clawfort does not implement yet (the key
+//! tree in `keys` has already refused everything else); `finish` records them for the one
+//! start-up warning.
 
 use std::cell::RefCell;
 
@@ -11,46 +14,71 @@ use serde_json::{Map, Value};
 use super::env::{self, EnvSource};
 use super::ConfigError;
 
-/// Shared by every section of one parse: the variables for `${VAR}` and the key paths whose
-/// secrets were written literally (the audit reports them).
+/// Shared by every section of one parse.
 pub struct Context<'e> {
     pub env: &'e EnvSource,
+    /// Key paths whose secrets were written literally (the audit reports them).
     pub literal_secrets: RefCell<Vec<String>>,
+    /// Every problem found so far; the parse fails if this is not empty at the end.
+    pub errors: RefCell<Vec<ConfigError>>,
+    /// OpenClaw keys present in the file that clawfort does not act on.
+    pub unimplemented: RefCell<Vec<String>>,
+}
+
+impl<'e> Context<'e> {
+    pub fn new(env: &'e EnvSource) -> Self {
+        Self {
+            env,
+            literal_secrets: RefCell::default(),
+            errors: RefCell::default(),
+            unimplemented: RefCell::default(),
+        }
+    }
+
+    pub fn error(&self, error: ConfigError) {
+        self.errors.borrow_mut().push(error);
+    }
 }
 
 /// One JSON object of the config, with the key path that leads to it.
 pub struct Section<'a, 'e> {
     path: String,
     map: &'a Map<String, Value>,
-    known: Vec<&'static str>,
+    read: Vec<&'static str>,
     ctx: &'a Context<'e>,
 }
 
-type Result<T> = std::result::Result<T, ConfigError>;
-
 impl<'a, 'e> Section<'a, 'e> {
     /// The top-level object; anything else at the top is an error.
-    pub fn root(value: &'a Value, ctx: &'a Context<'e>) -> Result<Self> {
+    pub fn root(value: &'a Value, ctx: &'a Context<'e>) -> Option<Self> {
         Self::new(String::new(), value, ctx)
     }
 
-    fn new(path: String, value: &'a Value, ctx: &'a Context<'e>) -> Result<Self> {
+    fn new(path: String, value: &'a Value, ctx: &'a Context<'e>) -> Option<Self> {
         match value {
-            Value::Object(map) => Ok(Self {
+            Value::Object(map) => Some(Self {
                 path,
                 map,
-                known: Vec::new(),
+                read: Vec::new(),
                 ctx,
             }),
-            other => Err(ConfigError::key(
-                if path.is_empty() {
+            other => {
+                let at = if path.is_empty() {
                     "(top level)"
                 } else {
                     &path
-                },
-                format!("expected an object {{ ... }}, found {}", kind(other)),
-            )),
+                };
+                ctx.error(ConfigError::key(
+                    at,
+                    format!("expected an object {{ ... }}, found {}", kind(other)),
+                ));
+                None
+            }
         }
+    }
+
+    pub fn ctx(&self) -> &'a Context<'e> {
+        self.ctx
     }
 
     /// The full key path of `key` inside this section.
@@ -62,32 +90,54 @@ impl<'a, 'e> Section<'a, 'e> {
         }
     }
 
-    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
-        self.known.push(key);
+    /// Records a problem with `key` of this section.
+    pub fn error(&self, key: &str, message: impl Into<String>) {
+        self.ctx
+            .error(ConfigError::key(&self.key_path(key), message));
+    }
+
+    /// The raw value of `key`, marking it read (`null` counts as absent).
+    pub fn get(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.read.push(key);
         self.map.get(key).filter(|v| !v.is_null())
     }
 
-    fn wrong_type(&self, key: &str, expected: &str, found: &Value) -> ConfigError {
-        ConfigError::key(
-            &self.key_path(key),
-            format!("expected {expected}, found {}", kind(found)),
-        )
-    }
-
-    /// A string, with `${VAR}` substituted.
-    pub fn string(&mut self, key: &'static str) -> Result<Option<String>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(raw)) => {
-                env::substitute(raw, &self.key_path(key), self.ctx.env).map(Some)
-            }
-            Some(other) => Err(self.wrong_type(key, "a string", other)),
+    /// Marks `key` read but reports it as not implemented yet: for typed settings that the
+    /// next modules will act on.
+    pub fn not_wired(&mut self, key: &'static str) {
+        if self.map.contains_key(key) {
+            self.ctx.unimplemented.borrow_mut().push(self.key_path(key));
         }
     }
 
-    /// A string holding a secret: like `string`, and remembers a literal (non-`${VAR}`)
-    /// value so the audit can ask for it to move to the environment.
-    pub fn secret(&mut self, key: &'static str) -> Result<Option<String>> {
+    /// Reports this whole section as not implemented yet.
+    pub fn not_wired_here(self) {
+        self.ctx.unimplemented.borrow_mut().push(self.path);
+    }
+
+    fn wrong_type<T>(&self, key: &str, expected: &str, found: &Value) -> Option<T> {
+        self.error(key, format!("expected {expected}, found {}", kind(found)));
+        None
+    }
+
+    /// A string as written, `${VAR}` not substituted (for values resolved when used).
+    pub fn raw_string(&mut self, key: &'static str) -> Option<&'a str> {
+        match self.get(key)? {
+            Value::String(raw) => Some(raw),
+            other => self.wrong_type(key, "a string", other),
+        }
+    }
+
+    /// A string, with `${VAR}` substituted.
+    pub fn string(&mut self, key: &'static str) -> Option<String> {
+        let raw = self.raw_string(key)?;
+        env::substitute(raw, &self.key_path(key), self.ctx.env)
+            .map_err(|e| self.ctx.error(e))
+            .ok()
+    }
+
+    /// Remembers that `key` holds a literal (non-`${VAR}`) secret, for the audit.
+    pub fn note_literal_secret(&self, key: &str) {
         if let Some(Value::String(raw)) = self.map.get(key) {
             if !env::is_reference_only(raw) {
                 self.ctx
@@ -96,63 +146,87 @@ impl<'a, 'e> Section<'a, 'e> {
                     .push(self.key_path(key));
             }
         }
+    }
+
+    /// A string holding a secret: like `string`, and remembers a literal value.
+    pub fn secret(&mut self, key: &'static str) -> Option<String> {
+        self.note_literal_secret(key);
         self.string(key)
     }
 
-    pub fn bool(&mut self, key: &'static str) -> Result<Option<bool>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(other) => Err(self.wrong_type(key, "true or false", other)),
+    /// True when `key` holds an object: OpenClaw's SecretRef form (`{source, provider, id}`)
+    /// of a secret, which clawfort does not resolve.
+    pub fn is_object(&self, key: &str) -> bool {
+        matches!(self.map.get(key), Some(Value::Object(_)))
+    }
+
+    pub fn bool(&mut self, key: &'static str) -> Option<bool> {
+        match self.get(key)? {
+            Value::Bool(b) => Some(*b),
+            other => self.wrong_type(key, "true or false", other),
         }
     }
 
     /// A whole number within `min..=max`.
-    pub fn integer(&mut self, key: &'static str, min: u64, max: u64) -> Result<Option<u64>> {
-        let Some(value) = self.get(key) else {
-            return Ok(None);
+    pub fn integer(&mut self, key: &'static str, min: u64, max: u64) -> Option<u64> {
+        let value = self.get(key)?;
+        let Value::Number(n) = value else {
+            return self.wrong_type(key, "a number", value);
         };
-        let number = match value {
-            Value::Number(n) => n.as_u64().or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                    .map(|f| f as u64)
-            }),
-            _ => None,
-        };
-        match (value, number) {
-            (Value::Number(_), Some(n)) if (min..=max).contains(&n) => Ok(Some(n)),
-            (Value::Number(_), _) => Err(ConfigError::key(
-                &self.key_path(key),
-                format!("must be a whole number from {min} to {max}, found {value}"),
-            )),
-            _ => Err(self.wrong_type(key, "a number", value)),
+        let number = n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| f as u64)
+        });
+        match number {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.error(
+                    key,
+                    format!("must be a whole number from {min} to {max}, found {value}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A finite number that is not negative.
+    pub fn non_negative(&mut self, key: &'static str) -> Option<f64> {
+        let value = self.get(key)?;
+        match value.as_f64() {
+            Some(f) if f.is_finite() && f >= 0.0 => Some(f),
+            Some(_) => {
+                self.error(key, format!("must be 0 or more, found {value}"));
+                None
+            }
+            None => self.wrong_type(key, "a number", value),
         }
     }
 
     /// A list of strings, each with `${VAR}` substituted.
-    pub fn strings(&mut self, key: &'static str) -> Result<Option<Vec<String>>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Array(items)) => {
-                let path = self.key_path(key);
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| match item {
-                        Value::String(raw) => {
-                            env::substitute(raw, &format!("{path}[{i}]"), self.ctx.env)
-                        }
-                        other => Err(ConfigError::key(
-                            &format!("{path}[{i}]"),
-                            format!("expected a string, found {}", kind(other)),
-                        )),
-                    })
-                    .collect::<Result<Vec<_>>>()
-                    .map(Some)
+    pub fn strings(&mut self, key: &'static str) -> Option<Vec<String>> {
+        let value = self.get(key)?;
+        let Value::Array(items) = value else {
+            return self.wrong_type(key, "a list [ ... ] of strings", value);
+        };
+        let path = self.key_path(key);
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            match item {
+                Value::String(raw) => match env::substitute(raw, &at, self.ctx.env) {
+                    Ok(s) => out.push(s),
+                    Err(e) => self.ctx.error(e),
+                },
+                // OpenClaw allows numeric ids (Telegram user ids) in allow-lists.
+                Value::Number(n) => out.push(n.to_string()),
+                other => self.ctx.error(ConfigError::key(
+                    &at,
+                    format!("expected a string, found {}", kind(other)),
+                )),
             }
-            Some(other) => Err(self.wrong_type(key, "a list [ ... ] of strings", other)),
         }
+        Some(out)
     }
 
     /// One of a fixed set of string values.
@@ -160,72 +234,79 @@ impl<'a, 'e> Section<'a, 'e> {
         &mut self,
         key: &'static str,
         options: &[(&'static str, T)],
-    ) -> Result<Option<T>> {
-        let Some(value) = self.string(key)? else {
-            return Ok(None);
-        };
+    ) -> Option<T> {
+        let value = self.string(key)?;
         if let Some((_, v)) = options.iter().find(|(name, _)| *name == value) {
-            return Ok(Some(*v));
+            return Some(*v);
         }
         let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
         let hint = did_you_mean(&value, &names)
             .map(|s| format!(" (did you mean \"{s}\"?)"))
             .unwrap_or_default();
-        Err(ConfigError::key(
-            &self.key_path(key),
+        self.error(
+            key,
             format!(
                 "\"{value}\" is not allowed{hint}; use one of: {}",
                 names.join(", ")
             ),
-        ))
+        );
+        None
     }
 
     /// A nested object.
-    pub fn section(&mut self, key: &'static str) -> Result<Option<Section<'a, 'e>>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(value) => Section::new(self.key_path(key), value, self.ctx).map(Some),
-        }
+    pub fn section(&mut self, key: &'static str) -> Option<Section<'a, 'e>> {
+        let value = self.get(key)?;
+        Section::new(self.key_path(key), value, self.ctx)
     }
 
     /// An object whose keys are user-chosen names (`channels.<name>`), each an object.
-    pub fn named_sections(&mut self, key: &'static str) -> Result<Vec<(String, Section<'a, 'e>)>> {
+    pub fn named_sections(&mut self, key: &'static str) -> Vec<(String, Section<'a, 'e>)> {
         let Some(value) = self.get(key) else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let path = self.key_path(key);
         let Value::Object(map) = value else {
-            return Err(ConfigError::key(
-                &path,
+            self.error(
+                key,
                 format!(
                     "expected an object {{ name: {{ ... }} }}, found {}",
                     kind(value)
                 ),
-            ));
+            );
+            return Vec::new();
         };
         map.iter()
-            .map(|(name, v)| {
+            .filter_map(|(name, v)| {
                 Section::new(format!("{path}.{name}"), v, self.ctx).map(|s| (name.clone(), s))
             })
             .collect()
     }
 
-    /// Fails on the first key that no reader asked for, suggesting the closest known key.
-    pub fn finish(self) -> Result<()> {
+    /// A list of objects (`models.providers.<id>.models[]`).
+    pub fn section_list(&mut self, key: &'static str) -> Vec<Section<'a, 'e>> {
+        let Some(value) = self.get(key) else {
+            return Vec::new();
+        };
+        let Value::Array(items) = value else {
+            self.wrong_type::<()>(key, "a list [ ... ]", value);
+            return Vec::new();
+        };
+        let path = self.key_path(key);
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| Section::new(format!("{path}[{i}]"), v, self.ctx))
+            .collect()
+    }
+
+    /// Records every key of this section that no reader asked for as not implemented.
+    pub fn finish(self) {
+        let mut unimplemented = self.ctx.unimplemented.borrow_mut();
         for key in self.map.keys() {
-            if self.known.contains(&key.as_str()) {
-                continue;
+            if !self.read.contains(&key.as_str()) {
+                unimplemented.push(self.key_path(key));
             }
-            let hint = match did_you_mean(key, &self.known) {
-                Some(s) => format!("did you mean `{}`?", self.key_path(s)),
-                None => format!("known keys here: {}", self.known.join(", ")),
-            };
-            return Err(ConfigError::key(
-                &self.key_path(key),
-                format!("unknown key; {hint}"),
-            ));
         }
-        Ok(())
     }
 }
 
@@ -240,7 +321,7 @@ pub fn did_you_mean<'c>(input: &str, candidates: &[&'c str]) -> Option<&'c str> 
         .map(|(_, c)| c)
 }
 
-fn kind(value: &Value) -> &'static str {
+pub fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

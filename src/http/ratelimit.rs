@@ -117,6 +117,7 @@ mod tests {
             max_attempts: 3,
             window_secs: 60,
             lockout_secs: 300,
+            ..RateLimit::default()
         });
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();

@@ -196,7 +196,7 @@ fn refuses_to_start_insecurely() {
         (
             r#"{ providers: { anthropic: { apiKey: "${ANTHROPIC_API_KEY_MISSING}" } } }"#,
             true,
-            "providers.anthropic.apiKey",
+            "`models.providers.<id>`",
         ),
         (
             r#"{ channels: { tg: { dmPolicy: "opne" } } }"#,
