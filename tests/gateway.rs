@@ -3,6 +3,8 @@
 
 #[path = "gateway/api.rs"]
 mod api;
+#[path = "gateway/audit_files.rs"]
+mod audit_files;
 #[path = "gateway/cli.rs"]
 mod cli;
 #[path = "gateway/guards.rs"]

@@ -7,6 +7,7 @@
 //! not permitted as this user) says so as a finding instead of passing silently.
 
 mod command;
+mod files;
 mod host;
 mod local;
 
@@ -56,6 +57,9 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// What `--fix` changed, one line per action.
     pub fixes: Vec<String>,
+    /// What `--fix` left alone, and why (a link, a path outside the state directory...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unfixed: Vec<String>,
     pub summary: Summary,
 }
 
@@ -74,7 +78,11 @@ impl Report {
 
 /// Runs the audit. `--fix` acts first, so the findings describe the state after it.
 pub fn run(paths: &Paths, config: &Config, deep: bool, fix: bool) -> Report {
-    let fixes = if fix { local::fix(paths) } else { Vec::new() };
+    let fixed = if fix {
+        local::fix(paths)
+    } else {
+        files::FixOutcome::default()
+    };
     let mut findings = local::check(paths, config);
     if deep {
         findings.extend(host::check(config));
@@ -90,7 +98,8 @@ pub fn run(paths: &Paths, config: &Config, deep: bool, fix: bool) -> Report {
     }
     Report {
         findings,
-        fixes,
+        fixes: fixed.changed,
+        unfixed: fixed.unfixed,
         summary,
     }
 }
@@ -100,6 +109,9 @@ pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
     for fix in &report.fixes {
         out.push_str(&format!("fixed: {fix}\n"));
+    }
+    for left in &report.unfixed {
+        out.push_str(&format!("not fixed: {left}\n"));
     }
     for f in &report.findings {
         let label = match f.severity {
