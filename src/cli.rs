@@ -148,6 +148,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Gateway { port } => {
             logging::init_gateway(&paths);
+            for tmp in Store::new(paths.credentials_dir()).remove_orphaned_temp_files() {
+                tracing::info!("removed {} (left by an interrupted write)", tmp.display());
+            }
             let config = Config::load(&paths)?;
             config.check_startable()?;
             crate::http::run(config, &paths, port)?;
@@ -195,12 +198,16 @@ fn pairing(paths: &Paths, command: PairingCommand) -> anyhow::Result<()> {
             None => Ok(store.channels()?),
         }
     };
+    // Over all channels, one whose file is broken is reported (naming the file) and skipped,
+    // so the others still show; the command then exits 1.
+    let mut broken = Vec::new();
     match command {
         PairingCommand::List { channel, json } => {
             let mut rows = Vec::new();
             for c in channels(channel)? {
-                for r in store.pending(&c, now)? {
-                    rows.push((c.clone(), r));
+                match store.pending(&c, now) {
+                    Ok(pending) => rows.extend(pending.into_iter().map(|r| (c.clone(), r))),
+                    Err(e) => broken.push(e),
                 }
             }
             if json {
@@ -233,7 +240,10 @@ fn pairing(paths: &Paths, command: PairingCommand) -> anyhow::Result<()> {
         PairingCommand::Approved { channel, json } => {
             let mut lists = Vec::new();
             for c in channels(channel)? {
-                lists.push((c.clone(), store.allow_list(&c)?));
+                match store.allow_list(&c) {
+                    Ok(list) => lists.push((c.clone(), list)),
+                    Err(e) => broken.push(e),
+                }
             }
             if json {
                 let list: Vec<_> = lists
@@ -272,6 +282,19 @@ fn pairing(paths: &Paths, command: PairingCommand) -> anyhow::Result<()> {
             }
         }
     }
+    report_broken(&broken)
+}
+
+/// Prints each unreadable channel's error; an error result when there was one.
+fn report_broken(broken: &[crate::pairing::StoreError]) -> anyhow::Result<()> {
+    for e in broken {
+        eprintln!("error: {e}");
+    }
+    anyhow::ensure!(
+        broken.is_empty(),
+        "{} pairing file(s) could not be read (named above)",
+        broken.len()
+    );
     Ok(())
 }
 
@@ -283,16 +306,22 @@ fn decide(store: &Store, channel: Option<String>, code: &str, approve: bool) -> 
         Some(c) => checked_channel(c)?,
         None => {
             let mut found = Vec::new();
+            let mut broken = Vec::new();
             for c in store.channels()? {
-                if store.pending(&c, now)?.iter().any(|r| r.code == wanted) {
-                    found.push(c);
+                match store.pending(&c, now) {
+                    Ok(pending) if pending.iter().any(|r| r.code == wanted) => found.push(c),
+                    Ok(_) => {}
+                    Err(e) => broken.push(e),
                 }
             }
             match found.len() {
-                0 => anyhow::bail!(
-                    "no pending request has code {wanted} (expired or unknown); see `clawfort \
-                     pairing list`"
-                ),
+                0 => {
+                    report_broken(&broken)?;
+                    anyhow::bail!(
+                        "no pending request has code {wanted} (expired or unknown); see \
+                         `clawfort pairing list`"
+                    )
+                }
                 1 => found.remove(0),
                 _ => anyhow::bail!(
                     "code {wanted} is pending on channels {}; pass --channel",

@@ -7,6 +7,8 @@ mod api;
 mod audit_files;
 #[path = "gateway/cli.rs"]
 mod cli;
+#[path = "gateway/credentials.rs"]
+mod credentials;
 #[path = "gateway/guards.rs"]
 mod guards;
 #[path = "gateway/sessions.rs"]

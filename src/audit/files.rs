@@ -34,6 +34,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
 
 use super::{Finding, Severity};
 use crate::config::Config;
+use crate::pairing::Store;
 use crate::paths::Paths;
 
 /// What `--fix` did: the changes, and what it left alone with the reason.
@@ -105,6 +106,7 @@ pub fn check(paths: &Paths, config: &Config, findings: &mut Vec<Finding>) {
             "run the gateway as a dedicated unprivileged user (the appliance uses `openclaw`)",
         ));
     }
+    store_files(&root, findings);
     for (path, role) in private_paths(paths, &root) {
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
@@ -120,6 +122,33 @@ pub fn check(paths: &Paths, config: &Config, findings: &mut Vec<Finding>) {
         }
         let fixable = !linked && (role != Role::Config || inside(&path, &paths.state_dir));
         findings.push(perms_finding(role, &path, current, config, fixable));
+    }
+}
+
+/// Every pairing file must parse: a broken one shuts its channel (fail closed) until fixed.
+/// Links are skipped here: they have their own critical finding.
+fn store_files(root: &Path, findings: &mut Vec<Finding>) {
+    let store = Store::new(root.join("credentials"));
+    let Ok(channels) = store.channels() else {
+        return;
+    };
+    for channel in channels {
+        for e in store.check_channel(&channel) {
+            if std::fs::symlink_metadata(&e.file).is_ok_and(|m| m.file_type().is_symlink()) {
+                continue;
+            }
+            findings.push(Finding::new(
+                "pairing.store.unreadable",
+                Severity::Warn,
+                format!("the pairing state of channel {channel} cannot be read"),
+                e.to_string(),
+                format!(
+                    "repair {} (JSON; see README \"Pairing and sessions\") or move it aside; \
+                     until then the channel answers every message with an error",
+                    e.file.display()
+                ),
+            ));
+        }
     }
 }
 
