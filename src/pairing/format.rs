@@ -194,6 +194,15 @@ fn request(item: &Value) -> Result<(PairingRequest, Format), String> {
     ))
 }
 
+/// A converted time, which is written back as seconds: it must not read as milliseconds then.
+fn seconds(secs: u64) -> Result<u64, String> {
+    if secs < MILLIS_THRESHOLD {
+        Ok(secs)
+    } else {
+        Err("is too far in the future".into())
+    }
+}
+
 /// Unix seconds, Unix milliseconds, or an ISO-8601 string.
 fn timestamp(value: Option<&Value>) -> Result<(u64, Format), String> {
     match value {
@@ -201,10 +210,10 @@ fn timestamp(value: Option<&Value>) -> Result<(u64, Format), String> {
             let n = n
                 .as_u64()
                 .ok_or("is not a whole, non-negative number of seconds")?;
-            if n >= MILLIS_THRESHOLD {
-                Ok((n / 1000, Format::Legacy))
-            } else {
+            if n < MILLIS_THRESHOLD {
                 Ok((n, Format::Current))
+            } else {
+                Ok((seconds(n / 1000)?, Format::Legacy))
             }
         }
         Some(Value::String(s)) => {
@@ -212,7 +221,7 @@ fn timestamp(value: Option<&Value>) -> Result<(u64, Format), String> {
                 .map_err(|e| format!("{s:?} is not an ISO-8601 time ({e})"))?;
             let secs =
                 u64::try_from(t.unix_timestamp()).map_err(|_| format!("{s:?} is before 1970"))?;
-            Ok((secs, Format::Legacy))
+            Ok((seconds(secs)?, Format::Legacy))
         }
         None | Some(Value::Null) => Err("is missing".into()),
         Some(_) => Err("is neither Unix seconds nor an ISO-8601 string".into()),
