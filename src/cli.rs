@@ -8,10 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::audit::installation::{self, Installation};
 use crate::config::{Config, ConfigError};
 use crate::logging::{self, LogSource};
 use crate::pairing::{unix_now, PeerKind, Store};
-use crate::paths::{Paths, CONFIG_ENV};
+use crate::paths::{Paths, CONFIG_ENV, STATE_DIR_ENV};
 
 #[derive(Parser)]
 #[command(
@@ -159,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Security {
             command: SecurityCommand::Audit { deep, fix, json },
         } => {
+            let (paths, installation) = audit_target(cli.config.is_some(), paths);
             let config = match Config::load(&paths) {
                 Ok(config) => config,
                 Err(e) => {
@@ -166,7 +168,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            let report = crate::audit::run(&paths, &config, deep, fix);
+            let mut report = crate::audit::run(&paths, &config, deep, fix);
+            report.installation = Some(installation);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -187,6 +190,53 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The installation `security audit` looks at. Root with no `--config`,
+/// `OPENCLAW_CONFIG_PATH` or `OPENCLAW_STATE_DIR` audits what `clawfort.service` runs (and
+/// expands `~` in the config against the service user's home, as the gateway does); anyone
+/// else, or root when no service is found, the installation the paths name.
+fn audit_target(config_given: bool, paths: Paths) -> (Paths, Installation) {
+    let state_given = std::env::var_os(STATE_DIR_ENV).is_some_and(|v| !v.is_empty());
+    let named = |source: &str, note: Option<String>| Installation {
+        user: None,
+        state_dir: paths.state_dir.clone(),
+        config: paths.config.clone(),
+        source: source.to_string(),
+        note,
+    };
+    if config_given || state_given {
+        let source = if state_given {
+            STATE_DIR_ENV
+        } else {
+            "--config or OPENCLAW_CONFIG_PATH"
+        };
+        return (paths.clone(), named(source, None));
+    }
+    if !rustix::process::geteuid().is_root() {
+        return (paths.clone(), named("invoking user", None));
+    }
+    match installation::discover(&installation::Sources::system()) {
+        Ok(found) => {
+            // Single-threaded here: nothing else reads the environment concurrently.
+            std::env::set_var("HOME", &found.home);
+            let report = Installation {
+                user: Some(found.user),
+                state_dir: found.paths.state_dir.clone(),
+                config: found.paths.config.clone(),
+                source: format!("{} ({})", installation::UNIT, found.from),
+                note: None,
+            };
+            (found.paths, report)
+        }
+        Err(reason) => {
+            let note = format!(
+                "the gateway service's installation was not found ({reason}); audited the \
+                 invoking user's instead (pass --config to choose)"
+            );
+            (paths.clone(), named("invoking user", Some(note)))
+        }
+    }
 }
 
 fn pairing(paths: &Paths, command: PairingCommand) -> anyhow::Result<()> {

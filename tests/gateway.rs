@@ -11,6 +11,8 @@ mod cli;
 mod credentials;
 #[path = "gateway/guards.rs"]
 mod guards;
+#[path = "gateway/installation.rs"]
+mod installation;
 #[path = "gateway/sessions.rs"]
 mod sessions;
 #[path = "gateway/store.rs"]

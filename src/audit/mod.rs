@@ -9,6 +9,7 @@
 mod command;
 mod files;
 mod host;
+pub mod installation;
 mod local;
 
 use serde::Serialize;
@@ -54,6 +55,9 @@ impl Finding {
 
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// Which installation was audited (the CLI fills it in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installation: Option<installation::Installation>,
     pub findings: Vec<Finding>,
     /// What `--fix` changed, one line per action.
     pub fixes: Vec<String>,
@@ -97,6 +101,7 @@ pub fn run(paths: &Paths, config: &Config, deep: bool, fix: bool) -> Report {
         }
     }
     Report {
+        installation: None,
         findings,
         fixes: fixed.changed,
         unfixed: fixed.unfixed,
@@ -107,6 +112,22 @@ pub fn run(paths: &Paths, config: &Config, deep: bool, fix: bool) -> Report {
 /// The human-readable form of a report.
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
+    if let Some(i) = &report.installation {
+        let user = i
+            .user
+            .as_deref()
+            .map(|u| format!(" of user {u}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "installation: {}{user} (config {}), from {}\n",
+            i.state_dir.display(),
+            i.config.display(),
+            i.source
+        ));
+        if let Some(note) = &i.note {
+            out.push_str(&format!("              {note}\n"));
+        }
+    }
     for fix in &report.fixes {
         out.push_str(&format!("fixed: {fix}\n"));
     }
