@@ -128,7 +128,11 @@ pub fn check(paths: &Paths, config: &Config, findings: &mut Vec<Finding>) {
 /// Every pairing file must parse: a broken one shuts its channel (fail closed) until fixed.
 /// Links are skipped here: they have their own critical finding.
 fn store_files(root: &Path, findings: &mut Vec<Finding>) {
-    let store = Store::new(root.join("credentials"));
+    let dir = root.join("credentials");
+    if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    let store = Store::new(dir);
     let Ok(channels) = store.channels() else {
         return;
     };
