@@ -106,12 +106,18 @@ pub fn parse_requests(bytes: &[u8]) -> Result<(Vec<PairingRequest>, Format), Str
     Ok((requests, format))
 }
 
+/// The file's `version` (0 when absent, as in OpenClaw's older files). A newer version is
+/// refused rather than rewritten as version 1, which could drop what it added.
 fn version(map: &Map<String, Value>) -> Result<u64, String> {
     match map.get("version") {
         None => Ok(0),
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| "`version` is not a whole number".to_string()),
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= 1 => Ok(n),
+            Some(n) => Err(format!(
+                "has version {n}, newer than the version 1 this clawfort reads; upgrade clawfort"
+            )),
+            None => Err("`version` is not a whole number".into()),
+        },
     }
 }
 
@@ -279,6 +285,41 @@ mod tests {
         assert_eq!(requests[2].created_at, 1_767_323_045);
     }
 
+    /// The fuzz target's property on hand-picked edge cases: what is accepted reads back
+    /// unchanged, in the current format, after being written.
+    #[test]
+    fn accepted_input_round_trips() {
+        let lists: [&[u8]; 5] = [
+            br#"[" a ", "a", "*", " ", 0, -5, 18446744073709551615]"#,
+            br#"{"allowFrom":null,"groups":["*","g"],"extra":1}"#,
+            br#"{"version":0}"#,
+            br#"[]"#,
+            "[\"\u{e9}t\u{e9}\", \"\u{1F600}\"]".as_bytes(),
+        ];
+        for input in lists {
+            let (list, _) = parse_allow_list(input).unwrap();
+            let again = parse_allow_list(&serde_json::to_vec(&list).unwrap()).unwrap();
+            assert_eq!(again, (list, Format::Current));
+        }
+        let requests: [&[u8]; 3] = [
+            br#"{"requests":[{"id":7,"code":" ab ","createdAt":99999999999999,
+                "accountId":null,"meta":{"accountId":""}}]}"#,
+            br#"{"version":1,"requests":[{"id":"x","kind":"group","code":"C",
+                "createdAt":"1970-01-01T00:00:00Z","lastSeenAt":null}]}"#,
+            br#"{"requests":null}"#,
+        ];
+        for input in requests {
+            let (list, _) = parse_requests(input).unwrap();
+            let written = serde_json::json!({ "version": 1, "requests": list });
+            let again = parse_requests(&serde_json::to_vec(&written).unwrap()).unwrap();
+            assert_eq!(again, (list, Format::Current));
+        }
+        let far = br#"{"requests":[{"id":"x","code":"C","createdAt":"9999-01-01T00:00:00Z"}]}"#;
+        assert!(parse_requests(far)
+            .unwrap_err()
+            .contains("too far in the future"));
+    }
+
     #[test]
     fn errors_say_what_and_where() {
         let e = parse_allow_list(b"{ not json").unwrap_err();
@@ -289,5 +330,7 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("request 1") && e.contains("createdAt"), "{e}");
         assert!(parse_requests(b"[]").is_err());
+        let e = parse_allow_list(br#"{"version":2,"allowFrom":[]}"#).unwrap_err();
+        assert!(e.contains("version 2"), "{e}");
     }
 }
