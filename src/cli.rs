@@ -203,6 +203,7 @@ fn audit_target(config_given: bool, paths: Paths) -> (Paths, Installation) {
         state_dir: paths.state_dir.clone(),
         config: paths.config.clone(),
         source: source.to_string(),
+        unit: None,
         note,
     };
     if config_given || state_given {
@@ -224,7 +225,8 @@ fn audit_target(config_given: bool, paths: Paths) -> (Paths, Installation) {
                 user: Some(found.user),
                 state_dir: found.paths.state_dir.clone(),
                 config: found.paths.config.clone(),
-                source: format!("{} ({})", installation::UNIT, found.from),
+                source: installation::UNIT.to_string(),
+                unit: Some(found.from),
                 note: None,
             };
             (found.paths, report)

@@ -64,9 +64,13 @@ pub struct Installation {
     pub user: Option<String>,
     pub state_dir: PathBuf,
     pub config: PathBuf,
-    /// `clawfort.service`, `--config`, `OPENCLAW_CONFIG_PATH`, `OPENCLAW_STATE_DIR` or
+    /// `clawfort.service`, `--config or OPENCLAW_CONFIG_PATH`, `OPENCLAW_STATE_DIR` or
     /// `invoking user`.
     pub source: String,
+    /// For `clawfort.service`: where its settings were read (`systemctl show clawfort.service`
+    /// or the unit file's path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// Why the service's installation was not used, when it was looked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,

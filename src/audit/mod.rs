@@ -118,8 +118,13 @@ pub fn render_text(report: &Report) -> String {
             .as_deref()
             .map(|u| format!(" of user {u}"))
             .unwrap_or_default();
+        let unit = i
+            .unit
+            .as_deref()
+            .map(|u| format!(" ({u})"))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "installation: {}{user} (config {}), from {}\n",
+            "installation: {}{user} (config {}), from {}{unit}\n",
             i.state_dir.display(),
             i.config.display(),
             i.source
