@@ -8,10 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::audit::installation::{self, Installation};
 use crate::config::{Config, ConfigError};
 use crate::logging::{self, LogSource};
 use crate::pairing::{unix_now, PeerKind, Store};
-use crate::paths::{Paths, CONFIG_ENV};
+use crate::paths::{Paths, CONFIG_ENV, STATE_DIR_ENV};
 
 #[derive(Parser)]
 #[command(
@@ -148,6 +149,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Gateway { port } => {
             logging::init_gateway(&paths);
+            for tmp in Store::new(paths.credentials_dir()).remove_orphaned_temp_files() {
+                tracing::info!("removed {} (left by an interrupted write)", tmp.display());
+            }
             let config = Config::load(&paths)?;
             if !config.unimplemented.is_empty() {
                 tracing::warn!(
@@ -162,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Security {
             command: SecurityCommand::Audit { deep, fix, json },
         } => {
+            let (paths, installation) = audit_target(cli.config.is_some(), paths);
             let config = match Config::load(&paths) {
                 Ok(config) => config,
                 Err(e) => {
@@ -169,7 +174,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            let report = crate::audit::run(&paths, &config, deep, fix);
+            let mut report = crate::audit::run(&paths, &config, deep, fix);
+            report.installation = Some(installation);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -192,6 +198,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The installation `security audit` looks at. Root with no `--config`,
+/// `OPENCLAW_CONFIG_PATH` or `OPENCLAW_STATE_DIR` audits what `clawfort.service` runs (and
+/// expands `~` in the config against the service user's home, as the gateway does); anyone
+/// else, or root when no service is found, the installation the paths name.
+fn audit_target(config_given: bool, paths: Paths) -> (Paths, Installation) {
+    let state_given = std::env::var_os(STATE_DIR_ENV).is_some_and(|v| !v.is_empty());
+    let named = |source: &str, note: Option<String>| Installation {
+        user: None,
+        state_dir: paths.state_dir.clone(),
+        config: paths.config.clone(),
+        source: source.to_string(),
+        unit: None,
+        note,
+    };
+    if config_given || state_given {
+        let source = if state_given {
+            STATE_DIR_ENV
+        } else {
+            "--config or OPENCLAW_CONFIG_PATH"
+        };
+        return (paths.clone(), named(source, None));
+    }
+    if !rustix::process::geteuid().is_root() {
+        return (paths.clone(), named("invoking user", None));
+    }
+    match installation::discover(&installation::Sources::system()) {
+        Ok(found) => {
+            // Single-threaded here: nothing else reads the environment concurrently.
+            std::env::set_var("HOME", &found.home);
+            let report = Installation {
+                user: Some(found.user),
+                state_dir: found.paths.state_dir.clone(),
+                config: found.paths.config.clone(),
+                source: installation::UNIT.to_string(),
+                unit: Some(found.from),
+                note: None,
+            };
+            (found.paths, report)
+        }
+        Err(reason) => {
+            let note = format!(
+                "the gateway service's installation was not found ({reason}); audited the \
+                 invoking user's instead (pass --config to choose)"
+            );
+            (paths.clone(), named("invoking user", Some(note)))
+        }
+    }
+}
+
 fn pairing(paths: &Paths, command: PairingCommand) -> anyhow::Result<()> {
     let store = Store::new(paths.credentials_dir());
     let now = unix_now();
@@ -201,12 +256,16 @@ fn pairing(paths: &Paths, command: PairingCommand) -> anyhow::Result<()> {
             None => Ok(store.channels()?),
         }
     };
+    // Over all channels, one whose file is broken is reported (naming the file) and skipped,
+    // so the others still show; the command then exits 1.
+    let mut broken = Vec::new();
     match command {
         PairingCommand::List { channel, json } => {
             let mut rows = Vec::new();
             for c in channels(channel)? {
-                for r in store.pending(&c, now)? {
-                    rows.push((c.clone(), r));
+                match store.pending(&c, now) {
+                    Ok(pending) => rows.extend(pending.into_iter().map(|r| (c.clone(), r))),
+                    Err(e) => broken.push(e),
                 }
             }
             if json {
@@ -239,7 +298,10 @@ fn pairing(paths: &Paths, command: PairingCommand) -> anyhow::Result<()> {
         PairingCommand::Approved { channel, json } => {
             let mut lists = Vec::new();
             for c in channels(channel)? {
-                lists.push((c.clone(), store.allow_list(&c)?));
+                match store.allow_list(&c) {
+                    Ok(list) => lists.push((c.clone(), list)),
+                    Err(e) => broken.push(e),
+                }
             }
             if json {
                 let list: Vec<_> = lists
@@ -278,6 +340,19 @@ fn pairing(paths: &Paths, command: PairingCommand) -> anyhow::Result<()> {
             }
         }
     }
+    report_broken(&broken)
+}
+
+/// Prints each unreadable channel's error; an error result when there was one.
+fn report_broken(broken: &[crate::pairing::StoreError]) -> anyhow::Result<()> {
+    for e in broken {
+        eprintln!("error: {e}");
+    }
+    anyhow::ensure!(
+        broken.is_empty(),
+        "{} pairing file(s) could not be read (named above)",
+        broken.len()
+    );
     Ok(())
 }
 
@@ -289,16 +364,22 @@ fn decide(store: &Store, channel: Option<String>, code: &str, approve: bool) -> 
         Some(c) => checked_channel(c)?,
         None => {
             let mut found = Vec::new();
+            let mut broken = Vec::new();
             for c in store.channels()? {
-                if store.pending(&c, now)?.iter().any(|r| r.code == wanted) {
-                    found.push(c);
+                match store.pending(&c, now) {
+                    Ok(pending) if pending.iter().any(|r| r.code == wanted) => found.push(c),
+                    Ok(_) => {}
+                    Err(e) => broken.push(e),
                 }
             }
             match found.len() {
-                0 => anyhow::bail!(
-                    "no pending request has code {wanted} (expired or unknown); see `clawfort \
-                     pairing list`"
-                ),
+                0 => {
+                    report_broken(&broken)?;
+                    anyhow::bail!(
+                        "no pending request has code {wanted} (expired or unknown); see \
+                         `clawfort pairing list`"
+                    )
+                }
                 1 => found.remove(0),
                 _ => anyhow::bail!(
                     "code {wanted} is pending on channels {}; pass --channel",

@@ -178,6 +178,7 @@ fn accept(
         None => sessions::direct_key(config.dm_scope, &msg.channel, account, &msg.peer),
     };
     let entry = TranscriptEntry {
+        session_key: key.as_str(),
         ts: u128::from(now) * 1000,
         channel: &msg.channel,
         account_id: account,
@@ -188,11 +189,11 @@ fn accept(
     transcripts
         .append(&key, &entry)
         .map_err(|source| MessageError::Transcript {
-            key: key.clone(),
+            key: key.to_string(),
             source,
         })?;
     Ok(Outcome {
-        session_key: Some(key),
+        session_key: Some(key.to_string()),
         ..Outcome::bare(Status::Accepted)
     })
 }

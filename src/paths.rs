@@ -28,19 +28,30 @@ impl Paths {
         let env_config = std::env::var_os(CONFIG_ENV)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
-        let config = match cli_config.map(Path::to_path_buf).or(env_config) {
-            Some(path) => path,
-            None => home_dir()?.join(".openclaw").join(CONFIG_FILE_NAME),
+        let config = cli_config.map(Path::to_path_buf).or(env_config);
+        let home = match config {
+            Some(_) => PathBuf::new(),
+            None => home_dir()?,
         };
-        let state_dir = match std::env::var_os(STATE_DIR_ENV).filter(|v| !v.is_empty()) {
-            Some(dir) => PathBuf::from(dir),
-            None => config
+        let state_dir = std::env::var_os(STATE_DIR_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        Ok(Self::from_parts(config, state_dir, &home))
+    }
+
+    /// The paths a process gets from `--config` / `OPENCLAW_CONFIG_PATH` (`config`),
+    /// `OPENCLAW_STATE_DIR` (`state_dir`) and its home directory: the one rule shared by the
+    /// CLI and by the audit when it works out the service's installation.
+    pub fn from_parts(config: Option<PathBuf>, state_dir: Option<PathBuf>, home: &Path) -> Self {
+        let config = config.unwrap_or_else(|| home.join(".openclaw").join(CONFIG_FILE_NAME));
+        let state_dir = state_dir.unwrap_or_else(|| {
+            config
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from(".")),
-        };
-        Ok(Self { config, state_dir })
+                .unwrap_or_else(|| PathBuf::from("."))
+        });
+        Self { config, state_dir }
     }
 
     /// Paths for an installation rooted at `state_dir` (used by tests and benchmarks).

@@ -1,6 +1,6 @@
 //! Session keys and transcripts.
 //!
-//! Keys are formed exactly as OpenClaw forms them, so transcripts and tooling line up:
+//! Keys have OpenClaw's shapes, so transcripts and tooling line up:
 //!
 //! | `session.dmScope`          | direct message key                              |
 //! |----------------------------|-------------------------------------------------|
@@ -9,17 +9,33 @@
 //! | `per-channel-peer`         | `agent:main:<channel>:direct:<peer>`            |
 //! | `per-account-channel-peer` | `agent:main:<channel>:<account>:direct:<peer>`  |
 //!
-//! and a group chat is always `agent:main:<channel>:group:<group>`. Channel and account
-//! names cannot contain `:` and the channel names `direct` and `group` are reserved, so two
-//! different senders never get the same key. Each key maps to its own file through an
-//! injective encoding, so one peer can never read or append to another's history.
+//! and a group chat is always `agent:main:<channel>:group:<group>`.
+//!
+//! **Injective.** Channel and account names are `[A-Za-z0-9_-]`, but sender and group ids are
+//! free text and may hold `:`. Raw, `{account:"group", peer:"alice"}` and
+//! `{group:"direct:alice"}` would both give `agent:main:c:group:direct:alice`. So ids are
+//! escaped: `%` becomes `%25` and `:` becomes `%3A` (nothing else changes, so an ordinary id
+//! such as `12345` keeps OpenClaw's exact key). No segment of a key then holds a `:`, the
+//! number of segments tells the scope apart (3, 4, 5 or 6; the 5-segment forms differ in
+//! `direct`/`group`), and each segment decodes uniquely: distinct inputs, distinct keys, in
+//! every scope at once.
+//!
+//! **File names.** A transcript is `<sha256(key) as hex>.jsonl`: 70 bytes whatever the id (a
+//! 256-byte id percent-encoded would pass the 255-byte `NAME_MAX`), injective for all
+//! practical purposes, and never a path. Every entry carries its `sessionKey`, so a file says
+//! whose it is. Transcripts written by earlier versions under the percent-encoded key
+//! (`agent%3Amain%3A...jsonl`) are still read, and moved to the new name by the first append
+//! (an atomic `rename` that never replaces). Only a key whose ids hold no `:` adopts its old
+//! file: an old name with `:` inside an id is exactly the ambiguous case above, and could
+//! belong to another sender.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::config::DmScope;
 use crate::pairing::ensure_private_dir;
@@ -30,27 +46,73 @@ pub const RESERVED_CHANNELS: [&str; 2] = ["direct", "group"];
 /// The account used when a message names none.
 pub const DEFAULT_ACCOUNT: &str = "default";
 
+/// A session key and how earlier versions spelled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionKey {
+    key: String,
+    /// The key as versions before the escaping built it, when this key may adopt that
+    /// transcript (its ids hold no `:`); `None` otherwise.
+    legacy: Option<String>,
+}
+
+impl SessionKey {
+    pub fn as_str(&self) -> &str {
+        &self.key
+    }
+
+    fn new(key: String, legacy: String, ids: &[&str]) -> Self {
+        let adoptable = ids.iter().all(|id| !id.contains(':'));
+        Self {
+            key,
+            legacy: adoptable.then_some(legacy),
+        }
+    }
+}
+
+impl std::fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key)
+    }
+}
+
+/// `%` -> `%25`, `:` -> `%3A`; every other character is kept.
+fn escape(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for c in id.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The session key of a direct message.
-pub fn direct_key(scope: DmScope, channel: &str, account: &str, peer: &str) -> String {
-    match scope {
+pub fn direct_key(scope: DmScope, channel: &str, account: &str, peer: &str) -> SessionKey {
+    let shape = |peer: &str| match scope {
         DmScope::Main => "agent:main:main".to_string(),
         DmScope::PerPeer => format!("agent:main:direct:{peer}"),
         DmScope::PerChannelPeer => format!("agent:main:{channel}:direct:{peer}"),
         DmScope::PerAccountChannelPeer => {
             format!("agent:main:{channel}:{account}:direct:{peer}")
         }
-    }
+    };
+    SessionKey::new(shape(&escape(peer)), shape(peer), &[peer])
 }
 
 /// The session key of a group chat (groups never share a session with anyone).
-pub fn group_key(channel: &str, group: &str) -> String {
-    format!("agent:main:{channel}:group:{group}")
+pub fn group_key(channel: &str, group: &str) -> SessionKey {
+    let shape = |group: &str| format!("agent:main:{channel}:group:{group}");
+    SessionKey::new(shape(&escape(group)), shape(group), &[group])
 }
 
 /// One line of a transcript.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TranscriptEntry<'a> {
+    /// The session this entry belongs to (the file name is only its hash).
+    pub session_key: &'a str,
     /// Unix milliseconds.
     pub ts: u128,
     pub channel: &'a str,
@@ -72,11 +134,19 @@ impl Transcripts {
         Self { dir: dir.into() }
     }
 
-    /// The transcript file of `key`: every byte outside `[A-Za-z0-9_-]` is percent-encoded,
-    /// so distinct keys always give distinct names and none can climb out of the directory.
-    pub fn path(&self, key: &str) -> PathBuf {
-        let mut name = String::with_capacity(key.len() + 6);
-        for b in key.bytes() {
+    /// The transcript file of `key`: the SHA-256 of the key, hex, `.jsonl`.
+    pub fn path(&self, key: &SessionKey) -> PathBuf {
+        let digest = Sha256::digest(key.as_str().as_bytes());
+        self.dir.join(format!("{}.jsonl", hex::encode(digest)))
+    }
+
+    /// Where versions before 0.2 kept the transcript of `key`, if `key` may adopt it: every
+    /// byte outside `[A-Za-z0-9_-]` of the old key percent-encoded. Such a name can exceed
+    /// `NAME_MAX`; then there never was a file.
+    fn legacy_path(&self, key: &SessionKey) -> Option<PathBuf> {
+        let legacy = key.legacy.as_deref()?;
+        let mut name = String::with_capacity(legacy.len() + 6);
+        for b in legacy.bytes() {
             if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
                 name.push(b as char);
             } else {
@@ -84,37 +154,86 @@ impl Transcripts {
             }
         }
         name.push_str(".jsonl");
-        self.dir.join(name)
+        (name.len() <= 255).then(|| self.dir.join(name))
     }
 
     /// Appends one entry as a single `write` on an `O_APPEND` file and syncs it, so an
-    /// accepted message is on disk before the sender hears "accepted".
-    pub fn append(&self, key: &str, entry: &TranscriptEntry) -> std::io::Result<()> {
-        ensure_private_dir(&self.dir)?;
+    /// accepted message is on disk before the sender hears "accepted". The first append to a
+    /// key whose transcript still has its old name moves it first (see the module doc).
+    pub fn append(&self, key: &SessionKey, entry: &TranscriptEntry) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(entry).expect("transcript entries always serialise");
         line.push(b'\n');
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(self.path(key))?;
+        let path = self.path(key);
+        let mut file = match open_append(&path, false) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                ensure_private_dir(&self.dir)?;
+                self.adopt_legacy(key, &path)?;
+                open_append(&path, true)?
+            }
+            Err(e) => return Err(e),
+        };
         file.write_all(&line)?;
         file.sync_data()
     }
 
-    /// The entries of `key`, one JSON value per line (used by tests and future tooling).
-    pub fn read(&self, key: &str) -> std::io::Result<Vec<serde_json::Value>> {
-        read_lines(&self.path(key))
+    /// Renames the old-named transcript of `key` to `path` without ever replacing a file,
+    /// then syncs the directory. Every appender runs this before it creates `path`, so a
+    /// concurrent appender either moved the old file already or finds none.
+    fn adopt_legacy(&self, key: &SessionKey, path: &Path) -> std::io::Result<()> {
+        let Some(legacy) = self.legacy_path(key) else {
+            return Ok(());
+        };
+        let dir = File::open(&self.dir)?;
+        let (Some(from), Some(to)) = (legacy.file_name(), path.file_name()) else {
+            return Ok(());
+        };
+        match rustix::fs::renameat_with(&dir, from, &dir, to, rustix::fs::RenameFlags::NOREPLACE) {
+            Ok(()) => {
+                tracing::info!(
+                    "moved the transcript of {key} from {} to {}",
+                    legacy.display(),
+                    path.display()
+                );
+                dir.sync_all()
+            }
+            // No old file, or another appender moved it meanwhile.
+            Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::EXIST) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The entries of `key`, one JSON value per line (used by tests and future tooling):
+    /// from its file, or from its old-named file while no message moved it yet.
+    pub fn read(&self, key: &SessionKey) -> std::io::Result<Vec<serde_json::Value>> {
+        match read_lines(&self.path(key))? {
+            Some(lines) => Ok(lines),
+            None => match self.legacy_path(key) {
+                Some(legacy) => Ok(read_lines(&legacy)?.unwrap_or_default()),
+                None => Ok(Vec::new()),
+            },
+        }
     }
 }
 
-fn read_lines(path: &Path) -> std::io::Result<Vec<serde_json::Value>> {
+/// Opens a transcript for appending, never through a symbolic link.
+fn open_append(path: &Path, create: bool) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(create)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+fn read_lines(path: &Path) -> std::io::Result<Option<Vec<serde_json::Value>>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Ok(text) => Ok(Some(
+            text.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect(),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -124,8 +243,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_match_openclaw() {
-        let k = |s| direct_key(s, "telegram", "bot2", "12345");
+    fn ordinary_keys_match_openclaw() {
+        let k = |s| direct_key(s, "telegram", "bot2", "12345").to_string();
         assert_eq!(k(DmScope::Main), "agent:main:main");
         assert_eq!(k(DmScope::PerPeer), "agent:main:direct:12345");
         assert_eq!(
@@ -136,15 +255,63 @@ mod tests {
             k(DmScope::PerAccountChannelPeer),
             "agent:main:telegram:bot2:direct:12345"
         );
-        assert_eq!(group_key("discord", "g1"), "agent:main:discord:group:g1");
+        assert_eq!(
+            group_key("discord", "g1").to_string(),
+            "agent:main:discord:group:g1"
+        );
     }
 
     #[test]
-    fn file_names_are_injective_and_contained() {
+    fn keys_are_injective_across_scopes_and_groups() {
+        use DmScope::*;
+        let ids = [
+            "alice",
+            "direct:alice",
+            "group",
+            "a%3Ab",
+            "a:b",
+            "%",
+            ":",
+            "x:direct:y",
+        ];
+        let accounts = ["default", "group", "direct", "a"];
+        let mut seen = std::collections::HashMap::new();
+        let mut add = |key: SessionKey, input: String| {
+            if let Some(other) = seen.insert(key.to_string(), input.clone()) {
+                panic!("{key} from both {other} and {input}");
+            }
+        };
+        for id in ids {
+            for channel in ["c", "d"] {
+                add(group_key(channel, id), format!("group {channel}/{id}"));
+                add(
+                    direct_key(PerChannelPeer, channel, "default", id),
+                    format!("pcp {channel}/{id}"),
+                );
+                for account in accounts {
+                    add(
+                        direct_key(PerAccountChannelPeer, channel, account, id),
+                        format!("pacp {channel}/{account}/{id}"),
+                    );
+                }
+            }
+            add(direct_key(PerPeer, "c", "default", id), format!("pp {id}"));
+        }
+        add(direct_key(Main, "c", "default", "x"), "main".into());
+    }
+
+    #[test]
+    fn file_names_are_short_and_contained() {
         let t = Transcripts::new("/s");
-        let a = t.path("agent:main:x:direct:../../etc/passwd");
-        assert_eq!(a.parent(), Some(Path::new("/s")));
-        assert_ne!(t.path("a:b"), t.path("a%3Ab"));
-        assert_ne!(t.path("a/b"), t.path("a%2Fb"));
+        let long = "x".repeat(256);
+        let emoji = "\u{1F600}".repeat(64);
+        for id in [long.as_str(), emoji.as_str(), "../../etc/passwd"] {
+            let path = t.path(&group_key("c", id));
+            assert_eq!(path.parent(), Some(Path::new("/s")));
+            assert_eq!(path.file_name().unwrap().len(), 70);
+        }
+        assert!(t
+            .legacy_path(&direct_key(DmScope::PerPeer, "c", "d", "a:b"))
+            .is_none());
     }
 }

@@ -1,15 +1,12 @@
 //! Checks of the installation itself: file permissions and the configuration.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
-
 use super::{Finding, Severity};
 use crate::config::{Config, DmPolicy, SandboxMode, MIN_TOKEN_LEN, TOKEN_ENV};
 use crate::paths::{expand_tilde, Paths};
 
 pub fn check(paths: &Paths, config: &Config) -> Vec<Finding> {
     let mut findings = Vec::new();
-    permissions(paths, config, &mut findings);
+    super::files::check(paths, config, &mut findings);
     gateway(config, &mut findings);
     policies(config, &mut findings);
     denied_paths(config, &mut findings);
@@ -17,107 +14,9 @@ pub fn check(paths: &Paths, config: &Config) -> Vec<Finding> {
     findings
 }
 
-/// The files that must be private, with the mode `--fix` gives them.
-fn private_files(paths: &Paths) -> Vec<(std::path::PathBuf, u32)> {
-    let mut files = vec![
-        (paths.state_dir.clone(), 0o700),
-        (paths.config.clone(), 0o600),
-        (paths.env_file(), 0o600),
-        (paths.credentials_dir(), 0o700),
-    ];
-    if let Ok(entries) = std::fs::read_dir(paths.credentials_dir()) {
-        for entry in entries.flatten() {
-            if entry.path().is_file() {
-                files.push((entry.path(), 0o600));
-            }
-        }
-    }
-    files
-}
-
-fn mode(path: &Path) -> Option<u32> {
-    std::fs::symlink_metadata(path)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o777)
-}
-
-/// `--fix`: tightens every private file that is group- or world-accessible.
-pub fn fix(paths: &Paths) -> Vec<String> {
-    let mut actions = Vec::new();
-    for (path, wanted) in private_files(paths) {
-        let Some(current) = mode(&path) else { continue };
-        if current & 0o077 == 0 {
-            continue;
-        }
-        let action = match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wanted))
-        {
-            Ok(()) => format!("chmod {wanted:o} {} (was {current:o})", path.display()),
-            Err(e) => format!(
-                "could not chmod {wanted:o} {} (is {current:o}): {e}",
-                path.display()
-            ),
-        };
-        actions.push(action);
-    }
-    actions
-}
-
-fn permissions(paths: &Paths, config: &Config, findings: &mut Vec<Finding>) {
-    let Ok(meta) = std::fs::metadata(&paths.state_dir) else {
-        findings.push(Finding::new(
-            "fs.state_dir.missing",
-            Severity::Info,
-            format!("no state directory at {}", paths.state_dir.display()),
-            "nothing to check on disk; the gateway runs with the secure defaults",
-            "pass --config PATH (or set OPENCLAW_CONFIG_PATH) to audit another installation",
-        ));
-        return;
-    };
-    if meta.uid() == 0 && config.from_file {
-        findings.push(Finding::new(
-            "process.root",
-            Severity::Warn,
-            "this installation belongs to root",
-            format!("{} is owned by root", paths.state_dir.display()),
-            "run the gateway as a dedicated unprivileged user (the appliance uses `openclaw`)",
-        ));
-    }
-    for (path, wanted) in private_files(paths) {
-        let Some(current) = mode(&path) else { continue };
-        if current & 0o077 == 0 {
-            continue;
-        }
-        let name = path.display();
-        let (id, severity, what) = if path == paths.state_dir {
-            (
-                "fs.state_dir.perms",
-                Severity::Critical,
-                "the state directory",
-            )
-        } else if path == paths.env_file() {
-            (
-                "fs.env.perms",
-                Severity::Critical,
-                "the .env file (secrets)",
-            )
-        } else if path == paths.config {
-            let severity = if config.literal_secrets.is_empty() {
-                Severity::Warn
-            } else {
-                Severity::Critical
-            };
-            ("fs.config.perms", severity, "the config file")
-        } else {
-            ("fs.credentials.perms", Severity::Warn, "pairing state")
-        };
-        findings.push(Finding::new(
-            id,
-            severity,
-            format!("{what} is accessible to other users"),
-            format!("{name} has mode {current:o}; want {wanted:o}"),
-            format!("chmod {wanted:o} {name} (or run with --fix)"),
-        ));
-    }
+/// `--fix`: tightens the private files (see `files`).
+pub fn fix(paths: &Paths) -> super::files::FixOutcome {
+    super::files::fix(paths)
 }
 
 fn gateway(config: &Config, findings: &mut Vec<Finding>) {

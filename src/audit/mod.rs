@@ -7,7 +7,9 @@
 //! not permitted as this user) says so as a finding instead of passing silently.
 
 mod command;
+mod files;
 mod host;
+pub mod installation;
 mod local;
 
 use serde::Serialize;
@@ -53,9 +55,15 @@ impl Finding {
 
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// Which installation was audited (the CLI fills it in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installation: Option<installation::Installation>,
     pub findings: Vec<Finding>,
     /// What `--fix` changed, one line per action.
     pub fixes: Vec<String>,
+    /// What `--fix` left alone, and why (a link, a path outside the state directory...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unfixed: Vec<String>,
     pub summary: Summary,
 }
 
@@ -74,7 +82,11 @@ impl Report {
 
 /// Runs the audit. `--fix` acts first, so the findings describe the state after it.
 pub fn run(paths: &Paths, config: &Config, deep: bool, fix: bool) -> Report {
-    let fixes = if fix { local::fix(paths) } else { Vec::new() };
+    let fixed = if fix {
+        local::fix(paths)
+    } else {
+        files::FixOutcome::default()
+    };
     let mut findings = local::check(paths, config);
     if deep {
         findings.extend(host::check(config));
@@ -89,8 +101,10 @@ pub fn run(paths: &Paths, config: &Config, deep: bool, fix: bool) -> Report {
         }
     }
     Report {
+        installation: None,
         findings,
-        fixes,
+        fixes: fixed.changed,
+        unfixed: fixed.unfixed,
         summary,
     }
 }
@@ -98,8 +112,32 @@ pub fn run(paths: &Paths, config: &Config, deep: bool, fix: bool) -> Report {
 /// The human-readable form of a report.
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
+    if let Some(i) = &report.installation {
+        let user = i
+            .user
+            .as_deref()
+            .map(|u| format!(" of user {u}"))
+            .unwrap_or_default();
+        let unit = i
+            .unit
+            .as_deref()
+            .map(|u| format!(" ({u})"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "installation: {}{user} (config {}), from {}{unit}\n",
+            i.state_dir.display(),
+            i.config.display(),
+            i.source
+        ));
+        if let Some(note) = &i.note {
+            out.push_str(&format!("              {note}\n"));
+        }
+    }
     for fix in &report.fixes {
         out.push_str(&format!("fixed: {fix}\n"));
+    }
+    for left in &report.unfixed {
+        out.push_str(&format!("not fixed: {left}\n"));
     }
     for f in &report.findings {
         let label = match f.severity {

@@ -28,7 +28,7 @@ pub use ratelimit::{FailureLimiter, Lockout};
 pub use routes::{BODY_TIMEOUT, MAX_BODY};
 
 use crate::config::{Config, DmPolicy, DmScope, SandboxMode};
-use crate::pairing::{unix_now, Store};
+use crate::pairing::{unix_now, ErrorMemo, Store};
 use crate::paths::Paths;
 use crate::sessions::Transcripts;
 use crate::token::{bearer, TokenVerifier};
@@ -46,6 +46,8 @@ pub struct Gateway {
     verifier: Option<TokenVerifier>,
     limiter: FailureLimiter,
     store: Store,
+    /// Unreadable store files already logged (once per change of the file).
+    store_errors: ErrorMemo,
     transcripts: Transcripts,
     started: Instant,
     local_addr: SocketAddr,
@@ -63,6 +65,7 @@ impl Gateway {
                 .map(|t| TokenVerifier::new(&t.value)),
             limiter: FailureLimiter::new(config.gateway.rate_limit),
             store: Store::new(paths.credentials_dir()),
+            store_errors: ErrorMemo::default(),
             transcripts: Transcripts::new(paths.sessions_dir()),
             started: Instant::now(),
             local_addr,
@@ -92,9 +95,12 @@ impl Gateway {
 
     fn refresh_counts(&self) {
         match self.store.counts(unix_now()) {
-            Ok((pending, approved)) => {
-                self.pending.store(pending, Ordering::Relaxed);
-                self.approved.store(approved, Ordering::Relaxed);
+            Ok(counts) => {
+                self.pending.store(counts.pending, Ordering::Relaxed);
+                self.approved.store(counts.approved, Ordering::Relaxed);
+                for e in self.store_errors.fresh(&counts.errors) {
+                    tracing::error!("pairing channel left out of the counts: {e}");
+                }
             }
             Err(e) => tracing::error!("cannot count pairing state: {e}"),
         }

@@ -105,11 +105,16 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Reply {
         }
         (Method::GET, ["api", "pairing"]) => {
             blocking(move || {
-                let channels = gw.store.channels()?;
-                let list = channels
+                // A channel whose files are broken shows its error; the others still list.
+                let list: Vec<serde_json::Value> = gw
+                    .store
+                    .channels()?
                     .iter()
-                    .map(|c| ChannelPairing::read(&gw.store, c))
-                    .collect::<Result<Vec<_>, _>>()?;
+                    .map(|c| match ChannelPairing::read(&gw.store, c) {
+                        Ok(pairing) => serde_json::json!(pairing),
+                        Err(e) => serde_json::json!({ "channel": c, "error": e.to_string() }),
+                    })
+                    .collect();
                 Ok::<_, StoreError>(serde_json::json!({ "channels": list }))
             })
             .await
@@ -328,8 +333,11 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A channel's store file cannot be read or written: 503 naming the file and what to do, so
+/// the owner can fix it; other channels are unaffected.
 fn store_failure(e: &StoreError) -> Reply {
-    internal(&e.to_string())
+    tracing::warn!("request failed: {e}");
+    reply::error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
 }
 
 fn internal(message: &str) -> Reply {

@@ -39,6 +39,18 @@ pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// The file a temporary file of `write_atomic` was going to replace: `.<target>.<pid>.<n>.tmp`
+/// gives `<target>`; any other name gives `None`.
+pub fn temp_target(name: &str) -> Option<&str> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = inner.rsplitn(3, '.');
+    let counter = parts.next()?;
+    let pid = parts.next()?;
+    let target = parts.next()?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(counter) && digits(pid) && !target.is_empty()).then_some(target)
+}
+
 /// Atomically replaces `path` with `contents` (mode 600), durable once this returns.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -64,4 +76,27 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::temp_target;
+
+    #[test]
+    fn temp_names_are_recognised_exactly() {
+        assert_eq!(
+            temp_target(".tg-pairing.json.123.4.tmp"),
+            Some("tg-pairing.json")
+        );
+        for other in [
+            "tg-pairing.json",
+            ".tg-pairing.json.tmp",
+            ".tg-pairing.json.x.4.tmp",
+            ".tg-pairing.json.1..tmp",
+            "..1.2.tmp",
+            "tg.lock",
+        ] {
+            assert_eq!(temp_target(other), None, "{other}");
+        }
+    }
 }

@@ -12,12 +12,16 @@
 //! drops, and never an approved sender without a record.
 
 mod atomic;
+pub mod format;
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub use atomic::ensure_private_dir;
+use format::Format;
 
 /// OpenClaw's pairing alphabet: no 0/O, 1/I to misread.
 pub const CODE_ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
@@ -53,7 +57,7 @@ impl std::fmt::Display for PeerKind {
 }
 
 /// A pending pairing request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PairingRequest {
     pub id: String,
@@ -72,24 +76,20 @@ impl PairingRequest {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize)]
 struct PairingFile {
     version: u32,
-    #[serde(default)]
     requests: Vec<PairingRequest>,
 }
 
 /// The approved senders of one channel.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AllowList {
-    #[serde(default)]
     pub version: u32,
     /// Approved direct senders.
-    #[serde(default)]
     pub allow_from: Vec<String>,
     /// Approved group chats.
-    #[serde(default)]
     pub groups: Vec<String>,
 }
 
@@ -124,6 +124,51 @@ pub enum RequestOutcome {
     Full,
     /// The sender was approved meanwhile (for example by the CLI).
     Approved,
+}
+
+/// Pending and approved counts over every readable channel.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub pending: usize,
+    pub approved: usize,
+    /// Channels left out because a file could not be read.
+    pub errors: Vec<StoreError>,
+}
+
+/// Remembers which unreadable files were reported, so a broken file is logged once per
+/// change of the file (its identity, size and modification time) rather than on every
+/// status refresh.
+#[derive(Debug, Default)]
+pub struct ErrorMemo {
+    seen: std::sync::Mutex<std::collections::HashMap<PathBuf, FileStamp>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    meta: Option<(u64, u64, u64, i64, i64)>,
+    message: String,
+}
+
+impl ErrorMemo {
+    /// The errors of `errors` not reported before in this form; forgets files that are
+    /// readable again, so a new breakage is reported again.
+    pub fn fresh<'a>(&self, errors: &'a [StoreError]) -> Vec<&'a StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|path, _| errors.iter().any(|e| &e.file == path));
+        errors
+            .iter()
+            .filter(|e| {
+                let stamp = FileStamp {
+                    meta: std::fs::symlink_metadata(&e.file)
+                        .ok()
+                        .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec())),
+                    message: e.message.clone(),
+                };
+                seen.insert(e.file.clone(), stamp.clone()) != Some(stamp)
+            })
+            .collect()
+    }
 }
 
 /// A store file could not be read, parsed or written; names the file.
@@ -168,14 +213,56 @@ impl Store {
 
     /// The approved senders of `channel` (an absent file means nobody).
     pub fn allow_list(&self, channel: &str) -> Result<AllowList> {
-        read_json(&self.allow_path(channel))
+        Ok(self.read_allow(channel)?.0)
+    }
+
+    fn read_allow(&self, channel: &str) -> Result<(AllowList, Format)> {
+        let path = self.allow_path(channel);
+        match read_file(&path)? {
+            Some(bytes) => format::parse_allow_list(&bytes).map_err(|e| unparsable(&path, e)),
+            None => Ok((AllowList::default(), Format::Current)),
+        }
+    }
+
+    fn read_requests(&self, channel: &str) -> Result<(Vec<PairingRequest>, Format)> {
+        let path = self.pairing_path(channel);
+        match read_file(&path)? {
+            Some(bytes) => format::parse_requests(&bytes).map_err(|e| unparsable(&path, e)),
+            None => Ok((Vec::new(), Format::Current)),
+        }
+    }
+
+    /// The allow-list, under the channel's lock: a file in an older format is rewritten in
+    /// the current one now, so it is converted exactly once and never behind a writer's back.
+    fn locked_allow(&self, channel: &str) -> Result<AllowList> {
+        let (allow, format) = self.read_allow(channel)?;
+        if format == Format::Legacy {
+            self.write_allow(channel, &allow)?;
+            tracing::info!(
+                "rewrote {} in the current format",
+                self.allow_path(channel).display()
+            );
+        }
+        Ok(allow)
     }
 
     /// Pending, unexpired requests of `channel` whose sender is not approved yet.
     pub fn pending(&self, channel: &str, now: u64) -> Result<Vec<PairingRequest>> {
         let allow = self.allow_list(channel)?;
-        let file: PairingFile = read_json(&self.pairing_path(channel))?;
-        Ok(live_requests(file.requests, &allow, now))
+        let (requests, _) = self.read_requests(channel)?;
+        Ok(live_requests(requests, &allow, now))
+    }
+
+    /// Checks that both files of `channel` can be read (for the audit).
+    pub fn check_channel(&self, channel: &str) -> Vec<StoreError> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.read_allow(channel) {
+            errors.push(e);
+        }
+        if let Err(e) = self.read_requests(channel) {
+            errors.push(e);
+        }
+        errors
     }
 
     /// Asks for pairing of an unapproved sender (see `RequestOutcome`).
@@ -188,13 +275,13 @@ impl Store {
         now: u64,
     ) -> Result<RequestOutcome> {
         let _lock = self.lock(channel)?;
-        let allow = self.allow_list(channel)?;
+        let allow = self.locked_allow(channel)?;
         if allow.contains(kind, id) {
             return Ok(RequestOutcome::Approved);
         }
         let path = self.pairing_path(channel);
-        let file: PairingFile = read_json(&path)?;
-        let mut requests = live_requests(file.requests, &allow, now);
+        let (requests, _) = self.read_requests(channel)?;
+        let mut requests = live_requests(requests, &allow, now);
         let outcome =
             if let Some(existing) = requests.iter_mut().find(|r| r.kind == kind && r.id == id) {
                 existing.last_seen_at = now;
@@ -242,10 +329,13 @@ impl Store {
     ) -> Result<Option<PairingRequest>> {
         let code = code.trim().to_ascii_uppercase();
         let _lock = self.lock(channel)?;
-        let mut allow = self.allow_list(channel)?;
-        let file: PairingFile = read_json(&self.pairing_path(channel))?;
-        let mut requests = live_requests(file.requests, &allow, now);
+        let mut allow = self.locked_allow(channel)?;
+        let (requests, format) = self.read_requests(channel)?;
+        let mut requests = live_requests(requests, &allow, now);
         let Some(index) = requests.iter().position(|r| r.code == code) else {
+            if format == Format::Legacy {
+                self.write_requests(channel, requests)?;
+            }
             return Ok(None);
         };
         let request = requests.remove(index);
@@ -261,7 +351,7 @@ impl Store {
     /// already there.
     pub fn allow(&self, channel: &str, kind: PeerKind, id: &str) -> Result<bool> {
         let _lock = self.lock(channel)?;
-        let mut allow = self.allow_list(channel)?;
+        let mut allow = self.locked_allow(channel)?;
         if allow.contains(kind, id) {
             return Ok(false);
         }
@@ -273,7 +363,7 @@ impl Store {
     /// Removes an approved sender; false if it was not approved.
     pub fn revoke(&self, channel: &str, kind: PeerKind, id: &str) -> Result<bool> {
         let _lock = self.lock(channel)?;
-        let mut allow = self.allow_list(channel)?;
+        let mut allow = self.locked_allow(channel)?;
         let list = allow.list_mut(kind);
         let before = list.len();
         list.retain(|x| x != id);
@@ -282,6 +372,36 @@ impl Store {
         }
         self.write_allow(channel, &allow)?;
         Ok(true)
+    }
+
+    /// Removes the temporary files that a crash between writing and renaming left behind:
+    /// only names of our own pattern (`.<file>.<pid>.<n>.tmp` for a store file of a valid
+    /// channel), only regular files (never through a link), each under its channel's lock
+    /// so a writer in another process is never cut off mid-replace. Returns what it removed.
+    pub fn remove_orphaned_temp_files(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return removed;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(channel) = name
+                .to_str()
+                .and_then(atomic::temp_target)
+                .and_then(channel_of)
+            else {
+                continue;
+            };
+            let Ok(_lock) = self.lock(channel) else {
+                continue;
+            };
+            let path = entry.path();
+            let regular = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+            if regular && std::fs::remove_file(&path).is_ok() {
+                removed.push(path);
+            }
+        }
+        removed
     }
 
     /// Channels that have any pairing state, sorted.
@@ -293,28 +413,32 @@ impl Store {
         };
         let mut channels: Vec<String> = entries
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter_map(|name| {
-                let channel = name
-                    .strip_suffix("-pairing.json")
-                    .or_else(|| name.strip_suffix("-allowFrom.json"))?;
-                is_valid_channel_name(channel).then(|| channel.to_string())
-            })
+            .filter_map(|name| channel_of(&name).map(str::to_string))
             .collect();
         channels.sort();
         channels.dedup();
         Ok(channels)
     }
 
-    /// (pending, approved) over all channels, for `/api/status`.
-    pub fn counts(&self, now: u64) -> Result<(usize, usize)> {
-        let mut pending = 0;
-        let mut approved = 0;
+    /// Pending and approved over all channels, for `/api/status`. A channel whose files
+    /// cannot be read is left out of the sums and listed in `errors`: one broken file must
+    /// not blank the status of every other channel.
+    pub fn counts(&self, now: u64) -> Result<Counts> {
+        let mut counts = Counts::default();
         for channel in self.channels()? {
-            pending += self.pending(&channel, now)?.len();
-            let allow = self.allow_list(&channel)?;
-            approved += allow.allow_from.len() + allow.groups.len();
+            let read = self.allow_list(&channel).and_then(|allow| {
+                let (requests, _) = self.read_requests(&channel)?;
+                Ok((live_requests(requests, &allow, now).len(), allow))
+            });
+            match read {
+                Ok((pending, allow)) => {
+                    counts.pending += pending;
+                    counts.approved += allow.allow_from.len() + allow.groups.len();
+                }
+                Err(e) => counts.errors.push(e),
+            }
         }
-        Ok((pending, approved))
+        Ok(counts)
     }
 
     fn write_requests(&self, channel: &str, requests: Vec<PairingRequest>) -> Result<()> {
@@ -334,6 +458,14 @@ impl Store {
         };
         write_json(&self.allow_path(channel), &allow)
     }
+}
+
+/// The channel a store file name belongs to.
+fn channel_of(name: &str) -> Option<&str> {
+    let channel = name
+        .strip_suffix("-pairing.json")
+        .or_else(|| name.strip_suffix("-allowFrom.json"))?;
+    is_valid_channel_name(channel).then_some(channel)
 }
 
 /// Drops expired requests and those whose sender is approved already.
@@ -366,19 +498,35 @@ fn err(path: &Path, message: impl Into<String>) -> StoreError {
     }
 }
 
-/// Reads a store file; absent is empty. A file that does not parse is an error, never
-/// treated as empty, because rewriting it would drop every approval it holds.
-fn read_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            err(
+/// Reads a store file, never through a symbolic link (the pairing state must be the
+/// installation's own file); `None` when it does not exist.
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>> {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(err(
                 path,
-                format!("is not valid JSON ({e}); fix it or move it aside"),
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
-        Err(e) => Err(err(path, format!("cannot read: {e}"))),
-    }
+                "is a symbolic link; the pairing store reads only its own files \
+                 (replace the link with the file itself)",
+            ))
+        }
+        Err(e) => return Err(err(path, format!("cannot read: {e}"))),
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| err(path, format!("cannot read: {e}")))?;
+    Ok(Some(bytes))
+}
+
+/// A file that does not parse is an error, never treated as empty, because rewriting it
+/// would drop every approval it holds.
+fn unparsable(path: &Path, problem: String) -> StoreError {
+    err(path, format!("{problem}; fix it or move it aside"))
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {

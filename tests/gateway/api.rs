@@ -155,13 +155,19 @@ fn sessions_are_per_peer_and_isolated() {
     let peers = ["alice", "bob", "../bob", "bob:direct:alice", "b%6Fb"];
     for peer in peers {
         let r = gw.message(msg("wa", peer, &format!("secret of {peer}")));
-        assert_eq!(r["sessionKey"], format!("agent:main:wa:direct:{peer}"));
+        // `%` and `:` inside an id are escaped, so the key stays unambiguous.
+        let escaped = peer.replace('%', "%25").replace(':', "%3A");
+        assert_eq!(r["sessionKey"], format!("agent:main:wa:direct:{escaped}"));
     }
     let transcripts = clawfort::sessions::Transcripts::new(gw.path().join("agents/main/sessions"));
     for peer in peers {
-        let lines = transcripts
-            .read(&format!("agent:main:wa:direct:{peer}"))
-            .unwrap();
+        let key = clawfort::sessions::direct_key(
+            clawfort::config::DmScope::PerChannelPeer,
+            "wa",
+            "default",
+            peer,
+        );
+        let lines = transcripts.read(&key).unwrap();
         assert_eq!(lines.len(), 1, "{peer}");
         assert_eq!(lines[0]["text"], format!("secret of {peer}"));
         assert_eq!(lines[0]["peer"], peer);
