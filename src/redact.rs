@@ -55,7 +55,14 @@ impl Redactor {
     /// `text` with every secret replaced; borrowed when there was nothing to replace.
     pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
         let text: Cow<'t, str> = match &self.exact {
-            Some(ac) if ac.is_match(text) => Cow::Owned(ac.replace_all(text, &[REDACTED][..])),
+            Some(ac) if ac.is_match(text) => {
+                let mut out = String::with_capacity(text.len());
+                ac.replace_all_with(text, &mut out, |_, _, out| {
+                    out.push_str(REDACTED);
+                    true
+                });
+                Cow::Owned(out)
+            }
             _ => Cow::Borrowed(text),
         };
         if !self.shapes.is_match(&text) {

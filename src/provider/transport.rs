@@ -63,22 +63,22 @@ impl Transport {
             detail,
         };
         let base = spec.base_url.trim_end_matches('/');
+        let https = if base.starts_with("https://") {
+            true
+        } else if base.starts_with("http://") {
+            false
+        } else {
+            return Err(config_error(format!(
+                "baseUrl `{}` must start with https:// (or http:// for a local server)",
+                spec.base_url
+            )));
+        };
         let url: Uri = format!("{base}{path}").parse().map_err(|e| {
             config_error(format!(
                 "baseUrl `{}` is not a valid URL: {e}",
                 spec.base_url
             ))
         })?;
-        let https = match url.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => {
-                return Err(config_error(format!(
-                    "baseUrl `{}` must start with https:// (or http:// for a local server)",
-                    spec.base_url
-                )))
-            }
-        };
         if url.host().is_none_or(str::is_empty) {
             return Err(config_error(format!(
                 "baseUrl `{}` has no host",
