@@ -323,6 +323,35 @@ async fn cancellation_stops_a_hanging_call_at_once() {
 }
 
 #[tokio::test]
+async fn dropping_the_call_closes_its_connection() {
+    let fake = Fake::start(|_, _| Reply::Hang).await;
+    let p = std::sync::Arc::new(provider(
+        "anthropic",
+        Api::AnthropicMessages,
+        &fake.url(""),
+        3,
+    ));
+    let call = tokio::spawn({
+        let p = std::sync::Arc::clone(&p);
+        async move { p.chat(MODEL, &hello(), &CancellationToken::new()).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.seen().is_empty() {
+        assert!(Instant::now() < deadline, "the request never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fake.open_connections(), 1);
+    call.abort();
+    while fake.open_connections() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped call left its connection open"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
 async fn refused_connection_names_the_url_and_is_retried() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -65,6 +66,8 @@ type Script = dyn Fn(usize, &Seen) -> Reply + Send + Sync;
 pub struct Fake {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections being served right now.
+    open: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -82,12 +85,16 @@ impl Fake {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let script: Arc<Script> = Arc::new(script);
         let log = Arc::clone(&seen);
+        let open = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&open);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let (log, script) = (Arc::clone(&log), Arc::clone(&script));
+                let counter = Arc::clone(&counter);
+                counter.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         handle(req, Arc::clone(&log), Arc::clone(&script))
@@ -95,14 +102,24 @@ impl Fake {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
+                    counter.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        Fake { addr, seen, task }
+        Fake {
+            addr,
+            seen,
+            open,
+            task,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     pub fn seen(&self) -> Vec<Seen> {
