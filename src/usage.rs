@@ -267,6 +267,53 @@ pub struct BudgetExceeded {
     pub limit_usd: f64,
 }
 
+/// The totals at `now` from the ledger at `path`, read-only (for `clawfort` commands while
+/// the gateway runs): nothing is created or cut; a missing file means nothing was spent yet,
+/// and a partial final line (an append in progress) is not counted.
+pub fn read_totals(path: &Path, now: Timestamp) -> Result<Totals, LedgerError> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(LedgerError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    parse(path, &text[..complete_len(&text)], now)
+}
+
+/// The length of the ledger up to and including its last newline.
+fn complete_len(text: &[u8]) -> usize {
+    text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+}
+
+/// The totals of the periods around `now` from complete ledger lines.
+fn parse(path: &Path, text: &[u8], now: Timestamp) -> Result<Totals, LedgerError> {
+    let mut totals = Totals::default();
+    totals.roll_to(now);
+    for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
+        if raw.is_empty() {
+            continue;
+        }
+        let corrupt = |detail: String| LedgerError::Corrupt {
+            path: path.to_owned(),
+            line: index + 1,
+            detail,
+        };
+        let line: Line = serde_json::from_slice(raw).map_err(|e| corrupt(e.to_string()))?;
+        let ts = match &line {
+            Line::Call { ts, .. } | Line::Warn { ts, .. } => ts,
+        };
+        let at: Timestamp = ts
+            .parse()
+            .map_err(|e| corrupt(format!("bad time `{ts}`: {e}")))?;
+        totals.apply(&line, at);
+    }
+    Ok(totals)
+}
+
 /// The open ledger; cheap to share behind an `Arc`. Appends are serialized by its lock.
 #[derive(Debug)]
 pub struct Ledger {
@@ -309,12 +356,7 @@ impl Ledger {
             .map_err(io)?;
         let mut text = Vec::new();
         file.read_to_end(&mut text).map_err(io)?;
-        let mut totals = Totals::default();
-        totals.roll_to(now);
-        let complete = match text.iter().rposition(|&b| b == b'\n') {
-            Some(i) => i + 1,
-            None => 0,
-        };
+        let complete = complete_len(&text);
         if complete < text.len() {
             tracing::warn!(
                 path = %path.display(),
@@ -324,24 +366,7 @@ impl Ledger {
             file.sync_data().map_err(io)?;
             file.seek(SeekFrom::End(0)).map_err(io)?;
         }
-        for (index, raw) in text[..complete].split(|&b| b == b'\n').enumerate() {
-            if raw.is_empty() {
-                continue;
-            }
-            let corrupt = |detail: String| LedgerError::Corrupt {
-                path: path.to_owned(),
-                line: index + 1,
-                detail,
-            };
-            let line: Line = serde_json::from_slice(raw).map_err(|e| corrupt(e.to_string()))?;
-            let ts = match &line {
-                Line::Call { ts, .. } | Line::Warn { ts, .. } => ts,
-            };
-            let at: Timestamp = ts
-                .parse()
-                .map_err(|e| corrupt(format!("bad time `{ts}`: {e}")))?;
-            totals.apply(&line, at);
-        }
+        let totals = parse(path, &text[..complete], now)?;
         Ok(Self {
             path: path.to_owned(),
             budget,
@@ -379,6 +404,9 @@ impl Ledger {
     }
 
     /// Appends one call, priced with `cost`, and returns any budget warning it caused.
+    ///
+    /// Blocking: one small write and an `fsync` (milliseconds on an SD card); async callers
+    /// can afford it once per model call, or use `spawn_blocking`.
     pub fn record(
         &self,
         session: &str,

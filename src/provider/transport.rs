@@ -90,21 +90,27 @@ impl Transport {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(spec.timeout));
+        // The provider is named, not picked from rustls' crate features: should another
+        // dependency ever enable aws-lc-rs too, the implicit choice would panic at run time.
+        let crypto = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let builder = if https {
-            builder.with_native_roots().map_err(|e| {
-                config_error(format!(
-                    "no usable CA certificates in the system store for an https:// baseUrl \
-                     ({e}); install the ca-certificates package"
-                ))
-            })?
+            builder
+                .with_provider_and_native_roots(crypto)
+                .map_err(|e| {
+                    config_error(format!(
+                        "no usable CA certificates in the system store for an https:// baseUrl \
+                         ({e}); install the ca-certificates package"
+                    ))
+                })?
         } else {
             // Plain http:// (a local Ollama or llama.cpp): TLS is never used, so no roots.
-            builder.with_tls_config(
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
-            )
+            let config = rustls::ClientConfig::builder_with_provider(crypto)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| config_error(format!("TLS setup failed: {e}")))?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            builder.with_tls_config(config)
         };
         let connector = builder.https_or_http().enable_http1().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())

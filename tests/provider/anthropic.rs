@@ -375,6 +375,25 @@ async fn refused_connection_names_the_url_and_is_retried() {
     );
 }
 
+#[tokio::test]
+async fn https_to_a_plain_http_server_fails_the_handshake_cleanly() {
+    // Uses the system CA store and rustls with ring; the fake speaks no TLS.
+    let fake = Fake::start(|_, _| ok(answer("never"))).await;
+    let p = provider(
+        "anthropic",
+        Api::AnthropicMessages,
+        &format!("https://{}", fake.addr),
+        1,
+    );
+    let err = p
+        .chat(MODEL, &hello(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Connect { .. }), "{err:?}");
+    assert!(fake.seen().is_empty());
+    assert_no_key("TLS error", &format!("{err} {err:?}"));
+}
+
 #[test]
 fn bad_base_urls_are_config_errors() {
     for (url, want) in [

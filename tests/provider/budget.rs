@@ -85,6 +85,17 @@ fn calls_are_priced_recorded_and_totalled() {
     assert_eq!(mode(&path), 0o600);
     assert_eq!(mode(path.parent().unwrap()), 0o700);
 
+    // The read-only view (the CLI) sees the same.
+    assert_eq!(clawfort::usage::read_totals(&path, now).unwrap(), totals);
+    assert_eq!(
+        clawfort::usage::read_totals(&dir.path().join("none.jsonl"), now)
+            .unwrap()
+            .day
+            .total
+            .calls,
+        0
+    );
+
     // A reopen (a restart) rebuilds the same totals from the file.
     drop(ledger);
     let again = Ledger::open_at(&path, Budget::default(), now).unwrap();
