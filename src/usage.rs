@@ -124,8 +124,9 @@ pub struct PeriodTotals {
 }
 
 impl PeriodTotals {
+    /// Moves to a later period; never back (see [`Ledger::record_at`] on clocks).
     fn roll_to(&mut self, key: &str) {
-        if self.key != key {
+        if key > self.key.as_str() {
             *self = PeriodTotals {
                 key: key.to_owned(),
                 ..Default::default()
@@ -281,7 +282,7 @@ pub fn read_totals(path: &Path, now: Timestamp) -> Result<Totals, LedgerError> {
             })
         }
     };
-    parse(path, &text[..complete_len(&text)], now)
+    Ok(parse(path, &text[..complete_len(&text)], now)?.0)
 }
 
 /// The length of the ledger up to and including its last newline.
@@ -289,10 +290,12 @@ fn complete_len(text: &[u8]) -> usize {
     text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
 }
 
-/// The totals of the periods around `now` from complete ledger lines.
-fn parse(path: &Path, text: &[u8], now: Timestamp) -> Result<Totals, LedgerError> {
+/// The totals of the current periods from complete ledger lines, and the latest time in them.
+/// The current periods are those of `now`, or of a later line if the clock went back.
+fn parse(path: &Path, text: &[u8], now: Timestamp) -> Result<(Totals, Timestamp), LedgerError> {
     let mut totals = Totals::default();
     totals.roll_to(now);
+    let mut latest = Timestamp::UNIX_EPOCH;
     for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
         if raw.is_empty() {
             continue;
@@ -309,9 +312,11 @@ fn parse(path: &Path, text: &[u8], now: Timestamp) -> Result<Totals, LedgerError
         let at: Timestamp = ts
             .parse()
             .map_err(|e| corrupt(format!("bad time `{ts}`: {e}")))?;
+        latest = latest.max(at);
+        totals.roll_to(at);
         totals.apply(&line, at);
     }
-    Ok(totals)
+    Ok((totals, latest))
 }
 
 /// The open ledger; cheap to share behind an `Arc`. Appends are serialized by its lock.
@@ -326,6 +331,8 @@ pub struct Ledger {
 struct Inner {
     file: File,
     totals: Totals,
+    /// The latest time recorded; a clock that went back is treated as standing still.
+    latest: Timestamp,
 }
 
 impl Ledger {
@@ -366,11 +373,15 @@ impl Ledger {
             file.sync_data().map_err(io)?;
             file.seek(SeekFrom::End(0)).map_err(io)?;
         }
-        let totals = parse(path, &text[..complete], now)?;
+        let (totals, latest) = parse(path, &text[..complete], now)?;
         Ok(Self {
             path: path.to_owned(),
             budget,
-            inner: Mutex::new(Inner { file, totals }),
+            inner: Mutex::new(Inner {
+                file,
+                totals,
+                latest: latest.max(now),
+            }),
         })
     }
 
@@ -417,6 +428,9 @@ impl Ledger {
         self.record_at(Timestamp::now(), session, model, cost, usage)
     }
 
+    /// [`Ledger::record`] at `now`. Should the clock go back (a wrong RTC corrected by NTP),
+    /// the call is booked at the latest time already recorded: periods only move forward, so
+    /// a backward clock can never reopen a spent budget.
     pub fn record_at(
         &self,
         now: Timestamp,
@@ -425,6 +439,9 @@ impl Ledger {
         cost: Option<&Cost>,
         usage: &Usage,
     ) -> Result<Recorded, LedgerError> {
+        let mut inner = self.lock();
+        let now = now.max(inner.latest);
+        inner.latest = now;
         let usd = cost.map(|c| c.price(usage));
         let line = Line::Call {
             ts: now.to_string(),
@@ -436,7 +453,6 @@ impl Ledger {
             cache_write: usage.cache_write_tokens,
             usd,
         };
-        let mut inner = self.lock();
         self.append(&mut inner, &line)?;
         inner.totals.roll_to(now);
         inner.totals.apply(&line, now);

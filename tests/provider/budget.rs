@@ -319,3 +319,34 @@ fn calls_of_earlier_periods_do_not_count() {
     assert_eq!(ledger.totals_at(now).month.total.calls, 0);
     assert!(ledger.check_at(now).is_ok());
 }
+
+#[test]
+fn a_clock_going_back_does_not_reopen_a_spent_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.jsonl");
+    let budget = Budget {
+        daily_usd: Some(5.0),
+        monthly_usd: None,
+    };
+    let now = at("2026-11-28T10:00:00Z");
+    let ledger = Ledger::open_at(&path, budget, now).unwrap();
+    ledger
+        .record_at(now, "s", &sonnet(), Some(&COST), &million_input())
+        .unwrap();
+    ledger
+        .record_at(now, "s", &sonnet(), Some(&COST), &million_input())
+        .unwrap();
+    let earlier = at("2026-11-27T10:00:00Z");
+    assert!(ledger.check_at(earlier).is_err(), "in memory");
+    ledger
+        .record_at(earlier, "s", &sonnet(), Some(&COST), &million_input())
+        .unwrap();
+    assert!(ledger.check_at(now).is_err());
+    assert_eq!(ledger.totals_at(now).day.total.calls, 3);
+    drop(ledger);
+    let ledger = Ledger::open_at(&path, budget, earlier).unwrap();
+    assert!(
+        ledger.check_at(earlier).is_err(),
+        "after a restart with the clock behind"
+    );
+}
