@@ -64,6 +64,12 @@ where
             let mut wait = next?;
             if let Some(asked) = err.retry_after() {
                 if asked > policy.max_retry_after {
+                    tracing::warn!(
+                        provider,
+                        "provider asks to wait {}s, longer than the {}s limit; giving up on this model",
+                        asked.as_secs(),
+                        policy.max_retry_after.as_secs()
+                    );
                     return None;
                 }
                 wait = wait.max(asked);
