@@ -5,6 +5,7 @@
 //! for the module map.
 
 pub mod audit;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod http;
@@ -14,4 +15,5 @@ pub mod pairing;
 pub mod paths;
 pub mod sessions;
 pub mod status;
+pub mod telegram;
 pub mod token;
