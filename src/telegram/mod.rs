@@ -235,7 +235,8 @@ pub async fn run<A: Agent>(
                 let delay = match result {
                     Ok(updates) => {
                         backoff.reset();
-                        ctx.take_batch(updates, &mut journal, running.as_ref()).await?;
+                        ctx.take_batch(updates, &mut journal, running.as_ref().map(|r| &r.cancel))
+                            .await?;
                         Duration::ZERO
                     }
                     Err(e @ (ApiError::Unauthorized { .. } | ApiError::Conflict { .. })) => {
@@ -339,7 +340,7 @@ impl<A: Agent> Ctx<A> {
         &self,
         updates: Vec<api::Update>,
         journal: &mut Journal,
-        running: Option<&Running>,
+        running: Option<&CancellationToken>,
     ) -> Result<(), TelegramError> {
         let Some(last) = updates.iter().map(|u| u.update_id).max() else {
             return Ok(());
@@ -359,8 +360,8 @@ impl<A: Agent> Ctx<A> {
                     group,
                 } => {
                     if command == OwnerCommand::Stop {
-                        if let Some(job) = running {
-                            job.cancel.cancel();
+                        if let Some(cancel) = running {
+                            cancel.cancel();
                         }
                     }
                     self.run_command(command, chat_id, peer, group).await;
@@ -470,9 +471,11 @@ impl<A: Agent> Ctx<A> {
                     text: msg.text,
                     from_owner: self.settings.owner_ids.contains(&job.peer),
                 };
+                // `biased`: once cancelled, the turn's own (error) result is never sent.
                 let result = tokio::select! {
-                    result = self.agent.handle_turn(turn, cancel.clone()) => Some(result),
+                    biased;
                     () = cancel.cancelled() => None,
+                    result = self.agent.handle_turn(turn, cancel.clone()) => Some(result),
                     () = self.keep_typing(job.chat_id) => None,
                 };
                 match result {
