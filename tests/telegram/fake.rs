@@ -26,6 +26,8 @@ pub struct Call {
     pub method: String,
     pub body: Value,
     pub at: Instant,
+    /// The HTTP status the fake answered.
+    pub status: u16,
 }
 
 #[derive(Default)]
@@ -127,11 +129,11 @@ impl Fake {
             .collect()
     }
 
-    /// The texts sent to `chat_id`, in order.
+    /// The texts delivered to `chat_id`, in order.
     pub fn sent_to(&self, chat_id: i64) -> Vec<String> {
         self.calls("sendMessage")
             .into_iter()
-            .filter(|c| c.body["chat_id"] == chat_id)
+            .filter(|c| c.body["chat_id"] == chat_id && c.status == 200)
             .map(|c| c.body["text"].as_str().unwrap_or_default().to_string())
             .collect()
     }
@@ -164,22 +166,23 @@ impl Fake {
         let method = method.to_string();
         let failure = {
             let mut state = self.state.lock().unwrap();
+            let failure = if token != self.token {
+                let body = json!({"ok": false, "error_code": 401, "description": "Unauthorized"});
+                Some((401, body))
+            } else {
+                state
+                    .failures
+                    .get_mut(&method)
+                    .and_then(VecDeque::pop_front)
+            };
             state.calls.push(Call {
                 method: method.clone(),
                 body: body.clone(),
                 at: Instant::now(),
+                status: failure.as_ref().map_or(200, |(status, _)| *status),
             });
-            state
-                .failures
-                .get_mut(&method)
-                .and_then(VecDeque::pop_front)
+            failure
         };
-        if token != self.token {
-            return reply(
-                401,
-                json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
-            );
-        }
         if let Some((status, body)) = failure {
             return reply(status, body);
         }
