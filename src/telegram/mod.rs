@@ -14,6 +14,11 @@
 //!    a typing indicator and sends the reply split at 4096 UTF-16 units; `denied` and
 //!    `ignored` get no reply, so a stranger learns nothing about the bot.
 //!
+//! Other updates: a message without text in a private chat gets [`NOT_TEXT_REPLY`]; in a
+//! group, and every other update kind (edits, channel posts, callbacks), nothing. Text
+//! beyond [`DEFAULT_MAX_INBOUND_BYTES`] is cut and the (accepted) sender told. Replies are
+//! plain text (no `parse_mode`): model output is never parsed as Markdown or HTML.
+//!
 //! One job runs at a time, in arrival order. Polling continues while it runs, so `/stop`
 //! arrives promptly.
 
@@ -31,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::channel::{Agent, CancellationToken, CommandContext, OwnerCommand, Turn};
-use crate::config::Config;
+use crate::config::{Config, DmPolicy};
 use crate::messages::{self, InboundMessage, Status};
 use crate::pairing::{unix_now, PeerKind, Store};
 use crate::sessions::{self, Transcripts, DEFAULT_ACCOUNT};
@@ -405,7 +410,14 @@ impl<A: Agent> Ctx<A> {
 
     async fn run_job(self: Arc<Self>, job: Job, cancel: CancellationToken) {
         match &job.kind {
-            JobKind::NotText => self.send_text(job.chat_id, NOT_TEXT_REPLY, None).await,
+            JobKind::NotText => {
+                // No policy call (it would record a transcript entry): a stranger learns
+                // only that the bot reads text, unless the channel is off.
+                let channel = self.policy.config.channel(CHANNEL);
+                if channel.enabled && channel.dm_policy != DmPolicy::Disabled {
+                    self.send_text(job.chat_id, NOT_TEXT_REPLY, None).await;
+                }
+            }
             JobKind::Text { text, truncated } => {
                 self.run_text(&job, text, *truncated, cancel).await;
             }
