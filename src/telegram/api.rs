@@ -319,3 +319,31 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_for_https_and_http_roots_only() {
+        let token = BotToken::new("1:secret");
+        // HTTPS: the ring provider and the system CA store must be usable.
+        let client = Client::new("https://api.telegram.org/", &token).unwrap();
+        assert_eq!(client.base, "https://api.telegram.org/bot1:secret/");
+        assert!(!format!("{client:?}").contains("secret"));
+        Client::new("http://127.0.0.1:8081", &token).unwrap();
+        for bad in ["api.telegram.org", "ftp://x", "https://x/?a=b"] {
+            let err = Client::new(bad, &token).unwrap_err();
+            assert!(err.contains("apiRoot"), "{err}");
+        }
+    }
+
+    #[test]
+    fn server_descriptions_are_scrubbed_of_the_token() {
+        let client = Client::new("http://127.0.0.1:1", &BotToken::new("1:secret")).unwrap();
+        assert_eq!(
+            client.scrub("bad url /bot1:secret/x".into()),
+            "bad url /bot[redacted]/x"
+        );
+    }
+}
