@@ -207,7 +207,17 @@ impl Client {
         });
         let timeout = Duration::from_secs(timeout_secs) + POLL_GRACE;
         let raw: Vec<serde_json::Value> = self.call("getUpdates", &body, timeout).await?;
-        Ok(raw.into_iter().filter_map(Update::from_value).collect())
+        let count = raw.len();
+        let updates: Vec<Update> = raw.into_iter().filter_map(Update::from_value).collect();
+        // Without an id the offset cannot move past an update; polling again at once would
+        // get it back in a tight loop. As an error it is retried with backoff instead.
+        if updates.len() != count {
+            return Err(ApiError::Decode {
+                method: "getUpdates",
+                message: "an update without an integer update_id".into(),
+            });
+        }
+        Ok(updates)
     }
 
     /// `sendMessage` of one chunk (at most 4096 UTF-16 units), as plain text: model output

@@ -126,6 +126,18 @@ async fn retry_after_is_honoured_for_polling_and_sending() {
     task.abort();
 }
 
+#[tokio::test]
+async fn an_update_without_an_id_is_retried_with_backoff_not_in_a_tight_loop() {
+    let h = Harness::new("{}").await;
+    h.fake.push_raw(json!({"message": {"text": "no id"}}));
+    let task = h.start();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    task.abort();
+    // Immediately, after 1 s, after 2 s more: at most three polls in 2.5 s.
+    let polls = h.fake.calls("getUpdates").len();
+    assert!((1..=3).contains(&polls), "{polls} polls in 2.5 s");
+}
+
 /// A `MakeWriter` that keeps everything logged.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
