@@ -16,13 +16,6 @@ impl BotToken {
     pub fn expose(&self) -> &str {
         &self.0
     }
-
-    /// The bot's numeric id: the part before the colon. It is public (it is the bot's
-    /// user id), so it may name files and appear in logs.
-    pub fn bot_id(&self) -> Option<&str> {
-        let (id, _) = self.0.split_once(':')?;
-        (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then_some(id)
-    }
 }
 
 impl std::fmt::Debug for BotToken {
@@ -39,8 +32,5 @@ mod tests {
     fn debug_never_shows_the_token() {
         let token = BotToken::new("123:secret-part");
         assert_eq!(format!("{token:?}"), "[redacted]");
-        assert_eq!(token.bot_id(), Some("123"));
-        assert_eq!(BotToken::new("nocolon").bot_id(), None);
-        assert_eq!(BotToken::new("12a:x").bot_id(), None);
     }
 }
