@@ -5,6 +5,7 @@
 //! for the module map.
 
 pub mod audit;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod http;
@@ -17,5 +18,6 @@ pub mod redact;
 pub mod secret;
 pub mod sessions;
 pub mod status;
+pub mod telegram;
 pub mod token;
 pub mod usage;

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DmPolicy};
 use crate::pairing::{is_valid_channel_name, PeerKind, RequestOutcome, Store, StoreError};
-use crate::sessions::{self, TranscriptEntry, Transcripts, DEFAULT_ACCOUNT, RESERVED_CHANNELS};
+use crate::sessions::{
+    self, SessionKey, TranscriptEntry, Transcripts, DEFAULT_ACCOUNT, RESERVED_CHANNELS,
+};
 
 /// Longest sender or group id accepted.
 pub const MAX_ID_LEN: usize = 256;
@@ -55,7 +57,7 @@ pub struct Outcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pairing_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_key: Option<String>,
+    pub session_key: Option<SessionKey>,
 }
 
 impl Outcome {
@@ -193,7 +195,7 @@ fn accept(
             source,
         })?;
     Ok(Outcome {
-        session_key: Some(key.to_string()),
+        session_key: Some(key),
         ..Outcome::bare(Status::Accepted)
     })
 }

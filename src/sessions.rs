@@ -47,7 +47,7 @@ pub const RESERVED_CHANNELS: [&str; 2] = ["direct", "group"];
 pub const DEFAULT_ACCOUNT: &str = "default";
 
 /// A session key and how earlier versions spelled it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionKey {
     key: String,
     /// The key as versions before the escaping built it, when this key may adopt that
@@ -66,6 +66,13 @@ impl SessionKey {
             key,
             legacy: adoptable.then_some(legacy),
         }
+    }
+}
+
+/// Serialized as the key itself (`POST /api/messages` answers with it).
+impl serde::Serialize for SessionKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.key)
     }
 }
 
