@@ -63,7 +63,11 @@ async fn approved_sender_sees_typing_then_the_reply() {
     assert_eq!(turn.peer, "222");
     assert_eq!(turn.group, None);
     assert!(!turn.from_owner);
-    assert!(turn.session_key.as_str().contains("222"), "{}", turn.session_key);
+    assert!(
+        turn.session_key.as_str().contains("222"),
+        "{}",
+        turn.session_key
+    );
 
     // "typing" first, and refreshed while the 300 ms turn ran (interval 50 ms).
     let typing = h.fake.calls("sendChatAction");
