@@ -238,6 +238,9 @@ mod tests {
         assert!(len(&path) <= 100, "{}", len(&path));
         assert!(len(&path.with_extension("log.1")) <= 100);
         let newest = std::fs::read_to_string(&path).unwrap();
-        assert!(newest.ends_with("line 049 of the log, about thirty\n"), "{newest}");
+        assert!(
+            newest.ends_with("line 049 of the log, about thirty\n"),
+            "{newest}"
+        );
     }
 }

@@ -7,6 +7,8 @@ mod api;
 mod cli;
 #[path = "gateway/guards.rs"]
 mod guards;
+#[path = "gateway/hostile.rs"]
+mod hostile;
 #[path = "gateway/store.rs"]
 mod store;
 #[path = "gateway/support.rs"]

@@ -81,7 +81,9 @@ fn host_name(host: &str) -> Option<String> {
         }
     };
     let port_ok = port.is_none_or(|p| {
-        (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+        (1..=5).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
     });
     let name_ok = name.starts_with('[')
         || (!name.is_empty()

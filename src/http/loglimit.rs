@@ -79,7 +79,8 @@ impl LogLimiter {
         let mut state = self.lock();
         state.roll(Instant::now());
         let key = ClientKey::of(ip);
-        let tracked = state.counts.len() < MAX_TRACKED || state.counts.contains_key(&(kind, Some(key)));
+        let tracked =
+            state.counts.len() < MAX_TRACKED || state.counts.contains_key(&(kind, Some(key)));
         let slot = (kind, tracked.then_some(key));
         let under_total = state.total < TOTAL;
         let count = state.counts.entry(slot).or_default();

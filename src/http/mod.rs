@@ -334,6 +334,7 @@ pub fn run(config: Config, paths: &Paths, port_override: Option<u16>) -> anyhow:
         if rustix::process::geteuid().is_root() {
             tracing::warn!("running as root: run the gateway as an unprivileged user");
         }
+        raise_file_limit();
         let gateway = Arc::new(Gateway::new(config, paths, local));
         gateway.refresh_counts();
         tracing::info!(
@@ -345,6 +346,25 @@ pub fn run(config: Config, paths: &Paths, port_override: Option<u16>) -> anyhow:
         tracing::info!("gateway stopped");
         Ok(())
     })
+}
+
+/// Raises the soft open-files limit so the connection table fits: systemd's default soft
+/// limit (1024) is below `MAX_CONNECTIONS` plus the listener and files, and at that limit
+/// `accept` fails, which would refuse even `/healthz`.
+fn raise_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    const WANTED: u64 = (MAX_CONNECTIONS as u64) * 2 + 64;
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|current| current < WANTED) {
+        let raised = limit.maximum.map_or(WANTED, |max| max.min(WANTED));
+        let new = rustix::process::Rlimit {
+            current: Some(raised),
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, new) {
+            tracing::warn!("cannot raise the open-files limit to {raised}: {e}");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -27,8 +27,8 @@ use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, ORIGIN};
 use hyper::{Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::reply::{self, Reply};
 use super::ratelimit::Gate;
+use super::reply::{self, Reply};
 use super::{guard, Gateway};
 use crate::messages::{self, MessageError};
 use crate::pairing::{self, unix_now, PeerKind, StoreError};
