@@ -151,7 +151,7 @@ impl Table {
         } else if state.conns.len() >= MAX_CONNECTIONS {
             let mut keys: Vec<(usize, ClientKey)> =
                 state.per_key.iter().map(|(k, n)| (*n, *k)).collect();
-            keys.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            keys.sort_unstable_by_key(|(n, _)| std::cmp::Reverse(*n));
             let id = keys
                 .iter()
                 .find_map(|(_, k)| state.oldest_idle(*k))

@@ -204,9 +204,10 @@ mod tests {
 
     fn limiter(max_attempts: u32) -> FailureLimiter {
         // The defaults: a 60 s window, a 300 s lockout.
-        let mut limits = RateLimit::default();
-        limits.max_attempts = max_attempts;
-        FailureLimiter::new(limits)
+        FailureLimiter::new(RateLimit {
+            max_attempts,
+            ..RateLimit::default()
+        })
     }
 
     fn ip(s: &str) -> IpAddr {
