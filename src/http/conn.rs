@@ -9,11 +9,13 @@
 //!   total lifetime of `LIFETIME` (then it is closed gracefully after the current answer);
 //! - one client key (see `client`) holds at most `MAX_PER_CLIENT` connections, the table at
 //!   most `MAX_CONNECTIONS`;
-//! - a new connection that finds its key or the table full *evicts* the oldest connection of
-//!   that key (or, for a full table, of the key holding the most) that is not in the middle
-//!   of a request handler. A hostile client's idle, trickling or never-reading connections
-//!   are therefore displaced by the owner's next connection instead of blocking it, and an
-//!   unauthenticated client cannot stay inside a handler (it is answered at once).
+//! - a new connection that finds its key or the table full *evicts* the connection of that
+//!   key (or, for a full table, of the key holding the most) that is not in the middle of a
+//!   request handler and started a request least recently. A hostile client's idle,
+//!   trickling or never-reading connections (no request started for a while) are therefore
+//!   displaced by the owner's next connection instead of blocking it, busy keep-alive
+//!   clients go last, and an unauthenticated client cannot stay inside a handler (it is
+//!   answered at once).
 //! - only if nothing is evictable (every connection is running a handler, which takes a valid
 //!   token for anything slow) is the newcomer answered `503` with `Retry-After` straight on
 //!   the socket, without reading its request.
@@ -22,10 +24,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
@@ -71,9 +73,23 @@ impl Deadlines {
 
 struct Entry {
     key: ClientKey,
-    /// Requests of this connection inside the handler right now.
-    busy: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
     evict: oneshot::Sender<()>,
+}
+
+/// What eviction looks at, updated by the connection's requests.
+pub struct Activity {
+    epoch: Instant,
+    /// Requests of this connection inside the handler right now.
+    busy: AtomicUsize,
+    /// When the last request started (or the connection was accepted), in ms since `epoch`.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
 }
 
 #[derive(Default)]
@@ -96,11 +112,13 @@ impl State {
         Some(entry)
     }
 
-    /// The oldest connection of `key` not inside a handler.
-    fn oldest_idle(&self, key: ClientKey) -> Option<u64> {
+    /// The connection of `key` not inside a handler whose last request started longest ago
+    /// (the oldest one among equals).
+    fn least_active(&self, key: ClientKey) -> Option<u64> {
         self.conns
             .iter()
-            .find(|(_, e)| e.key == key && e.busy.load(Ordering::Relaxed) == 0)
+            .filter(|(_, e)| e.key == key && e.activity.busy.load(Ordering::Relaxed) == 0)
+            .min_by_key(|(id, e)| (e.activity.last_ms.load(Ordering::Relaxed), **id))
             .map(|(id, _)| *id)
     }
 
@@ -112,16 +130,25 @@ impl State {
 }
 
 /// The table of open connections.
-#[derive(Default)]
 pub struct Table {
+    epoch: Instant,
     state: Mutex<State>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            state: Mutex::default(),
+        }
+    }
 }
 
 /// A connection's place in the table; leaving it (drop) frees the slot.
 pub struct Slot {
     table: Arc<Table>,
     id: u64,
-    pub busy: Arc<AtomicUsize>,
+    pub activity: Arc<Activity>,
 }
 
 /// Resolves when a newcomer evicted the connection.
@@ -146,7 +173,7 @@ impl Table {
     pub fn admit(self: &Arc<Self>, key: ClientKey) -> Result<(Slot, Evicted), Full> {
         let mut state = self.lock();
         if state.per_key.get(&key).copied().unwrap_or(0) >= MAX_PER_CLIENT {
-            let id = state.oldest_idle(key).ok_or(Full)?;
+            let id = state.least_active(key).ok_or(Full)?;
             state.evict(id);
         } else if state.conns.len() >= MAX_CONNECTIONS {
             let mut keys: Vec<(usize, ClientKey)> =
@@ -154,19 +181,24 @@ impl Table {
             keys.sort_unstable_by_key(|(n, _)| std::cmp::Reverse(*n));
             let id = keys
                 .iter()
-                .find_map(|(_, k)| state.oldest_idle(*k))
+                .find_map(|(_, k)| state.least_active(*k))
                 .ok_or(Full)?;
             state.evict(id);
         }
         let id = state.next_id;
         state.next_id += 1;
-        let busy = Arc::new(AtomicUsize::new(0));
+        let activity = Arc::new(Activity {
+            epoch: self.epoch,
+            busy: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        });
+        activity.last_ms.store(activity.now_ms(), Ordering::Relaxed);
         let (evict, evicted) = oneshot::channel();
         state.conns.insert(
             id,
             Entry {
                 key,
-                busy: busy.clone(),
+                activity: activity.clone(),
                 evict,
             },
         );
@@ -174,25 +206,37 @@ impl Table {
         let slot = Slot {
             table: self.clone(),
             id,
-            busy,
+            activity,
         };
         Ok((slot, evicted))
     }
 }
 
-/// Marks its connection as inside a handler while it lives.
-pub struct Busy(Arc<AtomicUsize>);
+/// Marks its connection as inside a handler while it lives, and notes the request's start.
+pub struct Busy(Arc<Activity>);
 
 impl Busy {
-    pub fn enter(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter.clone())
+    pub fn enter(activity: &Arc<Activity>) -> Self {
+        activity.busy.fetch_add(1, Ordering::Relaxed);
+        activity.last_ms.store(activity.now_ms(), Ordering::Relaxed);
+        Self(activity.clone())
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Activity {
+    /// The activity of a connection outside any table (the fuzz target's).
+    pub fn untracked() -> Arc<Self> {
+        Arc::new(Self {
+            epoch: Instant::now(),
+            busy: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        })
     }
 }
 
@@ -300,11 +344,14 @@ mod tests {
         let mut slots: Vec<(Slot, Evicted)> = (0..MAX_PER_CLIENT)
             .map(|_| table.admit(key).unwrap())
             .collect();
-        let _busy = Busy::enter(&slots[0].0.busy);
+        let _busy = Busy::enter(&slots[0].0.activity);
+        std::thread::sleep(Duration::from_millis(5));
+        // The second oldest started a request since: the third is the least active.
+        drop(Busy::enter(&slots[1].0.activity));
         let _newcomer = table.admit(key).unwrap();
-        // The oldest is in a handler: the second oldest went.
-        assert!(slots[0].1.try_recv().is_err());
-        assert!(slots[1].1.try_recv().is_ok());
+        assert!(slots[0].1.try_recv().is_err(), "in a handler");
+        assert!(slots[1].1.try_recv().is_err(), "recently active");
+        assert!(slots[2].1.try_recv().is_ok());
         // Another key is untouched by a full loopback key.
         let other = ClientKey::of("10.0.0.1".parse().unwrap());
         assert!(table.admit(other).is_ok());
@@ -317,7 +364,7 @@ mod tests {
         let slots: Vec<(Slot, Evicted)> = (0..MAX_PER_CLIENT)
             .map(|_| table.admit(key).unwrap())
             .collect();
-        let _busy: Vec<Busy> = slots.iter().map(|s| Busy::enter(&s.0.busy)).collect();
+        let _busy: Vec<Busy> = slots.iter().map(|s| Busy::enter(&s.0.activity)).collect();
         assert!(table.admit(key).is_err());
     }
 }

@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 pub use conn::{HEADER_TIMEOUT, LIFETIME, MAX_CONNECTIONS, MAX_PER_CLIENT, WRITE_TIMEOUT};
 pub use routes::{BODY_TIMEOUT, MAX_BODY};
 
+pub use conn::Activity;
 use conn::{Busy, Deadlines, WriteDeadline};
 use loglimit::{Kind, LogLimiter};
 use ratelimit::{FailureLimiter, Scope};
@@ -258,8 +259,8 @@ pub async fn serve(
         let gateway = gateway.clone();
         tokio::spawn(async move {
             let io = WriteDeadline::new(stream, gateway.deadlines.write);
-            let busy = slot.busy.clone();
-            serve_connection(gateway, io, ip, busy, evicted).await;
+            let activity = slot.activity.clone();
+            serve_connection(gateway, io, ip, activity, evicted).await;
             drop(slot);
         });
     }
@@ -268,13 +269,13 @@ pub async fn serve(
 
 /// Serves one HTTP/1.1 connection from `ip` over `io` until it ends, `evicted` resolves (the
 /// connection is dropped: closed) or its lifetime is over (it is closed gracefully after the
-/// answer in progress). Requests get the gateway's header deadline and buffer limit; `busy`
-/// counts the requests inside the handler. The fuzz target drives this too.
+/// answer in progress). Requests get the gateway's header deadline and buffer limit and are
+/// noted in `activity` (which eviction reads). The fuzz target drives this too.
 pub async fn serve_connection<I>(
     gateway: Arc<Gateway>,
     io: I,
     ip: IpAddr,
-    busy: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
     evicted: impl Future,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -282,7 +283,7 @@ pub async fn serve_connection<I>(
     let lifetime = gateway.deadlines.lifetime;
     let service = hyper::service::service_fn(move |req| {
         let gateway = gateway.clone();
-        let busy = Busy::enter(&busy);
+        let busy = Busy::enter(&activity);
         async move {
             let reply = routes::handle(gateway, ip, req).await;
             drop(busy);

@@ -4,6 +4,7 @@
 mod bench;
 mod ci;
 mod e2e;
+mod fuzz;
 mod image;
 mod qemu;
 mod run;
@@ -32,6 +33,8 @@ enum Command {
     Ci(ci::Args),
     /// Run a benchmark and print its figures.
     Bench(bench::Args),
+    /// Run every fuzz target for a bounded time.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +44,6 @@ fn main() -> anyhow::Result<()> {
         Command::E2e(args) => e2e::run(args),
         Command::Ci(args) => ci::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     }
 }
