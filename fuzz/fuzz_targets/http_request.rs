@@ -79,11 +79,12 @@ fuzz_target!(|data: &[u8]| {
         output
     });
     if !output.is_empty() {
-        assert!(output.starts_with(b"HTTP/1.1 "), "not HTTP: {output:?}");
+        // HTTP/1.0 requests are answered in HTTP/1.0.
+        assert!(output.starts_with(b"HTTP/1."), "not HTTP: {output:?}");
     }
     // A connection whose only Host header names a foreign host gets no 200.
     let text = String::from_utf8_lossy(input).to_ascii_lowercase();
     if text.matches("\nhost:").count() == 1 && text.contains("\nhost: evil") {
-        assert!(!output.windows(12).any(|w| w == b"HTTP/1.1 200"), "served a foreign Host");
+        assert!(!output.windows(8).any(|w| w == b" 200 OK\r"), "served a foreign Host");
     }
 });

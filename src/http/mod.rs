@@ -296,7 +296,9 @@ pub async fn serve_connection<I>(
         .max_buf_size(MAX_BODY + 16 * 1024)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
+    // Biased: the connection is polled first and no random branch order is drawn per wake-up.
     tokio::select! {
+        biased;
         _ = connection.as_mut() => {}
         _ = evicted => {}
         () = tokio::time::sleep(lifetime) => {
