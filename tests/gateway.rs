@@ -17,6 +17,8 @@ mod guards;
 mod installation;
 #[path = "gateway/sessions.rs"]
 mod sessions;
+#[path = "gateway/hostile.rs"]
+mod hostile;
 #[path = "gateway/store.rs"]
 mod store;
 #[path = "gateway/support.rs"]
