@@ -13,12 +13,12 @@ mod compat;
 mod credentials;
 #[path = "gateway/guards.rs"]
 mod guards;
+#[path = "gateway/hostile.rs"]
+mod hostile;
 #[path = "gateway/installation.rs"]
 mod installation;
 #[path = "gateway/sessions.rs"]
 mod sessions;
-#[path = "gateway/hostile.rs"]
-mod hostile;
 #[path = "gateway/store.rs"]
 mod store;
 #[path = "gateway/support.rs"]
