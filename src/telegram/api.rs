@@ -28,7 +28,7 @@ const POLL_GRACE: Duration = Duration::from_secs(15);
 /// How long connecting to the Bot API may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer read: a `getUpdates` batch of 100 long messages is far below this.
-pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
+const MAX_RESPONSE_BYTES: usize = 8 << 20;
 
 /// A failed Bot API call. No variant holds the token or a URL.
 #[derive(Debug, thiserror::Error)]
@@ -354,6 +354,9 @@ mod tests {
         assert_eq!(client.base, "https://api.telegram.org/bot1:secret/");
         assert!(!format!("{client:?}").contains("secret"));
         Client::new("http://127.0.0.1:8081", &token).unwrap();
+        // A token that cannot be in a URL is refused without being quoted.
+        let err = Client::new("https://api.telegram.org", &BotToken::new("1:se cret")).unwrap_err();
+        assert!(err.contains("apiRoot") && !err.contains("se cret"), "{err}");
         for bad in ["api.telegram.org", "ftp://x", "https://x/?a=b"] {
             let err = Client::new(bad, &token).unwrap_err();
             assert!(err.contains("apiRoot"), "{err}");
@@ -367,5 +370,50 @@ mod tests {
             client.scrub("bad url /bot1:secret/x".into()),
             "bad url /bot[redacted]/x"
         );
+    }
+
+    /// A Bot API answer over the cap is an error after reading at most the cap, not a
+    /// gateway holding (or trying to decode) whatever a broken or hostile server sends.
+    #[tokio::test]
+    async fn an_answer_over_the_size_cap_is_an_error() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request);
+            let size = MAX_RESPONSE_BYTES + 1;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n"
+            );
+            let _ = socket.write_all(head.as_bytes());
+            // `{"ok":true,"result":"aaaa…` : valid JSON up to the cap.
+            let _ = socket.write_all(br#"{"ok":true,"result":""#);
+            let chunk = vec![b'a'; 64 * 1024];
+            let mut left = size - 20;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if socket.write_all(&chunk[..n]).is_err() {
+                    break; // the client hung up at the cap
+                }
+                left -= n;
+            }
+        });
+        let client = Client::new(
+            &format!("http://127.0.0.1:{port}"),
+            &BotToken::new("1:secret"),
+        )
+        .unwrap();
+        let err = client.get_me().await.unwrap_err();
+        assert!(
+            matches!(err, ApiError::Decode { .. })
+                && err.to_string().contains("larger than 8388608 bytes"),
+            "{err}"
+        );
+        server.join().unwrap();
     }
 }
