@@ -188,7 +188,8 @@ impl Client {
         // parser's error is not shown: its text could quote the token.
         if format!("{base}getMe").parse::<Uri>().is_err() {
             return Err(format!(
-                "channels.telegram.apiRoot {root:?} with the bot token does not make a valid                  URL: check both (a token is digits, a colon, then letters, digits, - and _)"
+                "channels.telegram.apiRoot {root:?} with the bot token does not make a valid \
+                 URL: check both (a token is digits, a colon, then letters, digits, - and _)"
             ));
         }
         let http = HttpClient::new(root.starts_with("https://"), CONNECT_TIMEOUT)
