@@ -9,6 +9,7 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod http_client;
 pub mod logging;
 pub mod messages;
 pub mod pairing;

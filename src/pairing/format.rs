@@ -15,9 +15,8 @@
 //! Both are read; [`Format::Legacy`] tells the store to rewrite the file in the current
 //! format on its next change. Anything else is an error that says what is wrong where.
 
+use jiff::Timestamp;
 use serde_json::{Map, Value};
-use time::format_description::well_known::Iso8601;
-use time::OffsetDateTime;
 
 use super::{AllowList, PairingRequest, PeerKind};
 
@@ -223,10 +222,12 @@ fn timestamp(value: Option<&Value>) -> Result<(u64, Format), String> {
             }
         }
         Some(Value::String(s)) => {
-            let t = OffsetDateTime::parse(s.trim(), &Iso8601::DEFAULT)
+            // RFC 3339 / ISO-8601 with an offset, as JavaScript's `toISOString` writes it.
+            let t: Timestamp = s
+                .trim()
+                .parse()
                 .map_err(|e| format!("{s:?} is not an ISO-8601 time ({e})"))?;
-            let secs =
-                u64::try_from(t.unix_timestamp()).map_err(|_| format!("{s:?} is before 1970"))?;
+            let secs = u64::try_from(t.as_second()).map_err(|_| format!("{s:?} is before 1970"))?;
             Ok((seconds(secs)?, Format::Legacy))
         }
         None | Some(Value::Null) => Err("is missing".into()),
@@ -330,6 +331,21 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("request 1") && e.contains("createdAt"), "{e}");
         assert!(parse_requests(b"[]").is_err());
+        // A time without an offset (or without a time) is ambiguous: refused, not guessed.
+        for when in ["2026-01-02", "2026-01-02T03:04:05", "1969-12-31T23:59:59Z"] {
+            let text = format!(r#"{{"requests":[{{"id":"a","code":"X","createdAt":"{when}"}}]}}"#);
+            let e = parse_requests(text.as_bytes()).unwrap_err();
+            assert!(e.contains("createdAt"), "{when}: {e}");
+        }
+        for when in [
+            "20260102T030405Z",
+            "2026-01-02T04:04:05+0100",
+            "2026-01-02T03:04:05,5Z",
+        ] {
+            let text = format!(r#"{{"requests":[{{"id":"a","code":"X","createdAt":"{when}"}}]}}"#);
+            let (requests, _) = parse_requests(text.as_bytes()).unwrap();
+            assert_eq!(requests[0].created_at, 1_767_323_045, "{when}");
+        }
         let e = parse_allow_list(br#"{"version":2,"allowFrom":[]}"#).unwrap_err();
         assert!(e.contains("version 2"), "{e}");
     }

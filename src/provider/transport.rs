@@ -1,24 +1,16 @@
-//! One provider's HTTP client: a POST of a JSON body, with a whole-request timeout and a cap
-//! on the answer's size, turning every failure into a [`ProviderError`].
-//!
-//! Why hyper-util's client with hyper-rustls rather than reqwest: hyper 1 already serves the
-//! gateway's API, so the client adds only the connection pool, rustls (with the `ring`
-//! provider, which cross-builds for aarch64 with a plain C cross compiler, unlike aws-lc-sys)
-//! and the system CA store (rustls-native-certs); reqwest would add its own layers (redirects,
-//! proxies, cookies, url) that a model call must not use anyway. The body cap and the timeout
-//! are a few lines on top (`http_body_util::Limited`, `tokio::time::timeout`).
+//! One provider's HTTP exchange: a POST of a JSON body through the shared
+//! [`HttpClient`](crate::http_client::HttpClient), turning every failure into a
+//! [`ProviderError`].
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+
+use crate::http_client::{HttpClient, SendError};
 
 use super::{Api, ProviderError, ProviderSpec};
 
@@ -28,7 +20,7 @@ const MAX_ERROR_TEXT: usize = 300;
 pub(super) struct Transport {
     provider: String,
     url: Uri,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     headers: HeaderMap,
     timeout: Duration,
     max_response_bytes: usize,
@@ -86,36 +78,9 @@ impl Transport {
             )));
         }
 
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(spec.timeout));
-        // The provider is named, not picked from rustls' crate features: should another
-        // dependency ever enable aws-lc-rs too, the implicit choice would panic at run time.
-        let crypto = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let builder = if https {
-            builder
-                .with_provider_and_native_roots(crypto)
-                .map_err(|e| {
-                    config_error(format!(
-                        "no usable CA certificates in the system store for an https:// baseUrl \
-                         ({e}); install the ca-certificates package"
-                    ))
-                })?
-        } else {
-            // Plain http:// (a local Ollama or llama.cpp): TLS is never used, so no roots.
-            let config = rustls::ClientConfig::builder_with_provider(crypto)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| config_error(format!("TLS setup failed: {e}")))?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            builder.with_tls_config(config)
-        };
-        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        // Plain http:// (a local Ollama or llama.cpp) never uses TLS, so needs no roots.
+        let client = HttpClient::new(https, spec.timeout)
+            .map_err(|e| config_error(format!("baseUrl `{}`: {e}", spec.base_url)))?;
 
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -180,30 +145,16 @@ impl Transport {
             .expect("a parsed URI and a byte body always make a request");
         *request.headers_mut() = self.headers.clone();
 
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| self.request_error(&e))?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, self.max_response_bytes)
-                .collect()
-                .await
-                .map_err(|e| self.body_error(&*e))?
-                .to_bytes();
-            Ok::<_, ProviderError>((parts, body))
-        };
-        let (parts, body) = tokio::time::timeout(self.timeout, exchange)
+        let response = self
+            .client
+            .send(request, self.timeout, self.max_response_bytes)
             .await
-            .map_err(|_| ProviderError::Timeout {
-                provider: self.provider.clone(),
-                timeout: self.timeout,
-            })??;
-
-        let status = parts.status.as_u16();
-        if parts.status.is_success() {
-            return Ok(Raw { body });
+            .map_err(|e| self.send_error(e))?;
+        let status = response.status.as_u16();
+        if response.status.is_success() {
+            return Ok(Raw {
+                body: response.body,
+            });
         }
         if status == 401 || status == 403 {
             return Err(ProviderError::Auth {
@@ -215,40 +166,25 @@ impl Transport {
         Err(ProviderError::Http {
             provider: self.provider.clone(),
             status,
-            message: self.error_text(&body),
-            retry_after: retry_after(&parts.headers, SystemTime::now()),
+            message: self.error_text(&response.body),
+            retry_after: retry_after(&response.headers, SystemTime::now()),
         })
     }
 
-    fn request_error(&self, e: &hyper_util::client::legacy::Error) -> ProviderError {
-        if e.is_connect() {
-            ProviderError::Connect {
-                provider: self.provider.clone(),
+    fn send_error(&self, e: SendError) -> ProviderError {
+        let provider = self.provider.clone();
+        match e {
+            SendError::Connect(detail) => ProviderError::Connect {
+                provider,
                 url: self.url.to_string(),
-                detail: causes(e),
-            }
-        } else {
-            ProviderError::Interrupted {
-                provider: self.provider.clone(),
-                detail: causes(e),
-            }
-        }
-    }
-
-    fn body_error(&self, e: &(dyn std::error::Error + Send + Sync + 'static)) -> ProviderError {
-        if e.downcast_ref::<LengthLimitError>().is_some() {
-            ProviderError::BadResponse {
-                provider: self.provider.clone(),
-                detail: format!(
-                    "the answer is larger than {} bytes",
-                    self.max_response_bytes
-                ),
-            }
-        } else {
-            ProviderError::Interrupted {
-                provider: self.provider.clone(),
-                detail: causes(e),
-            }
+                detail,
+            },
+            SendError::Interrupted(detail) => ProviderError::Interrupted { provider, detail },
+            SendError::Timeout(timeout) => ProviderError::Timeout { provider, timeout },
+            SendError::TooLarge(_) => ProviderError::BadResponse {
+                provider,
+                detail: e.to_string(),
+            },
         }
     }
 
@@ -283,21 +219,6 @@ impl Transport {
             text
         }
     }
-}
-
-/// An error and its causes, `outer: inner: innermost`.
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// `retry-after-ms` (Anthropic's and OpenAI's SDK hint), else `retry-after` as seconds or

@@ -4,22 +4,31 @@
 //! `{"ok":true,"result":...}` or `{"ok":false,"error_code":N,"description":"...",
 //! "parameters":{"retry_after":N}}`, with the HTTP status mirroring `error_code`.
 //!
-//! The token is part of every URL, so no error this module returns carries a URL (reqwest
-//! errors are stripped with `without_url`) and descriptions coming back from the server are
-//! scrubbed of the token before they are kept.
+//! The token is part of every URL, so no error this module returns carries a URL (the shared
+//! [`HttpClient`]'s errors never do) and text coming back from the server or the network
+//! stack is scrubbed of the token before it is kept.
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE, USER_AGENT};
+use hyper::{Request, Uri};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::secret::BotToken;
+use crate::http_client::{HttpClient, SendError};
 
 /// How long a request other than `getUpdates` may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grace on top of the long-poll timeout before `getUpdates` counts as hung.
 const POLL_GRACE: Duration = Duration::from_secs(15);
+/// How long connecting to the Bot API may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest answer read: a `getUpdates` batch of 100 long messages is far below this.
+const MAX_RESPONSE_BYTES: usize = 8 << 20;
 
 /// A failed Bot API call. No variant holds the token or a URL.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +160,7 @@ struct ResponseParameters {
 /// The Bot API client of one bot.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    http: HttpClient,
     /// `<apiRoot>/bot<token>/`: never logged.
     base: String,
     token: BotToken,
@@ -174,16 +183,20 @@ impl Client {
                  (got {root:?})"
             ));
         }
-        // reqwest takes the process-wide provider when one is installed; an `Err` here only
-        // means one already is.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| format!("cannot set up the HTTPS client: {}", error_chain(&e)))?;
+        let base = format!("{root}/bot{}/", token.expose());
+        // Checked once here, so that every call's URL (base + a method name) parses too. The
+        // parser's error is not shown: its text could quote the token.
+        if format!("{base}getMe").parse::<Uri>().is_err() {
+            return Err(format!(
+                "channels.telegram.apiRoot {root:?} with the bot token does not make a valid \
+                 URL: check both (a token is digits, a colon, then letters, digits, - and _)"
+            ));
+        }
+        let http = HttpClient::new(root.starts_with("https://"), CONNECT_TIMEOUT)
+            .map_err(|e| format!("cannot set up the Telegram client: {e}"))?;
         Ok(Self {
             http,
-            base: format!("{root}/bot{}/", token.expose()),
+            base,
             token: token.clone(),
         })
     }
@@ -252,20 +265,35 @@ impl Client {
         body: &impl Serialize,
         timeout: Duration,
     ) -> Result<T, ApiError> {
-        let network = |e: reqwest::Error| ApiError::Network {
+        let network = |message: String| ApiError::Network {
             method,
-            message: self.scrub(error_chain(&e.without_url())),
+            message: self.scrub(message),
         };
+        let body = serde_json::to_vec(body).map_err(|e| network(e.to_string()))?;
+        let uri: Uri = format!("{}{method}", self.base)
+            .parse()
+            .map_err(|_| network("the request URL is invalid".into()))?;
+        let request = Request::post(uri)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(
+                USER_AGENT,
+                HeaderValue::from_static(concat!("clawfort/", env!("CARGO_PKG_VERSION"))),
+            )
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| network("the request is invalid".into()))?;
         let response = self
             .http
-            .post(format!("{}{method}", self.base))
-            .json(body)
-            .timeout(timeout)
-            .send()
+            .send(request, timeout, MAX_RESPONSE_BYTES)
             .await
-            .map_err(network)?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(network)?;
+            .map_err(|e| match e {
+                SendError::TooLarge(_) => ApiError::Decode {
+                    method,
+                    message: e.to_string(),
+                },
+                e => network(e.to_string()),
+            })?;
+        let status = response.status.as_u16();
+        let bytes = response.body;
         let envelope: Envelope<T> = serde_json::from_slice(&bytes).map_err(|e| match status {
             401 => ApiError::Unauthorized { method },
             200 => ApiError::Decode {
@@ -315,21 +343,6 @@ impl Client {
     }
 }
 
-/// An error and its causes on one line ("error sending request: connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +355,9 @@ mod tests {
         assert_eq!(client.base, "https://api.telegram.org/bot1:secret/");
         assert!(!format!("{client:?}").contains("secret"));
         Client::new("http://127.0.0.1:8081", &token).unwrap();
+        // A token that cannot be in a URL is refused without being quoted.
+        let err = Client::new("https://api.telegram.org", &BotToken::new("1:se cret")).unwrap_err();
+        assert!(err.contains("apiRoot") && !err.contains("se cret"), "{err}");
         for bad in ["api.telegram.org", "ftp://x", "https://x/?a=b"] {
             let err = Client::new(bad, &token).unwrap_err();
             assert!(err.contains("apiRoot"), "{err}");
@@ -355,5 +371,50 @@ mod tests {
             client.scrub("bad url /bot1:secret/x".into()),
             "bad url /bot[redacted]/x"
         );
+    }
+
+    /// A Bot API answer over the cap is an error after reading at most the cap, not a
+    /// gateway holding (or trying to decode) whatever a broken or hostile server sends.
+    #[tokio::test]
+    async fn an_answer_over_the_size_cap_is_an_error() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request);
+            let size = MAX_RESPONSE_BYTES + 1;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n"
+            );
+            let _ = socket.write_all(head.as_bytes());
+            // `{"ok":true,"result":"aaaa…` : valid JSON up to the cap.
+            let _ = socket.write_all(br#"{"ok":true,"result":""#);
+            let chunk = vec![b'a'; 64 * 1024];
+            let mut left = size - 20;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if socket.write_all(&chunk[..n]).is_err() {
+                    break; // the client hung up at the cap
+                }
+                left -= n;
+            }
+        });
+        let client = Client::new(
+            &format!("http://127.0.0.1:{port}"),
+            &BotToken::new("1:secret"),
+        )
+        .unwrap();
+        let err = client.get_me().await.unwrap_err();
+        assert!(
+            matches!(err, ApiError::Decode { .. })
+                && err.to_string().contains("larger than 8388608 bytes"),
+            "{err}"
+        );
+        server.join().unwrap();
     }
 }

@@ -6,15 +6,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use crate::support::{cli, credentials, state_dir, Gateway, TOKEN};
 
 fn iso_minutes_ago(minutes: i64) -> String {
-    (OffsetDateTime::now_utc() - time::Duration::minutes(minutes))
-        .format(&Rfc3339)
+    // RFC 3339 in UTC, as JavaScript's `toISOString` writes it.
+    jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_mins(minutes))
         .unwrap()
+        .to_string()
 }
 
 fn write(dir: &Path, name: &str, text: &str) {
