@@ -160,7 +160,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             config.check_startable()?;
-            crate::http::run(config, &paths, port)?;
+            let agent = crate::agent::service::prepare(&config, &paths)?;
+            crate::http::run(config, &paths, port, agent)?;
         }
         Command::Pairing { command } => pairing(&paths, command)?,
         Command::Security {

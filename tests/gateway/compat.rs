@@ -29,7 +29,6 @@ const CASES: &[Case] = &[
     Case {
         fixture: "starter",
         unimplemented: Some(&[
-            "agents.defaults.model",
             "agents.defaults.workspace",
             "agents.entries",
             "channels.whatsapp.groups",
@@ -42,7 +41,6 @@ const CASES: &[Case] = &[
         unimplemented: Some(&[
             "agents.defaults.workspace",
             "channels.discord.token",
-            "channels.telegram.botToken",
             "channels.whatsapp.responsePrefix",
         ]),
         refused: None,
@@ -55,12 +53,7 @@ const CASES: &[Case] = &[
     Case {
         // `${MINIMAX_API_KEY}` is unset: it is only resolved when the provider is used.
         fixture: "anthropic-minimax-fallback",
-        unimplemented: Some(&[
-            "agents.defaults.model",
-            "agents.defaults.workspace",
-            "auth",
-            "models",
-        ]),
+        unimplemented: Some(&["agents.defaults.workspace", "auth"]),
         refused: None,
     },
     Case {
@@ -76,21 +69,17 @@ const CASES: &[Case] = &[
     },
     Case {
         fixture: "local-models",
-        unimplemented: Some(&[
-            "agents.defaults.model",
-            "agents.defaults.workspace",
-            "models",
-        ]),
+        unimplemented: Some(&["agents.defaults.workspace"]),
         refused: None,
     },
     Case {
         fixture: "telegram-setup",
-        unimplemented: Some(&["channels.telegram.botToken", "channels.telegram.groups"]),
+        unimplemented: Some(&[]),
         refused: None,
     },
     Case {
         fixture: "telegram-group-members",
-        unimplemented: Some(&["channels.telegram.groups"]),
+        unimplemented: Some(&[]),
         refused: None,
     },
     Case {
