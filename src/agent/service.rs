@@ -82,12 +82,12 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
             Some(ProviderApi::AnthropicMessages) => Api::AnthropicMessages,
             Some(ProviderApi::OpenAiCompletions) | None => Api::OpenAiCompletions,
             Some(ProviderApi::Other(other)) => {
-                return Err(key_error(
-                    at("api"),
-                    format!(
-                        "`{other}` is not supported: use anthropic-messages or openai-completions"
-                    ),
-                ))
+                tracing::warn!(
+                    "{}: `{other}` is not implemented (anthropic-messages and \
+                     openai-completions are); provider `{id}` is not used",
+                    at("api")
+                );
+                continue;
             }
         };
         let base_url = p
@@ -131,17 +131,27 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
         provider: m.provider.clone(),
         model: m.model.clone(),
     };
+    // A model of a provider missing from models.providers would use OpenClaw's built-in
+    // catalogue and auth profiles, which clawfort does not implement: it is skipped.
+    let mut chain: Vec<ModelRef> = Vec::new();
     for m in std::iter::once(&model.primary).chain(&model.fallbacks) {
-        if !config.providers.contains_key(&m.provider) {
-            return Err(key_error(
-                "agents.defaults.model",
-                format!(
-                    "model `{}/{}` names provider `{}`, which models.providers does not define",
-                    m.provider, m.model, m.provider
-                ),
-            ));
+        if specs.iter().any(|p| p.id == m.provider) {
+            chain.push(to_ref(m));
+        } else {
+            tracing::warn!(
+                "agents.defaults.model: `{}/{}` is skipped: provider `{}` is not defined in \
+                 models.providers with a supported api (built-in providers are not implemented)",
+                m.provider,
+                m.model,
+                m.provider
+            );
         }
     }
+    if chain.is_empty() {
+        tracing::warn!("no model of agents.defaults.model has its provider in models.providers: the agent is not started");
+        return Ok(None);
+    }
+    let primary = chain.remove(0);
     let owner_ids: Vec<String> = config
         .channels
         .get("telegram")
@@ -153,8 +163,8 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
     };
     Ok(Some(Prepared {
         specs,
-        primary: to_ref(&model.primary),
-        fallbacks: model.fallbacks.iter().map(to_ref).collect(),
+        primary,
+        fallbacks: chain,
         workspace: config
             .agent_workspace
             .clone()
