@@ -38,8 +38,14 @@ pub fn now_ms() -> u128 {
 /// always kept. Messages from anyone but an owner are wrapped as untrusted. Consecutive
 /// messages of one role are merged, and the history starts with a user message, as both
 /// APIs require.
+///
+/// `current` is the turn's own message (peer, text). When messages to one session queue,
+/// the transcript holds the later message before the reply to the earlier one: replies
+/// found after `current` are moved before it, and later queued messages are left to their
+/// own turns, so the turn's message is always the last one the model sees.
 pub fn build(
     entries: &[Value],
+    current: (&str, &str),
     is_owner: impl Fn(&str) -> bool,
     boundary: &Boundary,
     budget_bytes: usize,
@@ -48,9 +54,24 @@ pub fn build(
         .iter()
         .rposition(|e| e["role"] == "reset")
         .map_or(0, |i| i + 1);
+    let entries = &entries[start..];
+    let is_current =
+        |e: &Value| e.get("role").is_none() && e["peer"] == current.0 && e["text"] == current.1;
+    let ordered: Vec<&Value> = match entries.iter().rposition(is_current) {
+        Some(cur) => entries[..cur]
+            .iter()
+            .chain(
+                entries[cur + 1..]
+                    .iter()
+                    .filter(|e| e["role"] == "assistant"),
+            )
+            .chain(std::iter::once(&entries[cur]))
+            .collect(),
+        None => entries.iter().collect(),
+    };
     let mut picked: Vec<(Role, String)> = Vec::new();
     let mut used = 0usize;
-    for entry in entries[start..].iter().rev() {
+    for entry in ordered.into_iter().rev() {
         let Some(text) = entry["text"].as_str() else {
             continue;
         };
@@ -116,7 +137,7 @@ mod tests {
             user("2", "stranger says hi"),
             user("1", &"x".repeat(100)),
         ];
-        let all = build(&entries, |p| p == "1", &b, usize::MAX);
+        let all = build(&entries, ("9", "none"), |p| p == "1", &b, usize::MAX);
         let text = serde_json::to_string(&all).unwrap();
         assert!(!text.contains("before reset") && !text.contains("orphan"));
         assert_eq!(all.len(), 3);
@@ -124,7 +145,7 @@ mod tests {
         assert_eq!(all[2].content.len(), 2, "the two user messages are merged");
         assert!(text.contains("untrusted-") && text.contains("stranger says hi"));
 
-        let trimmed = build(&entries, |p| p == "1", &b, 10);
+        let trimmed = build(&entries, ("9", "none"), |p| p == "1", &b, 10);
         assert_eq!(trimmed.len(), 1, "only the current message fits");
         assert_eq!(
             trimmed[0].content,
@@ -132,5 +153,22 @@ mod tests {
                 text: "x".repeat(100)
             }]
         );
+    }
+
+    #[test]
+    fn a_queued_message_comes_after_the_reply_to_the_one_before() {
+        let b = Boundary::random();
+        let entries = vec![
+            user("1", "a1"),
+            user("1", "a2"),
+            assistant("reply to a1"),
+            user("1", "a3"),
+        ];
+        let texts = |m: &[Message]| serde_json::to_value(m).unwrap().to_string();
+        let turn2 = build(&entries, ("1", "a2"), |_| true, &b, usize::MAX);
+        assert_eq!(turn2.len(), 3, "{}", texts(&turn2));
+        assert_eq!(turn2[1].role, Role::Assistant);
+        assert_eq!(turn2[2].content, vec![Block::Text { text: "a2".into() }]);
+        assert!(!texts(&turn2).contains("a3"));
     }
 }

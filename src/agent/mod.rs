@@ -132,13 +132,14 @@ impl AgentLoop {
             .saturating_sub(system.len());
         let mut messages = history::build(
             &entries,
+            (&turn.peer, &turn.text),
             |peer| s.owner_peers.iter().any(|o| o == peer),
             &boundary,
             window_bytes,
         );
-        if messages.is_empty() {
-            // The transcript could not be read back (e.g. removed meanwhile): the current
-            // message is always part of the turn.
+        if messages.last().is_none_or(|m| m.role != Role::User) {
+            // The message is not in the transcript (e.g. it was removed meanwhile): it is
+            // still the turn's last message.
             let text = if turn.from_owner {
                 turn.text.clone()
             } else {
@@ -268,8 +269,8 @@ impl AgentLoop {
 
     fn deadline_reply(&self) -> String {
         format!(
-            "I stopped: this message took longer than the {} s limit per message.",
-            self.settings.turn_deadline.as_secs()
+            "I stopped: this message took longer than the {:?} limit per message.",
+            self.settings.turn_deadline
         )
     }
 
