@@ -4,5 +4,13 @@
 #[path = "provider/fake.rs"]
 #[allow(dead_code)]
 mod fake;
+#[path = "agent/gateway.rs"]
+mod gateway;
+#[path = "gateway/support.rs"]
+#[allow(dead_code)]
+mod support;
+#[path = "telegram/fake.rs"]
+#[allow(dead_code)]
+mod telegram_fake;
 #[path = "agent/turns.rs"]
 mod turns;
