@@ -124,3 +124,61 @@ async fn a_paired_sender_gets_the_models_answer_through_telegram() {
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[test]
+fn a_damaged_ledger_is_an_error_naming_file_and_line() {
+    let dir = state_dir(None);
+    let usage = dir.path().join("usage");
+    std::fs::create_dir(&usage).unwrap();
+    std::fs::write(
+        usage.join("ledger.jsonl"),
+        "{\"kind\":\"call\",\"ts\":\"2026-01-01T00:00:00Z\",\"session\":\"s\",\"model\":\"a/b\",\
+         \"input\":1,\"output\":1,\"cacheRead\":0,\"cacheWrite\":0,\"usd\":0.5}\nnot json\n",
+    )
+    .unwrap();
+    let out = cli(dir.path(), &["usage"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ledger.jsonl line 2 is damaged"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_agent_settings_stop_the_gateway_with_the_key_named() {
+    let provider = r#"models: { providers: { fake: { api: "anthropic-messages",
+        baseUrl: "http://127.0.0.1:9", models: [{ id: "m1" }] } } },
+        agents: { defaults: { model: "fake/m1" } },"#;
+    let cases = [
+        (
+            format!(
+                "{{ {provider} channels: {{ telegram: {{ botToken: \"${{NO_SUCH_TOKEN}}\" }} }} }}"
+            ),
+            "channels.telegram.botToken",
+        ),
+        (
+            format!("{{ {provider} channels: {{ telegram: {{ tokenFile: \"~/token\" }} }} }}"),
+            "may be read by other users",
+        ),
+    ];
+    for (config, words) in cases {
+        let dir = state_dir(Some(&config));
+        let token = dir.path().join("token");
+        std::fs::write(&token, format!("{BOT_TOKEN}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = cli(dir.path(), &["gateway", "--port", "0"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{config}: {stderr}");
+        assert!(stderr.contains(words), "{config}: {stderr}");
+        assert!(!stderr.contains(BOT_TOKEN), "{stderr}");
+        let audit = cli(dir.path(), &["security", "audit", "--json"]);
+        assert!(
+            matches!(audit.status.code(), Some(0 | 1)),
+            "the audit failed on {config}: {}",
+            String::from_utf8_lossy(&audit.stderr)
+        );
+    }
+}
