@@ -3,7 +3,7 @@
 //! A transcript (`sessions::Transcripts`) is JSON lines. Inbound messages are written by
 //! `messages::handle` (`sessionKey, ts, channel, accountId, peer, group?, text`, no `role`).
 //! The agent adds two kinds of line:
-//! - `{"sessionKey", "ts", "role": "assistant", "model", "text"}`: a final reply, redacted;
+//! - `{"sessionKey", "ts", "role": "assistant", "text"}`: a final reply, redacted;
 //! - `{"sessionKey", "ts", "role": "reset"}`: `/new`; history starts after the last one.
 //!
 //! Tool calls of a turn are not stored: the next turn sees the question and the answer.
@@ -21,8 +21,6 @@ pub struct AgentEntry<'a> {
     pub session_key: &'a str,
     pub ts: u128,
     pub role: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<&'a str>,
 }
@@ -46,7 +44,7 @@ pub fn now_ms() -> u128 {
 pub fn build(
     entries: &[Value],
     current: (&str, &str),
-    is_owner: impl Fn(&str) -> bool,
+    is_owner: impl Fn(&str, &str) -> bool,
     boundary: &Boundary,
     budget_bytes: usize,
 ) -> Vec<Message> {
@@ -79,10 +77,10 @@ pub fn build(
             (Role::Assistant, text.to_owned())
         } else {
             let peer = entry["peer"].as_str().unwrap_or("");
-            if is_owner(peer) {
+            let channel = entry["channel"].as_str().unwrap_or("?");
+            if is_owner(channel, peer) {
                 (Role::User, text.to_owned())
             } else {
-                let channel = entry["channel"].as_str().unwrap_or("?");
                 (
                     Role::User,
                     boundary.wrap(&format!("message from {channel} user {peer}"), text),
@@ -137,7 +135,7 @@ mod tests {
             user("2", "stranger says hi"),
             user("1", &"x".repeat(100)),
         ];
-        let all = build(&entries, ("9", "none"), |p| p == "1", &b, usize::MAX);
+        let all = build(&entries, ("9", "none"), |_, p| p == "1", &b, usize::MAX);
         let text = serde_json::to_string(&all).unwrap();
         assert!(!text.contains("before reset") && !text.contains("orphan"));
         assert_eq!(all.len(), 3);
@@ -145,7 +143,7 @@ mod tests {
         assert_eq!(all[2].content.len(), 2, "the two user messages are merged");
         assert!(text.contains("untrusted-") && text.contains("stranger says hi"));
 
-        let trimmed = build(&entries, ("9", "none"), |p| p == "1", &b, 10);
+        let trimmed = build(&entries, ("9", "none"), |_, p| p == "1", &b, 10);
         assert_eq!(trimmed.len(), 1, "only the current message fits");
         assert_eq!(
             trimmed[0].content,
@@ -165,7 +163,7 @@ mod tests {
             user("1", "a3"),
         ];
         let texts = |m: &[Message]| serde_json::to_value(m).unwrap().to_string();
-        let turn2 = build(&entries, ("1", "a2"), |_| true, &b, usize::MAX);
+        let turn2 = build(&entries, ("1", "a2"), |_, _| true, &b, usize::MAX);
         assert_eq!(turn2.len(), 3, "{}", texts(&turn2));
         assert_eq!(turn2[1].role, Role::Assistant);
         assert_eq!(turn2[2].content, vec![Block::Text { text: "a2".into() }]);

@@ -62,7 +62,8 @@ pub struct AgentSettings {
     /// Model calls per turn.
     pub max_steps: usize,
     pub turn_deadline: Duration,
-    /// Peer ids (on any channel) whose messages are the owner's own.
+    /// The owner's accounts as `channel:peer` (`telegram:12345`): their messages are the
+    /// owner's own words; everyone else's are wrapped as untrusted.
     pub owner_peers: Vec<String>,
 }
 
@@ -133,7 +134,11 @@ impl AgentLoop {
         let mut messages = history::build(
             &entries,
             (&turn.peer, &turn.text),
-            |peer| s.owner_peers.iter().any(|o| o == peer),
+            |channel, peer| {
+                s.owner_peers
+                    .iter()
+                    .any(|o| o.split_once(':') == Some((channel, peer)))
+            },
             &boundary,
             window_bytes,
         );
@@ -267,6 +272,42 @@ impl AgentLoop {
         ))
     }
 
+    /// The turn, once this session's earlier turns are done; the reply is in the transcript
+    /// before the next turn of the session starts.
+    async fn turn_in_session(
+        &self,
+        turn: &Turn,
+        cancel: &CancellationToken,
+        lock: &Arc<tokio::sync::Mutex<()>>,
+    ) -> anyhow::Result<Reply> {
+        let _guard = tokio::select! {
+            () = cancel.cancelled() => anyhow::bail!("cancelled while waiting for the session"),
+            guard = lock.lock() => guard,
+        };
+        self.running
+            .lock()
+            .expect("not poisoned")
+            .insert(turn.session_key.clone(), cancel.clone());
+        let result = self.run_turn(turn, cancel).await;
+        self.running
+            .lock()
+            .expect("not poisoned")
+            .remove(&turn.session_key);
+        let text = result?;
+        let text = self.settings.redactor.redact(&text).into_owned();
+        self.append(
+            &turn.session_key,
+            AgentEntry {
+                session_key: turn.session_key.as_str(),
+                ts: history::now_ms(),
+                role: "assistant",
+                text: Some(&text),
+            },
+        )
+        .await?;
+        Ok(Reply::text(text))
+    }
+
     fn deadline_reply(&self) -> String {
         format!(
             "I stopped: this message took longer than the {:?} limit per message.",
@@ -311,34 +352,14 @@ impl AgentLoop {
 impl Agent for AgentLoop {
     async fn handle_turn(&self, turn: Turn, cancel: CancellationToken) -> anyhow::Result<Reply> {
         let lock = self.session_lock(&turn.session_key);
-        let _guard = tokio::select! {
-            () = cancel.cancelled() => anyhow::bail!("cancelled while waiting for the session"),
-            guard = lock.lock_owned() => guard,
-        };
-        self.running
-            .lock()
-            .expect("not poisoned")
-            .insert(turn.session_key.clone(), cancel.clone());
-        let result = self.run_turn(&turn, &cancel).await;
-        self.running
-            .lock()
-            .expect("not poisoned")
-            .remove(&turn.session_key);
-        let text = result?;
-        let text = self.settings.redactor.redact(&text).into_owned();
-        let model = self.settings.chain.models().next().map(ToString::to_string);
-        self.append(
-            &turn.session_key,
-            AgentEntry {
-                session_key: turn.session_key.as_str(),
-                ts: history::now_ms(),
-                role: "assistant",
-                model: model.as_deref(),
-                text: Some(&text),
-            },
-        )
-        .await?;
-        Ok(Reply::text(text))
+        let result = self.turn_in_session(&turn, &cancel, &lock).await;
+        // The map's reference and ours: nobody else waits for this session, so its lock
+        // goes (the map would otherwise grow by one entry per chat ever seen).
+        let mut locks = self.locks.lock().expect("not poisoned");
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&turn.session_key);
+        }
+        result
     }
 
     async fn handle_command(
@@ -369,7 +390,6 @@ impl Agent for AgentLoop {
                         session_key: context.session_key.as_str(),
                         ts: history::now_ms(),
                         role: "reset",
-                        model: None,
                         text: None,
                     },
                 )

@@ -280,7 +280,11 @@ impl Prepared {
         settings.context_window = context_window;
         settings.workspace = Some(self.workspace);
         settings.ledger = Some(Arc::new(ledger));
-        settings.owner_peers = self.owner_ids;
+        settings.owner_peers = self
+            .owner_ids
+            .iter()
+            .map(|id| format!("telegram:{id}"))
+            .collect();
         let agent = Arc::new(AgentLoop::new(settings));
         let Some(telegram) = self.telegram else {
             tracing::info!("agent ready; no channel configured (channels.telegram.botToken)");

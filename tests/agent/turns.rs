@@ -109,7 +109,7 @@ fn settings(fake: &Fake, dir: &Path, cost: Option<Cost>) -> AgentSettings {
     let chain = ModelChain::new(&providers, model, vec![]).unwrap();
     let transcripts = Transcripts::new(dir.join("sessions"));
     let mut s = AgentSettings::new(chain, transcripts, Redactor::new([&Secret::new(KEY)]));
-    s.owner_peers = vec![OWNER.into()];
+    s.owner_peers = vec![format!("telegram:{OWNER}")];
     s
 }
 
