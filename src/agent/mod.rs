@@ -160,7 +160,13 @@ impl AgentLoop {
             if let Some(ledger) = &s.ledger {
                 if let Err(exceeded) = ledger.check() {
                     tracing::warn!("turn of {} refused: {exceeded}", turn.session_key);
-                    return Ok(format!("I cannot answer now: {exceeded}."));
+                    let resets = match exceeded.period {
+                        Period::Daily => "at 00:00 UTC",
+                        Period::Monthly => "on the 1st of next month at 00:00 UTC",
+                    };
+                    return Ok(format!(
+                        "I cannot answer now: {exceeded}. The budget resets {resets}."
+                    ));
                 }
             }
             let request = ChatRequest {

@@ -305,6 +305,7 @@ async fn the_budget_stops_calls_across_a_restart() {
         "{}",
         reply.text
     );
+    assert!(reply.text.contains("resets at 00:00 UTC"), "{}", reply.text);
     assert_eq!(fake.seen().len(), 1, "no model call past the budget");
     let status = s
         .agent
@@ -420,7 +421,9 @@ async fn sessions_run_in_parallel_and_one_session_queues() {
     let runs = s.runs.lock().unwrap().clone();
     let find = |needle: &str| {
         runs.iter()
-            .find(|(t, _, _)| t.contains(needle))
+            // The owner's text as it is; the stranger's inside the wrapper (whose random
+            // boundary may contain any two hex characters).
+            .find(|(t, _, _)| t == needle || t.contains(&format!("\n{needle}\n")))
             .unwrap_or_else(|| panic!("{needle} not run: {runs:?}"))
             .clone()
     };
@@ -487,4 +490,36 @@ async fn the_api_key_never_reaches_reply_transcript_or_a_stranger() {
     assert_eq!(reply.text, AUTH_REPLY);
     let transcript = std::fs::read_to_string(s.transcripts.path(&key(OWNER))).unwrap();
     assert_no_key("transcript", &transcript);
+}
+
+#[tokio::test]
+async fn the_owner_hears_of_the_80_percent_warning_once() {
+    let fake = Fake::start(|_, _| ok(text_answer("answer"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cost = Some(Cost {
+        input: 10.0,
+        output: 50.0,
+        ..Cost::default()
+    });
+    // $0.015 per call: the first call is 15 % of $0.10, the sixth crosses 80 %.
+    let budget = Budget {
+        daily_usd: None,
+        monthly_usd: Some(0.1),
+    };
+    let mut settings = settings(&fake, dir.path(), cost);
+    settings.ledger = Some(Arc::new(
+        Ledger::open(&dir.path().join("ledger.jsonl"), budget).unwrap(),
+    ));
+    let s = setup(settings, Duration::ZERO);
+    let mut notes = Vec::new();
+    for i in 0..7 {
+        let turn = inbound(&s.transcripts, OWNER, &format!("question {i}"));
+        let reply = s
+            .agent
+            .handle_turn(turn, CancellationToken::new())
+            .await
+            .unwrap();
+        notes.push(reply.text.contains("of the $0.10 monthly budget is spent"));
+    }
+    assert_eq!(notes, [false, false, false, false, false, true, false]);
 }
