@@ -3,15 +3,20 @@
 //! Under systemd (`JOURNAL_STREAM` set) the gateway logs to the journal through
 //! tracing-journald, so `journalctl -u clawfort` and fail2ban's systemd backend see each
 //! line as one entry. Otherwise it logs to stderr *and* appends to
-//! `~/.openclaw/logs/gateway.log` (rotated once at 10 MiB on start), which
-//! `clawfort logs` reads when there is no `clawfort.service`.
+//! `~/.openclaw/logs/gateway.log`, which `clawfort logs` reads when there is no
+//! `clawfort.service`. The file never grows past `ROTATE_AT`: a line that would take it past
+//! is written to a fresh file after renaming the full one to `gateway.log.1` (replacing the
+//! previous one), at start and while running, so the two take at most twice `ROTATE_AT`.
+//! tracing-appender's rolling writer rotates by time only, which bounds nothing under a
+//! flood, hence the small writer here.
 //!
-//! Every authentication failure is exactly one line containing `auth failure from <ip>`.
+//! Every authentication failure is exactly one line containing `auth failure from <ip>`, up to
+//! the rate `http::loglimit` allows; beyond it one summary line per client counts the rest.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -23,6 +28,8 @@ use crate::paths::Paths;
 
 /// The systemd unit the appliance runs the gateway as.
 pub const UNIT: &str = "clawfort.service";
+/// Size at which `gateway.log` is rotated. Tests lower it with `CLAWFORT_TEST_LOG_MAX_BYTES`
+/// (a value can only lower it).
 const ROTATE_AT: u64 = 10 * 1024 * 1024;
 
 /// Logging for CLI commands: warnings and errors to stderr.
@@ -50,9 +57,13 @@ pub fn init_gateway(paths: &Paths) {
         .with_max_level(Level::INFO)
         .with_target(false)
         .with_ansi(false);
-    match open_log_file(&paths.log_file()) {
+    let max = std::env::var("CLAWFORT_TEST_LOG_MAX_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(ROTATE_AT, |v| v.min(ROTATE_AT));
+    match CappedFile::open(paths.log_file(), max) {
         Ok(file) => {
-            let file = std::sync::Arc::new(file);
+            let file = std::sync::Mutex::new(file);
             let _ = fmt.with_writer(stderr.and(file)).try_init();
         }
         Err(e) => {
@@ -65,18 +76,68 @@ pub fn init_gateway(paths: &Paths) {
     }
 }
 
-fn open_log_file(path: &Path) -> std::io::Result<std::fs::File> {
-    if let Some(dir) = path.parent() {
-        crate::pairing::ensure_private_dir(dir)?;
+/// The log file, rotated whenever a write would take it past `max` bytes.
+struct CappedFile {
+    path: PathBuf,
+    file: std::fs::File,
+    len: u64,
+    max: u64,
+}
+
+impl CappedFile {
+    fn open(path: PathBuf, max: u64) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            crate::pairing::ensure_private_dir(dir)?;
+        }
+        let file = Self::append(&path)?;
+        let len = file.metadata()?.len();
+        let mut capped = Self {
+            path,
+            file,
+            len,
+            max,
+        };
+        if capped.len > max {
+            capped.rotate()?;
+        }
+        Ok(capped)
     }
-    if std::fs::metadata(path).is_ok_and(|m| m.len() > ROTATE_AT) {
-        std::fs::rename(path, path.with_extension("log.1"))?;
+
+    fn append(path: &Path) -> std::io::Result<std::fs::File> {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
     }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
+
+    /// Moves the full file to `.log.1` and starts a new one. If the rename fails (say the
+    /// directory became read-only), the file is emptied instead: the cap holds either way.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let renamed = std::fs::rename(&self.path, self.path.with_extension("log.1"))
+            .and_then(|()| Self::append(&self.path));
+        match renamed {
+            Ok(file) => self.file = file,
+            Err(_) => self.file.set_len(0)?,
+        }
+        self.len = 0;
+        Ok(())
+    }
+}
+
+impl Write for CappedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.len > 0 && self.len + buf.len() as u64 > self.max {
+            self.rotate()?;
+        }
+        let written = self.file.write(buf)?;
+        self.len += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Where `clawfort logs` reads from.
@@ -158,5 +219,28 @@ fn show_file(path: &Path, tail: usize, follow: bool) -> anyhow::Result<()> {
         }
         out.flush()?;
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_file_never_passes_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/gateway.log");
+        let mut file = CappedFile::open(path.clone(), 100).unwrap();
+        for n in 0..50 {
+            writeln!(file, "line {n:03} of the log, about thirty").unwrap();
+        }
+        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+        assert!(len(&path) <= 100, "{}", len(&path));
+        assert!(len(&path.with_extension("log.1")) <= 100);
+        let newest = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            newest.ends_with("line 049 of the log, about thirty\n"),
+            "{newest}"
+        );
     }
 }

@@ -13,6 +13,8 @@ mod compat;
 mod credentials;
 #[path = "gateway/guards.rs"]
 mod guards;
+#[path = "gateway/hostile.rs"]
+mod hostile;
 #[path = "gateway/installation.rs"]
 mod installation;
 #[path = "gateway/sessions.rs"]

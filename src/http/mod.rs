@@ -1,11 +1,14 @@
 //! The HTTP server: hyper HTTP/1.1 on a small tokio runtime.
 //!
 //! hyper is used directly (no framework): the gateway has a handful of routes, and owning the
-//! connection loop lets every limit be explicit: at most `MAX_CONNECTIONS` open connections,
-//! request headers within `HEADER_TIMEOUT` (also the keep-alive idle limit), bodies within
-//! `routes::MAX_BODY` and `routes::BODY_TIMEOUT`.
+//! connection loop lets every limit be explicit: admission, the connection caps and the
+//! per-connection deadlines in `conn`, bodies within `routes::MAX_BODY` and
+//! `routes::BODY_TIMEOUT`, failed authentications in `ratelimit`, log volume in `loglimit`.
 
+mod client;
+mod conn;
 mod guard;
+mod loglimit;
 mod ratelimit;
 mod reply;
 mod routes;
@@ -21,11 +24,16 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
-pub use ratelimit::{FailureLimiter, Lockout};
+pub use conn::{HEADER_TIMEOUT, LIFETIME, MAX_CONNECTIONS, MAX_PER_CLIENT, WRITE_TIMEOUT};
 pub use routes::{BODY_TIMEOUT, MAX_BODY};
+
+pub use conn::Activity;
+use conn::{Busy, Deadlines, WriteDeadline};
+use loglimit::{Kind, LogLimiter};
+use ratelimit::{FailureLimiter, Scope};
 
 use crate::config::{Config, DmPolicy, DmScope, SandboxMode};
 use crate::pairing::{unix_now, ErrorMemo, Store};
@@ -33,10 +41,6 @@ use crate::paths::Paths;
 use crate::sessions::Transcripts;
 use crate::token::{bearer, TokenVerifier};
 
-/// Open connections at most; further ones are closed on accept.
-pub const MAX_CONNECTIONS: usize = 1024;
-/// Time a client has to send a request's headers (and the idle limit between requests).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the pairing counts in `/api/status` are re-read from the store.
 const COUNTS_REFRESH: Duration = Duration::from_secs(1);
 
@@ -45,6 +49,9 @@ pub struct Gateway {
     pub config: Config,
     verifier: Option<TokenVerifier>,
     limiter: FailureLimiter,
+    logs: LogLimiter,
+    conns: Arc<conn::Table>,
+    deadlines: Deadlines,
     store: Store,
     /// Unreadable store files already logged (once per change of the file).
     store_errors: ErrorMemo,
@@ -64,6 +71,9 @@ impl Gateway {
                 .as_ref()
                 .map(|t| TokenVerifier::new(&t.value)),
             limiter: FailureLimiter::new(config.gateway.rate_limit),
+            logs: LogLimiter::default(),
+            conns: Arc::default(),
+            deadlines: Deadlines::from_env(),
             store: Store::new(paths.credentials_dir()),
             store_errors: ErrorMemo::default(),
             transcripts: Transcripts::new(paths.sessions_dir()),
@@ -90,6 +100,31 @@ impl Gateway {
             Ok(())
         } else {
             Err("invalid token")
+        }
+    }
+
+    /// Logs (rate-limited) and counts a failed authentication.
+    fn auth_failed(&self, ip: IpAddr, reason: &str) {
+        if self.logs.allow(Kind::AuthFailure, ip) {
+            tracing::warn!("auth failure from {ip}: {reason}");
+        }
+        if let Some(lockout) = self.limiter.record_failure(ip) {
+            let who = match lockout.scope {
+                Scope::Client(key) => format!("{ip} (client {key})"),
+                Scope::Everyone => format!("every client (the last failure from {ip})"),
+            };
+            tracing::warn!(
+                "auth lockout for {who}: {} failures; refused for {} s",
+                lockout.failures,
+                lockout.secs
+            );
+        }
+    }
+
+    /// Logs (rate-limited) a request or connection refused before authentication.
+    fn log_refusal(&self, ip: IpAddr, reason: &str) {
+        if self.logs.allow(Kind::Refusal, ip) {
+            tracing::warn!("refused request from {ip}: {reason}");
         }
     }
 
@@ -195,12 +230,12 @@ pub async fn serve(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                gateway.logs.flush();
                 let gw = gateway.clone();
                 let _ = tokio::task::spawn_blocking(move || gw.refresh_counts()).await;
             }
         })
     };
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -215,31 +250,68 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(
-                "refused connection from {}: {MAX_CONNECTIONS} open",
-                peer.ip()
-            );
-            continue;
+        let ip = peer.ip();
+        let (slot, evicted) = match gateway.conns.admit(client::ClientKey::of(ip)) {
+            Ok(admitted) => admitted,
+            Err(conn::Full) => {
+                // One small write into a fresh socket's empty buffer: it cannot block, and
+                // if it fails the client gets the close it would have got anyway.
+                let _ = stream.try_write(conn::FULL_RESPONSE);
+                gateway.log_refusal(ip, "every connection slot is busy");
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
         tokio::spawn(async move {
-            let ip = peer.ip();
-            let service = hyper::service::service_fn(move |req| {
-                let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(routes::handle(gateway, ip, req).await) }
-            });
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_BODY + 16 * 1024)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let io = WriteDeadline::new(stream, gateway.deadlines.write);
+            let activity = slot.activity.clone();
+            serve_connection(gateway, io, ip, activity, evicted).await;
             drop(slot);
         });
     }
     refresher.abort();
+}
+
+/// Serves one HTTP/1.1 connection from `ip` over `io` until it ends, `evicted` resolves (the
+/// connection is dropped: closed) or its lifetime is over (it is closed gracefully after the
+/// answer in progress). Requests get the gateway's header deadline and buffer limit and are
+/// noted in `activity` (which eviction reads). The fuzz target drives this too.
+pub async fn serve_connection<I>(
+    gateway: Arc<Gateway>,
+    io: I,
+    ip: IpAddr,
+    activity: Arc<Activity>,
+    evicted: impl Future,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let lifetime = gateway.deadlines.lifetime;
+    let service = hyper::service::service_fn(move |req| {
+        let gateway = gateway.clone();
+        let busy = Busy::enter(&activity);
+        async move {
+            let reply = routes::handle(gateway, ip, req).await;
+            drop(busy);
+            Ok::<_, Infallible>(reply)
+        }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_BODY + 16 * 1024)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    // Biased: the connection is polled first and no random branch order is drawn per wake-up.
+    tokio::select! {
+        biased;
+        _ = connection.as_mut() => {}
+        _ = evicted => {}
+        () = tokio::time::sleep(lifetime) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(conn::CLOSE_GRACE, connection).await;
+        }
+    }
 }
 
 /// `clawfort gateway`: listens and serves until SIGINT or SIGTERM.
@@ -277,6 +349,7 @@ pub fn run(
         if rustix::process::geteuid().is_root() {
             tracing::warn!("running as root: run the gateway as an unprivileged user");
         }
+        raise_file_limit();
         let gateway = Arc::new(Gateway::new(config, paths, local));
         gateway.refresh_counts();
         tracing::info!(
@@ -294,6 +367,25 @@ pub fn run(
         tracing::info!("gateway stopped");
         Ok(())
     })
+}
+
+/// Raises the soft open-files limit so the connection table fits: systemd's default soft
+/// limit (1024) is below `MAX_CONNECTIONS` plus the listener and files, and at that limit
+/// `accept` fails, which would refuse even `/healthz`.
+fn raise_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    const WANTED: u64 = (MAX_CONNECTIONS as u64) * 2 + 64;
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|current| current < WANTED) {
+        let raised = limit.maximum.map_or(WANTED, |max| max.min(WANTED));
+        let new = rustix::process::Rlimit {
+            current: Some(raised),
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, new) {
+            tracing::warn!("cannot raise the open-files limit to {raised}: {e}");
+        }
+    }
 }
 
 async fn shutdown_signal() {

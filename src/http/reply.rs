@@ -3,7 +3,7 @@
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{
-    HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
+    HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::{Response, StatusCode};
 use serde::Serialize;
@@ -41,11 +41,21 @@ pub fn error(status: StatusCode, message: &str) -> Reply {
 pub fn too_many(retry_after_secs: u64) -> Reply {
     let mut reply = error(
         StatusCode::TOO_MANY_REQUESTS,
-        "too many failed authentications from this address; wait before retrying",
+        "too many failed authentications; wait before retrying",
     );
     reply
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    reply
+}
+
+/// 400 for a request whose framing is ambiguous; the connection is closed after it, since
+/// what follows on it cannot be trusted to be where the next request starts.
+pub fn bad_framing(message: &str) -> Reply {
+    let mut reply = error(StatusCode::BAD_REQUEST, message);
+    reply
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     reply
 }
 

@@ -11,9 +11,10 @@
 //! | `POST /api/pairing/<ch>/reject`         | yes  | `{"code"}`                           |
 //! | `POST /api/pairing/<ch>/revoke`         | yes  | `{"peer"}` or `{"group"}`            |
 //!
-//! Order matters: the Host and Origin guards run first (a rebinding page learns nothing),
-//! then the lockout check (a locked-out client's token is not even looked at), then the
-//! token. Unknown `/api` paths answer 404 only after authentication, so they cannot be
+//! Order matters: the framing, Host and Origin guards run first (a rebinding page learns
+//! nothing), then the lockout check (a remote client locked out by its own failures has its
+//! token not even looked at; see `ratelimit` for when a token is compared during a lockout),
+//! then the token. Unknown `/api` paths answer 404 only after authentication, so they cannot be
 //! probed anonymously.
 
 use std::net::IpAddr;
@@ -26,6 +27,7 @@ use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, ORIGIN};
 use hyper::{Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use super::ratelimit::Gate;
 use super::reply::{self, Reply};
 use super::{guard, Gateway};
 use crate::messages::{self, MessageError};
@@ -38,20 +40,24 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn handle(gw: Arc<Gateway>, ip: IpAddr, req: Request<Incoming>) -> Reply {
+    if let Some(reason) = guard::framing_error(&req) {
+        gw.log_refusal(ip, reason);
+        return reply::bad_framing(reason);
+    }
     let headers = req.headers();
     if !guard::host_allowed(
         headers.get(HOST),
         &gw.config.gateway.allowed_hosts,
         gw.bind_ip(),
     ) {
-        tracing::warn!("refused request from {ip}: Host header not allowed");
+        gw.log_refusal(ip, "Host header not allowed");
         return reply::error(
             StatusCode::FORBIDDEN,
             "Host header is not a loopback name or in gateway.allowedHosts",
         );
     }
     if !guard::origin_allowed(headers.get(ORIGIN), &gw.config.gateway.allowed_origins) {
-        tracing::warn!("refused request from {ip}: Origin not allowed");
+        gw.log_refusal(ip, "Origin not allowed");
         return reply::error(
             StatusCode::FORBIDDEN,
             "browser origin not allowed (gateway.allowedOrigins)",
@@ -69,19 +75,16 @@ pub async fn handle(gw: Arc<Gateway>, ip: IpAddr, req: Request<Incoming>) -> Rep
         return reply::error(StatusCode::NOT_FOUND, "not found");
     }
 
-    if let Some(wait) = gw.limiter.retry_after(ip) {
-        return reply::too_many(wait);
+    let gate = gw.limiter.gate(ip);
+    if let Gate::Refuse { retry_after } = gate {
+        return reply::too_many(retry_after);
     }
     if let Err(reason) = gw.authenticate(headers.get(AUTHORIZATION).map(|v| v.as_bytes())) {
-        tracing::warn!("auth failure from {ip}: {reason}");
-        if let Some(lockout) = gw.limiter.record_failure(ip) {
-            tracing::warn!(
-                "auth lockout for {ip}: {} failures; refused for {} s",
-                lockout.failures,
-                lockout.secs
-            );
-        }
-        return reply::unauthorized(reason);
+        gw.auth_failed(ip, reason);
+        return match gate {
+            Gate::TokenFirst { retry_after } => reply::too_many(retry_after),
+            _ => reply::unauthorized(reason),
+        };
     }
 
     route(gw, req).await

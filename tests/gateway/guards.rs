@@ -80,12 +80,14 @@ fn repeated_failures_lock_the_client_out() {
     let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((119..=120).contains(&wait), "{wait}");
     assert!(r.json()["error"].is_string());
-    // Locked out means locked out: the right token is not even looked at.
-    assert_eq!(gw.get("/api/status", Some(TOKEN)).status, 429);
+    // On loopback the owner shares the address with whoever caused the lockout, so the right
+    // token still gets in (hostile.rs has the remote-address side).
+    assert_eq!(gw.get("/api/status", Some(TOKEN)).status, 200);
     // Health checks stay available.
     assert_eq!(gw.get("/healthz", None).status, 200);
     assert_eq!(gw.wait_log("auth lockout for 127.0.0.1", 1).len(), 1);
-    assert_eq!(gw.log_lines("auth failure from").len(), 3);
+    // The three 401s and the wrong token answered 429.
+    assert_eq!(gw.log_lines("auth failure from").len(), 4);
 }
 
 #[test]
@@ -125,16 +127,12 @@ fn bad_input_gets_json_errors() {
     let r = gw.post("/api/messages", &big);
     assert_eq!(r.status, 413);
     assert!(r.json()["error"].is_string());
-    // Chunked, so the limit is hit while streaming rather than from Content-Length.
-    let chunk = "y".repeat(8192);
-    let mut chunked = format!(
-        "POST /api/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    // Chunked bodies are refused outright (no route needs one, and hyper silently drops a
+    // Content-Length sent alongside): see hostile.rs for the smuggling cases.
+    let chunked = format!(
+        "POST /api/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
     );
-    for _ in 0..10 {
-        chunked.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
-    }
-    chunked.push_str("0\r\n\r\n");
-    assert_eq!(gw.raw(&chunked).status, 413);
+    assert_eq!(gw.raw(&chunked).status, 400);
     for body in [
         "{",
         "[]",

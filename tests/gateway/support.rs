@@ -56,7 +56,13 @@ impl Gateway {
     }
 
     pub fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::start_with_env(dir, &[])
+    }
+
+    /// Starts a gateway in `dir` with extra environment variables (the test-only deadlines).
+    pub fn start_with_env(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
         let mut child = command(dir.path())
+            .envs(env.iter().copied())
             .args(["gateway", "--port", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -5,13 +5,19 @@
 //! idle RSS (VmRSS after a settle), then `wrk -t2 -c32` against `/healthz`, authorised
 //! `/api/status`, and rejected `/api/status` twice: with the default failure limiter (the
 //! first 10 failures are 401, the rest 429 during the lockout) and with the limiter off
-//! (every request is a logged 401). 401s are counted from the gateway's `auth failure from`
-//! log lines; wrk gives the total. Results go into BENCHMARKS.md by hand.
+//! (every request is a rejected token check). Auth failures are counted from the gateway's log:
+//! its `auth failure from` lines plus the counts in its `N further auth failures ...
+//! suppressed` summaries; wrk gives the total. Last, `/healthz` again while a hostile client
+//! keeps `HOSTILE` connections open (half slowloris, half pipelining requests whose answers
+//! it never reads), reopening every one the gateway closes. Results go into BENCHMARKS.md by
+//! hand.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -28,6 +34,10 @@ pub struct Args {
     /// Seconds per wrk run.
     #[arg(long, default_value_t = 10)]
     pub duration: u32,
+    /// Benchmark this gateway binary instead of building the release one (for A/B runs
+    /// against an older build in the same minute).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
 }
 
 /// One wrk run.
@@ -36,9 +46,12 @@ struct Load {
     requests: u64,
     per_sec: f64,
     non_2xx: u64,
-    /// 401 responses, from the gateway log (rejected runs only).
+    /// Auth failures, from the gateway log (rejected runs only).
     unauthorized: Option<u64>,
 }
+
+/// Connections the slow-client run keeps open.
+const HOSTILE: usize = 1000;
 
 pub fn run(args: Args) -> Result<()> {
     ensure!(
@@ -53,11 +66,16 @@ pub fn run(args: Args) -> Result<()> {
         .to_path_buf();
     sh.change_dir(&root);
     crate::image::host_tools::ensure(crate::image::host_tools::BENCH_TOOLS)?;
-    cmd!(sh, "cargo build --release --quiet -p clawfort").run()?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let binary = target_dir.join("release/clawfort");
+    let binary = match args.binary {
+        Some(binary) => binary,
+        None => {
+            cmd!(sh, "cargo build --release --quiet -p clawfort").run()?;
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"))
+                .join("release/clawfort")
+        }
+    };
 
     let state = std::env::temp_dir().join(format!("clawfort-bench-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(state.clone());
@@ -114,7 +132,22 @@ pub fn run(args: Args) -> Result<()> {
     unlimited.unauthorized = Some(gw.auth_failures()? - before);
     drop(gw);
 
-    let loads = [healthz, authorised, rejected, unlimited];
+    // Run 3: /healthz while a hostile client holds HOSTILE connections.
+    let gw = Gateway::start(&binary, &state, "{}")?;
+    let hostile = Hostile::start(gw.port);
+    std::thread::sleep(Duration::from_secs(1));
+    let under_attack = wrk(
+        &sh,
+        "healthz, 1000 hostile conns",
+        gw.port,
+        "/healthz",
+        None,
+        d,
+    )?;
+    let reopened = hostile.stop();
+    drop(gw);
+
+    let loads = [healthz, authorised, rejected, unlimited, under_attack];
     if args.json {
         let loads: Vec<_> = loads
             .iter()
@@ -131,6 +164,7 @@ pub fn run(args: Args) -> Result<()> {
             "peakRssKiB": peak_rss_kib,
             "wrk": format!("wrk -t2 -c32 -d{d}s"),
             "loads": loads,
+            "hostileReopened": reopened,
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -150,7 +184,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     println!(
         "  {:<32} {:>10} {:>10} {:>8} {:>8}",
-        "load", "req/s", "requests", "non-2xx", "401s"
+        "load", "req/s", "requests", "non-2xx", "failures"
     );
     for l in &loads {
         let unauthorized = l.unauthorized.map_or("-".to_string(), |n| n.to_string());
@@ -159,7 +193,73 @@ pub fn run(args: Args) -> Result<()> {
             l.name, l.per_sec, l.requests, l.non_2xx, unauthorized
         );
     }
+    println!("  hostile connections the gateway closed (and the client reopened): {reopened}");
     Ok(())
+}
+
+/// A client holding `HOSTILE` connections to the gateway: even ones send a request's first
+/// header line and stop (slowloris), odd ones pipeline 100 requests and never read. A
+/// connection the gateway closes is reopened at once.
+struct Hostile {
+    stop: Arc<AtomicBool>,
+    reopened: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Hostile {
+    fn start(port: u16) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let reopened = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, reopened) = (stop.clone(), reopened.clone());
+            std::thread::spawn(move || {
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                let pipelined = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(100);
+                let open = |n: usize| -> Option<TcpStream> {
+                    let mut s = TcpStream::connect(addr).ok()?;
+                    s.set_nonblocking(true).ok()?;
+                    let request: &[u8] = if n.is_multiple_of(2) {
+                        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    } else {
+                        pipelined.as_bytes()
+                    };
+                    let _ = s.write(request);
+                    Some(s)
+                };
+                let mut conns: Vec<Option<TcpStream>> = (0..HOSTILE).map(open).collect();
+                let mut probe = [0u8; 1];
+                while !stop.load(Ordering::Relaxed) {
+                    for (n, conn) in conns.iter_mut().enumerate() {
+                        // Peeking reads nothing: the answers stay unread.
+                        let closed = match conn {
+                            Some(s) => {
+                                matches!(s.peek(&mut probe), Ok(0))
+                                    || matches!(s.peek(&mut probe), Err(e) if e.kind() != std::io::ErrorKind::WouldBlock)
+                            }
+                            None => true,
+                        };
+                        if closed {
+                            *conn = open(n);
+                            reopened.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        Self {
+            stop,
+            reopened,
+            thread,
+        }
+    }
+
+    /// Stops the client; returns how many connections it had to reopen.
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.reopened.load(Ordering::Relaxed)
+    }
 }
 
 /// A running release gateway.
@@ -215,13 +315,28 @@ impl Gateway {
             .with_context(|| format!("no {field} in /proc/PID/status"))
     }
 
-    /// `auth failure from` lines in the gateway's log file so far.
+    /// Auth failures in the gateway's log file so far: one per `auth failure from` line plus
+    /// the count of each `N further auth failures ... suppressed` summary. Waits for the
+    /// summary of the current window first.
     fn auth_failures(&self) -> Result<u64> {
-        let log = std::fs::read(self.state.join("logs/gateway.log")).unwrap_or_default();
+        std::thread::sleep(Duration::from_secs(3));
+        let log = std::fs::read_to_string(self.state.join("logs/gateway.log")).unwrap_or_default();
         Ok(log
-            .split(|b| *b == b'\n')
-            .filter(|l| l.windows(17).any(|w| w == b"auth failure from"))
-            .count() as u64)
+            .lines()
+            .map(|l| {
+                if l.contains("auth failure from") {
+                    1
+                } else if let Some((before, _)) = l.split_once(" further auth failures from") {
+                    before
+                        .rsplit(' ')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0)
+                } else {
+                    0
+                }
+            })
+            .sum())
     }
 
     fn stop(&mut self) {

@@ -47,6 +47,9 @@ pub fn run(args: Args) -> Result<()> {
     step("cargo test", &|| {
         Ok(cmd!(sh, "cargo test --workspace").run()?)
     })?;
+    step("cargo xtask fuzz --seconds 30", &|| {
+        Ok(cmd!(sh, "cargo xtask fuzz --seconds 30").run()?)
+    })?;
     if !args.no_image {
         step("cargo xtask image", &|| {
             Ok(cmd!(sh, "cargo xtask image").run()?)

@@ -5,6 +5,7 @@ mod bench;
 mod ci;
 mod doctor;
 mod e2e;
+mod fuzz;
 mod image;
 mod qemu;
 mod run;
@@ -37,6 +38,8 @@ enum Command {
     Bench(bench::Args),
     /// List the host tools a target's build and boot suite need, and which this host lacks.
     Doctor(doctor::Args),
+    /// Run every fuzz target for a bounded time.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -48,5 +51,6 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Ci(args) => ci::run(args).map(done),
         Command::Bench(args) => bench::run(args).map(done),
         Command::Doctor(args) => doctor::run(args),
+        Command::Fuzz(args) => fuzz::run(args).map(done),
     }
 }

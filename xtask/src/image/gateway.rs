@@ -55,13 +55,25 @@ pub fn build(
     Ok(binary)
 }
 
+/// Adds the Rust target through rustup when it is missing. Under the host-setup lock: two
+/// builds adding the same target at once (CI builds aarch64 and rpi side by side) race in
+/// rustup's download directory and one fails ("could not rename 'downloaded' file").
 fn ensure_rust_target(stage: &mut StageProgress, sh: &Shell, triple: &str) -> Result<()> {
-    let Ok(installed) = cmd!(sh, "rustup target list --installed").quiet().read() else {
-        // No rustup: the toolchain's own target set decides, and cargo's error will say so.
-        return Ok(());
+    let installed = || -> Option<bool> {
+        let list = cmd!(sh, "rustup target list --installed")
+            .quiet()
+            .read()
+            .ok()?;
+        Some(list.lines().any(|line| line.trim() == triple))
     };
-    if !installed.lines().any(|line| line.trim() == triple) {
-        stage.run(cmd!(sh, "rustup target add {triple}"))?;
+    // No rustup: the toolchain's own target set decides, and cargo's error will say so.
+    if installed().unwrap_or(true) {
+        return Ok(());
     }
+    let _lock = super::host_tools::host_setup_lock()?;
+    if installed().unwrap_or(true) {
+        return Ok(());
+    }
+    stage.run(cmd!(sh, "rustup target add {triple}"))?;
     Ok(())
 }

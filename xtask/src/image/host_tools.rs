@@ -282,8 +282,9 @@ pub fn ensure_for(target: &TargetConfig, purpose: Purpose) -> Result<()> {
     ensure(&flatten(&tools_for(target, purpose)?))
 }
 
-/// Serialises changes to the host (apt, binfmt_misc) between concurrent builds.
-fn host_setup_lock() -> Result<crate::image::cache::DirLock> {
+/// Serialises changes to the host (apt, binfmt_misc, rustup targets) between concurrent
+/// builds.
+pub fn host_setup_lock() -> Result<crate::image::cache::DirLock> {
     crate::image::cache::DirLock::acquire_named(&std::env::temp_dir(), "clawfort-host-setup.lock")
 }
 
