@@ -59,6 +59,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogSource::Auto)]
         source: LogSource,
     },
+    /// Model spend today and this month (UTC), by model and by session, from the ledger.
+    Usage {
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the running gateway for its status.
     Status {
         /// Print the raw JSON.
@@ -76,9 +81,13 @@ enum PairingCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Approve the request with this code.
+    /// Approve the request with this code: `approve [CHANNEL] CODE` (OpenClaw's form, the
+    /// one the pairing reply shows) or `approve CODE --channel CHANNEL`.
     Approve {
-        code: String,
+        /// The channel, or the code when it is the only argument.
+        #[arg(value_name = "CHANNEL|CODE")]
+        first: String,
+        code: Option<String>,
         /// The channel of the request (searched in all channels when omitted).
         #[arg(long)]
         channel: Option<String>,
@@ -160,7 +169,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             config.check_startable()?;
-            crate::http::run(config, &paths, port)?;
+            let agent = crate::agent::service::prepare(&config, &paths)?;
+            crate::http::run(config, &paths, port, agent)?;
         }
         Command::Pairing { command } => pairing(&paths, command)?,
         Command::Security {
@@ -190,6 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             follow,
             source,
         } => logging::show(&paths, source, tail, follow)?,
+        Command::Usage { json } => usage(&paths, json)?,
         Command::Status { json } => {
             let config = Config::load(&paths)?;
             crate::status::show(&config, json)?;
@@ -293,7 +304,19 @@ fn pairing(paths: &Paths, command: PairingCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        PairingCommand::Approve { code, channel } => decide(&store, channel, &code, true)?,
+        PairingCommand::Approve {
+            first,
+            code,
+            channel,
+        } => match code {
+            Some(code) => {
+                if channel.as_ref().is_some_and(|c| *c != first) {
+                    anyhow::bail!("the channel is given twice: `{first}` and --channel");
+                }
+                decide(&store, Some(first), &code, true)?
+            }
+            None => decide(&store, channel, &first, true)?,
+        },
         PairingCommand::Reject { code, channel } => decide(&store, channel, &code, false)?,
         PairingCommand::Approved { channel, json } => {
             let mut lists = Vec::new();
@@ -414,4 +437,66 @@ fn checked_channel(channel: String) -> anyhow::Result<String> {
         "--channel {channel:?}: channel names are 1 to 64 letters, digits, `-` or `_`"
     );
     Ok(channel)
+}
+
+/// `clawfort usage`: the ledger's totals. A damaged ledger is an error naming file and line
+/// (exit 1), never an empty report.
+fn usage(paths: &Paths, json: bool) -> anyhow::Result<()> {
+    use crate::usage::{PeriodTotals, Spend};
+    let path = crate::usage::ledger_path(paths);
+    let totals = crate::usage::read_totals(&path, jiff::Timestamp::now())?;
+    let spend = |s: &Spend| {
+        serde_json::json!({
+            "calls": s.calls, "unpricedCalls": s.unpriced_calls, "usd": s.usd,
+            "inputTokens": s.tokens.input_tokens, "outputTokens": s.tokens.output_tokens,
+            "cacheReadTokens": s.tokens.cache_read_tokens,
+            "cacheWriteTokens": s.tokens.cache_write_tokens,
+        })
+    };
+    let period = |p: &PeriodTotals| {
+        let mut v = spend(&p.total);
+        v["period"] = p.key.clone().into();
+        v["byModel"] = p
+            .by_model
+            .iter()
+            .map(|(k, s)| (k.clone(), spend(s)))
+            .collect();
+        v["bySession"] = p
+            .by_session
+            .iter()
+            .map(|(k, s)| (k.clone(), spend(s)))
+            .collect();
+        v
+    };
+    if json {
+        let report = serde_json::json!({
+            "ledger": path.display().to_string(),
+            "today": period(&totals.day),
+            "month": period(&totals.month),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let line = |label: &str, s: &Spend| {
+        let unpriced = if s.unpriced_calls > 0 {
+            format!(" ({} unpriced)", s.unpriced_calls)
+        } else {
+            String::new()
+        };
+        format!(
+            "  {label}: ${:.4}, {} calls{unpriced}, {} in / {} out tokens",
+            s.usd, s.calls, s.tokens.input_tokens, s.tokens.output_tokens
+        )
+    };
+    for (name, p) in [("Today", &totals.day), ("This month", &totals.month)] {
+        println!("{name} ({} UTC):", p.key);
+        println!("{}", line("total", &p.total));
+        for (model, s) in &p.by_model {
+            println!("{}", line(&format!("model {model}"), s));
+        }
+        for (session, s) in &p.by_session {
+            println!("{}", line(&format!("session {session}"), s));
+        }
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! tests and the fuzz targets exercise exactly the code the gateway runs. See ARCHITECTURE.md
 //! for the module map.
 
+pub mod agent;
 pub mod audit;
 pub mod channel;
 pub mod cli;

@@ -167,7 +167,9 @@ impl Transcripts {
     /// Appends one entry as a single `write` on an `O_APPEND` file and syncs it, so an
     /// accepted message is on disk before the sender hears "accepted". The first append to a
     /// key whose transcript still has its old name moves it first (see the module doc).
-    pub fn append(&self, key: &SessionKey, entry: &TranscriptEntry) -> std::io::Result<()> {
+    /// Any serialisable entry may be appended: the inbound [`TranscriptEntry`], or the
+    /// agent's own lines (see `agent::history`).
+    pub fn append<E: Serialize>(&self, key: &SessionKey, entry: &E) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(entry).expect("transcript entries always serialise");
         line.push(b'\n');
         let path = self.path(key);

@@ -389,6 +389,10 @@ impl Ledger {
         &self.path
     }
 
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
     /// Refuses a new call when a limit is reached in the current period.
     pub fn check(&self) -> Result<(), BudgetExceeded> {
         self.check_at(Timestamp::now())

@@ -161,7 +161,6 @@ pub struct Budget {
 /// `models`.
 pub fn read_models(root: &mut Section) -> BTreeMap<String, ProviderConfig> {
     let mut providers = BTreeMap::new();
-    root.not_wired("models");
     let Some(mut models) = root.section("models") else {
         return providers;
     };
@@ -240,7 +239,6 @@ fn read_model(mut m: Section) -> Option<ModelConfig> {
 
 /// `agents.defaults.model`.
 pub fn read_agent_model(defaults: &mut Section) -> Option<AgentModel> {
-    defaults.not_wired("model");
     let path = defaults.key_path("model");
     match defaults.get("model")? {
         serde_json::Value::String(s) => Some(AgentModel {
@@ -300,6 +298,7 @@ fn model_ref(section: &Section, path: &str, value: &str) -> Option<ModelRef> {
 
 /// `agents.defaults.workspace`.
 pub fn read_workspace(defaults: &mut Section) -> Option<PathBuf> {
+    // Still listed: only `AGENTS.md` is read from it (by the agent, when a model is set).
     defaults.not_wired("workspace");
     defaults.string("workspace").map(|p| expand_tilde(&p))
 }
@@ -307,16 +306,6 @@ pub fn read_workspace(defaults: &mut Section) -> Option<PathBuf> {
 /// The Telegram-only keys of `channels.telegram` (the policy keys are read with every
 /// channel's).
 pub fn read_telegram(t: &mut Section) -> TelegramConfig {
-    for key in [
-        "botToken",
-        "tokenFile",
-        "apiRoot",
-        "groups",
-        "groupPolicy",
-        "groupAllowFrom",
-    ] {
-        t.not_wired(key);
-    }
     let bot_token = lazy_secret(t, "botToken");
     let token_file = t.string("tokenFile").map(|p| expand_tilde(&p));
     let api_root = t.string("apiRoot");
@@ -356,7 +345,6 @@ pub fn read_telegram(t: &mut Section) -> TelegramConfig {
 
 /// `budget` (clawfort extension).
 pub fn read_budget(root: &mut Section) -> Budget {
-    root.not_wired("budget");
     let Some(mut b) = root.section("budget") else {
         return Budget::default();
     };

@@ -917,19 +917,8 @@ mod tests {
             "Some(LazySecret(channels.telegram.botToken))"
         );
         assert_eq!(c.budget.monthly_usd, Some(50.5));
-        assert_eq!(
-            c.unimplemented,
-            [
-                "agents.defaults.model",
-                "agents.defaults.workspace",
-                "budget",
-                "channels.telegram.botToken",
-                "channels.telegram.groupAllowFrom",
-                "channels.telegram.groupPolicy",
-                "channels.telegram.groups",
-                "models"
-            ]
-        );
+        // The agent service acts on the others now.
+        assert_eq!(c.unimplemented, ["agents.defaults.workspace"]);
     }
 
     #[test]

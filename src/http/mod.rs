@@ -319,7 +319,13 @@ pub async fn serve_connection<I>(
 /// One tokio thread serves every connection: on the 2-core boxes the appliance targets it
 /// measured faster than two workers (no cross-thread wake-ups), and it keeps idle memory
 /// low. File work runs on at most four blocking threads.
-pub fn run(config: Config, paths: &Paths, port_override: Option<u16>) -> anyhow::Result<()> {
+/// `agent`, when configured, runs beside the HTTP server and stops with it.
+pub fn run(
+    config: Config,
+    paths: &Paths,
+    port_override: Option<u16>,
+    agent: Option<crate::agent::service::Prepared>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(4)
         .enable_all()
@@ -351,7 +357,13 @@ pub fn run(config: Config, paths: &Paths, port_override: Option<u16>) -> anyhow:
             env!("CARGO_PKG_VERSION"),
             paths.state_dir.display()
         );
+        let stop_agent = tokio_util::sync::CancellationToken::new();
+        let agent = agent.map(|a| tokio::spawn(a.run(stop_agent.clone())));
         serve(listener, gateway, shutdown_signal()).await;
+        stop_agent.cancel();
+        if let Some(task) = agent {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
         tracing::info!("gateway stopped");
         Ok(())
     })

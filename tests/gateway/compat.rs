@@ -29,7 +29,6 @@ const CASES: &[Case] = &[
     Case {
         fixture: "starter",
         unimplemented: Some(&[
-            "agents.defaults.model",
             "agents.defaults.workspace",
             "agents.entries",
             "channels.whatsapp.groups",
@@ -42,7 +41,6 @@ const CASES: &[Case] = &[
         unimplemented: Some(&[
             "agents.defaults.workspace",
             "channels.discord.token",
-            "channels.telegram.botToken",
             "channels.whatsapp.responsePrefix",
         ]),
         refused: None,
@@ -53,14 +51,10 @@ const CASES: &[Case] = &[
         refused: None,
     },
     Case {
-        // `${MINIMAX_API_KEY}` is unset: it is only resolved when the provider is used.
+        // `${MINIMAX_API_KEY}` comes from the state dir's `.env` (written below); without it
+        // the gateway refuses to start (`an_unset_provider_key_stops_the_gateway`).
         fixture: "anthropic-minimax-fallback",
-        unimplemented: Some(&[
-            "agents.defaults.model",
-            "agents.defaults.workspace",
-            "auth",
-            "models",
-        ]),
+        unimplemented: Some(&["agents.defaults.workspace", "auth"]),
         refused: None,
     },
     Case {
@@ -77,20 +71,21 @@ const CASES: &[Case] = &[
     Case {
         fixture: "local-models",
         unimplemented: Some(&[
-            "agents.defaults.model",
             "agents.defaults.workspace",
-            "models",
+            "models.mode",
+            "models.providers.lmstudio.models[0].input",
+            "models.providers.lmstudio.models[0].reasoning",
         ]),
         refused: None,
     },
     Case {
         fixture: "telegram-setup",
-        unimplemented: Some(&["channels.telegram.botToken", "channels.telegram.groups"]),
+        unimplemented: Some(&[]),
         refused: None,
     },
     Case {
         fixture: "telegram-group-members",
-        unimplemented: Some(&["channels.telegram.groups"]),
+        unimplemented: Some(&[]),
         refused: None,
     },
     Case {
@@ -199,6 +194,9 @@ fn openclaw_documented_configs_load() {
         match case.refused {
             None => {
                 assert!(refused.is_empty(), "{name}: {refused:?}");
+                if name == "anthropic-minimax-fallback" {
+                    write_env(dir.path(), "MINIMAX_API_KEY=test-minimax-key-0123456789\n");
+                }
                 let gw = Gateway::start_in(dir);
                 assert_eq!(gw.get("/healthz", None).status, 200, "{name}");
                 let warnings = gw.wait_log("does not implement yet", 1);
@@ -229,6 +227,36 @@ fn openclaw_documented_configs_load() {
             }
         }
     }
+}
+
+fn write_env(dir: &std::path::Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(".env"))
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// The agent resolves provider keys at start: an unset variable is exit 2 naming the key
+/// (and the audit still runs on such a config).
+#[test]
+fn an_unset_provider_key_stops_the_gateway() {
+    let name = "anthropic-minimax-fallback";
+    let dir = state_dir(Some(&fixture(name)));
+    let out = cli(dir.path(), &["gateway", "--port", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("models.providers.minimax.apiKey") && stderr.contains("MINIMAX_API_KEY"),
+        "{stderr}"
+    );
+    let report = audit(dir.path(), name);
+    assert!(findings(&report, "config.refused").is_empty());
 }
 
 // Regression tests, one per finding of issue 10 (finding 5, and 7 for the nesting).

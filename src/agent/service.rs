@@ -1,0 +1,301 @@
+//! Wiring the agent into `clawfort gateway` from the config.
+//!
+//! [`prepare`] runs before the gateway binds: it checks the agent's config and resolves
+//! its secrets, so a bad setting stops the start with exit 2 and the key named. With no
+//! `agents.defaults.model` (or no `models.providers`) nothing is prepared and the gateway behaves as without an agent.
+//! [`Prepared::run`] then runs on the gateway's runtime beside the HTTP server: it opens
+//! the ledger, builds the providers and the loop, and polls Telegram if a bot token is set.
+//!
+//! The owner's Telegram ids come from `channels.telegram.allowFrom` (numeric entries):
+//! the config reader does not expose OpenClaw's `commands.ownerAllowFrom`, and `allowFrom`
+//! is the list of people the owner declared as themselves in OpenClaw's single-owner setup.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{AgentLoop, AgentSettings};
+use crate::config::{Config, ConfigError, GroupPolicy as ConfigGroupPolicy, ProviderApi};
+use crate::paths::Paths;
+use crate::provider::{
+    Api, ClientOptions, Cost, ModelChain, ModelRef, ModelSpec, ProviderSpec, Providers,
+};
+use crate::redact::Redactor;
+use crate::secret::Secret;
+use crate::sessions::Transcripts;
+use crate::telegram::{self, BotToken, GroupPolicy, GroupSettings, TelegramSettings};
+use crate::usage::{self, Budget, Ledger};
+
+/// Per-request limit of a provider call.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The checked agent config, secrets resolved.
+#[derive(Debug)]
+pub struct Prepared {
+    specs: Vec<ProviderSpec>,
+    primary: ModelRef,
+    fallbacks: Vec<ModelRef>,
+    workspace: PathBuf,
+    budget: Budget,
+    ledger_path: PathBuf,
+    transcripts: Transcripts,
+    secrets: Vec<Secret>,
+    owner_ids: Vec<String>,
+    telegram: Option<TelegramSettings>,
+    config: Arc<Config>,
+    paths: Paths,
+}
+
+fn key_error(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Checks the agent config; `Ok(None)` when no model is configured.
+pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, ConfigError> {
+    let Some(model) = &config.agent_model else {
+        return Ok(None);
+    };
+    if config.providers.is_empty() {
+        // OpenClaw's built-in provider catalogue and auth profiles are not implemented.
+        tracing::warn!(
+            "agents.defaults.model is set but models.providers is empty: the agent is not \
+             started (define the provider under models.providers)"
+        );
+        return Ok(None);
+    }
+    let mut secrets: Vec<Secret> = config
+        .gateway
+        .token
+        .iter()
+        .map(|t| Secret::new(t.value.clone()))
+        .collect();
+    let mut specs = Vec::new();
+    for (id, p) in &config.providers {
+        let at = |key: &str| format!("models.providers.{id}.{key}");
+        let api = match &p.api {
+            Some(ProviderApi::AnthropicMessages) => Api::AnthropicMessages,
+            Some(ProviderApi::OpenAiCompletions) | None => Api::OpenAiCompletions,
+            Some(ProviderApi::Other(other)) => {
+                tracing::warn!(
+                    "{}: `{other}` is not implemented (anthropic-messages and \
+                     openai-completions are); provider `{id}` is not used",
+                    at("api")
+                );
+                continue;
+            }
+        };
+        let base_url = p
+            .base_url
+            .clone()
+            .ok_or_else(|| key_error(at("baseUrl"), "is required"))?;
+        let api_key = match &p.api_key {
+            Some(lazy) => {
+                let key = Secret::new(lazy.resolve(&config.env)?);
+                secrets.push(key.clone());
+                Some(key)
+            }
+            None => None,
+        };
+        let models = p
+            .models
+            .iter()
+            .map(|m| ModelSpec {
+                id: m.id.clone(),
+                context_window: m.context_window.map(|w| w.min(u64::from(u32::MAX)) as u32),
+                max_tokens: m.max_tokens.map(|w| w.min(u64::from(u32::MAX)) as u32),
+                cost: m.cost.map(|c| Cost {
+                    input: c.input,
+                    output: c.output,
+                    cache_read: c.cache_read,
+                    cache_write: c.cache_write,
+                }),
+            })
+            .collect();
+        specs.push(ProviderSpec {
+            id: id.clone(),
+            api,
+            base_url,
+            api_key_source: p.api_key.as_ref().map(|k| k.key_path().to_owned()),
+            api_key,
+            timeout: PROVIDER_TIMEOUT,
+            models,
+        });
+    }
+    let to_ref = |m: &crate::config::ModelRef| ModelRef {
+        provider: m.provider.clone(),
+        model: m.model.clone(),
+    };
+    // A model of a provider missing from models.providers would use OpenClaw's built-in
+    // catalogue and auth profiles, which clawfort does not implement: it is skipped.
+    let mut chain: Vec<ModelRef> = Vec::new();
+    for m in std::iter::once(&model.primary).chain(&model.fallbacks) {
+        if specs.iter().any(|p| p.id == m.provider) {
+            chain.push(to_ref(m));
+        } else {
+            tracing::warn!(
+                "agents.defaults.model: `{}/{}` is skipped: provider `{}` is not defined in \
+                 models.providers with a supported api (built-in providers are not implemented)",
+                m.provider,
+                m.model,
+                m.provider
+            );
+        }
+    }
+    if chain.is_empty() {
+        tracing::warn!("no model of agents.defaults.model has its provider in models.providers: the agent is not started");
+        return Ok(None);
+    }
+    let primary = chain.remove(0);
+    let owner_ids: Vec<String> = config
+        .channels
+        .get("telegram")
+        .map(|c| c.allow_from.clone())
+        .unwrap_or_default();
+    let telegram = match &config.telegram {
+        Some(t) => telegram_settings(t, config, &owner_ids, &mut secrets)?,
+        None => None,
+    };
+    Ok(Some(Prepared {
+        specs,
+        primary,
+        fallbacks: chain,
+        workspace: config
+            .agent_workspace
+            .clone()
+            .unwrap_or_else(|| paths.state_dir.join("workspace")),
+        budget: Budget {
+            daily_usd: config.budget.daily_usd,
+            monthly_usd: config.budget.monthly_usd,
+        },
+        ledger_path: usage::ledger_path(paths),
+        transcripts: Transcripts::new(paths.sessions_dir()),
+        secrets,
+        owner_ids,
+        telegram,
+        config: Arc::new(config.clone()),
+        paths: paths.clone(),
+    }))
+}
+
+fn telegram_settings(
+    t: &crate::config::TelegramConfig,
+    config: &Config,
+    owner_ids: &[String],
+    secrets: &mut Vec<Secret>,
+) -> Result<Option<TelegramSettings>, ConfigError> {
+    let token = match (&t.bot_token, &t.token_file) {
+        (Some(lazy), _) => lazy.resolve(&config.env)?,
+        (None, Some(file)) => read_token_file(file)?,
+        (None, None) => return Ok(None),
+    };
+    secrets.push(Secret::new(token.clone()));
+    let mut s = TelegramSettings::new(BotToken::new(token));
+    if let Some(root) = &t.api_root {
+        s.api_root = root.trim_end_matches('/').to_owned();
+    }
+    s.group_policy = policy(t.group_policy);
+    s.group_allow_from = t.group_allow_from.clone();
+    s.owner_ids = owner_ids.to_vec();
+    s.groups = t
+        .groups
+        .iter()
+        .filter(|(_, g)| g.enabled != Some(false))
+        .map(|(id, g)| {
+            let settings = GroupSettings {
+                require_mention: g.require_mention,
+                group_policy: None,
+                allow_from: (!g.allow_from.is_empty()).then(|| g.allow_from.clone()),
+            };
+            (id.clone(), settings)
+        })
+        .collect();
+    Ok(Some(s))
+}
+
+fn policy(p: ConfigGroupPolicy) -> GroupPolicy {
+    match p {
+        ConfigGroupPolicy::Allowlist => GroupPolicy::Allowlist,
+        ConfigGroupPolicy::Open => GroupPolicy::Open,
+        ConfigGroupPolicy::Disabled => GroupPolicy::Disabled,
+    }
+}
+
+/// `channels.telegram.tokenFile`: its first line; refused when group or others may read it.
+fn read_token_file(file: &std::path::Path) -> Result<String, ConfigError> {
+    let at = "channels.telegram.tokenFile";
+    let meta = std::fs::metadata(file)
+        .map_err(|e| key_error(at, format!("cannot read {}: {e}", file.display())))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(key_error(
+            at,
+            format!(
+                "{} may be read by other users (mode {:o}): run `chmod 600 {}`",
+                file.display(),
+                meta.mode() & 0o777,
+                file.display()
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| key_error(at, format!("cannot read {}: {e}", file.display())))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.is_empty() {
+        return Err(key_error(at, format!("{} is empty", file.display())));
+    }
+    Ok(token)
+}
+
+impl Prepared {
+    /// Builds the loop and runs the channels until `shutdown`; errors are logged, the HTTP
+    /// server keeps running.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if let Err(e) = self.run_inner(shutdown).await {
+            tracing::error!("the agent stopped: {e:#}");
+        }
+    }
+
+    async fn run_inner(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let providers = Providers::new(self.specs, &ClientOptions::default())?;
+        let context_window = providers
+            .model(&self.primary)
+            .and_then(|m| m.context_window)
+            .unwrap_or(200_000);
+        let chain = ModelChain::new(&providers, self.primary, self.fallbacks)
+            .map_err(anyhow::Error::msg)?;
+        let ledger = {
+            let (path, budget) = (self.ledger_path.clone(), self.budget);
+            tokio::task::spawn_blocking(move || Ledger::open(&path, budget)).await??
+        };
+        let mut settings = AgentSettings::new(
+            chain,
+            self.transcripts.clone(),
+            Redactor::new(&self.secrets),
+        );
+        settings.context_window = context_window;
+        settings.workspace = Some(self.workspace);
+        settings.ledger = Some(Arc::new(ledger));
+        settings.owner_peers = self
+            .owner_ids
+            .iter()
+            .map(|id| format!("telegram:{id}"))
+            .collect();
+        let agent = Arc::new(AgentLoop::new(settings));
+        let Some(telegram) = self.telegram else {
+            tracing::info!("agent ready; no channel configured (channels.telegram.botToken)");
+            return Ok(());
+        };
+        let policy = telegram::Policy {
+            config: self.config,
+            store: crate::pairing::Store::new(self.paths.credentials_dir()),
+            transcripts: self.transcripts,
+        };
+        telegram::run(telegram, policy, &self.paths.state_dir, agent, shutdown).await?;
+        Ok(())
+    }
+}

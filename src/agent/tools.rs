@@ -1,0 +1,84 @@
+//! The tools the model may call. The registry is empty by default: the agent answers in
+//! text only until a tool (exec, files, ...) is registered explicitly.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::provider::ToolSpec;
+
+/// What a tool run produced. `content` goes back to the model wrapped as untrusted data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOutput {
+    pub content: String,
+    pub is_error: bool,
+}
+
+impl ToolOutput {
+    pub fn ok(content: impl Into<String>) -> Self {
+        Self {
+            content: content.into(),
+            is_error: false,
+        }
+    }
+
+    pub fn error(content: impl Into<String>) -> Self {
+        Self {
+            content: content.into(),
+            is_error: true,
+        }
+    }
+}
+
+/// A boxed tool future (object-safe form of `async fn`).
+pub type ToolFuture<'a> = Pin<Box<dyn Future<Output = ToolOutput> + Send + 'a>>;
+
+/// One tool. `run` must return by `deadline` and promptly once `cancel` fires; the loop
+/// also drops the future at either point, so a tool holding a child process must kill it
+/// on drop.
+pub trait Tool: Send + Sync {
+    fn name(&self) -> &str;
+    fn description(&self) -> &str;
+    /// A JSON Schema object for the input.
+    fn input_schema(&self) -> Value;
+    fn run(&self, input: Value, deadline: Instant, cancel: CancellationToken) -> ToolFuture<'_>;
+}
+
+/// The tools offered to the model, by name.
+#[derive(Clone, Default)]
+pub struct Tools {
+    by_name: BTreeMap<String, Arc<dyn Tool>>,
+}
+
+impl std::fmt::Debug for Tools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_name.keys()).finish()
+    }
+}
+
+impl Tools {
+    /// Adds `tool`; a later tool of the same name replaces the earlier one.
+    pub fn register(&mut self, tool: Arc<dyn Tool>) {
+        self.by_name.insert(tool.name().to_owned(), tool);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.by_name.get(name)
+    }
+
+    pub fn specs(&self) -> Vec<ToolSpec> {
+        self.by_name
+            .values()
+            .map(|t| ToolSpec {
+                name: t.name().to_owned(),
+                description: t.description().to_owned(),
+                input_schema: t.input_schema(),
+            })
+            .collect()
+    }
+}
