@@ -18,10 +18,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{AgentLoop, AgentSettings};
-use crate::config::{Config, ConfigError, GroupPolicy as ConfigGroupPolicy, ProviderApi};
+use crate::config::{
+    Config, ConfigError, GroupPolicy as ConfigGroupPolicy, MaxTokensField as ConfigMaxTokensField,
+    ProviderApi,
+};
 use crate::paths::Paths;
 use crate::provider::{
-    Api, ClientOptions, Cost, ModelChain, ModelRef, ModelSpec, ProviderSpec, Providers,
+    Api, ClientOptions, Cost, MaxTokensField, ModelChain, ModelRef, ModelSpec, ProviderSpec,
+    Providers,
 };
 use crate::redact::Redactor;
 use crate::secret::Secret;
@@ -109,6 +113,12 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
                 id: m.id.clone(),
                 context_window: m.context_window.map(|w| w.min(u64::from(u32::MAX)) as u32),
                 max_tokens: m.max_tokens.map(|w| w.min(u64::from(u32::MAX)) as u32),
+                max_tokens_field: m.max_tokens_field.map(|f| match f {
+                    ConfigMaxTokensField::MaxTokens => MaxTokensField::MaxTokens,
+                    ConfigMaxTokensField::MaxCompletionTokens => {
+                        MaxTokensField::MaxCompletionTokens
+                    }
+                }),
                 cost: m.cost.map(|c| Cost {
                     input: c.input,
                     output: c.output,

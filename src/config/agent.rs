@@ -81,6 +81,15 @@ const PROVIDER_APIS: &[&str] = &[
     "azure-openai-responses",
 ];
 
+/// The name of the output-limit field of a chat-completions request (`compat.maxTokensField`):
+/// OpenAI's current models take only `max_completion_tokens`, many compatible servers only the
+/// older `max_tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxTokensField {
+    MaxTokens,
+    MaxCompletionTokens,
+}
+
 /// Prices in US dollars per million tokens (`cost`); a missing price is 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ModelCost {
@@ -98,6 +107,8 @@ pub struct ModelConfig {
     pub context_window: Option<u64>,
     pub max_tokens: Option<u64>,
     pub cost: Option<ModelCost>,
+    /// `compat.maxTokensField`: the chat-completions field that carries the output limit.
+    pub max_tokens_field: Option<MaxTokensField>,
 }
 
 /// `models.providers.<id>`.
@@ -227,6 +238,7 @@ fn read_model(mut m: Section) -> Option<ModelConfig> {
         c.finish();
         cost
     });
+    let max_tokens_field = m.section("compat").and_then(read_compat);
     m.finish();
     Some(ModelConfig {
         id: id?,
@@ -234,7 +246,26 @@ fn read_model(mut m: Section) -> Option<ModelConfig> {
         context_window,
         max_tokens,
         cost,
+        max_tokens_field,
     })
+}
+
+/// `models.providers.*.models[].compat`: of OpenClaw's capability flags only `maxTokensField`
+/// changes what clawfort sends; the others are reported as not implemented.
+fn read_compat(mut c: Section) -> Option<MaxTokensField> {
+    let field = c.string("maxTokensField").and_then(|f| match f.as_str() {
+        "max_tokens" => Some(MaxTokensField::MaxTokens),
+        "max_completion_tokens" => Some(MaxTokensField::MaxCompletionTokens),
+        other => {
+            c.error(
+                "maxTokensField",
+                format!("\"{other}\" is neither \"max_tokens\" nor \"max_completion_tokens\""),
+            );
+            None
+        }
+    });
+    c.finish();
+    field
 }
 
 /// `agents.defaults.model`.

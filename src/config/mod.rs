@@ -19,8 +19,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 pub use agent::{
-    AgentModel, Budget, GroupPolicy, LazySecret, ModelConfig, ModelCost, ModelRef, ProviderApi,
-    ProviderConfig, TelegramConfig, TelegramGroup,
+    AgentModel, Budget, GroupPolicy, LazySecret, MaxTokensField, ModelConfig, ModelCost, ModelRef,
+    ProviderApi, ProviderConfig, TelegramConfig, TelegramGroup,
 };
 pub use env::EnvSource;
 pub use reader::did_you_mean;
@@ -857,6 +857,33 @@ mod tests {
         let err = c.check_startable().unwrap_err().to_string();
         assert!(err.contains("gateway.auth.token"), "{err}");
         assert!(parse("{}").unwrap().check_startable().is_ok());
+    }
+
+    #[test]
+    fn compat_max_tokens_field() {
+        let c = parse(
+            r#"{ models: { providers: { o: { api: "openai-completions",
+                 models: [{ id: "a", compat: { maxTokensField: "max_completion_tokens" } },
+                          { id: "b" }] } } } }"#,
+        )
+        .unwrap();
+        let models = &c.providers["o"].models;
+        assert_eq!(
+            models[0].max_tokens_field,
+            Some(MaxTokensField::MaxCompletionTokens)
+        );
+        assert_eq!(models[1].max_tokens_field, None);
+        let err = parse(
+            r#"{ models: { providers: { o: { api: "openai-completions",
+                 models: [{ id: "a", compat: { maxTokensField: "max_output" } }] } } } }"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("models.providers.o.models[0].compat.maxTokensField")
+                && err.contains("max_completion_tokens"),
+            "{err}"
+        );
     }
 
     #[test]

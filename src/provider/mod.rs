@@ -94,6 +94,35 @@ pub struct ModelSpec {
     pub max_tokens: Option<u32>,
     /// Prices; `None` means calls are recorded unpriced.
     pub cost: Option<Cost>,
+    /// The chat-completions field for the output limit; `None` picks it from the base URL.
+    pub max_tokens_field: Option<MaxTokensField>,
+}
+
+/// Which field of a chat-completions request carries the output limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxTokensField {
+    /// The original name, the only one many compatible servers (and Mistral) accept.
+    MaxTokens,
+    /// OpenAI's current name; its reasoning models refuse `max_tokens`.
+    MaxCompletionTokens,
+}
+
+impl MaxTokensField {
+    /// The default for a provider without `compat.maxTokensField`: OpenAI's own API gets the
+    /// current name, every other endpoint the name that all of them accept.
+    pub fn default_for(base_url: &str) -> Self {
+        let host = base_url
+            .split_once("://")
+            .map_or(base_url, |(_, rest)| rest)
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default();
+        if host.eq_ignore_ascii_case("api.openai.com") {
+            Self::MaxCompletionTokens
+        } else {
+            Self::MaxTokens
+        }
+    }
 }
 
 /// USD per million tokens (`cost: { input, output, cacheRead, cacheWrite }`).
@@ -210,7 +239,13 @@ impl Provider {
         };
         let body = match self.spec.api {
             Api::AnthropicMessages => anthropic::encode(model, max_tokens, request),
-            Api::OpenAiCompletions => openai::encode(model, max_tokens, request),
+            Api::OpenAiCompletions => {
+                let field = self
+                    .model(model)
+                    .and_then(|m| m.max_tokens_field)
+                    .unwrap_or_else(|| MaxTokensField::default_for(&self.spec.base_url));
+                openai::encode(model, max_tokens, field, request)
+            }
         };
         let body = bytes::Bytes::from(body.map_err(|e| ProviderError::BadRequest {
             provider: self.spec.id.clone(),

@@ -5,18 +5,23 @@
 //! each `tool_result` becomes a `tool` message with its `tool_call_id`, placed before any
 //! text of the same user turn so it directly follows the assistant's calls, as the API
 //! requires. Chat completions has no error flag on tool output, so a failed tool's content is
-//! prefixed with `Error: `. The output limit is sent as `max_tokens`, which every compatible
-//! server (vLLM, llama.cpp, Ollama, OpenRouter) and OpenAI's chat models accept.
+//! prefixed with `Error: `. The output limit goes in `max_completion_tokens` for OpenAI's own
+//! API (its reasoning models refuse the older name) and in `max_tokens` elsewhere (vLLM,
+//! llama.cpp, Ollama, OpenRouter, Mistral); `compat.maxTokensField` overrides the choice.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::chat::{Block, ChatRequest, ChatResponse, Role, StopReason, ToolSpec, Usage};
+use super::MaxTokensField;
 
 #[derive(Serialize)]
 struct WireRequest<'a> {
     model: &'a str,
-    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
     messages: Vec<WireMessage<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<WireTool<'a>>,
@@ -71,6 +76,7 @@ struct WireToolFunction<'a> {
 pub(super) fn encode(
     model: &str,
     max_tokens: u32,
+    field: MaxTokensField,
     request: &ChatRequest,
 ) -> serde_json::Result<Vec<u8>> {
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
@@ -117,9 +123,14 @@ pub(super) fn encode(
         }
     }
     let tools = request.tools.iter().map(wire_tool).collect();
+    let (max_tokens, max_completion_tokens) = match field {
+        MaxTokensField::MaxTokens => (Some(max_tokens), None),
+        MaxTokensField::MaxCompletionTokens => (None, Some(max_tokens)),
+    };
     serde_json::to_vec(&WireRequest {
         model,
         max_tokens,
+        max_completion_tokens,
         messages,
         tools,
     })
@@ -283,7 +294,10 @@ mod tests {
             tools: vec![],
             max_tokens: 9,
         };
-        let v: Value = serde_json::from_slice(&encode("m", 9, &request).unwrap()).unwrap();
+        let body = encode("m", 9, MaxTokensField::MaxTokens, &request).unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["max_tokens"], 9);
+        assert!(v.get("max_completion_tokens").is_none());
         assert_eq!(
             v["messages"],
             json!([
@@ -293,6 +307,31 @@ mod tests {
                 {"role": "user", "content": "and?"}
             ])
         );
+    }
+
+    #[test]
+    fn the_output_limit_field_follows_the_endpoint() {
+        let request = ChatRequest {
+            system: String::new(),
+            messages: vec![],
+            tools: vec![],
+            max_tokens: 7,
+        };
+        let field = MaxTokensField::default_for("https://api.openai.com/v1");
+        let v: Value = serde_json::from_slice(&encode("m", 7, field, &request).unwrap()).unwrap();
+        assert_eq!(v["max_completion_tokens"], 7);
+        assert!(v.get("max_tokens").is_none());
+        for other in [
+            "https://openrouter.ai/api/v1",
+            "http://127.0.0.1:11434/v1",
+            "https://api.openai.com.example.net/v1",
+        ] {
+            assert_eq!(
+                MaxTokensField::default_for(other),
+                MaxTokensField::MaxTokens,
+                "{other}"
+            );
+        }
     }
 
     #[test]

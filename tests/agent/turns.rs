@@ -103,6 +103,7 @@ fn settings(fake: &Fake, dir: &Path, cost: Option<Cost>) -> AgentSettings {
         context_window: Some(100_000),
         max_tokens: None,
         cost,
+        max_tokens_field: None,
     });
     let providers = Providers::new(vec![spec], &options(1)).unwrap();
     let model: ModelRef = "anthropic/m1".parse().unwrap();

@@ -47,6 +47,7 @@ async fn fallback_answers_when_the_primary_keeps_failing() {
         context_window: Some(8192),
         max_tokens: Some(50),
         cost: None,
+        max_tokens_field: None,
     });
     let providers = Providers::new(
         vec![
