@@ -110,8 +110,11 @@ pub fn run(config: &Path, listen: Option<&Path>) -> anyhow::Result<()> {
         Some(path) => tracing::info!("egress: listening on {}", path.display()),
         None => tracing::info!("egress: listening on the socket from systemd"),
     }
+    // Name lookups run on tokio's blocking pool: bounded, so a burst of new tunnels queues
+    // instead of running into the unit's TasksMax.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(16)
         .build()?;
     runtime.block_on(async move {
         let listener = UnixListener::from_std(listener)?;
