@@ -202,6 +202,13 @@ pub async fn serve(listener: UnixListener, allow: AllowList, limits: Limits) {
 
 async fn handle(mut client: UnixStream, shared: &Shared) {
     let limits = &shared.limits;
+    // Which process asked (the gateway, or a tool it runs), for the log. Its uid would be
+    // the overflow id here: the unit's user namespace maps only the proxy's own.
+    let pid = client
+        .peer_cred()
+        .ok()
+        .and_then(|cred| cred.pid())
+        .map_or_else(|| "?".to_owned(), |pid| pid.to_string());
     let read = handshake::read_connect(&mut client, limits.max_head);
     let request = match tokio::time::timeout(limits.handshake, read).await {
         Ok(request) => request,
@@ -226,14 +233,14 @@ async fn handle(mut client: UnixStream, shared: &Shared) {
                     connect.target
                 ),
             );
-            return refuse(client, shared, refusal).await;
+            return refuse(client, shared, refusal, &pid).await;
         }
-        Err(refusal) => return refuse(client, shared, refusal).await,
+        Err(refusal) => return refuse(client, shared, refusal, &pid).await,
     };
     let target = connect.target;
     let upstream = match tunnel::open(&target, limits.connect).await {
         Ok(upstream) => upstream,
-        Err(refusal) => return refuse(client, shared, refusal).await,
+        Err(refusal) => return refuse(client, shared, refusal, &pid).await,
     };
     let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
     if !matches!(
@@ -246,7 +253,7 @@ async fn handle(mut client: UnixStream, shared: &Shared) {
     let peer = upstream
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-    tracing::info!("egress: tunnel {id} to {target} ({peer}) opened");
+    tracing::info!("egress: tunnel {id} to {target} ({peer}) opened for client pid {pid}");
     let started = Instant::now();
     let summary = tunnel::relay(client, upstream, &connect.early, limits.idle).await;
     tracing::info!(
@@ -259,9 +266,9 @@ async fn handle(mut client: UnixStream, shared: &Shared) {
 }
 
 /// Answers `refusal`, logs it within the budget, and closes.
-async fn refuse(mut client: UnixStream, shared: &Shared, refusal: Refusal) {
+async fn refuse(mut client: UnixStream, shared: &Shared, refusal: Refusal, pid: &str) {
     shared.log.refused(&format!(
-        "egress: refused ({}): {}",
+        "egress: refused ({}): {} (client pid {pid})",
         refusal.status.as_u16(),
         refusal.why
     ));
