@@ -37,19 +37,19 @@ use loglimit::RefusalLog;
 /// `CLAWFORT_TEST_EGRESS_HANDSHAKE_MS`, `CLAWFORT_TEST_EGRESS_IDLE_MS` and
 /// `CLAWFORT_TEST_EGRESS_MAX_CONNECTIONS`.
 #[derive(Debug, Clone)]
-pub struct Limits {
+struct Limits {
     /// Largest request head (request line and headers).
-    pub max_head: usize,
+    max_head: usize,
     /// Time a client has to send its whole request head.
-    pub handshake: Duration,
+    handshake: Duration,
     /// Time to resolve and connect to the destination.
-    pub connect: Duration,
+    connect: Duration,
     /// A tunnel in which nothing moved either way for this long is closed. Longer than a
     /// provider's whole request time (120 s) and Telegram's long poll, which are silent
     /// while the other side thinks.
-    pub idle: Duration,
+    idle: Duration,
     /// Connections at once, tunnels and handshakes together; more are answered 503.
-    pub max_connections: usize,
+    max_connections: usize,
 }
 
 impl Default for Limits {
@@ -151,7 +151,7 @@ struct Shared {
 }
 
 /// Accepts connections forever.
-pub async fn serve(listener: UnixListener, allow: AllowList, limits: Limits) {
+async fn serve(listener: UnixListener, allow: AllowList, limits: Limits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let shared = Arc::new(Shared {
         allow,

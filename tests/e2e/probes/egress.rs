@@ -46,11 +46,13 @@ pub fn egress_proxy_allow_list(ctx: &Ctx) -> Result<String> {
         refused.code,
         refused.stderr.trim()
     );
+    // The line is written before the answer; give the journal a few seconds to show it.
     let logged = ctx.admin.sudo(&format!(
-        "journalctl -u {EGRESS_UNIT} --since=-120s --no-pager | grep -c 'refused (403): {UNNAMED}'"
+        "for i in $(seq 1 10); do journalctl -u {EGRESS_UNIT} --since=-120s --no-pager \
+         | grep -q 'refused (403): {UNNAMED}' && exit 0; sleep 1; done; exit 1"
     ))?;
     ensure!(
-        logged.stdout.trim().parse::<u32>().unwrap_or(0) > 0,
+        logged.code == Some(0),
         "no `refused (403): {UNNAMED}` line in the journal of {EGRESS_UNIT}"
     );
 
