@@ -9,6 +9,7 @@ pub mod audit;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod http;
 pub mod http_client;
 pub mod logging;

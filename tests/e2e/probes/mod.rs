@@ -3,6 +3,7 @@
 //! boot), then the probes that disturb the guest (gateway kill, fail2ban ban), and last the
 //! uniqueness probe, which gives the second boot the most time to come up.
 
+pub mod egress;
 pub mod fail2ban;
 pub mod gateway;
 pub mod network;
@@ -56,6 +57,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "service_user_egress_confined",
         run: network::service_user_egress_confined,
+    },
+    Probe {
+        name: "egress_proxy_allow_list",
+        run: egress::egress_proxy_allow_list,
     },
     Probe {
         name: "service_user_cannot_use_root_docker",
