@@ -9,6 +9,8 @@ mod fake;
 mod files;
 #[path = "setup/flows.rs"]
 mod flows;
+#[path = "setup/root.rs"]
+mod root;
 #[path = "setup/stop_all.rs"]
 mod stop_all;
 #[path = "gateway/support.rs"]
