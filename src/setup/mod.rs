@@ -34,7 +34,7 @@ pub use flags::SetupArgs;
 pub use plan::BadInput;
 pub use target::Target;
 
-use checks::{CheckFailed, ProviderCheck};
+use checks::{CheckFailed, ProviderCheck, Refused};
 use merge::BOT_TOKEN_VAR;
 use plan::{bad, Existing, Plan};
 use target::OwnerRule;
@@ -104,7 +104,7 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
     }
     let empty = json!({});
     let existing = Existing(old_tree.as_ref().unwrap_or(&empty));
-    let plan = if interactive {
+    let mut plan = if interactive {
         let mut terminal = prompts::Terminal;
         let owner = target
             .service_user
@@ -124,8 +124,27 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut warnings = Vec::new();
-    let (bot, provider_check) =
-        runtime.block_on(run_checks(&plan, &args, &mut out, &mut warnings))?;
+    let mut asked_again = 0;
+    let (bot, provider_check) = loop {
+        warnings.clear();
+        let result = runtime.block_on(run_checks(&plan, &args, &mut out, &mut warnings));
+        // On a terminal a refused secret is asked for again (a typo should not cost every
+        // answer); a server that cannot be reached is not the person's typing.
+        let refused = match &result {
+            Err(e) if interactive && asked_again < 2 => {
+                e.downcast_ref::<CheckFailed>().and_then(|c| c.refused)
+            }
+            _ => None,
+        };
+        match (refused, result) {
+            (Some(secret), Err(e)) => {
+                asked_again += 1;
+                eprintln!("  {e}");
+                ask_again(&mut prompts::Terminal, &mut plan, secret)?;
+            }
+            (_, result) => break result?,
+        }
+    };
 
     let (tree, notes) = merge::config(old_tree, &plan)?;
     warnings.extend(notes);
@@ -197,6 +216,24 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
         gateway: crate::gateway_client::GatewayClient::new(&config).addr(),
     };
     out.finish(&summary)
+}
+
+/// Asks again for the secret a service refused.
+fn ask_again(ask: &mut dyn prompts::Ask, plan: &mut Plan, secret: Refused) -> anyhow::Result<()> {
+    match secret {
+        Refused::BotToken => {
+            plan.bot_token =
+                prompts::ask_hidden(ask, "The bot token again (input hidden)", plan::bot_token)?;
+        }
+        Refused::ApiKey => {
+            plan.api_key = Some(prompts::ask_hidden(
+                ask,
+                "The API key again (input hidden)",
+                plan::api_key,
+            )?);
+        }
+    }
+    Ok(())
 }
 
 /// Runs both checks; with `--skip-checks` a failure is a warning instead of the end.
