@@ -116,6 +116,10 @@ async fn stop_all_needs_the_gateway_token() {
     let model = Fake::start(|_, _| Reply::Hang).await;
     let telegram = Telegram::start(BOT_TOKEN).await;
     let gw = tokio::task::block_in_place(|| gateway(&model, &telegram));
+    // The agent is built once the gateway listens; Telegram's getMe comes right after.
+    telegram
+        .wait_until("the agent to start", |t| !t.calls("getMe").is_empty())
+        .await;
     let post = |auth: &str| {
         gw.raw(&format!(
             "POST /api/agent/stop-all HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\n\
