@@ -94,6 +94,17 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
     let text = format!("{}\n", serde_json::to_string_pretty(&tree)?);
     let (config, new_env, token_generated) = validate(&text, &current.env, &mut env_set, &target)?;
     warnings.extend(budget_without_cost(&plan, &tree));
+    if target.service_user.is_none() {
+        // A gateway started from this shell reads its environment before `.env`.
+        for (name, value) in &env_set {
+            if std::env::var(name).is_ok_and(|v| !v.is_empty() && v != *value) {
+                warnings.push(format!(
+                    "{name} is also set in your environment, which a gateway started from \
+                     this shell reads before .env: unset it there"
+                ));
+            }
+        }
+    }
 
     let backup = current.write(&target, &new_env, &text)?;
 
@@ -338,10 +349,12 @@ async fn run_checks(
     Ok((bot, provider))
 }
 
-/// Loads the new config with the gateway's reader, the new `.env` as its only source of
-/// `${VAR}`, and prepares the agent as `clawfort gateway` would. Adds a fresh gateway
-/// token to `.env` when the installation has none (the CLI's `status` and `stop-all` need
-/// one). Returns the config, the `.env` text, and whether a token was made.
+/// Loads the new config with the gateway's reader and prepares the agent as `clawfort
+/// gateway` would. `${VAR}` comes from the new `.env` alone for the service's installation
+/// (its unit reads that file), and from this process's environment first otherwise (as
+/// for a gateway started from the same shell). Adds a fresh gateway token to `.env` when
+/// the installation has none (the CLI's `status` and `stop-all` need one). Returns the
+/// config, the `.env` text, and whether a token was made.
 fn validate(
     text: &str,
     old_env: &str,
@@ -351,7 +364,10 @@ fn validate(
     let load = |env_set: &[(&str, String)]| -> anyhow::Result<(Config, String)> {
         let pairs: Vec<(&str, &str)> = env_set.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let new_env = merge::env(old_env, &pairs)?;
-        let vars = merge::parse_env(&new_env).map_err(|e| bad(format!(".env: {e}")))?;
+        let mut vars = merge::parse_env(&new_env).map_err(|e| bad(format!(".env: {e}")))?;
+        if target.service_user.is_none() {
+            vars.extend(std::env::vars().filter(|(_, v)| !v.is_empty()));
+        }
         let config = Config::parse(text, &EnvSource::fixed(vars)).map_err(|e| {
             bad(format!(
                 "the new openclaw.json would not load, so nothing was written: {e}"
