@@ -20,7 +20,7 @@ pub mod tools;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -106,7 +106,8 @@ impl AgentLoop {
         }
     }
 
-    /// Cancels every running turn (for a later `clawfort stop-all`); returns how many.
+    /// Cancels every running turn (`clawfort stop-all`); returns how many. A turn waiting
+    /// for its session is not running yet and is not counted.
     pub fn stop_all(&self) -> usize {
         let running = self.running.lock().expect("not poisoned");
         running.values().for_each(CancellationToken::cancel);
@@ -290,15 +291,9 @@ impl AgentLoop {
             () = cancel.cancelled() => anyhow::bail!("cancelled while waiting for the session"),
             guard = lock.lock() => guard,
         };
-        self.running
-            .lock()
-            .expect("not poisoned")
-            .insert(turn.session_key.clone(), cancel.clone());
+        let running = Running::enter(&self.running, &turn.session_key, cancel);
         let result = self.run_turn(turn, cancel).await;
-        self.running
-            .lock()
-            .expect("not poisoned")
-            .remove(&turn.session_key);
+        drop(running);
         let text = result?;
         let text = self.settings.redactor.redact(&text).into_owned();
         self.append(
@@ -352,6 +347,54 @@ impl AgentLoop {
             text.push_str(&line("This month", t.month.total.usd, budget.monthly_usd));
         }
         text
+    }
+}
+
+/// A session's entry in [`AgentLoop::running`] for as long as its turn runs. Removed on
+/// drop, so also when the channel drops the turn's future on a stop (otherwise the chat
+/// would count as running, for `/status` and `stop-all`, until its next message). The
+/// session's lock is held meanwhile, so the entry removed is this turn's.
+struct Running<'a> {
+    map: &'a Mutex<HashMap<SessionKey, CancellationToken>>,
+    key: &'a SessionKey,
+}
+
+impl<'a> Running<'a> {
+    fn enter(
+        map: &'a Mutex<HashMap<SessionKey, CancellationToken>>,
+        key: &'a SessionKey,
+        cancel: &CancellationToken,
+    ) -> Self {
+        map.lock()
+            .expect("not poisoned")
+            .insert(key.clone(), cancel.clone());
+        Self { map, key }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(self.key);
+        }
+    }
+}
+
+/// The agent as the HTTP API sees it (`POST /api/agent/stop-all`): empty until the loop
+/// is built on the gateway's runtime, which happens after the server is listening.
+#[derive(Debug, Clone, Default)]
+pub struct AgentHandle(Arc<OnceLock<Arc<AgentLoop>>>);
+
+impl AgentHandle {
+    /// Cancels every running turn; `None` while the agent is not running (still starting,
+    /// or it failed to start).
+    pub fn stop_all(&self) -> Option<usize> {
+        self.0.get().map(|agent| agent.stop_all())
+    }
+
+    pub(crate) fn set(&self, agent: Arc<AgentLoop>) {
+        // Set once per gateway process: a second agent is never built.
+        let _ = self.0.set(agent);
     }
 }
 
