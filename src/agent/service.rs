@@ -26,7 +26,7 @@ use crate::provider::{
 use crate::redact::Redactor;
 use crate::secret::Secret;
 use crate::sessions::Transcripts;
-use crate::telegram::{self, BotToken, GroupPolicy, GroupSettings, TelegramSettings};
+use crate::telegram::{self, GroupPolicy, GroupSettings, TelegramSettings};
 use crate::usage::{self, Budget, Ledger};
 
 /// Per-request limit of a provider call.
@@ -195,7 +195,7 @@ fn telegram_settings(
         (None, None) => return Ok(None),
     };
     secrets.push(Secret::new(token.clone()));
-    let mut s = TelegramSettings::new(BotToken::new(token));
+    let mut s = TelegramSettings::new(Secret::new(token));
     if let Some(root) = &t.api_root {
         s.api_root = root.trim_end_matches('/').to_owned();
     }

@@ -24,7 +24,6 @@
 
 pub mod api;
 mod inbound;
-mod secret;
 mod split;
 mod state;
 
@@ -39,10 +38,10 @@ use crate::channel::{Agent, CancellationToken, CommandContext, OwnerCommand, Tur
 use crate::config::{Config, DmPolicy};
 use crate::messages::{self, InboundMessage, Status};
 use crate::pairing::{unix_now, PeerKind, Store};
+use crate::secret::Secret;
 use crate::sessions::{self, Transcripts, DEFAULT_ACCOUNT};
 
 pub use api::{ApiError, Client};
-pub use secret::BotToken;
 pub use split::{split_message, MESSAGE_LIMIT};
 pub use state::StateError;
 
@@ -101,7 +100,7 @@ pub struct GroupSettings {
 #[derive(Debug, Clone)]
 pub struct TelegramSettings {
     /// `botToken`, or the content of `tokenFile`.
-    pub bot_token: BotToken,
+    pub bot_token: Secret,
     /// `apiRoot`: the Bot API root without `/bot<token>`.
     pub api_root: String,
     /// The account id (`default` for the single-account setup); names the offset file.
@@ -127,7 +126,7 @@ pub struct TelegramSettings {
 
 impl TelegramSettings {
     /// The settings with OpenClaw's defaults.
-    pub fn new(bot_token: BotToken) -> Self {
+    pub fn new(bot_token: Secret) -> Self {
         Self {
             bot_token,
             api_root: DEFAULT_API_ROOT.to_string(),
