@@ -10,7 +10,12 @@
 //!   reply saying so. Tool output and messages from anyone but the owner are wrapped as
 //!   untrusted data ([`prompt`]).
 //! - Before each model call the spend budget is checked; each call is recorded in the
-//!   ledger. The final reply is redacted and appended to the transcript.
+//!   ledger. The final reply is appended to the transcript.
+//! - Secrets: the model sees redacted text only. The system prompt, the history, the turn's
+//!   message and every tool output are redacted before they enter a request, and the model's
+//!   answer (text and tool inputs) when it arrives, so a key a user pastes reaches neither
+//!   the provider nor a tool, and one a model makes up reaches neither a tool, the chat nor
+//!   the transcript.
 
 pub mod history;
 pub mod prompt;
@@ -122,18 +127,24 @@ impl AgentLoop {
         let s = &self.settings;
         let deadline = Instant::now() + s.turn_deadline;
         let boundary = Boundary::random();
-        let system = boundary.system_prompt(s.workspace.as_deref());
-        let entries = {
+        let system = s
+            .redactor
+            .redact(&boundary.system_prompt(s.workspace.as_deref()))
+            .into_owned();
+        let mut entries = {
             let (t, k) = (s.transcripts.clone(), turn.session_key.clone());
             tokio::task::spawn_blocking(move || t.read(&k)).await??
         };
+        // The transcript is written redacted; lines of older versions may not be.
+        entries.iter_mut().for_each(|e| s.redactor.redact_json(e));
+        let (peer, text) = (s.redactor.redact(&turn.peer), s.redactor.redact(&turn.text));
         let window_bytes = (s.context_window as usize)
             .saturating_sub(s.max_tokens as usize)
             .saturating_mul(4)
             .saturating_sub(system.len());
         let mut messages = history::build(
             &entries,
-            (&turn.peer, &turn.text),
+            (&peer, &text),
             |channel, peer| {
                 s.owner_peers
                     .iter()
@@ -146,12 +157,9 @@ impl AgentLoop {
             // The message is not in the transcript (e.g. it was removed meanwhile): it is
             // still the turn's last message.
             let text = if turn.from_owner {
-                turn.text.clone()
+                text.into_owned()
             } else {
-                boundary.wrap(
-                    &format!("message from {} user {}", turn.channel, turn.peer),
-                    &turn.text,
-                )
+                boundary.wrap(&format!("message from {} user {peer}", turn.channel), &text)
             };
             messages.push(Message::user_text(text));
         }
@@ -222,7 +230,8 @@ impl AgentLoop {
                     ));
                 }
             }
-            let response = answer.response;
+            let mut response = answer.response;
+            redact_blocks(&s.redactor, &mut response.content);
             let calls: Vec<(String, String, serde_json::Value)> = response
                 .content
                 .iter()
@@ -260,9 +269,10 @@ impl AgentLoop {
                         out = tool.run(input, deadline, cancel.clone()) => out,
                     },
                 };
+                let content = s.redactor.redact(&output.content);
                 results.push(Block::ToolResult {
                     tool_use_id: id,
-                    content: boundary.wrap(&format!("output of tool {name}"), &output.content),
+                    content: boundary.wrap(&format!("output of tool {name}"), &content),
                     is_error: output.is_error,
                 });
             }
@@ -352,6 +362,25 @@ impl AgentLoop {
             text.push_str(&line("This month", t.month.total.usd, budget.monthly_usd));
         }
         text
+    }
+}
+
+/// Redacts the text and tool inputs of a model's answer.
+fn redact_blocks(redactor: &Redactor, blocks: &mut [Block]) {
+    for block in blocks {
+        match block {
+            Block::Text { text } => {
+                if let std::borrow::Cow::Owned(clean) = redactor.redact(text) {
+                    *text = clean;
+                }
+            }
+            Block::ToolUse { input, .. } => redactor.redact_json(input),
+            Block::ToolResult { content, .. } => {
+                if let std::borrow::Cow::Owned(clean) = redactor.redact(content) {
+                    *content = clean;
+                }
+            }
+        }
     }
 }
 

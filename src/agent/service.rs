@@ -42,7 +42,7 @@ pub struct Prepared {
     budget: Budget,
     ledger_path: PathBuf,
     transcripts: Transcripts,
-    secrets: Vec<Secret>,
+    redactor: Redactor,
     owner_ids: Vec<String>,
     telegram: Option<TelegramSettings>,
     config: Arc<Config>,
@@ -56,8 +56,37 @@ fn key_error(path: impl Into<String>, message: impl Into<String>) -> ConfigError
     }
 }
 
-/// Checks the agent config; `Ok(None)` when no model is configured.
-pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, ConfigError> {
+/// Every secret value the config names that can be resolved: the gateway token, each
+/// provider's `apiKey` and the Telegram bot token (`botToken` or `tokenFile`), for the one
+/// [`Redactor`] of the gateway. A value that cannot be resolved is left out here; [`prepare`]
+/// reports it when the agent needs it.
+pub fn configured_secrets(config: &Config) -> Vec<Secret> {
+    let mut secrets: Vec<Secret> = config
+        .gateway
+        .token
+        .iter()
+        .map(|t| Secret::new(t.value.clone()))
+        .collect();
+    let keys = config.providers.values().filter_map(|p| p.api_key.as_ref());
+    secrets.extend(keys.filter_map(|k| k.resolve(&config.env).ok().map(Secret::new)));
+    if let Some(t) = &config.telegram {
+        let token = match (&t.bot_token, &t.token_file) {
+            (Some(lazy), _) => lazy.resolve(&config.env).ok(),
+            (None, Some(file)) => read_token_file(file).ok(),
+            (None, None) => None,
+        };
+        secrets.extend(token.map(Secret::new));
+    }
+    secrets
+}
+
+/// Checks the agent config; `Ok(None)` when no model is configured. `redactor` is the
+/// gateway's (built from [`configured_secrets`]).
+pub fn prepare(
+    config: &Config,
+    paths: &Paths,
+    redactor: &Redactor,
+) -> Result<Option<Prepared>, ConfigError> {
     let Some(model) = &config.agent_model else {
         return Ok(None);
     };
@@ -69,12 +98,6 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
         );
         return Ok(None);
     }
-    let mut secrets: Vec<Secret> = config
-        .gateway
-        .token
-        .iter()
-        .map(|t| Secret::new(t.value.clone()))
-        .collect();
     let mut specs = Vec::new();
     for (id, p) in &config.providers {
         let at = |key: &str| format!("models.providers.{id}.{key}");
@@ -95,11 +118,7 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
             .clone()
             .ok_or_else(|| key_error(at("baseUrl"), "is required"))?;
         let api_key = match &p.api_key {
-            Some(lazy) => {
-                let key = Secret::new(lazy.resolve(&config.env)?);
-                secrets.push(key.clone());
-                Some(key)
-            }
+            Some(lazy) => Some(Secret::new(lazy.resolve(&config.env)?)),
             None => None,
         };
         let models = p
@@ -158,7 +177,7 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
         .map(|c| c.allow_from.clone())
         .unwrap_or_default();
     let telegram = match &config.telegram {
-        Some(t) => telegram_settings(t, config, &owner_ids, &mut secrets)?,
+        Some(t) => telegram_settings(t, config, &owner_ids)?,
         None => None,
     };
     Ok(Some(Prepared {
@@ -174,8 +193,8 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
             monthly_usd: config.budget.monthly_usd,
         },
         ledger_path: usage::ledger_path(paths),
-        transcripts: Transcripts::new(paths.sessions_dir()),
-        secrets,
+        transcripts: Transcripts::new(paths.sessions_dir()).with_redactor(redactor.clone()),
+        redactor: redactor.clone(),
         owner_ids,
         telegram,
         config: Arc::new(config.clone()),
@@ -187,14 +206,12 @@ fn telegram_settings(
     t: &crate::config::TelegramConfig,
     config: &Config,
     owner_ids: &[String],
-    secrets: &mut Vec<Secret>,
 ) -> Result<Option<TelegramSettings>, ConfigError> {
     let token = match (&t.bot_token, &t.token_file) {
         (Some(lazy), _) => lazy.resolve(&config.env)?,
         (None, Some(file)) => read_token_file(file)?,
         (None, None) => return Ok(None),
     };
-    secrets.push(Secret::new(token.clone()));
     let mut s = TelegramSettings::new(Secret::new(token));
     if let Some(root) = &t.api_root {
         s.api_root = root.trim_end_matches('/').to_owned();
@@ -272,11 +289,7 @@ impl Prepared {
             let (path, budget) = (self.ledger_path.clone(), self.budget);
             tokio::task::spawn_blocking(move || Ledger::open(&path, budget)).await??
         };
-        let mut settings = AgentSettings::new(
-            chain,
-            self.transcripts.clone(),
-            Redactor::new(&self.secrets),
-        );
+        let mut settings = AgentSettings::new(chain, self.transcripts.clone(), self.redactor);
         settings.context_window = context_window;
         settings.workspace = Some(self.workspace);
         settings.ledger = Some(Arc::new(ledger));

@@ -85,6 +85,13 @@ impl Gateway {
         }
     }
 
+    /// The same gateway writing transcripts through `redactor` (the one of `clawfort
+    /// gateway`; [`Gateway::new`] redacts the key shapes only).
+    pub fn with_redactor(mut self, redactor: crate::redact::Redactor) -> Self {
+        self.transcripts = self.transcripts.with_redactor(redactor);
+        self
+    }
+
     fn bind_ip(&self) -> IpAddr {
         self.config.gateway.bind.ip()
     }
@@ -319,12 +326,14 @@ pub async fn serve_connection<I>(
 /// One tokio thread serves every connection: on the 2-core boxes the appliance targets it
 /// measured faster than two workers (no cross-thread wake-ups), and it keeps idle memory
 /// low. File work runs on at most four blocking threads.
-/// `agent`, when configured, runs beside the HTTP server and stops with it.
+/// `agent`, when configured, runs beside the HTTP server and stops with it. `redactor`
+/// scrubs what the webhook channel writes to transcripts.
 pub fn run(
     config: Config,
     paths: &Paths,
     port_override: Option<u16>,
     agent: Option<crate::agent::service::Prepared>,
+    redactor: crate::redact::Redactor,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(4)
@@ -350,7 +359,7 @@ pub fn run(
             tracing::warn!("running as root: run the gateway as an unprivileged user");
         }
         raise_file_limit();
-        let gateway = Arc::new(Gateway::new(config, paths, local));
+        let gateway = Arc::new(Gateway::new(config, paths, local).with_redactor(redactor));
         gateway.refresh_counts();
         tracing::info!(
             "clawfort {} gateway listening on {local} (state {})",
