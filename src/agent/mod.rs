@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{Agent, CommandContext, OwnerCommand, Reply, Turn};
+use crate::channel::{Agent, CommandContext, Notice, OwnerCommand, OwnerNotices, Reply, Turn};
 use crate::provider::{
     Block, ChainError, ChatRequest, Message, ModelChain, ProviderError, Role, StopReason,
 };
@@ -70,6 +70,9 @@ pub struct AgentSettings {
     /// The owner's accounts as `channel:peer` (`telegram:12345`): their messages are the
     /// owner's own words; everyone else's are wrapped as untrusted.
     pub owner_peers: Vec<String>,
+    /// Where budget warnings and a rejected key go for the owner (the owner's channel takes
+    /// them from there).
+    pub notices: OwnerNotices,
 }
 
 impl AgentSettings {
@@ -87,6 +90,7 @@ impl AgentSettings {
             max_steps: 8,
             turn_deadline: Duration::from_secs(120),
             owner_peers: Vec::new(),
+            notices: OwnerNotices::default(),
         }
     }
 }
@@ -111,7 +115,8 @@ impl AgentLoop {
         }
     }
 
-    /// Cancels every running turn (for a later `clawfort stop-all`); returns how many.
+    /// Cancels every running turn (the owner's `/stop`, `clawfort stop-all`); returns how
+    /// many.
     pub fn stop_all(&self) -> usize {
         let running = self.running.lock().expect("not poisoned");
         running.values().for_each(CancellationToken::cancel);
@@ -163,7 +168,6 @@ impl AgentLoop {
             };
             messages.push(Message::user_text(text));
         }
-        let mut notes = Vec::new();
         for _ in 0..s.max_steps {
             if let Some(ledger) = &s.ledger {
                 if let Err(exceeded) = ledger.check() {
@@ -197,6 +201,10 @@ impl AgentLoop {
                     {
                         if !self.auth_logged.swap(true, Ordering::Relaxed) {
                             tracing::error!("{}", ChainError::AllFailed(failures));
+                            // The owner asking in their own chat reads the reply itself.
+                            if !(turn.from_owner && turn.group.is_none()) {
+                                s.notices.post(Notice::new(AUTH_REPLY));
+                            }
                         }
                         return Ok(AUTH_REPLY.to_owned());
                     }
@@ -211,23 +219,9 @@ impl AgentLoop {
                     ledger.record(&session, &model, cost.as_ref(), &usage)
                 })
                 .await??;
-                for BudgetEvent::Warn {
-                    period,
-                    spent_usd,
-                    limit_usd,
-                } in recorded.events
-                {
-                    let name = if period == Period::Daily {
-                        "daily"
-                    } else {
-                        "monthly"
-                    };
-                    tracing::warn!(
-                        "{name} spend budget 80% used: ${spent_usd:.2} of ${limit_usd:.2}"
-                    );
-                    notes.push(format!(
-                        "(Note: ${spent_usd:.2} of the ${limit_usd:.2} {name} budget is spent.)"
-                    ));
+                for event in recorded.events {
+                    tracing::warn!("{event}");
+                    self.notify_owner(event);
                 }
             }
             let mut response = answer.response;
@@ -246,12 +240,6 @@ impl AgentLoop {
                 let mut text = response.text();
                 if response.stop == StopReason::MaxTokens {
                     text.push_str("\n\n(The answer was cut off at the output limit.)");
-                }
-                if turn.from_owner {
-                    for note in notes {
-                        text.push_str("\n\n");
-                        text.push_str(&note);
-                    }
                 }
                 return Ok(text);
             }
@@ -322,6 +310,34 @@ impl AgentLoop {
         )
         .await?;
         Ok(Reply::text(text))
+    }
+
+    /// Posts a budget warning for the owner; once a channel delivered it, the ledger
+    /// records that, so a restart does not send it again.
+    fn notify_owner(&self, event: BudgetEvent) {
+        let text = format!("Budget warning: {event}.");
+        let delivered = self.settings.ledger.as_ref().map(|ledger| {
+            let ledger = Arc::clone(ledger);
+            let BudgetEvent::Warn { period, key, .. } = event;
+            Box::new(move || {
+                if let Err(e) = ledger.mark_notified(period, &key) {
+                    tracing::error!("cannot record that the budget warning was sent: {e}");
+                }
+            }) as Box<dyn FnOnce() + Send>
+        });
+        self.settings.notices.post(Notice { text, delivered });
+    }
+
+    /// Posts again the budget warnings of the current periods the owner never got (the
+    /// gateway stopped before a channel delivered them); called once at start.
+    pub fn resend_undelivered_warnings(&self) {
+        let Some(ledger) = &self.settings.ledger else {
+            return;
+        };
+        for event in ledger.undelivered_warnings() {
+            tracing::info!("the owner has not been sent this budget warning yet: {event}");
+            self.notify_owner(event);
+        }
     }
 
     fn deadline_reply(&self) -> String {
@@ -403,21 +419,12 @@ impl Agent for AgentLoop {
         context: CommandContext,
     ) -> anyhow::Result<Reply> {
         match command {
-            OwnerCommand::Stop => {
-                let token = self
-                    .running
-                    .lock()
-                    .expect("not poisoned")
-                    .get(&context.session_key)
-                    .cloned();
-                Ok(Reply::text(match token {
-                    Some(t) => {
-                        t.cancel();
-                        "Stopped."
-                    }
-                    None => "Nothing is running.",
-                }))
-            }
+            // Only the owner gets here, and the owner may stop any session: whatever runs
+            // (a friend's turn, a group's) stops, wherever /stop was typed.
+            OwnerCommand::Stop => Ok(Reply::text(match self.stop_all() {
+                0 => "Nothing is running.",
+                _ => "Stopped.",
+            })),
             OwnerCommand::New => {
                 self.append(
                     &context.session_key,

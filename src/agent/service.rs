@@ -6,9 +6,9 @@
 //! [`Prepared::run`] then runs on the gateway's runtime beside the HTTP server: it opens
 //! the ledger, builds the providers and the loop, and polls Telegram if a bot token is set.
 //!
-//! The owner's Telegram ids come from `channels.telegram.allowFrom` (numeric entries):
-//! the config reader does not expose OpenClaw's `commands.ownerAllowFrom`, and `allowFrom`
-//! is the list of people the owner declared as themselves in OpenClaw's single-owner setup.
+//! The owner's Telegram ids come from `commands.ownerAllowFrom` (`"telegram:<id>"` or a
+//! bare id), else from `channels.telegram.allowFrom` ([`Config::owners`]); only numeric user
+//! ids can name a Telegram sender, so others are skipped with a warning.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -140,7 +140,11 @@ pub fn prepare(
             id: id.clone(),
             api,
             base_url,
-            api_key_source: p.api_key.as_ref().map(|k| k.key_path().to_owned()),
+            api_key_source: p
+                .api_key
+                .as_ref()
+                .and_then(|k| k.variable())
+                .map(str::to_owned),
             api_key,
             timeout: PROVIDER_TIMEOUT,
             models,
@@ -171,11 +175,7 @@ pub fn prepare(
         return Ok(None);
     }
     let primary = chain.remove(0);
-    let owner_ids: Vec<String> = config
-        .channels
-        .get("telegram")
-        .map(|c| c.allow_from.clone())
-        .unwrap_or_default();
+    let owner_ids = telegram_owners(config);
     let telegram = match &config.telegram {
         Some(t) => telegram_settings(t, config, &owner_ids)?,
         None => None,
@@ -233,6 +233,26 @@ fn telegram_settings(
         })
         .collect();
     Ok(Some(s))
+}
+
+/// The owner's numeric Telegram user ids ([`Config::owners`]).
+fn telegram_owners(config: &Config) -> Vec<String> {
+    let (ids, source) = config.owners(telegram::CHANNEL);
+    let (numeric, other): (Vec<String>, Vec<String>) = ids
+        .into_iter()
+        .partition(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+    if !other.is_empty() {
+        tracing::warn!(
+            "{source}: {} name no Telegram owner (a Telegram owner is a numeric user id)",
+            other.join(", ")
+        );
+    }
+    if numeric.is_empty() && config.telegram.is_some() {
+        tracing::warn!(
+            "no owner configured: budget alerts and a rejected API key are only logged, and              nobody may use /stop, /new, /status; set commands.ownerAllowFrom to              [\"telegram:<your numeric user id>\"]"
+        );
+    }
+    numeric
 }
 
 fn policy(p: ConfigGroupPolicy) -> GroupPolicy {
@@ -298,8 +318,10 @@ impl Prepared {
             .iter()
             .map(|id| format!("telegram:{id}"))
             .collect();
+        let notices = settings.notices.clone();
         let agent = Arc::new(AgentLoop::new(settings));
-        let Some(telegram) = self.telegram else {
+        agent.resend_undelivered_warnings();
+        let Some(mut telegram) = self.telegram else {
             tracing::info!("agent ready; no channel configured (channels.telegram.botToken)");
             return Ok(());
         };
@@ -308,6 +330,7 @@ impl Prepared {
             store: crate::pairing::Store::new(self.paths.credentials_dir()),
             transcripts: self.transcripts,
         };
+        telegram.owner_notices = notices;
         telegram::run(telegram, policy, &self.paths.state_dir, agent, shutdown).await?;
         Ok(())
     }

@@ -21,6 +21,10 @@
 //!
 //! One job runs at a time, in arrival order. Polling continues while it runs, so `/stop`
 //! arrives promptly.
+//!
+//! Notices for the owner (a budget warning, a rejected API key; see
+//! [`TelegramSettings::owner_notices`]) go, each as its own message, to the private chat of
+//! every owner id (a user's private chat with the bot has the user's id).
 
 pub mod api;
 mod inbound;
@@ -34,7 +38,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::channel::{Agent, CancellationToken, CommandContext, OwnerCommand, Turn};
+use crate::channel::{Agent, CancellationToken, CommandContext, OwnerCommand, OwnerNotices, Turn};
 use crate::config::{Config, DmPolicy};
 use crate::messages::{self, InboundMessage, Status};
 use crate::pairing::{unix_now, PeerKind, Store};
@@ -115,9 +119,12 @@ pub struct TelegramSettings {
     pub group_policy: GroupPolicy,
     /// `groupAllowFrom`: numeric user ids allowed to talk in groups.
     pub group_allow_from: Vec<String>,
-    /// Telegram user ids of the owner (from `commands.ownerAllowFrom` entries
-    /// `telegram:<id>`): only they may use `/stop`, `/new`, `/status`.
+    /// Telegram user ids of the owner (`commands.ownerAllowFrom`, else `allowFrom`; see
+    /// `Config::owners`): only they may use `/stop`, `/new`, `/status`, and they get the
+    /// owner's notices.
     pub owner_ids: Vec<String>,
+    /// Notices the agent posts for the owner; the channel delivers them.
+    pub owner_notices: OwnerNotices,
     /// Inbound text cap in bytes.
     pub max_inbound_bytes: usize,
     /// How often "typing…" is refreshed while a turn runs (Telegram shows it ~5 s).
@@ -137,6 +144,7 @@ impl TelegramSettings {
             group_policy: GroupPolicy::Allowlist,
             group_allow_from: Vec::new(),
             owner_ids: Vec::new(),
+            owner_notices: OwnerNotices::default(),
             max_inbound_bytes: DEFAULT_MAX_INBOUND_BYTES,
             typing_interval: Duration::from_secs(4),
         }
@@ -209,6 +217,8 @@ pub async fn run<A: Agent>(
 
     let mut backoff = Backoff::default();
     let mut poll = Box::pin(poll_after(&ctx, journal.offset(), Duration::ZERO));
+    let notices = ctx.clone().deliver_notices();
+    tokio::pin!(notices);
     let mut running: Option<Running> = None;
     loop {
         if running.is_none() {
@@ -229,6 +239,7 @@ pub async fn run<A: Agent>(
                 }
                 return Ok(());
             }
+            never = &mut notices => match never {},
             () = async { running.as_mut().expect("guarded").task.as_mut().await },
                 if running.is_some() =>
             {
@@ -398,13 +409,14 @@ impl<A: Agent> Ctx<A> {
             peer,
             group,
         };
-        match self.agent.handle_command(command, context).await {
-            Ok(reply) => self.send_text(chat_id, &reply.text, None).await,
+        let text = match self.agent.handle_command(command, context).await {
+            Ok(reply) => reply.text,
             Err(e) => {
                 tracing::error!("Telegram: owner command {command:?} failed: {e:#}");
-                self.send_text(chat_id, FAILED_REPLY, None).await;
+                FAILED_REPLY.to_owned()
             }
-        }
+        };
+        self.send_text(chat_id, &text, None).await;
     }
 
     async fn run_job(self: Arc<Self>, job: Job, cancel: CancellationToken) {
@@ -533,6 +545,30 @@ impl<A: Agent> Ctx<A> {
         }
     }
 
+    /// Sends each owner notice to every owner's private chat; once one of them got it, runs
+    /// its `delivered` hook. Never returns.
+    async fn deliver_notices(self: Arc<Self>) -> std::convert::Infallible {
+        loop {
+            let notice = self.settings.owner_notices.next().await;
+            let mut delivered = false;
+            for owner in &self.settings.owner_ids {
+                if let Ok(chat_id) = owner.parse::<i64>() {
+                    delivered |= self.send_text(chat_id, &notice.text, None).await;
+                }
+            }
+            if !delivered {
+                tracing::warn!(
+                    "Telegram: a notice for the owner was not delivered (no owner id, or \
+                     the owner never wrote to the bot); it stays in the log only"
+                );
+                continue;
+            }
+            if let Some(done) = notice.delivered {
+                let _ = tokio::task::spawn_blocking(done).await;
+            }
+        }
+    }
+
     /// In groups a reply quotes the message it answers.
     fn reply_to(&self, job: &Job) -> Option<i64> {
         job.group.as_ref().map(|_| job.message_id)
@@ -540,7 +576,8 @@ impl<A: Agent> Ctx<A> {
 
     /// Sends `text` in chunks of at most 4096 UTF-16 units, each retried on 429 (after
     /// `retry_after`) and on network errors; other errors drop the rest with a warning.
-    async fn send_text(&self, chat_id: i64, text: &str, reply_to: Option<i64>) {
+    /// Whether every chunk was delivered.
+    async fn send_text(&self, chat_id: i64, text: &str, reply_to: Option<i64>) -> bool {
         for (index, chunk) in split_message(text, MESSAGE_LIMIT).iter().enumerate() {
             let reply_to = if index == 0 { reply_to } else { None };
             let mut backoff = Backoff::default();
@@ -559,12 +596,13 @@ impl<A: Agent> Ctx<A> {
                 };
                 if delay == Duration::MAX || attempt >= SEND_ATTEMPTS {
                     tracing::warn!("Telegram: reply to chat {chat_id} not delivered: {error}");
-                    return;
+                    return false;
                 }
                 attempt += 1;
                 tokio::time::sleep(delay).await;
             }
         }
+        true
     }
 }
 

@@ -14,6 +14,8 @@ use crate::telegram_fake::{private_text, Fake as Telegram};
 pub const BOT_TOKEN: &str = "123456789:AAHtestTOKENtestTOKENtestTOKENtest12";
 /// The owner, named in `commands.ownerAllowFrom` (or `allowFrom`, as the config says).
 pub const OWNER: i64 = 4_242_001;
+/// An approved sender who is not the owner.
+pub const FRIEND: i64 = 4_242_002;
 /// A key nobody configured, pasted into a chat.
 const PASTED: &str = "sk-proj-PASTEDpastedPASTEDpasted0123456789";
 
@@ -208,4 +210,151 @@ async fn a_provider_error_echoing_the_key_leaves_no_part_of_it_in_the_log() {
     }
     assert_no_key("the chat", &telegram.sent_to(OWNER).join("\n"));
     tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// Waits until `chat` has `count` messages, then a moment more, and returns them all.
+async fn settled(telegram: &Telegram, chat: i64, count: usize) -> Vec<String> {
+    telegram
+        .wait_until(&format!("{count} message(s) to {chat}"), |t| {
+            t.sent_to(chat).len() >= count
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    telegram.sent_to(chat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_gets_the_80_percent_warning_once_across_a_restart() {
+    // $0.0045 a call against $0.01 a day: the second call crosses 80 %, the fourth is refused.
+    let model = Fake::start(|_, _| ok(answer("fine"))).await;
+    let telegram = Telegram::start(BOT_TOKEN).await;
+    let owner = format!(r#"allowFrom: ["{FRIEND}"],"#);
+    let top = format!(
+        r#"commands: {{ ownerAllowFrom: ["telegram:{OWNER}"] }}, budget: {{ dailyUsd: 0.01 }},"#
+    );
+    let extra = Extra {
+        top: &top,
+        telegram: &owner,
+        ..Extra::default()
+    };
+    let gw = start(agent_dir(&model, &telegram, extra));
+    telegram.push(private_text(FRIEND, "one"));
+    settled(&telegram, FRIEND, 1).await;
+    assert!(telegram.sent_to(OWNER).is_empty());
+    telegram.push(private_text(FRIEND, "two"));
+    let to_owner = settled(&telegram, OWNER, 1).await;
+    assert_eq!(to_owner.len(), 1, "{to_owner:?}");
+    assert!(
+        to_owner[0]
+            .starts_with("Budget warning: $0.01 of the $0.01 daily spend budget is used (90 %"),
+        "{}",
+        to_owner[0]
+    );
+    // The friend's answers are the model's, nothing appended.
+    assert_eq!(telegram.sent_to(FRIEND), ["fine", "fine"]);
+    assert_eq!(gw.wait_log("daily spend budget is used", 1).len(), 1);
+
+    let gw = tokio::task::block_in_place(|| gw.restart());
+    telegram.push(private_text(FRIEND, "three"));
+    settled(&telegram, FRIEND, 3).await;
+    telegram.push(private_text(FRIEND, "four"));
+    let to_friend = settled(&telegram, FRIEND, 4).await;
+    assert!(
+        to_friend[3].starts_with("I cannot answer now: the daily spend budget of $0.01 is used up"),
+        "the refusal is said in the chat: {to_friend:?}"
+    );
+    assert_eq!(model.seen().len(), 3, "no call past the budget");
+    assert_eq!(telegram.sent_to(OWNER).len(), 1, "the warning came once");
+    assert!(gw.log_lines("daily spend budget is used").is_empty());
+    let ledger = std::fs::read_to_string(gw.path().join("usage/ledger.jsonl")).unwrap();
+    assert_eq!(ledger.matches(r#""kind":"warn""#).count(), 1, "{ledger}");
+    assert_eq!(
+        ledger.matches(r#""kind":"notified""#).count(),
+        1,
+        "{ledger}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warning_the_owner_never_got_is_sent_after_a_restart_and_only_then() {
+    let model = Fake::start(|_, _| ok(answer("fine"))).await;
+    let telegram = Telegram::start(BOT_TOKEN).await;
+    let top =
+        format!(r#"commands: {{ ownerAllowFrom: ["{OWNER}"] }}, budget: {{ monthlyUsd: 10 }},"#);
+    let extra = Extra {
+        top: &top,
+        ..Extra::default()
+    };
+    let dir = agent_dir(&model, &telegram, extra);
+    // The last run crossed 80 % and stopped before the owner was told.
+    let now = jiff::Timestamp::now();
+    let month = now.strftime("%Y-%m").to_string();
+    std::fs::create_dir(dir.path().join("usage")).unwrap();
+    std::fs::write(
+        dir.path().join("usage/ledger.jsonl"),
+        format!(
+            "{{\"kind\":\"call\",\"ts\":\"{now}\",\"session\":\"s\",\"model\":\"fake/m1\",\
+             \"input\":1,\"output\":1,\"cacheRead\":0,\"cacheWrite\":0,\"usd\":8.5}}\n\
+             {{\"kind\":\"warn\",\"ts\":\"{now}\",\"period\":\"monthly\",\"key\":\"{month}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let gw = start(dir);
+    let to_owner = settled(&telegram, OWNER, 1).await;
+    assert!(
+        to_owner[0].starts_with("Budget warning: $8.50 of the $10.00 monthly spend budget"),
+        "{to_owner:?}"
+    );
+    let gw = tokio::task::block_in_place(|| gw.restart());
+    gw.wait_log("Telegram: polling as", 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(telegram.sent_to(OWNER).len(), 1, "sent once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_key_is_one_log_line_one_owner_message_and_no_retries() {
+    let model = Fake::start(|_, _| {
+        Reply::Json(
+            401,
+            vec![],
+            json!({"type": "error", "error": {"type": "authentication_error",
+                   "message": "invalid x-api-key"}})
+            .to_string(),
+        )
+    })
+    .await;
+    let telegram = Telegram::start(BOT_TOKEN).await;
+    let friend = format!(r#"allowFrom: ["{FRIEND}"],"#);
+    let top = format!(r#"commands: {{ ownerAllowFrom: ["telegram:{OWNER}"] }},"#);
+    let extra = Extra {
+        top: &top,
+        telegram: &friend,
+        ..Extra::default()
+    };
+    let gw = start(agent_dir(&model, &telegram, extra));
+    telegram.push(private_text(FRIEND, "hello"));
+    settled(&telegram, FRIEND, 1).await;
+    telegram.push(private_text(FRIEND, "hello again"));
+    let to_friend = settled(&telegram, FRIEND, 2).await;
+    assert!(
+        to_friend.iter().all(|t| t.contains("rejected the API key")),
+        "{to_friend:?}"
+    );
+    assert_eq!(
+        model.seen().len(),
+        2,
+        "one request per message, none retried"
+    );
+    let to_owner = telegram.sent_to(OWNER);
+    assert_eq!(to_owner.len(), 1, "{to_owner:?}");
+    assert!(
+        to_owner[0].contains("models.providers.<id>.apiKey"),
+        "{to_owner:?}"
+    );
+    let lines = gw.log_lines("rejected the API key");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("HTTP 401") && lines[0].contains("FAKE_API_KEY"),
+        "{lines:?}"
+    );
 }
