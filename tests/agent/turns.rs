@@ -321,11 +321,12 @@ async fn the_budget_stops_calls_across_a_restart() {
 }
 
 #[tokio::test]
-async fn stop_cancels_a_slow_call_at_once() {
+async fn the_owners_stop_cancels_a_slow_call_in_any_session_at_once() {
     let fake = Fake::start(|_, _| Reply::Hang).await;
     let dir = tempfile::tempdir().unwrap();
     let s = Arc::new(setup(settings(&fake, dir.path(), None), Duration::ZERO));
-    let turn = inbound(&s.transcripts, OWNER, "take your time");
+    // Someone else's session; the owner types /stop in their own chat.
+    let turn = inbound(&s.transcripts, "7", "take your time");
     let running = {
         let s = Arc::clone(&s);
         tokio::spawn(async move { s.agent.handle_turn(turn, CancellationToken::new()).await })
