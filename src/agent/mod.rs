@@ -20,6 +20,7 @@
 pub mod history;
 pub mod prompt;
 pub mod service;
+pub mod status;
 pub mod tools;
 
 use std::collections::HashMap;

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::status::AgentStatus;
 use super::{AgentLoop, AgentSettings};
 use crate::config::{Config, ConfigError, GroupPolicy as ConfigGroupPolicy, ProviderApi};
 use crate::paths::Paths;
@@ -47,6 +48,7 @@ pub struct Prepared {
     telegram: Option<TelegramSettings>,
     config: Arc<Config>,
     paths: Paths,
+    status: Arc<AgentStatus>,
 }
 
 fn key_error(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -180,6 +182,21 @@ pub fn prepare(
         Some(t) => telegram_settings(t, config, &owner_ids)?,
         None => None,
     };
+    let budget = Budget {
+        daily_usd: config.budget.daily_usd,
+        monthly_usd: config.budget.monthly_usd,
+    };
+    let status = AgentStatus::new(
+        &specs,
+        &primary,
+        &chain,
+        owner_ids
+            .iter()
+            .map(|id| format!("telegram:{id}"))
+            .collect(),
+        budget,
+        telegram.as_ref().map(|t| t.health.clone()),
+    );
     Ok(Some(Prepared {
         specs,
         primary,
@@ -188,10 +205,7 @@ pub fn prepare(
             .agent_workspace
             .clone()
             .unwrap_or_else(|| paths.state_dir.join("workspace")),
-        budget: Budget {
-            daily_usd: config.budget.daily_usd,
-            monthly_usd: config.budget.monthly_usd,
-        },
+        budget,
         ledger_path: usage::ledger_path(paths),
         transcripts: Transcripts::new(paths.sessions_dir()).with_redactor(redactor.clone()),
         redactor: redactor.clone(),
@@ -199,6 +213,7 @@ pub fn prepare(
         telegram,
         config: Arc::new(config.clone()),
         paths: paths.clone(),
+        status: Arc::new(status),
     }))
 }
 
@@ -289,6 +304,11 @@ fn read_token_file(file: &std::path::Path) -> Result<String, ConfigError> {
 }
 
 impl Prepared {
+    /// What `/api/status` shows of the agent, live.
+    pub fn status(&self) -> Arc<AgentStatus> {
+        Arc::clone(&self.status)
+    }
+
     /// Builds the loop and runs the channels until `shutdown`; errors are logged, the HTTP
     /// server keeps running.
     pub async fn run(self, shutdown: CancellationToken) {
@@ -307,12 +327,13 @@ impl Prepared {
             .map_err(anyhow::Error::msg)?;
         let ledger = {
             let (path, budget) = (self.ledger_path.clone(), self.budget);
-            tokio::task::spawn_blocking(move || Ledger::open(&path, budget)).await??
+            Arc::new(tokio::task::spawn_blocking(move || Ledger::open(&path, budget)).await??)
         };
+        self.status.set_ledger(Arc::clone(&ledger));
         let mut settings = AgentSettings::new(chain, self.transcripts.clone(), self.redactor);
         settings.context_window = context_window;
         settings.workspace = Some(self.workspace);
-        settings.ledger = Some(Arc::new(ledger));
+        settings.ledger = Some(ledger);
         settings.owner_peers = self
             .owner_ids
             .iter()

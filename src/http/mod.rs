@@ -60,6 +60,9 @@ pub struct Gateway {
     local_addr: SocketAddr,
     pending: AtomicUsize,
     approved: AtomicUsize,
+    /// The agent's live status, when an agent is configured.
+    agent: Option<Arc<crate::agent::status::AgentStatus>>,
+    redactor: crate::redact::Redactor,
 }
 
 impl Gateway {
@@ -81,6 +84,8 @@ impl Gateway {
             local_addr,
             pending: AtomicUsize::new(0),
             approved: AtomicUsize::new(0),
+            agent: None,
+            redactor: crate::redact::Redactor::default(),
             config,
         }
     }
@@ -88,7 +93,14 @@ impl Gateway {
     /// The same gateway writing transcripts through `redactor` (the one of `clawfort
     /// gateway`; [`Gateway::new`] redacts the key shapes only).
     pub fn with_redactor(mut self, redactor: crate::redact::Redactor) -> Self {
-        self.transcripts = self.transcripts.with_redactor(redactor);
+        self.transcripts = self.transcripts.with_redactor(redactor.clone());
+        self.redactor = redactor;
+        self
+    }
+
+    /// The same gateway showing `agent` in `/api/status`.
+    pub fn with_agent_status(mut self, agent: Arc<crate::agent::status::AgentStatus>) -> Self {
+        self.agent = Some(agent);
         self
     }
 
@@ -177,6 +189,12 @@ impl Gateway {
                 approved: self.approved.load(Ordering::Relaxed),
                 auto_approve: c.auto_approve,
             },
+            agent: self.agent.as_ref().map(|a| {
+                // Nothing in it should be secret; the redactor makes sure.
+                let mut snapshot = a.snapshot();
+                self.redactor.redact_json(&mut snapshot);
+                snapshot
+            }),
         }
     }
 }
@@ -195,6 +213,8 @@ struct Status<'a> {
     dm_scope: DmScope,
     sandbox: SandboxStatus,
     pairing: PairingStatus,
+    /// `null` without an agent (no `agents.defaults.model`).
+    agent: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -359,7 +379,11 @@ pub fn run(
             tracing::warn!("running as root: run the gateway as an unprivileged user");
         }
         raise_file_limit();
-        let gateway = Arc::new(Gateway::new(config, paths, local).with_redactor(redactor));
+        let mut gateway = Gateway::new(config, paths, local).with_redactor(redactor);
+        if let Some(agent) = &agent {
+            gateway = gateway.with_agent_status(agent.status());
+        }
+        let gateway = Arc::new(gateway);
         gateway.refresh_counts();
         tracing::info!(
             "clawfort {} gateway listening on {local} (state {})",

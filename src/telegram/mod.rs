@@ -27,6 +27,7 @@
 //! every owner id (a user's private chat with the bot has the user's id).
 
 pub mod api;
+mod health;
 mod inbound;
 mod split;
 mod state;
@@ -46,6 +47,7 @@ use crate::secret::Secret;
 use crate::sessions::{self, Transcripts, DEFAULT_ACCOUNT};
 
 pub use api::{ApiError, Client};
+pub use health::{Health, Snapshot as HealthSnapshot, State as HealthState};
 pub use split::{split_message, MESSAGE_LIMIT};
 pub use state::StateError;
 
@@ -125,6 +127,8 @@ pub struct TelegramSettings {
     pub owner_ids: Vec<String>,
     /// Notices the agent posts for the owner; the channel delivers them.
     pub owner_notices: OwnerNotices,
+    /// Where the channel reports how it is doing (`clawfort status` reads it).
+    pub health: Health,
     /// Inbound text cap in bytes.
     pub max_inbound_bytes: usize,
     /// How often "typing…" is refreshed while a turn runs (Telegram shows it ~5 s).
@@ -145,6 +149,7 @@ impl TelegramSettings {
             group_allow_from: Vec::new(),
             owner_ids: Vec::new(),
             owner_notices: OwnerNotices::default(),
+            health: Health::default(),
             max_inbound_bytes: DEFAULT_MAX_INBOUND_BYTES,
             typing_interval: Duration::from_secs(4),
         }
@@ -184,12 +189,30 @@ pub async fn run<A: Agent>(
     agent: Arc<A>,
     shutdown: CancellationToken,
 ) -> Result<(), TelegramError> {
+    let health = settings.health.clone();
+    let result = serve(settings, policy, state_dir, agent, shutdown).await;
+    match &result {
+        // A rejected token or a competing poller is recorded where it happens.
+        Err(TelegramError::Api(_)) | Ok(()) => health.stopped(),
+        Err(e) => health.failed(e, true),
+    }
+    result
+}
+
+async fn serve<A: Agent>(
+    settings: TelegramSettings,
+    policy: Policy,
+    state_dir: &Path,
+    agent: Arc<A>,
+    shutdown: CancellationToken,
+) -> Result<(), TelegramError> {
     let client =
         Client::new(&settings.api_root, &settings.bot_token).map_err(TelegramError::Setup)?;
     let me = tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
-        me = get_me(&client) => me?,
+        me = get_me(&client, &settings.health) => me?,
     };
+    settings.health.started(me.username.as_deref());
     let bot_id = me.id.to_string();
     let mut journal = Journal::open(state_dir, &settings.account_id, &bot_id)?;
     tracing::info!(
@@ -250,23 +273,27 @@ pub async fn run<A: Agent>(
                 let delay = match result {
                     Ok(updates) => {
                         backoff.reset();
+                        ctx.settings.health.polled();
                         ctx.take_batch(updates, &mut journal, running.as_ref().map(|r| &r.cancel))
                             .await?;
                         Duration::ZERO
                     }
                     Err(e @ (ApiError::Unauthorized { .. } | ApiError::Conflict { .. })) => {
                         tracing::error!("{e}; Telegram polling stopped");
+                        ctx.settings.health.failed(&e, true);
                         if let Some(job) = &running {
                             job.cancel.cancel();
                         }
                         return Err(TelegramError::Api(e));
                     }
-                    Err(ApiError::RetryAfter { retry_after, .. }) => {
+                    Err(e @ ApiError::RetryAfter { retry_after, .. }) => {
+                        ctx.settings.health.failed(&e, false);
                         let secs = retry_after.min(MAX_RETRY_AFTER_SECS);
                         tracing::warn!("Telegram: getUpdates rate limited, waiting {secs} s");
                         Duration::from_secs(secs)
                     }
                     Err(e) => {
+                        ctx.settings.health.failed(&e, false);
                         let delay = backoff.next_delay();
                         tracing::warn!("Telegram: {e}; retrying in {} s", delay.as_secs());
                         delay
@@ -279,21 +306,24 @@ pub async fn run<A: Agent>(
 }
 
 /// `getMe` with retries for transient trouble; fatal errors are logged once and returned.
-async fn get_me(client: &Client) -> Result<api::User, TelegramError> {
+async fn get_me(client: &Client, health: &Health) -> Result<api::User, TelegramError> {
     let mut backoff = Backoff::default();
     loop {
         let delay = match client.get_me().await {
             Ok(me) => return Ok(me),
-            Err(ApiError::RetryAfter { retry_after, .. }) => {
+            Err(e @ ApiError::RetryAfter { retry_after, .. }) => {
+                health.failed(&e, false);
                 Duration::from_secs(retry_after.min(MAX_RETRY_AFTER_SECS))
             }
             Err(e) if e.is_transient() => {
+                health.failed(&e, false);
                 let delay = backoff.next_delay();
                 tracing::warn!("Telegram: {e}; retrying in {} s", delay.as_secs());
                 delay
             }
             Err(e) => {
                 tracing::error!("{e}; Telegram polling stopped");
+                health.failed(&e, true);
                 return Err(TelegramError::Api(e));
             }
         };

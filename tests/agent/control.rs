@@ -358,3 +358,99 @@ async fn a_rejected_key_is_one_log_line_one_owner_message_and_no_retries() {
         "{lines:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_provider_models_owner_channel_and_budget_and_no_secret() {
+    let model = Fake::start(|_, _| ok(answer("fine"))).await;
+    let telegram = Telegram::start(BOT_TOKEN).await;
+    let owner = format!(r#"allowFrom: ["{OWNER}"],"#);
+    let extra = Extra {
+        top: "budget: { dailyUsd: 5 },",
+        telegram: &owner,
+        ..Extra::default()
+    };
+    let gw = start(agent_dir(&model, &telegram, extra));
+    // The next poll fails once (the fake's error text quotes the token); then one turn.
+    telegram.fail("getUpdates", 502, 1, None);
+    telegram.push(private_text(OWNER, "hello"));
+    settled(&telegram, OWNER, 1).await;
+    telegram
+        .wait_until("the poll after the failure", |t| {
+            t.calls("getUpdates").iter().any(|c| c.status == 502)
+                && t.calls("getUpdates")
+                    .last()
+                    .is_some_and(|c| c.status == 200)
+        })
+        .await;
+
+    // `clawfort status` finds the gateway through gateway.port.
+    let config_path = gw.path().join("openclaw.json");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let config = config.replacen(
+        '{',
+        &format!("{{ gateway: {{ port: {} }},", gw.addr.port()),
+        1,
+    );
+    std::fs::write(&config_path, config).unwrap();
+    let out = crate::support::cli(gw.path(), &["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let agent = &json["agent"];
+    assert_eq!(
+        agent["providers"],
+        json!([{"id": "fake", "api": "anthropic-messages", "baseUrl": model.url("")}])
+    );
+    assert_eq!(
+        agent["model"],
+        json!({"primary": "fake/m1", "fallbacks": []})
+    );
+    assert_eq!(agent["owners"], json!([format!("telegram:{OWNER}")]));
+    let tg = &agent["channels"]["telegram"];
+    assert_eq!(tg["state"], "polling", "{tg}");
+    assert_eq!(tg["bot"], "claw_bot");
+    assert!(tg["lastOk"].is_string(), "{tg}");
+    let error = tg["lastError"].as_str().unwrap();
+    assert!(
+        error.contains("error 502") && error.contains("bot[redacted]"),
+        "{error}"
+    );
+    assert_eq!(agent["budget"]["dailyUsd"], 5.0);
+    assert_eq!(agent["budget"]["monthlyUsd"], Value::Null);
+    assert_eq!(agent["budget"]["today"]["calls"], 1);
+    assert!((agent["budget"]["today"]["usd"].as_f64().unwrap() - 0.0045).abs() < 1e-9);
+
+    let out = crate::support::cli(gw.path(), &["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "  model         fake/m1\n".to_owned(),
+        format!(
+            "  provider      fake (anthropic-messages, {})\n",
+            model.url("")
+        ),
+        format!("  owner         telegram:{OWNER}\n"),
+        "  telegram      polling as @claw_bot, last poll ".to_owned(),
+        "  today (UTC)   $0.00 of $5.00, 1 call(s)\n".to_owned(),
+        "  this month    $0.00 (no limit), 1 call(s)\n".to_owned(),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in:\n{text}");
+    }
+    for (what, secret) in [
+        ("provider key", KEY),
+        ("bot token", BOT_TOKEN),
+        ("gateway token", TOKEN),
+    ] {
+        assert!(
+            !text.contains(secret) && !json.to_string().contains(secret),
+            "{what} in the status"
+        );
+    }
+}
