@@ -98,9 +98,9 @@ impl AgentStatus {
     }
 }
 
-/// `scheme://host[:port]` of `url`; the URL as written when it does not parse (the
-/// provider would have refused it at start).
-fn origin(url: &str) -> String {
+/// `scheme://host[:port]` of `url`, for showing a provider address without what a URL may
+/// carry in its user info, path or query.
+pub(crate) fn origin(url: &str) -> String {
     let Ok(uri) = url.parse::<hyper::Uri>() else {
         return "(unparsable baseUrl)".to_owned();
     };

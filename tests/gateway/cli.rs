@@ -233,3 +233,127 @@ fn every_command_has_help() {
         );
     }
 }
+
+#[test]
+fn audit_names_the_agent_and_flags_keys_in_clear_and_unpriced_models() {
+    let literal = "sk-literal-key-0123456789abcdefghij";
+    let dir = state_dir(Some(&format!(
+        r#"{{
+          models: {{ providers: {{
+            remote: {{ api: "openai-completions", baseUrl: "http://10.1.2.3:8000/v1",
+                      apiKey: "{literal}", models: [{{ id: "m" }}] }},
+            local: {{ api: "openai-completions", baseUrl: "http://127.0.0.1:11434/v1",
+                     models: [{{ id: "l", cost: {{ input: 0, output: 0 }} }}] }},
+          }} }},
+          agents: {{ defaults: {{ model: {{ primary: "remote/m", fallbacks: ["local/l"] }} }} }},
+          channels: {{ telegram: {{ botToken: "${{TG}}", apiRoot: "http://tg-proxy.lan" }} }},
+          budget: {{ dailyUsd: 5 }},
+        }}"#
+    )));
+    let (code, report) = audit(dir.path(), &[]);
+    assert_eq!(code, 1, "{report:#}");
+    let finding = |id: &str| -> Vec<serde_json::Value> {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["checkId"] == id)
+            .cloned()
+            .collect()
+    };
+    let plain = finding("models.provider.plain_http");
+    assert_eq!(plain.len(), 1, "only the remote provider: {report:#}");
+    assert_eq!(plain[0]["severity"], "critical");
+    assert!(
+        plain[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("models.providers.remote.baseUrl is http:// to 10.1.2.3"),
+        "{plain:?}"
+    );
+    assert_eq!(
+        finding("channels.telegram.plain_http")[0]["severity"],
+        "critical"
+    );
+    let literal_keys = finding("config.literal_secret");
+    assert!(
+        literal_keys.iter().any(|f| f["severity"] == "warn"
+            && f["detail"]
+                .as_str()
+                .unwrap()
+                .contains("`models.providers.remote.apiKey` holds a literal value")),
+        "{literal_keys:?}"
+    );
+    let unpriced = finding("budget.unpriced_model");
+    assert_eq!(unpriced[0]["severity"], "warn");
+    assert!(
+        unpriced[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("remote/m has no `cost`"),
+        "{unpriced:?}"
+    );
+    assert_eq!(finding("agent.owner.missing")[0]["severity"], "warn");
+    let info = ids(&report, "info");
+    for id in ["agent.provider", "agent.model", "agent.channel"] {
+        assert!(info.contains(&id.to_string()), "{id} missing: {report:#}");
+    }
+    let providers: Vec<String> = finding("agent.provider")
+        .iter()
+        .map(|f| format!("{}: {}", f["title"], f["detail"]))
+        .collect();
+    assert_eq!(
+        providers,
+        [
+            r#""model provider local": "api openai-completions, http://127.0.0.1:11434, models: l""#,
+            r#""model provider remote": "api openai-completions, http://10.1.2.3:8000, models: m""#,
+        ]
+    );
+    assert_eq!(
+        finding("agent.model")[0]["detail"],
+        "agents.defaults.model: remote/m, then local/l"
+    );
+    let text = cli(dir.path(), &["security", "audit"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("INFO     agent.channel: channel telegram"),
+        "{text}"
+    );
+    assert!(!text.contains(literal) && !report.to_string().contains(literal));
+
+    // The same agent set up well: https, keys as ${VAR}, prices, an owner.
+    let dir = state_dir(Some(
+        r#"{
+          models: { providers: { remote: { api: "openai-completions",
+            baseUrl: "https://llm.example.com/v1", apiKey: "${REMOTE_KEY}",
+            models: [{ id: "m", cost: { input: 1, output: 2 } }] } } },
+          agents: { defaults: { model: "remote/m" } },
+          commands: { ownerAllowFrom: ["telegram:42"] },
+          channels: { telegram: { botToken: "${TG}" } },
+          budget: { dailyUsd: 5 },
+        }"#,
+    ));
+    let (_, report) = audit(dir.path(), &[]);
+    for id in [
+        "models.provider.plain_http",
+        "channels.telegram.plain_http",
+        "config.literal_secret",
+        "budget.unpriced_model",
+        "agent.owner.missing",
+    ] {
+        assert!(
+            !report.to_string().contains(id),
+            "{id} on a good config: {report:#}"
+        );
+    }
+    let channel = &report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["checkId"] == "agent.channel")
+        .unwrap()["detail"];
+    assert_eq!(
+        channel,
+        "enabled, dmPolicy pairing, owner 42 (from commands.ownerAllowFrom)"
+    );
+}
