@@ -454,3 +454,46 @@ async fn status_shows_provider_models_owner_channel_and_budget_and_no_secret() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_md_is_read_without_following_a_link_and_cut_with_one_log_line() {
+    let model = Fake::start(|_, _| ok(answer("fine"))).await;
+    let telegram = Telegram::start(BOT_TOKEN).await;
+    let owner = format!(r#"allowFrom: ["{OWNER}"],"#);
+    let extra = Extra {
+        telegram: &owner,
+        ..Extra::default()
+    };
+    let dir = agent_dir(&model, &telegram, extra);
+    let workspace = dir.path().join("workspace");
+    std::fs::create_dir(&workspace).unwrap();
+    // A link to the secrets file, as a prompt-injected tool might leave behind.
+    std::os::unix::fs::symlink(dir.path().join(".env"), workspace.join("AGENTS.md")).unwrap();
+    let gw = start(dir);
+    telegram.push(private_text(OWNER, "one"));
+    settled(&telegram, OWNER, 1).await;
+    let system = model.seen()[0].json()["system"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!system.contains("AGENTS.md"), "{system}");
+    assert!(!system.contains("OPENCLAW_GATEWAY_TOKEN") && !system.contains("FAKE_API_KEY"));
+    assert_eq!(gw.wait_log("AGENTS.md: it is a symbolic link", 1).len(), 1);
+
+    std::fs::remove_file(workspace.join("AGENTS.md")).unwrap();
+    std::fs::write(workspace.join("AGENTS.md"), "Be brief. ".repeat(4096)).unwrap();
+    for (n, text) in [(2, "two"), (3, "three")] {
+        telegram.push(private_text(OWNER, text));
+        settled(&telegram, OWNER, n).await;
+    }
+    let system = model.seen()[2].json()["system"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let agents = system.split("instructions for you)\n\n").nth(1).unwrap();
+    assert_eq!(agents.len(), 32 * 1024);
+    assert!(agents.starts_with("Be brief. Be brief."));
+    let cut = gw.log_lines("only its first 32 KiB go into the prompt");
+    assert_eq!(cut.len(), 1, "once, not per turn: {cut:?}");
+    assert!(cut[0].contains("AGENTS.md: it is 40960 bytes"), "{cut:?}");
+}
