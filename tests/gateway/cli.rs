@@ -191,6 +191,65 @@ fn logs_shows_the_gateway_log() {
 }
 
 #[test]
+fn under_systemd_each_line_goes_to_the_journal_stream_with_its_priority() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = state_dir(None);
+    let stream_path = dir.path().join("journal-stream");
+    let stream = std::fs::File::create(&stream_path).unwrap();
+    let id = format!(
+        "{}:{}",
+        stream.metadata().unwrap().dev(),
+        stream.metadata().unwrap().ino()
+    );
+    let mut child = crate::support::command(dir.path())
+        .env("JOURNAL_STREAM", id)
+        .args(["gateway", "--port", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(stream)
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&stream_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let addr = loop {
+        let text = read();
+        if let Some(rest) = text.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no start: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let response = crate::support::raw(
+        addr.parse().unwrap(),
+        b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer wrong\r\n\
+          Connection: close\r\n\r\n",
+    );
+    assert_eq!(response.status, 401);
+    while !read().contains("auth failure") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = read();
+    // sd-daemon(3) priority prefixes, no timestamp or level of our own: journald has both.
+    assert!(
+        text.contains("\n<4>auth failure from 127.0.0.1: invalid token\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<6>clawfort 0.1.0 gateway listening on "),
+        "{text}"
+    );
+    for line in text.lines() {
+        let priority = line.strip_prefix('<').and_then(|l| l.split_once('>'));
+        assert!(
+            matches!(priority, Some((p, _)) if ["3", "4", "6"].contains(&p)),
+            "{line}"
+        );
+    }
+    assert!(!dir.path().join("logs/gateway.log").exists());
+}
+
+#[test]
 fn status_asks_the_running_gateway() {
     let gw = Gateway::start(None);
     let config = format!("{{ gateway: {{ port: {} }} }}", gw.addr.port());
