@@ -236,7 +236,11 @@ fn under_systemd_each_line_goes_to_the_journal_stream_with_its_priority() {
         "{text}"
     );
     assert!(
-        text.contains("<6>clawfort 0.1.0 gateway listening on "),
+        text.contains(concat!(
+            "<6>clawfort ",
+            env!("CARGO_PKG_VERSION"),
+            " gateway listening on "
+        )),
         "{text}"
     );
     for line in text.lines() {
