@@ -11,6 +11,10 @@
 //!   untrusted data ([`prompt`]).
 //! - Before each model call the spend budget is checked; each call is recorded in the
 //!   ledger. The final reply is appended to the transcript.
+//! - The owner is told of what they must act on, each as a notice of its own
+//!   ([`AgentSettings::notices`], delivered by the owner's channel): the 80 % budget warning
+//!   (once per period; the ledger records its delivery) and the first rejected API key of a
+//!   run (also its one log line).
 //! - Secrets: the model sees redacted text only. The system prompt, the history, the turn's
 //!   message and every tool output are redacted before they enter a request, and the model's
 //!   answer (text and tool inputs) when it arrives, so a key a user pastes reaches neither
