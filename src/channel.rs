@@ -6,7 +6,11 @@
 //! retries are the adapter's business). The owner's chat commands ([`OwnerCommand`]) are
 //! parsed here so every channel understands the same ones.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use crate::sessions::SessionKey;
 
@@ -55,7 +59,7 @@ pub struct CommandContext {
 /// ordinary message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OwnerCommand {
-    /// `/stop`: abort the running turn and any tool it started, at once.
+    /// `/stop`: abort every running turn, in any session, and any tool it started, at once.
     Stop,
     /// `/new`: start a fresh session for this chat.
     New,
@@ -84,6 +88,76 @@ impl OwnerCommand {
             "new" => Some(Self::New),
             "status" => Some(Self::Status),
             _ => None,
+        }
+    }
+}
+
+/// A message for the owner that nobody asked for: a budget warning, a rejected API key.
+/// Sent on its own, never appended to an answer.
+pub struct Notice {
+    pub text: String,
+    /// Run (on a blocking thread) once a channel delivered the notice to the owner, e.g. to
+    /// record that a warning need not be sent again.
+    pub delivered: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notice")
+            .field("text", &self.text)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Notice {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            delivered: None,
+        }
+    }
+}
+
+/// Where the agent posts [`Notice`]s and the channel that reaches the owner takes them from.
+/// Cheap to clone; all clones share one queue, which holds at most [`OwnerNotices::CAPACITY`]
+/// notices (the oldest goes first when nobody takes them, e.g. without a channel).
+#[derive(Debug, Clone, Default)]
+pub struct OwnerNotices(Arc<NoticeQueue>);
+
+#[derive(Debug, Default)]
+struct NoticeQueue {
+    queue: Mutex<VecDeque<Notice>>,
+    ready: Notify,
+}
+
+impl OwnerNotices {
+    pub const CAPACITY: usize = 16;
+
+    pub fn post(&self, notice: Notice) {
+        let mut queue = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.len() >= Self::CAPACITY {
+            queue.pop_front();
+        }
+        queue.push_back(notice);
+        drop(queue);
+        self.0.ready.notify_one();
+    }
+
+    /// The next notice, waiting for one. One taker is expected (the owner's channel).
+    pub async fn next(&self) -> Notice {
+        loop {
+            let next = self
+                .0
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
+            if let Some(notice) = next {
+                return notice;
+            }
+            // `notify_one` leaves a permit when nobody waits, so a post between the check
+            // and this wait is not missed.
+            self.0.ready.notified().await;
         }
     }
 }
@@ -131,5 +205,23 @@ mod tests {
         assert_eq!(OwnerCommand::parse("/stopper", None), None);
         assert_eq!(OwnerCommand::parse("please /stop", None), None);
         assert_eq!(OwnerCommand::parse("", None), None);
+    }
+
+    #[tokio::test]
+    async fn notices_arrive_in_order_and_the_queue_is_bounded() {
+        let notices = super::OwnerNotices::default();
+        let taker = notices.clone();
+        let first = tokio::spawn(async move { taker.next().await.text });
+        tokio::task::yield_now().await;
+        notices.post(super::Notice::new("one"));
+        assert_eq!(first.await.unwrap(), "one");
+        for n in 0..super::OwnerNotices::CAPACITY + 2 {
+            notices.post(super::Notice::new(n.to_string()));
+        }
+        assert_eq!(
+            notices.next().await.text,
+            "2",
+            "the two oldest were dropped"
+        );
     }
 }

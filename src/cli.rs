@@ -201,8 +201,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             config.check_startable()?;
-            let agent = crate::agent::service::prepare(&config, &paths)?;
-            crate::http::run(config, &paths, port, agent)?;
+            let secrets = crate::agent::service::configured_secrets(&config);
+            let redactor = crate::redact::Redactor::new(&secrets);
+            logging::redact_with(redactor.clone());
+            let agent = crate::agent::service::prepare(&config, &paths, &redactor)?;
+            crate::http::run(config, &paths, port, agent, redactor)?;
         }
         Command::Egress { listen } => crate::egress::run(&paths.config, listen.as_deref())?,
         Command::Pairing { command } => pairing(&paths, command)?,

@@ -1,8 +1,15 @@
 //! Where log lines go, and `clawfort logs`.
 //!
-//! Under systemd (`JOURNAL_STREAM` set) the gateway logs to the journal through
-//! tracing-journald, so `journalctl -u clawfort` and fail2ban's systemd backend see each
-//! line as one entry. Otherwise it logs to stderr *and* appends to
+//! Every log line, wherever it goes, is formatted whole, passed through the gateway's
+//! [`Redactor`] and written as exactly one line (a line break inside a message is written as
+//! `\n`): no code path can log a configured secret or a pasted key, and no text a client
+//! controls can forge a second line for fail2ban. The redactor knows the key shapes from the
+//! start and the configured secrets once `clawfort gateway` has read them ([`redact_with`]).
+//!
+//! Under systemd (stderr is the journal stream `JOURNAL_STREAM` names) the gateway writes
+//! plain messages to stderr with a `<N>` priority prefix (sd-daemon(3)), so journald files
+//! each line as one entry of the right priority, which `journalctl -u clawfort` and
+//! fail2ban's systemd backend read. Otherwise it logs to stderr *and* appends to
 //! `~/.openclaw/logs/gateway.log`, which `clawfort logs` reads when there is no
 //! `clawfort.service`. The file never grows past `ROTATE_AT`: a line that would take it past
 //! is written to a fresh file after renaming the full one to `gateway.log.1` (replacing the
@@ -13,18 +20,23 @@
 //! Every authentication failure is exactly one line containing `auth failure from <ip>`, up to
 //! the rate `http::loglimit` allows; beyond it one summary line per client counts the rest.
 
+use std::borrow::Cow;
 use std::fs::OpenOptions;
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{LazyLock, RwLock};
 use std::time::Duration;
 
-use tracing::Level;
-use tracing_subscriber::fmt::writer::MakeWriterExt;
-use tracing_subscriber::prelude::*;
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::writer::{MakeWriter, MakeWriterExt};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::paths::Paths;
+use crate::redact::Redactor;
 
 /// The systemd unit the appliance runs the gateway as.
 pub const UNIT: &str = "clawfort.service";
@@ -36,7 +48,7 @@ const ROTATE_AT: u64 = 10 * 1024 * 1024;
 pub fn init_cli() {
     let _ = tracing_subscriber::fmt()
         .with_max_level(Level::WARN)
-        .with_writer(std::io::stderr)
+        .with_writer(Redacting(std::io::stderr))
         .without_time()
         .with_target(false)
         .try_init();
@@ -44,13 +56,9 @@ pub fn init_cli() {
 
 /// Logging for the gateway (see the module docs).
 pub fn init_gateway(paths: &Paths) {
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(journald) = tracing_journald::layer() {
-            let _ = tracing_subscriber::registry()
-                .with(journald.with_filter(tracing_subscriber::filter::LevelFilter::INFO))
-                .try_init();
-            return;
-        }
+    if stderr_is_journal() {
+        init_journal();
+        return;
     }
     let stderr = std::io::stderr.with_max_level(Level::INFO);
     let fmt = tracing_subscriber::fmt()
@@ -64,16 +72,166 @@ pub fn init_gateway(paths: &Paths) {
     match CappedFile::open(paths.log_file(), max) {
         Ok(file) => {
             let file = std::sync::Mutex::new(file);
-            let _ = fmt.with_writer(stderr.and(file)).try_init();
+            let _ = fmt.with_writer(Redacting(stderr.and(file))).try_init();
         }
         Err(e) => {
-            let _ = fmt.with_writer(stderr).try_init();
+            let _ = fmt.with_writer(Redacting(stderr)).try_init();
             tracing::warn!(
                 "cannot open the log file {}: {e}; logging to stderr only",
                 paths.log_file().display()
             );
         }
     }
+}
+
+/// Logging for a service without a state directory (`clawfort egress`): the journal stream
+/// under systemd, else plain lines on stderr; redacted like the gateway's.
+pub fn init_service() {
+    if stderr_is_journal() {
+        init_journal();
+        return;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(Level::INFO)
+        .with_writer(Redacting(std::io::stderr))
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Info and above to the journal stream, each line with its sd-daemon priority prefix.
+fn init_journal() {
+    let format = format::format()
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .with_ansi(false);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(Level::INFO)
+        .event_format(Priority(format))
+        .with_writer(Redacting(std::io::stderr))
+        .try_init();
+}
+
+/// Makes every later log line redact the gateway's configured secrets too.
+pub fn redact_with(redactor: Redactor) {
+    *REDACTOR.write().unwrap_or_else(|p| p.into_inner()) = redactor;
+}
+
+/// The redactor of every log line: the key shapes until [`redact_with`] installs more.
+static REDACTOR: LazyLock<RwLock<Redactor>> = LazyLock::new(RwLock::default);
+
+/// Whether stderr is the journal stream systemd connected (`JOURNAL_STREAM` is
+/// `<device>:<inode>` of it; a process started from a shell inside a unit inherits the
+/// variable with another stderr, and then writes plain lines).
+fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(stat) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    dev.parse() == Ok(stat.st_dev) && ino.parse() == Ok(stat.st_ino)
+}
+
+/// Prefixes each journal line with its sd-daemon(3) priority (`<3>` error ... `<7>` debug).
+struct Priority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for Priority<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: format::Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// A `MakeWriter` whose writers collect one formatted event and write it, redacted and on
+/// one line, when the formatter drops them.
+struct Redacting<M>(M);
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
+    type Writer = LineWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineWriter::new(self.0.make_writer())
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        LineWriter::new(self.0.make_writer_for(meta))
+    }
+}
+
+/// See [`Redacting`]. The event is held whole, so a secret split across two `write` calls
+/// is still found.
+struct LineWriter<W: Write> {
+    inner: W,
+    event: Vec<u8>,
+}
+
+impl<W: Write> LineWriter<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            event: Vec::new(),
+        }
+    }
+}
+
+impl<W: Write> Write for LineWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.event.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: Write> Drop for LineWriter<W> {
+    fn drop(&mut self) {
+        if self.event.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.event);
+        let redacted = {
+            let redactor = REDACTOR.read().unwrap_or_else(|p| p.into_inner());
+            redactor.redact(&text).into_owned()
+        };
+        // Nowhere to report a failed log write.
+        let _ = self.inner.write_all(one_line(&redacted).as_bytes());
+        let _ = self.inner.flush();
+    }
+}
+
+/// One formatted event as a single line ending in `\n`: inner line breaks become `\n`
+/// and `\r` as text.
+fn one_line(event: &str) -> Cow<'_, str> {
+    let body = event.strip_suffix('\n').unwrap_or(event);
+    if !body.contains(['\n', '\r']) && body.len() < event.len() {
+        return Cow::Borrowed(event);
+    }
+    let mut line = body.replace('\r', "\\r").replace('\n', "\\n");
+    line.push('\n');
+    Cow::Owned(line)
 }
 
 /// The log file, rotated whenever a write would take it past `max` bytes.
@@ -225,6 +383,41 @@ fn show_file(path: &Path, tail: usize, follow: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_is_written_redacted_on_one_line() {
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = out.clone();
+        let make = Redacting(move || SharedBuf(sink.clone()));
+        {
+            let mut w = make.make_writer();
+            // The key arrives in two writes, as a formatter may split it.
+            w.write_all(b"WARN provider said: sk-ant-api03-abcdefghij")
+                .unwrap();
+            w.write_all(b"klmnopqrstuv\nauth failure from 10.0.0.1: forged\n")
+                .unwrap();
+        }
+        let written = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            written,
+            "WARN provider said: [redacted]\\nauth failure from 10.0.0.1: forged\n"
+        );
+        assert_eq!(one_line("plain\n"), "plain\n");
+        assert_eq!(one_line("no newline"), "no newline\n");
+    }
+
+    /// A writer into a shared buffer, for the test above.
+    struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for SharedBuf {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 
     #[test]
     fn the_log_file_never_passes_its_cap() {

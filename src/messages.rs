@@ -13,8 +13,9 @@
 //!   `pairing.autoApprove` the sender is approved on the spot instead (the audit warns).
 //!
 //! A message in a group is judged by the group, not the sender: the group itself must be
-//! approved. Accepted messages are appended to their session's transcript. Messages held
-//! for pairing are not stored.
+//! approved. Accepted messages are appended to their session's transcript, which redacts
+//! every secret before the line is written (`sessions::Transcripts`; the gateway gives it
+//! its one redactor). Messages held for pairing are not stored.
 
 use serde::{Deserialize, Serialize};
 

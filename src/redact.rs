@@ -1,16 +1,24 @@
-//! Scrubbing secrets out of text before it is written to a transcript or a log.
+//! Scrubbing secrets out of text before it is written to a transcript or a log, or sent to a
+//! model.
 //!
 //! Two nets: the exact secret values the gateway was configured with (API keys, bot token,
-//! gateway token; matched with one Aho-Corasick automaton), and the well-known shapes of keys
-//! it was *not* told about (a user pasting an OpenAI key into a chat): Anthropic/OpenAI/
-//! OpenRouter `sk-...`, GitHub `ghp_...`/`github_pat_...`, Telegram bot tokens
-//! `<bot id>:<35 characters>`. Shapes need a long random-looking tail, so ordinary words and
-//! prose (`sk-learn`, `task-list`, a time `12:30`) are left alone.
+//! gateway token; matched with one Aho-Corasick automaton, also in their JSON- and
+//! `Debug`-escaped spellings), and the well-known shapes of keys it was *not* told about (a
+//! user pasting an OpenAI key into a chat): Anthropic/OpenAI/OpenRouter `sk-...`, GitHub
+//! `ghp_...`/`github_pat_...`, Telegram bot tokens `<bot id>:<35 characters>`. Shapes need a
+//! long random-looking tail, so ordinary words and prose (`sk-learn`, `task-list`, a time
+//! `12:30`) are left alone.
+//!
+//! `clawfort gateway` builds one redactor at start from every secret the config names
+//! (`agent::service::configured_secrets`) and applies it everywhere text leaves the process
+//! or lands on disk: every log line (`logging`), every transcript line
+//! (`sessions::Transcripts`), every model request and answer (`agent`).
 
 use std::borrow::Cow;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex::Regex;
+use serde_json::Value;
 
 use crate::secret::{Secret, REDACTED};
 
@@ -27,21 +35,43 @@ const SHAPES: &str = concat!(
     r"|\b[0-9]{8,10}:[A-Za-z0-9_-]{35}(?:\b|$)", // Telegram bot token
 );
 
-/// Replaces secrets in text with `[redacted]`.
-#[derive(Debug, Clone)]
+/// Replaces secrets in text with `[redacted]`. Cheap to clone (the automata are shared).
+#[derive(Clone)]
 pub struct Redactor {
     exact: Option<AhoCorasick>,
     shapes: Regex,
 }
 
+/// Counts the values, never shows them (the automaton's own `Debug` would).
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor")
+            .field(
+                "exact_spellings",
+                &self.exact.as_ref().map_or(0, |a| a.patterns_len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 impl Redactor {
     /// A redactor for the configured secrets plus the well-known key shapes.
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Self {
-        let values: Vec<&str> = secrets
-            .into_iter()
-            .map(Secret::expose)
-            .filter(|v| v.len() >= MIN_EXACT_LEN)
-            .collect();
+        let mut values: Vec<String> = Vec::new();
+        for value in secrets.into_iter().map(Secret::expose) {
+            if value.len() < MIN_EXACT_LEN {
+                continue;
+            }
+            // A value with a quote, backslash or control character is spelled differently
+            // inside a JSON string or a `{:?}` field of a log line.
+            let json = serde_json::to_string(value).expect("a str always serializes");
+            let debug = format!("{value:?}");
+            for spelling in [value, unquote(&json), unquote(&debug)] {
+                if !values.iter().any(|v| v == spelling) {
+                    values.push(spelling.to_owned());
+                }
+            }
+        }
         let exact = (!values.is_empty()).then(|| {
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
@@ -70,6 +100,45 @@ impl Redactor {
         }
         Cow::Owned(self.shapes.replace_all(&text, REDACTED).into_owned())
     }
+
+    /// Redacts every string inside `value`, object keys included, leaving its structure
+    /// intact (redacting serialized JSON text could cut through a quote).
+    pub fn redact_json(&self, value: &mut Value) {
+        match value {
+            Value::String(s) => {
+                if let Cow::Owned(clean) = self.redact(s) {
+                    *s = clean;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            Value::Object(map) => {
+                let dirty: Vec<String> = map
+                    .keys()
+                    .filter(|k| matches!(self.redact(k), Cow::Owned(_)))
+                    .cloned()
+                    .collect();
+                for key in dirty {
+                    if let Some(v) = map.remove(&key) {
+                        map.insert(self.redact(&key).into_owned(), v);
+                    }
+                }
+                map.values_mut().for_each(|v| self.redact_json(v));
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+}
+
+impl Default for Redactor {
+    /// The well-known key shapes only (before the configured secrets are known).
+    fn default() -> Self {
+        Self::new([])
+    }
+}
+
+/// `"text"` without its quotes.
+fn unquote(quoted: &str) -> &str {
+    &quoted[1..quoted.len() - 1]
 }
 
 #[cfg(test)]
@@ -132,9 +201,47 @@ mod tests {
     }
 
     #[test]
+    fn debug_never_shows_a_value() {
+        let r = redactor(&["a-configured-secret"]);
+        let debug = format!("{r:?}");
+        assert!(!debug.contains("configured"), "{debug}");
+        assert!(debug.contains("exact_spellings: 1"), "{debug}");
+    }
+
+    #[test]
     fn short_configured_values_are_not_matched() {
         let r = redactor(&["abc"]);
         assert_eq!(r.redact("abc abcdef"), "abc abcdef");
+    }
+
+    #[test]
+    fn escaped_spellings_of_a_configured_value_are_replaced() {
+        let r = redactor(&["pa\"ss\\word-12345"]);
+        let json = serde_json::json!({ "text": "pa\"ss\\word-12345" }).to_string();
+        assert_eq!(r.redact(&json), r#"{"text":"[redacted]"}"#);
+        let debug = format!("{:?}", "x pa\"ss\\word-12345");
+        assert_eq!(r.redact(&debug), "\"x [redacted]\"");
+    }
+
+    #[test]
+    fn json_values_are_redacted_string_by_string() {
+        let r = redactor(&["a-configured-secret"]);
+        let mut v = serde_json::json!({
+            "text": "key a-configured-secret and sk-abcdefghijklmnopqrstuvwx",
+            "n": 3,
+            "list": ["a-configured-secret", true],
+            "a-configured-secret": "as a key",
+        });
+        r.redact_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "text": "key [redacted] and [redacted]",
+                "n": 3,
+                "list": ["[redacted]", true],
+                "[redacted]": "as a key",
+            })
+        );
     }
 
     #[test]

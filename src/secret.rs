@@ -1,8 +1,10 @@
-//! A secret value (API key, bot token) that cannot be printed by accident.
+//! A secret value (provider API key, Telegram bot token, gateway token) that cannot be
+//! printed by accident: the one secret type of the gateway.
 //!
 //! `Debug` and `Display` both print `[redacted]`, so a `Secret` inside a config struct, an
 //! error or a `tracing` field never leaks. The value is reachable only through
-//! [`Secret::expose`], which the code that puts it on the wire calls and nothing else should.
+//! [`Secret::expose`], which the code that puts it on the wire (an HTTP header, the Bot API
+//! URL) and the [`crate::redact::Redactor`] call, and nothing else should.
 
 use std::fmt;
 
@@ -18,7 +20,7 @@ impl Secret {
         Self(value.into())
     }
 
-    /// The value itself, for the one place that sends it (an HTTP header).
+    /// The value itself, for the code that sends it and the redactor that scrubs it.
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -29,6 +29,7 @@
 //! file: an old name with `:` inside an id is exactly the ambiguous case above, and could
 //! belong to another sender.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,6 +40,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::DmScope;
 use crate::pairing::ensure_private_dir;
+use crate::redact::Redactor;
 
 /// Channel names that would make session keys ambiguous.
 pub const RESERVED_CHANNELS: [&str; 2] = ["direct", "group"];
@@ -131,14 +133,29 @@ pub struct TranscriptEntry<'a> {
 }
 
 /// The transcripts of one installation (`~/.openclaw/agents/main/sessions`).
+///
+/// Every line passes through the redactor before it is written, whoever writes it (the
+/// inbound policy, the agent), so a secret someone pastes or a model echoes never lands on
+/// disk.
 #[derive(Debug, Clone)]
 pub struct Transcripts {
     dir: PathBuf,
+    redactor: Redactor,
 }
 
 impl Transcripts {
+    /// Transcripts under `dir`, redacting the well-known key shapes only; the gateway adds
+    /// its configured secrets with [`Transcripts::with_redactor`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            redactor: Redactor::default(),
+        }
+    }
+
+    /// The same transcripts, redacted with `redactor`.
+    pub fn with_redactor(self, redactor: Redactor) -> Self {
+        Self { redactor, ..self }
     }
 
     /// The transcript file of `key`: the SHA-256 of the key, hex, `.jsonl`.
@@ -170,7 +187,7 @@ impl Transcripts {
     /// Any serialisable entry may be appended: the inbound [`TranscriptEntry`], or the
     /// agent's own lines (see `agent::history`).
     pub fn append<E: Serialize>(&self, key: &SessionKey, entry: &E) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(entry).expect("transcript entries always serialise");
+        let mut line = self.line(entry);
         line.push(b'\n');
         let path = self.path(key);
         let mut file = match open_append(&path, false) {
@@ -184,6 +201,18 @@ impl Transcripts {
         };
         file.write_all(&line)?;
         file.sync_data()
+    }
+
+    /// `entry` as redacted JSON. A clean line is written as serialized; one with a secret is
+    /// redacted value by value, so the replacement cannot break the JSON.
+    fn line<E: Serialize>(&self, entry: &E) -> Vec<u8> {
+        let line = serde_json::to_string(entry).expect("transcript entries always serialise");
+        if matches!(self.redactor.redact(&line), Cow::Borrowed(_)) {
+            return line.into_bytes();
+        }
+        let mut value = serde_json::to_value(entry).expect("transcript entries always serialise");
+        self.redactor.redact_json(&mut value);
+        serde_json::to_vec(&value).expect("a JSON value always serialises")
     }
 
     /// Renames the old-named transcript of `key` to `path` without ever replacing a file,
@@ -322,5 +351,38 @@ mod tests {
         assert!(t
             .legacy_path(&direct_key(DmScope::PerPeer, "c", "d", "a:b"))
             .is_none());
+    }
+
+    #[test]
+    fn lines_are_redacted_before_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = crate::secret::Secret::new("configured-secret-value");
+        let t = Transcripts::new(dir.path()).with_redactor(Redactor::new([&secret]));
+        let key = direct_key(DmScope::PerChannelPeer, "c", "default", "7");
+        let text = "my keys: configured-secret-value and sk-proj-abcdefghijklmnopqrstuvwx";
+        let entry = TranscriptEntry {
+            session_key: key.as_str(),
+            ts: 1,
+            channel: "c",
+            account_id: "default",
+            peer: "7",
+            group: None,
+            text,
+        };
+        t.append(&key, &entry).unwrap();
+        t.append(
+            &key,
+            &serde_json::json!({"sessionKey": key.as_str(), "text": "clean"}),
+        )
+        .unwrap();
+        let raw = std::fs::read_to_string(t.path(&key)).unwrap();
+        assert!(
+            !raw.contains("configured-secret") && !raw.contains("sk-proj"),
+            "{raw}"
+        );
+        let lines = t.read(&key).unwrap();
+        assert_eq!(lines[0]["text"], "my keys: [redacted] and [redacted]");
+        assert_eq!(lines[0]["peer"], "7");
+        assert_eq!(lines[1]["text"], "clean");
     }
 }

@@ -1,8 +1,11 @@
-//! `clawfort status`: asks the running gateway for `/api/status`.
+//! `clawfort status [--json]`: asks the running gateway for `/api/status` and shows it: the
+//! gateway, and the agent's providers, models, owner, Telegram channel and budget.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::config::{Bind, Config};
 
@@ -33,29 +36,134 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
     let status: serde_json::Value = serde_json::from_str(&body)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
-        return Ok(());
+    } else {
+        print!("{}", render(&status));
     }
-    let field = |p: &str| status.pointer(p).map(|v| v.to_string()).unwrap_or_default();
-    println!(
-        "clawfort gateway {} on {}",
+    Ok(())
+}
+
+/// The text form of `/api/status`.
+pub fn render(status: &Value) -> String {
+    let field = |p: &str| status.pointer(p).map(plain).unwrap_or_default();
+    let mut out = format!(
+        "clawfort gateway {} on {}\n",
         field("/version"),
         field("/bind")
     );
-    println!("  uptime        {} s", field("/uptimeSeconds"));
-    println!(
-        "  dm policy     {} (default), channels {}",
-        field("/defaultDmPolicy"),
-        field("/channels")
+    let mut line = |label: &str, text: String| out.push_str(&format!("  {label:<13} {text}\n"));
+    line("uptime", format!("{} s", field("/uptimeSeconds")));
+    line(
+        "dm policy",
+        format!(
+            "{} (default), channels {}",
+            field("/defaultDmPolicy"),
+            field("/channels")
+        ),
     );
-    println!("  dm scope      {}", field("/dmScope"));
-    println!("  sandbox       {}", field("/sandbox/mode"));
-    println!(
-        "  pairing       {} pending, {} approved, autoApprove {}",
-        field("/pairing/pending"),
-        field("/pairing/approved"),
-        field("/pairing/autoApprove")
+    line("dm scope", field("/dmScope"));
+    line("sandbox", field("/sandbox/mode"));
+    line(
+        "pairing",
+        format!(
+            "{} pending, {} approved, autoApprove {}",
+            field("/pairing/pending"),
+            field("/pairing/approved"),
+            field("/pairing/autoApprove")
+        ),
     );
-    Ok(())
+    let Some(agent) = status.get("agent").filter(|a| !a.is_null()) else {
+        line(
+            "agent",
+            "not configured (set agents.defaults.model and models.providers)".into(),
+        );
+        return out;
+    };
+    let field = |p: &str| agent.pointer(p).map(plain).unwrap_or_default();
+    let list = |p: &str| -> Vec<String> {
+        agent
+            .pointer(p)
+            .and_then(Value::as_array)
+            .map(|items| items.iter().map(plain).collect())
+            .unwrap_or_default()
+    };
+    let fallbacks = list("/model/fallbacks");
+    line(
+        "model",
+        if fallbacks.is_empty() {
+            field("/model/primary")
+        } else {
+            format!("{}, then {}", field("/model/primary"), fallbacks.join(", "))
+        },
+    );
+    for p in agent["providers"].as_array().into_iter().flatten() {
+        line(
+            "provider",
+            format!(
+                "{} ({}, {})",
+                plain(&p["id"]),
+                plain(&p["api"]),
+                plain(&p["baseUrl"])
+            ),
+        );
+    }
+    let owners = list("/owners");
+    line(
+        "owner",
+        if owners.is_empty() {
+            "none (set commands.ownerAllowFrom)".into()
+        } else {
+            owners.join(", ")
+        },
+    );
+    match agent.pointer("/channels/telegram") {
+        Some(t) => {
+            let mut text = plain(&t["state"]);
+            if let Some(bot) = t["bot"].as_str() {
+                text.push_str(&format!(" as @{bot}"));
+            }
+            if let Some(at) = t["lastOk"].as_str() {
+                text.push_str(&format!(", last poll {at}"));
+            }
+            if let Some(error) = t["lastError"].as_str() {
+                text.push_str(&format!(
+                    "; last error {}: {error}",
+                    t["lastErrorAt"].as_str().unwrap_or("?")
+                ));
+            }
+            line("telegram", text);
+        }
+        None => line(
+            "telegram",
+            "not configured (channels.telegram.botToken)".into(),
+        ),
+    }
+    let spent = |period: &str, limit: &str| -> String {
+        let spend = &agent["budget"][period];
+        let Some(usd) = spend["usd"].as_f64() else {
+            return "not known yet (the ledger is not open)".into();
+        };
+        let limit = match agent["budget"][limit].as_f64() {
+            Some(limit) => format!(" of ${limit:.2}"),
+            None => " (no limit)".into(),
+        };
+        let unpriced = match spend["unpricedCalls"].as_u64() {
+            Some(0) | None => String::new(),
+            Some(n) => format!(", {n} unpriced call(s)"),
+        };
+        format!("${usd:.2}{limit}, {} call(s){unpriced}", spend["calls"])
+    };
+    line("today (UTC)", spent("today", "dailyUsd"));
+    line("this month", spent("month", "monthlyUsd"));
+    out
+}
+
+/// A JSON value as text: strings without their quotes.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
 }
 
 /// A minimal HTTP/1.1 GET with a bearer token; returns the status code and body.

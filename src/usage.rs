@@ -4,8 +4,10 @@
 //! Every model call appends one JSON line to `~/.openclaw/usage/ledger.jsonl` (see
 //! [`ledger_path`]): its time, session, model, tokens and price in USD from the model's
 //! `cost` (`null` when the model has none: the tokens still count, the call is "unpriced").
-//! A budget warning (80 % of a limit reached) is appended as a line too, so a restart neither
-//! repeats it nor forgets it. Each line is written with one `write` on an `O_APPEND` file and
+//! A budget warning (80 % of a limit reached) is appended as a line too, so a restart does
+//! not repeat it, and so is its delivery to the owner (`notified`, written once a channel
+//! has sent the owner the message), so a restart resends only a warning the owner never got.
+//! Each line is written with one `write` on an `O_APPEND` file and
 //! `fsync`ed before [`Ledger::record`] returns. The directory is created 700, the file 600.
 //!
 //! Periods are UTC calendar days and months: a day's budget resets at 00:00 UTC, whatever the
@@ -85,6 +87,12 @@ enum Line {
         /// `2026-11-28` for a day, `2026-11` for a month.
         key: String,
     },
+    /// The owner was sent the warning of this period.
+    Notified {
+        ts: String,
+        period: Period,
+        key: String,
+    },
 }
 
 /// Tokens and money of a group of calls.
@@ -121,6 +129,8 @@ pub struct PeriodTotals {
     pub by_session: BTreeMap<String, Spend>,
     /// The 80 % warning was already given for this period.
     pub warned: bool,
+    /// ... and the owner was sent it.
+    pub notified: bool,
 }
 
 impl PeriodTotals {
@@ -202,6 +212,12 @@ impl Totals {
                     totals.warned = true;
                 }
             }
+            Line::Notified { period, key, .. } => {
+                let totals = self.period_mut(*period);
+                if *key == totals.key {
+                    totals.notified = true;
+                }
+            }
         }
     }
 }
@@ -221,9 +237,35 @@ pub enum BudgetEvent {
     /// Spending crossed 80 % of a limit (once per period).
     Warn {
         period: Period,
+        /// The period's key (`2026-11-28`, `2026-11`), for [`Ledger::mark_notified`].
+        key: String,
         spent_usd: f64,
         limit_usd: f64,
     },
+}
+
+impl std::fmt::Display for BudgetEvent {
+    /// The words for the log and for the owner.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let BudgetEvent::Warn {
+            period,
+            key,
+            spent_usd,
+            limit_usd,
+        } = self;
+        let (name, resets) = match period {
+            Period::Daily => ("daily", "at 00:00 UTC"),
+            Period::Monthly => ("monthly", "on the 1st at 00:00 UTC"),
+        };
+        write!(
+            f,
+            "${spent_usd:.2} of the ${limit_usd:.2} {name} spend budget is used ({:.0} %, \
+             {key} UTC); at 100 % model calls stop until the budget resets {resets} (or \
+             raise {})",
+            spent_usd / limit_usd * 100.0,
+            period.config_key()
+        )
+    }
 }
 
 /// What [`Ledger::record`] wrote.
@@ -307,7 +349,7 @@ fn parse(path: &Path, text: &[u8], now: Timestamp) -> Result<(Totals, Timestamp)
         };
         let line: Line = serde_json::from_slice(raw).map_err(|e| corrupt(e.to_string()))?;
         let ts = match &line {
-            Line::Call { ts, .. } | Line::Warn { ts, .. } => ts,
+            Line::Call { ts, .. } | Line::Warn { ts, .. } | Line::Notified { ts, .. } => ts,
         };
         let at: Timestamp = ts
             .parse()
@@ -473,15 +515,57 @@ impl Ledger {
                 period,
                 key: totals.key.clone(),
             };
+            let key = totals.key.clone();
             self.append(&mut inner, &warn)?;
             inner.totals.apply(&warn, now);
             events.push(BudgetEvent::Warn {
                 period,
+                key,
                 spent_usd,
                 limit_usd: limit,
             });
         }
         Ok(Recorded { usd, events })
+    }
+
+    /// Records that the owner was sent the warning of `period` `key` (see the module docs).
+    pub fn mark_notified(&self, period: Period, key: &str) -> Result<(), LedgerError> {
+        let mut inner = self.lock();
+        let now = Timestamp::now().max(inner.latest);
+        inner.latest = now;
+        let line = Line::Notified {
+            ts: now.to_string(),
+            period,
+            key: key.to_owned(),
+        };
+        self.append(&mut inner, &line)?;
+        inner.totals.roll_to(now);
+        inner.totals.apply(&line, now);
+        Ok(())
+    }
+
+    /// The warnings of the current periods that the owner was never sent (a restart, or no
+    /// channel reached them), with today's figures.
+    pub fn undelivered_warnings(&self) -> Vec<BudgetEvent> {
+        self.undelivered_warnings_at(Timestamp::now())
+    }
+
+    pub fn undelivered_warnings_at(&self, now: Timestamp) -> Vec<BudgetEvent> {
+        let mut inner = self.lock();
+        inner.totals.roll_to(now);
+        let mut events = Vec::new();
+        for (period, limit) in self.limits() {
+            let totals = inner.totals.period_mut(period);
+            if totals.warned && !totals.notified {
+                events.push(BudgetEvent::Warn {
+                    period,
+                    key: totals.key.clone(),
+                    spent_usd: totals.total.usd,
+                    limit_usd: limit,
+                });
+            }
+        }
+        events
     }
 
     /// Today's and this month's totals.

@@ -1,6 +1,8 @@
 //! Agent-loop tests: the real loop, providers and ledger against the fake Anthropic server
 //! of `provider/fake.rs` on 127.0.0.1.
 
+#[path = "agent/control.rs"]
+mod control;
 #[path = "provider/fake.rs"]
 #[allow(dead_code)]
 mod fake;

@@ -15,8 +15,9 @@ use clawfort::channel::{Agent, CancellationToken, CommandContext, OwnerCommand, 
 use clawfort::config::{Config, EnvSource};
 use clawfort::pairing::Store;
 use clawfort::paths::Paths;
+use clawfort::secret::Secret;
 use clawfort::sessions::Transcripts;
-use clawfort::telegram::{self, BotToken, Policy, TelegramError, TelegramSettings};
+use clawfort::telegram::{self, Policy, TelegramError, TelegramSettings};
 use tokio::task::JoinHandle;
 
 use fake::Fake;
@@ -97,7 +98,7 @@ impl Harness {
             store: Store::new(paths.credentials_dir()),
             transcripts: Transcripts::new(paths.sessions_dir()),
         };
-        let mut settings = TelegramSettings::new(BotToken::new(TOKEN));
+        let mut settings = TelegramSettings::new(Secret::new(TOKEN));
         settings.api_root = fake.api_root();
         settings.poll_timeout_secs = 1;
         settings.typing_interval = Duration::from_millis(50);

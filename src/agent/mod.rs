@@ -10,11 +10,21 @@
 //!   reply saying so. Tool output and messages from anyone but the owner are wrapped as
 //!   untrusted data ([`prompt`]).
 //! - Before each model call the spend budget is checked; each call is recorded in the
-//!   ledger. The final reply is redacted and appended to the transcript.
+//!   ledger. The final reply is appended to the transcript.
+//! - The owner is told of what they must act on, each as a notice of its own
+//!   ([`AgentSettings::notices`], delivered by the owner's channel): the 80 % budget warning
+//!   (once per period; the ledger records its delivery) and the first rejected API key of a
+//!   run (also its one log line).
+//! - Secrets: the model sees redacted text only. The system prompt, the history, the turn's
+//!   message and every tool output are redacted before they enter a request, and the model's
+//!   answer (text and tool inputs) when it arrives, so a key a user pastes reaches neither
+//!   the provider nor a tool, and one a model makes up reaches neither a tool, the chat nor
+//!   the transcript.
 
 pub mod history;
 pub mod prompt;
 pub mod service;
+pub mod status;
 pub mod tools;
 
 use std::collections::HashMap;
@@ -26,7 +36,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{Agent, CommandContext, OwnerCommand, Reply, Turn};
+use crate::channel::{Agent, CommandContext, Notice, OwnerCommand, OwnerNotices, Reply, Turn};
 use crate::provider::{
     Block, ChainError, ChatRequest, Message, ModelChain, ProviderError, Role, StopReason,
 };
@@ -65,6 +75,9 @@ pub struct AgentSettings {
     /// The owner's accounts as `channel:peer` (`telegram:12345`): their messages are the
     /// owner's own words; everyone else's are wrapped as untrusted.
     pub owner_peers: Vec<String>,
+    /// Where budget warnings and a rejected key go for the owner (the owner's channel takes
+    /// them from there).
+    pub notices: OwnerNotices,
 }
 
 impl AgentSettings {
@@ -82,6 +95,7 @@ impl AgentSettings {
             max_steps: 8,
             turn_deadline: Duration::from_secs(120),
             owner_peers: Vec::new(),
+            notices: OwnerNotices::default(),
         }
     }
 }
@@ -106,8 +120,8 @@ impl AgentLoop {
         }
     }
 
-    /// Cancels every running turn (`clawfort stop-all`); returns how many. A turn waiting
-    /// for its session is not running yet and is not counted.
+    /// Cancels every running turn (the owner's `/stop`, `clawfort stop-all`); returns how
+    /// many.
     pub fn stop_all(&self) -> usize {
         let running = self.running.lock().expect("not poisoned");
         running.values().for_each(CancellationToken::cancel);
@@ -123,18 +137,24 @@ impl AgentLoop {
         let s = &self.settings;
         let deadline = Instant::now() + s.turn_deadline;
         let boundary = Boundary::random();
-        let system = boundary.system_prompt(s.workspace.as_deref());
-        let entries = {
+        let system = s
+            .redactor
+            .redact(&boundary.system_prompt(s.workspace.as_deref()))
+            .into_owned();
+        let mut entries = {
             let (t, k) = (s.transcripts.clone(), turn.session_key.clone());
             tokio::task::spawn_blocking(move || t.read(&k)).await??
         };
+        // The transcript is written redacted; lines of older versions may not be.
+        entries.iter_mut().for_each(|e| s.redactor.redact_json(e));
+        let (peer, text) = (s.redactor.redact(&turn.peer), s.redactor.redact(&turn.text));
         let window_bytes = (s.context_window as usize)
             .saturating_sub(s.max_tokens as usize)
             .saturating_mul(4)
             .saturating_sub(system.len());
         let mut messages = history::build(
             &entries,
-            (&turn.peer, &turn.text),
+            (&peer, &text),
             |channel, peer| {
                 s.owner_peers
                     .iter()
@@ -147,16 +167,12 @@ impl AgentLoop {
             // The message is not in the transcript (e.g. it was removed meanwhile): it is
             // still the turn's last message.
             let text = if turn.from_owner {
-                turn.text.clone()
+                text.into_owned()
             } else {
-                boundary.wrap(
-                    &format!("message from {} user {}", turn.channel, turn.peer),
-                    &turn.text,
-                )
+                boundary.wrap(&format!("message from {} user {peer}", turn.channel), &text)
             };
             messages.push(Message::user_text(text));
         }
-        let mut notes = Vec::new();
         for _ in 0..s.max_steps {
             if let Some(ledger) = &s.ledger {
                 if let Err(exceeded) = ledger.check() {
@@ -190,6 +206,10 @@ impl AgentLoop {
                     {
                         if !self.auth_logged.swap(true, Ordering::Relaxed) {
                             tracing::error!("{}", ChainError::AllFailed(failures));
+                            // The owner asking in their own chat reads the reply itself.
+                            if !(turn.from_owner && turn.group.is_none()) {
+                                s.notices.post(Notice::new(AUTH_REPLY));
+                            }
                         }
                         return Ok(AUTH_REPLY.to_owned());
                     }
@@ -204,26 +224,13 @@ impl AgentLoop {
                     ledger.record(&session, &model, cost.as_ref(), &usage)
                 })
                 .await??;
-                for BudgetEvent::Warn {
-                    period,
-                    spent_usd,
-                    limit_usd,
-                } in recorded.events
-                {
-                    let name = if period == Period::Daily {
-                        "daily"
-                    } else {
-                        "monthly"
-                    };
-                    tracing::warn!(
-                        "{name} spend budget 80% used: ${spent_usd:.2} of ${limit_usd:.2}"
-                    );
-                    notes.push(format!(
-                        "(Note: ${spent_usd:.2} of the ${limit_usd:.2} {name} budget is spent.)"
-                    ));
+                for event in recorded.events {
+                    tracing::warn!("{event}");
+                    self.notify_owner(event);
                 }
             }
-            let response = answer.response;
+            let mut response = answer.response;
+            redact_blocks(&s.redactor, &mut response.content);
             let calls: Vec<(String, String, serde_json::Value)> = response
                 .content
                 .iter()
@@ -238,12 +245,6 @@ impl AgentLoop {
                 let mut text = response.text();
                 if response.stop == StopReason::MaxTokens {
                     text.push_str("\n\n(The answer was cut off at the output limit.)");
-                }
-                if turn.from_owner {
-                    for note in notes {
-                        text.push_str("\n\n");
-                        text.push_str(&note);
-                    }
                 }
                 return Ok(text);
             }
@@ -261,9 +262,10 @@ impl AgentLoop {
                         out = tool.run(input, deadline, cancel.clone()) => out,
                     },
                 };
+                let content = s.redactor.redact(&output.content);
                 results.push(Block::ToolResult {
                     tool_use_id: id,
-                    content: boundary.wrap(&format!("output of tool {name}"), &output.content),
+                    content: boundary.wrap(&format!("output of tool {name}"), &content),
                     is_error: output.is_error,
                 });
             }
@@ -309,6 +311,34 @@ impl AgentLoop {
         Ok(Reply::text(text))
     }
 
+    /// Posts a budget warning for the owner; once a channel delivered it, the ledger
+    /// records that, so a restart does not send it again.
+    fn notify_owner(&self, event: BudgetEvent) {
+        let text = format!("Budget warning: {event}.");
+        let delivered = self.settings.ledger.as_ref().map(|ledger| {
+            let ledger = Arc::clone(ledger);
+            let BudgetEvent::Warn { period, key, .. } = event;
+            Box::new(move || {
+                if let Err(e) = ledger.mark_notified(period, &key) {
+                    tracing::error!("cannot record that the budget warning was sent: {e}");
+                }
+            }) as Box<dyn FnOnce() + Send>
+        });
+        self.settings.notices.post(Notice { text, delivered });
+    }
+
+    /// Posts again the budget warnings of the current periods the owner never got (the
+    /// gateway stopped before a channel delivered them); called once at start.
+    pub fn resend_undelivered_warnings(&self) {
+        let Some(ledger) = &self.settings.ledger else {
+            return;
+        };
+        for event in ledger.undelivered_warnings() {
+            tracing::info!("the owner has not been sent this budget warning yet: {event}");
+            self.notify_owner(event);
+        }
+    }
+
     fn deadline_reply(&self) -> String {
         format!(
             "I stopped: this message took longer than the {:?} limit per message.",
@@ -347,6 +377,25 @@ impl AgentLoop {
             text.push_str(&line("This month", t.month.total.usd, budget.monthly_usd));
         }
         text
+    }
+}
+
+/// Redacts the text and tool inputs of a model's answer.
+fn redact_blocks(redactor: &Redactor, blocks: &mut [Block]) {
+    for block in blocks {
+        match block {
+            Block::Text { text } => {
+                if let std::borrow::Cow::Owned(clean) = redactor.redact(text) {
+                    *text = clean;
+                }
+            }
+            Block::ToolUse { input, .. } => redactor.redact_json(input),
+            Block::ToolResult { content, .. } => {
+                if let std::borrow::Cow::Owned(clean) = redactor.redact(content) {
+                    *content = clean;
+                }
+            }
+        }
     }
 }
 
@@ -417,21 +466,12 @@ impl Agent for AgentLoop {
         context: CommandContext,
     ) -> anyhow::Result<Reply> {
         match command {
-            OwnerCommand::Stop => {
-                let token = self
-                    .running
-                    .lock()
-                    .expect("not poisoned")
-                    .get(&context.session_key)
-                    .cloned();
-                Ok(Reply::text(match token {
-                    Some(t) => {
-                        t.cancel();
-                        "Stopped."
-                    }
-                    None => "Nothing is running.",
-                }))
-            }
+            // Only the owner gets here, and the owner may stop any session: whatever runs
+            // (a friend's turn, a group's) stops, wherever /stop was typed.
+            OwnerCommand::Stop => Ok(Reply::text(match self.stop_all() {
+                0 => "Nothing is running.",
+                _ => "Stopped.",
+            })),
             OwnerCommand::New => {
                 self.append(
                     &context.session_key,

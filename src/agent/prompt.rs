@@ -8,7 +8,11 @@
 //! `untrusted-` inside it is defused anyway, so a sender cannot even imitate the shape.
 
 use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Mutex;
+
+use rustix::fs::OFlags;
 
 /// Upper bound on the `AGENTS.md` bytes put into the prompt.
 pub const AGENTS_MD_MAX: u64 = 32 * 1024;
@@ -65,27 +69,54 @@ fn defuse(text: &str) -> String {
 }
 
 /// `AGENTS.md` of the workspace, cut at [`AGENTS_MD_MAX`] on a char boundary; a missing
-/// or unreadable file gives `None` (a warning for the latter).
+/// file gives `None`, an unreadable or refused one `None` and a warning.
+///
+/// The file is opened without following a symbolic link (`O_NOFOLLOW`) and must be a
+/// regular file with one name: a link (or a hard link) named `AGENTS.md` could otherwise
+/// put any file this user can read, `~/.openclaw/.env` included, into every prompt, and
+/// tools that write into the workspace will exist. `O_NONBLOCK` keeps a FIFO from hanging
+/// the turn.
 fn read_agents_md(workspace: &Path) -> Option<String> {
     let path = workspace.join("AGENTS.md");
-    let file = match std::fs::File::open(&path) {
+    let warn = |why: &str| {
+        warn_once(&path, why);
+        None
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+        .open(&path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            tracing::warn!(
-                "cannot read {}: {e}; the prompt goes without it",
-                path.display()
-            );
-            return None;
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return warn("it is a symbolic link, which is not followed; put the file itself there");
         }
+        Err(e) => return warn(&format!("cannot open it: {e}")),
     };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return warn(&format!("cannot read it: {e}")),
+    };
+    if !meta.file_type().is_file() {
+        return warn("it is not a regular file");
+    }
+    if meta.nlink() > 1 {
+        return warn("it has other names (hard links), so it may be another file in disguise");
+    }
+    if meta.len() > AGENTS_MD_MAX {
+        warn_once(
+            &path,
+            &format!(
+                "it is {} bytes; only its first {} KiB go into the prompt",
+                meta.len(),
+                AGENTS_MD_MAX / 1024
+            ),
+        );
+    }
     let mut bytes = Vec::new();
     if let Err(e) = file.take(AGENTS_MD_MAX).read_to_end(&mut bytes) {
-        tracing::warn!(
-            "cannot read {}: {e}; the prompt goes without it",
-            path.display()
-        );
-        return None;
+        return warn(&format!("cannot read it: {e}"));
     }
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
@@ -97,6 +128,17 @@ fn read_agents_md(workspace: &Path) -> Option<String> {
         }
     };
     Some(text)
+}
+
+/// Logs a problem with `AGENTS.md` once, not on every turn: again only when it changes.
+fn warn_once(path: &Path, why: &str) {
+    static LAST: Mutex<Option<String>> = Mutex::new(None);
+    let line = format!("{}: {why}", path.display());
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if last.as_deref() != Some(line.as_str()) {
+        tracing::warn!("{line}");
+        *last = Some(line);
+    }
 }
 
 #[cfg(test)]
@@ -112,6 +154,35 @@ mod tests {
         assert!(wrapped.ends_with(&format!("</untrusted-{}>", b.0)));
         assert!(!wrapped[1..].contains("<untrusted-x>"));
         assert_ne!(Boundary::random().0, b.0);
+    }
+
+    #[test]
+    fn agents_md_that_is_a_link_or_no_regular_file_is_not_read() {
+        let b = Boundary::random();
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = dir.path().join("ws");
+        std::fs::create_dir(&workspace).unwrap();
+        let secret = dir.path().join(".env");
+        std::fs::write(&secret, "ANTHROPIC_API_KEY=the-secret\n").unwrap();
+        let agents = workspace.join("AGENTS.md");
+        std::os::unix::fs::symlink(&secret, &agents).unwrap();
+        assert!(!b.system_prompt(Some(&workspace)).contains("the-secret"));
+        std::fs::remove_file(&agents).unwrap();
+        std::fs::hard_link(&secret, &agents).unwrap();
+        assert!(!b.system_prompt(Some(&workspace)).contains("the-secret"));
+        std::fs::remove_file(&agents).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &agents,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(!b.system_prompt(Some(&workspace)).contains("AGENTS.md"));
+        std::fs::remove_file(&agents).unwrap();
+        std::fs::write(&agents, "Be brief.").unwrap();
+        assert!(b.system_prompt(Some(&workspace)).ends_with("Be brief."));
     }
 
     #[test]

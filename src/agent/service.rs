@@ -6,9 +6,9 @@
 //! [`Prepared::run`] then runs on the gateway's runtime beside the HTTP server: it opens
 //! the ledger, builds the providers and the loop, and polls Telegram if a bot token is set.
 //!
-//! The owner's Telegram ids come from `channels.telegram.allowFrom` (numeric entries):
-//! the config reader does not expose OpenClaw's `commands.ownerAllowFrom`, and `allowFrom`
-//! is the list of people the owner declared as themselves in OpenClaw's single-owner setup.
+//! The owner's Telegram ids come from `commands.ownerAllowFrom` (`"telegram:<id>"` or a
+//! bare id), else from `channels.telegram.allowFrom` ([`Config::owners`]); only numeric user
+//! ids can name a Telegram sender, so others are skipped with a warning.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::status::AgentStatus;
 use super::{AgentHandle, AgentLoop, AgentSettings};
 use crate::config::{
     Config, ConfigError, GroupPolicy as ConfigGroupPolicy, MaxTokensField as ConfigMaxTokensField,
@@ -30,7 +31,7 @@ use crate::provider::{
 use crate::redact::Redactor;
 use crate::secret::Secret;
 use crate::sessions::Transcripts;
-use crate::telegram::{self, BotToken, GroupPolicy, GroupSettings, TelegramSettings};
+use crate::telegram::{self, GroupPolicy, GroupSettings, TelegramSettings};
 use crate::usage::{self, Budget, Ledger};
 
 /// Per-request limit of a provider call.
@@ -46,12 +47,13 @@ pub struct Prepared {
     budget: Budget,
     ledger_path: PathBuf,
     transcripts: Transcripts,
-    secrets: Vec<Secret>,
+    redactor: Redactor,
     owner_ids: Vec<String>,
     telegram: Option<TelegramSettings>,
     config: Arc<Config>,
     paths: Paths,
     handle: AgentHandle,
+    status: Arc<AgentStatus>,
 }
 
 fn key_error(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -61,8 +63,37 @@ fn key_error(path: impl Into<String>, message: impl Into<String>) -> ConfigError
     }
 }
 
-/// Checks the agent config; `Ok(None)` when no model is configured.
-pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, ConfigError> {
+/// Every secret value the config names that can be resolved: the gateway token, each
+/// provider's `apiKey` and the Telegram bot token (`botToken` or `tokenFile`), for the one
+/// [`Redactor`] of the gateway. A value that cannot be resolved is left out here; [`prepare`]
+/// reports it when the agent needs it.
+pub fn configured_secrets(config: &Config) -> Vec<Secret> {
+    let mut secrets: Vec<Secret> = config
+        .gateway
+        .token
+        .iter()
+        .map(|t| Secret::new(t.value.clone()))
+        .collect();
+    let keys = config.providers.values().filter_map(|p| p.api_key.as_ref());
+    secrets.extend(keys.filter_map(|k| k.resolve(&config.env).ok().map(Secret::new)));
+    if let Some(t) = &config.telegram {
+        let token = match (&t.bot_token, &t.token_file) {
+            (Some(lazy), _) => lazy.resolve(&config.env).ok(),
+            (None, Some(file)) => read_token_file(file).ok(),
+            (None, None) => None,
+        };
+        secrets.extend(token.map(Secret::new));
+    }
+    secrets
+}
+
+/// Checks the agent config; `Ok(None)` when no model is configured. `redactor` is the
+/// gateway's (built from [`configured_secrets`]).
+pub fn prepare(
+    config: &Config,
+    paths: &Paths,
+    redactor: &Redactor,
+) -> Result<Option<Prepared>, ConfigError> {
     let Some(model) = &config.agent_model else {
         return Ok(None);
     };
@@ -74,12 +105,6 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
         );
         return Ok(None);
     }
-    let mut secrets: Vec<Secret> = config
-        .gateway
-        .token
-        .iter()
-        .map(|t| Secret::new(t.value.clone()))
-        .collect();
     let mut specs = Vec::new();
     for (id, p) in &config.providers {
         let at = |key: &str| format!("models.providers.{id}.{key}");
@@ -100,11 +125,7 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
             .clone()
             .ok_or_else(|| key_error(at("baseUrl"), "is required"))?;
         let api_key = match &p.api_key {
-            Some(lazy) => {
-                let key = Secret::new(lazy.resolve(&config.env)?);
-                secrets.push(key.clone());
-                Some(key)
-            }
+            Some(lazy) => Some(Secret::new(lazy.resolve(&config.env)?)),
             None => None,
         };
         let models = p
@@ -132,7 +153,11 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
             id: id.clone(),
             api,
             base_url,
-            api_key_source: p.api_key.as_ref().map(|k| k.key_path().to_owned()),
+            api_key_source: p
+                .api_key
+                .as_ref()
+                .and_then(|k| k.variable())
+                .map(str::to_owned),
             api_key,
             timeout: PROVIDER_TIMEOUT,
             models,
@@ -163,15 +188,26 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
         return Ok(None);
     }
     let primary = chain.remove(0);
-    let owner_ids: Vec<String> = config
-        .channels
-        .get("telegram")
-        .map(|c| c.allow_from.clone())
-        .unwrap_or_default();
+    let owner_ids = telegram_owners(config);
     let telegram = match &config.telegram {
-        Some(t) => telegram_settings(t, config, &owner_ids, &mut secrets)?,
+        Some(t) => telegram_settings(t, config, &owner_ids)?,
         None => None,
     };
+    let budget = Budget {
+        daily_usd: config.budget.daily_usd,
+        monthly_usd: config.budget.monthly_usd,
+    };
+    let status = AgentStatus::new(
+        &specs,
+        &primary,
+        &chain,
+        owner_ids
+            .iter()
+            .map(|id| format!("telegram:{id}"))
+            .collect(),
+        budget,
+        telegram.as_ref().map(|t| t.health.clone()),
+    );
     Ok(Some(Prepared {
         specs,
         primary,
@@ -180,18 +216,16 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
             .agent_workspace
             .clone()
             .unwrap_or_else(|| paths.state_dir.join("workspace")),
-        budget: Budget {
-            daily_usd: config.budget.daily_usd,
-            monthly_usd: config.budget.monthly_usd,
-        },
+        budget,
         ledger_path: usage::ledger_path(paths),
-        transcripts: Transcripts::new(paths.sessions_dir()),
-        secrets,
+        transcripts: Transcripts::new(paths.sessions_dir()).with_redactor(redactor.clone()),
+        redactor: redactor.clone(),
         owner_ids,
         telegram,
         config: Arc::new(config.clone()),
         paths: paths.clone(),
         handle: AgentHandle::default(),
+        status: Arc::new(status),
     }))
 }
 
@@ -199,15 +233,13 @@ fn telegram_settings(
     t: &crate::config::TelegramConfig,
     config: &Config,
     owner_ids: &[String],
-    secrets: &mut Vec<Secret>,
 ) -> Result<Option<TelegramSettings>, ConfigError> {
     let token = match (&t.bot_token, &t.token_file) {
         (Some(lazy), _) => lazy.resolve(&config.env)?,
         (None, Some(file)) => read_token_file(file)?,
         (None, None) => return Ok(None),
     };
-    secrets.push(Secret::new(token.clone()));
-    let mut s = TelegramSettings::new(BotToken::new(token));
+    let mut s = TelegramSettings::new(Secret::new(token));
     if let Some(root) = &t.api_root {
         s.api_root = root.trim_end_matches('/').to_owned();
     }
@@ -228,6 +260,26 @@ fn telegram_settings(
         })
         .collect();
     Ok(Some(s))
+}
+
+/// The owner's numeric Telegram user ids ([`Config::owners`]).
+fn telegram_owners(config: &Config) -> Vec<String> {
+    let (ids, source) = config.owners(telegram::CHANNEL);
+    let (numeric, other): (Vec<String>, Vec<String>) = ids
+        .into_iter()
+        .partition(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+    if !other.is_empty() {
+        tracing::warn!(
+            "{source}: {} name no Telegram owner (a Telegram owner is a numeric user id)",
+            other.join(", ")
+        );
+    }
+    if numeric.is_empty() && config.telegram.is_some() {
+        tracing::warn!(
+            "no owner configured: budget alerts and a rejected API key are only logged, and              nobody may use /stop, /new, /status; set commands.ownerAllowFrom to              [\"telegram:<your numeric user id>\"]"
+        );
+    }
+    numeric
 }
 
 fn policy(p: ConfigGroupPolicy) -> GroupPolicy {
@@ -272,6 +324,11 @@ impl Prepared {
         self.handle.clone()
     }
 
+    /// What `/api/status` shows of the agent, live.
+    pub fn status(&self) -> Arc<AgentStatus> {
+        Arc::clone(&self.status)
+    }
+
     /// Builds the loop and runs the channels until `shutdown`; errors are logged, the HTTP
     /// server keeps running.
     pub async fn run(self, shutdown: CancellationToken) {
@@ -290,24 +347,23 @@ impl Prepared {
             .map_err(anyhow::Error::msg)?;
         let ledger = {
             let (path, budget) = (self.ledger_path.clone(), self.budget);
-            tokio::task::spawn_blocking(move || Ledger::open(&path, budget)).await??
+            Arc::new(tokio::task::spawn_blocking(move || Ledger::open(&path, budget)).await??)
         };
-        let mut settings = AgentSettings::new(
-            chain,
-            self.transcripts.clone(),
-            Redactor::new(&self.secrets),
-        );
+        self.status.set_ledger(Arc::clone(&ledger));
+        let mut settings = AgentSettings::new(chain, self.transcripts.clone(), self.redactor);
         settings.context_window = context_window;
         settings.workspace = Some(self.workspace);
-        settings.ledger = Some(Arc::new(ledger));
+        settings.ledger = Some(ledger);
         settings.owner_peers = self
             .owner_ids
             .iter()
             .map(|id| format!("telegram:{id}"))
             .collect();
+        let notices = settings.notices.clone();
         let agent = Arc::new(AgentLoop::new(settings));
         self.handle.set(Arc::clone(&agent));
-        let Some(telegram) = self.telegram else {
+        agent.resend_undelivered_warnings();
+        let Some(mut telegram) = self.telegram else {
             tracing::info!("agent ready; no channel configured (channels.telegram.botToken)");
             return Ok(());
         };
@@ -316,6 +372,7 @@ impl Prepared {
             store: crate::pairing::Store::new(self.paths.credentials_dir()),
             transcripts: self.transcripts,
         };
+        telegram.owner_notices = notices;
         telegram::run(telegram, policy, &self.paths.state_dir, agent, shutdown).await?;
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! Checks of the installation itself: file permissions and the configuration.
 
+use std::net::IpAddr;
+
 use super::{Finding, Severity};
-use crate::config::{Config, DmPolicy, SandboxMode, MIN_TOKEN_LEN, TOKEN_ENV};
+use crate::config::{Config, DmPolicy, ProviderApi, SandboxMode, MIN_TOKEN_LEN, TOKEN_ENV};
 use crate::paths::{expand_tilde, Paths};
 
 pub fn check(paths: &Paths, config: &Config) -> Vec<Finding> {
@@ -11,6 +13,7 @@ pub fn check(paths: &Paths, config: &Config) -> Vec<Finding> {
     policies(config, &mut findings);
     denied_paths(config, &mut findings);
     config_findings(config, &mut findings);
+    agent(config, &mut findings);
     findings
 }
 
@@ -183,5 +186,198 @@ fn config_findings(config: &Config, findings: &mut Vec<Finding>) {
             config.unimplemented.join(", "),
             "nothing to do: they are valid OpenClaw keys, accepted and not acted on",
         ));
+    }
+}
+
+/// The agent: what it talks to (info lines), and the settings that leak a key or let spend
+/// go uncounted.
+fn agent(config: &Config, findings: &mut Vec<Finding>) {
+    for (id, p) in &config.providers {
+        let api = match &p.api {
+            Some(ProviderApi::AnthropicMessages) => "anthropic-messages",
+            Some(ProviderApi::OpenAiCompletions) | None => "openai-completions",
+            Some(ProviderApi::Other(other)) => other.as_str(),
+        };
+        let url = p.base_url.as_deref().unwrap_or("(no baseUrl)");
+        let models: Vec<&str> = p.models.iter().map(|m| m.id.as_str()).collect();
+        findings.push(Finding::new(
+            "agent.provider",
+            Severity::Info,
+            format!("model provider {id}"),
+            format!(
+                "api {api}, {}, models: {}",
+                crate::agent::status::origin(url),
+                if models.is_empty() {
+                    "none listed".to_owned()
+                } else {
+                    models.join(", ")
+                }
+            ),
+            "",
+        ));
+        if let Some(host) = p.base_url.as_deref().and_then(plain_http_host) {
+            let key = p.api_key.is_some();
+            findings.push(Finding::new(
+                "models.provider.plain_http",
+                if key {
+                    Severity::Critical
+                } else {
+                    Severity::Warn
+                },
+                format!("provider {id} is reached over plain HTTP"),
+                format!(
+                    "models.providers.{id}.baseUrl is http:// to {host}, beyond this machine: \
+                     {} travel unencrypted and can be read or changed on the way",
+                    if key {
+                        "the API key and every conversation"
+                    } else {
+                        "every conversation"
+                    }
+                ),
+                format!(
+                    "use https:// for models.providers.{id}.baseUrl, or reach the server \
+                     through an SSH tunnel or a VPN and point baseUrl at the local end"
+                ),
+            ));
+        }
+    }
+    if let Some(host) = config
+        .telegram
+        .as_ref()
+        .and_then(|t| t.api_root.as_deref())
+        .and_then(plain_http_host)
+    {
+        findings.push(Finding::new(
+            "channels.telegram.plain_http",
+            Severity::Critical,
+            "the Telegram Bot API is reached over plain HTTP",
+            format!(
+                "channels.telegram.apiRoot is http:// to {host}, beyond this machine: the bot \
+                 token (in every request's URL) and every message travel unencrypted"
+            ),
+            "use https:// for channels.telegram.apiRoot, or remove it (https://api.telegram.org)",
+        ));
+    }
+    let Some(model) = &config.agent_model else {
+        return;
+    };
+    let chain: Vec<String> = std::iter::once(&model.primary)
+        .chain(&model.fallbacks)
+        .map(|m| format!("{}/{}", m.provider, m.model))
+        .collect();
+    findings.push(Finding::new(
+        "agent.model",
+        Severity::Info,
+        "the agent's model",
+        format!("agents.defaults.model: {}", chain.join(", then ")),
+        "",
+    ));
+    let budget = config.budget.daily_usd.is_some() || config.budget.monthly_usd.is_some();
+    let unpriced: Vec<String> = std::iter::once(&model.primary)
+        .chain(&model.fallbacks)
+        .filter(|m| {
+            let entry = config
+                .providers
+                .get(&m.provider)
+                .and_then(|p| p.models.iter().find(|c| c.id == m.model));
+            entry.is_none_or(|c| c.cost.is_none())
+        })
+        .map(|m| format!("{}/{}", m.provider, m.model))
+        .collect();
+    if budget && !unpriced.is_empty() {
+        findings.push(Finding::new(
+            "budget.unpriced_model",
+            Severity::Warn,
+            "the spend budget cannot count every model",
+            format!(
+                "a budget is set, but {} {} no `cost` in models.providers.<id>.models[]: its \
+                 calls are recorded with their tokens and count as $0 against the budget",
+                unpriced.join(", "),
+                if unpriced.len() == 1 { "has" } else { "have" }
+            ),
+            "add `cost: { input, output, cacheRead, cacheWrite }` (USD per million tokens) to \
+             each model's entry",
+        ));
+    }
+    for (name, channel) in &config.channels {
+        if name != "telegram" || config.telegram.is_none() {
+            continue;
+        }
+        let (owners, source) = config.owners(name);
+        let enabled = if channel.enabled {
+            "enabled"
+        } else {
+            "disabled"
+        };
+        findings.push(Finding::new(
+            "agent.channel",
+            Severity::Info,
+            format!("channel {name}"),
+            format!(
+                "{enabled}, dmPolicy {}, owner {}",
+                channel.dm_policy.name(),
+                if owners.is_empty() {
+                    "none".to_owned()
+                } else {
+                    format!("{} (from {source})", owners.join(", "))
+                }
+            ),
+            "",
+        ));
+        if owners.is_empty() && channel.enabled {
+            findings.push(Finding::new(
+                "agent.owner.missing",
+                Severity::Warn,
+                "nobody is the owner",
+                format!(
+                    "neither commands.ownerAllowFrom nor channels.{name}.allowFrom names a \
+                     user: budget warnings and a rejected API key reach only the log, and \
+                     nobody can /stop a running turn from the chat"
+                ),
+                format!("set commands.ownerAllowFrom to [\"{name}:<your numeric user id>\"]"),
+            ));
+        }
+    }
+}
+
+/// The host of an `http://` URL that is not this machine (loopback), if `url` is one.
+fn plain_http_host(url: &str) -> Option<String> {
+    let uri = url.parse::<hyper::Uri>().ok()?;
+    if !uri.scheme_str()?.eq_ignore_ascii_case("http") {
+        return None;
+    }
+    let host = uri.host()?.to_ascii_lowercase();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare == "localhost"
+        || bare.ends_with(".localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_host;
+
+    #[test]
+    fn plain_http_beyond_loopback_is_found() {
+        for url in [
+            "http://10.0.0.5:8000/v1",
+            "http://ollama.lan/v1",
+            "HTTP://203.0.113.9",
+            "http://[2001:db8::1]:8080/v1",
+        ] {
+            assert!(plain_http_host(url).is_some(), "{url}");
+        }
+        for url in [
+            "https://api.anthropic.com",
+            "http://127.0.0.1:11434",
+            "http://127.8.9.1/v1",
+            "http://localhost:8000/v1",
+            "http://vllm.localhost/v1",
+            "http://[::1]:8000/v1",
+            "not a url",
+        ] {
+            assert!(plain_http_host(url).is_none(), "{url}");
+        }
     }
 }

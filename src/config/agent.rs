@@ -31,6 +31,12 @@ impl LazySecret {
     pub fn key_path(&self) -> &str {
         &self.key_path
     }
+
+    /// The variable the value is read from when it is written as exactly `"${VAR}"`.
+    pub fn variable(&self) -> Option<&str> {
+        let name = self.raw.trim().strip_prefix("${")?.strip_suffix('}')?;
+        env::is_var_name(name).then_some(name)
+    }
 }
 
 impl fmt::Debug for LazySecret {
@@ -372,6 +378,17 @@ pub fn read_telegram(t: &mut Section) -> TelegramConfig {
         group_policy,
         group_allow_from,
     }
+}
+
+/// `commands.ownerAllowFrom`: the owner's accounts, as written (`"telegram:123456789"`, or a
+/// bare id meaning every channel). The rest of `commands` is not implemented.
+pub fn read_owner_allow_from(root: &mut Section) -> Vec<String> {
+    let Some(mut commands) = root.section("commands") else {
+        return Vec::new();
+    };
+    let owners = commands.strings("ownerAllowFrom").unwrap_or_default();
+    commands.finish();
+    owners
 }
 
 /// `budget` (clawfort extension).

@@ -153,7 +153,7 @@ pub fn substitute(raw: &str, key_path: &str, env: &EnvSource) -> Result<String, 
     Ok(out)
 }
 
-fn is_var_name(name: &str) -> bool {
+pub(super) fn is_var_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())

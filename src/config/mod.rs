@@ -251,6 +251,8 @@ pub struct Config {
     /// `channels.telegram` (its policy keys are in `channels`).
     pub telegram: Option<TelegramConfig>,
     pub budget: Budget,
+    /// `commands.ownerAllowFrom` as written; see [`Config::owners`].
+    pub owner_allow_from: Vec<String>,
     /// Key paths whose secret is written literally instead of as `${VAR}`.
     pub literal_secrets: Vec<String>,
     /// OpenClaw keys in the file that clawfort does not act on yet, sorted.
@@ -407,6 +409,7 @@ impl Config {
 
         let providers = agent::read_models(root);
         let budget = agent::read_budget(root);
+        let owner_allow_from = agent::read_owner_allow_from(root);
 
         Self {
             gateway,
@@ -420,12 +423,51 @@ impl Config {
             agent_workspace,
             telegram,
             budget,
+            owner_allow_from,
             literal_secrets: Vec::new(),
             unimplemented: Vec::new(),
             refusals: Vec::new(),
             env: env.clone(),
             from_file: false,
         }
+    }
+
+    /// The owner's ids on `channel` (budget alerts, `/stop`, `/new`, `/status`), and the key
+    /// they come from.
+    ///
+    /// As in OpenClaw: the entries of `commands.ownerAllowFrom` for this channel
+    /// (`"telegram:123"`, Telegram also as `"tg:123"`; a bare `"123"` counts for every
+    /// channel; `"*"` names nobody); when none applies, the entries of
+    /// `channels.<channel>.allowFrom` (with a `<channel>:` prefix removed, `"*"` dropped),
+    /// since in a single-owner setup those are the people the owner declared as themselves.
+    pub fn owners(&self, channel: &str) -> (Vec<String>, String) {
+        let for_channel = |entry: &str| -> Option<String> {
+            let entry = entry.trim();
+            let id = match entry.split_once(':') {
+                Some((prefix, id)) if crate::pairing::is_valid_channel_name(prefix) => {
+                    let prefix = prefix.to_ascii_lowercase();
+                    let ours = prefix == channel || (channel == "telegram" && prefix == "tg");
+                    ours.then_some(id.trim())?
+                }
+                _ => entry,
+            };
+            (!id.is_empty() && id != "*").then(|| id.to_owned())
+        };
+        let explicit: Vec<String> = self
+            .owner_allow_from
+            .iter()
+            .filter_map(|e| for_channel(e))
+            .collect();
+        if !explicit.is_empty() {
+            return (explicit, "commands.ownerAllowFrom".to_owned());
+        }
+        let fallback = self
+            .channel(channel)
+            .allow_from
+            .iter()
+            .filter_map(|e| for_channel(e))
+            .collect();
+        (fallback, format!("channels.{channel}.allowFrom"))
     }
 
     /// The settings of `channel`; channels absent from the config get the secure defaults.
@@ -890,6 +932,36 @@ mod tests {
                 && err.contains("max_completion_tokens"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_owner_comes_from_owner_allow_from_then_allow_from() {
+        let c = parse(
+            r#"{ commands: { ownerAllowFrom: ["telegram:111", "TG: 222", "discord:9", 333, "*"] },
+                 channels: { telegram: { allowFrom: ["444"] } } }"#,
+        )
+        .unwrap();
+        let (ids, source) = c.owners("telegram");
+        assert_eq!(ids, ["111", "222", "333"]);
+        assert_eq!(source, "commands.ownerAllowFrom");
+        assert_eq!(c.owners("discord").0, ["9", "333"]);
+        // No entry for this channel: its allowFrom, prefix removed, wildcard dropped.
+        let c = parse(
+            r#"{ commands: { ownerAllowFrom: ["discord:9"] },
+                 channels: { telegram: { allowFrom: ["telegram:444", "*", "555"] } } }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.owners("telegram"),
+            (
+                vec!["444".into(), "555".into()],
+                "channels.telegram.allowFrom".into()
+            )
+        );
+        assert!(parse("{}").unwrap().owners("telegram").0.is_empty());
+        // Other `commands` keys are OpenClaw's, accepted and listed as not implemented.
+        let c = parse(r#"{ commands: { ownerAllowFrom: ["1"], bash: false } }"#).unwrap();
+        assert_eq!(c.unimplemented, ["commands.bash"]);
     }
 
     #[test]

@@ -89,7 +89,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// `clawfort egress`: reads the allow list from `config`, takes the listening socket from
 /// systemd (or binds `listen`), and serves until killed.
 pub fn run(config: &Path, listen: Option<&Path>) -> anyhow::Result<()> {
-    init_logging();
+    crate::logging::init_service();
     let allow = AllowList::from_file(config)?;
     if allow.is_empty() {
         tracing::warn!(
@@ -121,26 +121,6 @@ pub fn run(config: &Path, listen: Option<&Path>) -> anyhow::Result<()> {
         serve(listener, allow, Limits::from_env()).await;
         Ok(())
     })
-}
-
-/// Under systemd (`JOURNAL_STREAM` set) lines go to the journal, else to stderr. The proxy
-/// has no state directory and writes no file.
-fn init_logging() {
-    use tracing_subscriber::prelude::*;
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(journald) = tracing_journald::layer() {
-            let _ = tracing_subscriber::registry()
-                .with(journald.with_filter(tracing_subscriber::filter::LevelFilter::INFO))
-                .try_init();
-            return;
-        }
-    }
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(false)
-        .try_init();
 }
 
 struct Shared {

@@ -63,6 +63,9 @@ pub struct Gateway {
     approved: AtomicUsize,
     /// The agent, when one is configured (`POST /api/agent/stop-all`).
     agent: Option<AgentHandle>,
+    /// The agent's live status, when an agent is configured.
+    agent_status: Option<Arc<crate::agent::status::AgentStatus>>,
+    redactor: crate::redact::Redactor,
 }
 
 impl Gateway {
@@ -85,6 +88,8 @@ impl Gateway {
             pending: AtomicUsize::new(0),
             approved: AtomicUsize::new(0),
             agent: None,
+            agent_status: None,
+            redactor: crate::redact::Redactor::default(),
             config,
         }
     }
@@ -92,6 +97,20 @@ impl Gateway {
     /// The gateway with the agent it runs beside, for the agent's API routes.
     pub fn with_agent(mut self, agent: Option<AgentHandle>) -> Self {
         self.agent = agent;
+        self
+    }
+
+    /// The same gateway writing transcripts through `redactor` (the one of `clawfort
+    /// gateway`; [`Gateway::new`] redacts the key shapes only).
+    pub fn with_redactor(mut self, redactor: crate::redact::Redactor) -> Self {
+        self.transcripts = self.transcripts.with_redactor(redactor.clone());
+        self.redactor = redactor;
+        self
+    }
+
+    /// The same gateway showing `agent` in `/api/status`.
+    pub fn with_agent_status(mut self, agent: Arc<crate::agent::status::AgentStatus>) -> Self {
+        self.agent_status = Some(agent);
         self
     }
 
@@ -180,6 +199,12 @@ impl Gateway {
                 approved: self.approved.load(Ordering::Relaxed),
                 auto_approve: c.auto_approve,
             },
+            agent: self.agent_status.as_ref().map(|a| {
+                // Nothing in it should be secret; the redactor makes sure.
+                let mut snapshot = a.snapshot();
+                self.redactor.redact_json(&mut snapshot);
+                snapshot
+            }),
         }
     }
 }
@@ -198,6 +223,8 @@ struct Status<'a> {
     dm_scope: DmScope,
     sandbox: SandboxStatus,
     pairing: PairingStatus,
+    /// `null` without an agent (no `agents.defaults.model`).
+    agent: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -329,12 +356,14 @@ pub async fn serve_connection<I>(
 /// One tokio thread serves every connection: on the 2-core boxes the appliance targets it
 /// measured faster than two workers (no cross-thread wake-ups), and it keeps idle memory
 /// low. File work runs on at most four blocking threads.
-/// `agent`, when configured, runs beside the HTTP server and stops with it.
+/// `agent`, when configured, runs beside the HTTP server and stops with it. `redactor`
+/// scrubs what the webhook channel writes to transcripts.
 pub fn run(
     config: Config,
     paths: &Paths,
     port_override: Option<u16>,
     agent: Option<crate::agent::service::Prepared>,
+    redactor: crate::redact::Redactor,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(4)
@@ -361,7 +390,13 @@ pub fn run(
         }
         raise_file_limit();
         let handle = agent.as_ref().map(crate::agent::service::Prepared::handle);
-        let gateway = Arc::new(Gateway::new(config, paths, local).with_agent(handle));
+        let mut gateway = Gateway::new(config, paths, local)
+            .with_agent(handle)
+            .with_redactor(redactor);
+        if let Some(agent) = &agent {
+            gateway = gateway.with_agent_status(agent.status());
+        }
+        let gateway = Arc::new(gateway);
         gateway.refresh_counts();
         tracing::info!(
             "clawfort {} gateway listening on {local} (state {})",

@@ -93,7 +93,8 @@ impl ModelChain {
         cancel: &CancellationToken,
     ) -> Result<ChainAnswer, ChainError> {
         let mut failures = Vec::new();
-        for (model, provider) in &self.entries {
+        let last = self.entries.len().saturating_sub(1);
+        for (index, (model, provider)) in self.entries.iter().enumerate() {
             match provider.chat(&model.model, request, cancel).await {
                 Ok(response) => {
                     return Ok(ChainAnswer {
@@ -105,7 +106,10 @@ impl ModelChain {
                 }
                 Err(ProviderError::Cancelled { .. }) => return Err(ChainError::Cancelled),
                 Err(error) => {
-                    tracing::warn!(model = %model, %error, "model failed; trying the next one");
+                    // The last failure is the caller's to report, in `AllFailed`.
+                    if index < last {
+                        tracing::warn!(model = %model, %error, "model failed; trying the next one");
+                    }
                     failures.push(Failure {
                         model: model.clone(),
                         error,

@@ -81,3 +81,50 @@ where
         })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn quick() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 4,
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// How many attempts `run` makes when every attempt fails with `error`.
+    async fn attempts(error: impl Fn() -> ProviderError) -> usize {
+        let count = AtomicUsize::new(0);
+        let result: Result<(), _> = run(&quick(), "p", || {
+            count.fetch_add(1, Ordering::SeqCst);
+            let e = error();
+            async move { Err(e) }
+        })
+        .await;
+        assert!(result.is_err());
+        count.into_inner()
+    }
+
+    #[tokio::test]
+    async fn a_rejected_key_is_never_retried_and_a_server_error_is() {
+        for status in [401, 403] {
+            let auth = || ProviderError::Auth {
+                provider: "p".into(),
+                status,
+                hint: String::new(),
+            };
+            assert_eq!(attempts(auth).await, 1, "HTTP {status}");
+        }
+        let overloaded = || ProviderError::Http {
+            provider: "p".into(),
+            status: 529,
+            message: String::new(),
+            retry_after: None,
+        };
+        assert_eq!(attempts(overloaded).await, 4);
+    }
+}

@@ -204,17 +204,18 @@ impl Transport {
                     None => Some(message.to_owned()),
                 }
             });
-        let text = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-        let mut text: String = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(MAX_ERROR_TEXT)
-            .collect();
+        let mut text = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+        // Before shortening: a key cut in two by the limit would no longer match.
         if let Some(key) = &self.key {
             if !key.expose().is_empty() {
                 text = text.replace(key.expose(), crate::secret::REDACTED);
             }
         }
+        let text: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(MAX_ERROR_TEXT)
+            .collect();
         if text.trim().is_empty() {
             "(no error text)".to_owned()
         } else {

@@ -23,7 +23,7 @@ use crate::provider::{
     Api, ChatRequest, ClientOptions, Message, Provider, ProviderError, ProviderSpec, RetryPolicy,
 };
 use crate::secret::{Secret, REDACTED};
-use crate::telegram::{ApiError, BotToken, Client};
+use crate::telegram::{ApiError, Client};
 
 /// How long one check may take in all.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
@@ -57,7 +57,7 @@ fn failed(message: impl Into<String>) -> CheckFailed {
 
 /// `getMe` with the bot token; returns the bot's `@username`.
 pub async fn telegram(api_root: &str, token: &Secret) -> Result<String, CheckFailed> {
-    let client = Client::new(api_root, &BotToken::new(token.expose())).map_err(failed)?;
+    let client = Client::new(api_root, token).map_err(failed)?;
     let host = host_port(api_root).unwrap_or_else(|| api_root.to_owned());
     let me = tokio::time::timeout(CHECK_TIMEOUT, client.get_me())
         .await

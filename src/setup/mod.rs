@@ -388,7 +388,13 @@ fn validate(
         ))
     };
     config.check_startable().map_err(refuse)?;
-    match crate::agent::service::prepare(&config, &target.paths).map_err(refuse)? {
+    match crate::agent::service::prepare(
+        &config,
+        &target.paths,
+        &crate::redact::Redactor::new(&crate::agent::service::configured_secrets(&config)),
+    )
+    .map_err(refuse)?
+    {
         Some(_) => Ok((config, new_env, generated)),
         None => Err(bad(
             "with the new settings the agent would not start (see the warnings above), so \

@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::secret::BotToken;
 use crate::http_client::{HttpClient, SendError};
+use crate::secret::Secret;
 
 /// How long a request other than `getUpdates` may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -163,7 +163,7 @@ pub struct Client {
     http: HttpClient,
     /// `<apiRoot>/bot<token>/`: never logged.
     base: String,
-    token: BotToken,
+    token: Secret,
 }
 
 impl std::fmt::Debug for Client {
@@ -175,7 +175,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for `api_root` (e.g. `https://api.telegram.org`, without `/bot<token>`).
     /// HTTPS uses rustls with the ring provider and the system's CA store.
-    pub fn new(api_root: &str, token: &BotToken) -> Result<Self, String> {
+    pub fn new(api_root: &str, token: &Secret) -> Result<Self, String> {
         let root = api_root.trim_end_matches('/');
         if !(root.starts_with("https://") || root.starts_with("http://")) || root.contains('?') {
             return Err(format!(
@@ -339,7 +339,7 @@ impl Client {
         if token.is_empty() || !text.contains(token) {
             return text;
         }
-        text.replace(token, "[redacted]")
+        text.replace(token, crate::secret::REDACTED)
     }
 }
 
@@ -349,14 +349,14 @@ mod tests {
 
     #[test]
     fn builds_for_https_and_http_roots_only() {
-        let token = BotToken::new("1:secret");
+        let token = Secret::new("1:secret");
         // HTTPS: the ring provider and the system CA store must be usable.
         let client = Client::new("https://api.telegram.org/", &token).unwrap();
         assert_eq!(client.base, "https://api.telegram.org/bot1:secret/");
         assert!(!format!("{client:?}").contains("secret"));
         Client::new("http://127.0.0.1:8081", &token).unwrap();
         // A token that cannot be in a URL is refused without being quoted.
-        let err = Client::new("https://api.telegram.org", &BotToken::new("1:se cret")).unwrap_err();
+        let err = Client::new("https://api.telegram.org", &Secret::new("1:se cret")).unwrap_err();
         assert!(err.contains("apiRoot") && !err.contains("se cret"), "{err}");
         for bad in ["api.telegram.org", "ftp://x", "https://x/?a=b"] {
             let err = Client::new(bad, &token).unwrap_err();
@@ -366,7 +366,7 @@ mod tests {
 
     #[test]
     fn server_descriptions_are_scrubbed_of_the_token() {
-        let client = Client::new("http://127.0.0.1:1", &BotToken::new("1:secret")).unwrap();
+        let client = Client::new("http://127.0.0.1:1", &Secret::new("1:secret")).unwrap();
         assert_eq!(
             client.scrub("bad url /bot1:secret/x".into()),
             "bad url /bot[redacted]/x"
@@ -406,7 +406,7 @@ mod tests {
         });
         let client = Client::new(
             &format!("http://127.0.0.1:{port}"),
-            &BotToken::new("1:secret"),
+            &Secret::new("1:secret"),
         )
         .unwrap();
         let err = client.get_me().await.unwrap_err();

@@ -170,8 +170,8 @@ fn cap(text: &str, max: usize) -> (&str, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
     use crate::telegram::api::{Chat, MessageEntity};
-    use crate::telegram::secret::BotToken;
 
     fn me() -> User {
         User {
@@ -212,7 +212,7 @@ mod tests {
     }
 
     fn settings() -> TelegramSettings {
-        let mut s = TelegramSettings::new(BotToken::new("1:x"));
+        let mut s = TelegramSettings::new(Secret::new("1:x"));
         s.groups.insert("-100".into(), GroupSettings::default());
         s.group_policy = GroupPolicy::Open;
         s

@@ -21,10 +21,14 @@
 //!
 //! One job runs at a time, in arrival order. Polling continues while it runs, so `/stop`
 //! arrives promptly.
+//!
+//! Notices for the owner (a budget warning, a rejected API key; see
+//! [`TelegramSettings::owner_notices`]) go, each as its own message, to the private chat of
+//! every owner id (a user's private chat with the bot has the user's id).
 
 pub mod api;
+mod health;
 mod inbound;
-mod secret;
 mod split;
 mod state;
 
@@ -35,14 +39,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::channel::{Agent, CancellationToken, CommandContext, OwnerCommand, Turn};
+use crate::channel::{Agent, CancellationToken, CommandContext, OwnerCommand, OwnerNotices, Turn};
 use crate::config::{Config, DmPolicy};
 use crate::messages::{self, InboundMessage, Status};
 use crate::pairing::{unix_now, PeerKind, Store};
+use crate::secret::Secret;
 use crate::sessions::{self, Transcripts, DEFAULT_ACCOUNT};
 
 pub use api::{ApiError, Client};
-pub use secret::BotToken;
+pub use health::{Health, Snapshot as HealthSnapshot, State as HealthState};
 pub use split::{split_message, MESSAGE_LIMIT};
 pub use state::StateError;
 
@@ -101,7 +106,7 @@ pub struct GroupSettings {
 #[derive(Debug, Clone)]
 pub struct TelegramSettings {
     /// `botToken`, or the content of `tokenFile`.
-    pub bot_token: BotToken,
+    pub bot_token: Secret,
     /// `apiRoot`: the Bot API root without `/bot<token>`.
     pub api_root: String,
     /// The account id (`default` for the single-account setup); names the offset file.
@@ -116,9 +121,14 @@ pub struct TelegramSettings {
     pub group_policy: GroupPolicy,
     /// `groupAllowFrom`: numeric user ids allowed to talk in groups.
     pub group_allow_from: Vec<String>,
-    /// Telegram user ids of the owner (from `commands.ownerAllowFrom` entries
-    /// `telegram:<id>`): only they may use `/stop`, `/new`, `/status`.
+    /// Telegram user ids of the owner (`commands.ownerAllowFrom`, else `allowFrom`; see
+    /// `Config::owners`): only they may use `/stop`, `/new`, `/status`, and they get the
+    /// owner's notices.
     pub owner_ids: Vec<String>,
+    /// Notices the agent posts for the owner; the channel delivers them.
+    pub owner_notices: OwnerNotices,
+    /// Where the channel reports how it is doing (`clawfort status` reads it).
+    pub health: Health,
     /// Inbound text cap in bytes.
     pub max_inbound_bytes: usize,
     /// How often "typing…" is refreshed while a turn runs (Telegram shows it ~5 s).
@@ -127,7 +137,7 @@ pub struct TelegramSettings {
 
 impl TelegramSettings {
     /// The settings with OpenClaw's defaults.
-    pub fn new(bot_token: BotToken) -> Self {
+    pub fn new(bot_token: Secret) -> Self {
         Self {
             bot_token,
             api_root: DEFAULT_API_ROOT.to_string(),
@@ -138,6 +148,8 @@ impl TelegramSettings {
             group_policy: GroupPolicy::Allowlist,
             group_allow_from: Vec::new(),
             owner_ids: Vec::new(),
+            owner_notices: OwnerNotices::default(),
+            health: Health::default(),
             max_inbound_bytes: DEFAULT_MAX_INBOUND_BYTES,
             typing_interval: Duration::from_secs(4),
         }
@@ -177,12 +189,30 @@ pub async fn run<A: Agent>(
     agent: Arc<A>,
     shutdown: CancellationToken,
 ) -> Result<(), TelegramError> {
+    let health = settings.health.clone();
+    let result = serve(settings, policy, state_dir, agent, shutdown).await;
+    match &result {
+        // A rejected token or a competing poller is recorded where it happens.
+        Err(TelegramError::Api(_)) | Ok(()) => health.stopped(),
+        Err(e) => health.failed(e, true),
+    }
+    result
+}
+
+async fn serve<A: Agent>(
+    settings: TelegramSettings,
+    policy: Policy,
+    state_dir: &Path,
+    agent: Arc<A>,
+    shutdown: CancellationToken,
+) -> Result<(), TelegramError> {
     let client =
         Client::new(&settings.api_root, &settings.bot_token).map_err(TelegramError::Setup)?;
     let me = tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
-        me = get_me(&client) => me?,
+        me = get_me(&client, &settings.health) => me?,
     };
+    settings.health.started(me.username.as_deref());
     let bot_id = me.id.to_string();
     let mut journal = Journal::open(state_dir, &settings.account_id, &bot_id)?;
     tracing::info!(
@@ -210,6 +240,8 @@ pub async fn run<A: Agent>(
 
     let mut backoff = Backoff::default();
     let mut poll = Box::pin(poll_after(&ctx, journal.offset(), Duration::ZERO));
+    let notices = ctx.clone().deliver_notices();
+    tokio::pin!(notices);
     let mut running: Option<Running> = None;
     loop {
         if running.is_none() {
@@ -230,6 +262,7 @@ pub async fn run<A: Agent>(
                 }
                 return Ok(());
             }
+            never = &mut notices => match never {},
             () = async { running.as_mut().expect("guarded").task.as_mut().await },
                 if running.is_some() =>
             {
@@ -240,23 +273,27 @@ pub async fn run<A: Agent>(
                 let delay = match result {
                     Ok(updates) => {
                         backoff.reset();
+                        ctx.settings.health.polled();
                         ctx.take_batch(updates, &mut journal, running.as_ref().map(|r| &r.cancel))
                             .await?;
                         Duration::ZERO
                     }
                     Err(e @ (ApiError::Unauthorized { .. } | ApiError::Conflict { .. })) => {
                         tracing::error!("{e}; Telegram polling stopped");
+                        ctx.settings.health.failed(&e, true);
                         if let Some(job) = &running {
                             job.cancel.cancel();
                         }
                         return Err(TelegramError::Api(e));
                     }
-                    Err(ApiError::RetryAfter { retry_after, .. }) => {
+                    Err(e @ ApiError::RetryAfter { retry_after, .. }) => {
+                        ctx.settings.health.failed(&e, false);
                         let secs = retry_after.min(MAX_RETRY_AFTER_SECS);
                         tracing::warn!("Telegram: getUpdates rate limited, waiting {secs} s");
                         Duration::from_secs(secs)
                     }
                     Err(e) => {
+                        ctx.settings.health.failed(&e, false);
                         let delay = backoff.next_delay();
                         tracing::warn!("Telegram: {e}; retrying in {} s", delay.as_secs());
                         delay
@@ -269,21 +306,24 @@ pub async fn run<A: Agent>(
 }
 
 /// `getMe` with retries for transient trouble; fatal errors are logged once and returned.
-async fn get_me(client: &Client) -> Result<api::User, TelegramError> {
+async fn get_me(client: &Client, health: &Health) -> Result<api::User, TelegramError> {
     let mut backoff = Backoff::default();
     loop {
         let delay = match client.get_me().await {
             Ok(me) => return Ok(me),
-            Err(ApiError::RetryAfter { retry_after, .. }) => {
+            Err(e @ ApiError::RetryAfter { retry_after, .. }) => {
+                health.failed(&e, false);
                 Duration::from_secs(retry_after.min(MAX_RETRY_AFTER_SECS))
             }
             Err(e) if e.is_transient() => {
+                health.failed(&e, false);
                 let delay = backoff.next_delay();
                 tracing::warn!("Telegram: {e}; retrying in {} s", delay.as_secs());
                 delay
             }
             Err(e) => {
                 tracing::error!("{e}; Telegram polling stopped");
+                health.failed(&e, true);
                 return Err(TelegramError::Api(e));
             }
         };
@@ -399,13 +439,14 @@ impl<A: Agent> Ctx<A> {
             peer,
             group,
         };
-        match self.agent.handle_command(command, context).await {
-            Ok(reply) => self.send_text(chat_id, &reply.text, None).await,
+        let text = match self.agent.handle_command(command, context).await {
+            Ok(reply) => reply.text,
             Err(e) => {
                 tracing::error!("Telegram: owner command {command:?} failed: {e:#}");
-                self.send_text(chat_id, FAILED_REPLY, None).await;
+                FAILED_REPLY.to_owned()
             }
-        }
+        };
+        self.send_text(chat_id, &text, None).await;
     }
 
     async fn run_job(self: Arc<Self>, job: Job, cancel: CancellationToken) {
@@ -534,6 +575,30 @@ impl<A: Agent> Ctx<A> {
         }
     }
 
+    /// Sends each owner notice to every owner's private chat; once one of them got it, runs
+    /// its `delivered` hook. Never returns.
+    async fn deliver_notices(self: Arc<Self>) -> std::convert::Infallible {
+        loop {
+            let notice = self.settings.owner_notices.next().await;
+            let mut delivered = false;
+            for owner in &self.settings.owner_ids {
+                if let Ok(chat_id) = owner.parse::<i64>() {
+                    delivered |= self.send_text(chat_id, &notice.text, None).await;
+                }
+            }
+            if !delivered {
+                tracing::warn!(
+                    "Telegram: a notice for the owner was not delivered (no owner id, or \
+                     the owner never wrote to the bot); it stays in the log only"
+                );
+                continue;
+            }
+            if let Some(done) = notice.delivered {
+                let _ = tokio::task::spawn_blocking(done).await;
+            }
+        }
+    }
+
     /// In groups a reply quotes the message it answers.
     fn reply_to(&self, job: &Job) -> Option<i64> {
         job.group.as_ref().map(|_| job.message_id)
@@ -541,7 +606,8 @@ impl<A: Agent> Ctx<A> {
 
     /// Sends `text` in chunks of at most 4096 UTF-16 units, each retried on 429 (after
     /// `retry_after`) and on network errors; other errors drop the rest with a warning.
-    async fn send_text(&self, chat_id: i64, text: &str, reply_to: Option<i64>) {
+    /// Whether every chunk was delivered.
+    async fn send_text(&self, chat_id: i64, text: &str, reply_to: Option<i64>) -> bool {
         for (index, chunk) in split_message(text, MESSAGE_LIMIT).iter().enumerate() {
             let reply_to = if index == 0 { reply_to } else { None };
             let mut backoff = Backoff::default();
@@ -560,12 +626,13 @@ impl<A: Agent> Ctx<A> {
                 };
                 if delay == Duration::MAX || attempt >= SEND_ATTEMPTS {
                     tracing::warn!("Telegram: reply to chat {chat_id} not delivered: {error}");
-                    return;
+                    return false;
                 }
                 attempt += 1;
                 tokio::time::sleep(delay).await;
             }
         }
+        true
     }
 }
 

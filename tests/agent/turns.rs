@@ -322,11 +322,12 @@ async fn the_budget_stops_calls_across_a_restart() {
 }
 
 #[tokio::test]
-async fn stop_cancels_a_slow_call_at_once() {
+async fn the_owners_stop_cancels_a_slow_call_in_any_session_at_once() {
     let fake = Fake::start(|_, _| Reply::Hang).await;
     let dir = tempfile::tempdir().unwrap();
     let s = Arc::new(setup(settings(&fake, dir.path(), None), Duration::ZERO));
-    let turn = inbound(&s.transcripts, OWNER, "take your time");
+    // Someone else's session; the owner types /stop in their own chat.
+    let turn = inbound(&s.transcripts, "7", "take your time");
     let running = {
         let s = Arc::clone(&s);
         tokio::spawn(async move { s.agent.handle_turn(turn, CancellationToken::new()).await })
@@ -494,7 +495,7 @@ async fn the_api_key_never_reaches_reply_transcript_or_a_stranger() {
 }
 
 #[tokio::test]
-async fn the_owner_hears_of_the_80_percent_warning_once() {
+async fn the_80_percent_warning_is_one_notice_for_the_owner_not_part_of_an_answer() {
     let fake = Fake::start(|_, _| ok(text_answer("answer"))).await;
     let dir = tempfile::tempdir().unwrap();
     let cost = Some(Cost {
@@ -507,20 +508,84 @@ async fn the_owner_hears_of_the_80_percent_warning_once() {
         daily_usd: None,
         monthly_usd: Some(0.1),
     };
-    let mut settings = settings(&fake, dir.path(), cost);
-    settings.ledger = Some(Arc::new(
-        Ledger::open(&dir.path().join("ledger.jsonl"), budget).unwrap(),
-    ));
-    let s = setup(settings, Duration::ZERO);
-    let mut notes = Vec::new();
+    let ledger_path = dir.path().join("ledger.jsonl");
+    let mut first = settings(&fake, dir.path(), cost);
+    first.ledger = Some(Arc::new(Ledger::open(&ledger_path, budget).unwrap()));
+    let notices = first.notices.clone();
+    let s = setup(first, Duration::ZERO);
+    let mut posted = Vec::new();
     for i in 0..7 {
-        let turn = inbound(&s.transcripts, OWNER, &format!("question {i}"));
+        // A stranger spends; the owner hears of it.
+        let turn = inbound(&s.transcripts, "7", &format!("question {i}"));
         let reply = s
             .agent
             .handle_turn(turn, CancellationToken::new())
             .await
             .unwrap();
-        notes.push(reply.text.contains("of the $0.10 monthly budget is spent"));
+        assert_eq!(reply.text, "answer");
+        let notice = tokio::time::timeout(Duration::from_millis(20), notices.next()).await;
+        posted.push(notice.ok());
     }
-    assert_eq!(notes, [false, false, false, false, false, true, false]);
+    let posted: Vec<usize> = posted
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| n.as_ref().map(|_| i))
+        .collect();
+    assert_eq!(posted, [5], "one notice, after the sixth call");
+
+    // Until a channel delivers it, a restart posts it again; once delivered, never.
+    let reopened = || {
+        let mut settings = settings(&fake, dir.path(), cost);
+        settings.ledger = Some(Arc::new(Ledger::open(&ledger_path, budget).unwrap()));
+        let notices = settings.notices.clone();
+        (AgentLoop::new(settings), notices)
+    };
+    let (agent, notices) = reopened();
+    agent.resend_undelivered_warnings();
+    let notice = notices.next().await;
+    assert!(
+        notice
+            .text
+            .starts_with("Budget warning: $0.10 of the $0.10 monthly spend budget is used (105 %"),
+        "{}",
+        notice.text
+    );
+    let delivered = notice
+        .delivered
+        .expect("a budget notice records its delivery");
+    delivered();
+    let (agent, notices) = reopened();
+    agent.resend_undelivered_warnings();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), notices.next())
+            .await
+            .is_err(),
+        "a delivered warning is not sent again"
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_key_is_one_log_line_and_one_notice_for_the_owner() {
+    let fake = Fake::start(|_, _| Reply::Json(401, vec![], "{}".into())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(&fake, dir.path(), None);
+    let notices = settings.notices.clone();
+    let s = setup(settings, Duration::ZERO);
+    for i in 0..3 {
+        let turn = inbound(&s.transcripts, "7", &format!("hello {i}"));
+        let reply = s
+            .agent
+            .handle_turn(turn, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(reply.text, AUTH_REPLY);
+    }
+    assert_eq!(fake.seen().len(), 3, "one request per message, no retries");
+    assert_eq!(notices.next().await.text, AUTH_REPLY);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), notices.next())
+            .await
+            .is_err(),
+        "only the first failure is reported"
+    );
 }

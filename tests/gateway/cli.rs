@@ -191,6 +191,69 @@ fn logs_shows_the_gateway_log() {
 }
 
 #[test]
+fn under_systemd_each_line_goes_to_the_journal_stream_with_its_priority() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = state_dir(None);
+    let stream_path = dir.path().join("journal-stream");
+    let stream = std::fs::File::create(&stream_path).unwrap();
+    let id = format!(
+        "{}:{}",
+        stream.metadata().unwrap().dev(),
+        stream.metadata().unwrap().ino()
+    );
+    let mut child = crate::support::command(dir.path())
+        .env("JOURNAL_STREAM", id)
+        .args(["gateway", "--port", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(stream)
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&stream_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let addr = loop {
+        let text = read();
+        if let Some(rest) = text.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no start: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let response = crate::support::raw(
+        addr.parse().unwrap(),
+        b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer wrong\r\n\
+          Connection: close\r\n\r\n",
+    );
+    assert_eq!(response.status, 401);
+    while !read().contains("auth failure") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = read();
+    // sd-daemon(3) priority prefixes, no timestamp or level of our own: journald has both.
+    assert!(
+        text.contains("\n<4>auth failure from 127.0.0.1: invalid token\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(concat!(
+            "<6>clawfort ",
+            env!("CARGO_PKG_VERSION"),
+            " gateway listening on "
+        )),
+        "{text}"
+    );
+    for line in text.lines() {
+        let priority = line.strip_prefix('<').and_then(|l| l.split_once('>'));
+        assert!(
+            matches!(priority, Some((p, _)) if ["3", "4", "6"].contains(&p)),
+            "{line}"
+        );
+    }
+    assert!(!dir.path().join("logs/gateway.log").exists());
+}
+
+#[test]
 fn status_asks_the_running_gateway() {
     let gw = Gateway::start(None);
     let config = format!("{{ gateway: {{ port: {} }} }}", gw.addr.port());
@@ -232,4 +295,128 @@ fn every_command_has_help() {
             "{args:?}"
         );
     }
+}
+
+#[test]
+fn audit_names_the_agent_and_flags_keys_in_clear_and_unpriced_models() {
+    let literal = "sk-literal-key-0123456789abcdefghij";
+    let dir = state_dir(Some(&format!(
+        r#"{{
+          models: {{ providers: {{
+            remote: {{ api: "openai-completions", baseUrl: "http://10.1.2.3:8000/v1",
+                      apiKey: "{literal}", models: [{{ id: "m" }}] }},
+            local: {{ api: "openai-completions", baseUrl: "http://127.0.0.1:11434/v1",
+                     models: [{{ id: "l", cost: {{ input: 0, output: 0 }} }}] }},
+          }} }},
+          agents: {{ defaults: {{ model: {{ primary: "remote/m", fallbacks: ["local/l"] }} }} }},
+          channels: {{ telegram: {{ botToken: "${{TG}}", apiRoot: "http://tg-proxy.lan" }} }},
+          budget: {{ dailyUsd: 5 }},
+        }}"#
+    )));
+    let (code, report) = audit(dir.path(), &[]);
+    assert_eq!(code, 1, "{report:#}");
+    let finding = |id: &str| -> Vec<serde_json::Value> {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["checkId"] == id)
+            .cloned()
+            .collect()
+    };
+    let plain = finding("models.provider.plain_http");
+    assert_eq!(plain.len(), 1, "only the remote provider: {report:#}");
+    assert_eq!(plain[0]["severity"], "critical");
+    assert!(
+        plain[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("models.providers.remote.baseUrl is http:// to 10.1.2.3"),
+        "{plain:?}"
+    );
+    assert_eq!(
+        finding("channels.telegram.plain_http")[0]["severity"],
+        "critical"
+    );
+    let literal_keys = finding("config.literal_secret");
+    assert!(
+        literal_keys.iter().any(|f| f["severity"] == "warn"
+            && f["detail"]
+                .as_str()
+                .unwrap()
+                .contains("`models.providers.remote.apiKey` holds a literal value")),
+        "{literal_keys:?}"
+    );
+    let unpriced = finding("budget.unpriced_model");
+    assert_eq!(unpriced[0]["severity"], "warn");
+    assert!(
+        unpriced[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("remote/m has no `cost`"),
+        "{unpriced:?}"
+    );
+    assert_eq!(finding("agent.owner.missing")[0]["severity"], "warn");
+    let info = ids(&report, "info");
+    for id in ["agent.provider", "agent.model", "agent.channel"] {
+        assert!(info.contains(&id.to_string()), "{id} missing: {report:#}");
+    }
+    let providers: Vec<String> = finding("agent.provider")
+        .iter()
+        .map(|f| format!("{}: {}", f["title"], f["detail"]))
+        .collect();
+    assert_eq!(
+        providers,
+        [
+            r#""model provider local": "api openai-completions, http://127.0.0.1:11434, models: l""#,
+            r#""model provider remote": "api openai-completions, http://10.1.2.3:8000, models: m""#,
+        ]
+    );
+    assert_eq!(
+        finding("agent.model")[0]["detail"],
+        "agents.defaults.model: remote/m, then local/l"
+    );
+    let text = cli(dir.path(), &["security", "audit"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("INFO     agent.channel: channel telegram"),
+        "{text}"
+    );
+    assert!(!text.contains(literal) && !report.to_string().contains(literal));
+
+    // The same agent set up well: https, keys as ${VAR}, prices, an owner.
+    let dir = state_dir(Some(
+        r#"{
+          models: { providers: { remote: { api: "openai-completions",
+            baseUrl: "https://llm.example.com/v1", apiKey: "${REMOTE_KEY}",
+            models: [{ id: "m", cost: { input: 1, output: 2 } }] } } },
+          agents: { defaults: { model: "remote/m" } },
+          commands: { ownerAllowFrom: ["telegram:42"] },
+          channels: { telegram: { botToken: "${TG}" } },
+          budget: { dailyUsd: 5 },
+        }"#,
+    ));
+    let (_, report) = audit(dir.path(), &[]);
+    for id in [
+        "models.provider.plain_http",
+        "channels.telegram.plain_http",
+        "config.literal_secret",
+        "budget.unpriced_model",
+        "agent.owner.missing",
+    ] {
+        assert!(
+            !report.to_string().contains(id),
+            "{id} on a good config: {report:#}"
+        );
+    }
+    let channel = &report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["checkId"] == "agent.channel")
+        .unwrap()["detail"];
+    assert_eq!(
+        channel,
+        "enabled, dmPolicy pairing, owner 42 (from commands.ownerAllowFrom)"
+    );
 }

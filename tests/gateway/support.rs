@@ -100,6 +100,17 @@ impl Gateway {
         self.dir.path()
     }
 
+    /// Kills the gateway (SIGKILL, like a crash) and starts a new one on the same state
+    /// directory.
+    #[allow(dead_code)] // used by the agent tests, which share this file
+    pub fn restart(mut self) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        drop(self);
+        Self::start_in(dir)
+    }
+
     /// Log lines so far containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         self.log

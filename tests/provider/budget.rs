@@ -125,6 +125,7 @@ fn the_80_percent_warning_comes_once_even_across_a_restart() {
         r.events,
         vec![BudgetEvent::Warn {
             period: Period::Daily,
+            key: "2026-11-28".into(),
             spent_usd: 9.0,
             limit_usd: 10.0
         }]
@@ -162,6 +163,50 @@ fn the_80_percent_warning_comes_once_even_across_a_restart() {
         );
     }
     assert_eq!(events.len(), 1);
+}
+
+#[test]
+fn a_warning_is_undelivered_until_marked_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.jsonl");
+    let budget = Budget {
+        daily_usd: Some(10.0),
+        monthly_usd: Some(10.0),
+    };
+    let now = at("2026-11-28T10:00:00Z");
+    let ledger = Ledger::open_at(&path, budget, now).unwrap();
+    for _ in 0..3 {
+        ledger
+            .record_at(now, "s", &sonnet(), Some(&COST), &million_input())
+            .unwrap();
+    }
+    let undelivered = ledger.undelivered_warnings_at(now);
+    assert_eq!(undelivered.len(), 2, "{undelivered:?}");
+    assert_eq!(
+        undelivered[0].to_string(),
+        "$9.00 of the $10.00 daily spend budget is used (90 %, 2026-11-28 UTC); at 100 % \
+         model calls stop until the budget resets at 00:00 UTC (or raise budget.dailyUsd)"
+    );
+    ledger.mark_notified(Period::Daily, "2026-11-28").unwrap();
+    drop(ledger);
+
+    let ledger = Ledger::open_at(&path, budget, now).unwrap();
+    let undelivered = ledger.undelivered_warnings_at(now);
+    assert!(
+        matches!(&undelivered[..], [BudgetEvent::Warn { period: Period::Monthly, key, .. }] if key == "2026-11"),
+        "{undelivered:?}"
+    );
+    // The next day's warning is a new one.
+    assert!(ledger
+        .undelivered_warnings_at(at("2026-11-29T00:00:01Z"))
+        .iter()
+        .all(|w| matches!(
+            w,
+            BudgetEvent::Warn {
+                period: Period::Monthly,
+                ..
+            }
+        )));
 }
 
 #[test]

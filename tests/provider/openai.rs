@@ -189,6 +189,33 @@ async fn a_key_echoed_in_an_error_body_is_scrubbed() {
 }
 
 #[tokio::test]
+async fn a_rejected_key_401_or_403_is_one_request_however_many_attempts_are_allowed() {
+    for status in [401, 403] {
+        let fake = Fake::start(move |_, _| {
+            Reply::Json(
+                status,
+                vec![("retry-after", "0".into())],
+                json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}).to_string(),
+            )
+        })
+        .await;
+        let p = provider("openai", Api::OpenAiCompletions, &fake.url("/v1"), 4);
+        let err = p
+            .chat(MODEL, &hello(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert_eq!(fake.seen().len(), 1, "HTTP {status} was retried");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "provider `openai` rejected the API key (HTTP {status}): check OPENAI_API_KEY \
+                 in ~/.openclaw/.env"
+            )
+        );
+    }
+}
+
+#[tokio::test]
 async fn local_server_without_usage_or_key() {
     let fake = Fake::start(|_, _| {
         ok(json!({"choices": [{"message": {"role": "assistant", "content": "local"}, "finish_reason": "stop"}]}))

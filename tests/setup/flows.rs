@@ -132,6 +132,8 @@ async fn an_anthropic_key_is_checked_on_the_model_list_and_json_is_printed() {
                 "--telegram-api-root",
                 &api_root,
                 "--no-restart",
+                "--owner",
+                "4242",
                 "--json",
             ],
             BOT_TOKEN,

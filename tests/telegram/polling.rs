@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clawfort::channel::CancellationToken;
-use clawfort::telegram::{self, BotToken, INTERRUPTED_REPLY};
+use clawfort::secret::Secret;
+use clawfort::telegram::{self, INTERRUPTED_REPLY};
 use serde_json::json;
 
 use crate::fake::private_text;
@@ -75,7 +76,7 @@ async fn an_abort_and_restart_neither_loses_nor_repeats_an_update() {
 #[tokio::test]
 async fn a_wrong_token_stops_at_once_with_a_clear_error() {
     let mut h = Harness::new("{}").await;
-    h.settings.bot_token = BotToken::new("4242:not-the-right-one");
+    h.settings.bot_token = Secret::new("4242:not-the-right-one");
     let err = run_to_end(&h).await.unwrap_err().to_string();
     assert!(err.contains("401") && err.contains("botToken"), "{err}");
     assert!(err.contains("polling stopped"), "{err}");
@@ -173,7 +174,7 @@ async fn the_token_appears_in_no_log_line_and_no_error() {
 
     // Rejected token.
     let mut h = Harness::new(r#"{ allowFrom: ["222"] }"#).await;
-    h.settings.bot_token = BotToken::new(format!("{TOKEN}x"));
+    h.settings.bot_token = Secret::new(format!("{TOKEN}x"));
     let err = run_to_end(&h).await.unwrap_err();
     errors.push(format!("{err} {err:?}"));
 
