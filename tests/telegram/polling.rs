@@ -9,8 +9,8 @@ use clawfort::channel::CancellationToken;
 use clawfort::telegram::{self, BotToken, INTERRUPTED_REPLY};
 use serde_json::json;
 
-use crate::fake::private_text;
 use crate::{run_to_end, Harness, FRIEND, TOKEN};
+use clawfort_fakes::telegram::private_text;
 
 #[tokio::test]
 async fn an_abort_and_restart_neither_loses_nor_repeats_an_update() {
