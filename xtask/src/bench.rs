@@ -423,6 +423,28 @@ fn rss_kib(pid: u32, field: &str) -> Result<u64> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
+/// The CPU time process `pid` has used so far (user + system, every thread, exited ones
+/// included; in clock ticks, usually 10 ms, so only a difference over many turns is exact).
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses: the fields start after the last `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("cannot read /proc/{pid}/stat: {stat}"))
+    };
+    // After the name: state (0), ..., utime (11), stime (12).
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_secs_f64(
+        total as f64 / rustix::param::clock_ticks_per_second() as f64,
+    ))
+}
+
 /// Starts `binary` with `args` and extra `env`, output discarded, outside any journal.
 fn spawn<'a>(
     binary: &Path,
@@ -461,6 +483,19 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// The file system `path` is on, by name where it is a common one (the agent's figures
+/// depend on its fsync latency).
+fn filesystem(path: &Path) -> String {
+    match rustix::fs::statfs(path).map(|s| s.f_type as u64) {
+        Ok(0x0102_1994) => "tmpfs".into(),
+        Ok(0xEF53) => "ext2/3/4".into(),
+        Ok(0x9123_683E) => "btrfs".into(),
+        Ok(0x5846_5342) => "xfs".into(),
+        Ok(other) => format!("file system type {other:#x}"),
+        Err(e) => format!("unknown file system ({e})"),
+    }
 }
 
 struct RemoveOnDrop(PathBuf);

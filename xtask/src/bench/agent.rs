@@ -35,7 +35,7 @@ use clawfort_fakes::model::{self, Canned, Reply, Seen};
 use clawfort_fakes::telegram::{self, private_text};
 use serde_json::{json, Value};
 
-use super::{load_average, Gateway, RemoveOnDrop};
+use super::{cpu_time, filesystem, load_average, Gateway, RemoveOnDrop};
 
 /// The targets of issue 11.
 const TARGET_P50_MS: f64 = 1.0;
@@ -73,7 +73,12 @@ struct RunFigures {
     idle_hwm_kib: u64,
     idle_polls: usize,
     overhead_ms: Vec<f64>,
+    /// T1 - T0 and T3 - T2 of each turn.
+    before_model_ms: Vec<f64>,
+    after_model_ms: Vec<f64>,
     end_to_end_ms: Vec<f64>,
+    /// The gateway's CPU time over the one-at-a-time phase, per turn.
+    cpu_per_turn_ms: f64,
     sessions: SessionFigures,
     hwm_after_kib: u64,
 }
@@ -88,6 +93,8 @@ struct SessionFigures {
     seconds: f64,
     per_sec: f64,
     max_in_flight: usize,
+    /// The gateway's CPU time over the phase, per message.
+    cpu_per_message_ms: f64,
 }
 
 pub fn run(binary: &Path, opts: &Options, json_out: bool, check: bool) -> Result<()> {
@@ -177,6 +184,8 @@ fn one_run(binary: &Path, opts: &Options, rt: &tokio::runtime::Runtime) -> Resul
     // 2. One turn at a time.
     let mut overhead_ms = Vec::with_capacity(opts.turns);
     let mut end_to_end_ms = Vec::with_capacity(opts.turns);
+    let (mut before_model_ms, mut after_model_ms) = (Vec::new(), Vec::new());
+    let cpu_before = cpu_time(gw.child.id())?;
     for i in 0..opts.warmup + opts.turns {
         wait(rt, "a waiting getUpdates", || tg.waiting_polls() > 0)?;
         let token = format!("bench-seq-{i}");
@@ -211,13 +220,21 @@ fn one_run(binary: &Path, opts: &Options, rt: &tokio::runtime::Runtime) -> Resul
         );
         if i >= opts.warmup {
             overhead_ms.push(ms((t1 - t0) + (t3 - t2)));
+            before_model_ms.push(ms(t1 - t0));
+            after_model_ms.push(ms(t3 - t2));
             end_to_end_ms.push(ms(t3 - t0));
         }
         std::thread::sleep(opts.gap);
     }
 
+    let cpu_per_turn_ms =
+        ms(cpu_time(gw.child.id())? - cpu_before) / (opts.warmup + opts.turns) as f64;
+
     // 3. Concurrent sessions.
-    let sessions = concurrent_sessions(rt, opts, &model, &tg)?;
+    let cpu_before = cpu_time(gw.child.id())?;
+    let mut sessions = concurrent_sessions(rt, opts, &model, &tg)?;
+    sessions.cpu_per_message_ms =
+        ms(cpu_time(gw.child.id())? - cpu_before) / sessions.expected as f64;
     let hwm_after_kib = gw.rss_kib("VmHWM")?;
     ensure!(
         gw.child.try_wait()?.is_none(),
@@ -231,7 +248,10 @@ fn one_run(binary: &Path, opts: &Options, rt: &tokio::runtime::Runtime) -> Resul
         idle_hwm_kib,
         idle_polls,
         overhead_ms,
+        before_model_ms,
+        after_model_ms,
         end_to_end_ms,
+        cpu_per_turn_ms,
         sessions,
         hwm_after_kib,
     })
@@ -301,6 +321,7 @@ fn concurrent_sessions(
         seconds,
         per_sec: expected as f64 / seconds,
         max_in_flight: max_in_flight(calls),
+        cpu_per_message_ms: 0.0,
     })
 }
 
@@ -426,6 +447,10 @@ struct Summary {
     p99_ms: f64,
     max_ms: f64,
     end_to_end_p50_ms: f64,
+    before_model_p50_ms: f64,
+    after_model_p50_ms: f64,
+    cpu_per_turn_ms: f64,
+    cpu_per_message_ms: f64,
     per_sec: f64,
     hwm_after_mib: f64,
     lost: usize,
@@ -449,6 +474,10 @@ impl Summary {
             p99_ms: med(&|r| percentile(&r.overhead_ms, 99.0)),
             max_ms: med(&|r| percentile(&r.overhead_ms, 100.0)),
             end_to_end_p50_ms: med(&|r| percentile(&r.end_to_end_ms, 50.0)),
+            before_model_p50_ms: med(&|r| percentile(&r.before_model_ms, 50.0)),
+            after_model_p50_ms: med(&|r| percentile(&r.after_model_ms, 50.0)),
+            cpu_per_turn_ms: med(&|r| r.cpu_per_turn_ms),
+            cpu_per_message_ms: med(&|r| r.sessions.cpu_per_message_ms),
             per_sec: med(&|r| r.sessions.per_sec),
             hwm_after_mib: med(&|r| mib(r.hwm_after_kib)),
             lost: sum(&|s| s.lost),
@@ -518,6 +547,12 @@ fn print_text(
         runs.len()
     );
     println!("  load average before: {}; after: {}", load[0], load[1]);
+    let tmp = std::env::temp_dir();
+    println!(
+        "  state dirs under {} ({}; set TMPDIR to move them)",
+        tmp.display(),
+        filesystem(&tmp)
+    );
     println!("  start to listening (TCP)      {:>9.1} ms", s.listen_ms);
     println!("  start to /healthz 200         {:>9.1} ms", s.healthz_ms);
     println!(
@@ -532,6 +567,15 @@ fn print_text(
         opts.turns, s.p50_ms, s.p99_ms, s.max_ms, s.end_to_end_p50_ms
     );
     println!(
+        "    of which update to model request p50 {:.3} ms, model answer to sendMessage p50 \
+         {:.3} ms",
+        s.before_model_p50_ms, s.after_model_p50_ms
+    );
+    println!(
+        "    gateway CPU time per turn {:.3} ms (user + system, independent of the load)",
+        s.cpu_per_turn_ms
+    );
+    println!(
         "  {} sessions x {} messages     {:.0} messages/s, lost {}, duplicated {}, foreign {}, \
          out of order {}, model calls in flight at most {}",
         opts.sessions,
@@ -542,6 +586,10 @@ fn print_text(
         s.foreign,
         s.out_of_order,
         s.max_in_flight
+    );
+    println!(
+        "    gateway CPU time per message {:.3} ms",
+        s.cpu_per_message_ms
     );
     println!(
         "  VmHWM after all of it         {:>9.1} MiB",
@@ -592,14 +640,19 @@ fn report(
                 "overheadP99Ms": percentile(&r.overhead_ms, 99.0),
                 "overheadMaxMs": percentile(&r.overhead_ms, 100.0),
                 "updateToReplyP50Ms": percentile(&r.end_to_end_ms, 50.0),
+                "updateToModelP50Ms": percentile(&r.before_model_ms, 50.0),
+                "modelToReplyP50Ms": percentile(&r.after_model_ms, 50.0),
+                "cpuPerTurnMs": r.cpu_per_turn_ms,
                 "sessions": {
                     "expected": r.sessions.expected, "delivered": r.sessions.delivered,
                     "lost": r.sessions.lost, "duplicated": r.sessions.duplicated,
                     "foreign": r.sessions.foreign, "outOfOrder": r.sessions.out_of_order,
                     "seconds": r.sessions.seconds, "messagesPerSec": r.sessions.per_sec,
                     "maxModelCallsInFlight": r.sessions.max_in_flight,
+                    "cpuPerMessageMs": r.sessions.cpu_per_message_ms,
                 },
                 "hwmAfterKiB": r.hwm_after_kib,
+                "overheadMs": r.overhead_ms,
             })
         })
         .collect();
@@ -608,11 +661,13 @@ fn report(
         "sessions": opts.sessions, "messagesPerSession": opts.messages,
         "modelLatencyMs": ms(opts.model_latency),
         "loadAverage": {"before": load[0], "after": load[1]},
+        "stateFilesystem": filesystem(&std::env::temp_dir()),
         "median": {
             "listenMs": s.listen_ms, "healthzMs": s.healthz_ms,
             "idleRssMiB": s.idle_rss_mib, "idleHwmMiB": s.idle_hwm_mib,
             "overheadP50Ms": s.p50_ms, "overheadP99Ms": s.p99_ms,
             "messagesPerSec": s.per_sec, "hwmAfterMiB": s.hwm_after_mib,
+            "cpuPerTurnMs": s.cpu_per_turn_ms, "cpuPerMessageMs": s.cpu_per_message_ms,
         },
         "verdicts": verdicts.iter().map(|v| json!({"name": v.name, "detail": v.detail, "pass": v.pass})).collect::<Vec<_>>(),
         "runs": runs,

@@ -46,6 +46,9 @@ impl From<&super::Args> for Options {
 }
 
 struct RunFigures {
+    /// Requests the peer made to the fake model and Bot API (did it use them?).
+    model_calls: usize,
+    telegram_calls: usize,
     listen_ms: f64,
     rss_kib: u64,
     hwm_kib: u64,
@@ -82,6 +85,7 @@ pub fn run(binary: &Path, opts: &Options, json_out: bool) -> Result<()> {
             "median": {"listenMs": listen_ms, "idleRssMiB": rss_mib, "idleHwmMiB": hwm_mib},
             "childProcesses": children,
             "runs": runs.iter().map(|r| json!({
+                "modelCalls": r.model_calls, "telegramCalls": r.telegram_calls,
                 "listenMs": r.listen_ms, "idleRssKiB": r.rss_kib, "idleHwmKiB": r.hwm_kib,
                 "childProcesses": r.children,
             })).collect::<Vec<_>>(),
@@ -102,11 +106,14 @@ pub fn run(binary: &Path, opts: &Options, json_out: bool) -> Result<()> {
     );
     for (n, r) in runs.iter().enumerate() {
         println!(
-            "  run {}: listen {:.1} ms, VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+            "  run {}: listen {:.1} ms, VmRSS {:.1} MiB, VmHWM {:.1} MiB; it called the fake \
+             Bot API {} times, the fake model {} times",
             n + 1,
             r.listen_ms,
             r.rss_kib as f64 / 1024.0,
-            r.hwm_kib as f64 / 1024.0
+            r.hwm_kib as f64 / 1024.0,
+            r.telegram_calls,
+            r.model_calls
         );
     }
     if children > 0 {
@@ -162,6 +169,8 @@ fn one_run(binary: &Path, opts: &Options, rt: &tokio::runtime::Runtime) -> Resul
         std::thread::sleep(opts.idle);
         ensure!(child.try_wait()?.is_none(), "the peer exited while idling");
         Ok(RunFigures {
+            model_calls: model.seen().len(),
+            telegram_calls: tg.all_calls().len(),
             listen_ms: listen.as_secs_f64() * 1000.0,
             rss_kib: rss_kib(child.id(), "VmRSS")?,
             hwm_kib: rss_kib(child.id(), "VmHWM")?,
