@@ -60,6 +60,10 @@ pub struct Args {
     /// Turns measured one at a time for the overhead figure, after 20 unmeasured (agent).
     #[arg(long, default_value_t = 500)]
     pub turns: usize,
+    /// Turns per sender in the overhead phase: the length of each conversation, whose whole
+    /// history every turn reads (agent).
+    #[arg(long, default_value_t = 20)]
+    pub conversation: usize,
     /// Pause between one reply and the next message, in ms (agent).
     #[arg(long, default_value_t = 10)]
     pub gap_ms: u64,
@@ -130,6 +134,7 @@ pub fn run(args: Args) -> Result<()> {
             idle: Duration::from_secs(args.idle_secs),
             warmup: 20,
             turns: args.turns,
+            conversation: args.conversation,
             gap: Duration::from_millis(args.gap_ms),
             sessions: args.sessions,
             messages: args.messages,

@@ -6,9 +6,10 @@
 //!
 //! 1. **idle**: start to listening (TCP accept) and to `/healthz` 200; then `VmRSS` and
 //!    `VmHWM` after `--idle-secs` with Telegram long polling going on.
-//! 2. **overhead per turn**: `--turns` messages from one approved sender, one at a time,
-//!    each pushed only when a `getUpdates` is waiting and `--gap-ms` after the previous
-//!    reply. The fakes timestamp T0 (the `getUpdates` answer carrying the update leaves the
+//! 2. **overhead per turn**: `--turns` messages, one at a time, from approved senders taking
+//!    turns in conversations of `--conversation` messages (every turn reads its sender's
+//!    whole history, so the figure depends on it), each pushed only when a `getUpdates` is
+//!    waiting and `--gap-ms` after the previous reply. The fakes timestamp T0 (the `getUpdates` answer carrying the update leaves the
 //!    fake), T1 (the model request has fully arrived), T2 (the model's answer leaves), T3
 //!    (the `sendMessage` has fully arrived). Overhead = (T1 - T0) + (T3 - T2): all the
 //!    gateway's own work (parse, journal, policy, transcript, prompt, ledger, reply), the
@@ -44,7 +45,7 @@ const TARGET_IDLE_RSS_MIB: f64 = 12.0;
 
 const BOT_TOKEN: &str = "123456789:AAbenchTOKENbenchTOKENbenchTOKEN12";
 const API_KEY: &str = "sk-bench-0123456789abcdefghijklmnopqrstuv";
-/// The sender of the one-at-a-time turns.
+/// The first sender of the one-at-a-time turns.
 const SEQUENTIAL_USER: i64 = 5_000_000;
 /// The first of the concurrent senders.
 const FIRST_SESSION_USER: i64 = 6_000_000;
@@ -57,6 +58,8 @@ pub struct Options {
     pub idle: Duration,
     pub warmup: usize,
     pub turns: usize,
+    /// Turns per sender in the one-at-a-time phase, before the next sender takes over.
+    pub conversation: usize,
     pub gap: Duration,
     pub sessions: usize,
     pub messages: usize,
@@ -93,6 +96,8 @@ struct SessionFigures {
     seconds: f64,
     per_sec: f64,
     max_in_flight: usize,
+    /// The longest any sender waited, from the push, for their first reply.
+    worst_first_reply_s: f64,
     /// The gateway's CPU time over the phase, per message.
     cpu_per_message_ms: f64,
 }
@@ -104,8 +109,8 @@ pub fn run(binary: &Path, opts: &Options, json_out: bool, check: bool) -> Result
         opts.api
     );
     ensure!(
-        opts.runs > 0 && opts.turns > 0,
-        "--runs and --turns must be at least 1"
+        opts.runs > 0 && opts.turns > 0 && opts.conversation > 0,
+        "--runs, --turns and --conversation must be at least 1"
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -190,13 +195,14 @@ fn one_run(binary: &Path, opts: &Options, rt: &tokio::runtime::Runtime) -> Resul
         wait(rt, "a waiting getUpdates", || tg.waiting_polls() > 0)?;
         let token = format!("bench-seq-{i}");
         let asked = model.seen().len();
-        let update = tg.push(private_text(SEQUENTIAL_USER, &format!("please {token}")));
-        wait(rt, "the reply", || tg.sent_to(SEQUENTIAL_USER).len() > i)?;
+        let (user, k) = sequential_sender(opts, i);
+        let update = tg.push(private_text(user, &format!("please {token}")));
+        wait(rt, "the reply", || tg.sent_to(user).len() > k)?;
         let sent = tg
             .calls("sendMessage")
             .into_iter()
-            .filter(|c| c.body["chat_id"] == SEQUENTIAL_USER)
-            .nth(i)
+            .filter(|c| c.body["chat_id"] == user)
+            .nth(k)
             .context("the reply vanished")?;
         ensure!(
             sent.body["text"] == format!("ack {token}"),
@@ -286,7 +292,11 @@ fn concurrent_sessions(
     let seconds = (last - pushed).as_secs_f64();
 
     let (mut lost, mut duplicated, mut foreign, mut out_of_order) = (0, 0, 0, 0);
+    let mut worst_first_reply = Duration::ZERO;
     for &user in &users {
+        if let Some(first) = replies.iter().find(|c| c.body["chat_id"] == user) {
+            worst_first_reply = worst_first_reply.max(first.at - pushed);
+        }
         let acks: Vec<String> = replies
             .iter()
             .filter(|c| c.body["chat_id"] == user)
@@ -321,6 +331,7 @@ fn concurrent_sessions(
         seconds,
         per_sec: expected as f64 / seconds,
         max_in_flight: max_in_flight(calls),
+        worst_first_reply_s: worst_first_reply.as_secs_f64(),
         cpu_per_message_ms: 0.0,
     })
 }
@@ -367,12 +378,22 @@ fn max_in_flight(calls: &[Seen]) -> usize {
     max as usize
 }
 
+/// The sender of one-at-a-time turn `i`, and how many turns that sender had before.
+fn sequential_sender(opts: &Options, i: usize) -> (i64, usize) {
+    (
+        SEQUENTIAL_USER + (i / opts.conversation) as i64,
+        i % opts.conversation,
+    )
+}
+
 fn config(opts: &Options, model: &model::Fake, tg: &telegram::Fake) -> String {
     let base_url = match opts.api.as_str() {
         "openai-completions" => model.url("/v1"),
         _ => model.url(""),
     };
-    let allow: Vec<i64> = std::iter::once(SEQUENTIAL_USER)
+    let sequential = (opts.warmup + opts.turns).div_ceil(opts.conversation) as i64;
+    let allow: Vec<i64> = (0..sequential)
+        .map(|u| SEQUENTIAL_USER + u)
         .chain((0..opts.sessions as i64).map(|u| FIRST_SESSION_USER + u))
         .collect();
     json!({
@@ -451,6 +472,7 @@ struct Summary {
     after_model_p50_ms: f64,
     cpu_per_turn_ms: f64,
     cpu_per_message_ms: f64,
+    worst_first_reply_s: f64,
     per_sec: f64,
     hwm_after_mib: f64,
     lost: usize,
@@ -478,6 +500,7 @@ impl Summary {
             after_model_p50_ms: med(&|r| percentile(&r.after_model_ms, 50.0)),
             cpu_per_turn_ms: med(&|r| r.cpu_per_turn_ms),
             cpu_per_message_ms: med(&|r| r.sessions.cpu_per_message_ms),
+            worst_first_reply_s: med(&|r| r.sessions.worst_first_reply_s),
             per_sec: med(&|r| r.sessions.per_sec),
             hwm_after_mib: med(&|r| mib(r.hwm_after_kib)),
             lost: sum(&|s| s.lost),
@@ -562,9 +585,9 @@ fn print_text(
         s.idle_hwm_mib
     );
     println!(
-        "  overhead per turn ({} turns)  p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms \
+        "  overhead per turn ({} turns, {} per sender)  p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms \
          (update to reply p50 {:.3} ms)",
-        opts.turns, s.p50_ms, s.p99_ms, s.max_ms, s.end_to_end_p50_ms
+        opts.turns, opts.conversation, s.p50_ms, s.p99_ms, s.max_ms, s.end_to_end_p50_ms
     );
     println!(
         "    of which update to model request p50 {:.3} ms, model answer to sendMessage p50 \
@@ -588,8 +611,8 @@ fn print_text(
         s.max_in_flight
     );
     println!(
-        "    gateway CPU time per message {:.3} ms",
-        s.cpu_per_message_ms
+        "    gateway CPU time per message {:.3} ms; the longest wait for a first reply {:.2} s",
+        s.cpu_per_message_ms, s.worst_first_reply_s
     );
     println!(
         "  VmHWM after all of it         {:>9.1} MiB",
@@ -650,6 +673,7 @@ fn report(
                     "seconds": r.sessions.seconds, "messagesPerSec": r.sessions.per_sec,
                     "maxModelCallsInFlight": r.sessions.max_in_flight,
                     "cpuPerMessageMs": r.sessions.cpu_per_message_ms,
+                    "worstFirstReplySecs": r.sessions.worst_first_reply_s,
                 },
                 "hwmAfterKiB": r.hwm_after_kib,
                 "overheadMs": r.overhead_ms,
@@ -658,6 +682,7 @@ fn report(
         .collect();
     json!({
         "api": opts.api, "idleSecs": opts.idle.as_secs(), "turns": opts.turns,
+        "conversation": opts.conversation,
         "sessions": opts.sessions, "messagesPerSession": opts.messages,
         "modelLatencyMs": ms(opts.model_latency),
         "loadAverage": {"before": load[0], "after": load[1]},
