@@ -23,7 +23,7 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,7 +102,8 @@ struct Load {
 /// Connections the slow-client run keeps open.
 const HOSTILE: usize = 1000;
 
-pub fn run(args: Args) -> Result<()> {
+/// Runs the benchmark; fails only with `--check` and a missed target (after the report).
+pub fn run(args: Args) -> Result<ExitCode> {
     let sh = Shell::new()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -113,7 +114,8 @@ pub fn run(args: Args) -> Result<()> {
         let binary = args.binary.clone().context(
             "`bench peer` needs --binary PATH (and --peer-args for a non-clawfort peer)",
         )?;
-        return peer::run(&binary, &peer::Options::from(&args), args.json);
+        peer::run(&binary, &peer::Options::from(&args), args.json)?;
+        return Ok(ExitCode::SUCCESS);
     }
     if args.target == "gateway" {
         crate::image::host_tools::ensure(crate::image::host_tools::BENCH_TOOLS)?;
@@ -141,7 +143,13 @@ pub fn run(args: Args) -> Result<()> {
             model_latency: Duration::from_millis(args.model_latency_ms),
             api: args.api.clone(),
         };
-        return agent::run(&binary, &options, args.json, args.check);
+        let all_met = agent::run(&binary, &options, args.json)?;
+        return Ok(if args.check && !all_met {
+            eprintln!("a target was missed (see FAIL above)");
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
     }
 
     let state = std::env::temp_dir().join(format!("clawfort-bench-{}", std::process::id()));
@@ -234,7 +242,7 @@ pub fn run(args: Args) -> Result<()> {
             "hostileReopened": reopened,
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     println!("clawfort gateway benchmark (release build, loopback, wrk -t2 -c32 -d{d}s)");
     println!(
@@ -261,7 +269,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     println!("  hostile connections the gateway closed (and the client reopened): {reopened}");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A client holding `HOSTILE` connections to the gateway: even ones send a request's first
