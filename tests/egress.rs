@@ -5,9 +5,6 @@
 
 #[path = "egress/client.rs"]
 mod client;
-#[path = "provider/fake.rs"]
-#[allow(dead_code)]
-mod fake;
 #[path = "gateway/support.rs"]
 #[allow(dead_code)]
 mod gateway_support;
@@ -15,6 +12,3 @@ mod gateway_support;
 mod proxy;
 #[path = "egress/support.rs"]
 mod support;
-#[path = "telegram/fake.rs"]
-#[allow(dead_code)]
-mod telegram_fake;

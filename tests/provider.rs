@@ -1,6 +1,6 @@
 //! Provider-layer integration tests: the real adapters, retries, fallback and ledger against
 //! fake Anthropic and OpenAI servers on 127.0.0.1 that speak the public wire formats
-//! (see `provider/fake.rs`).
+//! (the `clawfort-fakes` crate, `fakes/`).
 
 #[path = "provider/anthropic.rs"]
 mod anthropic;
@@ -8,7 +8,7 @@ mod anthropic;
 mod budget;
 #[path = "provider/chain.rs"]
 mod chain;
-#[path = "provider/fake.rs"]
-mod fake;
+#[path = "provider/client.rs"]
+mod client;
 #[path = "provider/openai.rs"]
 mod openai;

@@ -1,10 +1,7 @@
 //! `clawfort setup` and `clawfort stop-all`: the real binary against the fake Telegram Bot
-//! API (`telegram/fake.rs`) and the fake model servers (`provider/fake.rs`) on loopback,
+//! API and the fake model servers of `clawfort_fakes` on loopback,
 //! in temporary state directories.
 
-#[path = "provider/fake.rs"]
-#[allow(dead_code)]
-mod fake;
 #[path = "setup/files.rs"]
 mod files;
 #[path = "setup/flows.rs"]
@@ -16,9 +13,6 @@ mod stop_all;
 #[path = "gateway/support.rs"]
 #[allow(dead_code)]
 mod support;
-#[path = "telegram/fake.rs"]
-#[allow(dead_code)]
-mod telegram_fake;
 
 use std::io::Write;
 use std::path::Path;
@@ -26,7 +20,7 @@ use std::process::{Output, Stdio};
 
 use serde_json::{json, Value};
 
-use fake::{ok, Reply, Seen, KEY};
+use clawfort_fakes::model::{ok, Reply, Seen, KEY};
 
 /// The bot token the fake Bot API accepts.
 pub const BOT_TOKEN: &str = "123456789:AAHtestTOKENtestTOKENtestTOKENtest12";

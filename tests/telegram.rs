@@ -1,8 +1,6 @@
 //! Telegram channel tests: the real channel (`clawfort::telegram::run`) against a fake Bot
-//! API on loopback (`telegram/fake.rs`), with a scripted agent.
+//! API on loopback (`clawfort_fakes::telegram`), with a scripted agent.
 
-#[path = "telegram/fake.rs"]
-mod fake;
 #[path = "telegram/flows.rs"]
 mod flows;
 #[path = "telegram/polling.rs"]
@@ -20,7 +18,7 @@ use clawfort::sessions::Transcripts;
 use clawfort::telegram::{self, Policy, TelegramError, TelegramSettings};
 use tokio::task::JoinHandle;
 
-use fake::Fake;
+use clawfort_fakes::telegram::Fake;
 
 pub const TOKEN: &str = "4242:AAFakeSecretTokenThatMustNeverBeLogged";
 /// A user approved through `allowFrom`.

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::fake::{assert_no_key, ok, Fake, Reply, KEY};
 use crate::support::{state_dir, Gateway, TOKEN};
-use crate::telegram_fake::{private_text, Fake as Telegram};
+use clawfort_fakes::model::{assert_no_key, ok, Fake, Reply, KEY};
+use clawfort_fakes::telegram::{private_text, Fake as Telegram};
 
 pub const BOT_TOKEN: &str = "123456789:AAHtestTOKENtestTOKENtestTOKENtest12";
 /// The owner, named in `commands.ownerAllowFrom` (or `allowFrom`, as the config says).

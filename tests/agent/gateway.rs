@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use clawfort_fakes::model::{ok, Fake, KEY};
+use clawfort_fakes::telegram::{private_text, Fake as Telegram};
 use serde_json::{json, Value};
 
-use crate::fake::{ok, Fake, KEY};
 use crate::support::{cli, state_dir, Gateway};
-use crate::telegram_fake::{private_text, Fake as Telegram};
 
 const BOT_TOKEN: &str = "123456789:AAHtestTOKENtestTOKENtestTOKENtest12";
 const STRANGER: i64 = 555;

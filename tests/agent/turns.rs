@@ -12,10 +12,11 @@ use clawfort::redact::Redactor;
 use clawfort::secret::Secret;
 use clawfort::sessions::{self, SessionKey, TranscriptEntry, Transcripts};
 use clawfort::usage::{Budget, Ledger};
+use clawfort_fakes::model::{assert_no_key, ok, Fake, Reply, Seen, KEY};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::fake::{assert_no_key, ok, options, spec, Fake, Reply, Seen, KEY};
+use crate::client::{options, spec};
 
 const OWNER: &str = "42";
 

@@ -12,10 +12,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
-use crate::fake::{ok, Fake, KEY};
 use crate::gateway_support::{state_dir, Gateway};
 use crate::support::{provider_config, Proxy};
-use crate::telegram_fake::{private_text, Fake as Telegram};
+use clawfort_fakes::model::{ok, Fake, KEY};
+use clawfort_fakes::telegram::{private_text, Fake as Telegram};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 use clawfort::provider::{
     Api, Block, ChatRequest, Message, ProviderError, Role, StopReason, ToolSpec, Usage,
 };
+use clawfort_fakes::model::{assert_no_key, ok, Fake, Reply, KEY};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::fake::{assert_no_key, ok, provider, provider_with, Fake, Reply, KEY};
+use crate::client::{provider, provider_with};
 
 const MODEL: &str = "claude-sonnet-4-5";
 
@@ -401,18 +402,18 @@ fn bad_base_urls_are_config_errors() {
         ("ftp://x", "must start with https://"),
         ("http://exa mple", "not a valid URL"),
     ] {
-        let spec = crate::fake::spec("a", Api::AnthropicMessages, url, Duration::from_secs(1));
-        let err = clawfort::provider::Provider::new(spec, &crate::fake::options(1)).unwrap_err();
+        let spec = crate::client::spec("a", Api::AnthropicMessages, url, Duration::from_secs(1));
+        let err = clawfort::provider::Provider::new(spec, &crate::client::options(1)).unwrap_err();
         assert!(err.to_string().contains(want), "{url}: {err}");
     }
-    let mut spec = crate::fake::spec(
+    let mut spec = crate::client::spec(
         "a",
         Api::AnthropicMessages,
         "http://127.0.0.1:1",
         Duration::from_secs(1),
     );
     spec.api_key = Some(clawfort::secret::Secret::new(format!("{KEY}\n")));
-    let err = clawfort::provider::Provider::new(spec, &crate::fake::options(1)).unwrap_err();
+    let err = clawfort::provider::Provider::new(spec, &crate::client::options(1)).unwrap_err();
     assert!(
         err.to_string().contains("cannot be sent in an HTTP header"),
         "{err}"

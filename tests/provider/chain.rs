@@ -5,10 +5,11 @@ use std::time::Duration;
 use clawfort::provider::{
     Api, ChainError, ChatRequest, Message, ModelChain, ModelSpec, ProviderError, Providers,
 };
+use clawfort_fakes::model::{assert_no_key, ok, Fake, Reply};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::fake::{assert_no_key, ok, options, spec, Fake, Reply};
+use crate::client::{options, spec};
 
 fn hello() -> ChatRequest {
     ChatRequest {

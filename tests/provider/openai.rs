@@ -3,10 +3,11 @@
 use std::time::{Duration, Instant};
 
 use clawfort::provider::{Api, Block, ChatRequest, Message, Role, StopReason, ToolSpec, Usage};
+use clawfort_fakes::model::{assert_no_key, ok, Fake, Reply, KEY};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::fake::{assert_no_key, ok, provider, Fake, Reply, KEY};
+use crate::client::provider;
 
 const MODEL: &str = "gpt-4.1-mini";
 
@@ -221,14 +222,14 @@ async fn local_server_without_usage_or_key() {
         ok(json!({"choices": [{"message": {"role": "assistant", "content": "local"}, "finish_reason": "stop"}]}))
     })
     .await;
-    let mut spec = crate::fake::spec(
+    let mut spec = crate::client::spec(
         "llamacpp",
         Api::OpenAiCompletions,
         &fake.url("/v1"),
         Duration::from_secs(2),
     );
     spec.api_key = None;
-    let p = clawfort::provider::Provider::new(spec, &crate::fake::options(1)).unwrap();
+    let p = clawfort::provider::Provider::new(spec, &crate::client::options(1)).unwrap();
     let r = p
         .chat("qwen", &hello(), &CancellationToken::new())
         .await

@@ -2,12 +2,12 @@
 
 use serde_json::json;
 
-use crate::fake::{Fake, KEY};
 use crate::support::{state_dir, TOKEN};
-use crate::telegram_fake::Fake as Telegram;
 use crate::{
     config, mode, model_server, names, secret_file, setup, setup_with_env, text, BOT_TOKEN,
 };
+use clawfort_fakes::model::{Fake, KEY};
+use clawfort_fakes::telegram::Fake as Telegram;
 
 /// The arguments of a run with both secrets in files of `dir`.
 fn args(dir: &std::path::Path, model: &Fake, telegram: &Telegram) -> Vec<String> {

@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::fake::{Fake, Reply, KEY};
 use crate::support::{state_dir, Gateway, TOKEN};
-use crate::telegram_fake::{private_text, Fake as Telegram, BOT_NAME};
 use crate::{
     config, mode, model_server, names, secret_file, setup, text, BOT_TOKEN, OWNER, WRONG_BOT_TOKEN,
 };
+use clawfort_fakes::model::{Fake, Reply, KEY};
+use clawfort_fakes::telegram::{private_text, Fake as Telegram, BOT_NAME};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_writes_a_working_installation_and_names_the_bot() {

@@ -7,10 +7,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::fake::{Fake, KEY};
 use crate::support::{Gateway, BIN};
-use crate::telegram_fake::Fake as Telegram;
 use crate::{assert_no_secrets, mode, model_server, secret_file, text, BOT_TOKEN};
+use clawfort_fakes::model::{Fake, KEY};
+use clawfort_fakes::telegram::Fake as Telegram;
 
 /// `nobody:x:65534:65534:...` on Debian.
 const NOBODY: u32 = 65534;

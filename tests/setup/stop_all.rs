@@ -4,10 +4,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::fake::{ok, Fake, Reply, KEY};
 use crate::support::{cli, state_dir, Gateway, TOKEN};
-use crate::telegram_fake::{private_text, Fake as Telegram};
 use crate::{text, BOT_TOKEN, OWNER};
+use clawfort_fakes::model::{ok, Fake, Reply, KEY};
+use clawfort_fakes::telegram::{private_text, Fake as Telegram};
 
 /// A gateway whose agent talks to `model` (Anthropic) and `telegram`, the owner approved.
 /// Once it runs, `gateway.port` in its config is the port it got, so the CLI finds it.

@@ -4,8 +4,8 @@ use clawfort::pairing::PeerKind;
 use clawfort::telegram::{GroupPolicy, GroupSettings, MESSAGE_LIMIT, NOT_TEXT_REPLY};
 use serde_json::json;
 
-use crate::fake::{group_text, private_text, BOT_ID, BOT_NAME};
 use crate::{Harness, FRIEND, OWNER};
+use clawfort_fakes::telegram::{group_text, private_text, BOT_ID, BOT_NAME};
 
 const STRANGER: i64 = 111;
 

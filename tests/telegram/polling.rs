@@ -10,8 +10,8 @@ use clawfort::secret::Secret;
 use clawfort::telegram::{self, INTERRUPTED_REPLY};
 use serde_json::json;
 
-use crate::fake::private_text;
 use crate::{run_to_end, Harness, FRIEND, TOKEN};
+use clawfort_fakes::telegram::private_text;
 
 #[tokio::test]
 async fn an_abort_and_restart_neither_loses_nor_repeats_an_update() {

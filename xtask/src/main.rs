@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).map(done),
         Command::E2e(args) => e2e::run(args).map(done),
         Command::Ci(args) => ci::run(args).map(done),
-        Command::Bench(args) => bench::run(args).map(done),
+        Command::Bench(args) => bench::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Fuzz(args) => fuzz::run(args).map(done),
     }
