@@ -34,6 +34,8 @@ pub struct TestAgent {
     pub commands: Mutex<Vec<(OwnerCommand, CommandContext)>>,
     pub reply: Mutex<Option<String>>,
     pub delay: Mutex<Duration>,
+    /// Turns running now, and the most ever running at once.
+    pub in_flight: Mutex<(usize, usize)>,
 }
 
 impl TestAgent {
@@ -56,7 +58,13 @@ impl Agent for TestAgent {
             anyhow::bail!("cancelled");
         }
         let delay = *self.delay.lock().unwrap();
+        {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            in_flight.0 += 1;
+            in_flight.1 = in_flight.1.max(in_flight.0);
+        }
         tokio::time::sleep(delay).await;
+        self.in_flight.lock().unwrap().0 -= 1;
         let scripted = self.reply.lock().unwrap().clone();
         Ok(Reply::text(scripted.unwrap_or(format!("echo: {text}"))))
     }

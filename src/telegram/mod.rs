@@ -19,8 +19,10 @@
 //! beyond [`DEFAULT_MAX_INBOUND_BYTES`] is cut and the (accepted) sender told. Replies are
 //! plain text (no `parse_mode`): model output is never parsed as Markdown or HTML.
 //!
-//! One job runs at a time, in arrival order. Polling continues while it runs, so `/stop`
-//! arrives promptly.
+//! Jobs of different chats run in parallel, each its own task, at most
+//! [`MAX_CONCURRENT_JOBS`] at once; within one chat one job runs at a time, in arrival
+//! order (the next message of a busy chat waits in the journal). Polling continues while
+//! they run, so `/stop` (which stops every running turn) arrives promptly.
 //!
 //! Notices for the owner (a budget warning, a rejected API key; see
 //! [`TelegramSettings::owner_notices`]) go, each as its own message, to the private chat of
@@ -32,12 +34,13 @@ mod inbound;
 mod split;
 mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::task::JoinSet;
 
 use crate::channel::{Agent, CancellationToken, CommandContext, OwnerCommand, OwnerNotices, Turn};
 use crate::config::{Config, DmPolicy};
@@ -76,6 +79,9 @@ pub const FAILED_REPLY: &str =
 const MAX_RETRY_AFTER_SECS: u64 = 600;
 /// Longest wait between attempts after network errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Jobs (turns) running at once, over all chats: a flood queues in the journal instead of
+/// spawning without bound.
+const MAX_CONCURRENT_JOBS: usize = 32;
 /// Attempts per outgoing message chunk.
 const SEND_ATTEMPTS: u32 = 5;
 
@@ -235,55 +241,52 @@ async fn serve<A: Agent>(
             ctx.send_text(job.chat_id, INTERRUPTED_REPLY, ctx.reply_to(&job))
                 .await;
         }
-        journal.finish(job.update_id)?;
+        journal.finish(job.update_id);
     }
+    journal.commit()?;
 
     let mut backoff = Backoff::default();
     let mut poll = Box::pin(poll_after(&ctx, journal.offset(), Duration::ZERO));
     let notices = ctx.clone().deliver_notices();
     tokio::pin!(notices);
-    let mut running: Option<Running> = None;
+    let mut running = Running::default();
     loop {
-        if running.is_none() {
-            if let Some(job) = journal.next_unstarted() {
-                journal.mark_started(job.update_id)?;
-                let cancel = shutdown.child_token();
-                running = Some(Running {
-                    update_id: job.update_id,
-                    cancel: cancel.clone(),
-                    task: Box::pin(ctx.clone().run_job(job, cancel)),
-                });
-            }
+        // Durable first, in one write (a new batch, the finished jobs, the jobs that start
+        // now), then the side effects: the jobs' tasks and the next `getUpdates`, which
+        // confirms the batch to Telegram.
+        let ready = journal.start_ready(
+            MAX_CONCURRENT_JOBS.saturating_sub(running.jobs.len()),
+            &mut running.chats,
+        );
+        journal.commit()?;
+        for job in ready {
+            running.spawn(&ctx, job, shutdown.child_token());
         }
         tokio::select! {
             () = shutdown.cancelled() => {
-                if let Some(job) = &running {
-                    job.cancel.cancel();
-                }
+                running.cancel_all();
                 return Ok(());
             }
             never = &mut notices => match never {},
-            () = async { running.as_mut().expect("guarded").task.as_mut().await },
-                if running.is_some() =>
-            {
-                let done = running.take().expect("guarded");
-                journal.finish(done.update_id)?;
+            Some(done) = running.tasks.join_next_with_id() => {
+                running.finished(done, &mut journal);
+                // Finishes that came together share one write.
+                while let Some(done) = running.tasks.try_join_next_with_id() {
+                    running.finished(done, &mut journal);
+                }
             }
             result = &mut poll => {
                 let delay = match result {
                     Ok(updates) => {
                         backoff.reset();
                         ctx.settings.health.polled();
-                        ctx.take_batch(updates, &mut journal, running.as_ref().map(|r| &r.cancel))
-                            .await?;
+                        ctx.take_batch(updates, &mut journal, &running).await;
                         Duration::ZERO
                     }
                     Err(e @ (ApiError::Unauthorized { .. } | ApiError::Conflict { .. })) => {
                         tracing::error!("{e}; Telegram polling stopped");
                         ctx.settings.health.failed(&e, true);
-                        if let Some(job) = &running {
-                            job.cancel.cancel();
-                        }
+                        running.cancel_all();
                         return Err(TelegramError::Api(e));
                     }
                     Err(e @ ApiError::RetryAfter { retry_after, .. }) => {
@@ -299,6 +302,8 @@ async fn serve<A: Agent>(
                         delay
                     }
                 };
+                // Only created here: the request goes out when the loop polls it again,
+                // after the commit at the top of the loop.
                 poll.set(poll_after(&ctx, journal.offset(), delay));
             }
         }
@@ -345,11 +350,49 @@ fn poll_after<A: Agent>(
     }
 }
 
-/// The job being handled and the means to stop it.
+/// The jobs being handled (each its own task, so different chats run in parallel) and
+/// the means to stop them.
+#[derive(Default)]
 struct Running {
-    update_id: i64,
-    cancel: CancellationToken,
-    task: Pin<Box<dyn Future<Output = ()> + Send>>,
+    tasks: JoinSet<()>,
+    /// Per task: its update and chat, and its cancellation.
+    jobs: HashMap<tokio::task::Id, (i64, i64, CancellationToken)>,
+    /// The chats with a running job: their next message waits for it.
+    chats: HashSet<i64>,
+}
+
+impl Running {
+    fn spawn<A: Agent>(&mut self, ctx: &Arc<Ctx<A>>, job: Job, cancel: CancellationToken) {
+        let (update_id, chat_id) = (job.update_id, job.chat_id);
+        let handle = self.tasks.spawn(ctx.clone().run_job(job, cancel.clone()));
+        self.jobs.insert(handle.id(), (update_id, chat_id, cancel));
+    }
+
+    /// Forgets a finished task and removes its job from the journal (in memory).
+    fn finished(
+        &mut self,
+        done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+        journal: &mut Journal,
+    ) {
+        let id = match done {
+            Ok((id, ())) => id,
+            Err(e) => {
+                // Not run again, like an interrupted job: it may have had side effects.
+                tracing::error!("Telegram: a job ended abnormally: {e}");
+                e.id()
+            }
+        };
+        if let Some((update_id, chat_id, _)) = self.jobs.remove(&id) {
+            self.chats.remove(&chat_id);
+            journal.finish(update_id);
+        }
+    }
+
+    fn cancel_all(&self) {
+        self.jobs
+            .values()
+            .for_each(|(_, _, cancel)| cancel.cancel());
+    }
 }
 
 /// Exponential backoff: 1 s, 2 s, 4 s ... capped at [`MAX_BACKOFF`].
@@ -380,15 +423,16 @@ struct Ctx<A> {
 
 impl<A: Agent> Ctx<A> {
     /// Classifies a batch, runs owner commands, and journals the rest together with the
-    /// new offset (before the next `getUpdates` confirms the batch to Telegram).
+    /// new offset (in memory: the caller commits it before the next `getUpdates` confirms
+    /// the batch to Telegram).
     async fn take_batch(
         &self,
         updates: Vec<api::Update>,
         journal: &mut Journal,
-        running: Option<&CancellationToken>,
-    ) -> Result<(), TelegramError> {
+        running: &Running,
+    ) {
         let Some(last) = updates.iter().map(|u| u.update_id).max() else {
-            return Ok(());
+            return;
         };
         let allow_from = self.policy.config.channel(CHANNEL).allow_from;
         let mut jobs = Vec::new();
@@ -405,16 +449,13 @@ impl<A: Agent> Ctx<A> {
                     group,
                 } => {
                     if command == OwnerCommand::Stop {
-                        if let Some(cancel) = running {
-                            cancel.cancel();
-                        }
+                        running.cancel_all();
                     }
                     self.run_command(command, chat_id, peer, group).await;
                 }
             }
         }
-        journal.record_batch(last, jobs)?;
-        Ok(())
+        journal.record_batch(last, jobs);
     }
 
     async fn run_command(

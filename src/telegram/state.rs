@@ -18,7 +18,18 @@
 //! handled at most once, and no update vanishes without its sender hearing about it.
 //! Unstarted jobs simply run. Writes are atomic (temporary file, fsync, rename, fsync of
 //! the directory) with mode 600 in a 700 directory.
-
+//!
+//! **One write per state change, not per step.** Changes are made in memory and written by
+//! [`Journal::commit`], which the channel calls exactly where the guarantee needs the disk:
+//! before the next `getUpdates` (step 1) and before it spawns the jobs it just marked
+//! started (step 2). Everything that happened since the last write goes out in that one
+//! write: a batch together with the jobs that start at once, or the jobs that finished
+//! together with the queued ones that take their place. Each rule above still holds, since
+//! each is about the order of a write and an outside effect, and the write still comes
+//! first; an isolated turn costs two writes (batch + start, then finish) instead of three,
+//! and under load many turns share one. Finishing is written at once as well (not left for
+//! a later write), so an answered message is not later mistaken for an interrupted one.
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -77,11 +88,14 @@ pub struct StateError {
     message: String,
 }
 
-/// The journal of one bot account, loaded in memory and written through on every change.
+/// The journal of one bot account, loaded in memory; changes reach the disk with
+/// [`Journal::commit`].
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
     state: PollState,
+    /// Changed in memory since the last write.
+    dirty: bool,
 }
 
 impl Journal {
@@ -124,7 +138,11 @@ impl Journal {
                 }
             }
         };
-        Ok(Self { path, state })
+        Ok(Self {
+            path,
+            state,
+            dirty: false,
+        })
     }
 
     /// The `offset` for the next `getUpdates`: one past the last update taken.
@@ -132,9 +150,10 @@ impl Journal {
         self.state.last_update_id.map(|id| id.saturating_add(1))
     }
 
-    /// Records a received batch: `last_update_id` is the highest update id in it (also of
-    /// the updates that made no job), `jobs` the updates that need handling.
-    pub fn record_batch(&mut self, last_update_id: i64, jobs: Vec<Job>) -> Result<(), StateError> {
+    /// Records a received batch (in memory; [`Journal::commit`] before the next
+    /// `getUpdates`): `last_update_id` is the highest update id in it (also of the updates
+    /// that made no job), `jobs` the updates that need handling.
+    pub fn record_batch(&mut self, last_update_id: i64, jobs: Vec<Job>) {
         let seen = |id: i64| self.state.pending.iter().any(|j| j.update_id == id);
         let jobs: Vec<Job> = jobs.into_iter().filter(|j| !seen(j.update_id)).collect();
         self.state.pending.extend(jobs);
@@ -143,7 +162,7 @@ impl Journal {
                 .last_update_id
                 .map_or(last_update_id, |old| old.max(last_update_id)),
         );
-        self.save()
+        self.dirty = true;
     }
 
     /// Jobs interrupted mid-way by a crash (only right after `open`).
@@ -156,25 +175,45 @@ impl Journal {
             .collect()
     }
 
-    /// The oldest job not started yet.
-    pub fn next_unstarted(&self) -> Option<Job> {
-        self.state.pending.iter().find(|j| !j.started).cloned()
-    }
-
-    /// Durably marks a job started; call before its first side effect.
-    pub fn mark_started(&mut self, update_id: i64) -> Result<(), StateError> {
+    /// Marks started (in memory; [`Journal::commit`] before running them) the jobs that may
+    /// run now, oldest first, at most `limit`: a job runs only when no job of its chat is
+    /// running (`busy`) or waiting before it, so a chat's messages are answered in order.
+    /// The chats of the returned jobs are added to `busy`.
+    pub fn start_ready(&mut self, limit: usize, busy: &mut HashSet<i64>) -> Vec<Job> {
+        let mut blocked = HashSet::new();
+        let mut ready = Vec::new();
         for job in &mut self.state.pending {
-            if job.update_id == update_id {
-                job.started = true;
+            if ready.len() >= limit {
+                break;
             }
+            if job.started || blocked.contains(&job.chat_id) {
+                continue;
+            }
+            if busy.contains(&job.chat_id) {
+                blocked.insert(job.chat_id);
+                continue;
+            }
+            job.started = true;
+            busy.insert(job.chat_id);
+            ready.push(job.clone());
         }
-        self.save()
+        self.dirty |= !ready.is_empty();
+        ready
     }
 
-    /// Removes a finished job.
-    pub fn finish(&mut self, update_id: i64) -> Result<(), StateError> {
+    /// Removes a finished job (in memory; [`Journal::commit`] writes it).
+    pub fn finish(&mut self, update_id: i64) {
         self.state.pending.retain(|j| j.update_id != update_id);
-        self.save()
+        self.dirty = true;
+    }
+
+    /// Writes the changes since the last write, if any, atomically and durably.
+    pub fn commit(&mut self) -> Result<(), StateError> {
+        if self.dirty {
+            self.save()?;
+            self.dirty = false;
+        }
+        Ok(())
     }
 
     fn save(&self) -> Result<(), StateError> {
@@ -226,8 +265,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::open(dir.path(), "default", "42").unwrap();
         assert_eq!(journal.offset(), None);
-        journal.record_batch(11, vec![job(10), job(11)]).unwrap();
-        journal.mark_started(10).unwrap();
+        journal.record_batch(11, vec![job(10), job(11)]);
+        let started = journal.start_ready(8, &mut HashSet::new());
+        assert_eq!(started.len(), 1, "11 waits for 10 of the same chat");
+        journal.commit().unwrap();
 
         let journal = Journal::open(dir.path(), "default", "42").unwrap();
         assert_eq!(journal.offset(), Some(12));
@@ -238,7 +279,16 @@ mod tests {
                 ..job(10)
             }]
         );
-        assert_eq!(journal.next_unstarted(), Some(job(11)));
+        let mut journal = journal;
+        journal.finish(10);
+        let started = journal.start_ready(8, &mut HashSet::new());
+        assert_eq!(
+            started,
+            vec![Job {
+                started: true,
+                ..job(11)
+            }]
+        );
 
         let file = dir.path().join("telegram/update-offset-default.json");
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
@@ -250,13 +300,43 @@ mod tests {
     }
 
     #[test]
+    fn jobs_start_in_order_per_chat_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path(), "default", "42").unwrap();
+        let in_chat = |id, chat_id| Job { chat_id, ..job(id) };
+        let batch = vec![in_chat(1, 7), in_chat(2, 7), in_chat(3, 8), in_chat(4, 9)];
+        journal.record_batch(4, batch);
+        let mut busy = HashSet::from([9]);
+        let ids = |jobs: Vec<Job>| jobs.iter().map(|j| j.update_id).collect::<Vec<_>>();
+        assert_eq!(ids(journal.start_ready(1, &mut busy)), [1]);
+        assert_eq!(
+            ids(journal.start_ready(8, &mut busy)),
+            [3],
+            "2 waits for 1, 4 for 9"
+        );
+        assert_eq!(busy, HashSet::from([7, 8, 9]));
+        journal.finish(1);
+        busy.remove(&7);
+        assert_eq!(ids(journal.start_ready(8, &mut busy)), [2]);
+        // Nothing reached the disk without a commit.
+        assert!(!dir
+            .path()
+            .join("telegram/update-offset-default.json")
+            .exists());
+        journal.commit().unwrap();
+        let reopened = Journal::open(dir.path(), "default", "42").unwrap();
+        assert_eq!(ids(reopened.interrupted()), [2, 3]);
+    }
+
+    #[test]
     fn another_bot_starts_afresh_and_garbage_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::open(dir.path(), "default", "42").unwrap();
-        journal.record_batch(5, vec![job(5)]).unwrap();
-        let other = Journal::open(dir.path(), "default", "43").unwrap();
+        journal.record_batch(5, vec![job(5)]);
+        journal.commit().unwrap();
+        let mut other = Journal::open(dir.path(), "default", "43").unwrap();
         assert_eq!(other.offset(), None);
-        assert_eq!(other.next_unstarted(), None);
+        assert_eq!(other.start_ready(8, &mut HashSet::new()), vec![]);
 
         std::fs::write(dir.path().join("telegram/update-offset-default.json"), "{").unwrap();
         let err = Journal::open(dir.path(), "default", "42").unwrap_err();

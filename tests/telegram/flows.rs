@@ -2,6 +2,8 @@
 
 use clawfort::pairing::PeerKind;
 use clawfort::telegram::{GroupPolicy, GroupSettings, MESSAGE_LIMIT, NOT_TEXT_REPLY};
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::{Harness, FRIEND, OWNER};
@@ -240,4 +242,33 @@ async fn the_owner_commands_go_to_the_agent_and_stop_cancels_the_turn() {
     let turns = h.agent.turns.lock().unwrap().clone();
     assert!(turns.iter().any(|t| t.text == "hello" && t.from_owner));
     task.abort();
+}
+
+#[tokio::test]
+async fn different_chats_run_in_parallel_and_one_chat_in_order() {
+    const OTHER: i64 = 444;
+    let h = Harness::new(r#"{ allowFrom: ["222", "444"] }"#).await;
+    *h.agent.delay.lock().unwrap() = Duration::from_millis(300);
+    for (chat, text) in [(FRIEND, "a1"), (OTHER, "b1"), (FRIEND, "a2")] {
+        h.fake.push(private_text(chat, text));
+    }
+    let task = h.start();
+    let friend = h.replies(FRIEND, 2).await;
+    let other = h.replies(OTHER, 1).await;
+    task.abort();
+    assert_eq!(
+        friend,
+        ["echo: a1", "echo: a2"],
+        "one chat answered in order"
+    );
+    assert_eq!(other, ["echo: b1"]);
+    let (now, most) = *h.agent.in_flight.lock().unwrap();
+    assert_eq!(now, 0);
+    assert_eq!(
+        most, 2,
+        "the two chats' turns ran at once, a chat's second one waited"
+    );
+    let texts = h.agent.texts();
+    let pos = |t: &str| texts.iter().position(|x| x == t).unwrap();
+    assert!(pos("a1") < pos("a2"), "{texts:?}");
 }
