@@ -254,6 +254,83 @@ impl Transcripts {
     }
 }
 
+/// Where a reader of a transcript stopped: the file (device and inode, which an adopting
+/// rename keeps) and the offset just past its last complete line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    dev: u64,
+    ino: u64,
+    offset: u64,
+}
+
+/// What [`Transcripts::read_after`] found.
+#[derive(Debug)]
+pub struct Appended {
+    /// The entries after the cursor, or of the whole file when `from_start`.
+    pub entries: Vec<serde_json::Value>,
+    /// The cursor was `None`, or names another file, or the file shrank: `entries` start
+    /// at the beginning and replace whatever the caller kept.
+    pub from_start: bool,
+    /// Where to continue next time; `None` while the session has no transcript.
+    pub cursor: Option<Cursor>,
+}
+
+impl Transcripts {
+    /// The entries appended to `key`'s transcript since `cursor`, so a caller that keeps the
+    /// earlier ones parses each line once instead of the whole file every turn. A line
+    /// still being written (no newline yet) is left for the next call.
+    pub fn read_after(
+        &self,
+        key: &SessionKey,
+        cursor: Option<Cursor>,
+    ) -> std::io::Result<Appended> {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        let open = |path: &Path| match File::open(path) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        let file = match open(&self.path(key))? {
+            Some(file) => Some(file),
+            None => match self.legacy_path(key) {
+                Some(legacy) => open(&legacy)?,
+                None => None,
+            },
+        };
+        let Some(mut file) = file else {
+            return Ok(Appended {
+                entries: Vec::new(),
+                from_start: true,
+                cursor: None,
+            });
+        };
+        let meta = file.metadata()?;
+        let (dev, ino) = (meta.dev(), meta.ino());
+        let start = match cursor {
+            Some(c) if c.dev == dev && c.ino == ino && c.offset <= meta.len() => c.offset,
+            _ => 0,
+        };
+        file.seek(SeekFrom::Start(start))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let entries = bytes[..complete]
+            .split(|&b| b == b'\n')
+            .filter_map(|line| serde_json::from_slice(line).ok())
+            .collect();
+        Ok(Appended {
+            entries,
+            from_start: start == 0,
+            cursor: Some(Cursor {
+                dev,
+                ino,
+                offset: start + complete as u64,
+            }),
+        })
+    }
+}
+
 /// Opens a transcript for appending, never through a symbolic link.
 fn open_append(path: &Path, create: bool) -> std::io::Result<File> {
     OpenOptions::new()
@@ -384,5 +461,33 @@ mod tests {
         assert_eq!(lines[0]["text"], "my keys: [redacted] and [redacted]");
         assert_eq!(lines[0]["peer"], "7");
         assert_eq!(lines[1]["text"], "clean");
+    }
+
+    #[test]
+    fn read_after_returns_only_what_was_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Transcripts::new(dir.path());
+        let key = group_key("c", "g");
+        let first = t.read_after(&key, None).unwrap();
+        assert!(first.entries.is_empty() && first.cursor.is_none());
+        t.append(&key, &serde_json::json!({"text": "one"})).unwrap();
+        let a = t.read_after(&key, None).unwrap();
+        assert_eq!((a.entries.len(), a.from_start), (1, true));
+        t.append(&key, &serde_json::json!({"text": "two"})).unwrap();
+        // A line still being written is left for later.
+        let mut file = OpenOptions::new().append(true).open(t.path(&key)).unwrap();
+        file.write_all(b"{\"text\": \"thr").unwrap();
+        let b = t.read_after(&key, a.cursor).unwrap();
+        assert!(!b.from_start);
+        assert_eq!(b.entries, [serde_json::json!({"text": "two"})]);
+        file.write_all(b"ee\"}\n").unwrap();
+        let c = t.read_after(&key, b.cursor).unwrap();
+        assert_eq!(c.entries, [serde_json::json!({"text": "three"})]);
+        // Another file under the name (replaced, or truncated): read from the start.
+        std::fs::remove_file(t.path(&key)).unwrap();
+        t.append(&key, &serde_json::json!({"text": "new"})).unwrap();
+        let d = t.read_after(&key, c.cursor).unwrap();
+        assert!(d.from_start);
+        assert_eq!(d.entries, [serde_json::json!({"text": "new"})]);
     }
 }

@@ -8,11 +8,83 @@
 //!
 //! Tool calls of a turn are not stored: the next turn sees the question and the answer.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde::Serialize;
 use serde_json::Value;
 
 use super::prompt::Boundary;
 use crate::provider::{Block, Message, Role};
+use crate::sessions::{Cursor, SessionKey, Transcripts};
+
+/// Sessions whose history stays in memory; the least recently used beyond it is dropped
+/// (and read from its file again when it talks next).
+const CACHED_SESSIONS: usize = 256;
+
+/// The transcript entries since the last reset of recent sessions, redacted, kept between
+/// turns: a turn reads only the lines appended since the last one instead of reading and
+/// parsing the whole transcript again (which grows with the conversation).
+///
+/// The file stays the truth: each turn asks it for what was appended after the kept cursor
+/// (by anyone: the inbound policy, the agent, `/new`), and starts over when it is another
+/// file or shorter than the cursor.
+#[derive(Debug, Default)]
+pub struct Cache {
+    sessions: Mutex<HashMap<SessionKey, Arc<Mutex<Cached>>>>,
+    clock: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    cursor: Option<Cursor>,
+    /// Entries after the last reset only: earlier ones never reach the model.
+    entries: Vec<Value>,
+    last_used: u64,
+}
+
+impl Cache {
+    /// Brings `key`'s entries up to date from `transcripts` (blocking file I/O: call off
+    /// the async threads), redacting new ones with `redact`, and runs `f` on them.
+    pub fn with_entries<R>(
+        &self,
+        transcripts: &Transcripts,
+        key: &SessionKey,
+        redact: impl Fn(&mut Value),
+        f: impl FnOnce(&[Value]) -> R,
+    ) -> std::io::Result<R> {
+        let tick = self
+            .clock
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session = {
+            let mut sessions = self.sessions.lock().expect("not poisoned");
+            if !sessions.contains_key(key) && sessions.len() >= CACHED_SESSIONS {
+                let oldest = sessions
+                    .iter()
+                    .min_by_key(|(_, c)| c.lock().map_or(0, |c| c.last_used))
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    sessions.remove(&oldest);
+                }
+            }
+            Arc::clone(sessions.entry(key.clone()).or_default())
+        };
+        let mut cached = session.lock().expect("not poisoned");
+        cached.last_used = tick;
+        let mut appended = transcripts.read_after(key, cached.cursor)?;
+        if appended.from_start {
+            cached.entries.clear();
+        }
+        if let Some(reset) = appended.entries.iter().rposition(|e| e["role"] == "reset") {
+            cached.entries.clear();
+            appended.entries.drain(..=reset);
+        }
+        appended.entries.iter_mut().for_each(&redact);
+        cached.entries.append(&mut appended.entries);
+        cached.cursor = appended.cursor;
+        Ok(f(&cached.entries))
+    }
+}
 
 /// An agent line of the transcript.
 #[derive(Debug, Serialize)]
@@ -151,6 +223,38 @@ mod tests {
                 text: "x".repeat(100)
             }]
         );
+    }
+
+    #[test]
+    fn the_cache_follows_appends_and_resets() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Transcripts::new(dir.path());
+        let key = crate::sessions::group_key("c", "g");
+        let cache = Cache::default();
+        let texts = |cache: &Cache| {
+            cache
+                .with_entries(&t, &key, |e| e["seen"] = true.into(), |e| e.to_vec())
+                .unwrap()
+        };
+        assert!(texts(&cache).is_empty());
+        t.append(&key, &user("1", "a")).unwrap();
+        t.append(&key, &assistant("b")).unwrap();
+        let got = texts(&cache);
+        assert_eq!(got.len(), 2);
+        assert!(
+            got.iter().all(|e| e["seen"] == true),
+            "new entries are redacted"
+        );
+        t.append(&key, &json!({"role": "reset"})).unwrap();
+        t.append(&key, &user("1", "c")).unwrap();
+        assert_eq!(
+            texts(&cache),
+            [json!({"channel": "telegram", "peer": "1", "text": "c", "seen": true})]
+        );
+        t.append(&key, &user("1", "d")).unwrap();
+        assert_eq!(texts(&cache).len(), 2);
+        // A fresh cache reads the file whole and gets the same.
+        assert_eq!(texts(&Cache::default()), texts(&cache));
     }
 
     #[test]

@@ -105,6 +105,8 @@ impl AgentSettings {
 pub struct AgentLoop {
     settings: AgentSettings,
     locks: Mutex<HashMap<SessionKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// The recent sessions' transcripts, so a turn reads only what was appended since.
+    history: Arc<history::Cache>,
     /// The cancel token of each session's running turn.
     running: Mutex<HashMap<SessionKey, CancellationToken>>,
     auth_logged: AtomicBool,
@@ -115,6 +117,7 @@ impl AgentLoop {
         Self {
             settings,
             locks: Mutex::default(),
+            history: Arc::default(),
             running: Mutex::default(),
             auth_logged: AtomicBool::new(false),
         }
@@ -141,28 +144,42 @@ impl AgentLoop {
             .redactor
             .redact(&boundary.system_prompt(s.workspace.as_deref()))
             .into_owned();
-        let mut entries = {
-            let (t, k) = (s.transcripts.clone(), turn.session_key.clone());
-            tokio::task::spawn_blocking(move || t.read(&k)).await??
-        };
-        // The transcript is written redacted; lines of older versions may not be.
-        entries.iter_mut().for_each(|e| s.redactor.redact_json(e));
         let (peer, text) = (s.redactor.redact(&turn.peer), s.redactor.redact(&turn.text));
         let window_bytes = (s.context_window as usize)
             .saturating_sub(s.max_tokens as usize)
             .saturating_mul(4)
             .saturating_sub(system.len());
-        let mut messages = history::build(
-            &entries,
-            (&peer, &text),
-            |channel, peer| {
-                s.owner_peers
-                    .iter()
-                    .any(|o| o.split_once(':') == Some((channel, peer)))
-            },
-            &boundary,
-            window_bytes,
-        );
+        let mut messages = {
+            let (cache, t, k) = (
+                self.history.clone(),
+                s.transcripts.clone(),
+                turn.session_key.clone(),
+            );
+            let (redactor, owners) = (s.redactor.clone(), s.owner_peers.clone());
+            let (peer, text, boundary) = (peer.to_string(), text.to_string(), boundary.clone());
+            tokio::task::spawn_blocking(move || {
+                // The transcript is written redacted; lines of older versions may not be.
+                cache.with_entries(
+                    &t,
+                    &k,
+                    |e| redactor.redact_json(e),
+                    |entries| {
+                        history::build(
+                            entries,
+                            (&peer, &text),
+                            |channel, peer| {
+                                owners
+                                    .iter()
+                                    .any(|o| o.split_once(':') == Some((channel, peer)))
+                            },
+                            &boundary,
+                            window_bytes,
+                        )
+                    },
+                )
+            })
+            .await??
+        };
         if messages.last().is_none_or(|m| m.role != Role::User) {
             // The message is not in the transcript (e.g. it was removed meanwhile): it is
             // still the turn's last message.
