@@ -70,6 +70,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Connect this installation to a model provider and a Telegram bot (run with sudo on
+    /// the appliance).
+    ///
+    /// On a terminal it asks for what the flags do not give (the API key and the bot token
+    /// with hidden input). With --non-interactive, or without a terminal, a missing required
+    /// value is an error naming its flag. Each secret is checked with one cheap call
+    /// (Telegram getMe; the provider's model list, or a one-token request) before anything
+    /// is written. Then .env and openclaw.json are written (mode 600; the previous config
+    /// is kept as openclaw.json.bak) and, as root on the appliance, the egress proxy and the
+    /// gateway are restarted. Run as root without --config, it sets up the installation the
+    /// clawfort.service unit runs, owned by its user.
+    ///
+    /// Exit status: 0 done, 1 a check (or the restart) failed, 2 a bad flag or value.
+    Setup(crate::setup::SetupArgs),
+    /// Stop every running agent turn of the running gateway, in every chat.
+    StopAll {
+        /// Print the gateway's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,7 +161,9 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<ConfigError>().is_some() {
+            if e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<crate::setup::BadInput>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
@@ -205,8 +227,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(&paths)?;
             crate::status::show(&config, json)?;
         }
+        Command::Setup(args) => crate::setup::run(
+            args,
+            crate::setup::Target::resolve(cli.config.is_some(), paths),
+        )?,
+        Command::StopAll { json } => stop_all(
+            crate::setup::Target::resolve(cli.config.is_some(), paths),
+            json,
+        )?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `clawfort stop-all`: `POST /api/agent/stop-all` on the gateway the installation's config
+/// describes (as root: the service's), with its token.
+fn stop_all(target: crate::setup::Target, json: bool) -> anyhow::Result<()> {
+    use crate::gateway_client::{error_text, GatewayClient};
+    if let Some(note) = &target.note {
+        eprintln!("note: {note}");
+    }
+    let config = Config::load(&target.paths)?;
+    let client = GatewayClient::new(&config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, body) =
+        runtime.block_on(client.request(hyper::Method::POST, "/api/agent/stop-all", true))?;
+    let addr = client.addr();
+    match status.as_u16() {
+        200 => {
+            let answer: serde_json::Value = serde_json::from_slice(&body)?;
+            let stopped = answer["stopped"].as_u64().ok_or_else(|| {
+                anyhow::anyhow!("the gateway on {addr} answered without a count: {answer}")
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                let s = if stopped == 1 { "" } else { "s" };
+                println!("stopped {stopped} running turn{s}");
+            }
+            Ok(())
+        }
+        401 => anyhow::bail!(
+            "the gateway on {addr} refused the token (401: {}): {} in {} must be the running \
+             gateway's (run as the user the gateway runs as, or with sudo on the appliance)",
+            error_text(&body),
+            crate::config::TOKEN_ENV,
+            target.paths.env_file().display()
+        ),
+        code => anyhow::bail!(
+            "the gateway on {addr} answered {code}: {}",
+            error_text(&body)
+        ),
+    }
 }
 
 /// The installation `security audit` looks at. Root with no `--config`,

@@ -20,7 +20,7 @@ pub mod tools;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -106,7 +106,8 @@ impl AgentLoop {
         }
     }
 
-    /// Cancels every running turn (for a later `clawfort stop-all`); returns how many.
+    /// Cancels every running turn (`clawfort stop-all`); returns how many. A turn waiting
+    /// for its session is not running yet and is not counted.
     pub fn stop_all(&self) -> usize {
         let running = self.running.lock().expect("not poisoned");
         running.values().for_each(CancellationToken::cancel);
@@ -352,6 +353,24 @@ impl AgentLoop {
             text.push_str(&line("This month", t.month.total.usd, budget.monthly_usd));
         }
         text
+    }
+}
+
+/// The agent as the HTTP API sees it (`POST /api/agent/stop-all`): empty until the loop
+/// is built on the gateway's runtime, which happens after the server is listening.
+#[derive(Debug, Clone, Default)]
+pub struct AgentHandle(Arc<OnceLock<Arc<AgentLoop>>>);
+
+impl AgentHandle {
+    /// Cancels every running turn; `None` while the agent is not running (still starting,
+    /// or it failed to start).
+    pub fn stop_all(&self) -> Option<usize> {
+        self.0.get().map(|agent| agent.stop_all())
+    }
+
+    pub(crate) fn set(&self, agent: Arc<AgentLoop>) {
+        // Set once per gateway process: a second agent is never built.
+        let _ = self.0.set(agent);
     }
 }
 

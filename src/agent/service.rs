@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{AgentLoop, AgentSettings};
+use super::{AgentHandle, AgentLoop, AgentSettings};
 use crate::config::{Config, ConfigError, GroupPolicy as ConfigGroupPolicy, ProviderApi};
 use crate::paths::Paths;
 use crate::provider::{
@@ -47,6 +47,7 @@ pub struct Prepared {
     telegram: Option<TelegramSettings>,
     config: Arc<Config>,
     paths: Paths,
+    handle: AgentHandle,
 }
 
 fn key_error(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -180,6 +181,7 @@ pub fn prepare(config: &Config, paths: &Paths) -> Result<Option<Prepared>, Confi
         telegram,
         config: Arc::new(config.clone()),
         paths: paths.clone(),
+        handle: AgentHandle::default(),
     }))
 }
 
@@ -252,6 +254,14 @@ fn read_token_file(file: &std::path::Path) -> Result<String, ConfigError> {
 }
 
 impl Prepared {
+    /// The handle the HTTP API stops turns through; it reaches the loop once [`run`]
+    /// has built it.
+    ///
+    /// [`run`]: Prepared::run
+    pub fn handle(&self) -> AgentHandle {
+        self.handle.clone()
+    }
+
     /// Builds the loop and runs the channels until `shutdown`; errors are logged, the HTTP
     /// server keeps running.
     pub async fn run(self, shutdown: CancellationToken) {
@@ -286,6 +296,7 @@ impl Prepared {
             .map(|id| format!("telegram:{id}"))
             .collect();
         let agent = Arc::new(AgentLoop::new(settings));
+        self.handle.set(Arc::clone(&agent));
         let Some(telegram) = self.telegram else {
             tracing::info!("agent ready; no channel configured (channels.telegram.botToken)");
             return Ok(());

@@ -33,6 +33,11 @@ pub fn locate(tool: &str) -> Option<PathBuf> {
 }
 
 pub fn run(tool: &str, args: &[&str]) -> Outcome {
+    run_within(tool, args, TIME_LIMIT)
+}
+
+/// `run` with another time limit (`systemctl restart` waits for a service to stop).
+pub fn run_within(tool: &str, args: &[&str], limit: Duration) -> Outcome {
     let Some(path) = locate(tool) else {
         return Outcome::Missing;
     };
@@ -72,16 +77,14 @@ pub fn run(tool: &str, args: &[&str]) -> Outcome {
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < TIME_LIMIT => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
+            Ok(None) if started.elapsed() < limit => std::thread::sleep(Duration::from_millis(10)),
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Outcome::Failed(format!(
                     "`{tool} {}` did not finish within {} s",
                     args.join(" "),
-                    TIME_LIMIT.as_secs()
+                    limit.as_secs()
                 ));
             }
             Err(e) => return Outcome::Failed(format!("waiting for {tool}: {e}")),

@@ -80,6 +80,10 @@ pub struct Installation {
 #[derive(Debug, Clone)]
 pub struct Discovered {
     pub user: String,
+    /// The user's id and primary group from the passwd file (`clawfort setup` hands the
+    /// files it writes to them).
+    pub uid: u32,
+    pub gid: u32,
     pub home: PathBuf,
     pub paths: Paths,
     /// Where the settings came from (`systemctl show` or the unit file's path).
@@ -107,7 +111,7 @@ pub fn discover(sources: &Sources) -> Result<Discovered, String> {
         .clone()
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "root".into());
-    let home = home_of(&sources.passwd, &user)?;
+    let PasswdEntry { uid, gid, home } = passwd_entry(&sources.passwd, &user)?;
     // As systemd does: Environment= first, EnvironmentFile= values override.
     let mut env = unit.environment.clone();
     for file in &unit.environment_files {
@@ -125,6 +129,8 @@ pub fn discover(sources: &Sources) -> Result<Discovered, String> {
     let paths = Paths::from_parts(config, var(STATE_DIR_ENV), &home);
     Ok(Discovered {
         user,
+        uid,
+        gid,
         home,
         paths,
         from,
@@ -314,16 +320,29 @@ fn words(text: &str) -> Vec<String> {
     out
 }
 
-/// The home directory of `user` from a passwd file (`name:pw:uid:gid:gecos:home:shell`).
-fn home_of(passwd: &Path, user: &str) -> Result<PathBuf, String> {
+struct PasswdEntry {
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+/// The ids and home directory of `user` from a passwd file
+/// (`name:pw:uid:gid:gecos:home:shell`).
+fn passwd_entry(passwd: &Path, user: &str) -> Result<PasswdEntry, String> {
     let text = std::fs::read_to_string(passwd)
         .map_err(|e| format!("cannot read {}: {e}", passwd.display()))?;
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|fields| fields.len() == 7 && fields[0] == user)
-        .map(|fields| PathBuf::from(fields[5]))
-        .filter(|home| home.is_absolute())
+        .and_then(|fields| {
+            Some(PasswdEntry {
+                uid: fields[2].parse().ok()?,
+                gid: fields[3].parse().ok()?,
+                home: PathBuf::from(fields[5]),
+            })
+        })
+        .filter(|entry| entry.home.is_absolute())
         .ok_or_else(|| {
             format!(
                 "{UNIT} runs as {user}, who has no entry with an absolute home in {}",

@@ -6,7 +6,7 @@
 //! firewall, sshd, fail2ban, updates, Docker socket). A check that cannot run (tool missing,
 //! not permitted as this user) says so as a finding instead of passing silently.
 
-mod command;
+pub(crate) mod command;
 mod files;
 mod host;
 pub mod installation;

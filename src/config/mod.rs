@@ -297,20 +297,7 @@ impl Config {
     /// Parses config text; `env` supplies `${VAR}` values and `OPENCLAW_GATEWAY_TOKEN`.
     /// Every problem is reported at once (`ConfigError::Many`).
     pub fn parse(text: &str, env: &EnvSource) -> Result<Self, ConfigError> {
-        if let Some(line) = nesting::too_deep(text) {
-            return Err(ConfigError::File {
-                file: PathBuf::from("config"),
-                message: format!(
-                    "nested deeper than {} levels at line {line}; OpenClaw's configuration \
-                     is never that deep",
-                    nesting::MAX_DEPTH
-                ),
-            });
-        }
-        let tree: serde_json::Value = json5::from_str(text).map_err(|e| ConfigError::File {
-            file: PathBuf::from("config"),
-            message: format!("not valid JSON5: {e}"),
-        })?;
+        let tree = parse_tree(text)?;
         let ctx = Context::new(env);
         for error in keys::unknown_keys(&tree) {
             ctx.error(error);
@@ -486,6 +473,25 @@ impl Config {
             Err(ConfigError::many(problems))
         }
     }
+}
+
+/// Config text as a JSON tree, before any key is looked at: the nesting limit is checked
+/// before the JSON5 parser recurses. `clawfort setup` merges into this tree.
+pub fn parse_tree(text: &str) -> Result<serde_json::Value, ConfigError> {
+    if let Some(line) = nesting::too_deep(text) {
+        return Err(ConfigError::File {
+            file: PathBuf::from("config"),
+            message: format!(
+                "nested deeper than {} levels at line {line}; OpenClaw's configuration is \
+                 never that deep",
+                nesting::MAX_DEPTH
+            ),
+        });
+    }
+    json5::from_str(text).map_err(|e| ConfigError::File {
+        file: PathBuf::from("config"),
+        message: format!("not valid JSON5: {e}"),
+    })
 }
 
 /// Drops every path that has an ancestor in the list (`models` covers `models.providers.x`).

@@ -35,6 +35,7 @@ use conn::{Busy, Deadlines, WriteDeadline};
 use loglimit::{Kind, LogLimiter};
 use ratelimit::{FailureLimiter, Scope};
 
+use crate::agent::AgentHandle;
 use crate::config::{Config, DmPolicy, DmScope, SandboxMode};
 use crate::pairing::{unix_now, ErrorMemo, Store};
 use crate::paths::Paths;
@@ -60,6 +61,8 @@ pub struct Gateway {
     local_addr: SocketAddr,
     pending: AtomicUsize,
     approved: AtomicUsize,
+    /// The agent, when one is configured (`POST /api/agent/stop-all`).
+    agent: Option<AgentHandle>,
 }
 
 impl Gateway {
@@ -81,8 +84,15 @@ impl Gateway {
             local_addr,
             pending: AtomicUsize::new(0),
             approved: AtomicUsize::new(0),
+            agent: None,
             config,
         }
+    }
+
+    /// The gateway with the agent it runs beside, for the agent's API routes.
+    pub fn with_agent(mut self, agent: Option<AgentHandle>) -> Self {
+        self.agent = agent;
+        self
     }
 
     fn bind_ip(&self) -> IpAddr {
@@ -350,7 +360,8 @@ pub fn run(
             tracing::warn!("running as root: run the gateway as an unprivileged user");
         }
         raise_file_limit();
-        let gateway = Arc::new(Gateway::new(config, paths, local));
+        let handle = agent.as_ref().map(crate::agent::service::Prepared::handle);
+        let gateway = Arc::new(Gateway::new(config, paths, local).with_agent(handle));
         gateway.refresh_counts();
         tracing::info!(
             "clawfort {} gateway listening on {local} (state {})",

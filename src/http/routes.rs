@@ -10,6 +10,7 @@
 //! | `POST /api/pairing/<ch>/approve`        | yes  | `{"code"}`                           |
 //! | `POST /api/pairing/<ch>/reject`         | yes  | `{"code"}`                           |
 //! | `POST /api/pairing/<ch>/revoke`         | yes  | `{"peer"}` or `{"group"}`            |
+//! | `POST /api/agent/stop-all`              | yes  | cancel every running turn: `{"stopped"}` |
 //!
 //! Order matters: the framing, Host and Origin guards run first (a rebinding page learns
 //! nothing), then the lockout check (a remote client locked out by its own failures has its
@@ -141,10 +142,33 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Reply {
             };
             pairing_action(gw, channel, action, body).await
         }
-        (_, ["api", "status" | "messages"]) | (_, ["api", "pairing", ..]) => {
+        (Method::POST, ["api", "agent", "stop-all"]) => stop_all(&gw),
+        (_, ["api", "status" | "messages"])
+        | (_, ["api", "pairing", ..])
+        | (_, ["api", "agent", "stop-all"]) => {
             reply::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         }
         _ => reply::error(StatusCode::NOT_FOUND, "no such API endpoint"),
+    }
+}
+
+/// `clawfort stop-all`: cancels every running turn of the agent. 409 when there is no
+/// agent to stop, so a script can tell "nothing was running" (`{"stopped":0}`) from "this
+/// gateway runs no agent".
+fn stop_all(gw: &Gateway) -> Reply {
+    match gw.agent.as_ref().map(crate::agent::AgentHandle::stop_all) {
+        None => reply::error(
+            StatusCode::CONFLICT,
+            "no agent is configured on this gateway (agents.defaults.model with its provider              in models.providers; `clawfort setup` writes them), so nothing runs",
+        ),
+        Some(None) => reply::error(
+            StatusCode::CONFLICT,
+            "the agent is not running (still starting, or it failed to start: see `clawfort              logs`)",
+        ),
+        Some(Some(stopped)) => {
+            tracing::info!("stop-all over the API: {stopped} running turn(s) cancelled");
+            reply::json(StatusCode::OK, &serde_json::json!({ "stopped": stopped }))
+        }
     }
 }
 
