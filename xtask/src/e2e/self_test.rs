@@ -25,14 +25,17 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 ];
 
 /// Root shell scripts run on the weakened guest before probing: the gateway's own config is
-/// switched to a LAN bind (and the gateway restarted), and a service listens on port 8080
-/// with no firewall in front of it.
+/// switched to a LAN bind (and the gateway restarted), a service listens on port 8080 with no
+/// firewall in front of it, and the config approves every new sender on the spot
+/// (`pairing.autoApprove`, which `clawfort setup` keeps when the agent probe runs it).
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "sed -i 's/bind: \"loopback\"/bind: \"lan\"/' /home/openclaw/.openclaw/openclaw.json \
      && grep -q 'bind: \"lan\"' /home/openclaw/.openclaw/openclaw.json \
      && systemctl restart clawfort.service \
      && for i in $(seq 1 60); do curl -fs -o /dev/null --max-time 2 http://127.0.0.1:18789/healthz && exit 0; sleep 1; done; exit 1",
     "systemd-run --unit=clawfort-e2e-exposed-listener nc -lk 8080",
+    "sed -i 's/autoApprove: false/autoApprove: true/' /home/openclaw/.openclaw/openclaw.json \
+     && grep -q 'autoApprove: true' /home/openclaw/.openclaw/openclaw.json",
 ];
 
 /// Probes that must fail on the weakened image, and a fragment their failure must contain, so
@@ -53,6 +56,7 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     ),
     ("unattended_upgrades_security", "no security origin"),
     ("fail2ban_bans_and_unbans", "is not banned"),
+    ("agent_round_trip", "reached the model before approval"),
 ];
 
 /// Probes that must still pass: the weakened guest boots, serves and is reachable, so the
