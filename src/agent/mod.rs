@@ -291,15 +291,9 @@ impl AgentLoop {
             () = cancel.cancelled() => anyhow::bail!("cancelled while waiting for the session"),
             guard = lock.lock() => guard,
         };
-        self.running
-            .lock()
-            .expect("not poisoned")
-            .insert(turn.session_key.clone(), cancel.clone());
+        let running = Running::enter(&self.running, &turn.session_key, cancel);
         let result = self.run_turn(turn, cancel).await;
-        self.running
-            .lock()
-            .expect("not poisoned")
-            .remove(&turn.session_key);
+        drop(running);
         let text = result?;
         let text = self.settings.redactor.redact(&text).into_owned();
         self.append(
@@ -353,6 +347,36 @@ impl AgentLoop {
             text.push_str(&line("This month", t.month.total.usd, budget.monthly_usd));
         }
         text
+    }
+}
+
+/// A session's entry in [`AgentLoop::running`] for as long as its turn runs. Removed on
+/// drop, so also when the channel drops the turn's future on a stop (otherwise the chat
+/// would count as running, for `/status` and `stop-all`, until its next message). The
+/// session's lock is held meanwhile, so the entry removed is this turn's.
+struct Running<'a> {
+    map: &'a Mutex<HashMap<SessionKey, CancellationToken>>,
+    key: &'a SessionKey,
+}
+
+impl<'a> Running<'a> {
+    fn enter(
+        map: &'a Mutex<HashMap<SessionKey, CancellationToken>>,
+        key: &'a SessionKey,
+        cancel: &CancellationToken,
+    ) -> Self {
+        map.lock()
+            .expect("not poisoned")
+            .insert(key.clone(), cancel.clone());
+        Self { map, key }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(self.key);
+        }
     }
 }
 

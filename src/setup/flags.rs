@@ -45,10 +45,10 @@ pub struct SetupArgs {
     #[arg(long = "owner", value_name = "TELEGRAM_USER_ID")]
     pub owners: Vec<String>,
     /// Daily spend cap in US dollars (budget.dailyUsd).
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", allow_negative_numbers = true)]
     pub daily_usd: Option<f64>,
     /// Monthly spend cap in US dollars (budget.monthlyUsd).
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", allow_negative_numbers = true)]
     pub monthly_usd: Option<f64>,
     /// Do not restart the services (the new settings apply at the gateway's next start).
     #[arg(long)]

@@ -129,12 +129,12 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
 
     let (tree, notes) = merge::config(old_tree, &plan)?;
     warnings.extend(notes);
-    let mut env_set: Vec<(&str, String)> =
-        vec![(BOT_TOKEN_VAR, plan.bot_token.expose().to_owned())];
     let key_var = plan.key_var();
+    let mut env_set: Vec<(&str, String)> = Vec::new();
     if let Some(key) = &plan.api_key {
         env_set.push((&key_var, key.expose().to_owned()));
     }
+    env_set.push((BOT_TOKEN_VAR, plan.bot_token.expose().to_owned()));
     let text = format!("{}\n", serde_json::to_string_pretty(&tree)?);
     let (config, new_env, token_generated) = validate(&text, &old_env, &mut env_set, &target)?;
     if let Some(w) = budget_without_cost(&plan, &tree) {
@@ -396,9 +396,8 @@ impl Summary<'_> {
             None => lines.push(format!("Wrote {}.", paths.config.display())),
         }
         lines.push(format!(
-            "Model: {} through {} ({}).",
+            "Model: {}, served by {}.",
             p.model_ref(),
-            p.provider_label(),
             p.base_url
         ));
         if !p.owners.is_empty() {
