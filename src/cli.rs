@@ -36,6 +36,13 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Run the egress proxy: HTTP CONNECT tunnels to the hosts the config names, on a Unix
+    /// socket from systemd (clawfort-egress.socket) or --listen.
+    Egress {
+        /// Listen on this Unix socket path instead of taking the socket from systemd.
+        #[arg(long, value_name = "PATH")]
+        listen: Option<PathBuf>,
+    },
     /// Manage who may talk to the agent.
     Pairing {
         #[command(subcommand)]
@@ -154,7 +161,10 @@ enum SecurityCommand {
 /// Parses the command line, runs the command and maps the result to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Gateway { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Gateway { .. } | Command::Egress { .. }
+    ) {
         logging::init_cli();
     }
     match run(cli) {
@@ -194,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let agent = crate::agent::service::prepare(&config, &paths)?;
             crate::http::run(config, &paths, port, agent)?;
         }
+        Command::Egress { listen } => crate::egress::run(&paths.config, listen.as_deref())?,
         Command::Pairing { command } => pairing(&paths, command)?,
         Command::Security {
             command: SecurityCommand::Audit { deep, fix, json },

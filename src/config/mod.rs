@@ -9,9 +9,9 @@
 //! code 2 (see `cli`).
 
 mod agent;
-mod env;
+pub(crate) mod env;
 mod keys;
-mod nesting;
+pub(crate) mod nesting;
 mod reader;
 
 use std::collections::BTreeMap;

@@ -180,6 +180,8 @@ impl Transport {
                 detail,
             },
             SendError::Interrupted(detail) => ProviderError::Interrupted { provider, detail },
+            // The egress proxy's allow list: fixed by the owner, not by a retry.
+            SendError::Refused(detail) => ProviderError::Config { provider, detail },
             SendError::Timeout(timeout) => ProviderError::Timeout { provider, timeout },
             SendError::TooLarge(_) => ProviderError::BadResponse {
                 provider,

@@ -1,0 +1,183 @@
+//! A real `clawfort egress --listen <socket>` process, its log, and raw exchanges with it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_clawfort");
+
+/// `clawfort egress` with `openclaw.json` = `config` and no `.env` at all: the proxy must
+/// start without the secrets the config refers to.
+pub struct Proxy {
+    child: Child,
+    dir: tempfile::TempDir,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The proxy command, isolated from the caller's environment.
+pub fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
+        .arg(dir.join("openclaw.json"))
+        .env_remove("OPENCLAW_GATEWAY_TOKEN")
+        .env_remove("OPENCLAW_STATE_DIR")
+        .env_remove("OPENCLAW_CONFIG_PATH")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .env("HOME", dir);
+    cmd
+}
+
+/// Runs `clawfort egress` with `config` and `args` to completion (for start failures).
+pub fn run(config: &str, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("openclaw.json"), config).unwrap();
+    command(dir.path())
+        .arg("egress")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+impl Proxy {
+    pub fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Starts the proxy with extra environment variables (the test-only limits) and waits
+    /// (bounded) until its socket accepts connections.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("openclaw.json"), config).unwrap();
+        let socket = dir.path().join("egress.sock");
+        let mut child = command(dir.path())
+            .envs(env.iter().copied())
+            .arg("egress")
+            .arg("--listen")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        // Ready once it says so (a test connection would take a connection slot).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listening = format!("listening on {}", socket.display());
+        while !log.lock().unwrap().iter().any(|l| l.contains(&listening)) {
+            if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                panic!("the proxy did not start: {:?}", log.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, dir, log }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("egress.sock")
+    }
+
+    /// Log lines so far containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) until the log has at least `n` lines containing `needle`.
+    pub fn wait_log(&self, needle: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.log_lines(needle);
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A connection to the proxy with a read timeout, so no test can hang on it.
+    pub fn connect(&self) -> UnixStream {
+        let stream = UnixStream::connect(self.socket()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
+    /// Sends `request` and reads the answer until the proxy closes the connection.
+    pub fn exchange(&self, request: &[u8]) -> String {
+        let mut stream = self.connect();
+        // The proxy may answer and close before reading everything (an oversized head).
+        let _ = stream.write_all(request);
+        read_to_close(&mut stream)
+    }
+}
+
+/// Everything until the peer closes (or the read timeout).
+pub fn read_to_close(stream: &mut UnixStream) -> String {
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Reads an answer head (up to the blank line) byte by byte, leaving the tunnel's bytes.
+pub fn read_head(stream: &mut UnixStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// The status code of an answer.
+pub fn status(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+/// A config naming one provider at `base_url`, with its key and the gateway token as
+/// unresolvable references.
+pub fn provider_config(base_url: &str) -> String {
+    format!(
+        r#"{{
+          gateway: {{ auth: {{ token: "${{OPENCLAW_GATEWAY_TOKEN}}" }} }},
+          models: {{ providers: {{ fake: {{
+            api: "openai-completions", baseUrl: "{base_url}", apiKey: "${{EGRESS_TEST_NO_SUCH_KEY}}",
+          }} }} }},
+        }}"#
+    )
+}
