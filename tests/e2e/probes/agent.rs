@@ -2,8 +2,10 @@
 //! the gateway at the fake provider and Telegram the harness runs on the namespace side of the
 //! private network; a stranger's Telegram DM then gets a pairing code and nothing else, the
 //! admin approves it over SSH with the command setup printed, and the next DM makes a model
-//! round trip. Last, no copy of the API key or the bot token is left in the units' journal or
-//! in the state directory outside `.env`.
+//! round trip. The gateway's traffic to both must have gone through the egress proxy (its
+//! journal lists the tunnels). Last, no copy of the API key or the bot token is left in the
+//! units' journal, in what the fakes received outside the auth header, or in the state
+//! directory outside `.env`.
 //!
 //! Setup rewrites the gateway's config and restarts it, so this probe runs after every other
 //! probe that talks to the gateway (bar the uniqueness probe, which only reads first-boot
@@ -32,6 +34,8 @@ const WATCH: Duration = Duration::from_secs(5);
 const SETUP_LIMIT: Duration = Duration::from_secs(180);
 /// Polling interval of the waits.
 const POLL: Duration = Duration::from_millis(500);
+/// The proxy every outgoing request of the gateway goes through; it logs each tunnel.
+const EGRESS_UNIT: &str = "clawfort-egress.service";
 
 pub fn agent_round_trip(ctx: &Ctx) -> Result<String> {
     let script = Script::read(&ctx.testbed.fakes)?;
@@ -178,13 +182,24 @@ impl<'a> RoundTrip<'a> {
         })?;
         let reply_s = sent.elapsed().as_secs_f64();
         std::thread::sleep(WATCH);
+        // Both gates are judged before failing, so that a guest missing both says so.
+        let mut broken = Vec::new();
         let completions = self.completions()?;
-        ensure!(
-            completions.is_empty(),
-            "the stranger's first DM reached the model before approval ({} chat completion \
-             request(s)); the reply was: {reply:?}",
-            completions.len()
-        );
+        if !completions.is_empty() {
+            broken.push(format!(
+                "the stranger's first DM reached the model before approval ({} chat completion \
+                 request(s)); the reply was: {reply:?}",
+                completions.len()
+            ));
+        }
+        let telegram = self.ctx.testbed.fakes.telegram;
+        if !self.tunnelled_to(&telegram.to_string())? {
+            broken.push(format!(
+                "the gateway reached Telegram ({telegram}) without the egress proxy: no tunnel \
+                 to it in the journal of {EGRESS_UNIT}"
+            ));
+        }
+        ensure!(broken.is_empty(), "{}", broken.join("; "));
         let replies = self.sent_to_stranger()?;
         ensure!(
             replies.len() == 1,
@@ -231,6 +246,12 @@ impl<'a> RoundTrip<'a> {
             "the model request names model {}, not {}",
             request["body"]["model"],
             self.script.model.model
+        );
+        let model = self.ctx.testbed.fakes.model;
+        ensure!(
+            self.tunnelled_to(&model.to_string())?,
+            "the gateway reached the model ({model}) without the egress proxy: no tunnel to it \
+             in the journal of {EGRESS_UNIT}"
         );
         let answer = &self.script.model.text;
         self.wait_for("the model's answer in the stranger's chat", || {
@@ -316,6 +337,24 @@ impl<'a> RoundTrip<'a> {
              state files besides .env: none",
             bodies.len()
         ))
+    }
+
+    /// Whether the egress proxy logged a tunnel to `target` (`host:port`) during this boot.
+    fn tunnelled_to(&self, target: &str) -> Result<bool> {
+        let journal = self.ctx.admin.sudo(&format!(
+            "journalctl -b -u {EGRESS_UNIT} --no-pager -o cat --grep 'tunnel'"
+        ))?;
+        // `--grep` exits 1 when nothing matched: that is an answer, not an error.
+        if !journal.success && journal.code != Some(1) {
+            bail!(
+                "reading the journal of {EGRESS_UNIT} failed: {}",
+                last_lines(&journal.stderr, 3)
+            );
+        }
+        Ok(journal
+            .stdout
+            .lines()
+            .any(|line| line.contains(&format!(" to {target} ")) && line.contains("opened")))
     }
 
     /// Texts the bot delivered to the stranger, in order.
