@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 use clawfort::config::{Bind, Config, EnvSource, SandboxMode};
 
 const GATEWAY_PORTS: [&str; 2] = ["18789", "18793"];
+/// `systemd-analyze security` (systemd 257) of the gateway's unit before the egress proxy; it
+/// may not get worse.
+const GATEWAY_EXPOSURE: f64 = 0.9;
+/// The same for the egress proxy's unit, as measured when it was written.
+const EGRESS_EXPOSURE: f64 = 1.0;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -141,24 +146,29 @@ fn firewall_drops_by_default_and_never_opens_the_gateway() {
 }
 
 #[test]
-fn the_service_user_reaches_only_loopback_and_https() {
+fn the_service_user_reaches_only_loopback_by_default() {
     let files = shipped();
     let rules = directives(&files["/etc/nftables.conf"]);
     for rule in [
         "meta skuid \"openclaw\" jump service_user_egress",
         "oif \"lo\" accept",
-        "meta l4proto tcp tcp dport { 443 } accept",
         "reject with icmpx admin-prohibited",
     ] {
         assert!(rules.contains(&rule), "nftables.conf lacks `{rule}`");
     }
-    // The reject is the last word of the user's chain: nothing after it may accept.
+    // The reject is the last word of the user's chain, and by default nothing but loopback
+    // and replies is accepted before it: the service user's traffic goes through the proxy.
     let chain = &rules[rules
         .iter()
         .position(|r| r.starts_with("chain service_user_egress"))
         .expect("the service user's egress chain")..];
     let end = chain.iter().position(|r| *r == "}").unwrap();
     assert_eq!(chain[end - 1], "reject with icmpx admin-prohibited");
+    assert_eq!(
+        chain[1..end - 2],
+        ["oif \"lo\" accept", "ct state established,related accept"],
+        "{chain:?}"
+    );
 
     let files = render("[gateway.egress]\ntcp_ports = [443, 11434]\n").unwrap();
     let rules = directives(&files["/etc/nftables.conf"]);
@@ -256,8 +266,189 @@ fn the_gateway_unit_is_sandboxed() {
         "IPAddressDeny=any",
         "IPAddressAllow=localhost",
         "UMask=0077",
+        // Outgoing calls only through the egress proxy's socket.
+        "Environment=CLAWFORT_EGRESS_PROXY=unix:/run/clawfort-egress/egress.sock",
+        "Wants=clawfort-gateway-token.service clawfort-egress.socket",
     ] {
         assert!(unit.contains(&line), "clawfort.service lacks `{line}`");
+    }
+    assert!(
+        !unit
+            .iter()
+            .any(|l| l.starts_with("IPAddressAllow=") && *l != "IPAddressAllow=localhost"),
+        "the gateway unit may reach loopback only: {unit:?}"
+    );
+}
+
+#[test]
+fn the_egress_proxy_is_a_sandboxed_unit_of_its_own() {
+    let files = shipped();
+    let socket = directives(&files["/etc/systemd/system/clawfort-egress.socket"]);
+    for line in [
+        "ListenStream=/run/clawfort-egress/egress.sock",
+        "SocketUser=root",
+        "SocketGroup=openclaw",
+        "SocketMode=0660",
+        "Accept=no",
+        "WantedBy=sockets.target",
+    ] {
+        assert!(
+            socket.contains(&line),
+            "clawfort-egress.socket lacks `{line}`"
+        );
+    }
+    let service = directives(&files["/etc/systemd/system/clawfort-egress.service"]);
+    for line in [
+        "Requires=clawfort-egress.socket",
+        "ExecStart=/usr/bin/clawfort egress --config %d/openclaw.json",
+        "LoadCredential=openclaw.json:/home/openclaw/.openclaw/openclaw.json",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateDevices=yes",
+        "PrivateUsers=yes",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "AmbientCapabilities=",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service",
+        "SystemCallArchitectures=native",
+        "MemoryDenyWriteExecute=yes",
+        "RestrictNamespaces=yes",
+        "SocketBindDeny=any",
+    ] {
+        assert!(
+            service.contains(&line),
+            "clawfort-egress.service lacks `{line}`"
+        );
+    }
+    // Not the service user (whose traffic nftables confines), and never the secrets.
+    for forbidden in [
+        "User=",
+        "Group=",
+        "EnvironmentFile=",
+        "BindPaths=",
+        "ReadWritePaths=",
+    ] {
+        assert!(
+            !service.iter().any(|l| l.starts_with(forbidden)),
+            "clawfort-egress.service sets {forbidden}"
+        );
+    }
+    assert!(!service.iter().any(|l| l.contains(".env")), "{service:?}");
+    // Any unicast destination, but never link-local (the cloud metadata service) or multicast.
+    assert!(service.contains(&"IPAddressDeny=any"));
+    let allowed: Vec<(std::net::IpAddr, u32)> = service
+        .iter()
+        .filter_map(|l| l.strip_prefix("IPAddressAllow="))
+        .flat_map(str::split_whitespace)
+        .map(|cidr| {
+            let (ip, bits) = cidr.split_once('/').expect("a CIDR block");
+            (ip.parse().unwrap(), bits.parse().unwrap())
+        })
+        .collect();
+    let reachable = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        allowed.iter().any(|&(net, bits)| match (net, ip) {
+            (std::net::IpAddr::V4(net), std::net::IpAddr::V4(ip)) => {
+                bits == 0 || (u32::from(net) ^ u32::from(ip)) >> (32 - bits) == 0
+            }
+            (std::net::IpAddr::V6(net), std::net::IpAddr::V6(ip)) => {
+                bits == 0 || (u128::from(net) ^ u128::from(ip)) >> (128 - bits) == 0
+            }
+            _ => false,
+        })
+    };
+    for ip in [
+        "1.1.1.1",
+        "10.77.0.9",
+        "127.0.0.53",
+        "160.79.104.10",
+        "169.253.255.255",
+        "169.255.0.1",
+        "172.16.0.1",
+        "192.168.1.10",
+        "223.255.255.255",
+        "::1",
+        "2001:db8::1",
+        "fd00::1",
+        "fec0::1",
+    ] {
+        assert!(reachable(ip), "the proxy cannot reach {ip}");
+    }
+    for ip in [
+        "169.254.169.254",
+        "169.254.0.1",
+        "224.0.0.251",
+        "239.255.255.250",
+        "255.255.255.255",
+        "fe80::1",
+        "febf::1",
+        "ff02::1",
+    ] {
+        assert!(!reachable(ip), "the proxy may reach {ip}");
+    }
+    // Enabled in the image: the socket starts the proxy on the gateway's first call.
+    let config = read_toml(&repo().join("image/clawfort.toml"));
+    let enabled = config["services"]["enable"].as_array().unwrap();
+    assert!(enabled
+        .iter()
+        .any(|u| u.as_str() == Some("clawfort-egress.socket")));
+}
+
+/// Runs `systemd-analyze security --offline=yes` on the rendered units. It needs the
+/// image's systemd (257: ratings differ between versions): `CLAWFORT_SYSTEMD_ANALYZE` names
+/// a `systemd-analyze` command, or the one on PATH is used if it is 257 or newer; otherwise
+/// the test says so and passes (the boot-and-probe suite measures the booted image).
+#[test]
+fn both_units_keep_their_systemd_analyze_exposure() {
+    let command = std::env::var("CLAWFORT_SYSTEMD_ANALYZE").unwrap_or("systemd-analyze".into());
+    let version = std::process::Command::new(&command)
+        .arg("--version")
+        .output();
+    let major = version.as_ref().ok().and_then(|out| {
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace().nth(1)?.parse::<u32>().ok()
+    });
+    if major.is_none_or(|major| major < 257) {
+        eprintln!("skipped: no systemd-analyze 257 or newer ({command}: {major:?})");
+        return;
+    }
+    let files = shipped();
+    let dir = tempfile::tempdir().unwrap();
+    for (unit, ceiling) in [
+        ("clawfort.service", GATEWAY_EXPOSURE),
+        ("clawfort-egress.service", EGRESS_EXPOSURE),
+    ] {
+        let path = dir.path().join(unit);
+        std::fs::write(&path, &files[&format!("/etc/systemd/system/{unit}")]).unwrap();
+        let out = std::process::Command::new(&command)
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let exposure: f64 = text
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|rest| {
+                rest.split(": ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no rating for {unit}: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        assert!(
+            exposure <= ceiling,
+            "{unit} rates {exposure}, worse than {ceiling}:\n{text}"
+        );
     }
 }
 

@@ -69,11 +69,6 @@ impl Target {
         })
     }
 
-    /// The host as written in a URL (IPv6 in brackets).
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
     /// The host as a resolver or `connect` wants it (IPv6 without brackets).
     pub fn bare_host(&self) -> &str {
         self.host
@@ -176,13 +171,6 @@ impl AllowList {
             Ok(list)
         } else {
             Err(ConfigError::many(errors))
-        }
-    }
-
-    /// A list of exactly these targets (tests, and callers that already hold them).
-    pub fn of(targets: impl IntoIterator<Item = Target>) -> Self {
-        Self {
-            targets: targets.into_iter().collect(),
         }
     }
 

@@ -37,19 +37,19 @@ use loglimit::RefusalLog;
 /// `CLAWFORT_TEST_EGRESS_HANDSHAKE_MS`, `CLAWFORT_TEST_EGRESS_IDLE_MS` and
 /// `CLAWFORT_TEST_EGRESS_MAX_CONNECTIONS`.
 #[derive(Debug, Clone)]
-pub struct Limits {
+struct Limits {
     /// Largest request head (request line and headers).
-    pub max_head: usize,
+    max_head: usize,
     /// Time a client has to send its whole request head.
-    pub handshake: Duration,
+    handshake: Duration,
     /// Time to resolve and connect to the destination.
-    pub connect: Duration,
+    connect: Duration,
     /// A tunnel in which nothing moved either way for this long is closed. Longer than a
     /// provider's whole request time (120 s) and Telegram's long poll, which are silent
     /// while the other side thinks.
-    pub idle: Duration,
+    idle: Duration,
     /// Connections at once, tunnels and handshakes together; more are answered 503.
-    pub max_connections: usize,
+    max_connections: usize,
 }
 
 impl Default for Limits {
@@ -110,8 +110,11 @@ pub fn run(config: &Path, listen: Option<&Path>) -> anyhow::Result<()> {
         Some(path) => tracing::info!("egress: listening on {}", path.display()),
         None => tracing::info!("egress: listening on the socket from systemd"),
     }
+    // Name lookups run on tokio's blocking pool: bounded, so a burst of new tunnels queues
+    // instead of running into the unit's TasksMax.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(16)
         .build()?;
     runtime.block_on(async move {
         let listener = UnixListener::from_std(listener)?;
@@ -148,7 +151,7 @@ struct Shared {
 }
 
 /// Accepts connections forever.
-pub async fn serve(listener: UnixListener, allow: AllowList, limits: Limits) {
+async fn serve(listener: UnixListener, allow: AllowList, limits: Limits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let shared = Arc::new(Shared {
         allow,
@@ -199,6 +202,13 @@ pub async fn serve(listener: UnixListener, allow: AllowList, limits: Limits) {
 
 async fn handle(mut client: UnixStream, shared: &Shared) {
     let limits = &shared.limits;
+    // Which process asked (the gateway, or a tool it runs), for the log. Its uid would be
+    // the overflow id here: the unit's user namespace maps only the proxy's own.
+    let pid = client
+        .peer_cred()
+        .ok()
+        .and_then(|cred| cred.pid())
+        .map_or_else(|| "?".to_owned(), |pid| pid.to_string());
     let read = handshake::read_connect(&mut client, limits.max_head);
     let request = match tokio::time::timeout(limits.handshake, read).await {
         Ok(request) => request,
@@ -223,14 +233,14 @@ async fn handle(mut client: UnixStream, shared: &Shared) {
                     connect.target
                 ),
             );
-            return refuse(client, shared, refusal).await;
+            return refuse(client, shared, refusal, &pid).await;
         }
-        Err(refusal) => return refuse(client, shared, refusal).await,
+        Err(refusal) => return refuse(client, shared, refusal, &pid).await,
     };
     let target = connect.target;
     let upstream = match tunnel::open(&target, limits.connect).await {
         Ok(upstream) => upstream,
-        Err(refusal) => return refuse(client, shared, refusal).await,
+        Err(refusal) => return refuse(client, shared, refusal, &pid).await,
     };
     let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
     if !matches!(
@@ -243,7 +253,7 @@ async fn handle(mut client: UnixStream, shared: &Shared) {
     let peer = upstream
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-    tracing::info!("egress: tunnel {id} to {target} ({peer}) opened");
+    tracing::info!("egress: tunnel {id} to {target} ({peer}) opened for client pid {pid}");
     let started = Instant::now();
     let summary = tunnel::relay(client, upstream, &connect.early, limits.idle).await;
     tracing::info!(
@@ -256,9 +266,9 @@ async fn handle(mut client: UnixStream, shared: &Shared) {
 }
 
 /// Answers `refusal`, logs it within the budget, and closes.
-async fn refuse(mut client: UnixStream, shared: &Shared, refusal: Refusal) {
+async fn refuse(mut client: UnixStream, shared: &Shared, refusal: Refusal, pid: &str) {
     shared.log.refused(&format!(
-        "egress: refused ({}): {}",
+        "egress: refused ({}): {} (client pid {pid})",
         refusal.status.as_u16(),
         refusal.why
     ));

@@ -82,6 +82,8 @@ pub struct Expectations {
     pub extra_tcp_ports: Vec<u16>,
     /// TCP ports the service user may connect out to (`gateway.egress.tcp_ports`).
     pub egress_tcp_ports: Vec<u16>,
+    /// The egress proxy's Unix socket (`gateway.egress.socket`).
+    pub egress_socket: String,
     pub fail2ban_maxretry: u32,
     pub fail2ban_bantime_s: u64,
 }

@@ -5,6 +5,7 @@
 //! which gives the second boot the most time to come up.
 
 pub mod agent;
+pub mod egress;
 pub mod fail2ban;
 pub mod gateway;
 pub mod network;
@@ -58,6 +59,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "service_user_egress_confined",
         run: network::service_user_egress_confined,
+    },
+    Probe {
+        name: "egress_proxy_allow_list",
+        run: egress::egress_proxy_allow_list,
     },
     Probe {
         name: "service_user_cannot_use_root_docker",

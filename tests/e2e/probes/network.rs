@@ -132,26 +132,35 @@ fn raise_open_file_limit() {
 
 /// A port no egress rule opens, for the refused connection.
 const UNLISTED_PORT: u16 = 8081;
+/// HTTPS: refused too unless the image lists it, since the gateway's calls go through the
+/// egress proxy and the service user itself needs no direct way out.
+const HTTPS_PORT: u16 = 443;
 
 /// The service user (the gateway, its tools, its rootless Docker) reaches the network only on
-/// the egress ports. Listeners in the namespace on an egress port and on an unlisted one: the admin
-/// reaches both (the path works), the service user only the egress port.
+/// the egress ports (none by default: loopback only). Listeners in the namespace on an unlisted
+/// port, on 443 and on an egress port: the admin reaches them (the path works), the service
+/// user only the egress port.
 pub fn service_user_egress_confined(ctx: &Ctx) -> Result<String> {
     let testbed = &ctx.testbed;
     let user = &testbed.service_user;
     let host = testbed.sources.scanner;
-    let allowed = testbed.expect.egress_tcp_ports.first().copied();
+    let egress_ports = &testbed.expect.egress_tcp_ports;
+    let allowed = egress_ports.first().copied();
     ensure!(
-        !testbed.expect.egress_tcp_ports.contains(&UNLISTED_PORT),
+        !egress_ports.contains(&UNLISTED_PORT),
         "the image opens egress port {UNLISTED_PORT}, which this probe needs closed"
     );
+    let mut refused_ports = vec![UNLISTED_PORT];
+    if !egress_ports.contains(&HTTPS_PORT) {
+        refused_ports.push(HTTPS_PORT);
+    }
     // Sockets keep the namespace they were made in: bound there, they accept connections
     // (the kernel completes the handshake into the backlog) while this thread runs SSH.
+    let bound: Vec<u16> = refused_ports.iter().copied().chain(allowed).collect();
     let listeners = exec::in_netns(&testbed.netns, move || -> std::io::Result<Vec<_>> {
-        [Some(UNLISTED_PORT), allowed]
-            .into_iter()
-            .flatten()
-            .map(|port| std::net::TcpListener::bind((host, port)))
+        bound
+            .iter()
+            .map(|&port| std::net::TcpListener::bind((host, port)))
             .collect()
     })?
     .context("cannot listen in the test namespace")?;
@@ -164,36 +173,40 @@ pub fn service_user_egress_confined(ctx: &Ctx) -> Result<String> {
         "the admin cannot reach {host}:{UNLISTED_PORT} either, so the probe proves nothing: {}",
         admin.stderr.trim()
     );
-    let refused = ctx
-        .admin
-        .sudo(&format!("runuser -u {user} -- {}", connect(UNLISTED_PORT)))?;
-    ensure!(
-        !refused.stdout.contains("connected"),
-        "{user} reached port {UNLISTED_PORT} of {host}: outbound traffic is not confined"
-    );
-    // Positive evidence that the firewall refused it (not a missing tool or a timeout): bash's
-    // own connect error, and the rule's kernel log line.
-    ensure!(
-        refused.stderr.contains("connect"),
-        "the connection as {user} failed before connecting: {}",
-        refused.stderr.trim()
-    );
+    let mut refusals = Vec::new();
+    for port in &refused_ports {
+        let refused = ctx
+            .admin
+            .sudo(&format!("runuser -u {user} -- {}", connect(*port)))?;
+        ensure!(
+            !refused.stdout.contains("connected"),
+            "{user} reached port {port} of {host}: outbound traffic is not confined"
+        );
+        // Positive evidence that the firewall refused it (not a missing tool or a timeout):
+        // bash's own connect error, and the rule's kernel log line.
+        ensure!(
+            refused.stderr.contains("connect"),
+            "the connection as {user} to port {port} failed before connecting: {}",
+            refused.stderr.trim()
+        );
+        refusals.push(format!(
+            "{port} ({})",
+            refused
+                .stderr
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("no error text")
+        ));
+    }
     let logged = ctx
         .admin
         .sudo("journalctl -k --since=-120s --no-pager | grep -c 'clawfort egress refused'")?;
     ensure!(
         logged.stdout.trim().parse::<u32>().unwrap_or(0) > 0,
-        "no `clawfort egress refused` line in the kernel log for the refused connection"
+        "no `clawfort egress refused` line in the kernel log for the refused connections"
     );
-    let mut detail = format!(
-        "{user} refused on port {UNLISTED_PORT} ({})",
-        refused
-            .stderr
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or("no error text")
-    );
+    let mut detail = format!("{user} refused on ports {}", refusals.join(", "));
     if let Some(port) = allowed {
         let out = ctx
             .admin

@@ -90,6 +90,7 @@ pub fn expectations(definition: &Table) -> Result<Expectations> {
         canvas_port: port("gateway.canvas_port")?,
         extra_tcp_ports: ports("firewall.extra_tcp_ports")?,
         egress_tcp_ports: ports("gateway.egress.tcp_ports")?,
+        egress_socket: string(definition, "gateway.egress.socket")?,
         fail2ban_maxretry: u32::try_from(integer(definition, "fail2ban.maxretry")?)
             .context("`fail2ban.maxretry` is negative")?,
         fail2ban_bantime_s: duration_seconds(&string(definition, "fail2ban.bantime")?)
@@ -161,5 +162,10 @@ mod tests {
             "the suite needs a short test bantime"
         );
         assert_eq!(users(&definition).unwrap().admin, "admin");
+        assert!(
+            expect.egress_socket.starts_with("/run/"),
+            "{}",
+            expect.egress_socket
+        );
     }
 }

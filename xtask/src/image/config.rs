@@ -101,11 +101,12 @@ pub struct GatewaySection {
     pub egress: EgressSection,
 }
 
-/// Where the service user may connect (`[gateway.egress]`): the TCP ports of the nftables
-/// output chain for the user's uid.
+/// How the appliance reaches out (`[gateway.egress]`): the egress proxy's socket, and the
+/// TCP ports of the nftables output chain for the service user's uid.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EgressSection {
+    pub socket: String,
     pub tcp_ports: Vec<u16>,
 }
 
@@ -489,6 +490,18 @@ fn validate_image(c: &ImageConfig) -> Result<()> {
         "keys `gateway.port` and `gateway.canvas_port` must differ"
     );
 
+    // The path lands in ListenStream= and CLAWFORT_EGRESS_PROXY: no `%` (a systemd
+    // specifier), no space, nothing to quote.
+    let socket = &c.gateway.egress.socket;
+    ensure!(
+        socket.starts_with('/')
+            && socket.len() < 108
+            && socket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)),
+        "key `gateway.egress.socket`: `{socket}` must be an absolute path (shorter than 108 \
+         bytes) of letters, digits and `/._-`, e.g. /run/clawfort-egress/egress.sock"
+    );
     for (i, port) in c.gateway.egress.tcp_ports.iter().enumerate() {
         ensure!(
             *port != 0,
@@ -943,6 +956,17 @@ mod tests {
             format!("{err:#}").contains("gateway.egress.tcp_ports[1]"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn an_egress_socket_that_systemd_would_misread_names_the_key() {
+        for bad in ["run/egress.sock", "/run/egress %i.sock", "/run/a b.sock"] {
+            let err = load_with(&format!("[gateway.egress]\nsocket = \"{bad}\"\n")).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("gateway.egress.socket"),
+                "{bad}: {err:#}"
+            );
+        }
     }
 
     #[test]
