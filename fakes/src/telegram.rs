@@ -140,6 +140,11 @@ impl Fake {
         queue.extend(std::iter::repeat_n((status, body), count));
     }
 
+    /// Every call so far, oldest first.
+    pub fn all_calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
     pub fn calls(&self, method: &str) -> Vec<Call> {
         let state = self.state.lock().unwrap();
         state

@@ -1,17 +1,25 @@
-//! `cargo xtask bench gateway [--json]`: the gateway's performance figures.
+//! `cargo xtask bench gateway|agent|peer [--json]`: performance figures.
 //!
-//! Builds the release binary, starts it on a free loopback port with a throw-away state dir,
-//! and measures: time from spawn to the first 200 from `/healthz` (polled every 0.5 ms),
-//! idle RSS (VmRSS after a settle), then `wrk -t2 -c32` against `/healthz`, authorised
-//! `/api/status`, and rejected `/api/status` twice: with the default failure limiter (the
-//! first 10 failures are 401, the rest 429 during the lockout) and with the limiter off
-//! (every request is a rejected token check). Auth failures are counted from the gateway's log:
-//! its `auth failure from` lines plus the counts in its `N further auth failures ...
-//! suppressed` summaries; wrk gives the total. Last, `/healthz` again while a hostile client
-//! keeps `HOSTILE` connections open (half slowloris, half pipelining requests whose answers
-//! it never reads), reopening every one the gateway closes. Results go into BENCHMARKS.md by
-//! hand.
+//! `gateway` (this file): builds the release binary, starts it on a free loopback port with a
+//! throw-away state dir, and measures: time from spawn to the first 200 from `/healthz`
+//! (polled every 0.5 ms), idle RSS (VmRSS after a settle), then `wrk -t2 -c32` against
+//! `/healthz`, authorised `/api/status`, and rejected `/api/status` twice: with the default
+//! failure limiter (the first 10 failures are 401, the rest 429 during the lockout) and with
+//! the limiter off (every request is a rejected token check). Auth failures are counted from
+//! the gateway's log: its `auth failure from` lines plus the counts in its `N further auth
+//! failures ... suppressed` summaries; wrk gives the total. Last, `/healthz` again while a
+//! hostile client keeps `HOSTILE` connections open (half slowloris, half pipelining requests
+//! whose answers it never reads), reopening every one the gateway closes.
+//!
+//! `agent` ([`agent`]): the agent's figures against zero-latency fakes (overhead per turn,
+//! idle RSS with Telegram polling, concurrent sessions). `peer` ([`peer`]): start to
+//! listening and idle RSS of any binary, for a comparison with a peer gateway. Results go
+//! into BENCHMARKS.md by hand.
 
+mod agent;
+mod peer;
+
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -25,19 +33,56 @@ use xshell::{cmd, Shell};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// What to benchmark (only `gateway` exists).
-    #[arg(default_value = "gateway")]
+    /// What to benchmark: `gateway` (HTTP throughput), `agent` (turn overhead, idle RSS with
+    /// Telegram polling, concurrent sessions) or `peer` (start and idle RSS of `--binary`).
+    #[arg(default_value = "gateway", value_parser = ["gateway", "agent", "peer"])]
     pub target: String,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Seconds per wrk run.
+    /// Seconds per wrk run (gateway).
     #[arg(long, default_value_t = 10)]
     pub duration: u32,
-    /// Benchmark this gateway binary instead of building the release one (for A/B runs
-    /// against an older build in the same minute).
+    /// Benchmark this binary instead of building the release gateway: an older clawfort
+    /// build for an A/B run (gateway, agent), or any peer gateway (peer, with --peer-args).
     #[arg(long)]
     pub binary: Option<PathBuf>,
+    /// Exit non-zero when a target is missed (agent); without it the bench only reports
+    /// PASS/FAIL.
+    #[arg(long)]
+    pub check: bool,
+    /// Repeat the measurement on fresh processes and report the medians (agent, peer).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Seconds the process idles before its RSS is read (agent, peer).
+    #[arg(long, default_value_t = 10)]
+    pub idle_secs: u64,
+    /// Turns measured one at a time for the overhead figure, after 20 unmeasured (agent).
+    #[arg(long, default_value_t = 500)]
+    pub turns: usize,
+    /// Pause between one reply and the next message, in ms (agent).
+    #[arg(long, default_value_t = 10)]
+    pub gap_ms: u64,
+    /// Distinct approved senders writing at once (agent).
+    #[arg(long, default_value_t = 100)]
+    pub sessions: usize,
+    /// Messages each of those senders sends (agent).
+    #[arg(long, default_value_t = 5)]
+    pub messages: usize,
+    /// The fake model's thinking time per call, in ms (agent; 0 measures the gateway alone,
+    /// more shows whether sessions run in parallel).
+    #[arg(long, default_value_t = 0)]
+    pub model_latency_ms: u64,
+    /// The provider API the gateway is configured with (agent).
+    #[arg(long, default_value = "openai-completions",
+          value_parser = ["openai-completions", "anthropic-messages"])]
+    pub api: String,
+    /// The peer's command line after the binary (peer). Placeholders: `{port}` (a free
+    /// loopback port it must listen on), `{home}` (its empty HOME), `{model}` and
+    /// `{telegram}` (base URLs of the fake model and Bot API, bot token in
+    /// `$BENCH_TELEGRAM_TOKEN`, API key in `$BENCH_API_KEY`).
+    #[arg(long, allow_hyphen_values = true)]
+    pub peer_args: Option<String>,
 }
 
 /// One wrk run.
@@ -54,20 +99,23 @@ struct Load {
 const HOSTILE: usize = 1000;
 
 pub fn run(args: Args) -> Result<()> {
-    ensure!(
-        args.target == "gateway",
-        "unknown benchmark {:?}; the only one is `gateway`",
-        args.target
-    );
     let sh = Shell::new()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("xtask lives one level below the project root")?
         .to_path_buf();
     sh.change_dir(&root);
-    crate::image::host_tools::ensure(crate::image::host_tools::BENCH_TOOLS)?;
+    if args.target == "peer" {
+        let binary = args.binary.clone().context(
+            "`bench peer` needs --binary PATH (and --peer-args for a non-clawfort peer)",
+        )?;
+        return peer::run(&binary, &peer::Options::from(&args), args.json);
+    }
+    if args.target == "gateway" {
+        crate::image::host_tools::ensure(crate::image::host_tools::BENCH_TOOLS)?;
+    }
     let binary = match args.binary {
-        Some(binary) => binary,
+        Some(ref binary) => binary.clone(),
         None => {
             cmd!(sh, "cargo build --release --quiet -p clawfort").run()?;
             std::env::var_os("CARGO_TARGET_DIR")
@@ -76,6 +124,20 @@ pub fn run(args: Args) -> Result<()> {
                 .join("release/clawfort")
         }
     };
+    if args.target == "agent" {
+        let options = agent::Options {
+            runs: args.runs,
+            idle: Duration::from_secs(args.idle_secs),
+            warmup: 20,
+            turns: args.turns,
+            gap: Duration::from_millis(args.gap_ms),
+            sessions: args.sessions,
+            messages: args.messages,
+            model_latency: Duration::from_millis(args.model_latency_ms),
+            api: args.api.clone(),
+        };
+        return agent::run(&binary, &options, args.json, args.check);
+    }
 
     let state = std::env::temp_dir().join(format!("clawfort-bench-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(state.clone());
@@ -266,6 +328,9 @@ impl Hostile {
 struct Gateway {
     child: Child,
     port: u16,
+    /// Spawn to the first accepted TCP connection.
+    listen_time: Duration,
+    /// Spawn to the first `/healthz` 200.
     start_time: Duration,
     state: PathBuf,
 }
@@ -275,23 +340,25 @@ impl Gateway {
         std::fs::write(state.join("openclaw.json"), config)?;
         let port = free_port()?;
         let started = Instant::now();
-        let child = Command::new(binary)
-            .args(["--config"])
-            .arg(state.join("openclaw.json"))
-            .args(["gateway", "--port", &port.to_string()])
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let config_path = state.join("openclaw.json");
+        let port_arg = port.to_string();
+        let args: [&OsStr; 5] = [
+            "--config".as_ref(),
+            config_path.as_ref(),
+            "gateway".as_ref(),
+            "--port".as_ref(),
+            port_arg.as_ref(),
+        ];
+        let child = spawn(binary, args, &[])?;
         let mut gw = Self {
             child,
             port,
+            listen_time: Duration::ZERO,
             start_time: Duration::ZERO,
             state: state.to_path_buf(),
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        gw.listen_time = wait_for_listen(&mut gw.child, addr, started)?;
         while !healthz_ok(addr) {
             ensure!(
                 started.elapsed() < Duration::from_secs(10),
@@ -307,12 +374,7 @@ impl Gateway {
     }
 
     fn rss_kib(&self, field: &str) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no {field} in /proc/PID/status"))
+        rss_kib(self.child.id(), field)
     }
 
     /// Auth failures in the gateway's log file so far: one per `auth failure from` line plus
@@ -348,6 +410,91 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// `field` (`VmRSS`, `VmHWM`) of process `pid`, in KiB.
+fn rss_kib(pid: u32, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// The CPU time process `pid` has used so far (user + system, every thread, exited ones
+/// included; in clock ticks, usually 10 ms, so only a difference over many turns is exact).
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses: the fields start after the last `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("cannot read /proc/{pid}/stat: {stat}"))
+    };
+    // After the name: state (0), ..., utime (11), stime (12).
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_secs_f64(
+        total as f64 / rustix::param::clock_ticks_per_second() as f64,
+    ))
+}
+
+/// Starts `binary` with `args` and extra `env`, output discarded, outside any journal.
+fn spawn<'a>(
+    binary: &Path,
+    args: impl IntoIterator<Item = &'a OsStr>,
+    env: &[(&str, &OsStr)],
+) -> Result<Child> {
+    Command::new(binary)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))
+}
+
+/// Polls `addr` every 0.5 ms (at most 10 s) until a TCP connection is accepted; the time
+/// from `started`.
+fn wait_for_listen(child: &mut Child, addr: SocketAddr, started: Instant) -> Result<Duration> {
+    while TcpStream::connect(addr).is_err() {
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "nothing listened on {addr} within 10 s"
+        );
+        if let Some(status) = child.try_wait()? {
+            bail!("the process exited during start: {status}");
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    Ok(started.elapsed())
+}
+
+/// The load average (1, 5, 15 minutes) from `/proc/loadavg`, for the report.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// The file system `path` is on, by name where it is a common one (the agent's figures
+/// depend on its fsync latency).
+fn filesystem(path: &Path) -> String {
+    match rustix::fs::statfs(path).map(|s| s.f_type as u64) {
+        Ok(0x0102_1994) => "tmpfs".into(),
+        Ok(0xEF53) => "ext2/3/4".into(),
+        Ok(0x9123_683E) => "btrfs".into(),
+        Ok(0x5846_5342) => "xfs".into(),
+        Ok(other) => format!("file system type {other:#x}"),
+        Err(e) => format!("unknown file system ({e})"),
     }
 }
 
