@@ -38,7 +38,13 @@ pub const OWNER: i64 = 333;
 /// Runs `clawfort --config <dir>/openclaw.json setup <args>` with `stdin` on its standard
 /// input (for `--api-key-file -`), isolated from the caller's environment.
 pub fn setup(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    setup_with_env(dir, args, stdin, &[])
+}
+
+/// `setup` with extra environment variables.
+pub fn setup_with_env(dir: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
     let mut child = support::command(dir)
+        .envs(env.iter().copied())
         .arg("setup")
         .args(args)
         .stdin(Stdio::piped())

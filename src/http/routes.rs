@@ -159,11 +159,13 @@ fn stop_all(gw: &Gateway) -> Reply {
     match gw.agent.as_ref().map(crate::agent::AgentHandle::stop_all) {
         None => reply::error(
             StatusCode::CONFLICT,
-            "no agent is configured on this gateway (agents.defaults.model with its provider              in models.providers; `clawfort setup` writes them), so nothing runs",
+            "no agent is configured on this gateway (agents.defaults.model with its provider \
+             in models.providers; `clawfort setup` writes them), so nothing runs",
         ),
         Some(None) => reply::error(
             StatusCode::CONFLICT,
-            "the agent is not running (still starting, or it failed to start: see `clawfort              logs`)",
+            "the agent is not running (still starting, or it failed to start: see `clawfort \
+             logs`)",
         ),
         Some(Some(stopped)) => {
             tracing::info!("stop-all over the API: {stopped} running turn(s) cancelled");

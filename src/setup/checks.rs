@@ -33,11 +33,26 @@ const MAX_LIST_BYTES: usize = 16 << 20;
 
 /// A check that failed: exit 1, nothing written.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CheckFailed(pub String);
+#[error("{message}")]
+pub struct CheckFailed {
+    pub message: String,
+    /// Which secret the service refused, when that is the failure (on a terminal, setup
+    /// then asks for it again).
+    pub refused: Option<Refused>,
+}
+
+/// A secret a service refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    BotToken,
+    ApiKey,
+}
 
 fn failed(message: impl Into<String>) -> CheckFailed {
-    CheckFailed(message.into())
+    CheckFailed {
+        message: message.into(),
+        refused: None,
+    }
 }
 
 /// `getMe` with the bot token; returns the bot's `@username`.
@@ -53,10 +68,13 @@ pub async fn telegram(api_root: &str, token: &Secret) -> Result<String, CheckFai
             ))
         })?
         .map_err(|e| match e {
-            ApiError::Unauthorized { .. } => failed(
-                "the bot token was refused by Telegram (401 Unauthorized): copy it again from \
-                 @BotFather (/token), or make a new one there",
-            ),
+            ApiError::Unauthorized { .. } => CheckFailed {
+                refused: Some(Refused::BotToken),
+                ..failed(
+                    "the bot token was refused by Telegram (401 Unauthorized): copy it again \
+                     from @BotFather (/token), or make a new one there",
+                )
+            },
             ApiError::Network { message, .. } => failed(format!(
                 "cannot reach Telegram's Bot API at {host} to check the bot token: {message}"
             )),
@@ -150,11 +168,14 @@ fn refused(plan: &Plan, label: &str, status: u16) -> CheckFailed {
     } else {
         "no API key was given, and one is needed"
     };
-    failed(format!(
-        "{what} by {label} (HTTP {status}): check the key in the provider's console and give \
-         it again (it is stored as {} in .env)",
-        plan.key_var()
-    ))
+    CheckFailed {
+        refused: Some(Refused::ApiKey),
+        ..failed(format!(
+            "{what} by {label} (HTTP {status}): check the key in the provider's console and \
+             give it again (it is stored as {} in .env)",
+            plan.key_var()
+        ))
+    }
 }
 
 /// Whether the list (`{"data":[{"id":...}]}`, both APIs) names the model; Anthropic lists

@@ -118,14 +118,19 @@ impl SetupArgs {
         let (api, preset) = match (self.api, &mut source) {
             (Some(api), _) => {
                 let api = Api::from(api);
+                // The preset the base URL or the provider id names, else the api's first.
                 let from_url = match &self.base_url {
                     Some(url) => plan::preset_for_url(api, &plan::url("--base-url", url)?),
                     None => None,
                 };
-                (
-                    api,
-                    Some(from_url.unwrap_or_else(|| plan::default_preset(api))),
-                )
+                let from_id = self
+                    .provider_id
+                    .as_deref()
+                    .and_then(|id| PRESETS.iter().find(|p| p.api == api && p.provider_id == id));
+                let preset = from_url
+                    .or(from_id)
+                    .unwrap_or_else(|| plan::default_preset(api));
+                (api, Some(preset))
             }
             (None, Source::Person(ask)) => {
                 let mut choices: Vec<String> = PRESETS
@@ -405,5 +410,21 @@ mod tests {
         assert_eq!(plan.provider_id, "ollama");
         assert!(plan.api_key.is_none());
         assert_eq!(plan.base_url, "http://127.0.0.1:11434/v1");
+    }
+
+    #[test]
+    fn a_preset_provider_id_brings_its_base_url() {
+        let existing = serde_json::json!({});
+        let args = SetupArgs {
+            api: Some(ApiArg::OpenaiCompletions),
+            provider_id: Some("openrouter".into()),
+            ..SetupArgs::default()
+        };
+        let mut script = Script::new(&["", "", "sk-or-v1-0123456789abcdef", TOKEN, "", "", ""]);
+        let plan = args
+            .plan(&Existing(&existing), Source::Person(&mut script))
+            .unwrap();
+        assert_eq!(plan.base_url, "https://openrouter.ai/api/v1");
+        assert_eq!(plan.model, "anthropic/claude-sonnet-4.5");
     }
 }

@@ -25,7 +25,7 @@ mod restart;
 mod target;
 mod write;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde_json::{json, Value};
@@ -34,11 +34,11 @@ pub use flags::SetupArgs;
 pub use plan::BadInput;
 pub use target::Target;
 
-use checks::{CheckFailed, ProviderCheck};
+use checks::{CheckFailed, ProviderCheck, Refused};
 use merge::BOT_TOKEN_VAR;
 use plan::{bad, Existing, Plan};
 use target::OwnerRule;
-use write::{Dir, Owner};
+use write::Dir;
 
 use crate::config::{Config, EnvSource, TOKEN_ENV};
 
@@ -49,63 +49,14 @@ const MAX_FILE: usize = 4 << 20;
 pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
     args.check()?;
     let interactive = args.interactive();
-    let paths = &target.paths;
-    // As root, a link in place of the state directory could send root's writes anywhere.
-    let nofollow = target.root;
-    let config_name = paths
-        .config
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| {
-            bad(format!(
-                "--config {}: not a file name",
-                paths.config.display()
-            ))
-        })?
-        .to_owned();
-    let config_dir_path = match paths.config.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => Path::new(".").to_path_buf(),
-    };
-    let state_dir = Dir::open(&paths.state_dir, nofollow)?;
-    let config_dir = Dir::open(&config_dir_path, nofollow)?;
-    let old_config = match &config_dir {
-        Some(dir) => dir.read(&config_name, MAX_FILE)?,
-        None => None,
-    };
-    let old_env = match &state_dir {
-        Some(dir) => dir.read(".env", MAX_FILE)?,
-        None => None,
-    };
-    let old_env = String::from_utf8(old_env.unwrap_or_default()).map_err(|_| {
-        bad(format!(
-            "{}/.env is not UTF-8 text",
-            paths.state_dir.display()
-        ))
-    })?;
-    let old_tree = match &old_config {
-        Some(bytes) => {
-            let text = std::str::from_utf8(bytes)
-                .map_err(|_| bad(format!("{} is not UTF-8 text", paths.config.display())))?;
-            Some(crate::config::parse_tree(text).map_err(|e| {
-                bad(format!(
-                    "{}: {}; fix it (or move it away), then run setup again",
-                    paths.config.display(),
-                    e.to_string().trim_start_matches("config: ")
-                ))
-            })?)
-        }
-        None => None,
-    };
-
+    let current = Current::read(&target)?;
     let mut out = Output::new(args.json);
     if let Some(note) = &target.note {
         out.progress(&format!("note: {note}"));
     }
     let empty = json!({});
-    let existing = Existing(old_tree.as_ref().unwrap_or(&empty));
-    let plan = if interactive {
-        let mut terminal = prompts::Terminal;
+    let existing = Existing(current.tree.as_ref().unwrap_or(&empty));
+    let mut plan = if interactive {
         let owner = target
             .service_user
             .as_deref()
@@ -113,9 +64,9 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
             .unwrap_or_default();
         out.progress(&format!(
             "Setting up the clawfort installation in {}{owner}.",
-            paths.state_dir.display()
+            target.paths.state_dir.display()
         ));
-        args.plan(&existing, flags::Source::Person(&mut terminal))?
+        args.plan(&existing, flags::Source::Person(&mut prompts::Terminal))?
     } else {
         args.plan(&existing, flags::Source::Flags)?
     };
@@ -124,10 +75,15 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut warnings = Vec::new();
-    let (bot, provider_check) =
-        runtime.block_on(run_checks(&plan, &args, &mut out, &mut warnings))?;
+    let (bot, provider_check) = runtime.block_on(check_secrets(
+        &mut plan,
+        &args,
+        interactive,
+        &mut out,
+        &mut warnings,
+    ))?;
 
-    let (tree, notes) = merge::config(old_tree, &plan)?;
+    let (tree, notes) = merge::config(current.tree.clone(), &plan)?;
     warnings.extend(notes);
     let key_var = plan.key_var();
     let mut env_set: Vec<(&str, String)> = Vec::new();
@@ -136,48 +92,34 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
     }
     env_set.push((BOT_TOKEN_VAR, plan.bot_token.expose().to_owned()));
     let text = format!("{}\n", serde_json::to_string_pretty(&tree)?);
-    let (config, new_env, token_generated) = validate(&text, &old_env, &mut env_set, &target)?;
-    if let Some(w) = budget_without_cost(&plan, &tree) {
-        warnings.push(w);
+    let (config, new_env, token_generated) = validate(&text, &current.env, &mut env_set, &target)?;
+    warnings.extend(budget_without_cost(&plan, &tree));
+    if target.service_user.is_none() {
+        // A gateway started from this shell reads its environment before `.env`.
+        for (name, value) in &env_set {
+            if std::env::var(name).is_ok_and(|v| !v.is_empty() && v != *value) {
+                warnings.push(format!(
+                    "{name} is also set in your environment, which a gateway started from \
+                     this shell reads before .env: unset it there"
+                ));
+            }
+        }
     }
 
-    // Everything checked: write. `.env` first, so a config naming a new variable never
-    // exists without it.
-    let owner_rule = target.owner;
-    let owner = |dir: Option<&Dir>| -> anyhow::Result<Option<Owner>> {
-        Ok(match owner_rule {
-            OwnerRule::Invoker => None,
-            OwnerRule::Service(owner) => Some(owner),
-            OwnerRule::StateDirOwner => dir.map(Dir::owner).transpose()?,
-        })
-    };
-    let file_owner = owner(state_dir.as_ref())?;
-    let state_dir = match state_dir {
-        Some(dir) => dir,
-        None => Dir::open_or_create(&paths.state_dir, nofollow, file_owner)?,
-    };
-    let config_dir = match config_dir {
-        Some(dir) => dir,
-        None => Dir::open_or_create(&config_dir_path, nofollow, file_owner)?,
-    };
-    state_dir.replace(".env", new_env.as_bytes(), file_owner)?;
-    let backup = match &old_config {
-        Some(old) => {
-            let name = format!("{config_name}.bak");
-            config_dir.replace(&name, old, file_owner)?;
-            Some(config_dir.path().join(name))
-        }
-        None => None,
-    };
-    config_dir.replace(&config_name, text.as_bytes(), file_owner)?;
+    let backup = current.write(&target, &new_env, &text)?;
 
     let restart_wanted = target.root && target.service_user.is_some();
     let restarted = if restart_wanted && !args.no_restart {
         out.progress("Restarting the services...");
-        let restarted = runtime.block_on(restart::restart(&config)).context(
-            "the new settings are written, but applying them failed (nothing else to undo: \
-             the previous config is openclaw.json.bak)",
-        )?;
+        let restarted = runtime
+            .block_on(restart::restart(&config))
+            .with_context(|| {
+                let previous = match &backup {
+                    Some(path) => format!("the previous config is {}", path.display()),
+                    None => "there was no previous config".to_owned(),
+                };
+                format!("the new settings are written, but applying them failed ({previous})")
+            })?;
         Some(restarted)
     } else {
         None
@@ -197,6 +139,161 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
         gateway: crate::gateway_client::GatewayClient::new(&config).addr(),
     };
     out.finish(&summary)
+}
+
+/// The installation as setup found it: its directories (when they exist), opened once and
+/// used for the writes too, and the files it replaces.
+struct Current {
+    state_dir: Option<Dir>,
+    config_dir: Option<Dir>,
+    config_dir_path: PathBuf,
+    config_name: String,
+    /// `openclaw.json` as it was, byte for byte (it becomes the backup).
+    config: Option<Vec<u8>>,
+    tree: Option<Value>,
+    env: String,
+    /// As root, a link in place of a directory could send root's writes anywhere.
+    nofollow: bool,
+}
+
+impl Current {
+    fn read(target: &Target) -> anyhow::Result<Self> {
+        let paths = &target.paths;
+        let nofollow = target.root;
+        let config_name = paths
+            .config
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| {
+                bad(format!(
+                    "--config {}: not a file name",
+                    paths.config.display()
+                ))
+            })?
+            .to_owned();
+        let config_dir_path = match paths.config.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let state_dir = Dir::open(&paths.state_dir, nofollow)?;
+        let config_dir = Dir::open(&config_dir_path, nofollow)?;
+        let config = match &config_dir {
+            Some(dir) => dir.read(&config_name, MAX_FILE)?,
+            None => None,
+        };
+        let env = match &state_dir {
+            Some(dir) => dir.read(".env", MAX_FILE)?,
+            None => None,
+        };
+        let env = String::from_utf8(env.unwrap_or_default())
+            .map_err(|_| bad(format!("{} is not UTF-8 text", paths.env_file().display())))?;
+        let tree = match &config {
+            Some(bytes) => Some(Self::parse(bytes, &paths.config)?),
+            None => None,
+        };
+        Ok(Self {
+            state_dir,
+            config_dir,
+            config_dir_path,
+            config_name,
+            config,
+            tree,
+            env,
+            nofollow,
+        })
+    }
+
+    fn parse(bytes: &[u8], path: &Path) -> Result<Value, BadInput> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| bad(format!("{} is not UTF-8 text", path.display())))?;
+        crate::config::parse_tree(text).map_err(|e| {
+            let why = match e {
+                crate::config::ConfigError::File { message, .. } => message,
+                other => other.to_string(),
+            };
+            bad(format!(
+                "{}: {why}; fix it (or move it away), then run setup again",
+                path.display()
+            ))
+        })
+    }
+
+    /// Writes `.env` first (so a config naming a new variable never exists without it),
+    /// then the backup of the old config, then the new one. Returns the backup's path.
+    fn write(self, target: &Target, env: &str, config: &str) -> anyhow::Result<Option<PathBuf>> {
+        let owner = match target.owner {
+            OwnerRule::Invoker => None,
+            OwnerRule::Service(owner) => Some(owner),
+            OwnerRule::StateDirOwner => self.state_dir.as_ref().map(Dir::owner).transpose()?,
+        };
+        let state_dir = match self.state_dir {
+            Some(dir) => dir,
+            None => Dir::open_or_create(&target.paths.state_dir, self.nofollow, owner)?,
+        };
+        let config_dir = match self.config_dir {
+            Some(dir) => dir,
+            None => Dir::open_or_create(&self.config_dir_path, self.nofollow, owner)?,
+        };
+        state_dir.replace(".env", env.as_bytes(), owner)?;
+        let backup = match &self.config {
+            Some(old) => {
+                let name = format!("{}.bak", self.config_name);
+                config_dir.replace(&name, old, owner)?;
+                Some(config_dir.path().join(name))
+            }
+            None => None,
+        };
+        config_dir.replace(&self.config_name, config.as_bytes(), owner)?;
+        Ok(backup)
+    }
+}
+
+/// Runs the checks; on a terminal a refused secret is asked for again, twice at most (a
+/// typo should not cost every answer; an unreachable server is not the person's typing).
+async fn check_secrets(
+    plan: &mut Plan,
+    args: &SetupArgs,
+    interactive: bool,
+    out: &mut Output,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<(Option<String>, Option<ProviderCheck>)> {
+    let mut asked_again = 0;
+    loop {
+        warnings.clear();
+        let result = run_checks(plan, args, out, warnings).await;
+        let refused = match &result {
+            Err(e) if interactive && asked_again < 2 => {
+                e.downcast_ref::<CheckFailed>().and_then(|c| c.refused)
+            }
+            _ => None,
+        };
+        match (refused, result) {
+            (Some(secret), Err(e)) => {
+                asked_again += 1;
+                eprintln!("  {e}");
+                ask_again(&mut prompts::Terminal, plan, secret)?;
+            }
+            (_, result) => return result,
+        }
+    }
+}
+
+/// Asks again for the secret a service refused.
+fn ask_again(ask: &mut dyn prompts::Ask, plan: &mut Plan, secret: Refused) -> anyhow::Result<()> {
+    match secret {
+        Refused::BotToken => {
+            plan.bot_token =
+                prompts::ask_hidden(ask, "The bot token again (input hidden)", plan::bot_token)?;
+        }
+        Refused::ApiKey => {
+            plan.api_key = Some(prompts::ask_hidden(
+                ask,
+                "The API key again (input hidden)",
+                plan::api_key,
+            )?);
+        }
+    }
+    Ok(())
 }
 
 /// Runs both checks; with `--skip-checks` a failure is a warning instead of the end.
@@ -252,10 +349,12 @@ async fn run_checks(
     Ok((bot, provider))
 }
 
-/// Loads the new config with the gateway's reader, the new `.env` as its only source of
-/// `${VAR}`, and prepares the agent as `clawfort gateway` would. Adds a fresh gateway
-/// token to `.env` when the installation has none (the CLI's `status` and `stop-all` need
-/// one). Returns the config, the `.env` text, and whether a token was made.
+/// Loads the new config with the gateway's reader and prepares the agent as `clawfort
+/// gateway` would. `${VAR}` comes from the new `.env` alone for the service's installation
+/// (its unit reads that file), and from this process's environment first otherwise (as
+/// for a gateway started from the same shell). Adds a fresh gateway token to `.env` when
+/// the installation has none (the CLI's `status` and `stop-all` need one). Returns the
+/// config, the `.env` text, and whether a token was made.
 fn validate(
     text: &str,
     old_env: &str,
@@ -265,7 +364,10 @@ fn validate(
     let load = |env_set: &[(&str, String)]| -> anyhow::Result<(Config, String)> {
         let pairs: Vec<(&str, &str)> = env_set.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let new_env = merge::env(old_env, &pairs)?;
-        let vars = merge::parse_env(&new_env).map_err(|e| bad(format!(".env: {e}")))?;
+        let mut vars = merge::parse_env(&new_env).map_err(|e| bad(format!(".env: {e}")))?;
+        if target.service_user.is_none() {
+            vars.extend(std::env::vars().filter(|(_, v)| !v.is_empty()));
+        }
         let config = Config::parse(text, &EnvSource::fixed(vars)).map_err(|e| {
             bad(format!(
                 "the new openclaw.json would not load, so nothing was written: {e}"

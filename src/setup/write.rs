@@ -138,11 +138,13 @@ impl Dir {
             .take(max as u64 + 1)
             .read_to_end(&mut bytes)
             .with_context(|| format!("cannot read {}", shown.display()))?;
-        anyhow::ensure!(
-            bytes.len() <= max,
-            "{} is larger than {max} bytes; is it the right file?",
-            shown.display()
-        );
+        if bytes.len() > max {
+            return Err(bad(format!(
+                "{} is larger than {max} bytes; is it the right file?",
+                shown.display()
+            ))
+            .into());
+        }
         Ok(Some(bytes))
     }
 

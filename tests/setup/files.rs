@@ -5,7 +5,9 @@ use serde_json::json;
 use crate::fake::{Fake, KEY};
 use crate::support::{state_dir, TOKEN};
 use crate::telegram_fake::Fake as Telegram;
-use crate::{config, mode, model_server, names, secret_file, setup, text, BOT_TOKEN};
+use crate::{
+    config, mode, model_server, names, secret_file, setup, setup_with_env, text, BOT_TOKEN,
+};
 
 /// The arguments of a run with both secrets in files of `dir`.
 fn args(dir: &std::path::Path, model: &Fake, telegram: &Telegram) -> Vec<String> {
@@ -57,9 +59,16 @@ async fn an_existing_installation_keeps_its_settings_and_a_backup() {
     .unwrap();
     let args = args(dir.path(), &model, &telegram);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = tokio::task::block_in_place(|| setup(dir.path(), &args, ""));
+    // A key exported in the shell would win over .env for a gateway started from it.
+    let shell = [("OPENAI_API_KEY", "sk-from-the-shell-0123456789")];
+    let out = tokio::task::block_in_place(|| setup_with_env(dir.path(), &args, "", &shell));
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("OPENAI_API_KEY is also set in your environment"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("sk-from-the-shell"), "{stdout}");
     assert!(stdout.contains("openclaw.json.bak"), "{stdout}");
     assert!(
         stdout.contains("comments and key order are not kept"),

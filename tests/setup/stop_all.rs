@@ -86,7 +86,7 @@ async fn stop_all_ends_the_running_turn_at_once() {
     .await;
     tokio::task::block_in_place(|| gw.wait_log("Telegram: update 100 stopped", 1));
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(5),
         "took {:?}",
         started.elapsed()
     );
@@ -116,6 +116,10 @@ async fn stop_all_needs_the_gateway_token() {
     let model = Fake::start(|_, _| Reply::Hang).await;
     let telegram = Telegram::start(BOT_TOKEN).await;
     let gw = tokio::task::block_in_place(|| gateway(&model, &telegram));
+    // The agent is built once the gateway listens; Telegram's getMe comes right after.
+    telegram
+        .wait_until("the agent to start", |t| !t.calls("getMe").is_empty())
+        .await;
     let post = |auth: &str| {
         gw.raw(&format!(
             "POST /api/agent/stop-all HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\n\
