@@ -3,11 +3,11 @@
 //! whole gateway tunnelling through it to fake providers, a fake Bot API and a TLS server
 //! on 127.0.0.1 (`client.rs`).
 
+use clawfort_fakes::model as fake;
+use clawfort_fakes::telegram as telegram_fake;
+
 #[path = "egress/client.rs"]
 mod client;
-#[path = "provider/fake.rs"]
-#[allow(dead_code)]
-mod fake;
 #[path = "gateway/support.rs"]
 #[allow(dead_code)]
 mod gateway_support;
@@ -15,6 +15,3 @@ mod gateway_support;
 mod proxy;
 #[path = "egress/support.rs"]
 mod support;
-#[path = "telegram/fake.rs"]
-#[allow(dead_code)]
-mod telegram_fake;

@@ -1,10 +1,9 @@
 //! `clawfort setup` and `clawfort stop-all`: the real binary against the fake Telegram Bot
-//! API (`telegram/fake.rs`) and the fake model servers (`provider/fake.rs`) on loopback,
-//! in temporary state directories.
+//! API and the fake model servers (the `clawfort-fakes` crate) on loopback, in temporary
+//! state directories.
 
-#[path = "provider/fake.rs"]
-#[allow(dead_code)]
-mod fake;
+use clawfort_fakes::model as fake;
+use clawfort_fakes::telegram as telegram_fake;
 #[path = "setup/files.rs"]
 mod files;
 #[path = "setup/flows.rs"]
@@ -16,9 +15,6 @@ mod stop_all;
 #[path = "gateway/support.rs"]
 #[allow(dead_code)]
 mod support;
-#[path = "telegram/fake.rs"]
-#[allow(dead_code)]
-mod telegram_fake;
 
 use std::io::Write;
 use std::path::Path;

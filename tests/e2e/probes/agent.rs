@@ -177,7 +177,7 @@ impl<'a> RoundTrip<'a> {
         self.control
             .push_update(&private_text(STRANGER, "Hello, who are you?"))?;
         let sent = Instant::now();
-        let reply = self.wait_for("a reply to the stranger's first DM", || {
+        let reply = self.wait_for("reply to the stranger's first DM", || {
             Ok(self.sent_to_stranger()?.into_iter().next())
         })?;
         let reply_s = sent.elapsed().as_secs_f64();
@@ -230,7 +230,7 @@ impl<'a> RoundTrip<'a> {
         let text = format!("What is the round trip token {nonce}?");
         self.control.push_update(&private_text(STRANGER, &text))?;
         let sent = Instant::now();
-        let request = self.wait_for("a model request carrying the approved DM", || {
+        let request = self.wait_for("model request carrying the approved DM", || {
             Ok(self
                 .completions()?
                 .into_iter()
@@ -254,7 +254,7 @@ impl<'a> RoundTrip<'a> {
              in the journal of {EGRESS_UNIT}"
         );
         let answer = &self.script.model.text;
-        self.wait_for("the model's answer in the stranger's chat", || {
+        self.wait_for("answer of the model in the stranger's chat", || {
             Ok(self
                 .sent_to_stranger()?
                 .into_iter()
