@@ -33,7 +33,7 @@ const SCANNER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const SSH_PROBER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 4);
 /// Where the fake model provider and Telegram Bot API serve the guest's agent.
-const FAKES: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 9);
+pub(super) const FAKES: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 9);
 /// Readiness polling opens a new SSH connection every two seconds; rotating over ten source
 /// addresses keeps each far below the firewall's per-source limit on new connections.
 const POLL_POOL: std::ops::RangeInclusive<u8> = 100..=109;

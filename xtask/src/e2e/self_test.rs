@@ -28,8 +28,9 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 /// switched to a LAN bind (and the gateway restarted), a service listens on port 8080 with no
 /// firewall in front of it, the config approves every new sender on the spot
 /// (`pairing.autoApprove`, which `clawfort setup` keeps when the agent probe runs it), and a
-/// drop-in lets the gateway call out directly instead of through the egress proxy (applied
-/// when setup restarts it).
+/// drop-in lets the gateway call the fakes' address directly instead of through the egress
+/// proxy (only that address: the gateway port must stay unreachable from the scanner, or the
+/// scan would fail for more than the listener on 8080).
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "sed -i 's/bind: \"loopback\"/bind: \"lan\"/' /home/openclaw/.openclaw/openclaw.json \
      && grep -q 'bind: \"lan\"' /home/openclaw/.openclaw/openclaw.json \
@@ -39,7 +40,7 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "sed -i 's/autoApprove: false/autoApprove: true/' /home/openclaw/.openclaw/openclaw.json \
      && grep -q 'autoApprove: true' /home/openclaw/.openclaw/openclaw.json",
     "mkdir -p /etc/systemd/system/clawfort.service.d \
-     && printf '[Service]\\nUnsetEnvironment=CLAWFORT_EGRESS_PROXY\\nIPAddressAllow=any\\n' \
+     && printf '[Service]\\nUnsetEnvironment=CLAWFORT_EGRESS_PROXY\\nIPAddressAllow=10.77.0.9\\n' \
         > /etc/systemd/system/clawfort.service.d/e2e-direct-egress.conf \
      && systemctl daemon-reload",
 ];
@@ -169,6 +170,18 @@ pub fn check_builder_refusals(target: &str, root: &Path, suite_overlay: &Path) -
 #[cfg(test)]
 mod tests {
     use crate::e2e::expect::merged_definition;
+
+    /// The direct-egress weakening opens the gateway's IP filter to the fakes' address only.
+    #[test]
+    fn direct_egress_weakening_names_the_fakes_address() {
+        let allow = format!("IPAddressAllow={}\\n", crate::e2e::boot::FAKES);
+        let matching: Vec<&&str> = super::RUNTIME_WEAKENINGS
+            .iter()
+            .filter(|script| script.contains("IPAddressAllow="))
+            .collect();
+        assert_eq!(matching.len(), 1);
+        assert!(matching[0].contains(&allow), "{}", matching[0]);
+    }
 
     /// weakened.toml replaces `services.enable` whole; it must stay the appliance's list with
     /// only nftables.service taken out, or the self-test would weaken more than it says.
