@@ -7,6 +7,7 @@
 //! skips it.
 
 mod exec;
+mod fakes;
 mod probes;
 mod ssh;
 #[path = "testbed.rs"]

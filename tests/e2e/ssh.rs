@@ -29,10 +29,14 @@ fn client_options(testbed: &Testbed, known_hosts: &std::path::Path) -> Vec<Strin
         "StrictHostKeyChecking=accept-new",
         "-o",
         "ConnectTimeout=10",
+        // A first-boot guest under TCG on a busy host can stall for tens of seconds. The admin
+        // session must outlive that: once its master connection is gone every command opens a
+        // new one, and the firewall's per-source limit on new SSH connections (which counts
+        // SYN retransmits) then locks the admin address out for the rest of the run.
         "-o",
-        "ServerAliveInterval=5",
+        "ServerAliveInterval=10",
         "-o",
-        "ServerAliveCountMax=4",
+        "ServerAliveCountMax=12",
     ]
     .into_iter()
     .map(str::to_owned)

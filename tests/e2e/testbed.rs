@@ -2,7 +2,7 @@
 //! `cargo xtask e2e` (which owns the VMs and the network namespace) and read by the probe
 //! binary. This file is compiled into both, so the two sides cannot drift apart.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,8 @@ pub struct Testbed {
     pub peer: Option<Guest>,
     /// What the image configuration promises, so probes know what to expect.
     pub expect: Expectations,
+    /// The fake model provider and Telegram Bot API serving on the namespace side.
+    pub fakes: Fakes,
     /// Where the JSON report goes.
     pub report: PathBuf,
     /// Scratch directory for the probes (SSH control sockets, known_hosts files).
@@ -43,6 +45,20 @@ pub struct Sources {
     pub ssh_prober: Ipv4Addr,
     /// The address that fails logins until fail2ban bans it.
     pub attacker: Ipv4Addr,
+}
+
+/// The `clawfort-fakes` process the harness runs in the namespace for the whole suite: the
+/// agent's provider and Telegram, reached by the guest over the private network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fakes {
+    /// The fake model server (OpenAI chat completions under `/v1`, Anthropic Messages).
+    pub model: SocketAddrV4,
+    /// The fake Telegram Bot API (the gateway's `channels.telegram.apiRoot`).
+    pub telegram: SocketAddrV4,
+    /// The script the fakes run (`clawfort-fakes --script`, mode 600): the API key the model
+    /// fake requires, the bot token the Telegram fake serves, the model's answer. The probe
+    /// reads its secrets from here; they never go into this file, a report or a log.
+    pub script: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 
 mod boot;
 mod expect;
+mod fakes;
 mod self_test;
 #[path = "../../tests/e2e/testbed.rs"]
 mod testbed;
@@ -73,6 +74,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.self_test {
         self_test::check_builder_refusals(&args.target, &root, &overlays[0])?;
     }
+    let fakes_binary = fakes::build(&sh)?;
     let image = match &args.image {
         Some(image) => image.clone(),
         None => build_variant(&args, variant, overlays, &key)?,
@@ -96,6 +98,7 @@ pub fn run(args: Args) -> Result<()> {
         expect: expect::expectations(&definition)?,
         boot_peer: !args.self_test && !args.no_peer,
         only,
+        fakes_binary: &fakes_binary,
         prepare: if args.self_test {
             self_test::RUNTIME_WEAKENINGS
         } else {

@@ -32,20 +32,44 @@ pub fn egress_proxy_allow_list(ctx: &Ctx) -> Result<String> {
         mode.trim()
     );
 
+    // The proxy starts on its socket's first connection. Start it first and wait (bounded), so
+    // that a slow first start on a busy guest is not mistaken for a refusal that never came,
+    // and a proxy that cannot start is reported as such, with its journal.
+    let started = ctx.admin.sudo(&format!(
+        "systemctl start {EGRESS_UNIT}; for i in $(seq 1 60); do \
+         systemctl is-active --quiet {EGRESS_UNIT} && exit 0; sleep 1; done; exit 1"
+    ))?;
+    if started.code != Some(0) {
+        let why = ctx.admin.sudo(&format!(
+            "systemctl status --no-pager {EGRESS_UNIT} 2>&1 | tail -n 5; \
+             journalctl -u {EGRESS_UNIT} --no-pager -n 15"
+        ))?;
+        anyhow::bail!(
+            "{EGRESS_UNIT} is not active within 60 s of `systemctl start`:\n{}",
+            why.stdout.trim()
+        );
+    }
+
     // curl speaks CONNECT when told the method and the request target; the proxy's answer
     // is the status. The host is never resolved: the proxy refuses it first.
     let connect = format!(
-        "curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 --unix-socket {socket} \
+        "curl -sS -o /dev/null -w '%{{http_code}}' --max-time 30 --unix-socket {socket} \
          -X CONNECT --request-target {UNNAMED} http://{UNNAMED}/"
     );
     let refused = ctx.admin.sudo(&format!("runuser -u {user} -- {connect}"))?;
-    ensure!(
-        refused.stdout.trim() == "403",
-        "CONNECT {UNNAMED} as {user} was answered `{}` (exit {:?}), not 403 from the proxy: {}",
-        refused.stdout.trim(),
-        refused.code,
-        refused.stderr.trim()
-    );
+    if refused.stdout.trim() != "403" {
+        let why = ctx
+            .admin
+            .sudo(&format!("journalctl -u {EGRESS_UNIT} --no-pager -n 15"))?;
+        anyhow::bail!(
+            "CONNECT {UNNAMED} as {user} was answered `{}` (exit {:?}), not 403 from the \
+             proxy: {}\nthe proxy's journal:\n{}",
+            refused.stdout.trim(),
+            refused.code,
+            refused.stderr.trim(),
+            why.stdout.trim()
+        );
+    }
     // The line is written before the answer; give the journal a few seconds to show it.
     let logged = ctx.admin.sudo(&format!(
         "for i in $(seq 1 10); do journalctl -u {EGRESS_UNIT} --since=-120s --no-pager \

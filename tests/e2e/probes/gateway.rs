@@ -19,7 +19,9 @@ fn main_pid(ctx: &Ctx) -> Result<u32> {
     Ok(pid)
 }
 
-fn http_status(ctx: &Ctx, path: &str, header_on_stdin: Option<&str>) -> Result<u16> {
+/// The HTTP status of `path` on the gateway, fetched with curl on the guest (an extra header,
+/// such as the bearer token, comes on curl's stdin so it is on no command line).
+pub fn http_status(ctx: &Ctx, path: &str, header_on_stdin: Option<&str>) -> Result<u16> {
     let port = ctx.testbed.expect.gateway_port;
     let script =
         format!(

@@ -1,8 +1,10 @@
 //! Every probe, in the order the suite runs them: cheap checks from inside first, then the
 //! attacks from outside, then the sandbox (its image arrives in the background after first
-//! boot), then the probes that disturb the guest (gateway kill, fail2ban ban), and last the
-//! uniqueness probe, which gives the second boot the most time to come up.
+//! boot), then the probes that disturb the guest (gateway kill, fail2ban ban), then the agent
+//! probe (it reconfigures the gateway through `clawfort setup`), and last the uniqueness probe,
+//! which gives the second boot the most time to come up.
 
+pub mod agent;
 pub mod egress;
 pub mod fail2ban;
 pub mod gateway;
@@ -101,6 +103,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "fail2ban_bans_and_unbans",
         run: fail2ban::fail2ban_bans_and_unbans,
+    },
+    Probe {
+        name: "agent_round_trip",
+        run: agent::agent_round_trip,
     },
     Probe {
         name: "first_boot_identity_unique",

@@ -1,7 +1,8 @@
-//! One suite run against one image: a private network, the guest booted through its firmware
-//! on a disk larger than the image, boot timings, optionally a second boot of the same image
-//! (for the uniqueness probe), then the probe binary; everything torn down afterwards, also on
-//! failure or interrupt.
+//! One suite run against one image: a private network with the agent's fake provider and
+//! Telegram on its namespace side, the guest booted through its firmware on a disk larger than
+//! the image, boot timings, optionally a second boot of the same image (for the uniqueness
+//! probe), then the probe binary; everything torn down afterwards, also on failure or
+//! interrupt.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 use xshell::Shell;
 
+use super::fakes::FakeServices;
 use super::testbed::{Expectations, Guest, Sources, Testbed};
 use crate::qemu::netns::{GuestLink, PrivateNetwork};
 use crate::qemu::{self, accel, cleanup, disk, Console, Machine, Nic, Vm, VmSpec};
@@ -30,6 +32,8 @@ const ADMIN: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const SCANNER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const SSH_PROBER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 4);
+/// Where the fake model provider and Telegram Bot API serve the guest's agent.
+pub(super) const FAKES: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 9);
 /// Readiness polling opens a new SSH connection every two seconds; rotating over ten source
 /// addresses keeps each far below the firewall's per-source limit on new connections.
 const POLL_POOL: std::ops::RangeInclusive<u8> = 100..=109;
@@ -49,6 +53,8 @@ pub struct Plan<'a> {
     pub expect: Expectations,
     pub boot_peer: bool,
     pub only: Vec<String>,
+    /// The `clawfort-fakes` binary, run in the namespace for the whole suite.
+    pub fakes_binary: &'a Path,
     /// Root shell scripts run on the guest once it is ready, before probing (the self-test's
     /// run-time weakenings); empty for the real suite.
     pub prepare: &'a [&'a str],
@@ -88,10 +94,12 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
     } else {
         &links[..1]
     };
-    let mut host_addresses = vec![ADMIN, SCANNER, SSH_PROBER, ATTACKER];
+    let mut host_addresses = vec![ADMIN, SCANNER, SSH_PROBER, ATTACKER, FAKES];
     host_addresses.extend(POLL_POOL.map(|host| Ipv4Addr::new(10, 77, 0, host)));
     let netns_name = format!("clawfort-e2e-{}", std::process::id());
     let network = PrivateNetwork::create(sh, &netns_name, &host_addresses, links, &work)?;
+    // Dropped (stopped) after the probes, before the namespace goes.
+    let fakes = FakeServices::start(&network, plan.fakes_binary, FAKES, &work)?;
 
     let disk_bytes = disk::virtual_size(sh, plan.image)? + DISK_GROWTH;
     let start = |link: &GuestLink, serial: &Path| -> Result<Vm> {
@@ -171,6 +179,7 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
         guest: guest.clone(),
         peer,
         expect: plan.expect.clone(),
+        fakes: fakes.testbed.clone(),
         report: absolute(&plan.report)?,
         work_dir: work.clone(),
         only: plan.only.clone(),
@@ -179,6 +188,7 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
     std::fs::write(&testbed_file, serde_json::to_string_pretty(&testbed)?)?;
     let _ = std::fs::remove_file(&plan.report);
     run_probes(&testbed_file, &mut vm)?;
+    drop(fakes);
     let report = std::fs::read_to_string(&plan.report)
         .with_context(|| format!("the probe binary wrote no report {}", plan.report.display()))?;
     let report: Report = serde_json::from_str(&report)

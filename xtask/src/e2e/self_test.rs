@@ -25,18 +25,29 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 ];
 
 /// Root shell scripts run on the weakened guest before probing: the gateway's own config is
-/// switched to a LAN bind (and the gateway restarted), and a service listens on port 8080
-/// with no firewall in front of it.
+/// switched to a LAN bind (and the gateway restarted), a service listens on port 8080 with no
+/// firewall in front of it, the config approves every new sender on the spot
+/// (`pairing.autoApprove`, which `clawfort setup` keeps when the agent probe runs it), and a
+/// drop-in lets the gateway call the fakes' address directly instead of through the egress
+/// proxy (only that address: the gateway port must stay unreachable from the scanner, or the
+/// scan would fail for more than the listener on 8080).
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "sed -i 's/bind: \"loopback\"/bind: \"lan\"/' /home/openclaw/.openclaw/openclaw.json \
      && grep -q 'bind: \"lan\"' /home/openclaw/.openclaw/openclaw.json \
      && systemctl restart clawfort.service \
      && for i in $(seq 1 60); do curl -fs -o /dev/null --max-time 2 http://127.0.0.1:18789/healthz && exit 0; sleep 1; done; exit 1",
     "systemd-run --unit=clawfort-e2e-exposed-listener nc -lk 8080",
+    "sed -i 's/autoApprove: false/autoApprove: true/' /home/openclaw/.openclaw/openclaw.json \
+     && grep -q 'autoApprove: true' /home/openclaw/.openclaw/openclaw.json",
+    "mkdir -p /etc/systemd/system/clawfort.service.d \
+     && printf '[Service]\\nUnsetEnvironment=CLAWFORT_EGRESS_PROXY\\nIPAddressAllow=10.77.0.9\\n' \
+        > /etc/systemd/system/clawfort.service.d/e2e-direct-egress.conf \
+     && systemctl daemon-reload",
 ];
 
 /// Probes that must fail on the weakened image, and a fragment their failure must contain, so
-/// that a failure for an unrelated reason (say, sshd not running) does not count.
+/// that a failure for an unrelated reason (say, sshd not running) does not count. A probe
+/// guarding two removed protections is listed twice: its failure must name both.
 pub const MUST_FAIL: &[(&str, &str)] = &[
     ("ssh_offers_only_publickey", "password"),
     ("ssh_refuses_root_with_valid_key", "root logged in"),
@@ -53,6 +64,8 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     ),
     ("unattended_upgrades_security", "no security origin"),
     ("fail2ban_bans_and_unbans", "is not banned"),
+    ("agent_round_trip", "reached the model before approval"),
+    ("agent_round_trip", "without the egress proxy"),
 ];
 
 /// Probes that must still pass: the weakened guest boots, serves and is reachable, so the
@@ -61,12 +74,17 @@ pub const MUST_PASS: &[&str] = &["gateway_healthz_ok", "gateway_runs_as_service_
 
 /// Every probe the self-test runs.
 pub fn probes() -> Vec<String> {
-    MUST_FAIL
+    let mut names: Vec<String> = Vec::new();
+    for name in MUST_FAIL
         .iter()
         .map(|(name, _)| *name)
         .chain(MUST_PASS.iter().copied())
-        .map(str::to_owned)
-        .collect()
+    {
+        if !names.iter().any(|known| known == name) {
+            names.push(name.to_owned());
+        }
+    }
+    names
 }
 
 /// Checks the weakened image's report; prints one line per expectation.
@@ -152,6 +170,18 @@ pub fn check_builder_refusals(target: &str, root: &Path, suite_overlay: &Path) -
 #[cfg(test)]
 mod tests {
     use crate::e2e::expect::merged_definition;
+
+    /// The direct-egress weakening opens the gateway's IP filter to the fakes' address only.
+    #[test]
+    fn direct_egress_weakening_names_the_fakes_address() {
+        let allow = format!("IPAddressAllow={}\\n", crate::e2e::boot::FAKES);
+        let matching: Vec<&&str> = super::RUNTIME_WEAKENINGS
+            .iter()
+            .filter(|script| script.contains("IPAddressAllow="))
+            .collect();
+        assert_eq!(matching.len(), 1);
+        assert!(matching[0].contains(&allow), "{}", matching[0]);
+    }
 
     /// weakened.toml replaces `services.enable` whole; it must stay the appliance's list with
     /// only nftables.service taken out, or the self-test would weaken more than it says.

@@ -83,6 +83,11 @@ const DYNAMIC: &[(&str, &str, &str)] = &[
         "$CARGO, the toolchain running xtask",
     ),
     (
+        "xtask/src/e2e/fakes.rs",
+        "&program",
+        "clawfort-fakes, built by fakes::build() just before (which checks the file exists)",
+    ),
+    (
         "xtask/src/ci.rs",
         "cargo",
         "$CARGO, the toolchain running xtask",
