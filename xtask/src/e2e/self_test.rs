@@ -105,7 +105,7 @@ pub fn judge(report: &Report) -> Result<()> {
         };
         report_line(
             name,
-            "fails when its protection is removed",
+            &format!("fails when its protection is removed (`{reason}`)"),
             verdict,
             &mut wrong,
         );
