@@ -7,8 +7,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_clawfort");
-
 /// `clawfort egress` with `openclaw.json` = `config` and no `.env` at all: the proxy must
 /// start without the secrets the config refers to.
 pub struct Proxy {
@@ -25,17 +23,10 @@ impl Drop for Proxy {
 }
 
 /// The proxy command, isolated from the caller's environment.
+/// The gateway tests' isolation, plus systemd's socket-passing variables.
 pub fn command(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--config")
-        .arg(dir.join("openclaw.json"))
-        .env_remove("OPENCLAW_GATEWAY_TOKEN")
-        .env_remove("OPENCLAW_STATE_DIR")
-        .env_remove("OPENCLAW_CONFIG_PATH")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_PID")
-        .env("HOME", dir);
+    let mut cmd = crate::gateway_support::command(dir);
+    cmd.env_remove("LISTEN_FDS").env_remove("LISTEN_PID");
     cmd
 }
 
