@@ -116,6 +116,26 @@ impl Diff {
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty()
     }
+
+    /// ` (added a:443; removed b:443)`, or nothing when nothing changes.
+    pub fn describe(&self) -> String {
+        let join = |targets: &[Target]| -> String {
+            let names: Vec<String> = targets.iter().map(Target::to_string).collect();
+            names.join(", ")
+        };
+        let mut parts = Vec::new();
+        if !self.added.is_empty() {
+            parts.push(format!("added {}", join(&self.added)));
+        }
+        if !self.removed.is_empty() {
+            parts.push(format!("removed {}", join(&self.removed)));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join("; "))
+        }
+    }
 }
 
 impl AllowList {
@@ -368,7 +388,12 @@ mod tests {
             diff.removed,
             [Target::of_authority("a.example:443").unwrap()]
         );
+        assert_eq!(
+            diff.describe(),
+            " (added c.example:8080; removed a.example:443)"
+        );
         assert!(new.diff(&new).is_empty());
+        assert_eq!(new.diff(&new).describe(), "");
         assert_eq!(AllowList::default().describe(), "nothing");
         assert_eq!(new.describe(), "b.example:443, c.example:8080");
     }

@@ -47,6 +47,9 @@ pub struct SyncArgs {
 pub struct Pending {
     pub path: PathBuf,
     pub list: AllowList,
+    /// What changes against the list the proxy reads now (a missing or unreadable file
+    /// counts as empty), so that a host nobody asked for is seen before it is allowed.
+    pub diff: super::Diff,
     /// The file's `source`: who wrote it from what.
     source: String,
 }
@@ -103,7 +106,9 @@ pub fn for_setup(
              nothing was written: {e}"
         ))
     })?;
+    let current = allow_file::read(&path).ok().flatten().unwrap_or_default();
     Ok(Some(Pending {
+        diff: current.diff(&list),
         path,
         list,
         source: format!("clawfort setup, from {}", config.display()),
@@ -197,6 +202,7 @@ pub fn run(args: SyncArgs, target: Target) -> anyhow::Result<()> {
     Pending {
         path: path.clone(),
         list,
+        diff,
         source: format!("clawfort egress sync, from {}", config.display()),
     }
     .write()?;

@@ -487,6 +487,8 @@ impl Summary<'_> {
             "egressAllow": self.egress_allow.map(|p| json!({
                 "file": p.path,
                 "allow": p.list.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "added": p.diff.added.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "removed": p.diff.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
             })),
             "restarted": self.restarted,
             "gateway": self.gateway.to_string(),
@@ -540,9 +542,10 @@ impl Summary<'_> {
         }
         if let Some(egress) = self.egress_allow {
             lines.push(format!(
-                "Wrote {}: the egress proxy allows {}.",
+                "Wrote {}: the egress proxy allows {}{}.",
                 egress.path.display(),
-                egress.list.describe()
+                egress.list.describe(),
+                egress.diff.describe()
             ));
         }
         for w in self.warnings {

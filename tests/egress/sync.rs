@@ -370,10 +370,12 @@ async fn setup_as_root_writes_the_allow_file_before_restarting() {
     assert_eq!(host.allowed(), wanted);
     assert_eq!(owner_mode(&host.allow()), (0, 0, 0o644));
     assert_eq!(owner_mode(host.allow().parent().unwrap()), (0, 0, 0o755));
+    // Everything is new to the proxy: each host is named as added, for the person to see.
     assert!(
         stdout.contains(&format!(
-            "Wrote {}: the egress proxy allows {}.",
+            "Wrote {}: the egress proxy allows {} (added {}).",
             host.allow().display(),
+            wanted.join(", "),
             wanted.join(", ")
         )),
         "{stdout}"
