@@ -7,8 +7,11 @@
 //! A budget warning (80 % of a limit reached) is appended as a line too, so a restart does
 //! not repeat it, and so is its delivery to the owner (`notified`, written once a channel
 //! has sent the owner the message), so a restart resends only a warning the owner never got.
-//! Each line is written with one `write` on an `O_APPEND` file and
-//! `fsync`ed before [`Ledger::record`] returns. The directory is created 700, the file 600.
+//! Each line is written with one `write` on an `O_APPEND` file. A call's line is on disk
+//! after [`Ledger::sync`], which the agent runs beside the sync of the turn's reply line,
+//! before the reply is sent: a killed gateway loses nothing (the kernel holds what was
+//! written), and a power cut can lose only calls of a turn whose reply was never sent. A
+//! delivery mark is synced at once. The directory is created 700, the file 600.
 //!
 //! Periods are UTC calendar days and months: a day's budget resets at 00:00 UTC, whatever the
 //! owner's time zone, so the limit means the same on every machine.
@@ -367,6 +370,9 @@ pub struct Ledger {
     path: PathBuf,
     budget: Budget,
     inner: Mutex<Inner>,
+    /// The same file, synced without holding the lock, so other sessions' calls are not
+    /// held up by one session's `fdatasync`.
+    sync_file: File,
 }
 
 #[derive(Debug)]
@@ -416,9 +422,11 @@ impl Ledger {
             file.seek(SeekFrom::End(0)).map_err(io)?;
         }
         let (totals, latest) = parse(path, &text[..complete], now)?;
+        let sync_file = file.try_clone().map_err(io)?;
         Ok(Self {
             path: path.to_owned(),
             budget,
+            sync_file,
             inner: Mutex::new(Inner {
                 file,
                 totals,
@@ -460,10 +468,9 @@ impl Ledger {
         Ok(())
     }
 
-    /// Appends one call, priced with `cost`, and returns any budget warning it caused.
-    ///
-    /// Blocking: one small write and an `fsync` (milliseconds on an SD card); async callers
-    /// can afford it once per model call, or use `spawn_blocking`.
+    /// Appends one call, priced with `cost`, and returns any budget warning it caused. The
+    /// line is written (one small `write`, microseconds) but on disk only after
+    /// [`Ledger::sync`].
     pub fn record(
         &self,
         session: &str,
@@ -541,7 +548,8 @@ impl Ledger {
         self.append(&mut inner, &line)?;
         inner.totals.roll_to(now);
         inner.totals.apply(&line, now);
-        Ok(())
+        drop(inner);
+        self.sync()
     }
 
     /// The warnings of the current periods that the owner was never sent (a restart, or no
@@ -595,8 +603,16 @@ impl Ledger {
         };
         let mut bytes = serde_json::to_vec(line).expect("ledger lines always serialize");
         bytes.push(b'\n');
-        inner.file.write_all(&bytes).map_err(io)?;
-        inner.file.sync_data().map_err(io)
+        inner.file.write_all(&bytes).map_err(io)
+    }
+
+    /// Makes every line written so far durable (blocking: one `fdatasync`, milliseconds on
+    /// an SD card; nothing when nothing was written since).
+    pub fn sync(&self) -> Result<(), LedgerError> {
+        self.sync_file.sync_data().map_err(|source| LedgerError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -234,13 +234,14 @@ impl AgentLoop {
                 }
             };
             if let Some(ledger) = &s.ledger {
-                let (ledger, session) = (Arc::clone(ledger), turn.session_key.to_string());
-                let (model, usage) = (answer.model.clone(), answer.response.usage);
+                // One small write; on disk with the reply line (see `turn_in_session`).
                 let cost = answer.spec.as_ref().and_then(|m| m.cost);
-                let recorded = tokio::task::spawn_blocking(move || {
-                    ledger.record(&session, &model, cost.as_ref(), &usage)
-                })
-                .await??;
+                let recorded = ledger.record(
+                    turn.session_key.as_str(),
+                    &answer.model,
+                    cost.as_ref(),
+                    &answer.response.usage,
+                )?;
                 for event in recorded.events {
                     tracing::warn!("{event}");
                     self.notify_owner(event);
@@ -315,7 +316,15 @@ impl AgentLoop {
         drop(running);
         let text = result?;
         let text = self.settings.redactor.redact(&text).into_owned();
-        self.append(
+        // Before the reply leaves: the reply line (which also syncs the message's line,
+        // written unsynced by a channel with a journal) and the turn's ledger lines, the
+        // two `fdatasync`s side by side.
+        let ledger = self.settings.ledger.clone();
+        let ledger_synced = tokio::task::spawn_blocking(move || match ledger {
+            Some(ledger) => ledger.sync(),
+            None => Ok(()),
+        });
+        let appended = self.append(
             &turn.session_key,
             AgentEntry {
                 session_key: turn.session_key.as_str(),
@@ -323,8 +332,10 @@ impl AgentLoop {
                 role: "assistant",
                 text: Some(&text),
             },
-        )
-        .await?;
+        );
+        let (appended, ledger_synced) = tokio::join!(appended, ledger_synced);
+        appended?;
+        ledger_synced??;
         Ok(Reply::text(text))
     }
 

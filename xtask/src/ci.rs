@@ -47,12 +47,20 @@ pub fn run(args: Args) -> Result<()> {
     step("cargo test", &|| {
         Ok(cmd!(sh, "cargo test --workspace").run()?)
     })?;
-    step("cargo xtask fuzz --seconds 30", &|| {
-        Ok(cmd!(sh, "cargo xtask fuzz --seconds 30").run()?)
-    })?;
-    if !args.no_image {
-        step("cargo xtask image", &|| {
-            Ok(cmd!(sh, "cargo xtask image").run()?)
+    if args.no_image {
+        step("cargo xtask fuzz --seconds 30", &|| {
+            Ok(cmd!(sh, "cargo xtask fuzz --seconds 30").run()?)
+        })?;
+    } else {
+        // The image build waits on downloads and dpkg much of its time, so the fuzzers
+        // (compiling, then one core per target) run beside it rather than before it.
+        step("cargo xtask image | cargo xtask fuzz --seconds 30", &|| {
+            beside(
+                &sh,
+                &["xtask", "image"],
+                &["xtask", "fuzz", "--seconds", "30"],
+                "out/ci-fuzz.log",
+            )
         })?;
         // The default build leaves its customised root file system in its work directory.
         step("scrub inspection of the built root", &|| {
@@ -66,7 +74,14 @@ pub fn run(args: Args) -> Result<()> {
             Ok(cmd!(sh, "cargo xtask e2e --self-test").run()?)
         })?;
         step("cargo xtask image --target aarch64 | --target rpi", &|| {
-            arm_images_in_parallel(&sh)
+            // Under qemu-user, dpkg and the package scripts keep one core busy each, so on
+            // a two-core machine the pair takes little longer than the slower one.
+            beside(
+                &sh,
+                &["xtask", "image", "--target", "aarch64"],
+                &["xtask", "image", "--target", "rpi"],
+                "out/ci-image-rpi.log",
+            )
         })?;
         step("cargo xtask e2e --target aarch64", &|| {
             Ok(cmd!(sh, "cargo xtask e2e --target aarch64").run()?)
@@ -90,40 +105,33 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Builds the aarch64 and the Pi image at the same time. Their root file systems are installed
-/// under qemu-user, where dpkg and the package scripts keep one core busy each, so on a
-/// two-core machine the pair takes little longer than the slower one. The Pi build's output
-/// goes to a log file, printed when it fails.
-fn arm_images_in_parallel(sh: &Shell) -> Result<()> {
+/// Runs `cargo <foreground>` with its output on the terminal and, at the same time,
+/// `cargo <background>` with its output in `log` (its last lines printed when both are done,
+/// all of it kept when it fails). Fails when either fails.
+fn beside(sh: &Shell, foreground: &[&str], background: &[&str], log: &str) -> Result<()> {
     std::fs::create_dir_all("out")?;
-    let log_path = std::path::Path::new("out/ci-image-rpi.log");
-    let log = std::fs::File::create(log_path)
+    let log_path = std::path::Path::new(log);
+    let file = std::fs::File::create(log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    eprintln!(
-        "$ cargo xtask image --target rpi  (in the background, output in {})",
-        log_path.display()
-    );
-    let mut rpi = Command::new(cargo)
-        .args(["xtask", "image", "--target", "rpi"])
-        .stdout(log.try_clone()?)
-        .stderr(log)
+    let shown = format!("cargo {}", background.join(" "));
+    eprintln!("$ {shown}  (in the background, output in {log})");
+    let mut child = Command::new(&cargo)
+        .args(background)
+        .stdout(file.try_clone()?)
+        .stderr(file)
         .spawn()
-        .context("cannot start `cargo xtask image --target rpi`")?;
-    let aarch64 = cmd!(sh, "cargo xtask image --target aarch64").run();
-    let rpi_status = rpi.wait()?;
-    let rpi_output = std::fs::read_to_string(log_path).unwrap_or_default();
-    let tail: Vec<&str> = rpi_output.lines().rev().take(30).collect();
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    let front = cmd!(sh, "{cargo} {foreground...}").run();
+    let status = child.wait()?;
+    let output = std::fs::read_to_string(log_path).unwrap_or_default();
+    let tail: Vec<&str> = output.lines().rev().take(30).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
-    eprintln!(
-        "--- cargo xtask image --target rpi (last lines) ---\n{}",
-        tail.join("\n")
-    );
-    aarch64?;
+    eprintln!("--- {shown} (last lines) ---\n{}", tail.join("\n"));
+    front?;
     ensure!(
-        rpi_status.success(),
-        "`cargo xtask image --target rpi` failed ({rpi_status}); full output in {}",
-        log_path.display()
+        status.success(),
+        "`{shown}` failed ({status}); full output in {log}"
     );
     Ok(())
 }
