@@ -7,7 +7,7 @@
 //! - before the writes, it restores the terminal as it was, says nothing was written, and
 //!   exits with status 130;
 //! - during the writes, it waits until they are done, then exits the same way saying they
-//!   were written;
+//!   were written (or, when they failed, setup reports that error as usual);
 //! - after them, it exits at once saying so.
 
 use std::fs::File;
@@ -78,8 +78,9 @@ pub fn install() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the writes; a signal meanwhile takes effect only when they are done.
-pub fn while_writing<T>(write: impl FnOnce() -> T) -> T {
+/// Runs the writes; a signal meanwhile takes effect only when they are done. When they
+/// failed, their error is what setup reports.
+pub fn while_writing<T, E>(write: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     set_phase(Phase::Writing { interrupted: false });
     let result = write();
     let Some(state) = STATE.get() else {
@@ -88,7 +89,7 @@ pub fn while_writing<T>(write: impl FnOnce() -> T) -> T {
     let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
     let interrupted = state.phase == Phase::Writing { interrupted: true };
     state.phase = Phase::After;
-    if interrupted {
+    if interrupted && result.is_ok() {
         end(&mut state);
     }
     result

@@ -263,9 +263,11 @@ async fn check_secrets(
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<(Option<String>, Option<ProviderCheck>)> {
     let mut asked_again = 0;
+    // When only the key is asked again, the bot token that passed is not checked again.
+    let mut bot_passed = None;
     loop {
         warnings.clear();
-        let result = run_checks(plan, args, out, warnings).await;
+        let result = run_checks(plan, args, out, warnings, &mut bot_passed).await;
         let refused = match &result {
             Err(e) if interactive && asked_again < 2 => {
                 e.downcast_ref::<CheckFailed>().and_then(|c| c.refused)
@@ -276,6 +278,9 @@ async fn check_secrets(
             (Some(secret), Err(e)) => {
                 asked_again += 1;
                 eprintln!("  {e}");
+                if matches!(secret, Refused::BotToken) {
+                    bot_passed = None;
+                }
                 ask_again(&mut prompts::Terminal, plan, secret)?;
             }
             (_, result) => return result,
@@ -301,12 +306,15 @@ fn ask_again(ask: &mut dyn prompts::Ask, plan: &mut Plan, secret: Refused) -> an
     Ok(())
 }
 
-/// Runs both checks; with `--skip-checks` a failure is a warning instead of the end.
+/// Runs both checks, the bot token's only when `bot_passed` does not hold its bot's name
+/// from an earlier run (it is set when it passes); with `--skip-checks` a failure is a
+/// warning instead of the end.
 async fn run_checks(
     plan: &Plan,
     args: &SetupArgs,
     out: &mut Output,
     warnings: &mut Vec<String>,
+    bot_passed: &mut Option<String>,
 ) -> anyhow::Result<(Option<String>, Option<ProviderCheck>)> {
     fn outcome<T>(
         result: Result<T, CheckFailed>,
@@ -323,18 +331,25 @@ async fn run_checks(
         }
     }
     let skip = args.skip_checks;
-    out.progress(&format!(
-        "Checking the bot token with Telegram ({})...",
-        plan::host_port(&plan.api_root).unwrap_or_default()
-    ));
-    let bot = outcome(
-        checks::telegram(&plan.api_root, &plan.bot_token).await,
-        skip,
-        warnings,
-    )?;
-    if let Some(name) = &bot {
-        out.progress(&format!("  the bot is {name}"));
-    }
+    let bot = match bot_passed {
+        Some(name) => Some(name.clone()),
+        None => {
+            out.progress(&format!(
+                "Checking the bot token with Telegram ({})...",
+                plan::host_port(&plan.api_root).unwrap_or_default()
+            ));
+            let bot = outcome(
+                checks::telegram(&plan.api_root, &plan.bot_token).await,
+                skip,
+                warnings,
+            )?;
+            if let Some(name) = &bot {
+                out.progress(&format!("  the bot is {name}"));
+                *bot_passed = Some(name.clone());
+            }
+            bot
+        }
+    };
     out.progress(&format!(
         "Checking the API key with {}...",
         plan.provider_label()

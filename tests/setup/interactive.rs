@@ -254,6 +254,8 @@ async fn a_wrong_key_is_named_and_asked_again() {
     });
     assert_eq!(code, Some(0), "{transcript}");
     assert_not_shown(&transcript);
+    // The bot token, which passed, was not checked again.
+    assert_eq!(fakes.telegram.calls("getMe").len(), 1);
     // The wrong key went to the server once, the right one then; only the right one stays.
     let keys: Vec<_> = fakes
         .model
@@ -367,4 +369,55 @@ async fn ctrl_c_during_the_checks_writes_nothing() {
     );
     assert_eq!(snapshot(dir.path()), before);
     assert_eq!(names(dir.path()), [".env"]);
+}
+
+/// Ctrl-C at moments spread over the checks, the writes and the end (on this machine the
+/// checks end some 60 ms after the last answer): every run ends with the installation as it
+/// was or with all of its files written, never in between and never with a temporary file
+/// left, and says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_around_the_writes_leaves_all_or_nothing() {
+    let fakes = Fakes::start().await;
+    let old_config = "{ gateway: { port: 18790 } } // mine\n";
+    for delay_ms in [0, 20, 40, 50, 55, 60, 65, 70, 75, 80, 100, 250] {
+        let dir = state_dir(Some(old_config));
+        let before = snapshot(dir.path());
+        let (code, transcript) = tokio::task::block_in_place(|| {
+            let mut person = Person::start(dir.path(), &fakes);
+            answer_provider(&mut person, &fakes.model);
+            person.answer_hidden(KEY_QUESTION, KEY);
+            answer_the_rest(&mut person);
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            // Setup may be done already; then the key reaches nobody.
+            let _ = person.pty.send_control('c');
+            person.finish()
+        });
+        let run = format!("Ctrl-C after {delay_ms} ms: exit {code:?}\n{transcript}");
+        let written = names(dir.path()) == [".env", "openclaw.json", "openclaw.json.bak"];
+        if written {
+            let env = std::fs::read_to_string(dir.path().join(".env")).unwrap();
+            assert!(env.contains(KEY) && env.contains(BOT_TOKEN), "{run}\n{env}");
+            assert_eq!(
+                config(dir.path())["models"]["providers"]["fake"]["baseUrl"],
+                fakes.model.url("/v1"),
+                "{run}"
+            );
+            let backup = std::fs::read_to_string(dir.path().join("openclaw.json.bak")).unwrap();
+            assert_eq!(backup, old_config, "{run}");
+        } else {
+            assert_eq!(snapshot(dir.path()), before, "{run}");
+        }
+        match code {
+            Some(0) => assert!(written, "{run}"),
+            Some(130) if written => assert!(
+                transcript.contains("interrupted: the new settings were written first"),
+                "{run}"
+            ),
+            Some(130) => assert!(
+                transcript.contains("interrupted: nothing was written"),
+                "{run}"
+            ),
+            _ => panic!("{run}"),
+        }
+    }
 }
