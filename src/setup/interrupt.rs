@@ -11,6 +11,7 @@
 //! - after them, it exits at once saying so.
 
 use std::fs::File;
+use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -101,7 +102,7 @@ pub fn interrupted() -> ! {
     match STATE.get() {
         Some(state) => end(&mut state.lock().unwrap_or_else(|e| e.into_inner())),
         None => {
-            eprintln!("\ninterrupted: nothing was written");
+            let _ = writeln!(std::io::stderr(), "\ninterrupted: nothing was written");
             std::process::exit(EXIT_INTERRUPTED)
         }
     }
@@ -134,6 +135,7 @@ fn end(state: &mut State) -> ! {
             "the new settings were written first; they apply when the gateway restarts"
         }
     };
-    eprintln!("\ninterrupted: {what}");
+    // After a hangup the terminal is gone: a failed write must not stop the exit.
+    let _ = writeln!(std::io::stderr(), "\ninterrupted: {what}");
     std::process::exit(EXIT_INTERRUPTED)
 }

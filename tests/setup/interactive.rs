@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rexpect::process::WaitStatus;
+use rexpect::process::{Signal, WaitStatus};
 use rexpect::session::{spawn_with_options, PtySession};
 use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
 use serde_json::json;
@@ -339,6 +339,39 @@ async fn ctrl_c_at_the_hidden_prompt_gives_the_terminal_back() {
     assert!(echo, "the terminal was left without echo");
     assert!(!transcript.contains("sk-half-typed"), "{transcript}");
     assert_eq!(snapshot(dir.path()), before);
+}
+
+/// A dropped SSH connection (SIGHUP) or a `kill` (SIGTERM) at the hidden prompt ends setup
+/// as Ctrl-C does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hangup_or_sigterm_at_the_hidden_prompt_ends_setup_cleanly() {
+    let fakes = Fakes::start().await;
+    let dir = state_dir(None);
+    let before = snapshot(dir.path());
+    for signal in [Signal::SIGHUP, Signal::SIGTERM] {
+        let (code, transcript, echo) = tokio::task::block_in_place(|| {
+            let mut person = Person::start(dir.path(), &fakes);
+            answer_provider(&mut person, &fakes.model);
+            person.expect(KEY_QUESTION);
+            person.wait_echo(false);
+            person.pty.process_mut().signal(signal).unwrap();
+            let master = person.pty.process().get_file_handle().unwrap();
+            let (code, transcript) = person.finish();
+            let termios = tcgetattr(master.as_fd()).unwrap();
+            (
+                code,
+                transcript,
+                termios.local_modes.contains(LocalModes::ECHO),
+            )
+        });
+        assert_eq!(code, Some(130), "{signal}: {transcript}");
+        assert!(echo, "{signal}: the terminal was left without echo");
+        assert!(
+            transcript.contains("interrupted: nothing was written"),
+            "{signal}: {transcript}"
+        );
+        assert_eq!(snapshot(dir.path()), before, "{signal}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
