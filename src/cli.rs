@@ -8,11 +8,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::audit::installation;
 use crate::config::{Config, ConfigError};
 use crate::logging::{self, LogSource};
 use crate::pairing::{unix_now, PeerKind, Store};
 use crate::paths::{Paths, CONFIG_ENV};
-use crate::target::Target;
+use crate::target::{Source, Target};
 
 #[derive(Parser)]
 #[command(
@@ -36,12 +37,23 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
-    /// Run the egress proxy: HTTP CONNECT tunnels to the hosts the config names, on a Unix
-    /// socket from systemd (clawfort-egress.socket) or --listen.
+    /// Run the egress proxy: HTTP CONNECT tunnels to the allowed hosts only, on a Unix socket
+    /// from systemd (clawfort-egress.socket) or --listen.
+    ///
+    /// With --allow-file (the appliance's unit) it allows what that root-owned file lists
+    /// (missing: nothing); without it, the hosts the config names. `egress sync` writes the
+    /// file from the config.
+    #[command(args_conflicts_with_subcommands = true)]
     Egress {
         /// Listen on this Unix socket path instead of taking the socket from systemd.
         #[arg(long, value_name = "PATH")]
         listen: Option<PathBuf>,
+        /// Allow the host:port pairs of this allow file (JSON, written by `egress sync`)
+        /// instead of deriving them from the config.
+        #[arg(long, value_name = "PATH")]
+        allow_file: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<EgressCommand>,
     },
     /// Manage who may talk to the agent.
     Pairing {
@@ -144,6 +156,20 @@ enum PairingCommand {
 }
 
 #[derive(Subcommand)]
+enum EgressCommand {
+    /// Write the egress proxy's allow list from the gateway's openclaw.json and restart the
+    /// proxy (as root: `sudo clawfort egress sync`).
+    ///
+    /// Reads the openclaw.json of the installation clawfort.service runs, prints the
+    /// destinations added (+) and removed (-), replaces the file clawfort-egress.service
+    /// reads (its --allow-file; root's, mode 644) and restarts that unit. Run it after
+    /// changing models.providers.*.baseUrl or channels.telegram by hand.
+    ///
+    /// Exit status: 0 done (or nothing to do), 1 a failure, 2 a configuration error.
+    Sync(crate::egress::SyncArgs),
+}
+
+#[derive(Subcommand)]
 enum SecurityCommand {
     /// Check the installation (and with --deep the host) for insecure settings.
     Audit {
@@ -163,7 +189,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Gateway { .. } | Command::Egress { .. }
+        Command::Gateway { .. } | Command::Egress { command: None, .. }
     ) {
         logging::init_cli();
     }
@@ -207,7 +233,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let agent = crate::agent::service::prepare(&config, &paths, &redactor)?;
             crate::http::run(config, &paths, port, agent, redactor)?;
         }
-        Command::Egress { listen } => crate::egress::run(&paths.config, listen.as_deref())?,
+        Command::Egress {
+            command: Some(EgressCommand::Sync(args)),
+            ..
+        } => crate::egress::sync::run(args, Target::resolve(cli.config.as_deref())?)?,
+        Command::Egress {
+            listen,
+            allow_file,
+            command: None,
+        } => {
+            let source = match &allow_file {
+                Some(path) => crate::egress::Source::AllowFile(path),
+                None => crate::egress::Source::Config(&paths.config),
+            };
+            crate::egress::run(source, listen.as_deref())?
+        }
         Command::Pairing { command } => pairing(&paths, command)?,
         Command::Security {
             command: SecurityCommand::Audit { deep, fix, json },
@@ -220,7 +260,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            let mut report = crate::audit::run(&target.paths, &config, deep, fix);
+            // The egress proxy belongs to the service's installation only.
+            let egress = match target.source {
+                Source::Service { .. } => {
+                    installation::egress_allow(&installation::Sources::system())
+                }
+                _ => installation::EgressAllow::NotInstalled,
+            };
+            let mut report = crate::audit::run(&target.paths, &config, &egress, deep, fix);
             report.installation = Some(target.report());
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

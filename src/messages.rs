@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, DmPolicy};
 use crate::pairing::{is_valid_channel_name, PeerKind, RequestOutcome, Store, StoreError};
 use crate::sessions::{
-    self, SessionKey, TranscriptEntry, Transcripts, DEFAULT_ACCOUNT, RESERVED_CHANNELS,
+    self, Durability, SessionKey, TranscriptEntry, Transcripts, DEFAULT_ACCOUNT, RESERVED_CHANNELS,
 };
 
 /// Longest sender or group id accepted.
@@ -115,13 +115,15 @@ fn check_id(field: &str, id: &str) -> Result<(), MessageError> {
     Ok(())
 }
 
-/// Applies the channel policy to `msg` and records it if accepted.
+/// Applies the channel policy to `msg` and records it if accepted, on disk before this
+/// returns or with the session's next synced line (`durability`).
 pub fn handle(
     config: &Config,
     store: &Store,
     transcripts: &Transcripts,
     msg: &InboundMessage,
     now: u64,
+    durability: Durability,
 ) -> Result<Outcome, MessageError> {
     let channel = config.channel(&msg.channel);
     if !channel.enabled || channel.dm_policy == DmPolicy::Disabled {
@@ -135,7 +137,7 @@ pub fn handle(
         || (kind == PeerKind::Direct && channel.allow_from.iter().any(|p| p == "*" || p == id))
         || store.allow_list(&msg.channel)?.contains(kind, id);
     if approved {
-        return accept(config, transcripts, msg, now);
+        return accept(config, transcripts, msg, now, durability);
     }
     match channel.dm_policy {
         DmPolicy::Allowlist => Ok(Outcome::bare(Status::Denied)),
@@ -145,7 +147,7 @@ pub fn handle(
                 "pairing.autoApprove approved {kind} {id} on channel {}",
                 msg.channel
             );
-            accept(config, transcripts, msg, now)
+            accept(config, transcripts, msg, now, durability)
         }
         _ => match store.request(&msg.channel, kind, id, msg.account_id.as_deref(), now)? {
             RequestOutcome::Created(code) => {
@@ -157,7 +159,7 @@ pub fn handle(
             }
             RequestOutcome::Pending(code) => Ok(pairing_required(Some(code))),
             RequestOutcome::Full => Ok(pairing_required(None)),
-            RequestOutcome::Approved => accept(config, transcripts, msg, now),
+            RequestOutcome::Approved => accept(config, transcripts, msg, now, durability),
         },
     }
 }
@@ -174,6 +176,7 @@ fn accept(
     transcripts: &Transcripts,
     msg: &InboundMessage,
     now: u64,
+    durability: Durability,
 ) -> Result<Outcome, MessageError> {
     let account = msg.account_id.as_deref().unwrap_or(DEFAULT_ACCOUNT);
     let key = match &msg.group {
@@ -190,7 +193,7 @@ fn accept(
         text: &msg.text,
     };
     transcripts
-        .append(&key, &entry)
+        .append_with(&key, &entry, durability)
         .map_err(|source| MessageError::Transcript {
             key: key.to_string(),
             source,

@@ -137,6 +137,20 @@ pub struct TranscriptEntry<'a> {
 /// Every line passes through the redactor before it is written, whoever writes it (the
 /// inbound policy, the agent), so a secret someone pastes or a model echoes never lands on
 /// disk.
+/// When an appended transcript line must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the append returns: the caller acknowledges the line next (the webhook's
+    /// `202 accepted`).
+    Synced,
+    /// With the transcript's next synced line: for a message already held durably
+    /// elsewhere (the Telegram journal keeps it until its reply is sent). The turn's reply
+    /// is appended synced before it is sent, and syncing a file writes all of its data, so
+    /// both lines are on disk before anyone hears of either, for one `fdatasync` instead of
+    /// two.
+    Deferred,
+}
+
 #[derive(Debug, Clone)]
 pub struct Transcripts {
     dir: PathBuf,
@@ -187,6 +201,16 @@ impl Transcripts {
     /// Any serialisable entry may be appended: the inbound [`TranscriptEntry`], or the
     /// agent's own lines (see `agent::history`).
     pub fn append<E: Serialize>(&self, key: &SessionKey, entry: &E) -> std::io::Result<()> {
+        self.append_with(key, entry, Durability::Synced)
+    }
+
+    /// [`Transcripts::append`], synced now or with the transcript's next synced line.
+    pub fn append_with<E: Serialize>(
+        &self,
+        key: &SessionKey,
+        entry: &E,
+        durability: Durability,
+    ) -> std::io::Result<()> {
         let mut line = self.line(entry);
         line.push(b'\n');
         let path = self.path(key);
@@ -200,7 +224,10 @@ impl Transcripts {
             Err(e) => return Err(e),
         };
         file.write_all(&line)?;
-        file.sync_data()
+        match durability {
+            Durability::Synced => file.sync_data(),
+            Durability::Deferred => Ok(()),
+        }
     }
 
     /// `entry` as redacted JSON. A clean line is written as serialized; one with a secret is

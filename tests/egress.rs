@@ -1,8 +1,12 @@
 //! The egress proxy (`clawfort egress`): the real binary on a Unix socket in a temporary
-//! directory, attacked with raw requests (`proxy.rs`), and the gateway's HTTP client and the
-//! whole gateway tunnelling through it to fake providers, a fake Bot API and a TLS server
-//! on 127.0.0.1 (`client.rs`).
+//! directory, attacked with raw requests (`proxy.rs`), reading root's allow file
+//! (`allow_file.rs`), and the gateway's HTTP client and the whole gateway tunnelling through
+//! it to fake providers, a fake Bot API and a TLS server on 127.0.0.1 (`client.rs`); and
+//! root writing that file (`sudo clawfort egress sync`, `sudo clawfort setup`) and auditing
+//! it (`sync.rs`).
 
+#[path = "egress/allow_file.rs"]
+mod allow_file;
 #[path = "egress/client.rs"]
 mod client;
 #[path = "gateway/support.rs"]
@@ -12,3 +16,5 @@ mod gateway_support;
 mod proxy;
 #[path = "egress/support.rs"]
 mod support;
+#[path = "egress/sync.rs"]
+mod sync;

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use clawfort::audit::installation::{EgressAllow, Sources};
 use clawfort::config::{Bind, Config, EnvSource, SandboxMode};
 
 const GATEWAY_PORTS: [&str; 2] = ["18789", "18793"];
@@ -300,8 +301,8 @@ fn the_egress_proxy_is_a_sandboxed_unit_of_its_own() {
     let service = directives(&files["/etc/systemd/system/clawfort-egress.service"]);
     for line in [
         "Requires=clawfort-egress.socket",
-        "ExecStart=/usr/bin/clawfort egress --config %d/openclaw.json",
-        "LoadCredential=openclaw.json:/home/openclaw/.openclaw/openclaw.json",
+        // Root's allow list, never the service user's openclaw.json.
+        "ExecStart=/usr/bin/clawfort egress --allow-file /etc/clawfort/egress-allow.json",
         "DynamicUser=yes",
         "ProtectSystem=strict",
         "ProtectHome=yes",
@@ -322,20 +323,29 @@ fn the_egress_proxy_is_a_sandboxed_unit_of_its_own() {
             "clawfort-egress.service lacks `{line}`"
         );
     }
-    // Not the service user (whose traffic nftables confines), and never the secrets.
+    // Not the service user (whose traffic nftables confines), never the secrets, and nothing
+    // the service user can write: its allow list is root's alone.
     for forbidden in [
         "User=",
         "Group=",
         "EnvironmentFile=",
         "BindPaths=",
         "ReadWritePaths=",
+        "LoadCredential=",
+        "SetCredential=",
+        "ImportCredential=",
     ] {
         assert!(
             !service.iter().any(|l| l.starts_with(forbidden)),
             "clawfort-egress.service sets {forbidden}"
         );
     }
-    assert!(!service.iter().any(|l| l.contains(".env")), "{service:?}");
+    for private in [".env", "openclaw.json", "/home/"] {
+        assert!(
+            !service.iter().any(|l| l.contains(private)),
+            "clawfort-egress.service names {private}: {service:?}"
+        );
+    }
     // Any unicast destination, but never link-local (the cloud metadata service) or multicast.
     assert!(service.contains(&"IPAddressDeny=any"));
     let allowed: Vec<(std::net::IpAddr, u32)> = service
@@ -388,6 +398,28 @@ fn the_egress_proxy_is_a_sandboxed_unit_of_its_own() {
     ] {
         assert!(!reachable(ip), "the proxy may reach {ip}");
     }
+    // The image ships no allow list: before `clawfort setup` the proxy reaches nothing.
+    for tree in ["overlays", "overlays.rpi"] {
+        let dir = repo().join(tree).join("etc/clawfort");
+        assert!(!dir.exists(), "{} ships an allow list", dir.display());
+    }
+    // What setup, `egress sync` and the audit find as the file this unit reads.
+    let units = tempfile::tempdir().unwrap();
+    std::fs::write(
+        units.path().join("clawfort-egress.service"),
+        &files["/etc/systemd/system/clawfort-egress.service"],
+    )
+    .unwrap();
+    let found = clawfort::audit::installation::egress_allow(&Sources {
+        unit_dirs: vec![units.path().to_path_buf()],
+        passwd: units.path().join("passwd"),
+        systemctl: false,
+    });
+    assert!(
+        matches!(&found, EgressAllow::File { path, .. }
+            if path.as_path() == Path::new(clawfort::egress::allow_file::DEFAULT_PATH)),
+        "{found:?}"
+    );
     // Enabled in the image: the socket starts the proxy on the gateway's first call.
     let config = read_toml(&repo().join("image/clawfort.toml"));
     let enabled = config["services"]["enable"].as_array().unwrap();

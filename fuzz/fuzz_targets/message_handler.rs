@@ -39,7 +39,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok(msg) = messages::parse(data) else {
         return;
     };
-    let _ = messages::handle(&f.config, &f.store, &f.transcripts, &msg, unix_now());
+    let _ = messages::handle(
+        &f.config,
+        &f.store,
+        &f.transcripts,
+        &msg,
+        unix_now(),
+        clawfort::sessions::Durability::Synced,
+    );
     f.store
         .allow_list(&msg.channel)
         .expect("the allow-list stays readable");

@@ -23,6 +23,8 @@ use crate::paths::{Paths, CONFIG_ENV, STATE_DIR_ENV};
 
 /// The unit the appliance ships (overlays/etc/systemd/system/clawfort.service.tera).
 pub const UNIT: &str = "clawfort.service";
+/// The egress proxy's unit (overlays/etc/systemd/system/clawfort-egress.service.tera).
+pub const EGRESS_UNIT: &str = "clawfort-egress.service";
 
 /// Where discovery reads from; `system()` in production, temporary files in tests.
 #[derive(Debug, Clone)]
@@ -101,10 +103,10 @@ struct UnitSettings {
 
 /// Finds the installation `clawfort.service` runs, or says why it cannot.
 pub fn discover(sources: &Sources) -> Result<Discovered, String> {
-    let (unit, from) = match sources.systemctl.then(systemctl_show).flatten() {
+    let (unit, from) = match sources.systemctl.then(|| systemctl_show(UNIT)).flatten() {
         Some(Ok(unit)) => (unit, format!("systemctl show {UNIT}")),
         Some(Err(reason)) => return Err(reason),
-        None => read_unit_files(&sources.unit_dirs)?,
+        None => read_unit_files(&sources.unit_dirs, UNIT)?,
     };
     let user = unit
         .user
@@ -137,13 +139,46 @@ pub fn discover(sources: &Sources) -> Result<Discovered, String> {
     })
 }
 
+/// Where the egress proxy's unit takes its allow list from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgressAllow {
+    /// The installation has no egress proxy unit.
+    NotInstalled,
+    /// `clawfort egress --allow-file PATH`: the root-owned file.
+    File { path: PathBuf, from: String },
+    /// No `--allow-file`: the proxy derives its list from an `openclaw.json`, which the
+    /// gateway it confines can write (an older unit).
+    Config { from: String },
+}
+
+/// Finds `clawfort-egress.service` as [`discover`] finds the gateway's unit, and what it
+/// reads its allow list from: the `--allow-file` of its `ExecStart=`.
+pub fn egress_allow(sources: &Sources) -> EgressAllow {
+    let (unit, from) = match sources
+        .systemctl
+        .then(|| systemctl_show(EGRESS_UNIT))
+        .flatten()
+    {
+        Some(Ok(unit)) => (unit, format!("systemctl show {EGRESS_UNIT}")),
+        Some(Err(_)) => return EgressAllow::NotInstalled,
+        None => match read_unit_files(&sources.unit_dirs, EGRESS_UNIT) {
+            Ok(found) => found,
+            Err(_) => return EgressAllow::NotInstalled,
+        },
+    };
+    match arg_value(&unit.exec_start, "--allow-file") {
+        Some(path) => EgressAllow::File { path, from },
+        None => EgressAllow::Config { from },
+    }
+}
+
 /// `systemctl show`: `None` when systemctl is missing or systemd is not running (then the
 /// unit files are read), an error when systemd runs but has no such unit.
-fn systemctl_show() -> Option<Result<UnitSettings, String>> {
+fn systemctl_show(name: &str) -> Option<Result<UnitSettings, String>> {
     let properties = "LoadState,User,Environment,EnvironmentFiles,ExecStart";
     let command::Outcome::Ran {
         ok: true, stdout, ..
-    } = command::run("systemctl", &["show", UNIT, "--property", properties])
+    } = command::run("systemctl", &["show", name, "--property", properties])
     else {
         return None;
     };
@@ -154,7 +189,7 @@ fn systemctl_show() -> Option<Result<UnitSettings, String>> {
         };
         match key {
             "LoadState" if value != "loaded" => {
-                return Some(Err(format!("systemd has no {UNIT} (LoadState={value})")))
+                return Some(Err(format!("systemd has no {name} (LoadState={value})")))
             }
             "User" => unit.user = Some(value.to_string()),
             "Environment" => unit.environment.extend(assignments(value)),
@@ -181,10 +216,10 @@ fn systemctl_show() -> Option<Result<UnitSettings, String>> {
 }
 
 /// The unit file from the first directory that has it, then its drop-ins in name order.
-fn read_unit_files(dirs: &[PathBuf]) -> Result<(UnitSettings, String), String> {
-    let Some(main) = dirs.iter().map(|d| d.join(UNIT)).find(|p| p.is_file()) else {
+fn read_unit_files(dirs: &[PathBuf], name: &str) -> Result<(UnitSettings, String), String> {
+    let Some(main) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) else {
         return Err(format!(
-            "no {UNIT} in {}",
+            "no {name} in {}",
             dirs.iter()
                 .map(|d| d.display().to_string())
                 .collect::<Vec<_>>()
@@ -194,7 +229,7 @@ fn read_unit_files(dirs: &[PathBuf]) -> Result<(UnitSettings, String), String> {
     let mut files = vec![main.clone()];
     let mut dropins: Vec<PathBuf> = dirs
         .iter()
-        .filter_map(|d| std::fs::read_dir(d.join(format!("{UNIT}.d"))).ok())
+        .filter_map(|d| std::fs::read_dir(d.join(format!("{name}.d"))).ok())
         .flat_map(|entries| entries.flatten().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "conf"))
         .collect();
@@ -258,12 +293,17 @@ fn parse_unit(text: &str, unit: &mut UnitSettings) {
 
 /// `--config PATH` or `--config=PATH` in the command line.
 fn config_arg(argv: &[String]) -> Option<PathBuf> {
+    arg_value(argv, "--config")
+}
+
+/// `FLAG PATH` or `FLAG=PATH` in the command line.
+fn arg_value(argv: &[String], flag: &str) -> Option<PathBuf> {
     let mut args = argv.iter();
     while let Some(arg) = args.next() {
-        if arg == "--config" {
+        if arg == flag {
             return args.next().map(PathBuf::from);
         }
-        if let Some(path) = arg.strip_prefix("--config=") {
+        if let Some(path) = arg.strip_prefix(flag).and_then(|r| r.strip_prefix('=')) {
             return Some(PathBuf::from(path));
         }
     }
@@ -394,5 +434,43 @@ mod tests {
         );
         assert!(unit.environment.is_empty());
         assert_eq!(config_arg(&unit.exec_start), Some(PathBuf::from("/c.json")));
+    }
+
+    #[test]
+    fn the_egress_units_allow_file_from_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = Sources {
+            unit_dirs: vec![dir.path().to_path_buf()],
+            passwd: dir.path().join("passwd"),
+            systemctl: false,
+        };
+        assert_eq!(egress_allow(&sources), EgressAllow::NotInstalled);
+        let unit = dir.path().join(EGRESS_UNIT);
+        std::fs::write(
+            &unit,
+            "[Service]\nExecStart=/usr/bin/clawfort egress --config %d/openclaw.json\n",
+        )
+        .unwrap();
+        let from = unit.display().to_string();
+        assert_eq!(
+            egress_allow(&sources),
+            EgressAllow::Config { from: from.clone() }
+        );
+        // A drop-in replacing the command line wins.
+        let dropins = dir.path().join(format!("{EGRESS_UNIT}.d"));
+        std::fs::create_dir(&dropins).unwrap();
+        std::fs::write(
+            dropins.join("10-allow.conf"),
+            "[Service]\nExecStart=\nExecStart=/usr/bin/clawfort egress \\\n  \
+             --allow-file=/etc/clawfort/egress-allow.json\n",
+        )
+        .unwrap();
+        assert_eq!(
+            egress_allow(&sources),
+            EgressAllow::File {
+                path: PathBuf::from("/etc/clawfort/egress-allow.json"),
+                from
+            }
+        );
     }
 }

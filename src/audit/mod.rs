@@ -4,9 +4,11 @@
 //! finding, 1 with one, 2 when the audit itself cannot run (the CLI maps errors to 2).
 //! `local` checks the installation (permissions, config); `--deep` adds `host` (sockets,
 //! firewall, sshd, fail2ban, updates, Docker socket). A check that cannot run (tool missing,
-//! not permitted as this user) says so as a finding instead of passing silently.
+//! not permitted as this user) says so as a finding instead of passing silently. `egress`
+//! checks the egress proxy's allow list where the installation has that proxy.
 
 pub(crate) mod command;
+mod egress;
 mod files;
 mod host;
 pub mod installation;
@@ -81,13 +83,22 @@ impl Report {
 }
 
 /// Runs the audit. `--fix` acts first, so the findings describe the state after it.
-pub fn run(paths: &Paths, config: &Config, deep: bool, fix: bool) -> Report {
+/// `egress` is the installation's egress proxy (`NotInstalled` unless the audited
+/// installation is the one `clawfort.service` runs).
+pub fn run(
+    paths: &Paths,
+    config: &Config,
+    egress: &installation::EgressAllow,
+    deep: bool,
+    fix: bool,
+) -> Report {
     let fixed = if fix {
         local::fix(paths)
     } else {
         files::FixOutcome::default()
     };
     let mut findings = local::check(paths, config);
+    egress::check(egress, &paths.config, &mut findings);
     if deep {
         findings.extend(host::check(config));
     }

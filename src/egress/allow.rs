@@ -1,11 +1,14 @@
 //! The allow list: exactly the `host:port` pairs the owner's config names as destinations.
 //!
-//! Read from `openclaw.json` at start: every `models.providers.<id>.baseUrl`, and
+//! Derived from `openclaw.json`: every `models.providers.<id>.baseUrl`, and
 //! `channels.telegram.apiRoot` (Telegram's public Bot API when unset) while the Telegram
-//! channel is configured and not disabled. Only those keys are read, so the proxy needs none
-//! of the secrets: an `apiKey: "${ANTHROPIC_API_KEY}"` or the gateway token's `${...}` is never
-//! resolved, and the proxy's unit has no access to `.env`. The gateway checks the rest of the
-//! file when it starts.
+//! channel is configured and not disabled. Only those keys are read, so no secret is needed:
+//! an `apiKey: "${ANTHROPIC_API_KEY}"` or the gateway token's `${...}` is never resolved, and
+//! no `.env` is read. The gateway checks the rest of the file when it starts.
+//!
+//! On the appliance the proxy does not read `openclaw.json` itself (its owner is the very
+//! gateway the proxy confines): root derives the list with this code (`clawfort setup`,
+//! `clawfort egress sync`) into the file of [`super::allow_file`], which the proxy reads.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -88,32 +91,71 @@ impl fmt::Display for Target {
     }
 }
 
-/// The destinations the proxy opens tunnels to, and where they came from.
-#[derive(Debug, Clone, Default)]
+/// The destinations the proxy opens tunnels to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowList {
     targets: BTreeSet<Target>,
 }
 
-impl AllowList {
-    /// Reads the config file at `path`. A missing file is an empty list (the gateway too
-    /// starts with the defaults then, and the defaults name no destination).
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let file_error = |message: String| ConfigError::File {
-            file: path.to_path_buf(),
-            message,
+impl FromIterator<Target> for AllowList {
+    fn from_iter<I: IntoIterator<Item = Target>>(iter: I) -> Self {
+        Self {
+            targets: iter.into_iter().collect(),
+        }
+    }
+}
+
+/// What replacing one allow list by another changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub added: Vec<Target>,
+    pub removed: Vec<Target>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+
+    /// ` (added a:443; removed b:443)`, or nothing when nothing changes.
+    pub fn describe(&self) -> String {
+        let join = |targets: &[Target]| -> String {
+            let names: Vec<String> = targets.iter().map(Target::to_string).collect();
+            names.join(", ")
         };
+        let mut parts = Vec::new();
+        if !self.added.is_empty() {
+            parts.push(format!("added {}", join(&self.added)));
+        }
+        if !self.removed.is_empty() {
+            parts.push(format!("removed {}", join(&self.removed)));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join("; "))
+        }
+    }
+}
+
+impl AllowList {
+    /// Derives the list from the config file at `path`, `${VAR}` from `env`. A missing file
+    /// is an empty list (the gateway too starts with the defaults then, and the defaults name
+    /// no destination).
+    pub fn from_config_file(path: &Path, env: &EnvSource) -> Result<Self, ConfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::from_text(&text).map_err(|e| match e {
-                ConfigError::File { message, .. } => file_error(message),
-                other => other,
-            }),
+            Ok(text) => Self::from_config_text(&text, env).map_err(|e| in_file(e, path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(file_error(format!("cannot read the config file: {e}"))),
+            Err(e) => Err(ConfigError::File {
+                file: path.to_path_buf(),
+                message: format!("cannot read the config file: {e}"),
+            }),
         }
     }
 
-    /// The allow list of config text (JSON5); every problem is named with its key path.
-    pub fn from_text(text: &str) -> Result<Self, ConfigError> {
+    /// Derives the list from config text (JSON5); every problem is named with its key path.
+    /// A URL written as `${VAR}` takes the variable from `env`.
+    pub fn from_config_text(text: &str, env: &EnvSource) -> Result<Self, ConfigError> {
         let file_error = |message: String| ConfigError::File {
             file: PathBuf::from("config"),
             message,
@@ -160,7 +202,7 @@ impl AllowList {
 
         let mut list = Self::default();
         for (key_path, url) in urls {
-            match url_target(&key_path, url) {
+            match url_target(&key_path, url, env) {
                 Ok(target) => {
                     list.targets.insert(target);
                 }
@@ -185,21 +227,53 @@ impl AllowList {
     pub fn iter(&self) -> impl Iterator<Item = &Target> {
         self.targets.iter()
     }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// What changes when `self` is replaced by `new`.
+    pub fn diff(&self, new: &AllowList) -> Diff {
+        Diff {
+            added: new.targets.difference(&self.targets).cloned().collect(),
+            removed: self.targets.difference(&new.targets).cloned().collect(),
+        }
+    }
+
+    /// `a:443, b:443`, or `nothing`.
+    pub fn describe(&self) -> String {
+        if self.is_empty() {
+            return "nothing".to_owned();
+        }
+        let list: Vec<String> = self.iter().map(Target::to_string).collect();
+        list.join(", ")
+    }
 }
 
-/// The destination of a URL-valued key. `${VAR}` is taken from the process environment
-/// only: the proxy reads no `.env`.
-fn url_target(key_path: &str, raw: &Value) -> Result<Target, ConfigError> {
+/// `e` with the placeholder file name of [`AllowList::from_config_text`] replaced by `path`.
+pub fn in_file(e: ConfigError, path: &Path) -> ConfigError {
+    match e {
+        ConfigError::File { message, .. } => ConfigError::File {
+            file: path.to_path_buf(),
+            message,
+        },
+        other => other,
+    }
+}
+
+/// The destination of a URL-valued key. `${VAR}` is taken from `env` only: the secrets'
+/// `.env` is never read for a destination.
+fn url_target(key_path: &str, raw: &Value, vars: &EnvSource) -> Result<Target, ConfigError> {
     let Value::String(raw) = raw else {
         return Err(ConfigError::key(key_path, "expected a URL string"));
     };
-    let url = env::substitute(raw, key_path, &EnvSource::default()).map_err(|_| {
+    let url = env::substitute(raw, key_path, vars).map_err(|_| {
         ConfigError::key(
             key_path,
             format!(
-                "`{raw}` refers to an environment variable the egress proxy does not have (it \
-                 reads no .env, so that it never holds a secret); write the URL itself into \
-                 the config"
+                "`{raw}` refers to an environment variable, which the egress allow list does \
+                 not resolve (it reads no .env, so that it never holds a secret); write the \
+                 URL itself into the config"
             ),
         )
     })?;
@@ -215,7 +289,7 @@ mod tests {
     use super::*;
 
     fn targets(text: &str) -> Vec<String> {
-        AllowList::from_text(text)
+        AllowList::from_config_text(text, &EnvSource::fixed([]))
             .unwrap()
             .iter()
             .map(Target::to_string)
@@ -274,11 +348,54 @@ mod tests {
             ),
             ("{models: {providers: []}}", "models.providers"),
         ] {
-            let err = AllowList::from_text(text).unwrap_err().to_string();
+            let err = AllowList::from_config_text(text, &EnvSource::fixed([]))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
-        let err = AllowList::from_text(&"[".repeat(100)).unwrap_err();
+        let err = AllowList::from_config_text(&"[".repeat(100), &EnvSource::fixed([])).unwrap_err();
         assert!(err.to_string().contains("nested deeper"), "{err}");
+    }
+
+    #[test]
+    fn a_url_variable_comes_from_the_given_source_only() {
+        let text = "{models: {providers: {x: {baseUrl: '${EGRESS_TEST_URL}'}}}}";
+        let env = EnvSource::fixed([(
+            "EGRESS_TEST_URL".to_owned(),
+            "https://llm.example:8443/v1".to_owned(),
+        )]);
+        let list = AllowList::from_config_text(text, &env).unwrap();
+        assert_eq!(list.describe(), "llm.example:8443");
+        assert!(AllowList::from_config_text(text, &EnvSource::fixed([])).is_err());
+    }
+
+    #[test]
+    fn the_diff_names_what_is_added_and_removed() {
+        let list = |names: &[&str]| -> AllowList {
+            names
+                .iter()
+                .map(|n| Target::of_authority(n).unwrap())
+                .collect()
+        };
+        let old = list(&["a.example:443", "b.example:443"]);
+        let new = list(&["b.example:443", "c.example:8080"]);
+        let diff = old.diff(&new);
+        assert_eq!(
+            diff.added,
+            [Target::of_authority("c.example:8080").unwrap()]
+        );
+        assert_eq!(
+            diff.removed,
+            [Target::of_authority("a.example:443").unwrap()]
+        );
+        assert_eq!(
+            diff.describe(),
+            " (added c.example:8080; removed a.example:443)"
+        );
+        assert!(new.diff(&new).is_empty());
+        assert_eq!(new.diff(&new).describe(), "");
+        assert_eq!(AllowList::default().describe(), "nothing");
+        assert_eq!(new.describe(), "b.example:443, c.example:8080");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! reach an arbitrary host. Its outgoing HTTP goes through this HTTP CONNECT proxy instead,
 //! on a Unix socket that systemd hands over (`clawfort-egress.socket`), running as its own
 //! unprivileged identity. The proxy opens a tunnel only to the `host:port` pairs the
-//! owner's config names ([`allow`]) and answers anything else with a clear HTTP error and
-//! one rate-limited log line. TLS runs end to end through the tunnel, between the gateway
+//! owner's config names ([`allow`]), as root wrote them into a file the gateway cannot
+//! change ([`allow_file`], `clawfort egress sync`: [`sync`]), and answers anything else with
+//! a clear HTTP error and one rate-limited log line. TLS runs end to end through the tunnel, between the gateway
 //! and the real host: the proxy never sees a key, a token or a message.
 //!
 //! Everything a client controls is bounded: the request head's size and the time to send
@@ -14,9 +15,11 @@
 //! time.
 
 mod allow;
+pub mod allow_file;
 mod handshake;
 mod listen;
 mod loglimit;
+pub mod sync;
 mod tunnel;
 
 use std::path::Path;
@@ -29,9 +32,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
-pub use allow::{AllowList, Target};
+use crate::config::EnvSource;
+
+pub use allow::{AllowList, Diff, Target};
 use handshake::Refusal;
 use loglimit::RefusalLog;
+pub use sync::SyncArgs;
 
 /// The proxy's bounds. Tests may lower (never raise) some of them through
 /// `CLAWFORT_TEST_EGRESS_HANDSHAKE_MS`, `CLAWFORT_TEST_EGRESS_IDLE_MS` and
@@ -86,25 +92,87 @@ impl Limits {
 /// A refusal's answer that a client does not read in this time is dropped.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `clawfort egress`: reads the allow list from `config`, takes the listening socket from
-/// systemd (or binds `listen`), and serves until killed.
-pub fn run(config: &Path, listen: Option<&Path>) -> anyhow::Result<()> {
-    crate::logging::init_service();
-    let allow = AllowList::from_file(config)?;
-    if allow.is_empty() {
-        tracing::warn!(
-            "egress: {} names no destination (models.providers.*.baseUrl, \
-             channels.telegram): every CONNECT will be refused",
-            config.display()
-        );
-    } else {
-        let list: Vec<String> = allow.iter().map(Target::to_string).collect();
-        tracing::info!(
-            "egress: allowing {} (from {})",
-            list.join(", "),
-            config.display()
-        );
+/// Where the proxy takes its allow list from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// The root-owned allow file (`--allow-file`, the appliance's unit).
+    AllowFile(&'a Path),
+    /// Derived from an `openclaw.json` at start (no `--allow-file`: a proxy run by hand, for
+    /// a gateway of the same user).
+    Config(&'a Path),
+}
+
+impl Source<'_> {
+    /// Reads the allow list, logging what it allows; also returns the fix a 403 names.
+    fn load(self) -> anyhow::Result<(AllowList, String)> {
+        match self {
+            Source::AllowFile(path) => {
+                let fix = format!(
+                    "name it in openclaw.json (a models.providers.*.baseUrl or \
+                     channels.telegram.apiRoot), then run `sudo clawfort egress sync`, which \
+                     writes {} and restarts clawfort-egress",
+                    path.display()
+                );
+                let allow = match allow_file::read(path)? {
+                    Some(allow) if !allow.is_empty() => {
+                        tracing::info!(
+                            "egress: allowing {} (from {})",
+                            allow.describe(),
+                            path.display()
+                        );
+                        return Ok((allow, fix));
+                    }
+                    Some(allow) => {
+                        tracing::warn!(
+                            "egress: {} allows no destination: every CONNECT will be refused",
+                            path.display()
+                        );
+                        allow
+                    }
+                    None => {
+                        tracing::warn!(
+                            "egress: there is no allow file {}: every CONNECT will be refused",
+                            path.display()
+                        );
+                        AllowList::default()
+                    }
+                };
+                tracing::warn!(
+                    "egress: to let the agent reach its model provider and Telegram, name them \
+                     in openclaw.json and run `sudo clawfort egress sync` (`sudo clawfort \
+                     setup` does it too)"
+                );
+                Ok((allow, fix))
+            }
+            Source::Config(config) => {
+                let allow = AllowList::from_config_file(config, &EnvSource::default())?;
+                if allow.is_empty() {
+                    tracing::warn!(
+                        "egress: {} names no destination (models.providers.*.baseUrl, \
+                         channels.telegram): every CONNECT will be refused",
+                        config.display()
+                    );
+                } else {
+                    tracing::info!(
+                        "egress: allowing {} (from {})",
+                        allow.describe(),
+                        config.display()
+                    );
+                }
+                let fix = "add it to the config (a models.providers.*.baseUrl or \
+                           channels.telegram.apiRoot) and restart the proxy"
+                    .to_owned();
+                Ok((allow, fix))
+            }
+        }
     }
+}
+
+/// `clawfort egress`: reads the allow list from `source`, takes the listening socket from
+/// systemd (or binds `listen`), and serves until killed.
+pub fn run(source: Source, listen: Option<&Path>) -> anyhow::Result<()> {
+    crate::logging::init_service();
+    let (allow, fix) = source.load()?;
     let listener = listen::listener(listen)?;
     match listen {
         Some(path) => tracing::info!("egress: listening on {}", path.display()),
@@ -118,23 +186,26 @@ pub fn run(config: &Path, listen: Option<&Path>) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let listener = UnixListener::from_std(listener)?;
-        serve(listener, allow, Limits::from_env()).await;
+        serve(listener, allow, fix, Limits::from_env()).await;
         Ok(())
     })
 }
 
 struct Shared {
     allow: AllowList,
+    /// What a refused destination's 403 tells the client to do.
+    fix: String,
     limits: Limits,
     log: RefusalLog,
     next_id: AtomicU64,
 }
 
 /// Accepts connections forever.
-async fn serve(listener: UnixListener, allow: AllowList, limits: Limits) {
+async fn serve(listener: UnixListener, allow: AllowList, fix: String, limits: Limits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let shared = Arc::new(Shared {
         allow,
+        fix,
         limits,
         log: RefusalLog::default(),
         next_id: AtomicU64::new(1),
@@ -207,10 +278,8 @@ async fn handle(mut client: UnixStream, shared: &Shared) {
             let refusal = Refusal::new(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "{} is not in the allow list; add it to the config (a \
-                     models.providers.*.baseUrl or channels.telegram.apiRoot) and restart \
-                     clawfort-egress",
-                    connect.target
+                    "{} is not in the allow list; {}",
+                    connect.target, shared.fix
                 ),
             );
             return refuse(client, shared, refusal, &pid).await;

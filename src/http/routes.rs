@@ -33,6 +33,7 @@ use super::reply::{self, Reply};
 use super::{guard, Gateway};
 use crate::messages::{self, MessageError};
 use crate::pairing::{self, unix_now, PeerKind, StoreError};
+use crate::sessions::Durability;
 
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -103,7 +104,14 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Reply {
             };
             blocking(move || {
                 let msg = messages::parse(&body)?;
-                messages::handle(&gw.config, &gw.store, &gw.transcripts, &msg, unix_now())
+                messages::handle(
+                    &gw.config,
+                    &gw.store,
+                    &gw.transcripts,
+                    &msg,
+                    unix_now(),
+                    Durability::Synced,
+                )
             })
             .await
         }

@@ -53,9 +53,9 @@ pub enum TunnelError {
         source: std::io::Error,
     },
     #[error(
-        "the egress proxy refused {0}: it is not in the proxy's allow list; name it in the \
-         config (models.providers.<id>.baseUrl or channels.telegram.apiRoot), then run \
-         `sudo systemctl restart clawfort-egress clawfort`"
+        "the egress proxy refused {0}: it is not in the proxy's allow list, which root writes \
+         from the config (models.providers.<id>.baseUrl, channels.telegram.apiRoot): run \
+         `sudo clawfort egress sync`"
     )]
     Refused(String),
     #[error("the egress proxy could not open a tunnel to {target}: {status} {text}")]

@@ -9,7 +9,8 @@
 //! 5. `merge`: the new files' contents; the result is loaded with the gateway's own config
 //!    reader and agent preparation, with exactly the new `.env`, before anything is written.
 //! 6. `write`: `.env`, `openclaw.json.bak`, `openclaw.json`, each replaced atomically (mode
-//!    600, owned by the service user when root writes).
+//!    600, owned by the service user when root writes); then, as root on the appliance, the
+//!    egress proxy's allow list (root's, 644; [`crate::egress::sync`]).
 //! 7. `restart`: as root on the appliance, the egress proxy and the gateway are restarted
 //!    and `/healthz` awaited.
 //!
@@ -27,7 +28,7 @@ mod owner;
 mod plan;
 mod prompts;
 mod restart;
-mod write;
+pub(crate) mod write;
 
 use std::path::{Path, PathBuf};
 
@@ -111,9 +112,21 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
         }
     }
 
-    let backup = interrupt::while_writing(|| current.write(&target, &new_env, &text))?;
-
     let restart_wanted = target.root && target.service.is_some();
+    let egress_allow = if restart_wanted {
+        crate::egress::sync::for_setup(&text, &target.paths.config, &mut warnings)?
+    } else {
+        None
+    };
+
+    let backup = interrupt::while_writing(|| -> anyhow::Result<_> {
+        let backup = current.write(&target, &new_env, &text)?;
+        if let Some(pending) = &egress_allow {
+            pending.write()?;
+        }
+        Ok(backup)
+    })?;
+
     let restarted = if restart_wanted && !args.no_restart {
         out.progress("Restarting the services...");
         let restarted = runtime
@@ -140,6 +153,7 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
         token_generated,
         restarted: restarted.as_ref().map(|r| r.units.as_slice()),
         restart_wanted,
+        egress_allow: egress_allow.as_ref(),
         warnings: &warnings,
         gateway: crate::gateway_client::GatewayClient::new(&config).addr(),
     };
@@ -460,6 +474,7 @@ struct Summary<'a> {
     token_generated: bool,
     restarted: Option<&'a [String]>,
     restart_wanted: bool,
+    egress_allow: Option<&'a crate::egress::sync::Pending>,
     warnings: &'a [String],
     gateway: std::net::SocketAddr,
 }
@@ -492,6 +507,12 @@ impl Summary<'_> {
             },
             "budget": { "dailyUsd": p.daily_usd, "monthlyUsd": p.monthly_usd },
             "gatewayTokenGenerated": self.token_generated,
+            "egressAllow": self.egress_allow.map(|p| json!({
+                "file": p.path,
+                "allow": p.list.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "added": p.diff.added.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "removed": p.diff.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })),
             "restarted": self.restarted,
             "gateway": self.gateway.to_string(),
             "pairingCommand": self.pairing_command(),
@@ -541,6 +562,14 @@ impl Summary<'_> {
             .collect();
         if !budget.is_empty() {
             lines.push(format!("Budget: {}.", budget.join(", ")));
+        }
+        if let Some(egress) = self.egress_allow {
+            lines.push(format!(
+                "Wrote {}: the egress proxy allows {}{}.",
+                egress.path.display(),
+                egress.list.describe(),
+                egress.diff.describe()
+            ));
         }
         for w in self.warnings {
             lines.push(format!("warning: {w}"));

@@ -1,6 +1,6 @@
 //! Applying the new settings: the gateway reads its config only at start, and the egress
-//! proxy (when installed) reads its allow list, the providers' and Telegram's hosts, from
-//! the same file. So, as root on a machine whose systemd runs `clawfort.service`, both are
+//! proxy (when installed) reads its allow list, the providers' and Telegram's hosts as setup
+//! just wrote them from the config, at start too. So, as root on a machine whose systemd runs `clawfort.service`, both are
 //! restarted, and the gateway's `/healthz` is polled until it answers.
 
 use std::time::Duration;
@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::gateway_client::GatewayClient;
 
 /// The egress proxy's unit, restarted with the gateway when it is installed.
-pub const EGRESS_UNIT: &str = "clawfort-egress.service";
+pub use crate::audit::installation::EGRESS_UNIT;
 /// How long the gateway may take to answer `/healthz` after its restart.
 pub const HEALTH_WAIT: Duration = Duration::from_secs(20);
 /// `systemctl restart` waits for the old process to stop (the unit allows it 15 s).

@@ -71,10 +71,21 @@ impl Dir {
         nofollow: bool,
         owner: Option<Owner>,
     ) -> anyhow::Result<Self> {
+        Self::open_or_create_with_mode(path, nofollow, owner, 0o700)
+    }
+
+    /// `open_or_create` with another mode for a created directory (set on its descriptor,
+    /// whatever the umask).
+    pub fn open_or_create_with_mode(
+        path: &Path,
+        nofollow: bool,
+        owner: Option<Owner>,
+        mode: u32,
+    ) -> anyhow::Result<Self> {
         if let Some(dir) = Self::open(path, nofollow)? {
             return Ok(dir);
         }
-        match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        match std::fs::DirBuilder::new().mode(mode).create(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(anyhow::anyhow!("cannot create {}: {e}", path.display())),
@@ -84,6 +95,8 @@ impl Dir {
         if let Some(owner) = owner {
             chown(&dir.fd, owner).with_context(|| format!("cannot chown {}", path.display()))?;
         }
+        rustix::fs::fchmod(&dir.fd, Mode::from_raw_mode(mode))
+            .with_context(|| format!("cannot chmod {}", path.display()))?;
         Ok(dir)
     }
 
@@ -93,12 +106,18 @@ impl Dir {
 
     /// The owner of the directory itself.
     pub fn owner(&self) -> anyhow::Result<Owner> {
+        Ok(self.owner_and_mode()?.0)
+    }
+
+    /// The owner and the permission bits of the directory itself.
+    pub fn owner_and_mode(&self) -> anyhow::Result<(Owner, u32)> {
         let stat = rustix::fs::fstat(&self.fd)
             .with_context(|| format!("cannot stat {}", self.path.display()))?;
-        Ok(Owner {
+        let owner = Owner {
             uid: stat.st_uid,
             gid: stat.st_gid,
-        })
+        };
+        Ok((owner, stat.st_mode & 0o7777))
     }
 
     /// The content of the regular file `name`, at most `max` bytes; `Ok(None)` when it does
@@ -150,6 +169,17 @@ impl Dir {
 
     /// Atomically replaces `name` with `contents`, mode 600, owned by `owner` when given.
     pub fn replace(&self, name: &str, contents: &[u8], owner: Option<Owner>) -> anyhow::Result<()> {
+        self.replace_with_mode(name, contents, owner, 0o600)
+    }
+
+    /// `replace` with another mode (root's allow list for the egress proxy is 644).
+    pub fn replace_with_mode(
+        &self,
+        name: &str,
+        contents: &[u8],
+        owner: Option<Owner>,
+        mode: u32,
+    ) -> anyhow::Result<()> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let tmp = format!(
             ".{name}.{}.{}.tmp",
@@ -164,8 +194,8 @@ impl Dir {
             if let Some(owner) = owner {
                 chown(&fd, owner)?;
             }
-            // The umask cannot have widened it, but a mode set explicitly is what is checked.
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600))?;
+            // The umask may have narrowed it: the mode set explicitly is what counts.
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
             let mut file = File::from(fd);
             file.write_all(contents)?;
             file.sync_all()?;

@@ -243,7 +243,8 @@ async fn serve<A: Agent>(
         }
         journal.finish(job.update_id);
     }
-    journal.commit()?;
+    // A snapshot of where this run starts; from here on, commits append to its log.
+    journal.compact()?;
 
     let mut backoff = Backoff::default();
     let mut poll = Box::pin(poll_after(&ctx, journal.offset(), Duration::ZERO));
@@ -265,6 +266,8 @@ async fn serve<A: Agent>(
         tokio::select! {
             () = shutdown.cancelled() => {
                 running.cancel_all();
+                // A clean stop leaves the snapshot current (OpenClaw reads only it).
+                journal.compact()?;
                 return Ok(());
             }
             never = &mut notices => match never {},
@@ -531,7 +534,16 @@ impl<A: Agent> Ctx<A> {
             text: text.to_string(),
             group: job.group.clone(),
         };
-        let outcome = match messages::handle(config, store, transcripts, &msg, now) {
+        // The journal holds the message until its reply is sent: the line reaches the disk
+        // with the reply's.
+        let outcome = match messages::handle(
+            config,
+            store,
+            transcripts,
+            &msg,
+            now,
+            sessions::Durability::Deferred,
+        ) {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!("Telegram: update {}: {e}", job.update_id);

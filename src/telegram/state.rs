@@ -1,8 +1,13 @@
 //! The polling journal: Telegram's update offset plus the updates taken but not yet done.
 //!
-//! `~/.openclaw/telegram/update-offset-<accountId>.json`, the file OpenClaw uses for the
-//! restart offset (`version`, `lastUpdateId`, `botId`), extended by clawfort with `pending`:
-//! the jobs received from Telegram and not finished yet.
+//! Two files under `<state_dir>/telegram/`:
+//! - `update-offset-<accountId>.json`, the file OpenClaw uses for the restart offset
+//!   (`version`, `lastUpdateId`, `botId`), extended by clawfort with `pending` (the jobs
+//!   received from Telegram and not finished yet) and `logSeq`. It is a snapshot, replaced
+//!   atomically (temporary file, fsync, rename, fsync of the directory).
+//! - `update-offset-<accountId>.log`: the changes since that snapshot, one JSON line per
+//!   write (`seq`, the new `lastUpdateId`, the jobs `added`, `started` and `finished`),
+//!   appended with a single `write` and made durable with one `fdatasync`.
 //!
 //! The guarantee, step by step:
 //! 1. A batch from `getUpdates` is written here (jobs in `pending`, `lastUpdateId` moved
@@ -16,27 +21,36 @@
 //! On start, a job still `started` was interrupted mid-way: it is *not* run again (that
 //! could call the model twice); its sender gets a note to send it again. So each update is
 //! handled at most once, and no update vanishes without its sender hearing about it.
-//! Unstarted jobs simply run. Writes are atomic (temporary file, fsync, rename, fsync of
-//! the directory) with mode 600 in a 700 directory.
+//! Unstarted jobs simply run. Both files are mode 600 in a 700 directory.
 //!
-//! **One write per state change, not per step.** Changes are made in memory and written by
+//! **One small write per state change.** Changes are made in memory and written by
 //! [`Journal::commit`], which the channel calls exactly where the guarantee needs the disk:
 //! before the next `getUpdates` (step 1) and before it spawns the jobs it just marked
 //! started (step 2). Everything that happened since the last write goes out in that one
-//! write: a batch together with the jobs that start at once, or the jobs that finished
-//! together with the queued ones that take their place. Each rule above still holds, since
-//! each is about the order of a write and an outside effect, and the write still comes
-//! first; an isolated turn costs two writes (batch + start, then finish) instead of three,
-//! and under load many turns share one. Finishing is written at once as well (not left for
-//! a later write), so an answered message is not later mistaken for an interrupted one.
+//! log line: a batch together with the jobs that start at once, or the jobs that finished
+//! together with the queued ones that take their place. An isolated turn costs two appends
+//! (batch + start, then finish), each one `write` and one `fdatasync` of a file kept open,
+//! instead of rewriting and renaming the whole state; under load many turns share one.
+//!
+//! **Replay.** Opening reads the snapshot and applies the log lines whose `seq` is above
+//! the snapshot's `logSeq`, so a crash between writing a new snapshot and emptying the log
+//! applies nothing twice. A last line that does not parse is a write the crash cut short:
+//! its `fdatasync` never returned, so nothing depended on it, and it is dropped. A bad line
+//! before the last is damage: an error naming the file. The first commit of a run folds
+//! the log into a new snapshot (so the log only ever holds lines of this run), and so does
+//! the commit after [`COMPACT_AFTER`] lines and [`Journal::compact`] on a clean stop.
 use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 /// OpenClaw's version 2 of this file (with `botId`).
 const VERSION: u32 = 2;
+/// Log lines after which the next commit writes a snapshot instead.
+pub const COMPACT_AFTER: u64 = 1024;
 
 /// What a job does when it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +85,7 @@ pub struct Job {
     pub started: bool,
 }
 
+/// The snapshot file.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PollState {
@@ -79,6 +94,63 @@ struct PollState {
     bot_id: Option<String>,
     #[serde(default)]
     pending: Vec<Job>,
+    /// The last log line folded into this snapshot.
+    #[serde(default)]
+    log_seq: u64,
+}
+
+/// One log line: the changes of one commit, applied in this order.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Change {
+    seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_update_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    added: Vec<Job>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    started: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    finished: Vec<i64>,
+}
+
+impl Change {
+    fn is_empty(&self) -> bool {
+        self.last_update_id.is_none()
+            && self.added.is_empty()
+            && self.started.is_empty()
+            && self.finished.is_empty()
+    }
+}
+
+impl PollState {
+    /// Replays one log line.
+    fn apply(&mut self, change: &Change) {
+        if let Some(id) = change.last_update_id {
+            self.raise_last(id);
+        }
+        for job in &change.added {
+            if !self.has(job.update_id) {
+                self.pending.push(job.clone());
+            }
+        }
+        for job in &mut self.pending {
+            if change.started.contains(&job.update_id) {
+                job.started = true;
+            }
+        }
+        self.pending
+            .retain(|j| !change.finished.contains(&j.update_id));
+        self.log_seq = change.seq;
+    }
+
+    fn raise_last(&mut self, id: i64) {
+        self.last_update_id = Some(self.last_update_id.map_or(id, |old| old.max(id)));
+    }
+
+    fn has(&self, update_id: i64) -> bool {
+        self.pending.iter().any(|j| j.update_id == update_id)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,28 +160,37 @@ pub struct StateError {
     message: String,
 }
 
+fn error(path: &Path, message: String) -> StateError {
+    StateError {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
 /// The journal of one bot account, loaded in memory; changes reach the disk with
 /// [`Journal::commit`].
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
+    log_path: PathBuf,
+    /// The state with every change made, written or not.
     state: PollState,
-    /// Changed in memory since the last write.
-    dirty: bool,
+    /// The changes made since the last write (its `seq` is set when written).
+    change: Change,
+    /// The log, open for appending, once this run wrote the snapshot it extends.
+    log: Option<File>,
+    /// The `logSeq` of that snapshot.
+    snapshot_seq: u64,
 }
 
 impl Journal {
-    /// Loads `<state_dir>/telegram/update-offset-<account_id>.json` for the bot `bot_id`.
-    /// A file of another bot (the token was changed) is started afresh, since the old
-    /// offset means nothing to the new bot.
+    /// Loads the journal of `account_id` under `<state_dir>/telegram/` for the bot
+    /// `bot_id`. A journal of another bot (the token was changed) is started afresh, since
+    /// the old offset means nothing to the new bot.
     pub fn open(state_dir: &Path, account_id: &str, bot_id: &str) -> Result<Self, StateError> {
-        let path = state_dir
-            .join("telegram")
-            .join(format!("update-offset-{account_id}.json"));
-        let fail = |message: String| StateError {
-            path: path.clone(),
-            message,
-        };
+        let dir = state_dir.join("telegram");
+        let path = dir.join(format!("update-offset-{account_id}.json"));
+        let log_path = dir.join(format!("update-offset-{account_id}.log"));
         let fresh = PollState {
             version: VERSION,
             bot_id: Some(bot_id.to_string()),
@@ -117,15 +198,25 @@ impl Journal {
         };
         let state = match std::fs::read(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => fresh,
-            Err(e) => return Err(fail(format!("cannot read it: {e}"))),
+            Err(e) => return Err(error(&path, format!("cannot read it: {e}"))),
             Ok(bytes) => {
-                let state: PollState = serde_json::from_slice(&bytes).map_err(|e| {
-                    fail(format!(
-                        "it is not valid ({e}); move it away to start polling afresh \
-                         (Telegram then re-sends the updates of the last 24 hours it still holds)"
-                    ))
+                let mut state: PollState = serde_json::from_slice(&bytes).map_err(|e| {
+                    error(
+                        &path,
+                        format!(
+                            "it is not valid ({e}); move it and {} away to start polling \
+                             afresh (Telegram then re-sends the updates of the last 24 hours \
+                             it still holds)",
+                            log_path.display()
+                        ),
+                    )
                 })?;
                 if state.bot_id.as_deref() == Some(bot_id) {
+                    for change in read_log(&log_path)? {
+                        if change.seq > state.log_seq {
+                            state.apply(&change);
+                        }
+                    }
                     state
                 } else {
                     tracing::warn!(
@@ -140,8 +231,11 @@ impl Journal {
         };
         Ok(Self {
             path,
+            log_path,
             state,
-            dirty: false,
+            change: Change::default(),
+            log: None,
+            snapshot_seq: 0,
         })
     }
 
@@ -154,15 +248,14 @@ impl Journal {
     /// `getUpdates`): `last_update_id` is the highest update id in it (also of the updates
     /// that made no job), `jobs` the updates that need handling.
     pub fn record_batch(&mut self, last_update_id: i64, jobs: Vec<Job>) {
-        let seen = |id: i64| self.state.pending.iter().any(|j| j.update_id == id);
-        let jobs: Vec<Job> = jobs.into_iter().filter(|j| !seen(j.update_id)).collect();
-        self.state.pending.extend(jobs);
-        self.state.last_update_id = Some(
-            self.state
-                .last_update_id
-                .map_or(last_update_id, |old| old.max(last_update_id)),
-        );
-        self.dirty = true;
+        for job in jobs {
+            if !self.state.has(job.update_id) {
+                self.state.pending.push(job.clone());
+                self.change.added.push(job);
+            }
+        }
+        self.state.raise_last(last_update_id);
+        self.change.last_update_id = self.state.last_update_id;
     }
 
     /// Jobs interrupted mid-way by a crash (only right after `open`).
@@ -195,49 +288,120 @@ impl Journal {
             }
             job.started = true;
             busy.insert(job.chat_id);
+            self.change.started.push(job.update_id);
             ready.push(job.clone());
         }
-        self.dirty |= !ready.is_empty();
         ready
     }
 
     /// Removes a finished job (in memory; [`Journal::commit`] writes it).
     pub fn finish(&mut self, update_id: i64) {
         self.state.pending.retain(|j| j.update_id != update_id);
-        self.dirty = true;
+        self.change.finished.push(update_id);
     }
 
-    /// Writes the changes since the last write, if any, atomically and durably.
+    /// Writes the changes since the last write, if any, durably: one appended log line, or
+    /// a new snapshot when this run has not written one yet or the log is long.
     pub fn commit(&mut self) -> Result<(), StateError> {
-        if self.dirty {
-            self.save()?;
-            self.dirty = false;
+        if self.change.is_empty() {
+            return Ok(());
         }
+        let seq = self.state.log_seq + 1;
+        match &mut self.log {
+            Some(log) if seq - self.snapshot_seq <= COMPACT_AFTER => {
+                self.change.seq = seq;
+                let mut line = serde_json::to_vec(&self.change)
+                    .map_err(|e| error(&self.log_path, format!("cannot encode a change: {e}")))?;
+                line.push(b'\n');
+                log.write_all(&line)
+                    .and_then(|()| log.sync_data())
+                    .map_err(|e| error(&self.log_path, format!("cannot append to it: {e}")))?;
+                self.state.log_seq = seq;
+            }
+            _ => self.compact()?,
+        }
+        self.change = Change::default();
         Ok(())
     }
 
-    fn save(&self) -> Result<(), StateError> {
-        let fail = |message: String| StateError {
-            path: self.path.clone(),
-            message,
-        };
+    /// Writes the whole state as a new snapshot and empties the log (called by `commit`,
+    /// and by the channel on a clean stop so the snapshot alone is current).
+    pub fn compact(&mut self) -> Result<(), StateError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        crate::pairing::ensure_private_dir(dir)
+            .map_err(|e| error(dir, format!("cannot create it: {e}")))?;
         let bytes = serde_json::to_vec_pretty(&self.state)
-            .map_err(|e| fail(format!("cannot encode it: {e}")))?;
-        write_atomic(&self.path, &bytes).map_err(|e| fail(format!("cannot write it: {e}")))
+            .map_err(|e| error(&self.path, format!("cannot encode it: {e}")))?;
+        write_atomic(&self.path, &bytes)
+            .map_err(|e| error(&self.path, format!("cannot write it: {e}")))?;
+        // Every line of the log is in the snapshot now (and skipped by `seq` if the crash
+        // comes before the log is emptied).
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&self.log_path)
+            .and_then(|log| {
+                log.set_len(0)?;
+                log.sync_all()?;
+                Ok(log)
+            })
+            .map_err(|e| error(&self.log_path, format!("cannot empty it: {e}")))?;
+        self.log = Some(log);
+        self.snapshot_seq = self.state.log_seq;
+        self.change = Change::default();
+        Ok(())
     }
 }
 
-/// Replaces `path` by `bytes` atomically and durably, mode 600, in a 700 directory.
+/// The log's lines, in order. A last line that does not parse is dropped (see the module
+/// doc); a bad line before it is an error.
+fn read_log(path: &Path) -> Result<Vec<Change>, StateError> {
+    let bytes = match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(error(path, format!("cannot read it: {e}"))),
+        Ok(bytes) => bytes,
+    };
+    let lines: Vec<&[u8]> = bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut changes = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_slice::<Change>(line) {
+            Ok(change) => changes.push(change),
+            Err(_) if i + 1 == lines.len() => {
+                tracing::warn!(
+                    "Telegram polling log {}: dropped its last line, cut short by a crash",
+                    path.display()
+                );
+            }
+            Err(e) => {
+                return Err(error(
+                    path,
+                    format!(
+                        "line {} is not valid ({e}); move it away to continue from the \
+                         snapshot next to it (updates handled since may be handled again)",
+                        i + 1
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// Replaces `path` by `bytes` atomically and durably, mode 600.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    crate::pairing::ensure_private_dir(dir)?;
     // tempfile creates the file with mode 600 in `dir`, so the rename stays on one
     // filesystem and is atomic.
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -326,6 +490,127 @@ mod tests {
         journal.commit().unwrap();
         let reopened = Journal::open(dir.path(), "default", "42").unwrap();
         assert_eq!(ids(reopened.interrupted()), [2, 3]);
+    }
+
+    fn ids(jobs: &[Job]) -> Vec<i64> {
+        jobs.iter().map(|j| j.update_id).collect()
+    }
+
+    fn snapshot(dir: &Path) -> serde_json::Value {
+        let file = dir.join("telegram/update-offset-default.json");
+        serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap()
+    }
+
+    fn log_lines(dir: &Path) -> Vec<String> {
+        let log = std::fs::read_to_string(dir.join("telegram/update-offset-default.log"));
+        log.unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn commits_after_the_first_append_one_line_and_replay_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path(), "default", "42").unwrap();
+        journal.record_batch(1, vec![job(1)]);
+        journal.start_ready(8, &mut HashSet::new());
+        journal.commit().unwrap();
+        let first = snapshot(dir.path());
+        assert_eq!(
+            first["pending"][0]["started"], true,
+            "the first commit is a snapshot"
+        );
+        assert!(log_lines(dir.path()).is_empty());
+
+        journal.finish(1);
+        journal.record_batch(3, vec![job(2), job(3)]);
+        journal.start_ready(8, &mut HashSet::new());
+        journal.commit().unwrap();
+        journal.commit().unwrap(); // nothing changed: no write
+        assert_eq!(
+            snapshot(dir.path()),
+            first,
+            "later commits leave the snapshot alone"
+        );
+        let lines = log_lines(dir.path());
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let mode = std::fs::metadata(dir.path().join("telegram/update-offset-default.log"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let mut reopened = Journal::open(dir.path(), "default", "42").unwrap();
+        assert_eq!(reopened.offset(), Some(4));
+        assert_eq!(ids(&reopened.interrupted()), [2], "3 waits for 2 in chat 7");
+        // The reopened journal's first commit folds the log into a new snapshot.
+        reopened.finish(2);
+        reopened.commit().unwrap();
+        assert!(log_lines(dir.path()).is_empty());
+        assert_eq!(
+            ids(&Journal::open(dir.path(), "default", "42")
+                .unwrap()
+                .state
+                .pending),
+            [3]
+        );
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_crash_is_dropped_and_damage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path(), "default", "42").unwrap();
+        journal.record_batch(1, vec![job(1)]);
+        journal.commit().unwrap();
+        journal.record_batch(2, vec![job(2)]);
+        journal.commit().unwrap();
+        let log = dir.path().join("telegram/update-offset-default.log");
+        let good = std::fs::read_to_string(&log).unwrap();
+        std::fs::write(&log, format!("{good}{{\"seq\":3,\"added\":[{{\"upd")).unwrap();
+        let reopened = Journal::open(dir.path(), "default", "42").unwrap();
+        assert_eq!(reopened.offset(), Some(3));
+        assert_eq!(ids(&reopened.state.pending), [1, 2]);
+
+        std::fs::write(&log, format!("garbage\n{good}")).unwrap();
+        let err = Journal::open(dir.path(), "default", "42")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("update-offset-default.log") && err.contains("line 1 is not valid"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lines_already_in_the_snapshot_are_not_applied_again() {
+        // A crash after the new snapshot and before the log was emptied.
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path(), "default", "42").unwrap();
+        journal.record_batch(1, vec![job(1)]);
+        journal.commit().unwrap();
+        journal.finish(1);
+        journal.record_batch(2, vec![job(2)]);
+        journal.commit().unwrap();
+        let log = dir.path().join("telegram/update-offset-default.log");
+        let old_log = std::fs::read(&log).unwrap();
+        journal.compact().unwrap();
+        std::fs::write(&log, old_log).unwrap();
+        journal.finish(2);
+        let reopened = Journal::open(dir.path(), "default", "42").unwrap();
+        assert_eq!(ids(&reopened.state.pending), [2], "1 stays finished");
+    }
+
+    #[test]
+    fn a_long_log_is_folded_into_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path(), "default", "42").unwrap();
+        for id in 0..=COMPACT_AFTER as i64 + 1 {
+            journal.record_batch(id, vec![job(id)]);
+            journal.finish(id);
+            journal.commit().unwrap();
+        }
+        assert!(log_lines(dir.path()).len() < 2);
+        let reopened = Journal::open(dir.path(), "default", "42").unwrap();
+        assert_eq!(reopened.offset(), Some(COMPACT_AFTER as i64 + 2));
+        assert!(reopened.state.pending.is_empty());
     }
 
     #[test]

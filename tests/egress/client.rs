@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use crate::gateway_support::{state_dir, Gateway};
-use crate::support::{provider_config, Proxy};
+use crate::support::{allow_file, provider_config, Proxy, ALLOW_FILE};
 use clawfort_fakes::model::{ok, Fake, KEY};
 use clawfort_fakes::telegram::{private_text, Fake as Telegram};
 
@@ -191,7 +191,7 @@ async fn a_refused_destination_is_a_clear_error_without_the_url() {
     assert!(
         text.contains(&format!("the egress proxy refused {target}"))
             && text.contains("allow list")
-            && text.contains("sudo systemctl restart clawfort-egress clawfort"),
+            && text.contains("sudo clawfort egress sync"),
         "{text}"
     );
     assert!(
@@ -266,8 +266,15 @@ async fn the_gateway_answers_on_telegram_through_the_proxy() {
     let model = Fake::start(|_, _| ok(answer("Hello through the proxy."))).await;
     let telegram = Telegram::start(BOT_TOKEN).await;
     let config = agent_config(&model.url(""), &telegram.api_root());
-    // The proxy reads the same file, without the .env that holds the key and the token.
-    let proxy = start_proxy(&config);
+    let model_target = format!("127.0.0.1:{}", model.addr.port());
+    let telegram_target = telegram.api_root().trim_start_matches("http://").to_owned();
+    // As on the appliance: root's allow file names both, and the proxy sees no secret.
+    let proxy = tokio::task::block_in_place(|| {
+        Proxy::start_with_allow_file(&[(
+            ALLOW_FILE,
+            &allow_file(&[&model_target, &telegram_target]),
+        )])
+    });
     let gw = start_gateway(&config, &proxy);
 
     telegram.push(private_text(OWNER, "hi"));
@@ -279,8 +286,7 @@ async fn the_gateway_answers_on_telegram_through_the_proxy() {
     assert_eq!(model.seen()[0].header("x-api-key"), Some(KEY));
 
     // Both destinations were reached through tunnels, and the proxy saw no secret.
-    let telegram_target = telegram.api_root().trim_start_matches("http://").to_owned();
-    for target in [format!("127.0.0.1:{}", model.addr.port()), telegram_target] {
+    for target in [model_target, telegram_target] {
         let opened = proxy.log_lines(&format!("to {target} "));
         assert!(
             !opened.is_empty(),
@@ -298,11 +304,14 @@ async fn a_provider_the_proxy_does_not_allow_fails_once_with_the_fix_named() {
     let model = Fake::start(|_, _| ok(answer("never sent"))).await;
     let telegram = Telegram::start(BOT_TOKEN).await;
     let config = agent_config(&model.url(""), &telegram.api_root());
-    // The proxy still runs with the config from before the provider was added.
-    let proxy = start_proxy(&format!(
-        r#"{{ channels: {{ telegram: {{ apiRoot: "{}" }} }} }}"#,
-        telegram.api_root()
-    ));
+    // openclaw.json names the provider, root's allow list (not synced since) only Telegram.
+    let telegram_target = telegram.api_root().trim_start_matches("http://").to_owned();
+    let proxy = tokio::task::block_in_place(|| {
+        Proxy::start_with_allow_file(&[
+            (ALLOW_FILE, &allow_file(&[&telegram_target])),
+            ("openclaw.json", &config),
+        ])
+    });
     let gw = start_gateway(&config, &proxy);
 
     telegram.push(private_text(OWNER, "hi"));
@@ -315,7 +324,7 @@ async fn a_provider_the_proxy_does_not_allow_fails_once_with_the_fix_named() {
     assert!(
         failures.len() == 1
             && failures[0].contains(&format!("the egress proxy refused {target}"))
-            && failures[0].contains("restart clawfort-egress"),
+            && failures[0].contains("sudo clawfort egress sync"),
         "{failures:?}"
     );
     // A configuration matter: one attempt, no retries.

@@ -135,7 +135,7 @@ fn destinations_outside_the_allow_list_get_403_and_no_connection() {
         assert_eq!(status(&answer), 403, "{target}: {answer}");
         assert!(
             answer.contains(&format!("{target} is not in the allow list"))
-                && answer.contains("restart clawfort-egress"),
+                && answer.contains("restart the proxy"),
             "{answer}"
         );
     }

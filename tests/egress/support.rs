@@ -1,14 +1,15 @@
-//! A real `clawfort egress --listen <socket>` process, its log, and raw exchanges with it.
+//! A real `clawfort egress --listen <socket>` process (with `--allow-file`, or deriving its
+//! list from an `openclaw.json`), its log, and raw exchanges with it.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// `clawfort egress` with `openclaw.json` = `config` and no `.env` at all: the proxy must
-/// start without the secrets the config refers to.
+/// A running `clawfort egress`, in a temporary directory that holds its socket and files.
 pub struct Proxy {
     child: Child,
     dir: tempfile::TempDir,
@@ -41,20 +42,57 @@ pub fn run(config: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The allow file's name in a proxy's directory.
+pub const ALLOW_FILE: &str = "egress-allow.json";
+
+/// An allow file (version 1) listing `targets`, as `clawfort egress sync` writes it.
+pub fn allow_file(targets: &[&str]) -> String {
+    serde_json::json!({ "version": 1, "allow": targets, "source": "a test" }).to_string()
+}
+
 impl Proxy {
+    /// `clawfort egress` without `--allow-file`: the destinations `config` (its
+    /// `openclaw.json`) names; there is no `.env`, so it must start without the secrets the
+    /// config refers to.
     pub fn start(config: &str) -> Self {
         Self::start_with_env(config, &[])
     }
 
-    /// Starts the proxy with extra environment variables (the test-only limits) and waits
-    /// (bounded) until its socket accepts connections.
+    /// `start` with extra environment variables (the test-only limits).
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(&[("openclaw.json", config)], &[], env)
+    }
+
+    /// `clawfort egress --allow-file <dir>/egress-allow.json` as the appliance runs it, with
+    /// `files` (name, content) written into its directory first (mode 644): the allow file,
+    /// an `openclaw.json` it must ignore, or neither.
+    pub fn start_with_allow_file(files: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("openclaw.json"), config).unwrap();
+        let allow = dir.path().join(ALLOW_FILE).display().to_string();
+        Self::spawn_in(dir, files, &["--allow-file", &allow], &[])
+    }
+
+    fn spawn(files: &[(&str, &str)], args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_in(tempfile::tempdir().unwrap(), files, args, env)
+    }
+
+    /// Starts the proxy and waits (bounded) until its socket accepts connections.
+    fn spawn_in(
+        dir: tempfile::TempDir,
+        files: &[(&str, &str)],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        for (name, content) in files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
         let socket = dir.path().join("egress.sock");
         let mut child = command(dir.path())
             .envs(env.iter().copied())
             .arg("egress")
+            .args(args)
             .arg("--listen")
             .arg(&socket)
             .stdout(Stdio::null())
@@ -80,6 +118,11 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(20));
         }
         Self { child, dir, log }
+    }
+
+    /// The proxy's directory (its socket, allow file and config).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn socket(&self) -> PathBuf {

@@ -93,7 +93,8 @@ fn root_audit_finds_the_service_installation() {
 
     // Audited there, the service's token is found: no "no gateway token" as for /root.
     let config = Config::load(&found.paths).unwrap();
-    let report = clawfort::audit::run(&found.paths, &config, false, false);
+    let no_egress = clawfort::audit::installation::EgressAllow::NotInstalled;
+    let report = clawfort::audit::run(&found.paths, &config, &no_egress, false, false);
     let ids: Vec<_> = report.findings.iter().map(|f| f.check_id).collect();
     assert!(!ids.contains(&"gateway.token.missing"), "{ids:?}");
     assert!(!ids.contains(&"fs.state_dir.missing"), "{ids:?}");

@@ -65,7 +65,16 @@ async fn an_abort_and_restart_neither_loses_nor_repeats_an_update() {
     );
     second.abort();
 
-    // A third start after a clean state: the journal is empty and the offset kept.
+    // A third start folds the journal's log into its snapshot: no job left, the offset
+    // kept, in the file OpenClaw reads.
+    let polls = h.fake.calls("getUpdates").len();
+    let third = h.start();
+    h.fake
+        .wait_until("the third run's first poll", |f| {
+            f.calls("getUpdates").len() > polls
+        })
+        .await;
+    third.abort();
     let file = h.dir.path().join("telegram/update-offset-default.json");
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(state["lastUpdateId"], 104);

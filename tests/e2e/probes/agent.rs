@@ -2,7 +2,8 @@
 //! the gateway at the fake provider and Telegram the harness runs on the namespace side of the
 //! private network; a stranger's Telegram DM then gets a pairing code and nothing else, the
 //! admin approves it over SSH with the command setup printed, and the next DM makes a model
-//! round trip. The gateway's traffic to both must have gone through the egress proxy (its
+//! round trip. Setup must have written the egress proxy's allow list (root's file, naming
+//! both fakes), and the gateway's traffic to both must have gone through the proxy (its
 //! journal lists the tunnels). Last, no copy of the API key or the bot token is left in the
 //! units' journal, in what the fakes received outside the auth header, or in the state
 //! directory outside `.env`.
@@ -36,6 +37,9 @@ const SETUP_LIMIT: Duration = Duration::from_secs(180);
 const POLL: Duration = Duration::from_millis(500);
 /// The proxy every outgoing request of the gateway goes through; it logs each tunnel.
 const EGRESS_UNIT: &str = "clawfort-egress.service";
+/// The proxy's allow list, which setup writes as root.
+const ALLOW_DIR: &str = "/etc/clawfort";
+const ALLOW_FILE: &str = "/etc/clawfort/egress-allow.json";
 
 pub fn agent_round_trip(ctx: &Ctx) -> Result<String> {
     let script = Script::read(&ctx.testbed.fakes)?;
@@ -98,6 +102,7 @@ impl<'a> RoundTrip<'a> {
         let started = Instant::now();
         let approve_command = self.setup()?;
         let setup_s = started.elapsed().as_secs_f64();
+        let allow = self.allow_file_written()?;
 
         let (code, pairing_s) = self.pairing()?;
         let approve = approve_command.replace("<CODE>", &code);
@@ -115,7 +120,7 @@ impl<'a> RoundTrip<'a> {
             "after setup the gateway answers /healthz with {healthz}"
         );
         Ok(format!(
-            "setup {setup_s:.1} s (@{BOT_NAME}); pairing reply {pairing_s:.1} s after the DM, \
+            "setup {setup_s:.1} s (@{BOT_NAME}; {allow}); pairing reply {pairing_s:.1} s after the DM, \
              no model call; `{approve}` worked; answer {answer_s:.1} s after the next DM (the \
              model got the DM and the key); {leaks}; gateway token kept, /healthz 200"
         ))
@@ -169,6 +174,46 @@ impl<'a> RoundTrip<'a> {
             last_lines(&output.stdout, 6)
         );
         approval_command(&output.stdout)
+    }
+
+    /// Setup wrote the proxy's allow list as root's own file (755 directory, 644 file)
+    /// naming exactly the fakes' model server and Bot API, and `egress sync` agrees with it.
+    fn allow_file_written(&self) -> Result<String> {
+        let admin = &self.ctx.admin;
+        let modes = admin.check(&format!("stat -c '%U %G %a' {ALLOW_DIR} {ALLOW_FILE}"))?;
+        let modes: Vec<&str> = modes.lines().collect();
+        ensure!(
+            modes == ["root root 755", "root root 644"],
+            "after setup {ALLOW_DIR} and {ALLOW_FILE} are {modes:?}, not root's 755 and 644"
+        );
+        // World-readable: the admin reads it without sudo.
+        let text = admin.check(&format!("cat {ALLOW_FILE}"))?;
+        let document: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{ALLOW_FILE} is not JSON: {}", last_lines(&text, 3)))?;
+        let mut allowed: Vec<&str> = document["allow"]
+            .as_array()
+            .map(|list| list.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        allowed.sort_unstable();
+        let fakes = &self.ctx.testbed.fakes;
+        let mut wanted = [fakes.model.to_string(), fakes.telegram.to_string()];
+        wanted.sort_unstable();
+        ensure!(
+            document["version"] == 1 && allowed == wanted,
+            "{ALLOW_FILE} after setup allows {allowed:?} (version {}), not exactly {wanted:?}",
+            document["version"]
+        );
+        let sync = admin.run("sudo -n clawfort egress sync --dry-run")?;
+        ensure!(
+            sync.success && sync.stdout.contains("Up to date"),
+            "`clawfort egress sync --dry-run` after setup (exit {:?}): {}",
+            sync.code,
+            last_lines(&format!("{}\n{}", sync.stdout, sync.stderr), 6)
+        );
+        Ok(format!(
+            "{ALLOW_FILE} root 644 allows {}",
+            wanted.join(", ")
+        ))
     }
 
     /// A stranger's DM: exactly one reply, with a pairing code and the command to approve it,
