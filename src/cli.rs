@@ -8,11 +8,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::audit::installation::{self, Installation};
+use crate::audit::installation;
 use crate::config::{Config, ConfigError};
 use crate::logging::{self, LogSource};
 use crate::pairing::{unix_now, PeerKind, Store};
-use crate::paths::{Paths, CONFIG_ENV, STATE_DIR_ENV};
+use crate::paths::{Paths, CONFIG_ENV};
+use crate::target::{Source, Target};
 
 #[derive(Parser)]
 #[command(
@@ -235,10 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Egress {
             command: Some(EgressCommand::Sync(args)),
             ..
-        } => crate::egress::sync::run(
-            args,
-            crate::setup::Target::resolve(cli.config.is_some(), paths),
-        )?,
+        } => crate::egress::sync::run(args, Target::resolve(cli.config.as_deref())?)?,
         Command::Egress {
             listen,
             allow_file,
@@ -254,8 +252,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Security {
             command: SecurityCommand::Audit { deep, fix, json },
         } => {
-            let (paths, installation) = audit_target(cli.config.is_some(), paths);
-            let config = match Config::load(&paths) {
+            let target = Target::resolve(cli.config.as_deref())?;
+            let config = match Config::load(&target.paths) {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("error: the audit cannot run: {e}");
@@ -263,13 +261,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             // The egress proxy belongs to the service's installation only.
-            let egress = if installation.source == installation::UNIT {
-                installation::egress_allow(&installation::Sources::system())
-            } else {
-                installation::EgressAllow::NotInstalled
+            let egress = match target.source {
+                Source::Service { .. } => {
+                    installation::egress_allow(&installation::Sources::system())
+                }
+                _ => installation::EgressAllow::NotInstalled,
             };
-            let mut report = crate::audit::run(&paths, &config, &egress, deep, fix);
-            report.installation = Some(installation);
+            let mut report = crate::audit::run(&target.paths, &config, &egress, deep, fix);
+            report.installation = Some(target.report());
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -284,30 +283,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             follow,
             source,
         } => logging::show(&paths, source, tail, follow)?,
-        Command::Usage { json } => usage(&paths, json)?,
+        Command::Usage { json } => {
+            let target = Target::resolve(cli.config.as_deref())?;
+            target.print_note();
+            usage(&target.paths, json)?
+        }
         Command::Status { json } => {
-            let config = Config::load(&paths)?;
+            let target = Target::resolve(cli.config.as_deref())?;
+            target.print_note();
+            let config = Config::load(&target.paths)?;
             crate::status::show(&config, json)?;
         }
-        Command::Setup(args) => crate::setup::run(
-            args,
-            crate::setup::Target::resolve(cli.config.is_some(), paths),
-        )?,
-        Command::StopAll { json } => stop_all(
-            crate::setup::Target::resolve(cli.config.is_some(), paths),
-            json,
-        )?,
+        Command::Setup(args) => crate::setup::run(args, Target::resolve(cli.config.as_deref())?)?,
+        Command::StopAll { json } => stop_all(Target::resolve(cli.config.as_deref())?, json)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `clawfort stop-all`: `POST /api/agent/stop-all` on the gateway the installation's config
 /// describes (as root: the service's), with its token.
-fn stop_all(target: crate::setup::Target, json: bool) -> anyhow::Result<()> {
+fn stop_all(target: Target, json: bool) -> anyhow::Result<()> {
     use crate::gateway_client::{error_text, GatewayClient};
-    if let Some(note) = &target.note {
-        eprintln!("note: {note}");
-    }
+    target.print_note();
     let config = Config::load(&target.paths)?;
     let client = GatewayClient::new(&config);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -341,55 +338,6 @@ fn stop_all(target: crate::setup::Target, json: bool) -> anyhow::Result<()> {
             "the gateway on {addr} answered {code}: {}",
             error_text(&body)
         ),
-    }
-}
-
-/// The installation `security audit` looks at. Root with no `--config`,
-/// `OPENCLAW_CONFIG_PATH` or `OPENCLAW_STATE_DIR` audits what `clawfort.service` runs (and
-/// expands `~` in the config against the service user's home, as the gateway does); anyone
-/// else, or root when no service is found, the installation the paths name.
-fn audit_target(config_given: bool, paths: Paths) -> (Paths, Installation) {
-    let state_given = std::env::var_os(STATE_DIR_ENV).is_some_and(|v| !v.is_empty());
-    let named = |source: &str, note: Option<String>| Installation {
-        user: None,
-        state_dir: paths.state_dir.clone(),
-        config: paths.config.clone(),
-        source: source.to_string(),
-        unit: None,
-        note,
-    };
-    if config_given || state_given {
-        let source = if state_given {
-            STATE_DIR_ENV
-        } else {
-            "--config or OPENCLAW_CONFIG_PATH"
-        };
-        return (paths.clone(), named(source, None));
-    }
-    if !rustix::process::geteuid().is_root() {
-        return (paths.clone(), named("invoking user", None));
-    }
-    match installation::discover(&installation::Sources::system()) {
-        Ok(found) => {
-            // Single-threaded here: nothing else reads the environment concurrently.
-            std::env::set_var("HOME", &found.home);
-            let report = Installation {
-                user: Some(found.user),
-                state_dir: found.paths.state_dir.clone(),
-                config: found.paths.config.clone(),
-                source: installation::UNIT.to_string(),
-                unit: Some(found.from),
-                note: None,
-            };
-            (found.paths, report)
-        }
-        Err(reason) => {
-            let note = format!(
-                "the gateway service's installation was not found ({reason}); audited the \
-                 invoking user's instead (pass --config to choose)"
-            );
-            (paths.clone(), named("invoking user", Some(note)))
-        }
     }
 }
 

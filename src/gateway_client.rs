@@ -1,4 +1,4 @@
-//! The CLI's client of the gateway running on this machine (`clawfort stop-all`, and
+//! The CLI's client of the gateway running on this machine (`clawfort status`, `stop-all`, and
 //! `clawfort setup` waiting for `/healthz` after a restart).
 //!
 //! Where the gateway listens and its token come from the same config the gateway reads

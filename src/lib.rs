@@ -23,6 +23,7 @@ pub mod secret;
 pub mod sessions;
 pub mod setup;
 pub mod status;
+pub mod target;
 pub mod telegram;
 pub mod token;
 pub mod usage;

@@ -21,7 +21,8 @@ use crate::audit::command::{self, Outcome};
 use crate::audit::installation::{self, EgressAllow, Sources, EGRESS_UNIT};
 use crate::config::EnvSource;
 use crate::setup::write::{Dir, Owner};
-use crate::setup::{BadInput, Target};
+use crate::setup::BadInput;
+use crate::target::Target;
 
 /// The largest `openclaw.json` read.
 const MAX_CONFIG: usize = 4 << 20;
@@ -151,7 +152,7 @@ pub fn run(args: SyncArgs, target: Target) -> anyhow::Result<()> {
             .into())
         }
     };
-    if target.service_user.is_none() && !target.named {
+    if target.service.is_none() && !target.named() {
         return Err(BadInput(format!(
             "{}; pass --config with the gateway's openclaw.json",
             target

@@ -1,7 +1,7 @@
 //! `clawfort setup`: from nothing (or an existing installation) to a bot that answers.
 //!
-//! 1. `target`: which installation (as root: the one `clawfort.service` runs) and who owns
-//!    its files.
+//! 1. [`Target`]: which installation (as root: the one `clawfort.service` runs), resolved
+//!    by the CLI; `owner`: who gets the files.
 //! 2. `write`: the existing `openclaw.json` and `.env` are read without following links.
 //! 3. `flags` (+ `prompts` on a terminal): a [`plan::Plan`], every value checked for shape.
 //! 4. `checks`: one cheap call per secret (Telegram `getMe`, the provider's model list).
@@ -14,16 +14,20 @@
 //! 7. `restart`: as root on the appliance, the egress proxy and the gateway are restarted
 //!    and `/healthz` awaited.
 //!
+//! A Ctrl-C, SIGTERM or SIGHUP (`interrupt`) ends setup with the terminal as it was, and
+//! never in the middle of the writes.
+//!
 //! Secrets live in [`Secret`](crate::secret::Secret)s; they are written to `.env` and sent
 //! to the two services they belong to, and appear in no output, error or log line.
 
 mod checks;
 mod flags;
+mod interrupt;
 mod merge;
+mod owner;
 mod plan;
 mod prompts;
 mod restart;
-mod target;
 pub(crate) mod write;
 
 use std::path::{Path, PathBuf};
@@ -33,15 +37,15 @@ use serde_json::{json, Value};
 
 pub use flags::SetupArgs;
 pub use plan::BadInput;
-pub use target::Target;
 
 use checks::{CheckFailed, ProviderCheck, Refused};
 use merge::BOT_TOKEN_VAR;
+use owner::OwnerRule;
 use plan::{bad, Existing, Plan};
-use target::OwnerRule;
 use write::Dir;
 
 use crate::config::{Config, EnvSource, TOKEN_ENV};
+use crate::target::Target;
 
 /// The largest `openclaw.json` or `.env` read.
 const MAX_FILE: usize = 4 << 20;
@@ -49,6 +53,7 @@ const MAX_FILE: usize = 4 << 20;
 /// Runs `clawfort setup` on `target`. A [`BadInput`] error means exit 2, any other 1.
 pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
     args.check()?;
+    interrupt::install()?;
     let interactive = args.interactive();
     let current = Current::read(&target)?;
     let mut out = Output::new(args.json);
@@ -59,9 +64,9 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
     let existing = Existing(current.tree.as_ref().unwrap_or(&empty));
     let mut plan = if interactive {
         let owner = target
-            .service_user
-            .as_deref()
-            .map(|u| format!(" (the gateway service's, user {u})"))
+            .service
+            .as_ref()
+            .map(|u| format!(" (the gateway service's, user {})", u.name))
             .unwrap_or_default();
         out.progress(&format!(
             "Setting up the clawfort installation in {}{owner}.",
@@ -95,7 +100,7 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
     let text = format!("{}\n", serde_json::to_string_pretty(&tree)?);
     let (config, new_env, token_generated) = validate(&text, &current.env, &mut env_set, &target)?;
     warnings.extend(budget_without_cost(&plan, &tree));
-    if target.service_user.is_none() {
+    if target.service.is_none() {
         // A gateway started from this shell reads its environment before `.env`.
         for (name, value) in &env_set {
             if std::env::var(name).is_ok_and(|v| !v.is_empty() && v != *value) {
@@ -107,17 +112,20 @@ pub fn run(args: SetupArgs, target: Target) -> anyhow::Result<()> {
         }
     }
 
-    let restart_wanted = target.root && target.service_user.is_some();
+    let restart_wanted = target.root && target.service.is_some();
     let egress_allow = if restart_wanted {
         crate::egress::sync::for_setup(&text, &target.paths.config, &mut warnings)?
     } else {
         None
     };
 
-    let backup = current.write(&target, &new_env, &text)?;
-    if let Some(pending) = &egress_allow {
-        pending.write()?;
-    }
+    let backup = interrupt::while_writing(|| -> anyhow::Result<_> {
+        let backup = current.write(&target, &new_env, &text)?;
+        if let Some(pending) = &egress_allow {
+            pending.write()?;
+        }
+        Ok(backup)
+    })?;
 
     let restarted = if restart_wanted && !args.no_restart {
         out.progress("Restarting the services...");
@@ -232,7 +240,7 @@ impl Current {
     /// Writes `.env` first (so a config naming a new variable never exists without it),
     /// then the backup of the old config, then the new one. Returns the backup's path.
     fn write(self, target: &Target, env: &str, config: &str) -> anyhow::Result<Option<PathBuf>> {
-        let owner = match target.owner {
+        let owner = match OwnerRule::of(target) {
             OwnerRule::Invoker => None,
             OwnerRule::Service(owner) => Some(owner),
             OwnerRule::StateDirOwner => self.state_dir.as_ref().map(Dir::owner).transpose()?,
@@ -269,9 +277,11 @@ async fn check_secrets(
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<(Option<String>, Option<ProviderCheck>)> {
     let mut asked_again = 0;
+    // When only the key is asked again, the bot token that passed is not checked again.
+    let mut bot_passed = None;
     loop {
         warnings.clear();
-        let result = run_checks(plan, args, out, warnings).await;
+        let result = run_checks(plan, args, out, warnings, &mut bot_passed).await;
         let refused = match &result {
             Err(e) if interactive && asked_again < 2 => {
                 e.downcast_ref::<CheckFailed>().and_then(|c| c.refused)
@@ -282,6 +292,9 @@ async fn check_secrets(
             (Some(secret), Err(e)) => {
                 asked_again += 1;
                 eprintln!("  {e}");
+                if matches!(secret, Refused::BotToken) {
+                    bot_passed = None;
+                }
                 ask_again(&mut prompts::Terminal, plan, secret)?;
             }
             (_, result) => return result,
@@ -307,12 +320,15 @@ fn ask_again(ask: &mut dyn prompts::Ask, plan: &mut Plan, secret: Refused) -> an
     Ok(())
 }
 
-/// Runs both checks; with `--skip-checks` a failure is a warning instead of the end.
+/// Runs both checks, the bot token's only when `bot_passed` does not hold its bot's name
+/// from an earlier run (it is set when it passes); with `--skip-checks` a failure is a
+/// warning instead of the end.
 async fn run_checks(
     plan: &Plan,
     args: &SetupArgs,
     out: &mut Output,
     warnings: &mut Vec<String>,
+    bot_passed: &mut Option<String>,
 ) -> anyhow::Result<(Option<String>, Option<ProviderCheck>)> {
     fn outcome<T>(
         result: Result<T, CheckFailed>,
@@ -329,18 +345,25 @@ async fn run_checks(
         }
     }
     let skip = args.skip_checks;
-    out.progress(&format!(
-        "Checking the bot token with Telegram ({})...",
-        plan::host_port(&plan.api_root).unwrap_or_default()
-    ));
-    let bot = outcome(
-        checks::telegram(&plan.api_root, &plan.bot_token).await,
-        skip,
-        warnings,
-    )?;
-    if let Some(name) = &bot {
-        out.progress(&format!("  the bot is {name}"));
-    }
+    let bot = match bot_passed {
+        Some(name) => Some(name.clone()),
+        None => {
+            out.progress(&format!(
+                "Checking the bot token with Telegram ({})...",
+                plan::host_port(&plan.api_root).unwrap_or_default()
+            ));
+            let bot = outcome(
+                checks::telegram(&plan.api_root, &plan.bot_token).await,
+                skip,
+                warnings,
+            )?;
+            if let Some(name) = &bot {
+                out.progress(&format!("  the bot is {name}"));
+                *bot_passed = Some(name.clone());
+            }
+            bot
+        }
+    };
     out.progress(&format!(
         "Checking the API key with {}...",
         plan.provider_label()
@@ -376,7 +399,7 @@ fn validate(
         let pairs: Vec<(&str, &str)> = env_set.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let new_env = merge::env(old_env, &pairs)?;
         let mut vars = merge::parse_env(&new_env).map_err(|e| bad(format!(".env: {e}")))?;
-        if target.service_user.is_none() {
+        if target.service.is_none() {
             vars.extend(std::env::vars().filter(|(_, v)| !v.is_empty()));
         }
         let config = Config::parse(text, &EnvSource::fixed(vars)).map_err(|e| {
@@ -468,7 +491,7 @@ impl Summary<'_> {
             "config": self.target.paths.config,
             "env": self.target.paths.env_file(),
             "backup": self.backup,
-            "serviceUser": self.target.service_user,
+            "serviceUser": self.target.service.as_ref().map(|u| &u.name),
             "provider": {
                 "id": p.provider_id, "api": p.api.as_str(), "baseUrl": p.base_url,
                 "model": p.model_ref(), "apiKeyVar": self.key_var,

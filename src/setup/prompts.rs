@@ -4,12 +4,15 @@
 //!
 //! Questions and progress go to stderr, so `--json` keeps stdout for the summary.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, ErrorKind, Write};
 
 use super::plan::BadInput;
 
 /// How many times a question is asked before setup gives up.
 const ATTEMPTS: usize = 3;
+
+/// Ctrl-D (or the end of piped input) at a question.
+const INPUT_ENDED: &str = "the input ended before setup was complete; nothing was written";
 
 /// Where answers come from: the terminal, or a script in tests.
 pub trait Ask {
@@ -30,14 +33,24 @@ impl Ask for Terminal {
         std::io::stderr().flush()?;
         let mut answer = String::new();
         if std::io::stdin().lock().read_line(&mut answer)? == 0 {
-            anyhow::bail!("the input ended before setup was complete; nothing was written");
+            // Ctrl-D leaves the cursor after the question.
+            eprintln!();
+            anyhow::bail!(INPUT_ENDED);
         }
         Ok(answer.trim_end_matches(['\r', '\n']).to_owned())
     }
 
     fn hidden(&mut self, question: &str) -> anyhow::Result<String> {
-        rpassword::prompt_password(question)
-            .map_err(|e| anyhow::anyhow!("cannot read hidden input from the terminal: {e}"))
+        // The prompt reads the terminal raw: Ctrl-C and Ctrl-D arrive as keys.
+        match rpassword::prompt_password(question) {
+            Ok(answer) => Ok(answer),
+            Err(e) if e.kind() == ErrorKind::Interrupted => super::interrupt::interrupted(),
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                eprintln!();
+                anyhow::bail!(INPUT_ENDED)
+            }
+            Err(e) => anyhow::bail!("cannot read hidden input from the terminal: {e}"),
+        }
     }
 
     fn say(&mut self, text: &str) {

@@ -2,43 +2,23 @@
 
 use serde_json::json;
 
-use crate::support::{state_dir, TOKEN};
-use crate::{
-    config, mode, model_server, names, secret_file, setup, setup_with_env, text, BOT_TOKEN,
+use crate::harness::{
+    config, mode, names, secret_files, setup, setup_with_env, text, Fakes, BOT_TOKEN,
 };
-use clawfort_fakes::model::{Fake, KEY};
-use clawfort_fakes::telegram::Fake as Telegram;
+use crate::support::{state_dir, TOKEN};
+use clawfort_fakes::model::KEY;
 
 /// The arguments of a run with both secrets in files of `dir`.
-fn args(dir: &std::path::Path, model: &Fake, telegram: &Telegram) -> Vec<String> {
-    let key = secret_file(dir, "key", KEY);
-    let token = secret_file(dir, "token", BOT_TOKEN);
-    [
-        "--non-interactive",
-        "--api",
-        "openai-completions",
-        "--base-url",
-        &model.url("/v1"),
-        "--model",
-        "fake-model",
-        "--api-key-file",
-        &key,
-        "--bot-token-file",
-        &token,
-        "--telegram-api-root",
-        &telegram.api_root(),
-        "--owner",
-        "333",
-        "--no-restart",
-    ]
-    .map(str::to_owned)
-    .to_vec()
+fn args(dir: &std::path::Path, fakes: &Fakes) -> Vec<String> {
+    let (key, token) = secret_files(dir);
+    let mut args = fakes.flags(&key, &token);
+    args.extend(["--owner", "333", "--no-restart"].map(str::to_owned));
+    args
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_installation_keeps_its_settings_and_a_backup() {
-    let model = Fake::start(|_, seen| model_server(seen, false)).await;
-    let telegram = Telegram::start(BOT_TOKEN).await;
+    let fakes = Fakes::start().await;
     let old_config = r#"{
       // The owner's own settings, in JSON5.
       gateway: { port: 18790, auth: { token: "${OPENCLAW_GATEWAY_TOKEN}" } },
@@ -57,8 +37,7 @@ async fn an_existing_installation_keeps_its_settings_and_a_backup() {
         ),
     )
     .unwrap();
-    let args = args(dir.path(), &model, &telegram);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = args(dir.path(), &fakes);
     // A key exported in the shell would win over .env for a gateway started from it.
     let shell = [("OPENAI_API_KEY", "sk-from-the-shell-0123456789")];
     let out = tokio::task::block_in_place(|| setup_with_env(dir.path(), &args, "", &shell));
@@ -110,19 +89,17 @@ async fn an_existing_installation_keeps_its_settings_and_a_backup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_planted_in_the_state_directory_is_refused() {
-    let model = Fake::start(|_, seen| model_server(seen, false)).await;
-    let telegram = Telegram::start(BOT_TOKEN).await;
+    let fakes = Fakes::start().await;
     let outside = tempfile::tempdir().unwrap();
     let victim = outside.path().join("victim");
     std::fs::write(&victim, "not setup's to read or write\n").unwrap();
 
     for name in ["openclaw.json", ".env"] {
         let dir = state_dir(None);
-        let args = args(dir.path(), &model, &telegram);
+        let args = args(dir.path(), &fakes);
         let link = dir.path().join(name);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&victim, &link).unwrap();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = tokio::task::block_in_place(|| setup(dir.path(), &args, ""));
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
@@ -142,19 +119,17 @@ async fn a_link_planted_in_the_state_directory_is_refused() {
             "not setup's to read or write\n"
         );
         // Refused before any call: nothing was checked either.
-        assert!(telegram.calls("getMe").is_empty(), "{name}");
+        assert!(fakes.telegram.calls("getMe").is_empty(), "{name}");
     }
-    assert!(model.seen().is_empty());
+    assert!(fakes.model.seen().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_that_does_not_parse_is_named_and_left_alone() {
-    let model = Fake::start(|_, seen| model_server(seen, false)).await;
-    let telegram = Telegram::start(BOT_TOKEN).await;
+    let fakes = Fakes::start().await;
     let broken = "{ gateway: { port: 18790 ";
     let dir = state_dir(Some(broken));
-    let args = args(dir.path(), &model, &telegram);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = args(dir.path(), &fakes);
     let out = tokio::task::block_in_place(|| setup(dir.path(), &args, ""));
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

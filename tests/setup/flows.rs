@@ -4,47 +4,33 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{state_dir, Gateway, TOKEN};
-use crate::{
-    config, mode, model_server, names, secret_file, setup, text, BOT_TOKEN, OWNER, WRONG_BOT_TOKEN,
+use crate::harness::{
+    config, mode, model_server, names, secret_file, secret_files, setup, text, Fakes, BOT_TOKEN,
+    OWNER, WRONG_BOT_TOKEN,
 };
+use crate::support::{state_dir, Gateway, TOKEN};
 use clawfort_fakes::model::{Fake, Reply, KEY};
-use clawfort_fakes::telegram::{private_text, Fake as Telegram, BOT_NAME};
+use clawfort_fakes::telegram::{private_text, BOT_NAME};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_writes_a_working_installation_and_names_the_bot() {
-    let model = Fake::start(|_, seen| model_server(seen, false)).await;
-    let telegram = Telegram::start(BOT_TOKEN).await;
+    let fakes = Fakes::start().await;
     let dir = state_dir(None);
     let token_file = secret_file(dir.path(), "bot-token", BOT_TOKEN);
-    let base_url = model.url("/v1");
-    let api_root = telegram.api_root();
-    let out = tokio::task::block_in_place(|| {
-        setup(
-            dir.path(),
-            &[
-                "--non-interactive",
-                "--api",
-                "openai-completions",
-                "--base-url",
-                &base_url,
-                "--model",
-                "fake-model",
-                "--api-key-file",
-                "-",
-                "--bot-token-file",
-                &token_file,
-                "--telegram-api-root",
-                &api_root,
-                "--owner",
-                &OWNER.to_string(),
-                "--daily-usd",
-                "2",
-                "--no-restart",
-            ],
-            &format!("{KEY}\n"),
-        )
-    });
+    let mut args = fakes.flags("-", &token_file);
+    args.extend(
+        [
+            "--owner",
+            &OWNER.to_string(),
+            "--daily-usd",
+            "2",
+            "--no-restart",
+        ]
+        .map(str::to_owned),
+    );
+    let Fakes { model, telegram } = fakes;
+    let (base_url, api_root) = (model.url("/v1"), telegram.api_root());
+    let out = tokio::task::block_in_place(|| setup(dir.path(), &args, &format!("{KEY}\n")));
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(stdout.contains(&format!("@{BOT_NAME}")), "{stdout}");
@@ -108,8 +94,8 @@ async fn setup_writes_a_working_installation_and_names_the_bot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anthropic_key_is_checked_on_the_model_list_and_json_is_printed() {
-    let model = Fake::start(|_, seen| model_server(seen, true)).await;
-    let telegram = Telegram::start(BOT_TOKEN).await;
+    let Fakes { model, telegram } =
+        Fakes::with_model(Fake::start(|_, seen| model_server(seen, true)).await).await;
     let dir = state_dir(None);
     let key_file = secret_file(dir.path(), "key", KEY);
     let base_url = model.url("");
@@ -174,48 +160,27 @@ async fn an_anthropic_key_is_checked_on_the_model_list_and_json_is_printed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_a_model_list_gets_a_one_token_request() {
-    let model = Fake::start(|_, seen| {
-        if seen.path.ends_with("/models") {
-            Reply::Json(404, vec![], r#"{"error":"not found"}"#.into())
-        } else {
-            crate::model_server(seen, false)
-        }
-    })
+    let fakes = Fakes::with_model(
+        Fake::start(|_, seen| {
+            if seen.path.ends_with("/models") {
+                Reply::Json(404, vec![], r#"{"error":"not found"}"#.into())
+            } else {
+                model_server(seen, false)
+            }
+        })
+        .await,
+    )
     .await;
-    let telegram = Telegram::start(BOT_TOKEN).await;
     let dir = state_dir(None);
     let token_file = secret_file(dir.path(), "bot-token", BOT_TOKEN);
-    let (base_url, api_root) = (model.url("/v1"), telegram.api_root());
-    let out = tokio::task::block_in_place(|| {
-        setup(
-            dir.path(),
-            &[
-                "--non-interactive",
-                "--api",
-                "openai-completions",
-                "--provider-id",
-                "local",
-                "--base-url",
-                &base_url,
-                "--model",
-                "fake-model",
-                "--api-key-file",
-                "-",
-                "--bot-token-file",
-                &token_file,
-                "--telegram-api-root",
-                &api_root,
-                "--no-restart",
-                "--json",
-            ],
-            KEY,
-        )
-    });
+    let mut args = fakes.flags("-", &token_file);
+    args.extend(["--provider-id", "local", "--no-restart", "--json"].map(str::to_owned));
+    let out = tokio::task::block_in_place(|| setup(dir.path(), &args, KEY));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["provider"]["check"], "one-token request");
     assert_eq!(summary["provider"]["apiKeyVar"], "LOCAL_API_KEY");
-    let seen = model.seen();
+    let seen = fakes.model.seen();
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[1].path, "/v1/chat/completions");
     let request = seen[1].json();
@@ -223,36 +188,19 @@ async fn a_server_without_a_model_list_gets_a_one_token_request() {
     assert_eq!(request["model"], "fake-model", "{request}");
 }
 
-/// The flags of a run against `model` and `telegram` with the secrets in files.
-fn flags(model: &Fake, telegram: &Telegram, key_file: &str, token_file: &str) -> Vec<String> {
-    [
-        "--non-interactive",
-        "--api",
-        "openai-completions",
-        "--base-url",
-        &model.url("/v1"),
-        "--model",
-        "fake-model",
-        "--api-key-file",
-        key_file,
-        "--bot-token-file",
-        token_file,
-        "--telegram-api-root",
-        &telegram.api_root(),
-        "--no-restart",
-    ]
-    .map(str::to_owned)
-    .to_vec()
+/// The flags of a run against `fakes` with the secrets in files, without a restart.
+fn flags(fakes: &Fakes, key_file: &str, token_file: &str) -> Vec<String> {
+    let mut flags = fakes.flags(key_file, token_file);
+    flags.push("--no-restart".into());
+    flags
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_secret_writes_nothing_and_is_named() {
-    let model = Fake::start(|_, seen| model_server(seen, false)).await;
-    let telegram = Telegram::start(BOT_TOKEN).await;
+    let fakes = Fakes::start().await;
     let old_config = "{ gateway: { port: 18790 } } // mine\n";
     let dir = state_dir(Some(old_config));
-    let good_key = secret_file(dir.path(), "key", KEY);
-    let good_token = secret_file(dir.path(), "token", BOT_TOKEN);
+    let (good_key, good_token) = secret_files(dir.path());
     let wrong_key = secret_file(dir.path(), "wrong-key", "sk-wrong-0123456789abcdef");
     let wrong_token = secret_file(dir.path(), "wrong-token", WRONG_BOT_TOKEN);
     let before = names(dir.path());
@@ -270,8 +218,7 @@ async fn a_refused_secret_writes_nothing_and_is_named() {
             "the API key was refused by provider `openai`",
         ),
     ] {
-        let args = flags(&model, &telegram, key, token);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args = flags(&fakes, key, token);
         let out = tokio::task::block_in_place(|| setup(dir.path(), &args, ""));
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -292,20 +239,20 @@ async fn a_refused_secret_writes_nothing_and_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_trouble_is_named_without_the_key() {
     // A provider that echoes the key in its error, and one that is not there at all.
-    let echo = Fake::start(|_, _| {
-        Reply::Json(
-            500,
-            vec![],
-            format!(r#"{{"error":{{"message":"internal trouble with key {KEY}"}}}}"#),
-        )
-    })
+    let echo = Fakes::with_model(
+        Fake::start(|_, _| {
+            Reply::Json(
+                500,
+                vec![],
+                format!(r#"{{"error":{{"message":"internal trouble with key {KEY}"}}}}"#),
+            )
+        })
+        .await,
+    )
     .await;
-    let telegram = Telegram::start(BOT_TOKEN).await;
     let dir = state_dir(None);
-    let key = secret_file(dir.path(), "key", KEY);
-    let token = secret_file(dir.path(), "token", BOT_TOKEN);
-    let args = flags(&echo, &telegram, &key, &token);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (key, token) = secret_files(dir.path());
+    let args = flags(&echo, &key, &token);
     let out = tokio::task::block_in_place(|| setup(dir.path(), &args, ""));
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -317,9 +264,8 @@ async fn provider_trouble_is_named_without_the_key() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let mut args = flags(&echo, &telegram, &key, &token);
+    let mut args = flags(&echo, &key, &token);
     args[4] = format!("http://127.0.0.1:{port}/v1");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = tokio::task::block_in_place(|| setup(dir.path(), &args, ""));
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -331,7 +277,7 @@ async fn provider_trouble_is_named_without_the_key() {
 
     // --skip-checks writes anyway, and says what it skipped past.
     let mut skip = args.clone();
-    skip.push("--skip-checks");
+    skip.push("--skip-checks".into());
     let out = tokio::task::block_in_place(|| setup(dir.path(), &skip, ""));
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -434,7 +380,6 @@ fn missing_and_bad_flags_are_exit_2_naming_the_flag() {
         ),
     ];
     for (args, words) in cases {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = setup(dir.path(), &args, "");
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");

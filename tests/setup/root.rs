@@ -7,10 +7,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use crate::harness::{assert_no_secrets, mode, secret_files, text, Fakes};
 use crate::support::{Gateway, BIN};
-use crate::{assert_no_secrets, mode, model_server, secret_file, text, BOT_TOKEN};
-use clawfort_fakes::model::{Fake, KEY};
-use clawfort_fakes::telegram::Fake as Telegram;
 
 /// `nobody:x:65534:65534:...` on Debian.
 const NOBODY: u32 = 65534;
@@ -43,14 +41,20 @@ esac
 }
 
 /// `sudo clawfort setup ...`: root, no --config, the fake systemctl first on PATH.
-fn sudo_setup(bin: &Path, args: &[&str]) -> Output {
+fn sudo_setup(bin: &Path, args: &[String]) -> Output {
+    sudo(bin, "setup", args)
+}
+
+/// `sudo clawfort <command> ...` with the fake systemctl first on PATH, and `/root` (where
+/// no installation is) as the home.
+fn sudo(bin: &Path, command: &str, args: &[String]) -> Output {
     let path = format!(
         "{}:{}",
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     let out = Command::new(BIN)
-        .arg("setup")
+        .arg(command)
         .args(args)
         .env_clear()
         .env("PATH", path)
@@ -68,8 +72,7 @@ async fn as_root_setup_writes_the_services_installation_and_restarts_it() {
         eprintln!("skipped: needs root (the files are handed to another user)");
         return;
     }
-    let model = Fake::start(|_, seen| model_server(seen, false)).await;
-    let telegram = Telegram::start(BOT_TOKEN).await;
+    let fakes = Fakes::start().await;
     // The gateway the restart waits for: its /healthz must answer on the port the
     // service's config names.
     let gw = tokio::task::block_in_place(|| Gateway::start(None));
@@ -83,24 +86,8 @@ async fn as_root_setup_writes_the_services_installation_and_restarts_it() {
     .unwrap();
     let (bin, calls) = (work.path().join("bin"), work.path().join("calls"));
     std::fs::create_dir(&bin).unwrap();
-    let key = secret_file(work.path(), "key", KEY);
-    let token = secret_file(work.path(), "token", BOT_TOKEN);
-    let (base_url, api_root) = (model.url("/v1"), telegram.api_root());
-    let args = [
-        "--non-interactive",
-        "--api",
-        "openai-completions",
-        "--base-url",
-        &base_url,
-        "--model",
-        "fake-model",
-        "--api-key-file",
-        &key,
-        "--bot-token-file",
-        &token,
-        "--telegram-api-root",
-        &api_root,
-    ];
+    let (key, token) = secret_files(work.path());
+    let args = fakes.flags(&key, &token);
 
     for egress in [true, false] {
         let _ = std::fs::remove_file(&calls);
@@ -144,8 +131,8 @@ async fn as_root_setup_writes_the_services_installation_and_restarts_it() {
 
     // --no-restart leaves the services alone and says how to apply the change.
     let _ = std::fs::remove_file(&calls);
-    let mut no_restart = args.to_vec();
-    no_restart.push("--no-restart");
+    let mut no_restart = args.clone();
+    no_restart.push("--no-restart".into());
     let out = tokio::task::block_in_place(|| sudo_setup(&bin, &no_restart));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
@@ -165,4 +152,45 @@ async fn as_root_setup_writes_the_services_installation_and_restarts_it() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("is a symbolic link"), "{stderr}");
+}
+
+/// `sudo clawfort status`, `usage` and `stop-all` act on the service's installation, as
+/// `setup` and the audit do: its config gives the port, its `.env` the token.
+#[test]
+fn as_root_the_other_commands_find_the_service_installation_too() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let gw = Gateway::start(None);
+    let state = gw.path();
+    std::fs::write(
+        state.join("openclaw.json"),
+        format!("{{ gateway: {{ port: {} }} }}", gw.addr.port()),
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (bin, calls) = (work.path().join("bin"), work.path().join("calls"));
+    std::fs::create_dir(&bin).unwrap();
+    fake_systemd(&bin, state, &calls, false);
+
+    let json = ["--json".to_owned()];
+    let out = sudo(&bin, "status", &json);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["bind"], gw.addr.to_string());
+
+    let out = sudo(&bin, "usage", &json);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let usage: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        usage["ledger"],
+        state.join("usage/ledger.jsonl").display().to_string()
+    );
+
+    // The gateway runs no agent: stop-all reached it (with its token) and got its 409.
+    let out = sudo(&bin, "stop-all", &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("answered 409"), "{stderr}");
 }

@@ -1,11 +1,12 @@
-//! `clawfort stop-all` and `POST /api/agent/stop-all` against a running gateway.
+//! `clawfort stop-all` and `clawfort status` (the CLI's gateway client), and
+//! `POST /api/agent/stop-all`, against a running gateway.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::harness::{text, BOT_TOKEN, OWNER};
 use crate::support::{cli, state_dir, Gateway, TOKEN};
-use crate::{text, BOT_TOKEN, OWNER};
 use clawfort_fakes::model::{ok, Fake, Reply, KEY};
 use clawfort_fakes::telegram::{private_text, Fake as Telegram};
 
@@ -182,6 +183,58 @@ fn stop_all_without_an_agent_is_a_clear_conflict() {
     drop(gw);
     let dir = state_dir(Some("{ gateway: { port: 9 } }"));
     let out = cli(dir.path(), &["stop-all"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not answer on 127.0.0.1:9"),
+        "{stderr}"
+    );
+}
+
+/// `clawfort status` speaks to the gateway through the same client as `stop-all`: the
+/// same answers for a refused token and for no gateway at all.
+#[test]
+fn status_names_a_refused_token_and_an_absent_gateway() {
+    let gw = Gateway::start(None);
+    std::fs::write(
+        gw.path().join("openclaw.json"),
+        format!("{{ gateway: {{ port: {} }} }}", gw.addr.port()),
+    )
+    .unwrap();
+    let out = cli(gw.path(), &["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("clawfort gateway "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    std::fs::write(
+        gw.path().join(".env"),
+        "OPENCLAW_GATEWAY_TOKEN=not-the-gateways-token-0123456789\n",
+    )
+    .unwrap();
+    let out = cli(gw.path(), &["status"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the gateway on {} answered 401", gw.addr)),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-the-gateways-token"), "{stderr}");
+
+    std::fs::write(gw.path().join(".env"), "").unwrap();
+    let out = cli(gw.path(), &["status"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no gateway token is configured"),
+        "{stderr}"
+    );
+
+    drop(gw);
+    let dir = state_dir(Some("{ gateway: { port: 9 } }"));
+    let out = cli(dir.path(), &["status"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
