@@ -22,8 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, DmPolicy};
 use crate::pairing::{is_valid_channel_name, PeerKind, RequestOutcome, Store, StoreError};
 use crate::sessions::{
-    self, Durability, SessionKey, TranscriptEntry, Transcripts, DEFAULT_ACCOUNT,
-    RESERVED_CHANNELS,
+    self, Durability, SessionKey, TranscriptEntry, Transcripts, DEFAULT_ACCOUNT, RESERVED_CHANNELS,
 };
 
 /// Longest sender or group id accepted.

@@ -172,6 +172,11 @@ impl Transcripts {
         Self { redactor, ..self }
     }
 
+    /// What every line is redacted with (the gateway's one redactor).
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
     /// The transcript file of `key`: the SHA-256 of the key, hex, `.jsonl`.
     pub fn path(&self, key: &SessionKey) -> PathBuf {
         let digest = Sha256::digest(key.as_str().as_bytes());

@@ -609,10 +609,12 @@ impl Ledger {
     /// Makes every line written so far durable (blocking: one `fdatasync`, milliseconds on
     /// an SD card; nothing when nothing was written since).
     pub fn sync(&self) -> Result<(), LedgerError> {
-        self.sync_file.sync_data().map_err(|source| LedgerError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        self.sync_file
+            .sync_data()
+            .map_err(|source| LedgerError::Io {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

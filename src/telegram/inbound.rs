@@ -10,6 +10,7 @@ use super::api::{Message, Update, User};
 use super::state::{Job, JobKind};
 use super::{GroupPolicy, GroupSettings, TelegramSettings};
 use crate::channel::OwnerCommand;
+use crate::redact::Redactor;
 
 /// What to do with one update.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,6 +35,7 @@ pub fn classify(
     settings: &TelegramSettings,
     channel_allow_from: &[String],
     me: &User,
+    redactor: &Redactor,
 ) -> Inbound {
     let Some(message) = &update.message else {
         return Inbound::Ignore("not a message update");
@@ -90,7 +92,10 @@ pub fn classify(
             };
         }
     }
-    let (text, truncated) = cap(text, settings.max_inbound_bytes);
+    // Redacted before it is journaled (the journal is a file too) and before the cut, so
+    // a secret across the cut cannot leave a recognisable half.
+    let text = redactor.redact(text);
+    let (text, truncated) = cap(&text, settings.max_inbound_bytes);
     Inbound::Job(job(JobKind::Text {
         text: text.to_string(),
         truncated,
@@ -223,27 +228,27 @@ mod tests {
         // The emoji takes two UTF-16 units, so the mention starts at unit 3.
         let update = group_message("😀 @Claw_Bot hi", vec![entity("mention", 3, 9)]);
         assert!(matches!(
-            classify(&update, &settings(), &[], &me()),
+            classify(&update, &settings(), &[], &me(), &Redactor::default()),
             Inbound::Job(_)
         ));
         let wrong = group_message("😀 @Claw_Bot hi", vec![entity("mention", 2, 9)]);
         assert_eq!(
-            classify(&wrong, &settings(), &[], &me()),
+            classify(&wrong, &settings(), &[], &me(), &Redactor::default()),
             Inbound::Ignore("group message without a mention of the bot")
         );
         let other = group_message("@other_bot hi", vec![entity("mention", 0, 10)]);
         assert!(matches!(
-            classify(&other, &settings(), &[], &me()),
+            classify(&other, &settings(), &[], &me(), &Redactor::default()),
             Inbound::Ignore(_)
         ));
         let command = group_message("/help@claw_bot", vec![entity("bot_command", 0, 14)]);
         assert!(matches!(
-            classify(&command, &settings(), &[], &me()),
+            classify(&command, &settings(), &[], &me(), &Redactor::default()),
             Inbound::Job(_)
         ));
         let bad_range = group_message("hi", vec![entity("mention", 1, usize::MAX)]);
         assert!(matches!(
-            classify(&bad_range, &settings(), &[], &me()),
+            classify(&bad_range, &settings(), &[], &me(), &Redactor::default()),
             Inbound::Ignore(_)
         ));
     }
@@ -254,16 +259,16 @@ mod tests {
         s.group_policy = GroupPolicy::Allowlist;
         let update = group_message("@claw_bot hi", vec![entity("mention", 0, 9)]);
         assert!(matches!(
-            classify(&update, &s, &[], &me()),
+            classify(&update, &s, &[], &me(), &Redactor::default()),
             Inbound::Ignore(_)
         ));
         assert!(matches!(
-            classify(&update, &s, &["7".into()], &me()),
+            classify(&update, &s, &["7".into()], &me(), &Redactor::default()),
             Inbound::Job(_)
         ));
         s.group_allow_from = vec!["8".into()];
         assert!(matches!(
-            classify(&update, &s, &["7".into()], &me()),
+            classify(&update, &s, &["7".into()], &me(), &Redactor::default()),
             Inbound::Ignore(_)
         ));
     }

@@ -440,7 +440,13 @@ impl<A: Agent> Ctx<A> {
         let allow_from = self.policy.config.channel(CHANNEL).allow_from;
         let mut jobs = Vec::new();
         for update in &updates {
-            match inbound::classify(update, &self.settings, &allow_from, &self.me) {
+            match inbound::classify(
+                update,
+                &self.settings,
+                &allow_from,
+                &self.me,
+                self.policy.transcripts.redactor(),
+            ) {
                 Inbound::Ignore(reason) => {
                     tracing::debug!("Telegram: update {} ignored: {reason}", update.update_id);
                 }

@@ -514,7 +514,10 @@ mod tests {
         journal.start_ready(8, &mut HashSet::new());
         journal.commit().unwrap();
         let first = snapshot(dir.path());
-        assert_eq!(first["pending"][0]["started"], true, "the first commit is a snapshot");
+        assert_eq!(
+            first["pending"][0]["started"], true,
+            "the first commit is a snapshot"
+        );
         assert!(log_lines(dir.path()).is_empty());
 
         journal.finish(1);
@@ -522,7 +525,11 @@ mod tests {
         journal.start_ready(8, &mut HashSet::new());
         journal.commit().unwrap();
         journal.commit().unwrap(); // nothing changed: no write
-        assert_eq!(snapshot(dir.path()), first, "later commits leave the snapshot alone");
+        assert_eq!(
+            snapshot(dir.path()),
+            first,
+            "later commits leave the snapshot alone"
+        );
         let lines = log_lines(dir.path());
         assert_eq!(lines.len(), 1, "{lines:?}");
         let mode = std::fs::metadata(dir.path().join("telegram/update-offset-default.log"))
@@ -538,7 +545,13 @@ mod tests {
         reopened.finish(2);
         reopened.commit().unwrap();
         assert!(log_lines(dir.path()).is_empty());
-        assert_eq!(ids(&Journal::open(dir.path(), "default", "42").unwrap().state.pending), [3]);
+        assert_eq!(
+            ids(&Journal::open(dir.path(), "default", "42")
+                .unwrap()
+                .state
+                .pending),
+            [3]
+        );
     }
 
     #[test]
@@ -557,7 +570,9 @@ mod tests {
         assert_eq!(ids(&reopened.state.pending), [1, 2]);
 
         std::fs::write(&log, format!("garbage\n{good}")).unwrap();
-        let err = Journal::open(dir.path(), "default", "42").unwrap_err().to_string();
+        let err = Journal::open(dir.path(), "default", "42")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("update-offset-default.log") && err.contains("line 1 is not valid"),
             "{err}"
