@@ -44,6 +44,15 @@ struct Cached {
 }
 
 impl Cache {
+    /// Whether `key`'s entries are cached, so bringing them up to date reads only the lines
+    /// appended since (one small read of a file the page cache holds).
+    pub fn is_warm(&self, key: &SessionKey) -> bool {
+        let sessions = self.sessions.lock().expect("not poisoned");
+        sessions
+            .get(key)
+            .is_some_and(|c| c.lock().is_ok_and(|c| c.cursor.is_some()))
+    }
+
     /// Brings `key`'s entries up to date from `transcripts` (blocking file I/O: call off
     /// the async threads), redacting new ones with `redact`, and runs `f` on them.
     pub fn with_entries<R>(
