@@ -116,13 +116,13 @@ fn beside(sh: &Shell, foreground: &[&str], background: &[&str], log: &str) -> Re
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let shown = format!("cargo {}", background.join(" "));
     eprintln!("$ {shown}  (in the background, output in {log})");
-    let mut child = Command::new(&cargo)
+    let mut child = Command::new(cargo)
         .args(background)
         .stdout(file.try_clone()?)
         .stderr(file)
         .spawn()
         .with_context(|| format!("cannot start `{shown}`"))?;
-    let front = cmd!(sh, "{cargo} {foreground...}").run();
+    let front = cmd!(sh, "cargo {foreground...}").run();
     let status = child.wait()?;
     let output = std::fs::read_to_string(log_path).unwrap_or_default();
     let tail: Vec<&str> = output.lines().rev().take(30).collect();
