@@ -30,7 +30,8 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 /// (`pairing.autoApprove`, which `clawfort setup` keeps when the agent probe runs it), and a
 /// drop-in lets the gateway call the fakes' address directly instead of through the egress
 /// proxy (only that address: the gateway port must stay unreachable from the scanner, or the
-/// scan would fail for more than the listener on 8080).
+/// scan would fail for more than the listener on 8080), and another makes the egress proxy
+/// take its allow list from the service user's `openclaw.json` instead of root's file.
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "sed -i 's/bind: \"loopback\"/bind: \"lan\"/' /home/openclaw/.openclaw/openclaw.json \
      && grep -q 'bind: \"lan\"' /home/openclaw/.openclaw/openclaw.json \
@@ -42,6 +43,10 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "mkdir -p /etc/systemd/system/clawfort.service.d \
      && printf '[Service]\\nUnsetEnvironment=CLAWFORT_EGRESS_PROXY\\nIPAddressAllow=10.77.0.9\\n' \
         > /etc/systemd/system/clawfort.service.d/e2e-direct-egress.conf \
+     && systemctl daemon-reload",
+    "mkdir -p /etc/systemd/system/clawfort-egress.service.d \
+     && printf '[Service]\\nExecStart=\\nExecStart=/usr/bin/clawfort egress --config %%d/openclaw.json\\nLoadCredential=openclaw.json:/home/openclaw/.openclaw/openclaw.json\\n' \
+        > /etc/systemd/system/clawfort-egress.service.d/e2e-user-allow-list.conf \
      && systemctl daemon-reload",
 ];
 
@@ -66,6 +71,10 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     ("fail2ban_bans_and_unbans", "is not banned"),
     ("agent_round_trip", "reached the model before approval"),
     ("agent_round_trip", "without the egress proxy"),
+    (
+        "egress_proxy_allow_list",
+        "the gateway's user widened the proxy's allow list",
+    ),
 ];
 
 /// Probes that must still pass: the weakened guest boots, serves and is reachable, so the
