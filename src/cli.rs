@@ -209,6 +209,20 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Egress {
+        listen,
+        allow_file: Some(allow_file),
+        command: None,
+    } = &cli.command
+    {
+        // The appliance's proxy: a `DynamicUser=` service with no HOME and no state
+        // directory, which needs neither.
+        crate::egress::run(
+            crate::egress::Source::AllowFile(allow_file),
+            listen.as_deref(),
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let paths = Paths::resolve(cli.config.as_deref())?;
     match cli.command {
         Command::Token => {
@@ -239,15 +253,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => crate::egress::sync::run(args, Target::resolve(cli.config.as_deref())?)?,
         Command::Egress {
             listen,
-            allow_file,
             command: None,
-        } => {
-            let source = match &allow_file {
-                Some(path) => crate::egress::Source::AllowFile(path),
-                None => crate::egress::Source::Config(&paths.config),
-            };
-            crate::egress::run(source, listen.as_deref())?
-        }
+            ..
+        } => crate::egress::run(
+            crate::egress::Source::Config(&paths.config),
+            listen.as_deref(),
+        )?,
         Command::Pairing { command } => pairing(&paths, command)?,
         Command::Security {
             command: SecurityCommand::Audit { deep, fix, json },

@@ -63,23 +63,29 @@ impl Proxy {
         Self::spawn(&[("openclaw.json", config)], &[], env)
     }
 
-    /// `clawfort egress --allow-file <dir>/egress-allow.json` as the appliance runs it, with
-    /// `files` (name, content) written into its directory first (mode 644): the allow file,
-    /// an `openclaw.json` it must ignore, or neither.
+    /// `clawfort egress --allow-file <dir>/egress-allow.json` as the appliance's unit runs
+    /// it: no `--config`, and an environment without `HOME` (a `DynamicUser=` service has
+    /// none), with `files` (name, content) written into its directory first (mode 644): the
+    /// allow file, an `openclaw.json` it must ignore, or neither.
     pub fn start_with_allow_file(files: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let allow = dir.path().join(ALLOW_FILE).display().to_string();
-        Self::spawn_in(dir, files, &["--allow-file", &allow], &[])
+        let mut unit = Command::new(crate::gateway_support::BIN);
+        unit.env_clear().env("NO_COLOR", "1");
+        Self::spawn_in(dir, files, unit, &["--allow-file", &allow], &[])
     }
 
     fn spawn(files: &[(&str, &str)], args: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::spawn_in(tempfile::tempdir().unwrap(), files, args, env)
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = command(dir.path());
+        Self::spawn_in(dir, files, cmd, args, env)
     }
 
     /// Starts the proxy and waits (bounded) until its socket accepts connections.
     fn spawn_in(
         dir: tempfile::TempDir,
         files: &[(&str, &str)],
+        mut cmd: Command,
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
@@ -89,7 +95,7 @@ impl Proxy {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
         let socket = dir.path().join("egress.sock");
-        let mut child = command(dir.path())
+        let mut child = cmd
             .envs(env.iter().copied())
             .arg("egress")
             .args(args)
