@@ -102,12 +102,15 @@ impl<'a> RoundTrip<'a> {
         let started = Instant::now();
         let approve_command = self.setup()?;
         let setup_s = started.elapsed().as_secs_f64();
-        let allow = self.allow_file_written()?;
 
         let (code, pairing_s) = self.pairing()?;
         let approve = approve_command.replace("<CODE>", &code);
         self.ctx.admin.run(&approve)?.ok(&format!("`{approve}`"))?;
         let answer_s = self.conversation()?;
+        // After the conversation, so that on the self-test's weakened guest (whose proxy
+        // reads no allow file, so setup writes none) the probe still fails for the
+        // protections it removed there: pairing and the gateway's own egress.
+        let allow = self.allow_file_written()?;
 
         let leaks = self.no_copies_left()?;
         ensure!(
