@@ -330,23 +330,24 @@ impl Journal {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         crate::pairing::ensure_private_dir(dir)
             .map_err(|e| error(dir, format!("cannot create it: {e}")))?;
-        let bytes = serde_json::to_vec_pretty(&self.state)
-            .map_err(|e| error(&self.path, format!("cannot encode it: {e}")))?;
-        write_atomic(&self.path, &bytes)
-            .map_err(|e| error(&self.path, format!("cannot write it: {e}")))?;
-        // Every line of the log is in the snapshot now (and skipped by `seq` if the crash
-        // comes before the log is emptied).
+        // Opened (and created, the first time) before the snapshot is written, so the
+        // directory sync that ends `write_atomic` makes the log's name durable too: an
+        // `fdatasync` of a new file does not persist its directory entry.
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&self.log_path)
-            .and_then(|log| {
-                log.set_len(0)?;
-                log.sync_all()?;
-                Ok(log)
-            })
+            .map_err(|e| error(&self.log_path, format!("cannot open it: {e}")))?;
+        let bytes = serde_json::to_vec_pretty(&self.state)
+            .map_err(|e| error(&self.path, format!("cannot encode it: {e}")))?;
+        write_atomic(&self.path, &bytes)
+            .map_err(|e| error(&self.path, format!("cannot write it: {e}")))?;
+        // Every line of the log is in the snapshot now (and skipped by `seq` if the crash
+        // comes before the log is emptied).
+        log.set_len(0)
+            .and_then(|()| log.sync_all())
             .map_err(|e| error(&self.log_path, format!("cannot empty it: {e}")))?;
         self.log = Some(log);
         self.snapshot_seq = self.state.log_seq;
