@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: everything CI checks, in the order that fails fastest. `.ci/run` and the
 //! README's test command both call this, so a developer runs exactly what CI runs.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -21,6 +22,18 @@ const RPI_PROBES: &[&str] = &[
     "ssh_offers_only_publickey",
 ];
 
+/// Free space the image steps need on the checkout's file system, measured: the peak of a cold
+/// run (target/debug, the fuzz build, every stage directory alive at once, the artifacts and
+/// the e2e overlays, with the pruning below) plus a margin. Checked before the first image so a
+/// small disk fails in seconds with a clear message, not 40 minutes in with ENOSPC from mkfs.
+const IMAGE_STEPS_NEED_GIB: u64 = 14;
+
+/// Below this much free space a finished target's stage directories and probe overlays are
+/// removed before the next target's images: what the ARM steps still write (their stages,
+/// artifacts, e2e images and overlays) is about 10 GiB. Above it they stay, so a developer's
+/// next `cargo xtask image` is still warm.
+const PRUNE_BELOW_GIB: f64 = 12.0;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Only the checks that need no image: formatting, lints and `cargo test`.
@@ -35,7 +48,7 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("==> {name}");
         let start = Instant::now();
         f().with_context(|| format!("CI step `{name}` failed"))?;
-        timings.push((name.to_owned(), start.elapsed()));
+        timings.push((name.to_owned(), start.elapsed(), free_gib(Path::new("."))));
         Ok(())
     };
     step("cargo fmt --check", &|| {
@@ -47,6 +60,17 @@ pub fn run(args: Args) -> Result<()> {
     step("cargo test", &|| {
         Ok(cmd!(sh, "cargo test --workspace").run()?)
     })?;
+    if !args.no_image {
+        let free = free_gib(Path::new("."))?;
+        eprintln!("==> {free:.1} GiB free on the checkout's file system");
+        ensure!(
+            free >= IMAGE_STEPS_NEED_GIB as f64,
+            "only {free:.1} GiB free on the checkout's file system; the image steps need about \
+             {IMAGE_STEPS_NEED_GIB} GiB (three targets' images, their e2e variants and the \
+             Rust builds). Free some space (an old checkout's target/ and out/ go first) or run \
+             `cargo xtask ci --no-image` for the checks that need no image"
+        );
+    }
     if args.no_image {
         step("cargo xtask fuzz --seconds 30", &|| {
             Ok(cmd!(sh, "cargo xtask fuzz --seconds 30").run()?)
@@ -73,6 +97,18 @@ pub fn run(args: Args) -> Result<()> {
         step("cargo xtask e2e --self-test", &|| {
             Ok(cmd!(sh, "cargo xtask e2e --self-test").run()?)
         })?;
+        step(
+            "x86_64 work directories (pruned when space is short)",
+            &|| {
+                prune(&[
+                    "target/image/x86_64",
+                    "target/image/x86_64-e2e-suite",
+                    "target/image/x86_64-e2e-weakened",
+                    "out/e2e-x86_64-work",
+                    "out/e2e-x86_64-self-test-work",
+                ])
+            },
+        )?;
         step("cargo xtask image --target aarch64 | --target rpi", &|| {
             // Under qemu-user, dpkg and the package scripts keep one core busy each, so on
             // a two-core machine the pair takes little longer than the slower one.
@@ -86,6 +122,16 @@ pub fn run(args: Args) -> Result<()> {
         step("cargo xtask e2e --target aarch64", &|| {
             Ok(cmd!(sh, "cargo xtask e2e --target aarch64").run()?)
         })?;
+        step(
+            "aarch64 work directories (pruned when space is short)",
+            &|| {
+                prune(&[
+                    "target/image/aarch64",
+                    "target/image/aarch64-e2e-suite",
+                    "out/e2e-aarch64-work",
+                ])
+            },
+        )?;
         step("Pi image layout test", &|| {
             Ok(cmd!(sh, "cargo test -p xtask the_built_pi_image -- --ignored").run()?)
         })?;
@@ -98,10 +144,43 @@ pub fn run(args: Args) -> Result<()> {
             Ok(cmd!(sh, "sha256sum -c SHA256SUMS").run()?)
         })?;
     }
-    eprintln!("\nCI passed:");
-    for (name, took) in &timings {
-        eprintln!("  {name:<24} {:>7.1} s", took.as_secs_f64());
+    eprintln!("\nCI passed (time, then the space left after the step):");
+    for (name, took, free) in &timings {
+        let free = free
+            .as_ref()
+            .map_or_else(|_| "?".to_owned(), |gib| format!("{gib:.1} GiB"));
+        eprintln!("  {name:<52} {:>7.1} s {free:>10}", took.as_secs_f64());
     }
+    Ok(())
+}
+
+/// Free space, in GiB, for an unprivileged writer on the file system holding `path`.
+fn free_gib(path: &Path) -> Result<f64> {
+    let stat =
+        rustix::fs::statvfs(path).with_context(|| format!("cannot statvfs {}", path.display()))?;
+    Ok((stat.f_bavail * stat.f_frsize) as f64 / (1u64 << 30) as f64)
+}
+
+/// Removes directories the rest of the run no longer reads when free space is below
+/// [`PRUNE_BELOW_GIB`], saying what it freed. They are caches: a later build remakes them.
+fn prune(dirs: &[&str]) -> Result<()> {
+    prune_below(dirs, PRUNE_BELOW_GIB)
+}
+
+fn prune_below(dirs: &[&str], below_gib: f64) -> Result<()> {
+    let before = free_gib(Path::new("."))?;
+    if before >= below_gib {
+        eprintln!("{before:.1} GiB free: kept (pruned below {below_gib} GiB)");
+        return Ok(());
+    }
+    for dir in dirs {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => eprintln!("removed {dir}"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {dir}")),
+        }
+    }
+    eprintln!("freed {:.1} GiB", free_gib(Path::new("."))? - before);
     Ok(())
 }
 
@@ -134,4 +213,26 @@ fn beside(sh: &Shell, foreground: &[&str], background: &[&str], log: &str) -> Re
         "`{shown}` failed ({status}); full output in {log}"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_removes_only_when_space_is_short_and_skips_missing_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = dir.path().join("stage");
+        std::fs::create_dir_all(stage.join("rootfs/etc")).unwrap();
+        std::fs::write(stage.join("rootfs/etc/hostname"), "x").unwrap();
+        let stage = stage.to_str().unwrap();
+        let missing = dir.path().join("missing");
+        let missing = missing.to_str().unwrap();
+
+        prune_below(&[stage, missing], 0.0).unwrap();
+        assert!(Path::new(stage).exists(), "kept when space is plentiful");
+
+        prune_below(&[stage, missing], f64::MAX).unwrap();
+        assert!(!Path::new(stage).exists(), "removed when space is short");
+    }
 }

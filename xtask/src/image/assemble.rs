@@ -157,6 +157,7 @@ pub fn run(stage: &mut StageProgress, inputs: &Inputs<'_>, work: &Path) -> Resul
     }
     stage.step("measuring the root file system");
     let root_needed = root_size_needed(inputs.rootfs)?;
+    ensure_free_space(&dir, 2 * root_needed)?;
     let requested = match inputs.size {
         "auto" => None,
         size => {
@@ -247,6 +248,25 @@ fn disk_size(minimum: u64, requested: Option<u64>) -> Result<u64> {
             Ok(size / MIB * MIB)
         }
     }
+}
+
+/// The root partition's image and the disk that receives it are both written in `dir` (sparse,
+/// so about the content each). A host disk that fills up half-way makes mkfs fail with a bare
+/// "No space left on device" about a file inside the image; this says whose space ran out.
+fn ensure_free_space(dir: &Path, needed: u64) -> Result<()> {
+    let stat =
+        rustix::fs::statvfs(dir).with_context(|| format!("cannot statvfs {}", dir.display()))?;
+    let free = stat.f_bavail * stat.f_frsize;
+    ensure!(
+        free >= needed,
+        "{} has {} MiB free on its file system, but assembling the disk writes about {} MiB \
+         there; free space on this machine (an old `target/image/*` or `out/` goes first) or \
+         point `--work-dir` at a larger disk",
+        dir.display(),
+        free / MIB,
+        needed.div_ceil(MIB)
+    );
+    Ok(())
 }
 
 fn round_up(value: u64, to: u64) -> u64 {
