@@ -10,14 +10,14 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::sessions::SessionKey;
 
 pub use tokio_util::sync::CancellationToken;
 
 /// One accepted inbound message, ready for the agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Turn {
     /// The session this message belongs to (from `messages::handle`).
     pub session_key: SessionKey,
@@ -31,6 +31,47 @@ pub struct Turn {
     pub text: String,
     /// Whether the sender is one of the owner's accounts. Everything else is untrusted input.
     pub from_owner: bool,
+    /// When the channel's own record of the message is on disk. The model call may start
+    /// before; a tool call or a reply waits for it.
+    pub recorded: Recorded,
+}
+
+/// Resolves once a channel's record of a message (Telegram's journal line) is durable.
+///
+/// A journal line is written at once and `fdatasync`ed on another thread while the turn
+/// starts, so the sync overlaps the policy check and the model request instead of preceding
+/// them. What must not happen twice waits for it: a tool call and any message sent. A kill
+/// in the gap leaves the line in the page cache, so the restart sees the job as started and
+/// runs nothing again; only a power cut in those fractions of a millisecond can forget the
+/// line, and then Telegram sends the update again and one model call is repeated, never a
+/// tool call or a reply.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// The channel's count of synced writes, and the one this message needs.
+    synced: Option<(watch::Receiver<u64>, u64)>,
+}
+
+impl Recorded {
+    /// Already durable (or the channel keeps no record of its own).
+    pub fn now() -> Self {
+        Self::default()
+    }
+
+    /// Durable once `synced` reaches `write`.
+    pub fn after(synced: watch::Receiver<u64>, write: u64) -> Self {
+        Self {
+            synced: Some((synced, write)),
+        }
+    }
+
+    /// Waits for the record; `false` if the channel stopped before it was durable, and
+    /// then nothing that depends on it may happen.
+    pub async fn wait(&self) -> bool {
+        match &self.synced {
+            None => true,
+            Some((synced, write)) => synced.clone().wait_for(|s| s >= write).await.is_ok(),
+        }
+    }
 }
 
 /// What the agent answers. An empty text sends nothing.

@@ -278,6 +278,11 @@ impl AgentLoop {
                 role: Role::Assistant,
                 content: response.content,
             });
+            // A tool's effects must not happen twice: not before the channel recorded the
+            // message (the model call may have started earlier, see `channel::Recorded`).
+            if !turn.recorded.wait().await {
+                anyhow::bail!("the channel stopped before it recorded the message");
+            }
             let mut results = Vec::with_capacity(calls.len());
             for (id, name, input) in calls {
                 let output = match s.tools.get(&name) {
@@ -324,9 +329,11 @@ impl AgentLoop {
         drop(running);
         let text = result?;
         let text = self.settings.redactor.redact(&text).into_owned();
-        // Before the reply leaves, one after the other: the turn's ledger lines, then the
-        // reply line (whose sync also covers the message's line, written unsynced by a
-        // channel with a journal). Not side by side: two `fdatasync`s at once make ext4's
+        // Before the reply leaves: the reply line (whose sync also covers the message's
+        // line, written unsynced by a channel with a journal). Then, while the reply goes
+        // out, the turn's ledger lines, already written: a kill cannot lose them (they are
+        // in the page cache), a power cut in that moment forgets one call's cost. In the
+        // same blocking task, one after the other: two `fdatasync`s at once make ext4's
         // journal wait to batch them, ten times slower than two in a row.
         let entry = serde_json::to_value(AgentEntry {
             session_key: turn.session_key.as_str(),
@@ -339,14 +346,20 @@ impl AgentLoop {
             self.settings.transcripts.clone(),
             turn.session_key.clone(),
         );
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            if let Some(ledger) = ledger {
-                ledger.sync()?;
+        let (appended, reply_durable) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let result = t.append(&k, &entry);
+            let failed = result.is_err();
+            let _ = appended.send(result);
+            if let (Some(ledger), false) = (ledger, failed) {
+                if let Err(e) = ledger.sync() {
+                    tracing::error!("the usage ledger: {e}");
+                }
             }
-            t.append(&k, &entry)?;
-            Ok(())
-        })
-        .await??;
+        });
+        reply_durable
+            .await
+            .map_err(|_| anyhow::anyhow!("the transcript writer stopped"))??;
         Ok(Reply::text(text))
     }
 

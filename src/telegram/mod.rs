@@ -42,7 +42,9 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::channel::{Agent, CancellationToken, CommandContext, OwnerCommand, OwnerNotices, Turn};
+use crate::channel::{
+    Agent, CancellationToken, CommandContext, OwnerCommand, OwnerNotices, Recorded, Turn,
+};
 use crate::config::{Config, DmPolicy};
 use crate::messages::{self, InboundMessage, Status};
 use crate::pairing::{unix_now, PeerKind, Store};
@@ -251,18 +253,30 @@ async fn serve<A: Agent>(
     let notices = ctx.clone().deliver_notices();
     tokio::pin!(notices);
     let mut running = Running::default();
+    // Journal writes counted by this loop, and how many of them are durable: a job waits
+    // for its write before a tool call or a message (see `channel::Recorded`).
+    let (synced_tx, synced) = tokio::sync::watch::channel(0u64);
+    let mut writes = 0u64;
     loop {
-        // Durable first, in one write (a new batch, the finished jobs, the jobs that start
-        // now), then the side effects: the jobs' tasks and the next `getUpdates`, which
-        // confirms the batch to Telegram.
+        // Written first, in one line (a new batch, the finished jobs, the jobs that start
+        // now), then the jobs' tasks start while the line is synced, and the next
+        // `getUpdates`, which confirms the batch to Telegram, waits for the sync.
         let ready = journal.start_ready(
             MAX_CONCURRENT_JOBS.saturating_sub(running.jobs.len()),
             &mut running.chats,
         );
-        journal.commit()?;
+        let unsynced = journal.write()?;
+        writes += 1;
         for job in ready {
-            running.spawn(&ctx, job, shutdown.child_token());
+            let recorded = Recorded::after(synced.clone(), writes);
+            running.spawn(&ctx, job, recorded, shutdown.child_token());
         }
+        if let Some(line) = unsynced {
+            tokio::task::spawn_blocking(move || line.sync())
+                .await
+                .map_err(|e| TelegramError::Setup(format!("the journal sync panicked: {e}")))??;
+        }
+        synced_tx.send_replace(writes);
         tokio::select! {
             () = shutdown.cancelled() => {
                 running.cancel_all();
@@ -365,9 +379,17 @@ struct Running {
 }
 
 impl Running {
-    fn spawn<A: Agent>(&mut self, ctx: &Arc<Ctx<A>>, job: Job, cancel: CancellationToken) {
+    fn spawn<A: Agent>(
+        &mut self,
+        ctx: &Arc<Ctx<A>>,
+        job: Job,
+        recorded: Recorded,
+        cancel: CancellationToken,
+    ) {
         let (update_id, chat_id) = (job.update_id, job.chat_id);
-        let handle = self.tasks.spawn(ctx.clone().run_job(job, cancel.clone()));
+        let handle = self
+            .tasks
+            .spawn(ctx.clone().run_job(job, recorded, cancel.clone()));
         self.jobs.insert(handle.id(), (update_id, chat_id, cancel));
     }
 
@@ -499,9 +521,12 @@ impl<A: Agent> Ctx<A> {
         self.send_text(chat_id, &text, None).await;
     }
 
-    async fn run_job(self: Arc<Self>, job: Job, cancel: CancellationToken) {
+    async fn run_job(self: Arc<Self>, job: Job, recorded: Recorded, cancel: CancellationToken) {
         match &job.kind {
             JobKind::NotText => {
+                if !recorded.wait().await {
+                    return;
+                }
                 // No policy call (it would record a transcript entry): a stranger learns
                 // only that the bot reads text, unless the channel is off.
                 let channel = self.policy.config.channel(CHANNEL);
@@ -510,12 +535,22 @@ impl<A: Agent> Ctx<A> {
                 }
             }
             JobKind::Text { text, truncated } => {
-                self.run_text(&job, text, *truncated, cancel).await;
+                self.run_text(&job, text, *truncated, recorded, cancel)
+                    .await;
             }
         }
     }
 
-    async fn run_text(&self, job: &Job, text: &str, truncated: bool, cancel: CancellationToken) {
+    /// The policy and the model call run while the job's journal line is synced; every
+    /// message sent (and, in the agent, every tool call) waits for `recorded`.
+    async fn run_text(
+        &self,
+        job: &Job,
+        text: &str,
+        truncated: bool,
+        recorded: Recorded,
+        cancel: CancellationToken,
+    ) {
         let Policy {
             config,
             store,
@@ -560,7 +595,9 @@ impl<A: Agent> Ctx<A> {
             Status::PairingRequired => match outcome.pairing_code {
                 Some(code) if known_code.as_deref() != Some(code.as_str()) => {
                     let text = pairing_reply(kind, id, &code);
-                    self.send_text(job.chat_id, &text, None).await;
+                    if recorded.wait().await {
+                        self.send_text(job.chat_id, &text, None).await;
+                    }
                 }
                 Some(_) => tracing::debug!("Telegram: {kind} {id} already has its code"),
                 None => tracing::info!(
@@ -568,7 +605,7 @@ impl<A: Agent> Ctx<A> {
                 ),
             },
             Status::Accepted => {
-                if truncated {
+                if truncated && recorded.wait().await {
                     let note = format!(
                         "Your message was longer than {} KiB; only its beginning was read.",
                         self.settings.max_inbound_bytes / 1024
@@ -589,14 +626,18 @@ impl<A: Agent> Ctx<A> {
                     group: job.group.clone(),
                     text: msg.text,
                     from_owner: self.settings.owner_ids.contains(&job.peer),
+                    recorded: recorded.clone(),
                 };
                 // `biased`: once cancelled, the turn's own (error) result is never sent.
                 let result = tokio::select! {
                     biased;
                     () = cancel.cancelled() => None,
                     result = self.agent.handle_turn(turn, cancel.clone()) => Some(result),
-                    () = self.keep_typing(job.chat_id) => None,
+                    () = self.keep_typing(job.chat_id, &recorded) => None,
                 };
+                if !recorded.wait().await {
+                    return;
+                }
                 match result {
                     None => tracing::info!("Telegram: update {} stopped", job.update_id),
                     Some(Ok(reply)) => {
@@ -625,7 +666,10 @@ impl<A: Agent> Ctx<A> {
 
     /// Sends "typing…" now and every `typing_interval`; never returns. Failures are
     /// cosmetic and only logged at debug level.
-    async fn keep_typing(&self, chat_id: i64) {
+    async fn keep_typing(&self, chat_id: i64, recorded: &Recorded) {
+        if !recorded.wait().await {
+            return std::future::pending().await;
+        }
         loop {
             if let Err(e) = self.client.send_chat_action(chat_id, "typing").await {
                 tracing::debug!("Telegram: typing indicator: {e}");

@@ -14,8 +14,12 @@
 //!    past the batch) *before* the next `getUpdates` confirms it to Telegram. A crash
 //!    before this write leaves the batch unconfirmed, so Telegram sends it again: nothing
 //!    is lost. After it, the jobs are on disk: nothing is lost either.
-//! 2. A job is marked `started` (durably) before any side effect: the policy decision, the
-//!    model call, the reply.
+//! 2. A job is marked `started` before its task starts. The line is written at once and
+//!    `fdatasync`ed while the policy decision and the model call proceed; a tool call and
+//!    every message sent wait for the sync (`channel::Recorded`). A kill after the write
+//!    cannot lose the line (it is in the page cache); a power cut before the sync ends can,
+//!    and then Telegram sends the update again and its model call is made a second time,
+//!    never its tool calls or its reply.
 //! 3. When its reply is sent, the job is removed.
 //!
 //! On start, a job still `started` was interrupted mid-way: it is *not* run again (that
@@ -24,9 +28,9 @@
 //! Unstarted jobs simply run. Both files are mode 600 in a 700 directory.
 //!
 //! **One small write per state change.** Changes are made in memory and written by
-//! [`Journal::commit`], which the channel calls exactly where the guarantee needs the disk:
-//! before the next `getUpdates` (step 1) and before it spawns the jobs it just marked
-//! started (step 2). Everything that happened since the last write goes out in that one
+//! [`Journal::write`], which the channel calls exactly where the guarantee needs the disk:
+//! before the next `getUpdates` (step 1, which waits for the sync) and before it spawns
+//! the jobs it just marked started (step 2). Everything that happened since the last write goes out in that one
 //! log line: a batch together with the jobs that start at once, or the jobs that finished
 //! together with the queued ones that take their place. An isolated turn costs two appends
 //! (batch + start, then finish), each one `write` and one `fdatasync` of a file kept open,
@@ -44,6 +48,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -168,7 +173,7 @@ fn error(path: &Path, message: String) -> StateError {
 }
 
 /// The journal of one bot account, loaded in memory; changes reach the disk with
-/// [`Journal::commit`].
+/// [`Journal::write`].
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
@@ -177,8 +182,9 @@ pub struct Journal {
     state: PollState,
     /// The changes made since the last write (its `seq` is set when written).
     change: Change,
-    /// The log, open for appending, once this run wrote the snapshot it extends.
-    log: Option<File>,
+    /// The log, open for appending, once this run wrote the snapshot it extends (shared
+    /// with the [`Unsynced`] line being made durable on another thread).
+    log: Option<Arc<File>>,
     /// The `logSeq` of that snapshot.
     snapshot_seq: u64,
 }
@@ -244,7 +250,7 @@ impl Journal {
         self.state.last_update_id.map(|id| id.saturating_add(1))
     }
 
-    /// Records a received batch (in memory; [`Journal::commit`] before the next
+    /// Records a received batch (in memory; [`Journal::write`] before the next
     /// `getUpdates`): `last_update_id` is the highest update id in it (also of the updates
     /// that made no job), `jobs` the updates that need handling.
     pub fn record_batch(&mut self, last_update_id: i64, jobs: Vec<Job>) {
@@ -268,7 +274,7 @@ impl Journal {
             .collect()
     }
 
-    /// Marks started (in memory; [`Journal::commit`] before running them) the jobs that may
+    /// Marks started (in memory; [`Journal::write`] before running them) the jobs that may
     /// run now, oldest first, at most `limit`: a job runs only when no job of its chat is
     /// running (`busy`) or waiting before it, so a chat's messages are answered in order.
     /// The chats of the returned jobs are added to `busy`.
@@ -294,34 +300,53 @@ impl Journal {
         ready
     }
 
-    /// Removes a finished job (in memory; [`Journal::commit`] writes it).
+    /// Removes a finished job (in memory; [`Journal::write`] writes it).
     pub fn finish(&mut self, update_id: i64) {
         self.state.pending.retain(|j| j.update_id != update_id);
         self.change.finished.push(update_id);
     }
 
-    /// Writes the changes since the last write, if any, durably: one appended log line, or
-    /// a new snapshot when this run has not written one yet or the log is long.
+    /// [`Journal::write`] and its sync in one call (for the tests).
+    #[cfg(test)]
     pub fn commit(&mut self) -> Result<(), StateError> {
+        match self.write()? {
+            Some(line) => line.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the changes since the last write, if any: one appended log line, returned
+    /// before its `fdatasync` for the caller to run on a blocking thread while work that may
+    /// precede durability goes on, or a new snapshot (durable at once) when this run has not
+    /// written one yet or the log is long. The caller must sync the line before the next
+    /// write (a compaction empties the log) and before any effect that depends on it.
+    pub fn write(&mut self) -> Result<Option<Unsynced>, StateError> {
         if self.change.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let seq = self.state.log_seq + 1;
-        match &mut self.log {
+        let unsynced = match &self.log {
             Some(log) if seq - self.snapshot_seq <= COMPACT_AFTER => {
                 self.change.seq = seq;
                 let mut line = serde_json::to_vec(&self.change)
                     .map_err(|e| error(&self.log_path, format!("cannot encode a change: {e}")))?;
                 line.push(b'\n');
-                log.write_all(&line)
-                    .and_then(|()| log.sync_data())
+                (&**log)
+                    .write_all(&line)
                     .map_err(|e| error(&self.log_path, format!("cannot append to it: {e}")))?;
                 self.state.log_seq = seq;
+                Some(Unsynced {
+                    log: Arc::clone(log),
+                    path: self.log_path.clone(),
+                })
             }
-            _ => self.compact()?,
-        }
+            _ => {
+                self.compact()?;
+                None
+            }
+        };
         self.change = Change::default();
-        Ok(())
+        Ok(unsynced)
     }
 
     /// Writes the whole state as a new snapshot and empties the log (called by `commit`,
@@ -349,10 +374,27 @@ impl Journal {
         log.set_len(0)
             .and_then(|()| log.sync_all())
             .map_err(|e| error(&self.log_path, format!("cannot empty it: {e}")))?;
-        self.log = Some(log);
+        self.log = Some(Arc::new(log));
         self.snapshot_seq = self.state.log_seq;
         self.change = Change::default();
         Ok(())
+    }
+}
+
+/// A log line written but not yet durable (see [`Journal::write`]).
+#[must_use = "the line is not durable until it is synced"]
+#[derive(Debug)]
+pub struct Unsynced {
+    log: Arc<File>,
+    path: PathBuf,
+}
+
+impl Unsynced {
+    /// `fdatasync`s the log: this line and every line before it are on disk afterwards.
+    pub fn sync(self) -> Result<(), StateError> {
+        self.log
+            .sync_data()
+            .map_err(|e| error(&self.path, format!("cannot sync it: {e}")))
     }
 }
 

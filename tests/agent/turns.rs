@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clawfort::agent::{AgentLoop, AgentSettings, Tool, ToolFuture, ToolOutput, AUTH_REPLY};
-use clawfort::channel::{Agent, CommandContext, OwnerCommand, Turn};
+use clawfort::channel::{Agent, CommandContext, OwnerCommand, Recorded, Turn};
 use clawfort::config::DmScope;
 use clawfort::provider::{Api, Cost, ModelChain, ModelRef, ModelSpec, Providers};
 use clawfort::redact::Redactor;
@@ -153,6 +153,7 @@ fn inbound(t: &Transcripts, peer: &str, text: &str) -> Turn {
         group: None,
         text: text.into(),
         from_owner: peer == OWNER,
+        recorded: Recorded::now(),
     }
 }
 
@@ -215,6 +216,61 @@ async fn the_tool_loop_runs_the_tool_and_wraps_its_output() {
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert_eq!(entries[1]["role"], "assistant");
     assert_eq!(entries[1]["text"], "The echo said hi.");
+}
+
+#[tokio::test]
+async fn a_tool_runs_only_once_the_channel_recorded_the_message() {
+    let fake = Fake::start(|_, seen| {
+        if after_tool(seen) {
+            ok(text_answer("done"))
+        } else {
+            ok(tool_answer("echo", json!({"text": "side effect"})))
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(setup(settings(&fake, dir.path(), None), Duration::ZERO));
+
+    // Recorded later: the model is asked at once, the tool waits for the record.
+    let (synced, rx) = tokio::sync::watch::channel(0u64);
+    let mut turn = inbound(&s.transcripts, OWNER, "please echo");
+    turn.recorded = Recorded::after(rx, 1);
+    let agent = Arc::clone(&s);
+    let task = tokio::spawn(async move {
+        agent
+            .agent
+            .handle_turn(turn, CancellationToken::new())
+            .await
+    });
+    let waited = Instant::now() + Duration::from_secs(10);
+    while fake.seen().is_empty() {
+        assert!(
+            Instant::now() < waited,
+            "the model was not asked before the record"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        s.runs.lock().unwrap().is_empty(),
+        "the tool ran before the record"
+    );
+    synced.send_replace(1);
+    assert_eq!(task.await.unwrap().unwrap().text, "done");
+    assert_eq!(s.runs.lock().unwrap().len(), 1);
+
+    // Never recorded (the channel stopped): the turn fails and the tool never runs.
+    let (synced, rx) = tokio::sync::watch::channel(0u64);
+    let mut turn = inbound(&s.transcripts, "7", "please echo");
+    turn.recorded = Recorded::after(rx, 1);
+    drop(synced);
+    let result = s.agent.handle_turn(turn, CancellationToken::new()).await;
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(
+        s.runs.lock().unwrap().len(),
+        1,
+        "the tool ran without a record"
+    );
 }
 
 #[tokio::test]
