@@ -34,9 +34,10 @@ async fn blocking(
 ) -> ToolOutput {
     let task = tokio::task::spawn_blocking(work);
     tokio::select! {
-        done = task => done.unwrap_or_else(|e| ToolOutput::error(format!("the tool failed: {e}"))),
+        biased;
         () = cancel.cancelled() => ToolOutput::error("cancelled"),
         () = tokio::time::sleep_until(deadline) => ToolOutput::error("the file operation did not finish in time"),
+        done = task => done.unwrap_or_else(|e| ToolOutput::error(format!("the tool failed: {e}"))),
     }
 }
 
@@ -563,5 +564,227 @@ impl Tool for EditTool {
             })
             .await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::tools::paths::tests::Fixture;
+
+    #[test]
+    fn read_shows_text_and_says_how_to_continue_when_cut() {
+        let f = Fixture::new();
+        assert_eq!(read_text(&f.conf, "notes.md", 1, None).unwrap(), "hello\n");
+        let lines: String = (1..=2500).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(f.ws().join("long.txt"), &lines).unwrap();
+        let out = read_text(&f.conf, "long.txt", 1, None).unwrap();
+        assert!(out.starts_with("line 1\n") && out.contains("line 2000\n"));
+        assert!(!out.contains("line 2001\n"));
+        assert!(out.ends_with("call read with offset=2001]"), "{out}");
+        let out = read_text(&f.conf, "long.txt", 2001, Some(3)).unwrap();
+        assert!(
+            out.starts_with("line 2001\nline 2002\nline 2003\n[showing lines 2001-2003"),
+            "{out}"
+        );
+        let out = read_text(&f.conf, "long.txt", 2499, None).unwrap();
+        assert_eq!(out, "line 2499\nline 2500\n");
+        let e = read_text(&f.conf, "long.txt", 9999, None).unwrap_err();
+        assert!(e.contains("fewer than offset 9999"), "{e}");
+
+        // The byte cap, inside a multi-byte character.
+        let wide = "é".repeat(MAX_BYTES);
+        std::fs::write(f.ws().join("wide.txt"), format!("short\n{wide}\nend\n")).unwrap();
+        let out = read_text(&f.conf, "wide.txt", 1, None).unwrap();
+        assert!(out.len() <= MAX_BYTES + 300, "{}", out.len());
+        assert!(
+            out.contains("the start of line 2; call read with offset=2"),
+            "{out:.100}"
+        );
+        let out = read_text(&f.conf, "wide.txt", 2, None).unwrap();
+        assert!(
+            out.contains("line 2 alone is longer than 50 KiB"),
+            "{}",
+            &out[out.len() - 200..]
+        );
+    }
+
+    #[test]
+    fn read_refuses_binary_directories_fifos_and_hard_links() {
+        let f = Fixture::new();
+        std::fs::write(f.ws().join("bin"), b"\x7fELF\0\0\x01").unwrap();
+        std::fs::write(f.ws().join("latin1"), b"caf\xe9\n").unwrap();
+        for p in ["bin", "latin1"] {
+            let e = read_text(&f.conf, p, 1, None).unwrap_err();
+            assert!(e.contains("binary file"), "{e}");
+        }
+        let e = read_text(&f.conf, ".", 1, None).unwrap_err();
+        assert!(e.contains("is a directory"), "{e}");
+
+        // A FIFO with no writer would block a plain open forever.
+        let ws = rustix::fs::open(f.ws(), OFlags::PATH, Mode::empty()).unwrap();
+        rustix::fs::mkfifoat(&ws, "fifo", Mode::from_raw_mode(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let conf_path = f.ws();
+        let handle = std::thread::spawn(move || {
+            let conf =
+                Confinement::new(&conf_path, &[], &[], Path::new("/nonexistent-state")).unwrap();
+            tx.send(read_text(&conf, "fifo", 1, None)).unwrap();
+        });
+        let e = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("reading a FIFO hung")
+            .unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        handle.join().unwrap();
+
+        // A hard link of a denied file, inside the workspace.
+        std::fs::hard_link(f.dir.path().join("secret/key"), f.ws().join("key")).unwrap();
+        let e = read_text(&f.conf, "key", 1, None).unwrap_err();
+        assert!(e.contains("2 hard links"), "{e}");
+        let e = edit_file(&f.conf, "key", &[rep("PRIVATE", "x")]).unwrap_err();
+        assert!(e.contains("hard links"), "{e}");
+        // Writing replaces the name; the denied file is untouched.
+        write_file(&f.conf, "key", b"mine\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(f.dir.path().join("secret/key")).unwrap(),
+            "PRIVATE\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(f.ws().join("key")).unwrap(),
+            "mine\n"
+        );
+    }
+
+    fn rep(old: &str, new: &str) -> Replacement {
+        Replacement {
+            old_text: old.into(),
+            new_text: new.into(),
+        }
+    }
+
+    #[test]
+    fn write_replaces_atomically_and_keeps_the_mode() {
+        let f = Fixture::new();
+        assert!(!write_file(&f.conf, "new/dir/a.txt", b"one\n").unwrap());
+        let a = f.ws().join("new/dir/a.txt");
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "one\n");
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o4750)).unwrap();
+        let before = std::fs::metadata(&a).unwrap().ino();
+        assert!(write_file(&f.conf, &f.abs("state/workspace/new/dir/a.txt"), b"two\n").unwrap());
+        let meta = std::fs::metadata(&a).unwrap();
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "two\n");
+        assert_ne!(meta.ino(), before, "a new inode, renamed over the name");
+        assert_eq!(meta.mode() & 0o7777, 0o750, "mode kept, set-id bit dropped");
+        let leftovers: Vec<_> = std::fs::read_dir(f.ws().join("new/dir")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp file left");
+
+        symlink_to(f.ws().join("notes.md"), f.ws().join("link"));
+        let e = write_file(&f.conf, "link", b"x").unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        let e = write_file(&f.conf, "new", b"x").unwrap_err();
+        assert!(e.contains("is a directory"), "{e}");
+        let e = write_file(&f.conf, "../.env", b"x").unwrap_err();
+        assert!(e.contains("leads out of the workspace"), "{e}");
+        let e = write_file(&f.conf, &f.abs("state/.env"), b"x").unwrap_err();
+        assert!(e.contains("denied"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(f.dir.path().join("state/.env")).unwrap(),
+            "API_KEY=sk-test-secret\n"
+        );
+    }
+
+    fn symlink_to(target: PathBuf, link: PathBuf) {
+        std::os::unix::fs::symlink(target, link).unwrap();
+    }
+
+    #[test]
+    fn edit_replaces_exactly_one_match_per_edit() {
+        let f = Fixture::new();
+        std::fs::write(f.ws().join("c.rs"), "let a = 1;\nlet b = 1;\nlet c = 2;\n").unwrap();
+        let e = edit_file(&f.conf, "c.rs", &[rep("= 1;", "= 3;")]).unwrap_err();
+        assert!(
+            e.contains("oldText occurs 2 times") && e.contains("surrounding text"),
+            "{e}"
+        );
+        let e = edit_file(&f.conf, "c.rs", &[rep("let d", "x")]).unwrap_err();
+        assert!(
+            e.contains("oldText was not found in `c.rs`") && e.contains("read the file again"),
+            "{e}"
+        );
+        let e =
+            edit_file(&f.conf, "c.rs", &[rep("a = 1", "x"), rep("1;\nlet b", "y")]).unwrap_err();
+        assert!(e.contains("overlap"), "{e}");
+        let e = edit_file(&f.conf, "c.rs", &[rep("", "x")]).unwrap_err();
+        assert!(e.contains("is empty"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(f.ws().join("c.rs")).unwrap(),
+            "let a = 1;\nlet b = 1;\nlet c = 2;\n",
+            "a failed edit changes nothing"
+        );
+        let out = edit_file(
+            &f.conf,
+            "c.rs",
+            &[rep("let a = 1", "let a = 10"), rep("c = 2", "c = 20")],
+        )
+        .unwrap();
+        assert_eq!(out, "edited `c.rs`: 2 replacements");
+        assert_eq!(
+            std::fs::read_to_string(f.ws().join("c.rs")).unwrap(),
+            "let a = 10;\nlet b = 1;\nlet c = 20;\n"
+        );
+        let out = edit_file(&f.conf, "c.rs", &[rep("b = 1", "b = 1")]).unwrap();
+        assert!(out.contains("unchanged"), "{out}");
+        let e = edit_file(&f.conf, &f.abs("secret/key"), &[rep("PRIVATE", "x")]).unwrap_err();
+        assert!(e.contains("denied"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_tools_take_openclaws_parameters() {
+        let f = Fixture::new();
+        let conf = &f.conf;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let run = |tool: &'static str, input: Value| {
+            let tool: Box<dyn Tool> = match tool {
+                "read" => Box::new(ReadTool::new(Arc::clone(conf))),
+                "write" => Box::new(WriteTool::new(Arc::clone(conf))),
+                _ => Box::new(EditTool::new(Arc::clone(conf))),
+            };
+            async move { tool.run(input, deadline, CancellationToken::new()).await }
+        };
+        let out = run("write", json!({"path": "x.md", "content": "a b c\n"})).await;
+        assert_eq!(out, ToolOutput::ok("created `x.md` (6 bytes)"));
+        let out = run(
+            "edit",
+            json!({"path": "x.md", "oldText": "b", "newText": "B"}),
+        )
+        .await;
+        assert_eq!(out, ToolOutput::ok("edited `x.md`: 1 replacement"));
+        let out = run(
+            "edit",
+            json!({"path": "x.md", "edits": [{"oldText": "c", "newText": "C"}]}),
+        )
+        .await;
+        assert!(!out.is_error, "{out:?}");
+        let out = run("read", json!({"path": "x.md", "offset": 1, "limit": 5})).await;
+        assert_eq!(out, ToolOutput::ok("a B C\n"));
+        let out = run("read", json!({"file": "x.md"})).await;
+        assert!(
+            out.is_error && out.content.contains("missing field `path`"),
+            "{out:?}"
+        );
+        let out = run("read", json!({"path": "x.md", "offset": 0})).await;
+        assert!(out.is_error, "{out:?}");
+        let out = run("edit", json!({"path": "x.md"})).await;
+        assert!(out.is_error && out.content.contains("no edits"), "{out:?}");
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        let read = ReadTool::new(Arc::clone(conf));
+        let out = read.run(json!({"path": "x.md"}), deadline, cancelled).await;
+        assert!(out.is_error, "{out:?}");
     }
 }

@@ -401,3 +401,273 @@ fn canonical_lenient(path: &Path) -> PathBuf {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// `base/` holds a state directory with the workspace inside it (OpenClaw's layout), a
+    /// denied directory and a public one; `base` itself is an allowed path.
+    pub(crate) struct Fixture {
+        pub dir: tempfile::TempDir,
+        pub conf: std::sync::Arc<Confinement>,
+    }
+
+    impl Fixture {
+        pub(crate) fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let base = dir.path();
+            for d in ["state/workspace", "state/credentials", "secret", "public"] {
+                std::fs::create_dir_all(base.join(d)).unwrap();
+            }
+            std::fs::write(base.join("state/.env"), "API_KEY=sk-test-secret\n").unwrap();
+            std::fs::write(base.join("state/credentials/x.json"), "{}").unwrap();
+            std::fs::write(base.join("secret/key"), "PRIVATE\n").unwrap();
+            std::fs::write(base.join("public/ok.txt"), "public\n").unwrap();
+            std::fs::write(base.join("state/workspace/notes.md"), "hello\n").unwrap();
+            let denied = [(base.join("secret"), "security.deniedPaths: secret".into())];
+            let conf = Confinement::new(
+                &base.join("state/workspace"),
+                &[base.to_path_buf()],
+                &denied,
+                &base.join("state"),
+            )
+            .unwrap();
+            Self {
+                dir,
+                conf: std::sync::Arc::new(conf),
+            }
+        }
+
+        pub(crate) fn ws(&self) -> PathBuf {
+            self.dir.path().join("state/workspace")
+        }
+
+        pub(crate) fn abs(&self, rel: &str) -> String {
+            self.dir.path().join(rel).display().to_string()
+        }
+
+        fn open(&self, path: &str) -> Result<Opened, PathError> {
+            self.conf.open(path, OFlags::RDONLY | OFlags::NONBLOCK)
+        }
+    }
+
+    fn is<T>(r: Result<T, PathError>, want: fn(&PathError) -> bool) -> PathError {
+        match r {
+            Err(e) if want(&e) => e,
+            Err(e) => panic!("wrong refusal: {e:?}"),
+            Ok(_) => panic!("not refused"),
+        }
+    }
+
+    #[test]
+    fn workspace_files_open_by_relative_and_absolute_path() {
+        let f = Fixture::new();
+        assert!(f.open("notes.md").is_ok());
+        assert!(f.open(&f.abs("state/workspace/notes.md")).is_ok());
+        assert!(f.open(&f.abs("public/ok.txt")).is_ok(), "an allowed path");
+        is(f.open("missing.md"), |e| {
+            matches!(e, PathError::NotFound { .. })
+        });
+        is(f.open(""), |e| matches!(e, PathError::Empty { .. }));
+    }
+
+    #[test]
+    fn dot_dot_and_absolute_paths_cannot_leave_the_roots() {
+        let f = Fixture::new();
+        is(f.open("../.env"), |e| {
+            matches!(e, PathError::Escapes { .. })
+        });
+        is(f.open("sub/../../../secret/key"), |e| {
+            matches!(e, PathError::Escapes { .. } | PathError::NotFound { .. })
+        });
+        is(f.open(&f.abs("state/workspace/../.env")), |e| {
+            matches!(e, PathError::Escapes { .. })
+        });
+        let e = is(f.open("/etc/passwd"), |e| {
+            matches!(e, PathError::Outside { .. })
+        });
+        assert!(e.to_string().contains("relative to the workspace"), "{e}");
+        // `base/..` lies lexically under the allowed root `base`, and is refused by the kernel.
+        is(f.open(&f.abs("../etc/passwd")), |e| {
+            matches!(e, PathError::Escapes { .. })
+        });
+    }
+
+    #[test]
+    fn symlinks_out_are_refused() {
+        let f = Fixture::new();
+        symlink("/etc/passwd", f.ws().join("passwd")).unwrap();
+        symlink("../.env", f.ws().join("env")).unwrap();
+        symlink("/", f.ws().join("rootdir")).unwrap();
+        is(f.open("passwd"), |e| matches!(e, PathError::Escapes { .. }));
+        is(f.open("env"), |e| matches!(e, PathError::Escapes { .. }));
+        is(f.open("rootdir/etc/passwd"), |e| {
+            matches!(e, PathError::Escapes { .. })
+        });
+    }
+
+    #[test]
+    fn a_symlink_loop_is_an_error_not_a_hang() {
+        let f = Fixture::new();
+        symlink("b", f.ws().join("a")).unwrap();
+        symlink("a", f.ws().join("b")).unwrap();
+        is(f.open("a"), |e| matches!(e, PathError::Loop { .. }));
+    }
+
+    #[test]
+    fn denied_paths_win_over_allowed_ones_whatever_the_route() {
+        let f = Fixture::new();
+        // Straight in, through the allowed root that contains them.
+        let e = is(f.open(&f.abs("secret/key")), |e| {
+            matches!(e, PathError::Denied { .. })
+        });
+        assert!(e.to_string().contains("security.deniedPaths"), "{e}");
+        let e = is(f.open(&f.abs("state/.env")), |e| {
+            matches!(e, PathError::Denied { .. })
+        });
+        assert!(e.to_string().contains("state directory"), "{e}");
+        is(f.open(&f.abs("state/credentials/x.json")), |e| {
+            matches!(e, PathError::Denied { .. })
+        });
+        is(f.open(&f.abs("state")), |e| {
+            matches!(e, PathError::Denied { .. })
+        });
+        // Through a relative symlink that stays inside the allowed root.
+        symlink("../secret/key", f.dir.path().join("public/key")).unwrap();
+        symlink("../secret", f.dir.path().join("public/dir")).unwrap();
+        symlink("../state", f.dir.path().join("public/state")).unwrap();
+        for p in ["public/key", "public/dir/key", "public/state/.env"] {
+            is(f.open(&f.abs(p)), |e| matches!(e, PathError::Denied { .. }));
+        }
+        // The workspace inside the state directory stays usable through the allowed root.
+        assert!(f.open(&f.abs("public/state/workspace/notes.md")).is_ok());
+    }
+
+    #[test]
+    fn a_denied_path_that_does_not_exist_yet_is_denied_once_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        let later = dir.path().join("ws/later");
+        let conf = Confinement::new(
+            &ws,
+            &[],
+            &[(later.clone(), "deniedPaths".into())],
+            &dir.path().join("state"),
+        )
+        .unwrap();
+        std::fs::create_dir(&later).unwrap();
+        std::fs::write(later.join("f"), "x").unwrap();
+        is(conf.open("later/f", OFlags::RDONLY), |e| {
+            matches!(e, PathError::Denied { .. })
+        });
+    }
+
+    #[test]
+    fn proc_magic_links_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = Confinement::new(
+            &dir.path().join("ws"),
+            &[PathBuf::from("/proc/self")],
+            &[],
+            &dir.path().join("state"),
+        )
+        .unwrap();
+        for p in [
+            "/proc/self/cwd/Cargo.toml",
+            "/proc/self/root/etc/passwd",
+            "/proc/self/exe",
+            "/proc/self/fd/0",
+        ] {
+            is(conf.open(p, OFlags::RDONLY), |e| {
+                matches!(e, PathError::Loop { .. })
+            });
+        }
+        // A symlink in the workspace to a magic link is an absolute link out.
+        symlink("/proc/self/environ", dir.path().join("ws/environ")).unwrap();
+        is(conf.open("environ", OFlags::RDONLY), |e| {
+            matches!(e, PathError::Escapes { .. })
+        });
+    }
+
+    #[test]
+    fn writing_makes_parents_beneath_the_root_and_never_in_a_denied_place() {
+        let f = Fixture::new();
+        let parent = f.conf.parent_for_write("a/b/c.txt").unwrap();
+        assert_eq!(parent.name, "c.txt");
+        assert!(f.ws().join("a/b").is_dir());
+        is(f.conf.parent_for_write(&f.abs("secret/sub/new")), |e| {
+            matches!(e, PathError::Denied { .. })
+        });
+        assert!(!f.dir.path().join("secret/sub").exists());
+        symlink("../secret", f.dir.path().join("public/dir")).unwrap();
+        is(f.conf.parent_for_write(&f.abs("public/dir/new")), |e| {
+            matches!(e, PathError::Denied { .. })
+        });
+        is(f.conf.parent_for_write("../escape/new"), |e| {
+            matches!(e, PathError::Escapes { .. })
+        });
+        assert!(!f.dir.path().join("state/escape").exists());
+        is(f.conf.parent_for_write("dir/"), |e| {
+            matches!(e, PathError::Other { .. })
+        });
+        is(f.conf.parent_for_write(&f.abs("state/.env")), |e| {
+            matches!(e, PathError::Denied { .. })
+        });
+    }
+
+    /// A directory swapped with a symlink out, as fast as a thread can, while paths through
+    /// it are opened: every open either reaches the real directory or is refused.
+    #[test]
+    fn a_swap_between_resolution_steps_cannot_escape() {
+        let f = Fixture::new();
+        let ws = f.ws();
+        std::fs::create_dir(ws.join("d")).unwrap();
+        std::fs::write(ws.join("d/passwd"), "safe\n").unwrap();
+        let depth = ws.canonicalize().unwrap().components().count() - 1;
+        symlink(format!("{}etc", "../".repeat(depth)), ws.join("s")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flipper = {
+            let (ws, stop) = (ws.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let dir = rustix::fs::open(&ws, OFlags::PATH, Mode::empty()).unwrap();
+                let mut flips = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && flips < 2_000_000 {
+                    rustix::fs::renameat_with(
+                        &dir,
+                        "d",
+                        &dir,
+                        "s",
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .unwrap();
+                    flips += 1;
+                }
+                flips
+            })
+        };
+        let (mut opened, mut refused) = (0, 0);
+        for _ in 0..5_000 {
+            match f.open("d/passwd") {
+                Ok(o) => {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut std::fs::File::from(o.fd), &mut text)
+                        .unwrap();
+                    assert_eq!(text, "safe\n", "escaped to the real /etc/passwd");
+                    opened += 1;
+                }
+                Err(PathError::Escapes { .. } | PathError::NotFound { .. }) => refused += 1,
+                Err(PathError::NotDirectory { .. }) => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let flips = flipper.join().unwrap();
+        assert!(
+            flips > 0 && opened + refused == 5_000,
+            "{flips} {opened} {refused}"
+        );
+    }
+}
