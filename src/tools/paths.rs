@@ -256,17 +256,22 @@ impl Confinement {
     }
 
     /// The root `path` is resolved beneath, and `path` relative to it.
-    fn locate<'p>(&self, path: &'p str) -> Result<(&Root, &'p Path), PathError> {
+    /// `~/` at the start is the gateway user's home, as in a shell.
+    fn locate(&self, path: &str) -> Result<(&Root, PathBuf), PathError> {
         if path.is_empty() {
             return Err(PathError::Empty { path: path.into() });
         }
-        let p = Path::new(path);
+        let p = if path == "~" || path.starts_with("~/") {
+            crate::paths::expand_tilde(path)
+        } else {
+            PathBuf::from(path)
+        };
         if p.is_relative() {
             return Ok((&self.roots[0], p));
         }
         self.roots
             .iter()
-            .filter_map(|r| r.relative(p).map(|rel| (r, rel)))
+            .filter_map(|r| r.relative(&p).map(|rel| (r, rel.to_path_buf())))
             .min_by_key(|(_, rel)| rel.components().count())
             .ok_or_else(|| PathError::Outside {
                 path: path.into(),
@@ -281,7 +286,7 @@ impl Confinement {
         let rel = if rel.as_os_str().is_empty() {
             Path::new(".")
         } else {
-            rel
+            &rel
         };
         let fd = open_beneath(root, rel, flags | OFlags::CLOEXEC | OFlags::NOCTTY)
             .map_err(|e| PathError::from_errno(path, root, e))?;
