@@ -150,7 +150,40 @@ pub fn read_tool_policy(tools: &mut Section) -> ToolPolicy {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{Config, EnvSource};
     use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, &EnvSource::fixed([]))
+    }
+
+    #[test]
+    fn the_tools_section_is_read_with_its_errors_named() {
+        let c = parse(
+            r#"{ tools: { profile: "coding", alsoAllow: ["x"], deny: ["edit"],
+                 fs: { workspaceOnly: true }, exec: { security: "deny" } } }"#,
+        )
+        .unwrap();
+        assert_eq!(c.tools.profile, Some(ToolProfile::Coding));
+        assert!(c.tools.fs_workspace_only);
+        assert!(c.tools.offers("read") && !c.tools.offers("edit"));
+        assert_eq!(c.unimplemented, ["tools.exec"]);
+        assert!(
+            parse("{}").unwrap().tools.offers("write"),
+            "OpenClaw's unset profile"
+        );
+
+        let err =
+            parse(r#"{ tools: { profile: "codng", allow: ["read"], alsoAllow: ["write"] } }"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("did you mean \"coding\"?"), "{err}");
+        assert!(
+            err.contains("tools.alsoAllow")
+                && err.contains("cannot be set together with `tools.allow`"),
+            "{err}"
+        );
+    }
 
     fn policy(profile: Option<ToolProfile>, allow: &[&str], deny: &[&str]) -> ToolPolicy {
         ToolPolicy {
