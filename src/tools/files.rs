@@ -112,11 +112,15 @@ pub fn read_text(
             }
         }
     }
-    if line < offset {
-        return Err(format!(
-            "`{path}` has {line} lines (or is longer than {} MiB), fewer than offset {offset}",
+    let ends_before = || {
+        format!(
+            "`{path}` ends before line {offset} (or its first {} MiB do); call read with a \
+             smaller offset",
             MAX_SCAN >> 20
-        ));
+        )
+    };
+    if line < offset {
+        return Err(ends_before());
     }
     let max_lines = limit.unwrap_or(MAX_LINES).clamp(1, MAX_LINES);
     let mut out = Vec::new();
@@ -158,11 +162,11 @@ pub fn read_text(
         }
     };
     if out.is_empty() && cut.is_none() {
-        return Ok(if offset > 1 {
-            format!("[no lines from offset {offset}: the file ends before]")
+        return if offset > 1 {
+            Err(ends_before())
         } else {
-            "[empty file]".to_owned()
-        });
+            Ok("[empty file]".to_owned())
+        };
     }
     let last = offset + complete_lines - 1;
     let note = match cut {
@@ -594,7 +598,14 @@ mod tests {
         let out = read_text(&f.conf, "long.txt", 2499, None).unwrap();
         assert_eq!(out, "line 2499\nline 2500\n");
         let e = read_text(&f.conf, "long.txt", 9999, None).unwrap_err();
-        assert!(e.contains("fewer than offset 9999"), "{e}");
+        assert!(e.contains("ends before line 9999"), "{e}");
+        let e = read_text(&f.conf, "long.txt", 2501, None).unwrap_err();
+        assert!(e.contains("ends before line 2501"), "{e}");
+        std::fs::write(f.ws().join("empty"), "").unwrap();
+        assert_eq!(
+            read_text(&f.conf, "empty", 1, None).unwrap(),
+            "[empty file]"
+        );
 
         // The byte cap, inside a multi-byte character.
         let wide = "é".repeat(MAX_BYTES);
