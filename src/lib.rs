@@ -26,4 +26,5 @@ pub mod status;
 pub mod target;
 pub mod telegram;
 pub mod token;
+pub mod tools;
 pub mod usage;

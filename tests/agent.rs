@@ -6,6 +6,8 @@
 mod client;
 #[path = "agent/control.rs"]
 mod control;
+#[path = "agent/files.rs"]
+mod files;
 #[path = "agent/gateway.rs"]
 mod gateway;
 #[path = "gateway/support.rs"]

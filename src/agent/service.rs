@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::status::AgentStatus;
-use super::{AgentHandle, AgentLoop, AgentSettings};
+use super::{AgentHandle, AgentLoop, AgentSettings, Tools};
 use crate::config::{
     Config, ConfigError, GroupPolicy as ConfigGroupPolicy, MaxTokensField as ConfigMaxTokensField,
     ProviderApi,
@@ -315,6 +315,41 @@ fn read_token_file(file: &std::path::Path) -> Result<String, ConfigError> {
     Ok(token)
 }
 
+/// The file tools the config's tool policy offers, confined to the workspace and the
+/// allowed paths ([`crate::tools`]). Built when the agent starts, as the gateway's user (it
+/// may create the workspace), not in [`prepare`], which `clawfort setup` also runs as root.
+/// A workspace that cannot be opened leaves the agent without file tools, and says so.
+fn file_tools(config: &Config, paths: &Paths, workspace: &std::path::Path) -> Tools {
+    let mut tools = Tools::default();
+    let unknown = config.tools.unknown_names();
+    if !unknown.is_empty() {
+        tracing::info!(
+            "tool policy names tools clawfort does not have (ignored): {}",
+            unknown.join(", ")
+        );
+    }
+    if !["read", "write", "edit"]
+        .iter()
+        .any(|t| config.tools.offers(t))
+    {
+        tracing::info!("file tools: none (tools.profile / tools.allow / tools.deny)");
+        return tools;
+    }
+    match crate::tools::confinement(config, paths, workspace) {
+        Ok(confinement) => {
+            let roots = confinement.describe_roots();
+            let names = crate::tools::register_file_tools(
+                &mut tools,
+                &config.tools,
+                &Arc::new(confinement),
+            );
+            tracing::info!("file tools {} confined to {roots}", names.join(", "));
+        }
+        Err(e) => tracing::error!("file tools are off: {e}"),
+    }
+    tools
+}
+
 impl Prepared {
     /// The handle the HTTP API stops turns through; it reaches the loop once [`run`]
     /// has built it.
@@ -352,6 +387,7 @@ impl Prepared {
         self.status.set_ledger(Arc::clone(&ledger));
         let mut settings = AgentSettings::new(chain, self.transcripts.clone(), self.redactor);
         settings.context_window = context_window;
+        settings.tools = file_tools(&self.config, &self.paths, &self.workspace);
         settings.workspace = Some(self.workspace);
         settings.ledger = Some(ledger);
         settings.owner_peers = self

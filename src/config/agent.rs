@@ -335,8 +335,6 @@ fn model_ref(section: &Section, path: &str, value: &str) -> Option<ModelRef> {
 
 /// `agents.defaults.workspace`.
 pub fn read_workspace(defaults: &mut Section) -> Option<PathBuf> {
-    // Still listed: only `AGENTS.md` is read from it (by the agent, when a model is set).
-    defaults.not_wired("workspace");
     defaults.string("workspace").map(|p| expand_tilde(&p))
 }
 

@@ -13,6 +13,7 @@ pub(crate) mod env;
 mod keys;
 pub(crate) mod nesting;
 mod reader;
+mod tools;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,6 +26,7 @@ pub use agent::{
 pub use env::EnvSource;
 pub use reader::did_you_mean;
 use reader::{Context, Section};
+pub use tools::{ToolPolicy, ToolProfile};
 
 use crate::paths::{expand_tilde, Paths};
 
@@ -251,6 +253,8 @@ pub struct Config {
     /// `channels.telegram` (its policy keys are in `channels`).
     pub telegram: Option<TelegramConfig>,
     pub budget: Budget,
+    /// `tools.profile` / `allow` / `alsoAllow` / `deny` / `fs.workspaceOnly`.
+    pub tools: ToolPolicy,
     /// `commands.ownerAllowFrom` as written; see [`Config::owners`].
     pub owner_allow_from: Vec<String>,
     /// Key paths whose secret is written literally instead of as `${VAR}`.
@@ -410,6 +414,13 @@ impl Config {
         let providers = agent::read_models(root);
         let budget = agent::read_budget(root);
         let owner_allow_from = agent::read_owner_allow_from(root);
+        let tools = root
+            .section("tools")
+            .map_or_else(ToolPolicy::default, |mut section| {
+                let policy = tools::read_tool_policy(&mut section);
+                section.finish();
+                policy
+            });
 
         Self {
             gateway,
@@ -423,6 +434,7 @@ impl Config {
             agent_workspace,
             telegram,
             budget,
+            tools,
             owner_allow_from,
             literal_secrets: Vec::new(),
             unimplemented: Vec::new(),
@@ -1022,8 +1034,8 @@ mod tests {
             "Some(LazySecret(channels.telegram.botToken))"
         );
         assert_eq!(c.budget.monthly_usd, Some(50.5));
-        // The agent service acts on the others now.
-        assert_eq!(c.unimplemented, ["agents.defaults.workspace"]);
+        // The agent acts on all of them (the workspace confines the file tools).
+        assert!(c.unimplemented.is_empty(), "{:?}", c.unimplemented);
     }
 
     #[test]

@@ -23,26 +23,17 @@ struct Case {
 const CASES: &[Case] = &[
     Case {
         fixture: "minimal",
-        unimplemented: Some(&["agents.defaults.workspace"]),
+        unimplemented: Some(&[]),
         refused: None,
     },
     Case {
         fixture: "starter",
-        unimplemented: Some(&[
-            "agents.defaults.workspace",
-            "agents.entries",
-            "channels.whatsapp.groups",
-            "messages",
-        ]),
+        unimplemented: Some(&["agents.entries", "channels.whatsapp.groups", "messages"]),
         refused: None,
     },
     Case {
         fixture: "multi-platform",
-        unimplemented: Some(&[
-            "agents.defaults.workspace",
-            "channels.discord.token",
-            "channels.whatsapp.responsePrefix",
-        ]),
+        unimplemented: Some(&["channels.discord.token", "channels.whatsapp.responsePrefix"]),
         refused: None,
     },
     Case {
@@ -54,14 +45,13 @@ const CASES: &[Case] = &[
         // `${MINIMAX_API_KEY}` comes from the state dir's `.env` (written below); without it
         // the gateway refuses to start (`an_unset_provider_key_stops_the_gateway`).
         fixture: "anthropic-minimax-fallback",
-        unimplemented: Some(&["agents.defaults.workspace", "auth"]),
+        unimplemented: Some(&["auth"]),
         refused: None,
     },
     Case {
         fixture: "work-bot",
         unimplemented: Some(&[
             "agents.defaults.elevatedDefault",
-            "agents.defaults.workspace",
             "agents.entries",
             "channels.slack.botToken",
             "channels.slack.channels",
@@ -71,7 +61,6 @@ const CASES: &[Case] = &[
     Case {
         fixture: "local-models",
         unimplemented: Some(&[
-            "agents.defaults.workspace",
             "models.mode",
             "models.providers.lmstudio.models[0].input",
             "models.providers.lmstudio.models[0].reasoning",
@@ -319,11 +308,8 @@ fn rate_limit_takes_openclaws_millisecond_spellings() {
 fn the_docs_minimal_config_with_a_workspace_starts() {
     let gw = Gateway::start(Some(&fixture("minimal")));
     assert_eq!(gw.get("/healthz", None).status, 200);
-    let warning = gw.wait_log("does not implement yet", 1);
-    assert!(
-        warning[0].ends_with(": agents.defaults.workspace"),
-        "{warning:?}"
-    );
+    // The workspace confines the file tools: no key of this config is unimplemented.
+    assert!(gw.log_lines("does not implement yet").is_empty());
 }
 
 #[test]

@@ -1,0 +1,78 @@
+//! The tools the agent may call (issue 12), plugged into [`crate::agent::Tools`]: for now the
+//! file tools `read`, `write` and `edit` ([`files`]), every path confined beneath the
+//! workspace and `security.allowedPaths` by the kernel ([`paths`]).
+//!
+//! Which tools exist is decided by `tools.profile` / `allow` / `alsoAllow` / `deny`
+//! ([`crate::config::ToolPolicy`]); this module depends on the agent's tool trait, never the
+//! reverse.
+
+pub mod files;
+pub mod paths;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::agent::{Tool, Tools};
+use crate::config::{Config, ToolPolicy};
+use crate::paths::Paths;
+
+pub use paths::Confinement;
+
+/// The file tools' roots and denied paths from the config: the workspace, the allowed paths
+/// (unless `tools.fs.workspaceOnly`), `security.deniedPaths`, and always the state
+/// directory (but the workspace inside it), the config file and `.env`.
+pub fn confinement(
+    config: &Config,
+    paths: &Paths,
+    workspace: &std::path::Path,
+) -> Result<Confinement, String> {
+    let allowed: &[PathBuf] = if config.tools.fs_workspace_only {
+        &[]
+    } else {
+        &config.security.allowed_paths
+    };
+    let mut denied: Vec<(PathBuf, String)> = config
+        .security
+        .denied_paths
+        .iter()
+        .map(|p| (p.clone(), format!("security.deniedPaths: {}", p.display())))
+        .collect();
+    for (path, what) in [
+        (&paths.config, "the config file"),
+        (&paths.env_file(), "the .env file"),
+    ] {
+        denied.push((path.clone(), format!("{what} {}", path.display())));
+    }
+    Confinement::new(workspace, allowed, &denied, &paths.state_dir)
+}
+
+/// Registers the file tools `policy` offers, each confined by `confinement`; returns their
+/// names.
+pub fn register_file_tools(
+    tools: &mut Tools,
+    policy: &ToolPolicy,
+    confinement: &Arc<Confinement>,
+) -> Vec<&'static str> {
+    let all: [(&'static str, Arc<dyn Tool>); 3] = [
+        (
+            "read",
+            Arc::new(files::ReadTool::new(Arc::clone(confinement))),
+        ),
+        (
+            "write",
+            Arc::new(files::WriteTool::new(Arc::clone(confinement))),
+        ),
+        (
+            "edit",
+            Arc::new(files::EditTool::new(Arc::clone(confinement))),
+        ),
+    ];
+    let mut names = Vec::new();
+    for (name, tool) in all {
+        if policy.offers(name) {
+            tools.register(tool);
+            names.push(name);
+        }
+    }
+    names
+}
