@@ -335,9 +335,11 @@ fn concurrent_sessions(
 }
 
 /// The model's answer in the request's own API format: `ack <token>`, the token being the
-/// last `bench-...` word of the request, i.e. of the newest message (history comes first).
+/// last `bench-...` word of the request's messages, i.e. of the newest message (history
+/// comes first; the system prompt and the tools' descriptions may name the bench's
+/// directory, also `bench-...`).
 fn ack(n: usize, seen: &Seen) -> Reply {
-    let body = String::from_utf8_lossy(&seen.body);
+    let body = seen.json()["messages"].to_string();
     let token = body
         .rfind("bench-")
         .map(|at| {
