@@ -75,14 +75,42 @@ impl Recorded {
 }
 
 /// What the agent answers. An empty text sends nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Reply {
     pub text: String,
+    /// The agent's own record of the answer (transcript, usage) reaching the disk; the
+    /// channel awaits it after sending and before it counts the message as done.
+    pub saved: Saved,
 }
 
 impl Reply {
     pub fn text(text: impl Into<String>) -> Self {
-        Self { text: text.into() }
+        Self {
+            text: text.into(),
+            saved: Saved::default(),
+        }
+    }
+}
+
+/// A `fdatasync` running on a blocking thread while the reply is sent, so the reply does not
+/// wait for the disk. The line it syncs is written (in the page cache) before the reply
+/// exists, so a kill cannot lose it; a power cut before the sync ends can, and then the
+/// channel has not marked the message done either: its sender is asked to send it again
+/// (Telegram's journal), never left with an answer its history forgets silently.
+#[derive(Debug, Default)]
+pub struct Saved(Option<tokio::task::JoinHandle<anyhow::Result<()>>>);
+
+impl Saved {
+    pub fn new(sync: tokio::task::JoinHandle<anyhow::Result<()>>) -> Self {
+        Self(Some(sync))
+    }
+
+    /// Waits for the sync; its error, if any.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        match self.0 {
+            None => Ok(()),
+            Some(sync) => sync.await?,
+        }
     }
 }
 

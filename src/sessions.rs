@@ -143,11 +143,10 @@ pub enum Durability {
     /// Before the append returns: the caller acknowledges the line next (the webhook's
     /// `202 accepted`).
     Synced,
-    /// With the transcript's next synced line: for a message already held durably
-    /// elsewhere (the Telegram journal keeps it until its reply is sent). The turn's reply
-    /// is appended synced before it is sent, and syncing a file writes all of its data, so
-    /// both lines are on disk before anyone hears of either, for one `fdatasync` instead of
-    /// two.
+    /// By the caller, later: for a message already held durably elsewhere (the Telegram
+    /// journal keeps it until its reply is sent and synced), and for the agent's reply,
+    /// synced while it is sent. Syncing a file writes all of its data, so the reply's sync
+    /// covers the message's line too: one `fdatasync` per turn instead of two.
     Deferred,
 }
 
@@ -206,16 +205,17 @@ impl Transcripts {
     /// Any serialisable entry may be appended: the inbound [`TranscriptEntry`], or the
     /// agent's own lines (see `agent::history`).
     pub fn append<E: Serialize>(&self, key: &SessionKey, entry: &E) -> std::io::Result<()> {
-        self.append_with(key, entry, Durability::Synced)
+        self.append_with(key, entry, Durability::Synced).map(drop)
     }
 
-    /// [`Transcripts::append`], synced now or with the transcript's next synced line.
+    /// [`Transcripts::append`], synced now or later: the transcript is returned open, for a
+    /// caller that syncs it itself (`File::sync_data` writes every line appended so far).
     pub fn append_with<E: Serialize>(
         &self,
         key: &SessionKey,
         entry: &E,
         durability: Durability,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<File> {
         let mut line = self.line(entry);
         line.push(b'\n');
         let path = self.path(key);
@@ -229,10 +229,10 @@ impl Transcripts {
             Err(e) => return Err(e),
         };
         file.write_all(&line)?;
-        match durability {
-            Durability::Synced => file.sync_data(),
-            Durability::Deferred => Ok(()),
+        if durability == Durability::Synced {
+            file.sync_data()?;
         }
+        Ok(file)
     }
 
     /// `entry` as redacted JSON. A clean line is written as serialized; one with a secret is

@@ -36,7 +36,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{Agent, CommandContext, Notice, OwnerCommand, OwnerNotices, Reply, Turn};
+use crate::channel::{
+    Agent, CommandContext, Notice, OwnerCommand, OwnerNotices, Reply, Saved, Turn,
+};
 use crate::provider::{
     Block, ChainError, ChatRequest, Message, ModelChain, ProviderError, Role, StopReason,
 };
@@ -329,38 +331,34 @@ impl AgentLoop {
         drop(running);
         let text = result?;
         let text = self.settings.redactor.redact(&text).into_owned();
-        // Before the reply leaves: the reply line (whose sync also covers the message's
-        // line, written unsynced by a channel with a journal). Then, while the reply goes
-        // out, the turn's ledger lines, already written: a kill cannot lose them (they are
-        // in the page cache), a power cut in that moment forgets one call's cost. In the
-        // same blocking task, one after the other: two `fdatasync`s at once make ext4's
+        // The reply line is written now (the session's next turn reads it), then synced
+        // with the turn's ledger lines while the channel sends the reply (`Saved`). The
+        // sync also covers the message's line, written unsynced by a channel with a journal.
+        // One blocking task, one `fdatasync` after the other: two at once make ext4's
         // journal wait to batch them, ten times slower than two in a row.
-        let entry = serde_json::to_value(AgentEntry {
+        let entry = AgentEntry {
             session_key: turn.session_key.as_str(),
             ts: history::now_ms(),
             role: "assistant",
             text: Some(&text),
-        })?;
-        let (ledger, t, k) = (
-            self.settings.ledger.clone(),
-            self.settings.transcripts.clone(),
-            turn.session_key.clone(),
-        );
-        let (appended, reply_durable) = tokio::sync::oneshot::channel();
-        tokio::task::spawn_blocking(move || {
-            let result = t.append(&k, &entry);
-            let failed = result.is_err();
-            let _ = appended.send(result);
-            if let (Some(ledger), false) = (ledger, failed) {
-                if let Err(e) = ledger.sync() {
-                    tracing::error!("the usage ledger: {e}");
-                }
+        };
+        let transcript = self.settings.transcripts.append_with(
+            &turn.session_key,
+            &entry,
+            crate::sessions::Durability::Deferred,
+        )?;
+        let ledger = self.settings.ledger.clone();
+        let saved = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            transcript.sync_data()?;
+            if let Some(ledger) = ledger {
+                ledger.sync()?;
             }
+            Ok(())
         });
-        reply_durable
-            .await
-            .map_err(|_| anyhow::anyhow!("the transcript writer stopped"))??;
-        Ok(Reply::text(text))
+        Ok(Reply {
+            text,
+            saved: Saved::new(saved),
+        })
     }
 
     /// Posts a budget warning for the owner; once a channel delivered it, the ledger

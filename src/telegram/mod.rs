@@ -643,6 +643,14 @@ impl<A: Agent> Ctx<A> {
                     Some(Ok(reply)) => {
                         self.send_text(job.chat_id, &reply.text, self.reply_to(job))
                             .await;
+                        // The job is done (and journaled so) only once the agent's record
+                        // of the answer is on disk.
+                        if let Err(e) = reply.saved.wait().await {
+                            tracing::error!(
+                                "Telegram: update {}: the transcript: {e:#}",
+                                job.update_id
+                            );
+                        }
                     }
                     Some(Err(e)) => {
                         tracing::error!(
