@@ -9,6 +9,10 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[path = "gateway/support.rs"]
+#[allow(dead_code)]
+mod support;
+
 use clawfort::confine::{self, Ending, Outcome, Policy};
 use tempfile::TempDir;
 use tokio::time::Instant;
@@ -56,6 +60,7 @@ fn home(test: &str) -> Option<Home> {
     std::fs::write(state.join(".env"), format!("ANTHROPIC_API_KEY={SECRET}\n")).unwrap();
     let workspace = state.join("workspace");
     let policy = Policy::new(&workspace, &[], &[]).unwrap();
+    policy.ensure_workspace().unwrap();
     std::fs::write(workspace.join("notes.txt"), "inside the workspace\n").unwrap();
     Some(Home {
         _dir: dir,
@@ -93,6 +98,7 @@ async fn root_is_refused() {
     }
     let dir = tempfile::tempdir().unwrap();
     let policy = Policy::new(&dir.path().join("ws"), &[], &[]).unwrap();
+    policy.ensure_workspace().unwrap();
     let marker = dir.path().join("ran");
     let command = format!("touch '{}'", marker.display());
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -116,6 +122,7 @@ async fn refuses_without_landlock_or_runs_confined() {
     }
     let dir = tempfile::tempdir().unwrap();
     let policy = Policy::new(&dir.path().join("ws"), &[], &[]).unwrap();
+    policy.ensure_workspace().unwrap();
     let result = confine::run(
         &policy,
         "echo ran",
@@ -227,6 +234,7 @@ async fn a_denied_path_outside_the_workspace_wins_over_the_system_directories() 
     let dir = tempfile::tempdir().unwrap();
     // clawfort's default deniedPaths include /etc: commands then cannot read it.
     let policy = Policy::new(&dir.path().join("ws"), &[], &[PathBuf::from("/etc")]).unwrap();
+    policy.ensure_workspace().unwrap();
     let out = run(&policy, "cat /etc/hostname").await;
     assert!(text(&out).contains("Permission denied"), "{}", text(&out));
     let open = Policy::new(&dir.path().join("ws"), &[], &[]).unwrap();
@@ -461,4 +469,135 @@ fn denied_paths_inside_granted_trees_are_refused() {
         &[PathBuf::from("/etc"), Path::new("/root").into()]
     )
     .is_ok());
+}
+
+/// End to end: the real gateway binary, a scripted model that calls `exec`, and Telegram.
+mod through_the_gateway {
+    use clawfort_fakes::model::{ok, Fake, KEY};
+    use clawfort_fakes::telegram::{private_text, Fake as Telegram};
+    use serde_json::{json, Value};
+
+    use crate::support::{state_dir, Gateway, TOKEN};
+    use crate::unprivileged;
+
+    const BOT_TOKEN: &str = "123456789:AAHexecTOKENexecTOKENexecTOKENexec12";
+    const USER: i64 = 555;
+
+    fn answer(content: Value, stop: &str) -> Value {
+        json!({
+            "id": "msg", "type": "message", "role": "assistant", "model": "m1",
+            "content": content, "stop_reason": stop,
+            "usage": {"input_tokens": 10, "output_tokens": 10}
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_models_exec_call_runs_confined_and_its_output_returns_to_the_model() {
+        if !unprivileged("through_the_gateway::a_models_exec_call_runs_confined_and_its_output_returns_to_the_model") {
+            return;
+        }
+        if let Err(why) = clawfort::confine::support() {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+        let dir = state_dir(None);
+        let env = dir.path().join(".env");
+        // The model's command: prove it runs in the workspace, try the state directory's
+        // secrets, and keep what it saw in files the test reads past the gateway's redactor.
+        let command = format!(
+            "echo ran-in-$(pwd); cat '{}' > leak.txt 2>&1; echo \"cat: $?\"; env > env.txt",
+            env.display()
+        );
+        let model = Fake::start(move |n, _| {
+            ok(match n {
+                0 => answer(
+                    json!([{"type": "tool_use", "id": "call_1", "name": "exec",
+                            "input": {"command": command}}]),
+                    "tool_use",
+                ),
+                _ => answer(json!([{"type": "text", "text": "Done."}]), "end_turn"),
+            })
+        })
+        .await;
+        let telegram = Telegram::start(BOT_TOKEN).await;
+        let config = format!(
+            r#"{{
+              models: {{ providers: {{ fake: {{
+                api: "anthropic-messages", baseUrl: "{}", apiKey: "${{FAKE_API_KEY}}",
+                models: [{{ id: "m1", contextWindow: 100000 }}],
+              }} }} }},
+              agents: {{ defaults: {{ model: "fake/m1", sandbox: {{ mode: "off" }} }} }},
+              tools: {{ exec: {{ security: "full", timeoutSeconds: 20 }} }},
+              channels: {{ telegram: {{
+                botToken: "${{TELEGRAM_BOT_TOKEN}}", apiRoot: "{}",
+                dmPolicy: "allowlist", allowFrom: ["{USER}"],
+              }} }},
+            }}"#,
+            model.url(""),
+            telegram.api_root()
+        );
+        std::fs::write(dir.path().join("openclaw.json"), config).unwrap();
+        let mut text = std::fs::read_to_string(&env).unwrap();
+        text.push_str(&format!("FAKE_API_KEY={KEY}\n"));
+        std::fs::write(&env, text).unwrap();
+        // The bot token in the process environment, as systemd's EnvironmentFile puts it.
+        let gw = tokio::task::block_in_place(|| {
+            Gateway::start_with_env(dir, &[("TELEGRAM_BOT_TOKEN", BOT_TOKEN)])
+        });
+
+        telegram.push(private_text(USER, "run the thing"));
+        telegram
+            .wait_until("the final answer", |t| !t.sent_to(USER).is_empty())
+            .await;
+        assert_eq!(telegram.sent_to(USER), ["Done."]);
+
+        // The model offered `exec` and got the command's output back as a tool result.
+        let seen = model.seen();
+        assert_eq!(seen.len(), 2);
+        let offered = seen[0].json()["tools"].clone();
+        assert!(
+            offered
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["name"] == "exec"),
+            "{offered}"
+        );
+        let request = seen[1].json();
+        let last = request["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        let result = &last["content"][0];
+        assert_eq!(result["type"], "tool_result", "{last}");
+        let content = result["content"].as_str().unwrap();
+        let workspace = gw.path().join("workspace").canonicalize().unwrap();
+        assert!(
+            content.contains(&format!("ran-in-{}", workspace.display())),
+            "{content}"
+        );
+        assert!(
+            content.contains("cat: 1") && content.contains("[exit code 0]"),
+            "{content}"
+        );
+
+        // What the command saw, unredacted: the .env was closed to it, and none of the
+        // gateway's secrets were in its environment.
+        let leak = std::fs::read_to_string(workspace.join("leak.txt")).unwrap();
+        assert!(leak.contains("Permission denied"), "{leak}");
+        let seen_env = std::fs::read_to_string(workspace.join("env.txt")).unwrap();
+        for secret in [KEY, BOT_TOKEN, TOKEN] {
+            assert!(
+                !leak.contains(secret) && !seen_env.contains(secret),
+                "{seen_env}"
+            );
+        }
+        assert!(
+            gw.log_lines("exec runs commands on the host under Landlock")
+                .len()
+                == 1
+        );
+    }
 }

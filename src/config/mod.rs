@@ -10,6 +10,7 @@
 
 mod agent;
 pub(crate) mod env;
+mod exec;
 mod keys;
 pub(crate) mod nesting;
 mod reader;
@@ -23,6 +24,7 @@ pub use agent::{
     ProviderApi, ProviderConfig, TelegramConfig, TelegramGroup,
 };
 pub use env::EnvSource;
+pub use exec::{ExecConfig, ExecSecurity};
 pub use reader::did_you_mean;
 use reader::{Context, Section};
 
@@ -242,6 +244,8 @@ pub struct Config {
     pub dm_scope: DmScope,
     pub security: SecurityConfig,
     pub sandbox_mode: SandboxMode,
+    /// `tools.exec`.
+    pub exec: ExecConfig,
     /// `models.providers.<id>`.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// `agents.defaults.model`.
@@ -407,6 +411,7 @@ impl Config {
             agents.finish();
         }
 
+        let exec = exec::read_tools(root, sandbox_mode, refusals);
         let providers = agent::read_models(root);
         let budget = agent::read_budget(root);
         let owner_allow_from = agent::read_owner_allow_from(root);
@@ -418,6 +423,7 @@ impl Config {
             dm_scope,
             security,
             sandbox_mode,
+            exec,
             providers,
             agent_model,
             agent_workspace,

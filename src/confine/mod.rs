@@ -24,13 +24,14 @@
 
 mod child;
 pub mod landlock;
+mod tool;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 pub use child::{run, Ending, Outcome};
 pub use landlock::{support, Grant, Rule, Support};
+pub use tool::ExecTool;
 
 /// The most output kept per command (stdout and stderr together); the rest is counted and
 /// dropped.
@@ -91,7 +92,7 @@ impl Default for Limits {
 /// Where a command may go, checked once when the tool is built.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// The workspace, canonical: read-write, `HOME` of the command, and where `workdir`
+    /// The workspace, canonical where it exists: read-write, `HOME` of the command, and where `workdir`
     /// must lie.
     workspace: PathBuf,
     /// `security.allowedPaths`, canonical where they exist: read-write.
@@ -104,19 +105,19 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The policy for `workspace` (created, mode 700, if missing), `allowed` read-write
-    /// paths and `denied` paths. Denied paths win: a system directory a denied path covers is
-    /// left out; a denied path inside a granted one, or a granted one inside a denied one,
-    /// is an error naming both (Landlock grants whole trees and cannot cut a hole in one).
+    /// The policy for `workspace`, `allowed` read-write paths and `denied` paths. Denied
+    /// paths win: a system directory a denied path covers is left out; a denied path inside
+    /// a granted one, or a granted one inside a denied one, is an error naming both
+    /// (Landlock grants whole trees and cannot cut a hole in one). Nothing is created here
+    /// (setup validates configs with this); [`Policy::ensure_workspace`] does, before a run.
     pub fn new(workspace: &Path, allowed: &[PathBuf], denied: &[PathBuf]) -> Result<Self, String> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(workspace)
-            .map_err(|e| format!("cannot create the workspace {}: {e}", workspace.display()))?;
-        let workspace = workspace
-            .canonicalize()
-            .map_err(|e| format!("cannot resolve the workspace {}: {e}", workspace.display()))?;
+        if !workspace.is_absolute() {
+            return Err(format!(
+                "the workspace {} is not an absolute path",
+                workspace.display()
+            ));
+        }
+        let workspace = canonical(workspace);
         let allowed: Vec<PathBuf> = allowed.iter().map(|p| canonical(p)).collect();
         let denied: Vec<PathBuf> = denied.iter().map(|p| canonical(p)).collect();
         let granted = std::iter::once((&workspace, "the workspace"))
@@ -167,6 +168,20 @@ impl Policy {
         &self.workspace
     }
 
+    /// Creates the workspace (mode 700) when it does not exist yet.
+    pub fn ensure_workspace(&self) -> Result<(), String> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.workspace)
+            .map_err(|e| {
+                format!(
+                    "cannot create the workspace {}: {e}",
+                    self.workspace.display()
+                )
+            })
+    }
+
     /// The Landlock rules of a run whose private temporary directory is `tmp`.
     fn rules(&self, tmp: &Path) -> Vec<Rule> {
         let rw = |path: &Path| Rule {
@@ -196,11 +211,15 @@ impl Policy {
         let Some(workdir) = workdir.filter(|w| !w.is_empty()) else {
             return Ok(self.workspace.clone());
         };
-        let joined = self.workspace.join(workdir);
-        let resolved = joined
+        let workspace = self
+            .workspace
+            .canonicalize()
+            .map_err(|e| format!("the workspace {}: {e}", self.workspace.display()))?;
+        let resolved = workspace
+            .join(workdir)
             .canonicalize()
             .map_err(|e| format!("workdir `{workdir}`: {e}"))?;
-        if !resolved.starts_with(&self.workspace) {
+        if !resolved.starts_with(&workspace) {
             return Err(format!(
                 "workdir `{workdir}` is outside the workspace {}; commands run inside it",
                 self.workspace.display()
@@ -242,15 +261,4 @@ pub fn environment(home: &Path, tmp: &Path) -> Vec<(&'static str, std::ffi::OsSt
 /// `path` resolved when it exists, else as written (a denied path need not exist).
 fn canonical(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_owned())
-}
-
-/// How long a command may run: its own timeout, if any, within the turn's `deadline`.
-pub fn deadline_of(
-    timeout: Option<Duration>,
-    deadline: tokio::time::Instant,
-) -> tokio::time::Instant {
-    match timeout {
-        Some(t) => deadline.min(tokio::time::Instant::now() + t),
-        None => deadline,
-    }
 }
