@@ -18,8 +18,8 @@ fn main() -> anyhow::Result<()> {
     let runs: usize = std::env::args().nth(1).map_or(Ok(500), |n| n.parse())?;
     let support = confine::available().map_err(anyhow::Error::msg)?;
     let dir = tempfile::tempdir()?;
-    let policy = Policy::new(&dir.path().join("workspace"), &[], &[])
-        .map_err(anyhow::Error::msg)?;
+    let policy =
+        Policy::new(&dir.path().join("workspace"), &[], &[]).map_err(anyhow::Error::msg)?;
     policy.ensure_workspace().map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

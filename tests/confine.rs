@@ -162,6 +162,21 @@ async fn the_state_directory_is_unreadable_but_the_workspace_is_not() {
     let out = run(&h.policy, &format!("ls '{}'", h.state.display())).await;
     assert_ne!(out.ending, Ending::Exited(0), "{}", text(&out));
     assert!(!text(&out).contains(".env"), "{}", text(&out));
+    // Neither a symbolic nor a hard link from the workspace reaches it.
+    let out = run(
+        &h.policy,
+        &format!(
+            "ln -s '{0}' sym; cat sym; ln '{0}' hard; cat hard",
+            env.display()
+        ),
+    )
+    .await;
+    assert!(!text(&out).contains(SECRET), "{}", text(&out));
+    assert!(
+        !h.policy.workspace().join("hard").exists(),
+        "{}",
+        text(&out)
+    );
     // The control: the same command works inside the workspace, by absolute path too.
     let notes = h.policy.workspace().join("notes.txt");
     let out = run(&h.policy, &format!("cat notes.txt '{}'", notes.display())).await;
@@ -450,6 +465,29 @@ async fn stderr_and_exit_status_come_back() {
     let out = run(&h.policy, "echo out; echo err >&2; exit 3").await;
     assert_eq!(out.ending, Ending::Exited(3));
     assert_eq!(text(&out), "out\nerr\n");
+}
+
+#[test]
+fn workdir_must_lie_inside_the_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy::new(&dir.path().join("ws"), &[], &[]).unwrap();
+    policy.ensure_workspace().unwrap();
+    let ws = policy.workspace().canonicalize().unwrap();
+    std::fs::create_dir(ws.join("sub")).unwrap();
+    std::os::unix::fs::symlink(dir.path(), ws.join("out")).unwrap();
+    assert_eq!(policy.workdir(None).unwrap(), ws);
+    assert_eq!(policy.workdir(Some("sub")).unwrap(), ws.join("sub"));
+    assert_eq!(
+        policy
+            .workdir(Some(ws.join("sub").to_str().unwrap()))
+            .unwrap(),
+        ws.join("sub")
+    );
+    for outside in ["..", "/tmp", "out", "sub/../.."] {
+        let err = policy.workdir(Some(outside)).unwrap_err();
+        assert!(err.contains("outside the workspace"), "{outside}: {err}");
+    }
+    assert!(policy.workdir(Some("missing")).is_err());
 }
 
 #[test]

@@ -129,3 +129,47 @@ impl Tool for ExecTool {
         Box::pin(self.exec(input, deadline, cancel))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{report, Ending, Outcome, OUTPUT_CAP};
+
+    fn outcome(ending: Ending, output: &[u8], total: u64) -> Outcome {
+        Outcome {
+            ending,
+            output: output.to_vec(),
+            total_bytes: total,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_report_says_how_the_command_ended() {
+        let ok = report(&outcome(Ending::Exited(0), b"hi", 2), None);
+        assert_eq!(
+            (ok.content.as_str(), ok.is_error),
+            ("hi\n[exit code 0]", false)
+        );
+        let failed = report(&outcome(Ending::Exited(2), b"", 0), None);
+        assert_eq!(
+            (failed.content.as_str(), failed.is_error),
+            ("[exit code 2]", true)
+        );
+        let cut = report(
+            &outcome(Ending::Exited(0), &[b'a'; OUTPUT_CAP], 100_000),
+            None,
+        );
+        assert!(cut
+            .content
+            .contains("[output truncated: the first 65536 of 100000 bytes"));
+        let slow = report(
+            &outcome(Ending::TimedOut, b"", 0),
+            Some(Duration::from_secs(5)),
+        );
+        assert!(slow.content.contains("timed out after 5 s") && slow.is_error);
+        let stopped = report(&outcome(Ending::Cancelled, b"", 0), None);
+        assert!(stopped.content.contains("cancelled") && stopped.is_error);
+    }
+}
