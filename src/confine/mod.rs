@@ -76,13 +76,14 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 600 CPU seconds, 1 GiB of data, 256 more tasks, 1 GiB files, 1024 descriptors, and
-    /// (not configurable) no core dumps.
+    /// 600 CPU seconds, 1 GiB of data, 128 more tasks, 1 GiB files, 1024 descriptors, and
+    /// (not configurable) no core dumps. 128 tasks stay well inside the appliance unit's
+    /// `TasksMax=256`, which the gateway's own threads share with its commands.
     fn default() -> Self {
         Self {
             cpu_secs: 600,
             data_bytes: 1 << 30,
-            extra_processes: 256,
+            extra_processes: 128,
             file_bytes: 1 << 30,
             open_files: 1024,
         }
