@@ -291,6 +291,45 @@ async fn tcp_connect_is_denied_unless_the_port_is_allowed() {
 }
 
 #[tokio::test]
+async fn udp_and_unix_sockets_are_denied() {
+    let Some(h) = home("udp_and_unix_sockets_are_denied") else {
+        return;
+    };
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    // A unix socket the command's user may open, like the egress proxy's on the appliance.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    unix.set_nonblocking(true).unwrap();
+    let probe = format!(
+        "perl -MIO::Socket::INET -MIO::Socket::UNIX -e '\
+         $u = IO::Socket::INET->new(PeerAddr => \"127.0.0.1:{udp_port}\", Proto => \"udp\") \
+           or print \"udp: $!\\n\"; $u and $u->send(\"x\"); \
+         $s = IO::Socket::UNIX->new(Peer => \"{}\") or print \"unix: $!\\n\"'",
+        path.display()
+    );
+    let out = run(&h.policy, &probe).await;
+    let output = text(&out);
+    assert!(output.contains("udp: Permission denied"), "{output}");
+    assert!(output.contains("unix: Permission denied"), "{output}");
+    assert!(udp.recv(&mut [0; 8]).is_err() && unix.accept().is_err());
+    // The control: unconfined, the same probe reaches both.
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", &probe])
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(udp.recv(&mut [0; 8]).is_ok() && unix.accept().is_ok());
+}
+
+#[tokio::test]
 async fn the_command_sees_none_of_the_gateways_environment() {
     let Some(h) = home("the_command_sees_none_of_the_gateways_environment") else {
         return;

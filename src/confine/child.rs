@@ -65,6 +65,7 @@ pub async fn run(
         .tempdir()
         .map_err(|e| format!("cannot create the command's temporary directory: {e}"))?;
     let ruleset = landlock::build(support, &policy.rules(tmp.path()), &policy.connect_ports)?;
+    let sockets = super::sockets::filter()?;
     let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| format!("cannot create a pipe: {e}"))?;
     let nproc = user_tasks().saturating_add(policy.limits.extra_processes);
@@ -93,8 +94,8 @@ pub async fn run(
         .kill_on_drop(true);
     let mut ruleset = Some(ruleset);
     // SAFETY: the closure runs in the forked child before exec and makes system calls
-    // only: no allocation, no lock (the Landlock crate's success path allocates nothing, and
-    // the errors built here are raw OS errors).
+    // only: no allocation, no lock (the Landlock and seccompiler crates' success paths
+    // allocate nothing, and the errors built here are raw OS errors).
     unsafe {
         cmd.pre_exec(move || {
             rustix::process::setsid()?;
@@ -113,6 +114,8 @@ pub async fn run(
             if status.ruleset != ::landlock::RulesetStatus::FullyEnforced || !status.no_new_privs {
                 return Err(io::Error::from_raw_os_error(libc_eperm()));
             }
+            seccompiler::apply_filter(&sockets)
+                .map_err(|_| io::Error::from_raw_os_error(libc_eperm()))?;
             Ok(())
         });
     }

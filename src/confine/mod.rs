@@ -17,13 +17,16 @@
 //!   `connect` to [`Policy::connect_ports`] where the kernel has Landlock's TCP rules (ABI
 //!   4), and abstract unix sockets and signals are scoped to the sandbox where it has ABI 6.
 //!   Without Landlock (or older than ABI 3) nothing runs: [`run`] refuses and says why.
+//! - a seccomp filter ([`sockets`]): `socket(2)` only for TCP, so neither UDP nor a unix
+//!   socket (the egress proxy's, the journal's, Docker's) is reachable.
 //!
 //! The ruleset is built in the gateway before the fork; between fork and exec the child only
-//! makes system calls (`setsid`, `setrlimit`, `prctl`, `landlock_restrict_self`), which are
-//! async-signal-safe, so no trampoline process is needed and a run costs one fork and exec.
+//! makes system calls (`setsid`, `setrlimit`, `prctl`, `landlock_restrict_self`, `seccomp`),
+//! which are async-signal-safe, so no trampoline process is needed and a run costs one fork and exec.
 
 mod child;
 pub mod landlock;
+mod sockets;
 mod tool;
 
 use std::os::unix::fs::DirBuilderExt;
