@@ -108,14 +108,14 @@ pub async fn run(
             }
             let status = ruleset
                 .take()
-                .ok_or_else(|| io::Error::from_raw_os_error(libc_eperm()))?
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EPERM))?
                 .restrict_self()
-                .map_err(|_| io::Error::from_raw_os_error(libc_eperm()))?;
+                .map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
             if status.ruleset != ::landlock::RulesetStatus::FullyEnforced || !status.no_new_privs {
-                return Err(io::Error::from_raw_os_error(libc_eperm()));
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
             }
-            seccompiler::apply_filter(&sockets)
-                .map_err(|_| io::Error::from_raw_os_error(libc_eperm()))?;
+            seccompiler::apply_filter(sockets)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
             Ok(())
         });
     }
@@ -161,10 +161,6 @@ pub async fn run(
         total_bytes: total,
         elapsed: started.elapsed(),
     })
-}
-
-fn libc_eperm() -> i32 {
-    rustix::io::Errno::PERM.raw_os_error()
 }
 
 /// The command's process group (its id is the command's pid: the child calls `setsid`).

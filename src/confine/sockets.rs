@@ -11,14 +11,20 @@
 //! it with one system call.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
 
-/// The compiled filter for this machine's architecture.
-pub fn filter() -> Result<BpfProgram, String> {
+/// The compiled filter for this machine's architecture, built once.
+pub fn filter() -> Result<&'static BpfProgram, String> {
+    static FILTER: OnceLock<Result<BpfProgram, String>> = OnceLock::new();
+    FILTER.get_or_init(compile).as_ref().map_err(Clone::clone)
+}
+
+fn compile() -> Result<BpfProgram, String> {
     let fail = |e: seccompiler::BackendError| format!("cannot build the socket filter: {e}");
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| format!("no socket filter for this architecture: {e}"))?;
