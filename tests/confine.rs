@@ -378,6 +378,34 @@ async fn a_fork_bomb_is_stopped_by_the_process_limit_and_the_caller_survives() {
     assert_eq!(text(&out), "alive\n");
 }
 
+#[tokio::test]
+async fn memory_and_cpu_hogs_hit_their_limits() {
+    let Some(h) = home("memory_and_cpu_hogs_hit_their_limits") else {
+        return;
+    };
+    let mut policy = h.policy.clone();
+    policy.limits.data_bytes = 64 << 20;
+    policy.limits.cpu_secs = 1;
+    let out = run(
+        &policy,
+        "perl -e '$x = \"a\" x (256 * 1024 * 1024); print \"allocated\\n\"'",
+    )
+    .await;
+    assert!(!text(&out).contains("allocated"), "{}", text(&out));
+    assert!(text(&out).contains("Out of memory"), "{}", text(&out));
+    // The control: a small allocation works under the same limit.
+    let out = run(
+        &policy,
+        "perl -e '$x = \"a\" x (1024 * 1024); print \"allocated\\n\"'",
+    )
+    .await;
+    assert_eq!(text(&out), "allocated\n");
+    let started = std::time::Instant::now();
+    let out = run(&policy, "exec perl -e '1 while 1'").await;
+    assert_eq!(out.ending, Ending::Signaled(9), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
 /// Whether `pid` is still a live process (a zombie counts as gone).
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {

@@ -69,6 +69,7 @@ pub async fn run(
     let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| format!("cannot create a pipe: {e}"))?;
     let nproc = user_tasks().saturating_add(policy.limits.extra_processes);
+    // Never above the gateway's own hard limits, which an unprivileged child cannot raise.
     let limits = [
         (Resource::Cpu, policy.limits.cpu_secs),
         (Resource::Data, policy.limits.data_bytes),
@@ -76,7 +77,11 @@ pub async fn run(
         (Resource::Fsize, policy.limits.file_bytes),
         (Resource::Nofile, policy.limits.open_files),
         (Resource::Core, 0),
-    ];
+    ]
+    .map(|(resource, limit)| {
+        let hard = rustix::process::getrlimit(resource).maximum;
+        (resource, hard.map_or(limit, |hard| hard.min(limit)))
+    });
 
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")

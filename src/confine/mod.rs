@@ -59,10 +59,11 @@ const DEVICES: &[(&str, Grant)] = &[
 /// The `PATH` of a command.
 pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// Resource limits of every process of a command (`setrlimit`, inherited by its children).
+/// Resource limits of every process of a command (`setrlimit`, soft and hard, inherited by
+/// its children; never above the gateway's own hard limits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// CPU seconds per process (`RLIMIT_CPU`; SIGXCPU, then SIGKILL a second later).
+    /// CPU seconds per process (`RLIMIT_CPU`, soft and hard: SIGKILL at the limit).
     pub cpu_secs: u64,
     /// Heap and other private writable memory per process (`RLIMIT_DATA`). Chosen over
     /// `RLIMIT_AS`, which also counts reserved but unused address space and so breaks
