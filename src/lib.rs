@@ -9,6 +9,7 @@ pub mod audit;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod confine;
 pub mod egress;
 pub mod gateway_client;
 pub mod http;

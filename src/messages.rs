@@ -59,6 +59,10 @@ pub struct Outcome {
     pub pairing_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_key: Option<SessionKey>,
+    /// Whether `pairing_code` was issued by this message (a channel replies with a code
+    /// once, not to every message of a sender still waiting for approval).
+    #[serde(skip)]
+    pub new_code: bool,
 }
 
 impl Outcome {
@@ -67,6 +71,7 @@ impl Outcome {
             status,
             pairing_code: None,
             session_key: None,
+            new_code: false,
         }
     }
 }
@@ -155,7 +160,10 @@ pub fn handle(
                     "pairing request from {kind} {id} on channel {}: code {code}",
                     msg.channel
                 );
-                Ok(pairing_required(Some(code)))
+                Ok(Outcome {
+                    new_code: true,
+                    ..pairing_required(Some(code))
+                })
             }
             RequestOutcome::Pending(code) => Ok(pairing_required(Some(code))),
             RequestOutcome::Full => Ok(pairing_required(None)),

@@ -261,6 +261,8 @@ fn the_gateway_unit_is_sandboxed() {
         "PrivateDevices=yes",
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
         "SystemCallFilter=@system-service",
+        // Host exec's confinement of its commands (rlimits, Landlock, seccomp).
+        "SystemCallFilter=setrlimit prlimit64 landlock_create_ruleset landlock_add_rule landlock_restrict_self seccomp",
         "SystemCallArchitectures=native",
         "MemoryDenyWriteExecute=yes",
         "RestrictNamespaces=yes",

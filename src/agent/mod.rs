@@ -25,7 +25,6 @@ pub mod history;
 pub mod prompt;
 pub mod service;
 pub mod status;
-pub mod tools;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,7 +45,7 @@ use crate::redact::Redactor;
 use crate::sessions::{SessionKey, Transcripts};
 use crate::usage::{BudgetEvent, Ledger, Period};
 
-pub use tools::{Tool, ToolFuture, ToolOutput, Tools};
+pub use crate::tools::{Tool, ToolFuture, ToolOutput, Tools};
 
 use history::AgentEntry;
 use prompt::Boundary;

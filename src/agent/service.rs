@@ -54,6 +54,8 @@ pub struct Prepared {
     paths: Paths,
     handle: AgentHandle,
     status: Arc<AgentStatus>,
+    /// The `exec` tool, with `tools.exec.security: "full"`.
+    exec: Option<Arc<crate::tools::ExecTool>>,
 }
 
 fn key_error(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -208,14 +210,16 @@ pub fn prepare(
         budget,
         telegram.as_ref().map(|t| t.health.clone()),
     );
+    let workspace = config
+        .agent_workspace
+        .clone()
+        .unwrap_or_else(|| paths.state_dir.join("workspace"));
+    let exec = exec_tool(config, &workspace)?;
     Ok(Some(Prepared {
         specs,
         primary,
         fallbacks: chain,
-        workspace: config
-            .agent_workspace
-            .clone()
-            .unwrap_or_else(|| paths.state_dir.join("workspace")),
+        workspace,
         budget,
         ledger_path: usage::ledger_path(paths),
         transcripts: Transcripts::new(paths.sessions_dir()).with_redactor(redactor.clone()),
@@ -226,7 +230,28 @@ pub fn prepare(
         paths: paths.clone(),
         handle: AgentHandle::default(),
         status: Arc::new(status),
+        exec,
     }))
+}
+
+/// The `exec` tool when `tools.exec.security` is `"full"`: its confinement policy is checked
+/// here (a bad `security.*` path stops the start); a host that cannot confine it (no
+/// Landlock, a gateway running as root) is logged at start and refused at each call.
+fn exec_tool(
+    config: &Config,
+    workspace: &std::path::Path,
+) -> Result<Option<Arc<crate::tools::ExecTool>>, ConfigError> {
+    if config.exec.security != crate::config::ExecSecurity::Full {
+        return Ok(None);
+    }
+    let policy = crate::confine::Policy::new(
+        workspace,
+        &config.security.allowed_paths,
+        &config.security.denied_paths,
+    )
+    .map_err(|e| key_error("security", e))?;
+    let timeout = config.exec.timeout_secs.map(Duration::from_secs);
+    Ok(Some(Arc::new(crate::tools::ExecTool::new(policy, timeout))))
 }
 
 fn telegram_settings(
@@ -390,6 +415,21 @@ impl Prepared {
         settings.tools = file_tools(&self.config, &self.paths, &self.workspace);
         settings.workspace = Some(self.workspace);
         settings.ledger = Some(ledger);
+        // `tools.exec.security: "full"` enables it; the tool policy may still remove it.
+        if let Some(exec) = self.exec.filter(|_| self.config.tools.offers("exec")) {
+            match crate::confine::available() {
+                Ok(support) => {
+                    tracing::info!(
+                        "exec runs commands on the host under {}",
+                        support.describe()
+                    )
+                }
+                Err(why) => tracing::warn!(
+                    "tools.exec.security is \"full\" but every command will be refused: {why}"
+                ),
+            }
+            settings.tools.register(exec);
+        }
         settings.owner_peers = self
             .owner_ids
             .iter()

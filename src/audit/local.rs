@@ -3,7 +3,9 @@
 use std::net::IpAddr;
 
 use super::{Finding, Severity};
-use crate::config::{Config, DmPolicy, ProviderApi, SandboxMode, MIN_TOKEN_LEN, TOKEN_ENV};
+use crate::config::{
+    Config, DmPolicy, ExecSecurity, ProviderApi, SandboxMode, MIN_TOKEN_LEN, TOKEN_ENV,
+};
 use crate::paths::{expand_tilde, Paths};
 
 pub fn check(paths: &Paths, config: &Config) -> Vec<Finding> {
@@ -14,6 +16,7 @@ pub fn check(paths: &Paths, config: &Config) -> Vec<Finding> {
     denied_paths(config, &mut findings);
     config_findings(config, &mut findings);
     agent(config, &mut findings);
+    host_exec(config, &mut findings);
     findings
 }
 
@@ -116,6 +119,34 @@ fn policies(config: &Config, findings: &mut Vec<Finding>) {
             "agents.defaults.sandbox.mode is \"off\"",
             "set agents.defaults.sandbox.mode to \"non-main\" or \"all\"",
         ));
+    }
+}
+
+/// With `tools.exec.security: "full"`: whether this kernel can confine host execution
+/// (without Landlock every command is refused, so the tool the config promises cannot run).
+fn host_exec(config: &Config, findings: &mut Vec<Finding>) {
+    if config.exec.security != ExecSecurity::Full {
+        return;
+    }
+    match crate::confine::support() {
+        Ok(support) => findings.push(Finding::new(
+            "exec.host",
+            Severity::Info,
+            "exec runs commands on the host, confined",
+            format!(
+                "tools.exec.security is \"full\"; this kernel enforces {}",
+                support.describe()
+            ),
+            "nothing to do",
+        )),
+        Err(why) => findings.push(Finding::new(
+            "exec.host.no_landlock",
+            Severity::Warn,
+            "host execution is enabled but this kernel cannot confine it",
+            format!("tools.exec.security is \"full\", and every command is refused: {why}"),
+            "boot a kernel with Landlock (Linux 6.2 or later, `landlock` in the `lsm=` list), \
+             or set tools.exec.security to \"deny\"",
+        )),
     }
 }
 
@@ -379,5 +410,30 @@ mod tests {
         ] {
             assert!(plain_http_host(url).is_none(), "{url}");
         }
+    }
+
+    #[test]
+    fn host_exec_reports_what_the_kernel_confines() {
+        use crate::config::{Config, EnvSource};
+        let text = r#"{ tools: { exec: { security: "full" } },
+                        agents: { defaults: { sandbox: { mode: "off" } } } }"#;
+        let config = Config::parse(text, &EnvSource::default()).unwrap();
+        let mut findings = Vec::new();
+        super::host_exec(&config, &mut findings);
+        assert_eq!(findings.len(), 1);
+        match crate::confine::support() {
+            Ok(_) => {
+                assert_eq!(findings[0].check_id, "exec.host");
+                assert!(findings[0].detail.contains("Landlock ABI"), "{findings:?}");
+            }
+            Err(why) => {
+                assert_eq!(findings[0].check_id, "exec.host.no_landlock");
+                assert!(findings[0].detail.contains(&why), "{findings:?}");
+            }
+        }
+        let mut findings = Vec::new();
+        let default = Config::parse("{}", &EnvSource::default()).unwrap();
+        super::host_exec(&default, &mut findings);
+        assert!(findings.is_empty());
     }
 }

@@ -10,6 +10,7 @@
 
 mod agent;
 pub(crate) mod env;
+mod exec;
 mod keys;
 pub(crate) mod nesting;
 mod reader;
@@ -24,6 +25,7 @@ pub use agent::{
     ProviderApi, ProviderConfig, TelegramConfig, TelegramGroup,
 };
 pub use env::EnvSource;
+pub use exec::{ExecConfig, ExecSecurity};
 pub use reader::did_you_mean;
 use reader::{Context, Section};
 pub use tools::{ToolPolicy, ToolProfile};
@@ -244,6 +246,8 @@ pub struct Config {
     pub dm_scope: DmScope,
     pub security: SecurityConfig,
     pub sandbox_mode: SandboxMode,
+    /// `tools.exec`.
+    pub exec: ExecConfig,
     /// `models.providers.<id>`.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// `agents.defaults.model`.
@@ -411,16 +415,18 @@ impl Config {
             agents.finish();
         }
 
+        let (tools, exec) = match root.section("tools") {
+            None => (ToolPolicy::default(), ExecConfig::default()),
+            Some(mut section) => {
+                let policy = tools::read_tool_policy(&mut section);
+                let exec = exec::read_exec(&mut section, sandbox_mode, refusals);
+                section.finish();
+                (policy, exec)
+            }
+        };
         let providers = agent::read_models(root);
         let budget = agent::read_budget(root);
         let owner_allow_from = agent::read_owner_allow_from(root);
-        let tools = root
-            .section("tools")
-            .map_or_else(ToolPolicy::default, |mut section| {
-                let policy = tools::read_tool_policy(&mut section);
-                section.finish();
-                policy
-            });
 
         Self {
             gateway,
@@ -429,6 +435,7 @@ impl Config {
             dm_scope,
             security,
             sandbox_mode,
+            exec,
             providers,
             agent_model,
             agent_workspace,

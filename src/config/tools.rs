@@ -167,7 +167,7 @@ mod tests {
         assert_eq!(c.tools.profile, Some(ToolProfile::Coding));
         assert!(c.tools.fs_workspace_only);
         assert!(c.tools.offers("read") && !c.tools.offers("edit"));
-        assert_eq!(c.unimplemented, ["tools.exec"]);
+        assert!(c.unimplemented.is_empty(), "{:?}", c.unimplemented);
         assert!(
             parse("{}").unwrap().tools.offers("write"),
             "OpenClaw's unset profile"

@@ -561,12 +561,6 @@ impl<A: Agent> Ctx<A> {
             None => (PeerKind::Direct, &job.peer),
         };
         let now = unix_now();
-        // The code this sender already holds, to tell a new code from a repeat.
-        let known_code = store
-            .pending(CHANNEL, now)
-            .ok()
-            .and_then(|reqs| reqs.into_iter().find(|r| r.kind == kind && r.id == *id))
-            .map(|r| r.code);
         let msg = InboundMessage {
             channel: CHANNEL.to_string(),
             account_id: (self.settings.account_id != DEFAULT_ACCOUNT)
@@ -593,7 +587,7 @@ impl<A: Agent> Ctx<A> {
         };
         match outcome.status {
             Status::PairingRequired => match outcome.pairing_code {
-                Some(code) if known_code.as_deref() != Some(code.as_str()) => {
+                Some(code) if outcome.new_code => {
                     let text = pairing_reply(kind, id, &code);
                     if recorded.wait().await {
                         self.send_text(job.chat_id, &text, None).await;

@@ -1,22 +1,26 @@
-//! The tools the agent may call (issue 12), plugged into [`crate::agent::Tools`]: for now the
-//! file tools `read`, `write` and `edit` ([`files`]), every path confined beneath the
-//! workspace and `security.allowedPaths` by the kernel ([`paths`]).
+//! The tools the agent may call: the interface ([`Tool`], the [`Tools`] registry), the file
+//! tools `read`, `write` and `edit` ([`files`]), every path confined beneath the workspace
+//! and `security.allowedPaths` by the kernel ([`paths`]), and host `exec` ([`exec`]),
+//! confined by [`crate::confine`].
 //!
 //! Which tools exist is decided by `tools.profile` / `allow` / `alsoAllow` / `deny`
-//! ([`crate::config::ToolPolicy`]); this module depends on the agent's tool trait, never the
-//! reverse.
+//! ([`crate::config::ToolPolicy`]) and `tools.exec.security`. The agent depends on this
+//! module, and this module on `confine`, never the reverse.
 
+pub mod exec;
 pub mod files;
 pub mod paths;
+mod registry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::agent::{Tool, Tools};
 use crate::config::{Config, ToolPolicy};
 use crate::paths::Paths;
 
+pub use exec::ExecTool;
 pub use paths::Confinement;
+pub use registry::{Tool, ToolFuture, ToolOutput, Tools};
 
 /// The file tools' roots and denied paths from the config: the workspace, the allowed paths
 /// (unless `tools.fs.workspaceOnly`), `security.deniedPaths`, and always the state

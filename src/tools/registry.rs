@@ -1,5 +1,5 @@
-//! The tools the model may call. The registry is empty by default: the agent answers in
-//! text only until a tool (exec, files, ...) is registered explicitly.
+//! The tool interface: a [`Tool`] the model may call, and the [`Tools`] registry the agent
+//! offers. A registry starts empty; `agent::service` fills it from the config.
 
 use std::collections::BTreeMap;
 use std::future::Future;
