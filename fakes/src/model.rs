@@ -144,6 +144,11 @@ impl Fake {
         self.seen.lock().unwrap().clone()
     }
 
+    /// How many requests arrived, without cloning them.
+    pub fn seen_count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
     /// Everything the fake received except the auth headers, as text.
     pub fn seen_without_auth(&self) -> String {
         let mut all = String::new();
