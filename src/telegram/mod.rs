@@ -673,9 +673,15 @@ impl<A: Agent> Ctx<A> {
             return std::future::pending().await;
         }
         loop {
-            if let Err(e) = self.client.send_chat_action(chat_id, "typing").await {
-                tracing::debug!("Telegram: typing indicator: {e}");
-            }
+            // Its own task: this future is dropped when the turn ends, and dropping a request
+            // in flight closes its connection (with TLS and the egress tunnel, the next
+            // request would pay for a new one; short turns did so every other message).
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = client.send_chat_action(chat_id, "typing").await {
+                    tracing::debug!("Telegram: typing indicator: {e}");
+                }
+            });
             tokio::time::sleep(self.settings.typing_interval).await;
         }
     }
