@@ -7,6 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// The workspace file whose text joins the agent's system prompt (OpenClaw's convention).
+pub const AGENTS_MD: &str = "AGENTS.md";
+
 /// Environment variable naming the config file (same as `--config`).
 pub const CONFIG_ENV: &str = "OPENCLAW_CONFIG_PATH";
 /// Environment variable naming the state directory.

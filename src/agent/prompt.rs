@@ -77,7 +77,7 @@ fn defuse(text: &str) -> String {
 /// tools that write into the workspace will exist. `O_NONBLOCK` keeps a FIFO from hanging
 /// the turn.
 fn read_agents_md(workspace: &Path) -> Option<String> {
-    let path = workspace.join("AGENTS.md");
+    let path = workspace.join(crate::paths::AGENTS_MD);
     let warn = |why: &str| {
         warn_once(&path, why);
         None

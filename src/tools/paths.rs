@@ -332,7 +332,33 @@ impl Confinement {
             };
         }
         self.check_fd(path, &dir, Some(&name))?;
+        self.check_writable(path, &dir, &name)?;
         Ok(Parent { dir, name })
+    }
+
+    /// Refuses to replace the workspace's `AGENTS.md`: it becomes the owner's instructions in
+    /// every later system prompt, so a model steered by untrusted text (a fetched page, another
+    /// sender's message) could otherwise make that text permanent and trusted. The owner
+    /// edits it; the tools may read it.
+    fn check_writable(
+        &self,
+        path: &str,
+        dir: &OwnedFd,
+        name: &std::ffi::OsStr,
+    ) -> Result<(), PathError> {
+        let real = kernel_path(dir).map_err(|e| PathError::Other {
+            path: path.to_owned(),
+            message: format!("cannot tell where it leads ({e}); refused"),
+        })?;
+        if real == self.roots[0].canonical && name == crate::paths::AGENTS_MD {
+            return Err(PathError::Other {
+                path: path.to_owned(),
+                message: "is the owner's instructions (read into every system prompt); the \
+                          file tools may read it but not change it: ask the owner to edit it"
+                    .to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Refuses when the kernel's name of `fd` (joined with `child`, for a name about to be
