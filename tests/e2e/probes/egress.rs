@@ -11,11 +11,9 @@ use crate::Ctx;
 
 const GATEWAY_UNIT: &str = "clawfort.service";
 const EGRESS_UNIT: &str = "clawfort-egress.service";
-/// `systemd-analyze security` of the gateway's unit before the egress proxy existed (0.9,
-/// systemd 257), plus the `~@resources` item host exec costs: it re-allows `setrlimit` and
-/// `prlimit64` to limit its commands (+0.1 offline with systemd 252). Routing calls through
-/// the proxy must not make it worse.
-const GATEWAY_EXPOSURE: f64 = 1.0;
+/// `systemd-analyze security` of the gateway's unit before the egress proxy existed (systemd
+/// 257); routing its calls through the proxy must not make it worse.
+const GATEWAY_EXPOSURE: f64 = 0.9;
 /// The egress unit's rating as measured on its rendered file (systemd 257, `--offline`).
 const EGRESS_EXPOSURE: f64 = 1.0;
 /// A destination the appliance's config never names.
