@@ -261,8 +261,7 @@ fn the_gateway_unit_is_sandboxed() {
         "PrivateDevices=yes",
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
         "SystemCallFilter=@system-service",
-        // Host exec's confinement of its commands (rlimits, Landlock, seccomp).
-        "SystemCallFilter=setrlimit prlimit64 landlock_create_ruleset landlock_add_rule landlock_restrict_self seccomp",
+        "SystemCallFilter=~@privileged @resources",
         "SystemCallArchitectures=native",
         "MemoryDenyWriteExecute=yes",
         "RestrictNamespaces=yes",
@@ -281,6 +280,13 @@ fn the_gateway_unit_is_sandboxed() {
             .any(|l| l.starts_with("IPAddressAllow=") && *l != "IPAddressAllow=localhost"),
         "the gateway unit may reach loopback only: {unit:?}"
     );
+    // Re-allowing a call of a denied group (setrlimit of @resources, say) costs the unit its
+    // `systemd-analyze security` item: 0.9 became 1.1 on the appliance's systemd 257.
+    let allows: Vec<&&str> = unit
+        .iter()
+        .filter(|l| l.starts_with("SystemCallFilter=") && !l.contains('@'))
+        .collect();
+    assert!(allows.is_empty(), "the gateway unit re-allows {allows:?}");
 }
 
 #[test]
