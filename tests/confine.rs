@@ -582,7 +582,7 @@ mod through_the_gateway {
     use clawfort_fakes::telegram::{private_text, Fake as Telegram};
     use serde_json::{json, Value};
 
-    use crate::support::{state_dir, Gateway, TOKEN};
+    use crate::support::{append_env, state_dir, Gateway, TOKEN};
     use crate::unprivileged;
 
     const BOT_TOKEN: &str = "123456789:AAHexecTOKENexecTOKENexecTOKENexec12";
@@ -642,9 +642,7 @@ mod through_the_gateway {
             telegram.api_root()
         );
         std::fs::write(dir.path().join("openclaw.json"), config).unwrap();
-        let mut text = std::fs::read_to_string(&env).unwrap();
-        text.push_str(&format!("FAKE_API_KEY={KEY}\n"));
-        std::fs::write(&env, text).unwrap();
+        append_env(dir.path(), &format!("FAKE_API_KEY={KEY}\n"));
         // The bot token in the process environment, as systemd's EnvironmentFile puts it.
         let gw = tokio::task::block_in_place(|| {
             Gateway::start_with_env(dir, &[("TELEGRAM_BOT_TOKEN", BOT_TOKEN)])

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{state_dir, Gateway, TOKEN};
+use crate::support::{append_env, state_dir, Gateway, TOKEN};
 use clawfort_fakes::model::{assert_no_key, ok, Fake, Reply, KEY};
 use clawfort_fakes::telegram::{private_text, Fake as Telegram};
 
@@ -63,12 +63,14 @@ pub fn agent_dir(model: &Fake, telegram: &Telegram, extra: Extra) -> tempfile::T
         extra.top,
     );
     let dir = state_dir(Some(&config));
-    let env = dir.path().join(".env");
-    let mut text = std::fs::read_to_string(&env).unwrap();
-    text.push_str(&format!(
-        "FAKE_API_KEY={KEY}\nTELEGRAM_BOT_TOKEN={BOT_TOKEN}\n"
-    ));
-    std::fs::write(&env, text).unwrap();
+    append_env(
+        dir.path(),
+        &format!(
+            "FAKE_API_KEY={KEY}
+TELEGRAM_BOT_TOKEN={BOT_TOKEN}
+"
+        ),
+    );
     dir
 }
 

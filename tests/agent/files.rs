@@ -5,7 +5,7 @@ use clawfort_fakes::model::{ok, Fake, Seen, KEY};
 use clawfort_fakes::telegram::{private_text, Fake as Telegram};
 use serde_json::{json, Value};
 
-use crate::support::{state_dir, Gateway, TOKEN};
+use crate::support::{append_env, state_dir, Gateway, TOKEN};
 
 const BOT_TOKEN: &str = "123456789:AAHtestTOKENtestTOKENtestTOKENtest12";
 const SENDER: i64 = 555;
@@ -62,12 +62,14 @@ async fn start(
         telegram.api_root()
     );
     let dir = state_dir(Some(&config));
-    let env = dir.path().join(".env");
-    let mut text = std::fs::read_to_string(&env).unwrap();
-    text.push_str(&format!(
-        "FAKE_API_KEY={KEY}\nTELEGRAM_BOT_TOKEN={BOT_TOKEN}\n"
-    ));
-    std::fs::write(&env, text).unwrap();
+    append_env(
+        dir.path(),
+        &format!(
+            "FAKE_API_KEY={KEY}
+TELEGRAM_BOT_TOKEN={BOT_TOKEN}
+"
+        ),
+    );
     std::fs::create_dir(dir.path().join("workspace")).unwrap();
     std::fs::write(
         dir.path().join("workspace/notes.md"),

@@ -7,7 +7,7 @@ use clawfort_fakes::model::{ok, Fake, KEY};
 use clawfort_fakes::telegram::{private_text, Fake as Telegram};
 use serde_json::{json, Value};
 
-use crate::support::{cli, state_dir, Gateway};
+use crate::support::{append_env, cli, state_dir, Gateway};
 
 const BOT_TOKEN: &str = "123456789:AAHtestTOKENtestTOKENtestTOKENtest12";
 const STRANGER: i64 = 555;
@@ -41,12 +41,14 @@ async fn a_paired_sender_gets_the_models_answer_through_telegram() {
         telegram.api_root()
     );
     let dir = state_dir(Some(&config));
-    let env = dir.path().join(".env");
-    let mut text = std::fs::read_to_string(&env).unwrap();
-    text.push_str(&format!(
-        "FAKE_API_KEY={KEY}\nTELEGRAM_BOT_TOKEN={BOT_TOKEN}\n"
-    ));
-    std::fs::write(&env, text).unwrap();
+    append_env(
+        dir.path(),
+        &format!(
+            "FAKE_API_KEY={KEY}
+TELEGRAM_BOT_TOKEN={BOT_TOKEN}
+"
+        ),
+    );
     let gw = tokio::task::block_in_place(|| Gateway::start_in(dir));
 
     // An unknown sender gets the pairing reply and the model is not called.

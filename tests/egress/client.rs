@@ -12,7 +12,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
-use crate::gateway_support::{state_dir, Gateway};
+use crate::gateway_support::{append_env, state_dir, Gateway};
 use crate::support::{allow_file, provider_config, Proxy, ALLOW_FILE};
 use clawfort_fakes::model::{ok, Fake, KEY};
 use clawfort_fakes::telegram::{private_text, Fake as Telegram};
@@ -251,12 +251,14 @@ fn agent_config(model_url: &str, telegram_root: &str) -> String {
 /// The gateway with `config`, its secrets in `.env`, tunnelling through `proxy`.
 fn start_gateway(config: &str, proxy: &Proxy) -> Gateway {
     let dir = state_dir(Some(config));
-    let env = dir.path().join(".env");
-    let mut text = std::fs::read_to_string(&env).unwrap();
-    text.push_str(&format!(
-        "FAKE_API_KEY={KEY}\nTELEGRAM_BOT_TOKEN={BOT_TOKEN}\n"
-    ));
-    std::fs::write(&env, text).unwrap();
+    append_env(
+        dir.path(),
+        &format!(
+            "FAKE_API_KEY={KEY}
+TELEGRAM_BOT_TOKEN={BOT_TOKEN}
+"
+        ),
+    );
     let proxy_env = format!("unix:{}", proxy.socket().display());
     tokio::task::block_in_place(|| Gateway::start_with_env(dir, &[(PROXY_ENV, &proxy_env)]))
 }

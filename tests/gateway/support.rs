@@ -25,6 +25,16 @@ pub fn state_dir(config: Option<&str>) -> tempfile::TempDir {
     dir
 }
 
+/// Appends `lines` (`NAME=value` lines, each ending in a newline) to `dir`'s `.env`, where
+/// the gateway reads the secrets a config names as `${NAME}`.
+#[allow(dead_code)] // used by the agent, egress, setup and confine tests, which share this file
+pub fn append_env(dir: &Path, lines: &str) {
+    let env = dir.join(".env");
+    let mut text = std::fs::read_to_string(&env).unwrap();
+    text.push_str(lines);
+    std::fs::write(&env, text).unwrap();
+}
+
 /// Runs the CLI against `dir`, isolated from the caller's environment.
 pub fn cli(dir: &Path, args: &[&str]) -> Output {
     command(dir).args(args).output().unwrap()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::harness::{text, BOT_TOKEN, OWNER};
-use crate::support::{cli, state_dir, Gateway, TOKEN};
+use crate::support::{append_env, cli, state_dir, Gateway, TOKEN};
 use clawfort_fakes::model::{ok, Fake, Reply, KEY};
 use clawfort_fakes::telegram::{private_text, Fake as Telegram};
 
@@ -31,12 +31,14 @@ fn gateway(model: &Fake, telegram: &Telegram) -> Gateway {
         )
     };
     let dir = state_dir(Some(&config(1)));
-    let env = dir.path().join(".env");
-    let mut text = std::fs::read_to_string(&env).unwrap();
-    text.push_str(&format!(
-        "FAKE_API_KEY={KEY}\nTELEGRAM_BOT_TOKEN={BOT_TOKEN}\n"
-    ));
-    std::fs::write(&env, text).unwrap();
+    append_env(
+        dir.path(),
+        &format!(
+            "FAKE_API_KEY={KEY}
+TELEGRAM_BOT_TOKEN={BOT_TOKEN}
+"
+        ),
+    );
     let gw = Gateway::start_in(dir);
     std::fs::write(gw.path().join("openclaw.json"), config(gw.addr.port())).unwrap();
     gw
