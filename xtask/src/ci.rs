@@ -156,9 +156,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Free space, in GiB, for an unprivileged writer on the file system holding `path`.
 fn free_gib(path: &Path) -> Result<f64> {
-    let stat =
-        rustix::fs::statvfs(path).with_context(|| format!("cannot statvfs {}", path.display()))?;
-    Ok((stat.f_bavail * stat.f_frsize) as f64 / (1u64 << 30) as f64)
+    Ok(crate::image::free_bytes(path)? as f64 / (1u64 << 30) as f64)
 }
 
 /// Removes directories the rest of the run no longer reads when free space is below

@@ -442,3 +442,11 @@ fn gateway_version(repo: &Path) -> Result<String> {
         .map(str::to_owned)
         .with_context(|| format!("{} has no package.version", manifest.display()))
 }
+
+/// Bytes an unprivileged writer may still use on the file system holding `path` (the image
+/// build's disk check and `cargo xtask ci`'s space report).
+pub fn free_bytes(path: &Path) -> Result<u64> {
+    let stat =
+        rustix::fs::statvfs(path).with_context(|| format!("cannot statvfs {}", path.display()))?;
+    Ok(stat.f_bavail * stat.f_frsize)
+}

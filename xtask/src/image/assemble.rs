@@ -254,9 +254,7 @@ fn disk_size(minimum: u64, requested: Option<u64>) -> Result<u64> {
 /// so about the content each). A host disk that fills up half-way makes mkfs fail with a bare
 /// "No space left on device" about a file inside the image; this says whose space ran out.
 fn ensure_free_space(dir: &Path, needed: u64) -> Result<()> {
-    let stat =
-        rustix::fs::statvfs(dir).with_context(|| format!("cannot statvfs {}", dir.display()))?;
-    let free = stat.f_bavail * stat.f_frsize;
+    let free = super::free_bytes(dir)?;
     ensure!(
         free >= needed,
         "{} has {} MiB free on its file system, but assembling the disk writes about {} MiB \
