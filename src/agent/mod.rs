@@ -45,7 +45,7 @@ use crate::redact::Redactor;
 use crate::sessions::{SessionKey, Transcripts};
 use crate::usage::{BudgetEvent, Ledger, Period};
 
-pub use crate::tools::{Tool, ToolFuture, ToolOutput, Tools};
+pub use crate::tools::{Call, Tool, ToolFuture, ToolOutput, Tools};
 
 use history::AgentEntry;
 use prompt::Boundary;
@@ -291,7 +291,11 @@ impl AgentLoop {
                     Some(tool) => tokio::select! {
                         () = cancel.cancelled() => anyhow::bail!("cancelled"),
                         () = tokio::time::sleep_until(deadline) => return Ok(self.deadline_reply()),
-                        out = tool.run(input, deadline, cancel.clone()) => out,
+                        out = tool.run(input, Call {
+                            session_key: turn.session_key.clone(),
+                            deadline,
+                            cancel: cancel.clone(),
+                        }) => out,
                     },
                 };
                 let content = s.redactor.redact(&output.content);

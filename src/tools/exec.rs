@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Tool, ToolFuture, ToolOutput};
+use super::{Call, Tool, ToolFuture, ToolOutput};
 use crate::confine::{run, Ending, Outcome, Policy, OUTPUT_CAP};
 
 /// The `exec` tool; registered only with `tools.exec.security: "full"`.
@@ -125,8 +125,8 @@ impl Tool for ExecTool {
         })
     }
 
-    fn run(&self, input: Value, deadline: Instant, cancel: CancellationToken) -> ToolFuture<'_> {
-        Box::pin(self.exec(input, deadline, cancel))
+    fn run(&self, input: Value, call: Call) -> ToolFuture<'_> {
+        Box::pin(async move { self.exec(input, call.deadline, call.cancel).await })
     }
 }
 

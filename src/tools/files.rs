@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::paths::Confinement;
-use crate::agent::{Tool, ToolFuture, ToolOutput};
+use crate::agent::{Call, Tool, ToolFuture, ToolOutput};
 
 /// `read` shows at most this many lines per call (OpenClaw's figure) ...
 pub const MAX_LINES: u64 = 2000;
@@ -389,7 +389,7 @@ impl Tool for ReadTool {
         })
     }
 
-    fn run(&self, input: Value, deadline: Instant, cancel: CancellationToken) -> ToolFuture<'_> {
+    fn run(&self, input: Value, call: Call) -> ToolFuture<'_> {
         Box::pin(async move {
             let shape = r#"{"path": "notes.md", "offset"?: 1, "limit"?: 100}"#;
             let input: ReadInput = match parse("read", input, shape) {
@@ -407,7 +407,7 @@ impl Tool for ReadTool {
                 l => l.map(|l| l.min(MAX_LINES as f64) as u64),
             };
             let conf = Arc::clone(&self.conf);
-            blocking(deadline, cancel, move || {
+            blocking(call.deadline, call.cancel, move || {
                 result(read_text(&conf, &input.path, offset, limit))
             })
             .await
@@ -458,7 +458,7 @@ impl Tool for WriteTool {
         })
     }
 
-    fn run(&self, input: Value, deadline: Instant, cancel: CancellationToken) -> ToolFuture<'_> {
+    fn run(&self, input: Value, call: Call) -> ToolFuture<'_> {
         Box::pin(async move {
             let shape = r#"{"path": "notes.md", "content": "..."}"#;
             let input: WriteInput = match parse("write", input, shape) {
@@ -466,7 +466,7 @@ impl Tool for WriteTool {
                 Err(out) => return out,
             };
             let conf = Arc::clone(&self.conf);
-            blocking(deadline, cancel, move || {
+            blocking(call.deadline, call.cancel, move || {
                 let (path, n) = (&input.path, input.content.len());
                 result(
                     write_file(&conf, path, input.content.as_bytes()).map(|existed| {
@@ -541,7 +541,7 @@ impl Tool for EditTool {
         })
     }
 
-    fn run(&self, input: Value, deadline: Instant, cancel: CancellationToken) -> ToolFuture<'_> {
+    fn run(&self, input: Value, call: Call) -> ToolFuture<'_> {
         Box::pin(async move {
             let shape = r#"{"path": "notes.md", "edits": [{"oldText": "...", "newText": "..."}]}"#;
             let mut input: EditInput = match parse("edit", input, shape) {
@@ -563,7 +563,7 @@ impl Tool for EditTool {
                 return ToolOutput::error(format!("no edits given; expected {shape}"));
             }
             let conf = Arc::clone(&self.conf);
-            blocking(deadline, cancel, move || {
+            blocking(call.deadline, call.cancel, move || {
                 result(edit_file(&conf, &input.path, &input.edits))
             })
             .await
@@ -780,6 +780,14 @@ mod tests {
         assert!(e.contains("denied"), "{e}");
     }
 
+    fn call(deadline: Instant, cancel: CancellationToken) -> Call {
+        Call {
+            session_key: crate::sessions::group_key("telegram", "-100"),
+            deadline,
+            cancel,
+        }
+    }
+
     #[tokio::test]
     async fn the_tools_take_openclaws_parameters() {
         let f = Fixture::new();
@@ -791,7 +799,10 @@ mod tests {
                 "write" => Box::new(WriteTool::new(Arc::clone(conf))),
                 _ => Box::new(EditTool::new(Arc::clone(conf))),
             };
-            async move { tool.run(input, deadline, CancellationToken::new()).await }
+            async move {
+                tool.run(input, call(deadline, CancellationToken::new()))
+                    .await
+            }
         };
         let out = run("write", json!({"path": "x.md", "content": "a b c\n"})).await;
         assert_eq!(out, ToolOutput::ok("created `x.md` (6 bytes)"));
@@ -821,7 +832,9 @@ mod tests {
         let cancelled = CancellationToken::new();
         cancelled.cancel();
         let read = ReadTool::new(Arc::clone(conf));
-        let out = read.run(json!({"path": "x.md"}), deadline, cancelled).await;
+        let out = read
+            .run(json!({"path": "x.md"}), call(deadline, cancelled))
+            .await;
         assert!(out.is_error, "{out:?}");
     }
 }

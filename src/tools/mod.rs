@@ -20,7 +20,7 @@ use crate::paths::Paths;
 
 pub use exec::ExecTool;
 pub use paths::Confinement;
-pub use registry::{Tool, ToolFuture, ToolOutput, Tools};
+pub use registry::{Call, Tool, ToolFuture, ToolOutput, Tools};
 
 /// The file tools' roots and denied paths from the config: the workspace, the allowed paths
 /// (unless `tools.fs.workspaceOnly`), `security.deniedPaths`, and always the state

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::provider::ToolSpec;
+use crate::sessions::SessionKey;
 
 /// What a tool run produced. `content` goes back to the model wrapped as untrusted data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,15 +39,26 @@ impl ToolOutput {
 /// A boxed tool future (object-safe form of `async fn`).
 pub type ToolFuture<'a> = Pin<Box<dyn Future<Output = ToolOutput> + Send + 'a>>;
 
-/// One tool. `run` must return by `deadline` and promptly once `cancel` fires; the loop
-/// also drops the future at either point, so a tool holding a child process must kill it
-/// on drop.
+/// What a tool run knows of the turn that made the call. Cheap to clone: one per call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The session whose turn made the call.
+    pub session_key: SessionKey,
+    /// The turn's deadline: the run must return by then.
+    pub deadline: Instant,
+    /// Fires when the turn is stopped (`/stop`, shutdown): the run must return promptly.
+    pub cancel: CancellationToken,
+}
+
+/// One tool. `run` must return by `call.deadline` and promptly once `call.cancel` fires;
+/// the loop also drops the future at either point, so a tool holding a child process must
+/// kill it on drop.
 pub trait Tool: Send + Sync {
     fn name(&self) -> &str;
     fn description(&self) -> &str;
     /// A JSON Schema object for the input.
     fn input_schema(&self) -> Value;
-    fn run(&self, input: Value, deadline: Instant, cancel: CancellationToken) -> ToolFuture<'_>;
+    fn run(&self, input: Value, call: Call) -> ToolFuture<'_>;
 }
 
 /// The tools offered to the model, by name.

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clawfort::agent::{AgentLoop, AgentSettings, Tool, ToolFuture, ToolOutput, AUTH_REPLY};
+use clawfort::agent::{AgentLoop, AgentSettings, Call, Tool, ToolFuture, ToolOutput, AUTH_REPLY};
 use clawfort::channel::{Agent, CommandContext, OwnerCommand, Recorded, Turn};
 use clawfort::config::DmScope;
 use clawfort::provider::{Api, Cost, ModelChain, ModelRef, ModelSpec, Providers};
@@ -63,12 +63,7 @@ impl Tool for Echo {
     fn input_schema(&self) -> Value {
         json!({"type": "object", "properties": {"text": {"type": "string"}}})
     }
-    fn run(
-        &self,
-        input: Value,
-        _deadline: tokio::time::Instant,
-        _cancel: CancellationToken,
-    ) -> ToolFuture<'_> {
+    fn run(&self, input: Value, _call: Call) -> ToolFuture<'_> {
         Box::pin(async move {
             let start = Instant::now();
             tokio::time::sleep(self.delay).await;
