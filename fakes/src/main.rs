@@ -19,7 +19,8 @@
 //!
 //! Every key but `telegram.token` (needed with `--telegram`) is optional. At run time a
 //! controller pushes updates with `POST http://TELEGRAM/_fake/updates` and reads the calls
-//! with `GET .../_fake/calls` (see the library's `control` module); `--record` also
+//! with `GET .../_fake/calls` (see the library's `control` module), and makes the model
+//! call tools with `POST http://MODEL/_fake/tool-calls` (see the `model` module); `--record` also
 //! appends every call to a JSON-lines file as it happens. Each server prints
 //! `listening: <kind> http://<addr>` on stdout once it accepts connections.
 

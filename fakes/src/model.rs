@@ -4,7 +4,13 @@
 //! The same server stands in for both APIs: the script sees the path
 //! (`/v1/messages` for Anthropic Messages, `.../chat/completions` for OpenAI) and answers
 //! in that API's format; [`canned`] does so for a fixed text.
+//!
+//! A controller can also play a model gone rogue: `POST /_fake/tool-calls` with
+//! `{"calls": [{"name": "read", "input": {"path": "../.env"}}, ...]}` queues one answer that
+//! calls those tools. The next chat request the script answers with success gets it instead
+//! of the script's answer, in that API's tool-call format; later ones get the script's again.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -90,9 +96,26 @@ impl Drop for Fake {
     }
 }
 
+/// A tool call a controller queued for the next chat answer.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedCall {
+    pub name: String,
+    pub input: Value,
+}
+
+/// The body of `POST /_fake/tool-calls`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Plan {
+    calls: Vec<PlannedCall>,
+}
+
 /// What one server shares with its connections.
 struct Shared {
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Queued tool-call answers, first in first out.
+    plans: Mutex<VecDeque<Vec<PlannedCall>>>,
     script: Box<Script>,
     recorder: Option<Recorder>,
     started: Instant,
@@ -116,6 +139,7 @@ impl Fake {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::new(Shared {
             seen: Arc::clone(&seen),
+            plans: Mutex::new(VecDeque::new()),
             script: Box::new(script),
             recorder,
             started: Instant::now(),
@@ -188,6 +212,19 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
             let seen = shared.seen.lock().unwrap();
             let calls: Vec<Value> = seen.iter().map(|s| seen_json(s, shared.started)).collect();
             control::json(200, &Value::Array(calls))
+        } else if path == "/_fake/tool-calls" && req.method() == hyper::Method::POST {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+            match body.map(|b| serde_json::from_slice::<Plan>(&b)) {
+                Ok(Ok(plan)) if !plan.calls.is_empty() => {
+                    let mut plans = shared.plans.lock().unwrap();
+                    plans.push_back(plan.calls);
+                    control::json(200, &json!({"queued": plans.len()}))
+                }
+                _ => control::json(
+                    400,
+                    &json!({"error": "expected {\"calls\": [{\"name\": ..., \"input\": {...}}, ...]} with at least one call"}),
+                ),
+            }
         } else {
             control::not_found(&path)
         };
@@ -227,6 +264,24 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
             tokio::time::sleep(delay).await;
         }
         reply = *inner;
+    }
+    if let Reply::Json(200, _, _) = reply {
+        let chat = seen.method == "POST"
+            && (seen.path.ends_with("/v1/messages") || seen.path.ends_with("/chat/completions"));
+        let plan = chat
+            .then(|| shared.plans.lock().unwrap().pop_front())
+            .flatten();
+        if let Some(calls) = plan {
+            let model = seen.json()["model"]
+                .as_str()
+                .unwrap_or("fake-model")
+                .to_owned();
+            reply = ok(if seen.path.ends_with("/v1/messages") {
+                anthropic_tool_use(&model, n, &calls)
+            } else {
+                openai_tool_calls(&model, n, &calls)
+            });
+        }
     }
     let response = respond(reply).await;
     shared.seen.lock().unwrap()[n].answered = Some(Instant::now());
@@ -402,6 +457,45 @@ pub fn openai_text(canned: &Canned, n: usize) -> Value {
                      "finish_reason": "stop"}],
         "usage": {"prompt_tokens": canned.input_tokens, "completion_tokens": canned.output_tokens,
                   "total_tokens": canned.input_tokens + canned.output_tokens}
+    })
+}
+
+/// An Anthropic Messages answer that calls `calls` (`stop_reason: tool_use`).
+pub fn anthropic_tool_use(model: &str, n: usize, calls: &[PlannedCall]) -> Value {
+    let content: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({"type": "tool_use", "id": format!("toolu_fake{n:06}_{i}"),
+                   "name": c.name, "input": c.input})
+        })
+        .collect();
+    json!({
+        "id": format!("msg_fake{n:06}"), "type": "message", "role": "assistant",
+        "model": model, "content": content,
+        "stop_reason": "tool_use", "stop_sequence": null,
+        "usage": {"input_tokens": 10, "output_tokens": 5}
+    })
+}
+
+/// An OpenAI chat completion that calls `calls` (`finish_reason: tool_calls`; the arguments
+/// are a JSON string, as the API sends them).
+pub fn openai_tool_calls(model: &str, n: usize, calls: &[PlannedCall]) -> Value {
+    let tool_calls: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({"id": format!("call_fake{n:06}_{i}"), "type": "function",
+                   "function": {"name": c.name, "arguments": c.input.to_string()}})
+        })
+        .collect();
+    json!({
+        "id": format!("chatcmpl-fake{n:06}"), "object": "chat.completion", "created": 1767225600,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                                             "tool_calls": tool_calls},
+                     "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
     })
 }
 

@@ -2,6 +2,7 @@
 //! answers, updates pushed at run time, the calls read back over the control API and from
 //! the record file.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -58,6 +59,33 @@ fn call(
     (status, serde_json::from_str(body).unwrap())
 }
 
+/// Starts the binary with `args` and `script`; its servers' addresses by kind.
+fn start(
+    args: &[&str],
+    script: &std::path::Path,
+    record: Option<&std::path::Path>,
+) -> (Fakes, HashMap<String, SocketAddr>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clawfort-fakes"));
+    command.args(args).arg("--script").arg(script);
+    if let Some(record) = record {
+        command.arg("--record").arg(record);
+    }
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let fakes = Fakes(child);
+    let servers = args.iter().filter(|a| a.starts_with("--")).count();
+    let mut addrs = HashMap::new();
+    for line in BufReader::new(stdout).lines().take(servers) {
+        let line = line.unwrap();
+        let (kind, url) = line
+            .strip_prefix("listening: ")
+            .and_then(|rest| rest.split_once(" http://"))
+            .unwrap_or_else(|| panic!("unexpected line {line}"));
+        addrs.insert(kind.to_owned(), url.parse::<SocketAddr>().unwrap());
+    }
+    (fakes, addrs)
+}
+
 #[test]
 fn scripted_answers_pushed_updates_and_recorded_calls() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,26 +102,11 @@ fn scripted_answers_pushed_updates_and_recorded_calls() {
         .to_string(),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clawfort-fakes"))
-        .args(["--openai", "127.0.0.1:0", "--telegram", "127.0.0.1:0"])
-        .arg("--script")
-        .arg(&script)
-        .arg("--record")
-        .arg(&record)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let fakes = Fakes(child);
-    let mut addrs = std::collections::HashMap::new();
-    for line in BufReader::new(stdout).lines().take(2) {
-        let line = line.unwrap();
-        let (kind, url) = line
-            .strip_prefix("listening: ")
-            .and_then(|rest| rest.split_once(" http://"))
-            .unwrap_or_else(|| panic!("unexpected line {line}"));
-        addrs.insert(kind.to_owned(), url.parse::<SocketAddr>().unwrap());
-    }
+    let (fakes, addrs) = start(
+        &["--openai", "127.0.0.1:0", "--telegram", "127.0.0.1:0"],
+        &script,
+        Some(&record),
+    );
     let (model, telegram) = (addrs["model"], addrs["telegram"]);
     let bot = |method: &str| format!("/bot{TOKEN}/{method}");
 
@@ -225,4 +238,82 @@ fn a_bad_script_is_an_error_naming_the_file() {
     assert!(!out.status.success());
     assert!(stderr.contains("script.json is not valid"), "{stderr}");
     assert!(stderr.contains("unknown field `txt`"), "{stderr}");
+}
+
+/// A controller plays a rogue model: queued tool calls answer the next chat request, in that
+/// API's format, once; a malformed plan is refused.
+#[test]
+fn queued_tool_calls_answer_the_next_chat_request_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.json");
+    std::fs::write(
+        &script,
+        json!({"model": {"text": "Done.", "apiKey": KEY}}).to_string(),
+    )
+    .unwrap();
+    let (_fakes, addrs) = start(&["--model", "127.0.0.1:0"], &script, None);
+    let model = addrs["model"];
+    let plan = |calls: Value| {
+        call(
+            model,
+            "POST",
+            "/_fake/tool-calls",
+            &[],
+            &json!({"calls": calls}),
+        )
+    };
+    let read = json!([{"name": "read", "input": {"path": "../.env"}},
+                      {"name": "exec", "input": {"command": "cat /etc/shadow"}}]);
+    assert_eq!(plan(read.clone()), (200, json!({"queued": 1})));
+    assert_eq!(plan(read).0, 200);
+    assert_eq!(plan(json!([])).0, 400);
+    let (status, _) = call(
+        model,
+        "POST",
+        "/_fake/tool-calls",
+        &[],
+        &json!({"calls": [{"nme": "x"}]}),
+    );
+    assert_eq!(status, 400);
+
+    let anthropic = [
+        &format!("x-api-key: {KEY}") as &str,
+        "anthropic-version: 2023-06-01",
+    ];
+    let messages =
+        json!({"model": "m1", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]});
+    // A wrong key gets the script's 401, and the plan stays queued.
+    let (status, _) = call(
+        model,
+        "POST",
+        "/v1/messages",
+        &["x-api-key: wrong"],
+        &messages,
+    );
+    assert_eq!(status, 401);
+    let (status, answer) = call(model, "POST", "/v1/messages", &anthropic, &messages);
+    assert_eq!(status, 200);
+    assert_eq!(answer["stop_reason"], "tool_use", "{answer}");
+    assert_eq!(answer["model"], "m1");
+    assert_eq!(answer["content"][0]["type"], "tool_use");
+    assert_eq!(answer["content"][0]["name"], "read");
+    assert_eq!(answer["content"][0]["input"], json!({"path": "../.env"}));
+    assert_eq!(answer["content"][1]["name"], "exec");
+    assert_ne!(answer["content"][0]["id"], answer["content"][1]["id"]);
+
+    let bearer = format!("Authorization: Bearer {KEY}");
+    let chat = json!({"model": "m2", "messages": [{"role": "user", "content": "hi"}]});
+    let (_, answer) = call(model, "POST", "/v1/chat/completions", &[&bearer], &chat);
+    let choice = &answer["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{answer}");
+    let first = &choice["message"]["tool_calls"][0];
+    assert_eq!(first["type"], "function");
+    assert_eq!(first["function"]["name"], "read");
+    let arguments: Value =
+        serde_json::from_str(first["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(arguments, json!({"path": "../.env"}));
+
+    // The queue is empty: the script's text again.
+    let (_, answer) = call(model, "POST", "/v1/chat/completions", &[&bearer], &chat);
+    assert_eq!(answer["choices"][0]["message"]["content"], "Done.");
 }
