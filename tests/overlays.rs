@@ -513,6 +513,16 @@ fn the_default_gateway_config_is_accepted_by_the_gateway() {
     );
     assert_eq!(config.sandbox_mode, SandboxMode::All);
     assert!(!config.auto_approve);
+    // The agent's workspace is the directory the image makes and the unit maps in, outside
+    // the state directory (OpenClaw's default ~/.openclaw/workspace would be inside it).
+    let home = PathBuf::from(std::env::var_os("HOME").expect("HOME is set"));
+    assert_eq!(config.agent_workspace, Some(home.join("workspace")));
+    assert!(
+        files["/etc/systemd/system/clawfort.service"]
+            .lines()
+            .any(|l| l == "BindPaths=-/home/openclaw/workspace"),
+        "the gateway unit does not map the agent's workspace"
+    );
     for denied in ["/etc", "/root"] {
         assert!(
             config
