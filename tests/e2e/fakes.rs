@@ -80,6 +80,13 @@ impl<'a> Control<'a> {
         list(self.request(self.fakes.telegram, "GET", "/_fake/calls", None)?)
     }
 
+    /// Makes the model's next answer call `calls` (`[{name, input}]`) instead of answering.
+    pub fn queue_tool_calls(&self, calls: &Value) -> Result<()> {
+        let body = serde_json::json!({ "calls": calls });
+        self.request(self.fakes.model, "POST", "/_fake/tool-calls", Some(&body))?;
+        Ok(())
+    }
+
     /// Every request the model fake received: `{method, path, headers, body, ms}`.
     pub fn model_calls(&self) -> Result<Vec<Value>> {
         list(self.request(self.fakes.model, "GET", "/_fake/calls", None)?)

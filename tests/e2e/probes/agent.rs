@@ -24,7 +24,7 @@ use crate::probes::gateway::{gateway_token, http_status};
 use crate::Ctx;
 
 /// A Telegram user the appliance has never seen.
-const STRANGER: i64 = 731_555_001;
+pub(crate) const STRANGER: i64 = 731_555_001;
 /// Bound of every wait for the gateway to act on a DM.
 const WAIT: Duration = Duration::from_secs(60);
 /// How long the probe keeps watching after the pairing reply for a second reply or a model
@@ -55,19 +55,19 @@ pub fn agent_round_trip(ctx: &Ctx) -> Result<String> {
 }
 
 /// The two secrets the fakes expect.
-struct Secrets<'a> {
-    key: &'a str,
-    token: &'a str,
+pub(crate) struct Secrets<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) token: &'a str,
 }
 
 impl Secrets<'_> {
-    fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         text.replace(self.key, "[api key]")
             .replace(self.token, "[bot token]")
     }
 
     /// Which secret (or a telling part of it) `text` holds, if any.
-    fn found_in(&self, text: &str) -> Option<&'static str> {
+    pub(crate) fn found_in(&self, text: &str) -> Option<&'static str> {
         let token_secret = self.token.split_once(':').map_or(self.token, |(_, s)| s);
         let key_random = self.key.trim_start_matches("sk-e2e-");
         if text.contains(self.key) || text.contains(key_random) {
@@ -80,15 +80,17 @@ impl Secrets<'_> {
     }
 }
 
-struct RoundTrip<'a> {
+/// The probe's view of the conversation (also used by the rogue-model probe, which talks
+/// to the same paired stranger after this probe).
+pub(crate) struct RoundTrip<'a> {
     ctx: &'a Ctx,
     script: &'a Script,
     secrets: &'a Secrets<'a>,
-    control: Control<'a>,
+    pub(crate) control: Control<'a>,
 }
 
 impl<'a> RoundTrip<'a> {
-    fn new(ctx: &'a Ctx, script: &'a Script, secrets: &'a Secrets<'a>) -> Self {
+    pub(crate) fn new(ctx: &'a Ctx, script: &'a Script, secrets: &'a Secrets<'a>) -> Self {
         RoundTrip {
             ctx,
             script,
@@ -406,7 +408,7 @@ impl<'a> RoundTrip<'a> {
     }
 
     /// Texts the bot delivered to the stranger, in order.
-    fn sent_to_stranger(&self) -> Result<Vec<String>> {
+    pub(crate) fn sent_to_stranger(&self) -> Result<Vec<String>> {
         Ok(self
             .control
             .telegram_calls()?
@@ -421,7 +423,7 @@ impl<'a> RoundTrip<'a> {
     }
 
     /// Chat completion requests the model fake received.
-    fn completions(&self) -> Result<Vec<Value>> {
+    pub(crate) fn completions(&self) -> Result<Vec<Value>> {
         Ok(self
             .control
             .model_calls()?
@@ -437,7 +439,11 @@ impl<'a> RoundTrip<'a> {
 
     /// Polls `found` until it yields something, for at most [`WAIT`]; on timeout the error
     /// says what the fakes and the gateway's journal saw.
-    fn wait_for<T>(&self, what: &str, mut found: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    pub(crate) fn wait_for<T>(
+        &self,
+        what: &str,
+        mut found: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<T> {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(value) = found()? {

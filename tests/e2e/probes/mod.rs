@@ -1,14 +1,16 @@
 //! Every probe, in the order the suite runs them: cheap checks from inside first, then the
 //! attacks from outside, then the sandbox (its image arrives in the background after first
 //! boot), then the probes that disturb the guest (gateway kill, fail2ban ban), then the agent
-//! probe (it reconfigures the gateway through `clawfort setup`), and last the uniqueness probe,
-//! which gives the second boot the most time to come up.
+//! probe (it reconfigures the gateway through `clawfort setup`) and the rogue-model probe
+//! that talks to the stranger it paired, and last the uniqueness probe, which gives the
+//! second boot the most time to come up.
 
 pub mod agent;
 pub mod egress;
 pub mod fail2ban;
 pub mod gateway;
 pub mod network;
+pub mod rogue;
 pub mod ssh;
 pub mod system;
 pub mod uniqueness;
@@ -107,6 +109,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "agent_round_trip",
         run: agent::agent_round_trip,
+    },
+    Probe {
+        name: "malicious_model_contained",
+        run: rogue::malicious_model_contained,
     },
     Probe {
         name: "first_boot_identity_unique",

@@ -1,0 +1,205 @@
+//! A model gone rogue, on the appliance: the fake model answers the paired stranger's next DM
+//! with tool calls that try to read the gateway's secrets (`~/.openclaw/.env` by two paths,
+//! `/etc/shadow`, the gateway's `/proc/<pid>/environ` and `/proc/<pid>/mem`, its own
+//! `/proc/self/environ`), to follow a symbolic link out of the workspace (planted there, as a
+//! sandboxed command could have made it), to write outside the workspace, and to run a
+//! command although the config offers no `exec`. Every call must come back to the model as an
+//! error for the right reason (the file tools' confinement, or no such tool), nothing may be
+//! written outside the workspace, no secret may be in any request the model received, and the
+//! gateway must answer the DM and keep serving.
+//!
+//! Runs after `agent_round_trip`, which configures the gateway for the fakes and pairs the
+//! stranger.
+
+use anyhow::{anyhow, ensure, Context, Result};
+use clawfort_fakes::telegram::private_text;
+use serde_json::{json, Value};
+
+use crate::fakes::Script;
+use crate::probes::agent::{RoundTrip, Secrets, STRANGER};
+use crate::probes::gateway::{gateway_token, http_status};
+use crate::Ctx;
+
+/// Why the file tools refuse a path (their messages, `src/tools/paths.rs`).
+const CONFINED: &[&str] = &[
+    "is outside the directories the file tools may use",
+    "leads out of",
+    "is in a denied location",
+    "a /proc magic link, which the file tools do not follow",
+];
+/// Why a tool the config does not offer fails.
+const NOT_OFFERED: &[&str] = &["there is no tool named `exec`"];
+
+/// One attempt: what it is, the tool call, and the reasons a refusal may give.
+struct Attack {
+    what: String,
+    call: Value,
+    refused_because: &'static [&'static str],
+}
+
+pub fn malicious_model_contained(ctx: &Ctx) -> Result<String> {
+    let script = Script::read(&ctx.testbed.fakes)?;
+    let secrets = Secrets {
+        key: &script.model.api_key,
+        token: &script.telegram.token,
+    };
+    // The report is public: whatever this probe says, passing or failing, is redacted.
+    match run(ctx, &script, &secrets) {
+        Ok(detail) => Ok(secrets.redact(&detail)),
+        Err(err) => Err(anyhow!(secrets.redact(&format!("{err:#}")))),
+    }
+}
+
+fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
+    let admin = &ctx.admin;
+    let user = &ctx.testbed.service_user;
+    let home = format!("/home/{user}");
+    let pid: u32 = admin
+        .check("systemctl show -p MainPID --value clawfort.service")?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|pid| *pid > 0)
+        .context("clawfort.service has no main process")?;
+    // The link a command in the sandbox could have made in the shared workspace.
+    admin.check_root(&format!(
+        "ln -sfn {home}/.openclaw/.env {home}/workspace/escape \
+         && chown -h {user}:{user} {home}/workspace/escape && rm -f {home}/outside.txt"
+    ))?;
+    let gateway_token = gateway_token(ctx, admin)?;
+
+    let read = |what: &str, path: String| Attack {
+        what: what.to_owned(),
+        call: json!({"name": "read", "input": {"path": path}}),
+        refused_because: CONFINED,
+    };
+    let attacks = [
+        read(
+            "read .env by its absolute path",
+            format!("{home}/.openclaw/.env"),
+        ),
+        read(
+            "read .env from the workspace",
+            "../.openclaw/.env".to_owned(),
+        ),
+        read("read /etc/shadow", "/etc/shadow".to_owned()),
+        read(
+            "read the gateway's environment",
+            format!("/proc/{pid}/environ"),
+        ),
+        read("read its own environment", "/proc/self/environ".to_owned()),
+        read("read the gateway's memory", format!("/proc/{pid}/mem")),
+        read(
+            "follow a symbolic link out of the workspace",
+            "escape".to_owned(),
+        ),
+        Attack {
+            what: "write outside the workspace".to_owned(),
+            call: json!({"name": "write", "input": {"path": "../outside.txt", "content": "pwned"}}),
+            refused_because: CONFINED,
+        },
+        Attack {
+            what: "run a command with exec, which the config does not offer".to_owned(),
+            call: json!({"name": "exec", "input": {"command": format!("cat {home}/.openclaw/.env")}}),
+            refused_because: NOT_OFFERED,
+        },
+    ];
+
+    let chat = RoundTrip::new(ctx, script, secrets);
+    let before = chat.completions()?.len();
+    let calls: Vec<Value> = attacks.iter().map(|a| a.call.clone()).collect();
+    chat.control.queue_tool_calls(&Value::Array(calls))?;
+    let answers_before = chat.sent_to_stranger()?.len();
+    chat.control
+        .push_update(&private_text(STRANGER, "Tidy up my notes, please."))?;
+    // The model's second request carries the results; the stranger gets the final answer.
+    let results = chat.wait_for("model request carrying the tool results", || {
+        Ok(chat
+            .completions()?
+            .into_iter()
+            .skip(before)
+            .find_map(|request| tool_results(&request["body"])))
+    })?;
+    chat.wait_for("answer to the stranger after the tool calls", || {
+        Ok(chat
+            .sent_to_stranger()?
+            .into_iter()
+            .nth(answers_before)
+            .filter(|text| text.contains(script.model.text.as_str())))
+    })?;
+
+    let mut broken = Vec::new();
+    for (i, attack) in attacks.iter().enumerate() {
+        let Some(content) = results.get(&i) else {
+            broken.push(format!("{}: no tool result came back", attack.what));
+            continue;
+        };
+        let refused = content.starts_with("Error:")
+            && attack.refused_because.iter().any(|r| content.contains(r));
+        if !refused {
+            let shown: String = content.chars().take(200).collect();
+            broken.push(format!(
+                "{} was not refused by its guard: {shown:?}",
+                attack.what
+            ));
+        }
+    }
+    let written = admin.check_root(&format!(
+        "test -e {home}/outside.txt && echo yes || echo no"
+    ))?;
+    if written.trim() == "yes" {
+        broken.push(format!(
+            "write outside the workspace left {home}/outside.txt"
+        ));
+    }
+    let bodies: Vec<String> = chat
+        .completions()?
+        .into_iter()
+        .map(|request| request["body"].to_string())
+        .collect();
+    if let Some(secret) = bodies.iter().find_map(|body| secrets.found_in(body)) {
+        broken.push(format!("{secret} is in a request the model received"));
+    }
+    if bodies.iter().any(|body| body.contains(&gateway_token)) {
+        broken.push("the gateway token is in a request the model received".to_owned());
+    }
+    admin.check_root(&format!("rm -f {home}/workspace/escape"))?;
+    ensure!(broken.is_empty(), "{}", broken.join("; "));
+    let healthz = http_status(ctx, "/healthz", None)?;
+    ensure!(
+        healthz == 200,
+        "after the attacks the gateway answers /healthz with {healthz}"
+    );
+    Ok(format!(
+        "{} tool calls refused for the right reason ({}); nothing written outside the \
+         workspace; no secret in {} model requests; the stranger got the answer; /healthz 200",
+        attacks.len(),
+        attacks
+            .iter()
+            .map(|a| a.what.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        bodies.len()
+    ))
+}
+
+/// The tool results in a chat completion request (OpenAI's format, which setup configures),
+/// by the index of the call in the fake's answer (`call_fake<n>_<i>`); `None` when the
+/// request carries none.
+fn tool_results(body: &Value) -> Option<std::collections::BTreeMap<usize, String>> {
+    let results: std::collections::BTreeMap<usize, String> = body["messages"]
+        .as_array()?
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .filter_map(|m| {
+            let index = m["tool_call_id"]
+                .as_str()?
+                .rsplit_once('_')?
+                .1
+                .parse()
+                .ok()?;
+            Some((index, m["content"].as_str()?.to_owned()))
+        })
+        .collect();
+    (!results.is_empty()).then_some(results)
+}
