@@ -25,14 +25,18 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 ];
 
 /// Root shell scripts run on the weakened guest before probing: the gateway's own config is
-/// switched to a LAN bind (and the gateway restarted), a service listens on port 8080 with no
-/// firewall in front of it, the config approves every new sender on the spot
+/// given the file tools the whole home, `/etc` and `/proc` (`security.allowedPaths`, no
+/// `deniedPaths`) and switched to a LAN bind (and the gateway restarted), a service listens
+/// on port 8080 with no firewall in front of it, the config approves every new sender on the spot
 /// (`pairing.autoApprove`, which `clawfort setup` keeps when the agent probe runs it), and a
 /// drop-in lets the gateway call the fakes' address directly instead of through the egress
 /// proxy (only that address: the gateway port must stay unreachable from the scanner, or the
 /// scan would fail for more than the listener on 8080), and another makes the egress proxy
 /// take its allow list from the service user's `openclaw.json` instead of root's file.
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
+    "sed -i 's|deniedPaths: \\[.*\\]|allowedPaths: [\"/home/openclaw\", \"/etc\", \"/proc\"], deniedPaths: []|' \
+        /home/openclaw/.openclaw/openclaw.json \
+     && grep -q 'allowedPaths: \\[\"/home/openclaw\"' /home/openclaw/.openclaw/openclaw.json",
     "sed -i 's/bind: \"loopback\"/bind: \"lan\"/' /home/openclaw/.openclaw/openclaw.json \
      && grep -q 'bind: \"lan\"' /home/openclaw/.openclaw/openclaw.json \
      && systemctl restart clawfort.service \
@@ -74,6 +78,10 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     (
         "egress_proxy_allow_list",
         "the gateway's user widened the proxy's allow list",
+    ),
+    (
+        "malicious_model_contained",
+        "read its own environment was not refused",
     ),
 ];
 
