@@ -69,6 +69,13 @@ pub enum PathError {
     NotFound { path: String },
     #[error("`{path}`: a part of it before the last is not a directory")]
     NotDirectory { path: String },
+    /// `openat2` is missing: a kernel before 5.6, or a seccomp filter (systemd's
+    /// `RestrictSUIDSGID=` fails it with ENOSYS). Nothing is opened any other way.
+    #[error(
+        "`{path}`: the file tools cannot work here: the kernel refuses openat2 (Linux 5.6 or \
+         newer is needed, and a service manager's RestrictSUIDSGID= filter blocks it)"
+    )]
+    NoOpenat2 { path: String },
     #[error("`{path}`: {message}")]
     Other { path: String, message: String },
 }
@@ -84,6 +91,7 @@ impl PathError {
             Errno::LOOP => Self::Loop { path },
             Errno::NOENT => Self::NotFound { path },
             Errno::NOTDIR => Self::NotDirectory { path },
+            Errno::NOSYS => Self::NoOpenat2 { path },
             e => Self::Other {
                 path,
                 message: std::io::Error::from(e).to_string(),
