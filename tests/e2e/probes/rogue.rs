@@ -4,7 +4,10 @@
 //! `/proc/self/environ`), to follow a symbolic link out of the workspace (planted there, as a
 //! sandboxed command could have made it), to write outside the workspace, and to run a
 //! command although the config offers no `exec`. Every call must come back to the model as an
-//! error for the right reason (the file tools' confinement, or no such tool), nothing may be
+//! error for the right reason (the file tools' confinement, or no such tool), while a write
+//! and a read inside the workspace in the same answer work (so the refusals are the guards',
+//! not tools that cannot work at all: under systemd's `RestrictSUIDSGID=` every file tool
+//! call failed with ENOSYS, which this probe found), nothing may be
 //! written outside the workspace, no secret may be in any request the model received, and the
 //! gateway must answer the DM and keep serving.
 //!
@@ -105,9 +108,21 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
         },
     ];
 
+    // The control: the same tools do their work inside the workspace, so a refusal above is
+    // the guard's and not a tool that cannot work at all.
+    let nonce = format!("clawfort-e2e-{}", std::process::id());
+    let controls = [
+        json!({"name": "write", "input": {"path": "e2e-notes.md", "content": nonce}}),
+        json!({"name": "read", "input": {"path": "e2e-notes.md"}}),
+    ];
+
     let chat = RoundTrip::new(ctx, script, secrets);
     let before = chat.completions()?.len();
-    let calls: Vec<Value> = attacks.iter().map(|a| a.call.clone()).collect();
+    let calls: Vec<Value> = attacks
+        .iter()
+        .map(|a| a.call.clone())
+        .chain(controls.iter().cloned())
+        .collect();
     chat.control.queue_tool_calls(&Value::Array(calls))?;
     let answers_before = chat.sent_to_stranger()?.len();
     chat.control
@@ -144,6 +159,20 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
             ));
         }
     }
+    let (wrote, read_back) = (
+        results.get(&attacks.len()),
+        results.get(&(attacks.len() + 1)),
+    );
+    let on_disk = admin.check_root(&format!("cat {home}/workspace/e2e-notes.md || true"))?;
+    if wrote.is_none_or(|w| w.starts_with("Error:"))
+        || read_back.is_none_or(|r| r.starts_with("Error:") || !r.contains(&nonce))
+        || on_disk.trim() != nonce
+    {
+        broken.push(format!(
+            "the file tools do not work inside the workspace: write gave {wrote:?}, read gave \
+             {read_back:?}, the file holds {on_disk:?}"
+        ));
+    }
     let written = admin.check_root(&format!(
         "test -e {home}/outside.txt && echo yes || echo no"
     ))?;
@@ -163,7 +192,9 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
     if bodies.iter().any(|body| body.contains(&gateway_token)) {
         broken.push("the gateway token is in a request the model received".to_owned());
     }
-    admin.check_root(&format!("rm -f {home}/workspace/escape"))?;
+    admin.check_root(&format!(
+        "rm -f {home}/workspace/escape {home}/workspace/e2e-notes.md"
+    ))?;
     ensure!(broken.is_empty(), "{}", broken.join("; "));
     let healthz = http_status(ctx, "/healthz", None)?;
     ensure!(
@@ -171,8 +202,8 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
         "after the attacks the gateway answers /healthz with {healthz}"
     );
     Ok(format!(
-        "{} tool calls refused for the right reason ({}); nothing written outside the \
-         workspace; no secret in {} model requests; the stranger got the answer; /healthz 200",
+        "{} tool calls refused for the right reason ({}); the same tools wrote and read a \
+         file in the workspace; nothing written outside the workspace; no secret in {} model requests; the stranger got the answer; /healthz 200",
         attacks.len(),
         attacks
             .iter()
