@@ -26,8 +26,6 @@ pub struct Daemon {
     /// Owned by the test user: the runtime dir, data root, state and workspaces.
     pub base: tempfile::TempDir,
     pub socket: PathBuf,
-    pub uid: u32,
-    pub gid: u32,
 }
 
 fn user_ids(name: &str) -> Option<(u32, u32)> {
@@ -110,8 +108,6 @@ impl Daemon {
             child,
             base,
             socket,
-            uid,
-            gid,
         };
         daemon.wait_ready()?;
         daemon.import_image()?;
