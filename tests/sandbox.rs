@@ -8,11 +8,13 @@ mod daemon;
 use std::path::Path;
 use std::time::Duration;
 
-use clawfort::config::{DmScope, SandboxConfig, SandboxScope, WorkspaceAccess};
-use clawfort::confine::{Ending, Outcome, OUTPUT_CAP};
+use clawfort::config::{DmScope, SandboxConfig, SandboxMode, SandboxScope, WorkspaceAccess};
+use clawfort::confine::{Ending, Outcome, Policy, OUTPUT_CAP};
 use clawfort::sandbox::Sandbox;
 use clawfort::sessions::{direct_key, SessionKey};
+use clawfort::tools::{Call, ExecTool, Tool};
 use daemon::{Daemon, IMAGE};
+use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +70,7 @@ async fn the_sandbox_against_a_rootless_daemon() {
     };
     let s = sandbox(&d, config());
     a_command_runs_isolated(&d, &s).await;
+    the_exec_tool_picks_the_sandbox_by_session(&d).await;
     limits_hold(&s).await;
     output_is_capped_and_timeouts_remove_the_container(&d, &s).await;
     workspace_access_rw_shares_the_agent_workspace(&d).await;
@@ -128,6 +131,44 @@ async fn a_command_runs_isolated(d: &Daemon, s: &Sandbox) {
         .map(|e| e.unwrap().path().join("made"))
         .collect();
     assert!(made.iter().any(|p| p.exists()), "{made:?}");
+}
+
+/// `mode: "non-main"`: a peer's `exec` runs in the container, the main session's on the
+/// host (where, as root, confinement refuses it: proof it never reached the container).
+async fn the_exec_tool_picks_the_sandbox_by_session(d: &Daemon) {
+    let workspace = d.base.path().join("agent");
+    let policy = Policy::new(&workspace, &[], &[]).unwrap();
+    let tool = ExecTool::new(policy, Some(Duration::from_secs(30)))
+        .with_sandbox(sandbox(d, config()), SandboxMode::NonMain);
+    let call = |key: SessionKey| Call {
+        session_key: key,
+        deadline: Instant::now() + Duration::from_secs(60),
+        cancel: CancellationToken::new(),
+    };
+    let input = json!({"command": "echo uid=$(id -u) in $(pwd)"});
+    let peer = tool.run(input.clone(), call(session("1"))).await;
+    assert_eq!(
+        (peer.content.as_str(), peer.is_error),
+        ("uid=1000 in /workspace\n[exit code 0]", false)
+    );
+    let main = direct_key(DmScope::Main, "telegram", "default", "1");
+    let host = tool.run(input, call(main)).await;
+    assert!(
+        host.is_error && !host.content.contains("uid=1000"),
+        "{}",
+        host.content
+    );
+    let e = tool
+        .run(
+            json!({"command": "true", "workdir": "../.."}),
+            call(session("1")),
+        )
+        .await;
+    assert!(
+        e.is_error && e.content.contains("`workdir`"),
+        "{}",
+        e.content
+    );
 }
 
 async fn limits_hold(s: &Sandbox) {
