@@ -2,7 +2,8 @@
 //!
 //! Needs root (to start the daemon as the test user), Debian's `docker.io`, `rootlesskit`
 //! and `uidmap`, `busybox-static` for the test image, and an unprivileged user with
-//! subordinate id ranges (`useradd -m clawfort-sbx-test` adds them), named by
+//! subordinate id ranges (`useradd -m clawfort-sbx-test` adds them; `cargo xtask ci` as root
+//! installs the packages and adds that user), named by
 //! `CLAWFORT_SANDBOX_TEST_USER` or that default. Without one of these the caller skips with
 //! [`Daemon::start`]'s reason printed.
 //!
