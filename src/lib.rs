@@ -20,6 +20,7 @@ pub mod pairing;
 pub mod paths;
 pub mod provider;
 pub mod redact;
+pub mod sandbox;
 pub mod secret;
 pub mod sessions;
 pub mod setup;

@@ -214,7 +214,7 @@ pub fn prepare(
         .agent_workspace
         .clone()
         .unwrap_or_else(|| paths.state_dir.join("workspace"));
-    let exec = exec_tool(config, &workspace)?;
+    let exec = exec_tool(config, paths, &workspace)?;
     Ok(Some(Prepared {
         specs,
         primary,
@@ -239,6 +239,7 @@ pub fn prepare(
 /// Landlock, a gateway running as root) is logged at start and refused at each call.
 fn exec_tool(
     config: &Config,
+    paths: &Paths,
     workspace: &std::path::Path,
 ) -> Result<Option<Arc<crate::tools::ExecTool>>, ConfigError> {
     if config.exec.security != crate::config::ExecSecurity::Full {
@@ -251,7 +252,14 @@ fn exec_tool(
     )
     .map_err(|e| key_error("security", e))?;
     let timeout = config.exec.timeout_secs.map(Duration::from_secs);
-    Ok(Some(Arc::new(crate::tools::ExecTool::new(policy, timeout))))
+    let tool = crate::tools::ExecTool::new(policy, timeout);
+    if config.sandbox_mode == crate::config::SandboxMode::Off {
+        return Ok(Some(Arc::new(tool)));
+    }
+    let sandbox = crate::sandbox::Sandbox::from_config(config, paths, workspace)?;
+    Ok(Some(Arc::new(
+        tool.with_sandbox(sandbox, config.sandbox_mode),
+    )))
 }
 
 fn telegram_settings(

@@ -5,11 +5,11 @@
 //! host, confined by Landlock; see `confine`). The modes that need exec approvals
 //! (`allowlist`, and `ask`/`auto` of `mode`) and `ask: "always"` are refused at start until
 //! approvals exist, so a setting that promises a human check never runs commands unchecked.
-//! So is `full` while `agents.defaults.sandbox.mode` asks for the Docker sandbox, which
-//! clawfort does not have yet: host execution must be chosen with `mode: "off"`.
+//! Where a `full` command runs follows `agents.defaults.sandbox.mode`: in the Docker sandbox
+//! for the sessions it covers ([`crate::sandbox`]), on the host for the others.
 
 use super::reader::Section;
-use super::{ConfigError, SandboxMode};
+use super::ConfigError;
 
 /// OpenClaw's default command timeout (`tools.exec.timeoutSeconds`).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 1800;
@@ -20,7 +20,7 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 1800;
 pub enum ExecSecurity {
     /// No `exec` tool. The default.
     Deny,
-    /// The `exec` tool runs every command, confined on the host.
+    /// The `exec` tool runs every command, in the sandbox or confined on the host.
     Full,
 }
 
@@ -72,11 +72,7 @@ enum Ask {
 
 /// Reads `tools.exec` of the `tools` section; unsafe or unsupported choices go to
 /// `refusals`.
-pub fn read_exec(
-    tools: &mut Section,
-    sandbox: SandboxMode,
-    refusals: &mut Vec<ConfigError>,
-) -> ExecConfig {
+pub fn read_exec(tools: &mut Section, refusals: &mut Vec<ConfigError>) -> ExecConfig {
     let mut config = ExecConfig::default();
     if let Some(mut exec) = tools.section("exec") {
         let security = exec.choice("security", &SECURITY);
@@ -123,16 +119,6 @@ pub fn read_exec(
                         "tools.exec.ask",
                         "\"always\" needs exec approvals, which clawfort does not implement \
                          yet; set it to \"off\", or tools.exec.security to \"deny\"",
-                    ));
-                }
-                if sandbox != SandboxMode::Off {
-                    refusals.push(ConfigError::key(
-                        "tools.exec.security",
-                        "\"full\" runs commands on the host (confined by Landlock), but \
-                         agents.defaults.sandbox.mode asks for the Docker sandbox, which \
-                         clawfort does not implement yet; set agents.defaults.sandbox.mode \
-                         to \"off\" to accept host execution, or tools.exec.security to \
-                         \"deny\"",
                     ));
                 }
             }
@@ -201,12 +187,16 @@ mod tests {
     }
 
     #[test]
-    fn host_exec_needs_the_sandbox_off() {
-        let r = refusals(r#"{ tools: { exec: { security: "full" } } }"#);
-        assert!(
-            r.len() == 1 && r[0].contains("agents.defaults.sandbox.mode"),
-            "{r:?}"
-        );
+    fn full_with_the_sandbox_on_is_accepted() {
+        for mode in ["all", "non-main"] {
+            let text = format!(
+                r#"{{ tools: {{ exec: {{ security: "full" }} }},
+                     agents: {{ defaults: {{ sandbox: {{ mode: "{mode}" }} }} }} }}"#
+            );
+            let config = parse(&text).unwrap();
+            assert_eq!(config.exec.security, ExecSecurity::Full);
+            assert!(config.refusals.is_empty(), "{:?}", config.refusals);
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod exec;
 mod keys;
 pub(crate) mod nesting;
 mod reader;
+mod sandbox;
 mod tools;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ pub use env::EnvSource;
 pub use exec::{ExecConfig, ExecSecurity};
 pub use reader::did_you_mean;
 use reader::{Context, Section};
+pub use sandbox::{check_bind_source, BindMount, SandboxConfig, SandboxScope, WorkspaceAccess};
 pub use tools::{ToolPolicy, ToolProfile};
 
 use crate::paths::{expand_tilde, Paths};
@@ -246,6 +248,8 @@ pub struct Config {
     pub dm_scope: DmScope,
     pub security: SecurityConfig,
     pub sandbox_mode: SandboxMode,
+    /// The rest of `agents.defaults.sandbox`.
+    pub sandbox: SandboxConfig,
     /// `tools.exec`.
     pub exec: ExecConfig,
     /// `models.providers.<id>`.
@@ -391,22 +395,16 @@ impl Config {
         let security = read_security(root);
 
         let mut sandbox_mode = SandboxMode::NonMain;
+        let mut sandbox = SandboxConfig::default();
         let mut agent_model = None;
         let mut agent_workspace = None;
         if let Some(mut agents) = root.section("agents") {
             if let Some(mut defaults) = agents.section("defaults") {
-                if let Some(mut sandbox) = defaults.section("sandbox") {
-                    sandbox_mode = sandbox
-                        .choice(
-                            "mode",
-                            &[
-                                ("off", SandboxMode::Off),
-                                ("non-main", SandboxMode::NonMain),
-                                ("all", SandboxMode::All),
-                            ],
-                        )
-                        .unwrap_or(sandbox_mode);
-                    sandbox.finish();
+                if let Some(mut section) = defaults.section("sandbox") {
+                    let (mode, config) = sandbox::read_sandbox(&mut section);
+                    sandbox_mode = mode.unwrap_or(sandbox_mode);
+                    sandbox = config;
+                    section.finish();
                 }
                 agent_model = agent::read_agent_model(&mut defaults);
                 agent_workspace = agent::read_workspace(&mut defaults);
@@ -419,7 +417,7 @@ impl Config {
             None => (ToolPolicy::default(), ExecConfig::default()),
             Some(mut section) => {
                 let policy = tools::read_tool_policy(&mut section);
-                let exec = exec::read_exec(&mut section, sandbox_mode, refusals);
+                let exec = exec::read_exec(&mut section, refusals);
                 section.finish();
                 (policy, exec)
             }
@@ -435,6 +433,7 @@ impl Config {
             dm_scope,
             security,
             sandbox_mode,
+            sandbox,
             exec,
             providers,
             agent_model,

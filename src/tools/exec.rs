@@ -1,5 +1,6 @@
 //! The `exec` tool (OpenClaw's name and parameters `command`, `workdir`, `timeoutSeconds`):
-//! one shell command, confined on the host by [`crate::confine::run`].
+//! one shell command, in the Docker sandbox for the sessions `agents.defaults.sandbox.mode`
+//! covers ([`crate::sandbox`]), else confined on the host by [`crate::confine::run`].
 
 use std::time::Duration;
 
@@ -8,7 +9,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Call, Tool, ToolFuture, ToolOutput};
+use crate::config::SandboxMode;
 use crate::confine::{run, Ending, Outcome, Policy, OUTPUT_CAP};
+use crate::sandbox::{is_sandboxed, Sandbox};
+use crate::sessions::SessionKey;
 
 /// The `exec` tool; registered only with `tools.exec.security: "full"`.
 #[derive(Debug)]
@@ -16,14 +20,32 @@ pub struct ExecTool {
     policy: Policy,
     /// `tools.exec.timeoutSeconds`; `None`: only the turn's deadline.
     timeout: Option<Duration>,
+    /// The sandbox and the mode choosing which sessions use it; `None`: mode `off`.
+    sandbox: Option<(Sandbox, SandboxMode)>,
 }
 
 impl ExecTool {
     pub fn new(policy: Policy, timeout: Option<Duration>) -> Self {
-        Self { policy, timeout }
+        Self {
+            policy,
+            timeout,
+            sandbox: None,
+        }
     }
 
-    async fn exec(&self, input: Value, deadline: Instant, cancel: CancellationToken) -> ToolOutput {
+    /// Runs the commands of the sessions `mode` covers in `sandbox`.
+    pub fn with_sandbox(mut self, sandbox: Sandbox, mode: SandboxMode) -> Self {
+        self.sandbox = Some((sandbox, mode));
+        self
+    }
+
+    async fn exec(
+        &self,
+        input: Value,
+        session: &SessionKey,
+        deadline: Instant,
+        cancel: CancellationToken,
+    ) -> ToolOutput {
         let Some(command) = input["command"].as_str().filter(|c| !c.trim().is_empty()) else {
             return ToolOutput::error("`command` is required: the shell command to run");
         };
@@ -41,6 +63,21 @@ impl ExecTool {
                 }
             },
         };
+        let own_deadline = timeout.map(|t| Instant::now() + t);
+        let until = own_deadline.map_or(deadline, |d| d.min(deadline));
+        let own_timeout = timeout.filter(|_| own_deadline.is_some_and(|d| d <= deadline));
+        if let Some((sandbox, _)) = self
+            .sandbox
+            .as_ref()
+            .filter(|(_, mode)| is_sandboxed(*mode, session))
+        {
+            // Fail closed: a sandbox error is the call's answer, never a host run.
+            let workdir = input["workdir"].as_str();
+            return match sandbox.run(session, command, workdir, until, &cancel).await {
+                Ok(outcome) => report(&outcome, own_timeout),
+                Err(e) => ToolOutput::error(format!("the sandbox cannot run the command: {e}")),
+            };
+        }
         if let Err(e) = self.policy.ensure_workspace() {
             return ToolOutput::error(e);
         }
@@ -48,13 +85,8 @@ impl ExecTool {
             Ok(w) => w,
             Err(e) => return ToolOutput::error(e),
         };
-        let own_deadline = timeout.map(|t| Instant::now() + t);
-        let until = own_deadline.map_or(deadline, |d| d.min(deadline));
         match run(&self.policy, command, &workdir, until, &cancel).await {
-            Ok(outcome) => report(
-                &outcome,
-                timeout.filter(|_| own_deadline.is_some_and(|d| d <= deadline)),
-            ),
+            Ok(outcome) => report(&outcome, own_timeout),
             Err(e) => ToolOutput::error(e),
         }
     }
@@ -126,7 +158,10 @@ impl Tool for ExecTool {
     }
 
     fn run(&self, input: Value, call: Call) -> ToolFuture<'_> {
-        Box::pin(async move { self.exec(input, call.deadline, call.cancel).await })
+        Box::pin(async move {
+            self.exec(input, &call.session_key, call.deadline, call.cancel)
+                .await
+        })
     }
 }
 

@@ -58,6 +58,7 @@ pub fn run(args: Args) -> Result<()> {
         Ok(cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?)
     })?;
     step("cargo test", &|| {
+        sandbox_test_host(&sh)?;
         Ok(cmd!(sh, "cargo test --workspace").run()?)
     })?;
     if !args.no_image {
@@ -210,6 +211,33 @@ fn beside(sh: &Shell, foreground: &[&str], background: &[&str], log: &str) -> Re
         status.success(),
         "`{shown}` failed ({status}); full output in {log}"
     );
+    Ok(())
+}
+
+/// The test user `tests/sandbox.rs` starts its rootless Docker daemon as.
+const SANDBOX_TEST_USER: &str = "clawfort-sbx-test";
+
+/// Readies the host for the Docker sandbox test: its packages, and (as root) its
+/// unprivileged user, whose subordinate id ranges `useradd` adds. Not root: the test
+/// skips with its reason printed.
+fn sandbox_test_host(sh: &Shell) -> Result<()> {
+    if !crate::image::host_tools::is_root() {
+        return Ok(());
+    }
+    crate::image::host_tools::ensure(crate::image::host_tools::SANDBOX_TEST_TOOLS)?;
+    let exists = cmd!(sh, "id -u {SANDBOX_TEST_USER}")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok();
+    if !exists {
+        cmd!(
+            sh,
+            "useradd --create-home --shell /usr/sbin/nologin {SANDBOX_TEST_USER}"
+        )
+        .run()?;
+    }
     Ok(())
 }
 

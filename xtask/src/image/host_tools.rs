@@ -203,6 +203,17 @@ const E2E_NETWORK_TOOLS: &[HostTool] = &[
 /// `cargo xtask bench`'s load generator.
 pub const BENCH_TOOLS: &[HostTool] = &[tool("wrk", "wrk")];
 
+/// `cargo test`'s Docker sandbox test (`tests/sandbox.rs`): a rootless daemon started for a
+/// test user, and busybox for its image; `cargo xtask ci` installs them and adds the user.
+pub const SANDBOX_TEST_TOOLS: &[HostTool] = &[
+    tool("dockerd", "docker.io"),
+    tool("docker", "docker.io"),
+    tool("rootlesskit", "rootlesskit"),
+    tool("newuidmap", "uidmap"),
+    tool("/bin/busybox", "busybox-static"),
+    tool("useradd", "passwd"),
+];
+
 /// The tools that boot an image of `target` under QEMU.
 fn boot_groups(target: &str) -> Vec<ToolGroup> {
     let emulator: &[HostTool] = match target {

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{tools_on_host, Group, Purpose, ToolGroup, BENCH_TOOLS};
+use super::{tools_on_host, Group, Purpose, ToolGroup, BENCH_TOOLS, SANDBOX_TEST_TOOLS};
 use crate::image::config;
 
 mod scanner;
@@ -215,9 +215,13 @@ fn groups(target: &str, arch: &str, purpose: Purpose) -> Vec<ToolGroup> {
     tools_on_host(target, arch, BUILD_HOST, purpose).unwrap()
 }
 
-/// Every probe some command checks for some target, or `bench` checks.
+/// Every probe some command checks for some target, or `bench` or `ci` checks.
 fn every_listed_probe() -> BTreeSet<&'static str> {
-    let mut probes: BTreeSet<&str> = BENCH_TOOLS.iter().map(|t| t.probe).collect();
+    let mut probes: BTreeSet<&str> = BENCH_TOOLS
+        .iter()
+        .chain(SANDBOX_TEST_TOOLS)
+        .map(|t| t.probe)
+        .collect();
     for (name, arch) in targets() {
         for purpose in [Purpose::Build, Purpose::Boot, Purpose::Probe] {
             for group in groups(&name, &arch, purpose) {
