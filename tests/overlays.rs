@@ -512,6 +512,12 @@ fn the_default_gateway_config_is_accepted_by_the_gateway() {
         "the token must come from .env"
     );
     assert_eq!(config.sandbox_mode, SandboxMode::All);
+    // The image the first boot loads into the service user's rootless Docker.
+    let image = read_toml(&repo().join("image/clawfort.toml"))["sandbox"]["image"]
+        .as_str()
+        .expect("[sandbox].image")
+        .to_owned();
+    assert_eq!(config.sandbox.image, image);
     assert!(!config.auto_approve);
     // The agent's workspace is the directory the image makes and the unit maps in, outside
     // the state directory (OpenClaw's default ~/.openclaw/workspace would be inside it).
