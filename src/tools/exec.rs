@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::log::{Approval, Execution, Place, Status};
 use super::{Call, Tool, ToolFuture, ToolOutput};
 use crate::confine::{run, Ending, Outcome, Policy, OUTPUT_CAP};
 
@@ -89,9 +90,20 @@ fn report(outcome: &Outcome, own_timeout: Option<Duration>) -> ToolOutput {
         }
     };
     text.push_str(&ending);
+    let status = match outcome.ending {
+        Ending::Exited(code) => Status::Exited { code },
+        Ending::Signaled(signal) => Status::Signaled { signal },
+        Ending::TimedOut => Status::TimedOut,
+        Ending::Cancelled => Status::Cancelled,
+    };
     ToolOutput {
         content: text,
         is_error: outcome.ending != Ending::Exited(0),
+        execution: Some(Execution {
+            place: Place::Host,
+            status,
+            approval: Approval::None,
+        }),
     }
 }
 
@@ -134,7 +146,7 @@ impl Tool for ExecTool {
 mod tests {
     use std::time::Duration;
 
-    use super::{report, Ending, Outcome, OUTPUT_CAP};
+    use super::{report, Ending, Outcome, Place, Status, OUTPUT_CAP};
 
     fn outcome(ending: Ending, output: &[u8], total: u64) -> Outcome {
         Outcome {
@@ -156,6 +168,11 @@ mod tests {
         assert_eq!(
             (failed.content.as_str(), failed.is_error),
             ("[exit code 2]", true)
+        );
+        let ran = failed.execution.unwrap();
+        assert_eq!(
+            (ran.place, ran.status),
+            (Place::Host, Status::Exited { code: 2 })
         );
         let cut = report(
             &outcome(Ending::Exited(0), &[b'a'; OUTPUT_CAP], 100_000),
