@@ -3,6 +3,8 @@
 //! that does not exist, and each is one entry with its facts.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use clawfort_fakes::model::ok;
 use clawfort_fakes::telegram::private_text;
@@ -25,8 +27,17 @@ fn logs(dir: &std::path::Path, args: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tool_call_is_one_entry_of_the_execution_log() {
+    // When the model is asked again, the entries of the calls whose results it gets are
+    // already in the file: the log is written before a result goes back.
+    let log_file = Arc::new(OnceLock::<PathBuf>::new());
+    let lines_seen = Arc::new(Mutex::new(Vec::new()));
+    let (file, seen) = (Arc::clone(&log_file), Arc::clone(&lines_seen));
     let (_model, telegram, gw) = start(
-        |n, _| {
+        move |n, _| {
+            if let Some(file) = file.get() {
+                let lines = std::fs::read_to_string(file).map_or(0, |t| t.lines().count());
+                seen.lock().unwrap().push((n, lines));
+            }
             ok(match n {
                 0 => read_call(0, "notes.md"),
                 1 => read_call(1, "../.env"),
@@ -41,10 +52,15 @@ async fn every_tool_call_is_one_entry_of_the_execution_log() {
         "",
     )
     .await;
+    log_file.set(gw.path().join("logs/tools.jsonl")).unwrap();
     telegram.push(private_text(SENDER, "look around"));
     telegram
         .wait_until("the final answer", |t| !t.sent_to(SENDER).is_empty())
         .await;
+    assert_eq!(
+        *lines_seen.lock().unwrap(),
+        [(0, 0), (1, 1), (2, 2), (3, 3)]
+    );
 
     let entries = logs(gw.path(), &[]);
     let entries = entries.as_array().unwrap();
