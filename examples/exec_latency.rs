@@ -1,35 +1,64 @@
-//! Latency of one confined host `exec` of `true` (`/bin/sh -c true` under Landlock, rlimits,
-//! a clean environment and its own process group), against the same command spawned
-//! unconfined, both through tokio on one runtime. Run as the service user (root is refused):
+//! The measuring half of `cargo xtask bench exec` (which builds it in release, runs it as an
+//! unprivileged user, since host exec refuses root, and reports against the target): the
+//! latency of the `exec` tool running `true` on the host, through [`ExecTool`], the code the
+//! agent calls (input checks, workdir, `confine::run` with Landlock, rlimits, the seccomp
+//! filter, a clean environment and its own process group, the report); the cost of one
+//! execution-log entry ([`ToolLog::record`], the append the agent does per call); and the same
+//! command spawned unconfined through tokio, for comparison.
 //!
-//! ```text
-//! cargo build --release --example exec_latency
-//! setpriv --reuid=65534 --regid=65534 --clear-groups target/release/examples/exec_latency 500
-//! ```
-//!
-//! Prints min, p50, p90 and p99 over N runs (default 500) after 20 unmeasured ones.
+//! `exec_latency [RUNS]` prints one JSON object: the Landlock support and, per measure, min,
+//! p50, p90 and p99 in milliseconds over RUNS (default 500) calls after 20 unmeasured ones.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clawfort::confine::{self, Ending, Policy};
+use clawfort::config::DmScope;
+use clawfort::confine::{self, Policy};
+use clawfort::redact::Redactor;
+use clawfort::sessions::direct_key;
+use clawfort::tools::log::{Approval, Entry, Place, Status};
+use clawfort::tools::{Call, ExecTool, Tool, ToolLog};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
     let runs: usize = std::env::args().nth(1).map_or(Ok(500), |n| n.parse())?;
+    anyhow::ensure!(runs > 0, "RUNS must be 1 or more");
     let support = confine::available().map_err(anyhow::Error::msg)?;
     let dir = tempfile::tempdir()?;
     let policy =
         Policy::new(&dir.path().join("workspace"), &[], &[]).map_err(anyhow::Error::msg)?;
-    policy.ensure_workspace().map_err(anyhow::Error::msg)?;
+    let tool = Arc::new(ExecTool::new(policy, Some(Duration::from_secs(10))));
+    let log = ToolLog::new(dir.path().join("logs/tools.jsonl"), Redactor::new([]));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let cancel = CancellationToken::new();
-    let confined = rt.block_on(measure(runs, || async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let out = confine::run(&policy, "true", policy.workspace(), deadline, &cancel).await;
-        assert_eq!(out.map(|o| o.ending), Ok(Ending::Exited(0)));
+    let session = direct_key(DmScope::Main, "telegram", "default", "1");
+    let exec = rt.block_on(measure(runs, || async {
+        let call = Call {
+            session_key: session.clone(),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(10),
+            cancel: CancellationToken::new(),
+        };
+        let out = tool.run(json!({"command": "true"}), call).await;
+        assert_eq!(
+            out.execution.map(|e| e.status),
+            Some(Status::Exited { code: 0 }),
+            "{}",
+            out.content
+        );
+    }));
+    let entry = rt.block_on(measure(runs, || async {
+        let entry = Entry::new(
+            session.as_str(),
+            "exec",
+            Some("true".to_owned()),
+            Some(Place::Host),
+            Status::Exited { code: 0 },
+            Approval::None,
+        );
+        log.record(entry.took(Duration::from_millis(2), 15));
     }));
     let plain = rt.block_on(measure(runs, || async {
         let status = tokio::process::Command::new("/bin/sh")
@@ -38,13 +67,15 @@ fn main() -> anyhow::Result<()> {
             .await;
         assert!(status.is_ok_and(|s| s.success()));
     }));
-    println!("host exec of `true`, {runs} runs, {}", support.describe());
-    for (name, figures) in [("confined", confined), ("unconfined spawn", plain)] {
-        println!(
-            "{name:>17}: min {:.2} ms  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms",
-            figures[0], figures[1], figures[2], figures[3]
-        );
-    }
+    let figures = |ms: [f64; 4]| json!({"min": ms[0], "p50": ms[1], "p90": ms[2], "p99": ms[3]});
+    let report = json!({
+        "runs": runs,
+        "landlock": support.describe(),
+        "execTool": figures(exec),
+        "logEntry": figures(entry),
+        "unconfinedSpawn": figures(plain),
+    });
+    println!("{report}");
     Ok(())
 }
 

@@ -67,16 +67,22 @@ enum Command {
         #[command(subcommand)]
         command: SecurityCommand,
     },
-    /// Show the gateway's log (the journal under systemd, else ~/.openclaw/logs).
+    /// Show the gateway's log (the journal under systemd, else ~/.openclaw/logs), or with
+    /// --tools the execution log: one entry per tool call of the agent.
     Logs {
         /// How many of the latest lines to show.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, conflicts_with = "tools")]
         tail: usize,
         /// Keep printing new lines.
-        #[arg(long, short)]
+        #[arg(long, short, conflicts_with = "tools")]
         follow: bool,
-        #[arg(long, value_enum, default_value_t = LogSource::Auto)]
+        #[arg(long, value_enum, default_value_t = LogSource::Auto, conflicts_with = "tools")]
         source: LogSource,
+        /// Show the execution log (~/.openclaw/logs/tools.jsonl) instead.
+        #[arg(long)]
+        tools: bool,
+        #[command(flatten)]
+        filter: crate::tools::log::cli::Filter,
     },
     /// Model spend today and this month (UTC), by model and by session, from the ledger.
     Usage {
@@ -290,9 +296,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Logs {
+            tools: true,
+            filter,
+            ..
+        } => {
+            let target = Target::resolve(cli.config.as_deref())?;
+            target.print_note();
+            crate::tools::log::cli::show(&target.paths, &filter)?
+        }
+        Command::Logs {
             tail,
             follow,
             source,
+            ..
         } => logging::show(&paths, source, tail, follow)?,
         Command::Usage { json } => {
             let target = Target::resolve(cli.config.as_deref())?;

@@ -13,5 +13,7 @@ mod gateway;
 #[path = "gateway/support.rs"]
 #[allow(dead_code)]
 mod support;
+#[path = "agent/tools_log.rs"]
+mod tools_log;
 #[path = "agent/turns.rs"]
 mod turns;

@@ -702,5 +702,33 @@ mod through_the_gateway {
                 .len()
                 == 1
         );
+
+        // The call is in the execution log: on the host, its exit code, its command.
+        let out = crate::support::cli(gw.path(), &["logs", "--tools", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let entry = &entries[0];
+        assert_eq!(entries.as_array().unwrap().len(), 1, "{entries:#}");
+        assert_eq!(
+            (
+                &entry["tool"],
+                &entry["place"],
+                &entry["status"],
+                &entry["code"]
+            ),
+            (&json!("exec"), &json!("host"), &json!("exited"), &json!(0)),
+            "{entry:#}"
+        );
+        assert!(entry["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("echo ran-in-$(pwd)"));
+        // The bytes of the output, which the result wraps as untrusted data.
+        let bytes = entry["bytesOut"].as_u64().unwrap() as usize;
+        assert!(bytes > 0 && bytes < content.len(), "{bytes} of {content}");
     }
 }

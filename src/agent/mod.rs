@@ -10,7 +10,9 @@
 //!   reply saying so. Tool output and messages from anyone but the owner are wrapped as
 //!   untrusted data ([`prompt`]).
 //! - Before each model call the spend budget is checked; each call is recorded in the
-//!   ledger. The final reply is appended to the transcript.
+//!   ledger. The final reply is appended to the transcript. Every tool call, whatever became
+//!   of it, is recorded in the execution log ([`crate::tools::log`]) before its result goes
+//!   back to the model.
 //! - The owner is told of what they must act on, each as a notice of its own
 //!   ([`AgentSettings::notices`], delivered by the owner's channel): the 80 % budget warning
 //!   (once per period; the ledger records its delivery) and the first rejected API key of a
@@ -45,7 +47,9 @@ use crate::redact::Redactor;
 use crate::sessions::{SessionKey, Transcripts};
 use crate::usage::{BudgetEvent, Ledger, Period};
 
+use crate::tools::log::{self, Approval, Entry, Status};
 pub use crate::tools::{Call, Tool, ToolFuture, ToolOutput, Tools};
+use crate::tools::{Execution, ToolLog};
 
 use history::AgentEntry;
 use prompt::Boundary;
@@ -70,6 +74,8 @@ pub struct AgentSettings {
     pub ledger: Option<Arc<Ledger>>,
     pub redactor: Redactor,
     pub tools: Tools,
+    /// Where every tool call is recorded; `None`: only in the gateway's log.
+    pub tool_log: Option<Arc<ToolLog>>,
     /// Model calls per turn.
     pub max_steps: usize,
     pub turn_deadline: Duration,
@@ -93,6 +99,7 @@ impl AgentSettings {
             ledger: None,
             redactor,
             tools: Tools::default(),
+            tool_log: None,
             max_steps: 8,
             turn_deadline: Duration::from_secs(120),
             owner_peers: Vec::new(),
@@ -130,6 +137,18 @@ impl AgentLoop {
         let running = self.running.lock().expect("not poisoned");
         running.values().for_each(CancellationToken::cancel);
         running.len()
+    }
+
+    /// Records one tool call: in the execution log when there is one (an append of one
+    /// short line, done inline: a few microseconds, cheaper than a hop to a blocking thread),
+    /// else as the same event in the gateway's log.
+    fn log_call(&self, entry: Entry) {
+        match &self.settings.tool_log {
+            Some(log) => log.record(entry),
+            None => {
+                tracing::info!(session = %entry.session, tool = %entry.tool, status = %entry.status, "tool call")
+            }
+        }
     }
 
     fn session_lock(&self, key: &SessionKey) -> Arc<tokio::sync::Mutex<()>> {
@@ -286,19 +305,47 @@ impl AgentLoop {
             }
             let mut results = Vec::with_capacity(calls.len());
             for (id, name, input) in calls {
-                let output = match s.tools.get(&name) {
-                    None => ToolOutput::error(format!("there is no tool named `{name}`")),
-                    Some(tool) => tokio::select! {
-                        () = cancel.cancelled() => anyhow::bail!("cancelled"),
-                        () = tokio::time::sleep_until(deadline) => return Ok(self.deadline_reply()),
-                        out = tool.run(input, Call {
-                            session_key: turn.session_key.clone(),
-                            deadline,
-                            cancel: cancel.clone(),
-                        }) => out,
-                    },
+                // Every call is logged before its result (or the turn's end) reaches the model.
+                let target = log::target(&input);
+                let started = Instant::now();
+                let entry = |place, status, approval| {
+                    let session = turn.session_key.as_str();
+                    Entry::new(session, &name, target.clone(), place, status, approval)
+                };
+                let (output, place, status, approval) = match s.tools.get(&name) {
+                    None => (
+                        ToolOutput::error(format!("there is no tool named `{name}`")),
+                        None,
+                        Status::UnknownTool,
+                        Approval::None,
+                    ),
+                    Some(tool) => {
+                        let output = tokio::select! {
+                            () = cancel.cancelled() => {
+                                let stopped = entry(None, Status::Cancelled, Approval::None);
+                                self.log_call(stopped.took(started.elapsed(), 0));
+                                anyhow::bail!("cancelled")
+                            }
+                            () = tokio::time::sleep_until(deadline) => {
+                                let stopped = entry(None, Status::TimedOut, Approval::None);
+                                self.log_call(stopped.took(started.elapsed(), 0));
+                                return Ok(self.deadline_reply());
+                            }
+                            out = tool.run(input, Call {
+                                session_key: turn.session_key.clone(),
+                                deadline,
+                                cancel: cancel.clone(),
+                            }) => out,
+                        };
+                        let ran = output
+                            .execution
+                            .unwrap_or_else(|| Execution::in_gateway(output.is_error));
+                        (output, Some(ran.place), ran.status, ran.approval)
+                    }
                 };
                 let content = s.redactor.redact(&output.content);
+                let done = entry(place, status, approval);
+                self.log_call(done.took(started.elapsed(), content.len()));
                 results.push(Block::ToolResult {
                     tool_use_id: id,
                     content: boundary.wrap(&format!("output of tool {name}"), &content),

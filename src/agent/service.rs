@@ -32,6 +32,7 @@ use crate::redact::Redactor;
 use crate::secret::Secret;
 use crate::sessions::Transcripts;
 use crate::telegram::{self, GroupPolicy, GroupSettings, TelegramSettings};
+use crate::tools::ToolLog;
 use crate::usage::{self, Budget, Ledger};
 
 /// Per-request limit of a provider call.
@@ -418,7 +419,9 @@ impl Prepared {
             Arc::new(tokio::task::spawn_blocking(move || Ledger::open(&path, budget)).await??)
         };
         self.status.set_ledger(Arc::clone(&ledger));
+        let tool_log = ToolLog::new(crate::tools::log::path(&self.paths), self.redactor.clone());
         let mut settings = AgentSettings::new(chain, self.transcripts.clone(), self.redactor);
+        settings.tool_log = Some(Arc::new(tool_log));
         settings.context_window = context_window;
         settings.tools = file_tools(&self.config, &self.paths, &self.workspace);
         settings.workspace = Some(self.workspace);

@@ -17,6 +17,7 @@ pub fn check(paths: &Paths, config: &Config) -> Vec<Finding> {
     config_findings(config, &mut findings);
     agent(config, &mut findings);
     host_exec(config, &mut findings);
+    exec_approvals(config, &mut findings);
     findings
 }
 
@@ -108,18 +109,62 @@ fn policies(config: &Config, findings: &mut Vec<Finding>) {
     }
     if config.sandbox_mode == SandboxMode::Off {
         let exposed = !open.is_empty() || config.auto_approve;
+        let tools = host_tools(config);
+        let (severity, detail) = match tools.as_slice() {
+            [] => (
+                Severity::Info,
+                "agents.defaults.sandbox.mode is \"off\", but no tool offered reaches the host \
+                 (tools.profile or tools.deny removes them all)"
+                    .to_owned(),
+            ),
+            tools => (
+                if exposed {
+                    Severity::Critical
+                } else {
+                    Severity::Warn
+                },
+                format!(
+                    "agents.defaults.sandbox.mode is \"off\" and these tools reach the host: {}",
+                    tools.join(", ")
+                ),
+            ),
+        };
         findings.push(Finding::new(
             "sandbox.off",
-            if exposed {
-                Severity::Critical
-            } else {
-                Severity::Warn
-            },
+            severity,
             "agent tools run on the host, not in the sandbox",
-            "agents.defaults.sandbox.mode is \"off\"",
+            detail,
             "set agents.defaults.sandbox.mode to \"non-main\" or \"all\"",
         ));
     }
+}
+
+/// The tools offered to the model that act on the host when nothing sandboxes them: the file
+/// tools (in the gateway's process) and `exec` when `tools.exec.security` enables it.
+fn host_tools(config: &Config) -> Vec<&'static str> {
+    let exec = config.exec.security == ExecSecurity::Full;
+    ["exec", "read", "write", "edit"]
+        .into_iter()
+        .filter(|&t| config.tools.offers(t) && (t != "exec" || exec))
+        .collect()
+}
+
+/// `tools.exec.security: "full"`: every command runs without anyone approving it (OpenClaw's
+/// `tools.exec.ask` has no effect under `full`, and clawfort has no approvals yet).
+fn exec_approvals(config: &Config, findings: &mut Vec<Finding>) {
+    if config.exec.security != ExecSecurity::Full || !config.tools.offers("exec") {
+        return;
+    }
+    findings.push(Finding::new(
+        "exec.approvals.off",
+        Severity::Warn,
+        "exec runs every command the model asks for, with no approval",
+        "tools.exec.security is \"full\" and approvals are off (tools.exec.ask is not asked \
+         under \"full\"): a prompt injection that reaches the model can run any command the \
+         confinement allows",
+        "set tools.exec.security to \"deny\" unless the agent needs commands; check what ran \
+         with `clawfort logs --tools`",
+    ));
 }
 
 /// With `tools.exec.security: "full"`: whether this kernel can confine host execution
@@ -410,6 +455,66 @@ mod tests {
         ] {
             assert!(plain_http_host(url).is_none(), "{url}");
         }
+    }
+
+    #[test]
+    fn sandbox_off_names_the_tools_that_reach_the_host() {
+        use crate::config::{Config, EnvSource};
+        let sandbox = |config: &str| {
+            let config = Config::parse(config, &EnvSource::default()).unwrap();
+            let mut findings = Vec::new();
+            super::policies(&config, &mut findings);
+            findings.into_iter().find(|f| f.check_id == "sandbox.off")
+        };
+        let off = r#"agents: { defaults: { sandbox: { mode: "off" } } }"#;
+        let exec = sandbox(&format!(
+            r#"{{ {off}, tools: {{ exec: {{ security: "full" }} }} }}"#
+        ))
+        .unwrap();
+        assert_eq!(exec.severity, super::Severity::Warn);
+        assert!(
+            exec.detail
+                .ends_with("these tools reach the host: exec, read, write, edit"),
+            "{exec:?}"
+        );
+        let files = sandbox(&format!("{{ {off} }}")).unwrap();
+        assert!(
+            files.detail.ends_with("reach the host: read, write, edit"),
+            "{files:?}"
+        );
+        let none = sandbox(&format!(
+            r#"{{ {off}, tools: {{ profile: "messaging" }} }}"#
+        ))
+        .unwrap();
+        assert_eq!(none.severity, super::Severity::Info, "{none:?}");
+        assert!(none.detail.contains("no tool offered reaches the host"));
+        assert!(sandbox("{}").is_none());
+    }
+
+    #[test]
+    fn full_exec_without_approvals_is_a_warning() {
+        use crate::config::{Config, EnvSource};
+        let approvals = |config: &str| {
+            let config = Config::parse(config, &EnvSource::default()).unwrap();
+            let mut findings = Vec::new();
+            super::exec_approvals(&config, &mut findings);
+            findings
+        };
+        let off = r#"agents: { defaults: { sandbox: { mode: "off" } } }"#;
+        for ask in ["", r#", ask: "off""#, r#", ask: "on-miss""#] {
+            let findings = approvals(&format!(
+                r#"{{ {off}, tools: {{ exec: {{ security: "full"{ask} }} }} }}"#
+            ));
+            assert_eq!(findings.len(), 1, "{ask}: {findings:?}");
+            assert_eq!(
+                (findings[0].check_id, findings[0].severity),
+                ("exec.approvals.off", super::Severity::Warn)
+            );
+        }
+        // No exec tool: nothing to approve.
+        assert!(approvals("{}").is_empty());
+        let denied = r#"tools: { exec: { security: "full" }, deny: ["exec"] }"#;
+        assert!(approvals(&format!("{{ {off}, {denied} }}")).is_empty());
     }
 
     #[test]

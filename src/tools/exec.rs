@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::log::{Approval, Execution, Place, Status};
 use super::{Call, Tool, ToolFuture, ToolOutput};
 use crate::config::SandboxMode;
 use crate::confine::{run, Ending, Outcome, Policy, OUTPUT_CAP};
@@ -74,7 +75,7 @@ impl ExecTool {
             // Fail closed: a sandbox error is the call's answer, never a host run.
             let workdir = input["workdir"].as_str();
             return match sandbox.run(session, command, workdir, until, &cancel).await {
-                Ok(outcome) => report(&outcome, own_timeout),
+                Ok(outcome) => report(&outcome, own_timeout, Place::Sandbox),
                 Err(e) => ToolOutput::error(format!("the sandbox cannot run the command: {e}")),
             };
         }
@@ -86,14 +87,15 @@ impl ExecTool {
             Err(e) => return ToolOutput::error(e),
         };
         match run(&self.policy, command, &workdir, until, &cancel).await {
-            Ok(outcome) => report(&outcome, own_timeout),
+            Ok(outcome) => report(&outcome, own_timeout, Place::Host),
             Err(e) => ToolOutput::error(e),
         }
     }
 }
 
-/// The output, a truncation note when the cap was reached, and how the command ended.
-fn report(outcome: &Outcome, own_timeout: Option<Duration>) -> ToolOutput {
+/// The output, a truncation note when the cap was reached, and how the command ended
+/// (`place`: where it ran, for the execution log).
+fn report(outcome: &Outcome, own_timeout: Option<Duration>, place: Place) -> ToolOutput {
     let mut text = String::from_utf8_lossy(&outcome.output).into_owned();
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
@@ -121,9 +123,20 @@ fn report(outcome: &Outcome, own_timeout: Option<Duration>) -> ToolOutput {
         }
     };
     text.push_str(&ending);
+    let status = match outcome.ending {
+        Ending::Exited(code) => Status::Exited { code },
+        Ending::Signaled(signal) => Status::Signaled { signal },
+        Ending::TimedOut => Status::TimedOut,
+        Ending::Cancelled => Status::Cancelled,
+    };
     ToolOutput {
         content: text,
         is_error: outcome.ending != Ending::Exited(0),
+        execution: Some(Execution {
+            place,
+            status,
+            approval: Approval::None,
+        }),
     }
 }
 
@@ -169,7 +182,7 @@ impl Tool for ExecTool {
 mod tests {
     use std::time::Duration;
 
-    use super::{report, Ending, Outcome, OUTPUT_CAP};
+    use super::{report, Ending, Outcome, Place, Status, OUTPUT_CAP};
 
     fn outcome(ending: Ending, output: &[u8], total: u64) -> Outcome {
         Outcome {
@@ -182,19 +195,25 @@ mod tests {
 
     #[test]
     fn the_report_says_how_the_command_ended() {
-        let ok = report(&outcome(Ending::Exited(0), b"hi", 2), None);
+        let ok = report(&outcome(Ending::Exited(0), b"hi", 2), None, Place::Host);
         assert_eq!(
             (ok.content.as_str(), ok.is_error),
             ("hi\n[exit code 0]", false)
         );
-        let failed = report(&outcome(Ending::Exited(2), b"", 0), None);
+        let failed = report(&outcome(Ending::Exited(2), b"", 0), None, Place::Host);
         assert_eq!(
             (failed.content.as_str(), failed.is_error),
             ("[exit code 2]", true)
         );
+        let ran = failed.execution.unwrap();
+        assert_eq!(
+            (ran.place, ran.status),
+            (Place::Host, Status::Exited { code: 2 })
+        );
         let cut = report(
             &outcome(Ending::Exited(0), &[b'a'; OUTPUT_CAP], 100_000),
             None,
+            Place::Host,
         );
         assert!(cut
             .content
@@ -202,9 +221,11 @@ mod tests {
         let slow = report(
             &outcome(Ending::TimedOut, b"", 0),
             Some(Duration::from_secs(5)),
+            Place::Sandbox,
         );
         assert!(slow.content.contains("timed out after 5 s") && slow.is_error);
-        let stopped = report(&outcome(Ending::Cancelled, b"", 0), None);
+        assert_eq!(slow.execution.unwrap().place, Place::Sandbox);
+        let stopped = report(&outcome(Ending::Cancelled, b"", 0), None, Place::Host);
         assert!(stopped.content.contains("cancelled") && stopped.is_error);
     }
 }

@@ -1,7 +1,7 @@
 //! The tools the agent may call: the interface ([`Tool`], the [`Tools`] registry), the file
 //! tools `read`, `write` and `edit` ([`files`]), every path confined beneath the workspace
 //! and `security.allowedPaths` by the kernel ([`paths`]), and host `exec` ([`exec`]),
-//! confined by [`crate::confine`].
+//! confined by [`crate::confine`]. Every call is recorded in the execution log ([`log`]).
 //!
 //! Which tools exist is decided by `tools.profile` / `allow` / `alsoAllow` / `deny`
 //! ([`crate::config::ToolPolicy`]) and `tools.exec.security`. The agent depends on this
@@ -9,6 +9,7 @@
 
 pub mod exec;
 pub mod files;
+pub mod log;
 pub mod paths;
 mod registry;
 
@@ -19,6 +20,7 @@ use crate::config::{Config, ToolPolicy};
 use crate::paths::Paths;
 
 pub use exec::ExecTool;
+pub use log::{Execution, ToolLog};
 pub use paths::Confinement;
 pub use registry::{Call, Tool, ToolFuture, ToolOutput, Tools};
 

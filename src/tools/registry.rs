@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::log::Execution;
 use crate::provider::ToolSpec;
 use crate::sessions::SessionKey;
 
@@ -18,6 +19,9 @@ use crate::sessions::SessionKey;
 pub struct ToolOutput {
     pub content: String,
     pub is_error: bool,
+    /// Where and how the run happened, for the execution log; `None`: in the gateway's
+    /// process, `ok` or `error` by `is_error` (the file tools).
+    pub execution: Option<Execution>,
 }
 
 impl ToolOutput {
@@ -25,6 +29,7 @@ impl ToolOutput {
         Self {
             content: content.into(),
             is_error: false,
+            execution: None,
         }
     }
 
@@ -32,6 +37,7 @@ impl ToolOutput {
         Self {
             content: content.into(),
             is_error: true,
+            execution: None,
         }
     }
 }

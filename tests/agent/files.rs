@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use crate::support::{append_env, state_dir, Gateway, TOKEN};
 
 const BOT_TOKEN: &str = "123456789:AAHtestTOKENtestTOKENtestTOKENtest12";
-const SENDER: i64 = 555;
+pub(crate) const SENDER: i64 = 555;
 
-fn answer(content: Value, stop: &str) -> Value {
+pub(crate) fn answer(content: Value, stop: &str) -> Value {
     json!({
         "id": "msg", "type": "message", "role": "assistant", "model": "m1",
         "content": content, "stop_reason": stop,
@@ -18,7 +18,7 @@ fn answer(content: Value, stop: &str) -> Value {
     })
 }
 
-fn read_call(n: usize, path: &str) -> Value {
+pub(crate) fn read_call(n: usize, path: &str) -> Value {
     answer(
         json!([{"type": "tool_use", "id": format!("call_{n}"), "name": "read", "input": {"path": path}}]),
         "tool_use",
@@ -39,7 +39,7 @@ fn tool_result(seen: &Seen) -> (bool, String) {
 
 /// Starts the gateway with a fake model running `script`, Telegram with `SENDER` allowed,
 /// and `extra` config keys; the workspace holds `notes.md`.
-async fn start(
+pub(crate) async fn start(
     script: impl Fn(usize, &Seen) -> clawfort_fakes::model::Reply + Send + Sync + 'static,
     extra: &str,
 ) -> (Fake, Telegram, Gateway) {

@@ -641,3 +641,46 @@ async fn a_rejected_key_is_one_log_line_and_one_notice_for_the_owner() {
         "only the first failure is reported"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_stopped_with_its_turn_is_in_the_execution_log() {
+    let fake = Fake::start(|_, _| ok(tool_answer("echo", json!({"text": "slow"})))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("logs/tools.jsonl");
+    let mut settings = settings(&fake, dir.path(), None);
+    settings.tool_log = Some(Arc::new(clawfort::tools::ToolLog::new(
+        log.clone(),
+        Redactor::new([]),
+    )));
+    let s = Arc::new(setup(settings, Duration::from_secs(30)));
+    let turn = inbound(&s.transcripts, OWNER, "go");
+    let session = turn.session_key.as_str().to_owned();
+    let running = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move { s.agent.handle_turn(turn, CancellationToken::new()).await })
+    };
+    while fake.seen().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.agent
+        .handle_command(OwnerCommand::Stop, context(OWNER))
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(2), running)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.is_err(), "a stopped turn has no reply");
+
+    let (entries, damaged) = clawfort::tools::log::read(&log).unwrap().unwrap();
+    assert_eq!((entries.len(), damaged), (1, 0), "{entries:?}");
+    let e = &entries[0];
+    assert_eq!(
+        (e.session.as_str(), e.tool.as_str()),
+        (session.as_str(), "echo")
+    );
+    assert_eq!(e.status, clawfort::tools::log::Status::Cancelled);
+    assert_eq!(e.place, None, "the tool never said where it ran");
+    assert!(e.duration_ms >= 100, "{e:?}");
+}

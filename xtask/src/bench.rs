@@ -1,4 +1,4 @@
-//! `cargo xtask bench gateway|agent|peer [--json]`: performance figures.
+//! `cargo xtask bench gateway|agent|peer|exec [--json]`: performance figures.
 //!
 //! `gateway` (this file): builds the release binary, starts it on a free loopback port with a
 //! throw-away state dir, and measures: time from spawn to the first 200 from `/healthz`
@@ -13,10 +13,12 @@
 //!
 //! `agent` ([`agent`]): the agent's figures against zero-latency fakes (overhead per turn,
 //! idle RSS with Telegram polling, concurrent sessions). `peer` ([`peer`]): start to
-//! listening and idle RSS of any binary, for a comparison with a peer gateway. Results go
+//! listening and idle RSS of any binary, for a comparison with a peer gateway. `exec`
+//! ([`exec`]): host exec of `true` under Landlock through the `exec` tool. Results go
 //! into BENCHMARKS.md by hand.
 
 mod agent;
+mod exec;
 mod peer;
 
 use std::ffi::OsStr;
@@ -34,12 +36,16 @@ use xshell::{cmd, Shell};
 #[derive(clap::Args)]
 pub struct Args {
     /// What to benchmark: `gateway` (HTTP throughput), `agent` (turn overhead, idle RSS with
-    /// Telegram polling, concurrent sessions) or `peer` (start and idle RSS of `--binary`).
-    #[arg(default_value = "gateway", value_parser = ["gateway", "agent", "peer"])]
+    /// Telegram polling, concurrent sessions), `peer` (start and idle RSS of `--binary`) or
+    /// `exec` (host exec of `true` under Landlock).
+    #[arg(default_value = "gateway", value_parser = ["gateway", "agent", "peer", "exec"])]
     pub target: String,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Calls of the exec tool measured, after 20 unmeasured (exec).
+    #[arg(long, default_value_t = 500)]
+    pub execs: usize,
     /// Seconds per wrk run (gateway).
     #[arg(long, default_value_t = 10)]
     pub duration: u32,
@@ -47,7 +53,7 @@ pub struct Args {
     /// build for an A/B run (gateway, agent), or any peer gateway (peer, with --peer-args).
     #[arg(long)]
     pub binary: Option<PathBuf>,
-    /// Exit non-zero when a target is missed (agent); without it the bench only reports
+    /// Exit non-zero when a target is missed (agent, exec); without it the bench only reports
     /// PASS/FAIL.
     #[arg(long)]
     pub check: bool,
@@ -117,6 +123,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         peer::run(&binary, &peer::Options::from(&args), args.json)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    if args.target == "exec" {
+        let met = exec::run(&sh, &target_dir, args.execs, args.json)?;
+        return Ok(if args.check && !met {
+            eprintln!("the target was missed (see FAIL above)");
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     if args.target == "gateway" {
         crate::image::host_tools::ensure(crate::image::host_tools::BENCH_TOOLS)?;
     }
@@ -124,10 +142,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some(ref binary) => binary.clone(),
         None => {
             cmd!(sh, "cargo build --release --quiet -p clawfort").run()?;
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root.join("target"))
-                .join("release/clawfort")
+            target_dir.join("release/clawfort")
         }
     };
     if args.target == "agent" {

@@ -36,7 +36,7 @@ const ALWAYS_THERE: &[AlwaysThere] = &[
     AlwaysThere { package: "sed (Essential: yes)", programs: &["sed"] },
     AlwaysThere { package: "tar (Essential: yes)", programs: &["tar"] },
     AlwaysThere { package: "dpkg (Essential: yes)", programs: &["dpkg", "dpkg-deb", "dpkg-query"] },
-    AlwaysThere { package: "util-linux (Essential: yes)", programs: &["unshare"] },
+    AlwaysThere { package: "util-linux (Essential: yes)", programs: &["setpriv", "unshare"] },
     AlwaysThere {
         package: "apt (Priority: required; the host-tool installer itself runs apt-get)",
         programs: &["apt-get", "apt-cache", "apt-config", "apt-helper"],
@@ -96,6 +96,11 @@ const DYNAMIC: &[(&str, &str, &str)] = &[
         "xtask/src/bench.rs",
         "binary",
         "the gateway binary the benchmark just built",
+    ),
+    (
+        "xtask/src/bench/exec.rs",
+        "&program",
+        "examples/exec_latency, built by the bench just before",
     ),
     (
         "tests/e2e/exec.rs",

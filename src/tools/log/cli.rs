@@ -1,0 +1,149 @@
+//! `clawfort logs --tools`: the execution log as a table, or as JSON for machines.
+
+use std::path::Path;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::{path, read, Entry};
+use crate::paths::Paths;
+
+/// Which entries `logs --tools` shows.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Filter {
+    /// Print the entries as a JSON array (with --tools).
+    #[arg(long, requires = "tools")]
+    pub json: bool,
+    /// Only the calls of this session key, e.g. agent:main:main (with --tools).
+    #[arg(long, value_name = "KEY", requires = "tools")]
+    pub session: Option<String>,
+    /// Show at most the latest N entries (with --tools).
+    #[arg(long, value_name = "N", default_value_t = 50, requires = "tools")]
+    pub limit: usize,
+    /// Only calls since this time: a duration back from now (`90s`, `15m`, `2h`) or an RFC
+    /// 3339 time (`2026-01-31T08:00:00Z`) (with --tools).
+    #[arg(long, value_name = "WHEN", value_parser = parse_since, requires = "tools")]
+    pub since: Option<Timestamp>,
+}
+
+/// `--since`: a time, or a duration back from now.
+fn parse_since(text: &str) -> Result<Timestamp, String> {
+    if let Ok(time) = text.parse::<Timestamp>() {
+        return Ok(time);
+    }
+    text.parse::<SignedDuration>()
+        .ok()
+        .filter(|d| !d.is_negative())
+        .and_then(|d| Timestamp::now().checked_sub(d).ok())
+        .ok_or_else(|| {
+            format!(
+                "`{text}` is neither a duration (90s, 15m, 2h) nor an RFC 3339 time \
+                 (2026-01-31T08:00:00Z)"
+            )
+        })
+}
+
+/// Prints the entries `filter` selects from the installation's execution log. No log yet
+/// is an error saying so.
+pub fn show(paths: &Paths, filter: &Filter) -> anyhow::Result<()> {
+    let file = path(paths);
+    let entries = select(&file, filter)?;
+    if filter.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+    } else if entries.is_empty() {
+        println!("no tool calls match (in {})", file.display());
+    } else {
+        print!("{}", table(&entries));
+    }
+    Ok(())
+}
+
+fn select(file: &Path, filter: &Filter) -> anyhow::Result<Vec<Entry>> {
+    let Some((mut entries, damaged)) = read(file)
+        .map_err(|e| anyhow::anyhow!("cannot read the execution log {}: {e}", file.display()))?
+    else {
+        anyhow::bail!(
+            "there is no execution log yet: {} does not exist. The gateway writes it at the \
+             agent's first tool call; check that this is the gateway's installation \
+             (--config, or sudo for the service's).",
+            file.display()
+        );
+    };
+    if damaged > 0 {
+        eprintln!(
+            "note: {damaged} unreadable line(s) in {} skipped (a write cut by a crash)",
+            file.display()
+        );
+    }
+    entries.retain(|e| {
+        filter.session.as_ref().is_none_or(|s| &e.session == s)
+            && filter.since.is_none_or(|since| {
+                // An entry whose time does not parse is shown rather than hidden.
+                e.time.parse::<Timestamp>().map_or(true, |t| t >= since)
+            })
+    });
+    let skip = entries.len().saturating_sub(filter.limit);
+    entries.drain(..skip);
+    Ok(entries)
+}
+
+/// One row per entry, oldest first; the target last, as it is the longest.
+fn table(entries: &[Entry]) -> String {
+    let rows: Vec<[String; 8]> = entries
+        .iter()
+        .map(|e| {
+            [
+                e.time.clone(),
+                e.session.clone(),
+                e.tool.clone(),
+                e.place.map_or("-".to_owned(), |p| p.to_string()),
+                e.status.to_string(),
+                format!("{} ms", e.duration_ms),
+                e.bytes_out.to_string(),
+                e.target.clone().unwrap_or_default().replace('\n', "\\n"),
+            ]
+        })
+        .collect();
+    let header = [
+        "TIME", "SESSION", "TOOL", "WHERE", "STATUS", "DURATION", "BYTES", "TARGET",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(&header);
+    for row in &rows {
+        out.push_str(&line(&row.each_ref().map(String::as_str)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_a_duration_or_a_time_and_says_what_it_wanted() {
+        let an_hour_ago = parse_since("1h").unwrap();
+        let age = Timestamp::now().duration_since(an_hour_ago);
+        assert!((3599..=3601).contains(&age.as_secs()), "{age:?}");
+        assert_eq!(
+            parse_since("2026-01-31T08:00:00Z").unwrap().to_string(),
+            "2026-01-31T08:00:00Z"
+        );
+        let err = parse_since("yesterday").unwrap_err();
+        assert!(err.contains("`yesterday` is neither a duration"), "{err}");
+    }
+}
