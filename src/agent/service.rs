@@ -54,7 +54,7 @@ pub struct Prepared {
     paths: Paths,
     handle: AgentHandle,
     status: Arc<AgentStatus>,
-    /// The `exec` tool, with `tools.exec.security: "full"`.
+    /// The `exec` tool, with `tools.exec.security` `"allowlist"` or `"full"`.
     exec: Option<Arc<crate::tools::ExecTool>>,
 }
 
@@ -214,7 +214,7 @@ pub fn prepare(
         .agent_workspace
         .clone()
         .unwrap_or_else(|| paths.state_dir.join("workspace"));
-    let exec = exec_tool(config, &workspace)?;
+    let exec = exec_tool(config, paths, &workspace, redactor)?;
     Ok(Some(Prepared {
         specs,
         primary,
@@ -234,14 +234,17 @@ pub fn prepare(
     }))
 }
 
-/// The `exec` tool when `tools.exec.security` is `"full"`: its confinement policy is checked
-/// here (a bad `security.*` path stops the start); a host that cannot confine it (no
-/// Landlock, a gateway running as root) is logged at start and refused at each call.
+/// The `exec` tool when `tools.exec.security` is `"allowlist"` or `"full"`: its confinement
+/// policy is checked here (a bad `security.*` path stops the start); a host that cannot
+/// confine it (no Landlock, a gateway running as root) is logged at start and refused at
+/// each call. Its approvals read `exec-approvals.json` of the state directory.
 fn exec_tool(
     config: &Config,
+    paths: &Paths,
     workspace: &std::path::Path,
+    redactor: &Redactor,
 ) -> Result<Option<Arc<crate::tools::ExecTool>>, ConfigError> {
-    if config.exec.security != crate::config::ExecSecurity::Full {
+    if config.exec.security == crate::config::ExecSecurity::Deny {
         return Ok(None);
     }
     let policy = crate::confine::Policy::new(
@@ -251,7 +254,16 @@ fn exec_tool(
     )
     .map_err(|e| key_error("security", e))?;
     let timeout = config.exec.timeout_secs.map(Duration::from_secs);
-    Ok(Some(Arc::new(crate::tools::ExecTool::new(policy, timeout))))
+    let approvals = crate::approvals::Approvals::new(
+        &paths.state_dir,
+        config.exec.security,
+        config.exec.ask,
+        Duration::from_secs(config.exec.approval_timeout_secs),
+        redactor.clone(),
+    );
+    Ok(Some(Arc::new(crate::tools::ExecTool::new(
+        policy, timeout, approvals,
+    ))))
 }
 
 fn telegram_settings(
@@ -271,6 +283,7 @@ fn telegram_settings(
     s.group_policy = policy(t.group_policy);
     s.group_allow_from = t.group_allow_from.clone();
     s.owner_ids = owner_ids.to_vec();
+    s.approvers = approvers(&t.exec_approvals, owner_ids);
     s.groups = t
         .groups
         .iter()
@@ -302,6 +315,30 @@ fn telegram_owners(config: &Config) -> Vec<String> {
     if numeric.is_empty() && config.telegram.is_some() {
         tracing::warn!(
             "no owner configured: budget alerts and a rejected API key are only logged, and              nobody may use /stop, /new, /status; set commands.ownerAllowFrom to              [\"telegram:<your numeric user id>\"]"
+        );
+    }
+    numeric
+}
+
+/// Who may answer exec approvals on Telegram: `execApprovals.approvers` (numeric user ids),
+/// else the owners; nobody when `execApprovals.enabled` is `false`.
+fn approvers(config: &crate::config::ExecApprovalsConfig, owner_ids: &[String]) -> Vec<String> {
+    if !config.enabled {
+        return Vec::new();
+    }
+    if config.approvers.is_empty() {
+        return owner_ids.to_vec();
+    }
+    let (numeric, other): (Vec<String>, Vec<String>) = config
+        .approvers
+        .iter()
+        .map(|a| a.strip_prefix("telegram:").unwrap_or(a).to_owned())
+        .partition(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+    if !other.is_empty() {
+        tracing::warn!(
+            "channels.telegram.execApprovals.approvers: {} name no Telegram user (an \
+             approver is a numeric user id)",
+            other.join(", ")
         );
     }
     numeric
@@ -415,8 +452,10 @@ impl Prepared {
         settings.tools = file_tools(&self.config, &self.paths, &self.workspace);
         settings.workspace = Some(self.workspace);
         settings.ledger = Some(ledger);
-        // `tools.exec.security: "full"` enables it; the tool policy may still remove it.
+        // `tools.exec.security` enables it; the tool policy may still remove it.
+        let mut approvals = None;
         if let Some(exec) = self.exec.filter(|_| self.config.tools.offers("exec")) {
+            approvals = Some(exec.approvals().clone());
             match crate::confine::available() {
                 Ok(support) => {
                     tracing::info!(
@@ -424,9 +463,9 @@ impl Prepared {
                         support.describe()
                     )
                 }
-                Err(why) => tracing::warn!(
-                    "tools.exec.security is \"full\" but every command will be refused: {why}"
-                ),
+                Err(why) => {
+                    tracing::warn!("the exec tool is on but every command will be refused: {why}")
+                }
             }
             settings.tools.register(exec);
         }
@@ -449,6 +488,7 @@ impl Prepared {
             transcripts: self.transcripts,
         };
         telegram.owner_notices = notices;
+        telegram.approvals = approvals;
         telegram::run(telegram, policy, &self.paths.state_dir, agent, shutdown).await?;
         Ok(())
     }

@@ -122,10 +122,10 @@ fn policies(config: &Config, findings: &mut Vec<Finding>) {
     }
 }
 
-/// With `tools.exec.security: "full"`: whether this kernel can confine host execution
+/// With `tools.exec.security` `"allowlist"` or `"full"`: whether this kernel can confine host execution
 /// (without Landlock every command is refused, so the tool the config promises cannot run).
 fn host_exec(config: &Config, findings: &mut Vec<Finding>) {
-    if config.exec.security != ExecSecurity::Full {
+    if config.exec.security == ExecSecurity::Deny {
         return;
     }
     match crate::confine::support() {
@@ -134,7 +134,7 @@ fn host_exec(config: &Config, findings: &mut Vec<Finding>) {
             Severity::Info,
             "exec runs commands on the host, confined",
             format!(
-                "tools.exec.security is \"full\"; this kernel enforces {}",
+                "tools.exec.security allows commands; this kernel enforces {}",
                 support.describe()
             ),
             "nothing to do",
@@ -143,7 +143,7 @@ fn host_exec(config: &Config, findings: &mut Vec<Finding>) {
             "exec.host.no_landlock",
             Severity::Warn,
             "host execution is enabled but this kernel cannot confine it",
-            format!("tools.exec.security is \"full\", and every command is refused: {why}"),
+            format!("tools.exec.security allows commands, and every command is refused: {why}"),
             "boot a kernel with Landlock (Linux 6.2 or later, `landlock` in the `lsm=` list), \
              or set tools.exec.security to \"deny\"",
         )),

@@ -1,29 +1,46 @@
 //! The `exec` tool (OpenClaw's name and parameters `command`, `workdir`, `timeoutSeconds`):
-//! one shell command, confined on the host by [`crate::confine::run`].
+//! one shell command, confined on the host by [`crate::confine::run`], once the exec
+//! approvals policy ([`crate::approvals`]) allows it.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::{Call, Tool, ToolFuture, ToolOutput};
+use crate::approvals::{Approvals, Decision, Verdict};
 use crate::confine::{run, Ending, Outcome, Policy, OUTPUT_CAP};
 
-/// The `exec` tool; registered only with `tools.exec.security: "full"`.
+/// The `exec` tool; registered with `tools.exec.security` `"allowlist"` or `"full"`.
 #[derive(Debug)]
 pub struct ExecTool {
     policy: Policy,
     /// `tools.exec.timeoutSeconds`; `None`: only the turn's deadline.
     timeout: Option<Duration>,
+    approvals: Approvals,
 }
 
 impl ExecTool {
-    pub fn new(policy: Policy, timeout: Option<Duration>) -> Self {
-        Self { policy, timeout }
+    pub fn new(policy: Policy, timeout: Option<Duration>, approvals: Approvals) -> Self {
+        Self {
+            policy,
+            timeout,
+            approvals,
+        }
     }
 
-    async fn exec(&self, input: Value, deadline: Instant, cancel: CancellationToken) -> ToolOutput {
+    /// The approvals this tool asks (the channels answer them).
+    pub fn approvals(&self) -> &Approvals {
+        &self.approvals
+    }
+
+    async fn exec(&self, input: Value, call: Call) -> ToolOutput {
+        let Call {
+            session_key,
+            deadline,
+            cancel,
+            ..
+        } = call;
         let Some(command) = input["command"].as_str().filter(|c| !c.trim().is_empty()) else {
             return ToolOutput::error("`command` is required: the shell command to run");
         };
@@ -48,14 +65,67 @@ impl ExecTool {
             Ok(w) => w,
             Err(e) => return ToolOutput::error(e),
         };
+        let mut note = String::new();
+        match self.approvals.decide(command, &workdir, false) {
+            Decision::Run => {}
+            Decision::Deny(why) => return ToolOutput::error(format!("not run: {why}")),
+            Decision::Ask => {
+                match self
+                    .approvals
+                    .ask(command, &workdir, session_key.as_str())
+                    .await
+                {
+                    Verdict::Approved { always, by } => {
+                        if always {
+                            note = self.remember(command, &workdir).await;
+                        }
+                        tracing::info!("exec: running a command {by} approved");
+                    }
+                    Verdict::Denied { by } => {
+                        return ToolOutput::error(format!(
+                            "not run: the approver ({by}) denied this command"
+                        ))
+                    }
+                    Verdict::TimedOut => {
+                        return ToolOutput::error(format!(
+                            "not run: no approver answered within {} s, which counts as a \
+                             denial",
+                            self.approvals.timeout().as_secs()
+                        ))
+                    }
+                }
+            }
+        }
         let own_deadline = timeout.map(|t| Instant::now() + t);
         let until = own_deadline.map_or(deadline, |d| d.min(deadline));
-        match run(&self.policy, command, &workdir, until, &cancel).await {
+        let mut output = match run(&self.policy, command, &workdir, until, &cancel).await {
             Ok(outcome) => report(
                 &outcome,
                 timeout.filter(|_| own_deadline.is_some_and(|d| d <= deadline)),
             ),
             Err(e) => ToolOutput::error(e),
+        };
+        output.content.push_str(&note);
+        output
+    }
+
+    /// Adds an approved-always command to the allowlist; a note for the model when that
+    /// failed (the command still runs: it was approved).
+    async fn remember(&self, command: &str, workdir: &std::path::Path) -> String {
+        let (approvals, command, workdir) = (
+            self.approvals.clone(),
+            command.to_owned(),
+            workdir.to_owned(),
+        );
+        let saved = tokio::task::spawn_blocking(move || approvals.remember(&command, &workdir))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match saved {
+            Ok(()) => String::new(),
+            Err(e) => {
+                tracing::error!("exec: an approved command was not added to the allowlist: {e}");
+                "\n[approved once: adding it to the allowlist failed]".to_owned()
+            }
         }
     }
 }
@@ -126,7 +196,7 @@ impl Tool for ExecTool {
     }
 
     fn run(&self, input: Value, call: Call) -> ToolFuture<'_> {
-        Box::pin(async move { self.exec(input, call.deadline, call.cancel).await })
+        Box::pin(self.exec(input, call))
     }
 }
 
