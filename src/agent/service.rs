@@ -421,6 +421,14 @@ impl Prepared {
         self.handle.clone()
     }
 
+    /// The exec approvals, when the `exec` tool is on (`/api/approvals` answers them).
+    pub fn approvals(&self) -> Option<crate::approvals::Approvals> {
+        self.exec
+            .as_ref()
+            .filter(|_| self.config.tools.offers("exec"))
+            .map(|e| e.approvals().clone())
+    }
+
     /// What `/api/status` shows of the agent, live.
     pub fn status(&self) -> Arc<AgentStatus> {
         Arc::clone(&self.status)

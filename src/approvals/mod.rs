@@ -15,6 +15,7 @@
 //!   A question whose turn ended (stopped, timed out) is gone: a late answer does nothing and
 //!   says so.
 
+pub mod cli;
 pub mod command;
 pub mod file;
 
@@ -350,7 +351,7 @@ fn new_id() -> String {
     id
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -11,7 +11,7 @@ use clawfort_fakes::model::{ok, Fake, Seen, KEY};
 use clawfort_fakes::telegram::{private_text, Fake as Telegram};
 use serde_json::{json, Value};
 
-use crate::support::{append_env, state_dir, Gateway};
+use crate::support::{append_env, cli, state_dir, Gateway};
 
 const BOT_TOKEN: &str = "123456789:AAHtestTOKENtestTOKENtestTOKENtest12";
 const OWNER: i64 = 7_100_001;
@@ -91,8 +91,10 @@ impl Setup {
     async fn start(ask: &str, allowlist: Option<&str>) -> Self {
         let model = Fake::start(script).await;
         let telegram = Telegram::start(BOT_TOKEN).await;
-        let config = format!(
-            r#"{{
+        let config = |port: u16| {
+            format!(
+                r#"{{
+              gateway: {{ port: {port} }},
               models: {{ providers: {{ fake: {{
                 api: "anthropic-messages", baseUrl: "{}", apiKey: "${{FAKE_API_KEY}}",
                 models: [{{ id: "m1" }}],
@@ -106,10 +108,11 @@ impl Setup {
               }} }},
               commands: {{ ownerAllowFrom: ["telegram:{OWNER}"] }},
             }}"#,
-            model.url(""),
-            telegram.api_root()
-        );
-        let dir = state_dir(Some(&config));
+                model.url(""),
+                telegram.api_root()
+            )
+        };
+        let dir = state_dir(Some(&config(1)));
         append_env(
             dir.path(),
             &format!("FAKE_API_KEY={KEY}\nTELEGRAM_BOT_TOKEN={BOT_TOKEN}\n"),
@@ -119,6 +122,8 @@ impl Setup {
             std::fs::write(dir.path().join("exec-approvals.json"), list).unwrap();
         }
         let gw = tokio::task::block_in_place(|| Gateway::start_in(dir));
+        // The CLI finds the gateway through its config.
+        std::fs::write(gw.path().join("openclaw.json"), config(gw.addr.port())).unwrap();
         Self {
             _model: model,
             telegram,
@@ -299,4 +304,56 @@ async fn always_allows_that_command_again_and_no_chain_matches_the_allowlist() {
         prompts + 1,
         "only the different command was asked about"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_answers_approvals() {
+    if !runnable("approvals::the_cli_lists_and_answers_approvals") {
+        return;
+    }
+    let s = Setup::start("always", None).await;
+    let run = |args: &[&str]| tokio::task::block_in_place(|| cli(s.gw.path(), args));
+
+    let (id, before) = s.asked("touch cli.txt").await;
+    let out = run(&["approvals", "list", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pending = list["pending"].as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{list}");
+    assert_eq!(pending[0]["id"], id.as_str());
+    assert_eq!(pending[0]["command"], "touch cli.txt");
+    assert!(pending[0]["workdir"]
+        .as_str()
+        .unwrap()
+        .ends_with("workspace"));
+    let out = run(&["approvals", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&id) && text.contains("touch cli.txt"),
+        "{text}"
+    );
+
+    let out = run(&["approvals", "approve", &id]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Approved once"));
+    s.next(OWNER, before, "[exit code 0]").await;
+    assert!(s.workspace("cli.txt").exists());
+    // Answered: a second answer does nothing, and says so.
+    let out = run(&["approvals", "deny", &id]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no pending approval"),
+        "{out:?}"
+    );
+
+    let (id, before) = s.asked("touch denied.txt").await;
+    let out = run(&["approvals", "deny", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let reply = s.next(OWNER, before, "not run").await;
+    assert!(reply.contains("(cli) denied"), "{reply}");
+    assert!(!s.workspace("denied.txt").exists());
+    let out = run(&["approvals", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No exec approval is waiting"));
+    let out = run(&["approvals", "approve", "../x"]);
+    assert!(!out.status.success());
 }
