@@ -199,6 +199,9 @@ impl AgentLoop {
             };
             messages.push(Message::user_text(text));
         }
+        // Untrusted content in the context (see `Call::tainted`): a message of anyone but
+        // the owner, a group chat's history, and later the output of a tainting tool.
+        let mut tainted = !turn.from_owner || turn.group.is_some();
         for _ in 0..s.max_steps {
             if let Some(ledger) = &s.ledger {
                 if let Err(exceeded) = ledger.check() {
@@ -288,15 +291,21 @@ impl AgentLoop {
             for (id, name, input) in calls {
                 let output = match s.tools.get(&name) {
                     None => ToolOutput::error(format!("there is no tool named `{name}`")),
-                    Some(tool) => tokio::select! {
-                        () = cancel.cancelled() => anyhow::bail!("cancelled"),
-                        () = tokio::time::sleep_until(deadline) => return Ok(self.deadline_reply()),
-                        out = tool.run(input, Call {
-                            session_key: turn.session_key.clone(),
-                            deadline,
-                            cancel: cancel.clone(),
-                        }) => out,
-                    },
+                    Some(tool) => {
+                        let taints = tool.taints(&input);
+                        let out = tokio::select! {
+                            () = cancel.cancelled() => anyhow::bail!("cancelled"),
+                            () = tokio::time::sleep_until(deadline) => return Ok(self.deadline_reply()),
+                            out = tool.run(input, Call {
+                                session_key: turn.session_key.clone(),
+                                deadline,
+                                cancel: cancel.clone(),
+                                tainted,
+                            }) => out,
+                        };
+                        tainted |= taints;
+                        out
+                    }
                 };
                 let content = s.redactor.redact(&output.content);
                 results.push(Block::ToolResult {

@@ -39,7 +39,7 @@ impl ExecTool {
             session_key,
             deadline,
             cancel,
-            ..
+            tainted,
         } = call;
         let Some(command) = input["command"].as_str().filter(|c| !c.trim().is_empty()) else {
             return ToolOutput::error("`command` is required: the shell command to run");
@@ -66,7 +66,7 @@ impl ExecTool {
             Err(e) => return ToolOutput::error(e),
         };
         let mut note = String::new();
-        match self.approvals.decide(command, &workdir, false) {
+        match self.approvals.decide(command, &workdir, tainted) {
             Decision::Run => {}
             Decision::Deny(why) => return ToolOutput::error(format!("not run: {why}")),
             Decision::Ask => {

@@ -74,6 +74,16 @@ fn script(n: usize, seen: &Seen) -> clawfort_fakes::model::Reply {
             .unwrap()
             .to_owned(),
     };
+    // Someone else's message arrives wrapped as untrusted data: the command is its body.
+    let command = command
+        .lines()
+        .rfind(|l| {
+            !l.starts_with("<untrusted-")
+                && !l.starts_with("</untrusted-")
+                && !l.starts_with("[message from")
+        })
+        .unwrap_or_default()
+        .to_owned();
     ok(answer(
         json!([{"type": "tool_use", "id": format!("call_{n}"), "name": "exec",
                 "input": {"command": command}}]),
@@ -356,4 +366,28 @@ async fn the_cli_lists_and_answers_approvals() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("No exec approval is waiting"));
     let out = run(&["approvals", "approve", "../x"]);
     assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_of_someone_else_asks_even_about_an_allowlisted_command() {
+    if !runnable("approvals::a_turn_of_someone_else_asks_even_about_an_allowlisted_command") {
+        return;
+    }
+    let allowlist = r#"{"version": 1, "agents": {"main": {"allowlist": [{"pattern": "touch"}]}}}"#;
+    let s = Setup::start("on-miss", Some(allowlist)).await;
+
+    // The owner's own turn: the allowlist entry suffices.
+    s.say(OWNER, "touch owner.txt", OWNER, "[exit code 0]")
+        .await;
+    assert!(s.workspace("owner.txt").exists());
+
+    // A friend's message is untrusted content: on-miss asks about every command.
+    let before = s.sent(OWNER).len();
+    let friend_before = s.sent(FRIEND).len();
+    s.telegram.push(private_text(FRIEND, "touch friend.txt"));
+    let prompt = s.next(OWNER, before, "Exec approval ").await;
+    assert!(prompt.contains("Command: touch friend.txt"), "{prompt}");
+    let reply = s.next(FRIEND, friend_before, "not run").await;
+    assert!(reply.contains("no approver answered"), "{reply}");
+    assert!(!s.workspace("friend.txt").exists());
 }
