@@ -204,14 +204,14 @@ impl Approvals {
             workdir.display(),
             view.command
         );
-        self.0
-            .prompts
-            .post(Notice::new(prompt(&view, self.0.timeout)));
+        let text = prompt(&view, self.0.timeout);
+        // Registered before anyone can read the prompt and answer it.
         self.0
             .pending
             .lock()
             .expect("not poisoned")
             .insert(id.clone(), Pending { view, answer: tx });
+        self.0.prompts.post(Notice::new(text));
         let _withdraw = Withdraw {
             approvals: self,
             id: &id,

@@ -66,7 +66,15 @@ impl ExecTool {
             Err(e) => return ToolOutput::error(e),
         };
         let mut note = String::new();
-        match self.approvals.decide(command, &workdir, tainted) {
+        // Reads the approvals file and resolves the executable: file system work.
+        let decision = {
+            let (approvals, text, dir) =
+                (self.approvals.clone(), command.to_owned(), workdir.clone());
+            tokio::task::spawn_blocking(move || approvals.decide(&text, &dir, tainted))
+                .await
+                .unwrap_or_else(|e| Decision::Deny(format!("the approvals check failed: {e}")))
+        };
+        match decision {
             Decision::Run => {}
             Decision::Deny(why) => return ToolOutput::error(format!("not run: {why}")),
             Decision::Ask => {
