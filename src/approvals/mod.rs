@@ -88,8 +88,8 @@ pub enum AnswerError {
     #[error("no pending approval `{0}`: it was answered, timed out, or its turn ended")]
     NotPending(String),
     #[error(
-        "`{0}` cannot be added to the allowlist (only a command of plain words can); \
-         approve it once or deny it"
+        "`{0}` cannot be added to the allowlist (only a command of plain words whose \
+         program is found in PATH can); approve it once or deny it"
     )]
     NotSimple(String),
 }
@@ -196,7 +196,7 @@ impl Approvals {
             session_key: session_key.to_owned(),
             created_at: now,
             expires_at: now + self.0.timeout.as_millis() as u64,
-            can_always: command::simple(command).is_some(),
+            can_always: rememberable(command),
         };
         let id = view.id.clone();
         tracing::info!(
@@ -268,7 +268,8 @@ impl Approvals {
     /// name) as `pattern`, the exact text and workdir as `argPattern`.
     pub fn remember(&self, text: &str, workdir: &Path) -> Result<(), String> {
         let simple = command::simple(text)
-            .ok_or_else(|| format!("`{text}` is not a command of plain words"))?;
+            .filter(|_| rememberable(text))
+            .ok_or_else(|| format!("`{text}` cannot be remembered"))?;
         let pattern = match command::resolve(simple.program, workdir) {
             Some(r) => r.real.to_string_lossy().into_owned(),
             None => simple.program.to_owned(),
@@ -282,6 +283,13 @@ impl Approvals {
         };
         file::add_entry(&self.0.path, entry).map_err(|e| e.to_string())
     }
+}
+
+/// Whether "always" may remember `command`: a simple command whose program is a bare name,
+/// found in `PATH` (system directories the command cannot write). A program given as a
+/// path may be a workspace file the model can rewrite after the approval.
+fn rememberable(command: &str) -> bool {
+    command::simple(command).is_some_and(|s| !s.program.contains('/'))
 }
 
 /// OpenClaw's rule: `always` asks; `on-miss` asks about a miss under `allowlist`; otherwise
@@ -465,6 +473,34 @@ mod tests {
             a.answer(&id, Answer::Once, "x"),
             Err(AnswerError::NotPending(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn always_is_refused_for_chains_and_programs_given_as_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = approvals(dir.path(), ExecSecurity::Allowlist, ExecAsk::Always);
+        for command in ["./build.sh", "ls; rm x", "/usr/bin/ls"] {
+            let waiting = a.ask(command, dir.path(), "s");
+            tokio::pin!(waiting);
+            tokio::select! {
+                _ = &mut waiting => unreachable!(),
+                () = tokio::task::yield_now() => {}
+            }
+            let view = a.pending().pop().unwrap();
+            assert!(!view.can_always, "{command}");
+            assert!(
+                !a.prompts().next().await.text.contains("always"),
+                "{command}"
+            );
+            assert_eq!(
+                a.answer(&view.id, Answer::Always, "x"),
+                Err(AnswerError::NotSimple(view.id.clone()))
+            );
+            a.answer(&view.id, Answer::Deny, "x").unwrap();
+            assert!(matches!(waiting.await, Verdict::Denied { .. }));
+        }
+        assert!(a.remember("./build.sh", dir.path()).is_err());
+        assert!(!dir.path().join(FILE_NAME).exists());
     }
 
     #[test]

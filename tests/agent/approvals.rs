@@ -364,6 +364,20 @@ async fn the_cli_lists_and_answers_approvals() {
     assert!(!s.workspace("denied.txt").exists());
     let out = run(&["approvals", "list"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("No exec approval is waiting"));
+
+    // A secret in the command reaches neither the prompt nor the list.
+    let before = s.sent(OWNER).len();
+    s.telegram
+        .push(private_text(OWNER, &format!("echo {BOT_TOKEN}")));
+    let prompt = s.next(OWNER, before, "Exec approval ").await;
+    assert!(prompt.contains("Command: echo [redacted]"), "{prompt}");
+    let out = run(&["approvals", "list", "--json"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("echo [redacted]") && !list.contains(BOT_TOKEN),
+        "{list}"
+    );
+    assert!(!prompt.contains(BOT_TOKEN) && !prompt.contains(KEY));
     let out = run(&["approvals", "approve", "../x"]);
     assert!(!out.status.success());
 }
