@@ -501,3 +501,23 @@ impl Prepared {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::ExecApprovalsConfig;
+
+    #[test]
+    fn approvers_are_the_named_ids_else_the_owners() {
+        let owners = vec!["1".to_owned()];
+        let named = |approvers: &[&str], enabled| ExecApprovalsConfig {
+            enabled,
+            approvers: approvers.iter().map(|a| a.to_string()).collect(),
+        };
+        assert_eq!(super::approvers(&named(&[], true), &owners), ["1"]);
+        assert_eq!(
+            super::approvers(&named(&["telegram:2", "3", "@someone"], true), &owners),
+            ["2", "3"]
+        );
+        assert!(super::approvers(&named(&["2"], false), &owners).is_empty());
+    }
+}

@@ -254,6 +254,29 @@ mod tests {
     }
 
     #[test]
+    fn telegram_exec_approvals_are_read() {
+        let c = parse(
+            r#"{ channels: { telegram: { execApprovals: { enabled: "auto", approvers: [42, "43"] } } } }"#,
+        )
+        .unwrap();
+        let a = &c.telegram.unwrap().exec_approvals;
+        assert!(a.enabled);
+        assert_eq!(a.approvers, ["42", "43"]);
+        let c =
+            parse(r#"{ channels: { telegram: { execApprovals: { enabled: false } } } }"#).unwrap();
+        assert!(!c.telegram.unwrap().exec_approvals.enabled);
+        let e = parse(r#"{ channels: { telegram: { execApprovals: { target: "channel" } } } }"#)
+            .unwrap_err();
+        assert!(
+            e.contains("channels.telegram.execApprovals.target") && e.contains("\"dm\""),
+            "{e}"
+        );
+        let e = parse(r#"{ channels: { telegram: { execApprovals: { enabled: "yes" } } } }"#)
+            .unwrap_err();
+        assert!(e.contains("execApprovals.enabled"), "{e}");
+    }
+
+    #[test]
     fn auto_is_refused_with_what_to_use() {
         let r = refusals(r#"{ tools: { exec: { mode: "auto" } } }"#);
         assert!(
