@@ -405,3 +405,34 @@ async fn a_turn_of_someone_else_asks_even_about_an_allowlisted_command() {
     assert!(reply.contains("no approver answered"), "{reply}");
     assert!(!s.workspace("friend.txt").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_turn_withdraws_its_question() {
+    if !runnable("approvals::a_stopped_turn_withdraws_its_question") {
+        return;
+    }
+    let s = Setup::start("always", None).await;
+    let (id, _) = s.asked("touch stopped.txt").await;
+    s.say(OWNER, "/stop", OWNER, "Stopped.").await;
+    // The stopped turn's task drops its question when it next runs: within moments.
+    let mut list = String::new();
+    for _ in 0..50 {
+        let out = tokio::task::block_in_place(|| cli(s.gw.path(), &["approvals", "list"]));
+        list = String::from_utf8_lossy(&out.stdout).into_owned();
+        if list.contains("No exec approval is waiting") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(list.contains("No exec approval is waiting"), "{list}");
+    let late = s
+        .say(OWNER, &format!("/approve {id}"), OWNER, "Nothing done")
+        .await;
+    assert!(late.contains("its turn ended"), "{late}");
+    assert!(!s.workspace("stopped.txt").exists());
+    assert!(
+        s.sent(OWNER).iter().all(|m| !m.contains("[exit code")),
+        "{:?}",
+        s.sent(OWNER)
+    );
+}
