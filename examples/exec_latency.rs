@@ -1,7 +1,7 @@
 //! The measuring half of `cargo xtask bench exec` (which builds it in release, runs it as an
 //! unprivileged user, since host exec refuses root, and reports against the target): the
 //! latency of the `exec` tool running `true` on the host, through [`ExecTool`], the code the
-//! agent calls (input checks, workdir, `confine::run` with Landlock, rlimits, the seccomp
+//! agent calls (input checks, workdir, the approvals policy, `confine::run` with Landlock, rlimits, the seccomp
 //! filter, a clean environment and its own process group, the report); the cost of one
 //! execution-log entry ([`ToolLog::record`], the append the agent does per call); and the same
 //! command spawned unconfined through tokio, for comparison.
@@ -12,7 +12,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clawfort::config::DmScope;
+use clawfort::approvals::Approvals;
+use clawfort::config::{DmScope, ExecAsk, ExecSecurity};
 use clawfort::confine::{self, Policy};
 use clawfort::redact::Redactor;
 use clawfort::sessions::direct_key;
@@ -28,7 +29,20 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let policy =
         Policy::new(&dir.path().join("workspace"), &[], &[]).map_err(anyhow::Error::msg)?;
-    let tool = Arc::new(ExecTool::new(policy, Some(Duration::from_secs(10))));
+    // `full` without asking: the policy check (a read of exec-approvals.json) is measured,
+    // no approver is.
+    let approvals = Approvals::new(
+        dir.path(),
+        ExecSecurity::Full,
+        ExecAsk::Off,
+        Duration::from_secs(10),
+        Redactor::new([]),
+    );
+    let tool = Arc::new(ExecTool::new(
+        policy,
+        Some(Duration::from_secs(10)),
+        approvals,
+    ));
     let log = ToolLog::new(dir.path().join("logs/tools.jsonl"), Redactor::new([]));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -40,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             session_key: session.clone(),
             deadline: tokio::time::Instant::now() + Duration::from_secs(10),
             cancel: CancellationToken::new(),
+            tainted: false,
         };
         let out = tool.run(json!({"command": "true"}), call).await;
         assert_eq!(

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Notify};
 
+use crate::approvals::Answer;
 use crate::sessions::SessionKey;
 
 pub use tokio_util::sync::CancellationToken;
@@ -141,23 +142,72 @@ impl OwnerCommand {
     /// `/stop@<bot_name>` (Telegram's form in groups; a command addressed to another bot is
     /// not ours). Arguments after the command are ignored; anything else is `None`.
     pub fn parse(text: &str, bot_name: Option<&str>) -> Option<Self> {
-        let word = text.split_whitespace().next()?;
-        let word = word.strip_prefix('/')?;
-        let (name, target) = match word.split_once('@') {
-            Some((name, target)) => (name, Some(target)),
-            None => (word, None),
-        };
-        if let Some(target) = target {
-            if !bot_name.is_some_and(|bot| bot.eq_ignore_ascii_case(target)) {
-                return None;
-            }
-        }
+        let (name, _) = command_word(text, bot_name)?;
         match name.to_ascii_lowercase().as_str() {
             "stop" => Some(Self::Stop),
             "new" => Some(Self::New),
             "status" => Some(Self::Status),
             _ => None,
         }
+    }
+}
+
+/// The command name of `text` (`/name` or `/name@<bot_name>`) and the words after it; `None`
+/// for anything else, including a command addressed to another bot.
+fn command_word<'t>(
+    text: &'t str,
+    bot_name: Option<&str>,
+) -> Option<(&'t str, std::str::SplitWhitespace<'t>)> {
+    let mut words = text.split_whitespace();
+    let word = words.next()?.strip_prefix('/')?;
+    let (name, target) = match word.split_once('@') {
+        Some((name, target)) => (name, Some(target)),
+        None => (word, None),
+    };
+    if let Some(target) = target {
+        if !bot_name.is_some_and(|bot| bot.eq_ignore_ascii_case(target)) {
+            return None;
+        }
+    }
+    Some((name, words))
+}
+
+/// `/approve <id> [always]` and `/deny <id>`: an answer to an exec approval
+/// ([`crate::approvals`]). Who may send it is the channel's decision (the approvers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalCommand {
+    Answer {
+        id: String,
+        answer: Answer,
+    },
+    /// `/approve` or `/deny` without an id, or with words that make no answer.
+    Usage,
+}
+
+impl ApprovalCommand {
+    pub fn parse(text: &str, bot_name: Option<&str>) -> Option<Self> {
+        let (name, mut words) = command_word(text, bot_name)?;
+        let deny = match name.to_ascii_lowercase().as_str() {
+            "approve" => false,
+            "deny" => true,
+            _ => return None,
+        };
+        let Some(id) = words.next() else {
+            return Some(Self::Usage);
+        };
+        let answer = match (deny, words.next().map(str::to_ascii_lowercase).as_deref()) {
+            (true, None) => Answer::Deny,
+            (false, None) => Answer::Once,
+            (false, Some("always")) => Answer::Always,
+            _ => return Some(Self::Usage),
+        };
+        if words.next().is_some() {
+            return Some(Self::Usage);
+        }
+        Some(Self::Answer {
+            id: id.to_owned(),
+            answer,
+        })
     }
 }
 
@@ -274,6 +324,33 @@ mod tests {
         assert_eq!(OwnerCommand::parse("/stopper", None), None);
         assert_eq!(OwnerCommand::parse("please /stop", None), None);
         assert_eq!(OwnerCommand::parse("", None), None);
+    }
+
+    #[test]
+    fn parses_approval_answers() {
+        use super::{Answer, ApprovalCommand as A};
+        let answer = |id: &str, answer| A::Answer {
+            id: id.into(),
+            answer,
+        };
+        assert_eq!(
+            A::parse("/approve k3x9", None),
+            Some(answer("k3x9", Answer::Once))
+        );
+        assert_eq!(
+            A::parse("/approve@claw_bot k3x9 ALWAYS", Some("claw_bot")),
+            Some(answer("k3x9", Answer::Always))
+        );
+        assert_eq!(
+            A::parse("/deny k3x9", None),
+            Some(answer("k3x9", Answer::Deny))
+        );
+        assert_eq!(A::parse("/deny k3x9 always", None), Some(A::Usage));
+        assert_eq!(A::parse("/approve k3x9 now please", None), Some(A::Usage));
+        assert_eq!(A::parse("/approve", None), Some(A::Usage));
+        assert_eq!(A::parse("/approve@other_bot k3x9", Some("claw_bot")), None);
+        assert_eq!(A::parse("approve k3x9", None), None);
+        assert_eq!(A::parse("/stop", None), None);
     }
 
     #[tokio::test]

@@ -109,6 +109,11 @@ enum Command {
     ///
     /// Exit status: 0 done, 1 a check (or the restart) failed, 2 a bad flag or value.
     Setup(crate::setup::SetupArgs),
+    /// Answer the exec approvals the running gateway waits for (the commands the agent
+    /// wants to run that need a human): list them, approve one (once, or --always to also
+    /// allow that exact command in that workdir from now on) or deny it.
+    #[command(subcommand)]
+    Approvals(crate::approvals::cli::ApprovalsCommand),
     /// Stop every running agent turn of the running gateway, in every chat.
     StopAll {
         /// Print the gateway's JSON answer.
@@ -323,6 +328,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Setup(args) => crate::setup::run(args, Target::resolve(cli.config.as_deref())?)?,
         Command::StopAll { json } => stop_all(Target::resolve(cli.config.as_deref())?, json)?,
+        Command::Approvals(command) => {
+            crate::approvals::cli::run(Target::resolve(cli.config.as_deref())?, command)?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@
 //! for the module map.
 
 pub mod agent;
+pub mod approvals;
 pub mod audit;
 pub mod channel;
 pub mod cli;

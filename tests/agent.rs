@@ -1,6 +1,8 @@
 //! Agent-loop tests: the real loop, providers and ledger against the fake Anthropic server
 //! of `clawfort_fakes::model` on 127.0.0.1.
 
+#[path = "agent/approvals.rs"]
+mod approvals;
 #[path = "provider/client.rs"]
 #[allow(dead_code)]
 mod client;

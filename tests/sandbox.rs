@@ -8,8 +8,12 @@ mod daemon;
 use std::path::Path;
 use std::time::Duration;
 
-use clawfort::config::{DmScope, SandboxConfig, SandboxMode, SandboxScope, WorkspaceAccess};
+use clawfort::approvals::Approvals;
+use clawfort::config::{
+    DmScope, ExecAsk, ExecSecurity, SandboxConfig, SandboxMode, SandboxScope, WorkspaceAccess,
+};
 use clawfort::confine::{Ending, Outcome, Policy, OUTPUT_CAP};
+use clawfort::redact::Redactor;
 use clawfort::sandbox::Sandbox;
 use clawfort::sessions::{direct_key, SessionKey};
 use clawfort::tools::{Call, ExecTool, Tool};
@@ -138,12 +142,20 @@ async fn a_command_runs_isolated(d: &Daemon, s: &Sandbox) {
 async fn the_exec_tool_picks_the_sandbox_by_session(d: &Daemon) {
     let workspace = d.base.path().join("agent");
     let policy = Policy::new(&workspace, &[], &[]).unwrap();
-    let tool = ExecTool::new(policy, Some(Duration::from_secs(30)))
+    let approvals = Approvals::new(
+        &d.base.path().join("state"),
+        ExecSecurity::Full,
+        ExecAsk::Off,
+        Duration::from_secs(5),
+        Redactor::new([]),
+    );
+    let tool = ExecTool::new(policy, Some(Duration::from_secs(30)), approvals)
         .with_sandbox(sandbox(d, config()), SandboxMode::NonMain);
     let call = |key: SessionKey| Call {
         session_key: key,
         deadline: Instant::now() + Duration::from_secs(60),
         cancel: CancellationToken::new(),
+        tainted: false,
     };
     let input = json!({"command": "echo uid=$(id -u) in $(pwd)"});
     let peer = tool.run(input.clone(), call(session("1"))).await;

@@ -218,6 +218,9 @@ impl AgentLoop {
             };
             messages.push(Message::user_text(text));
         }
+        // Untrusted content in the context (see `Call::tainted`): a message of anyone but
+        // the owner, a group chat's history, and later the output of a tainting tool.
+        let mut tainted = !turn.from_owner || turn.group.is_some();
         for _ in 0..s.max_steps {
             if let Some(ledger) = &s.ledger {
                 if let Err(exceeded) = ledger.check() {
@@ -320,6 +323,7 @@ impl AgentLoop {
                         Approval::None,
                     ),
                     Some(tool) => {
+                        let taints = tool.taints(&input);
                         let output = tokio::select! {
                             () = cancel.cancelled() => {
                                 let stopped = entry(None, Status::Cancelled, Approval::None);
@@ -335,8 +339,10 @@ impl AgentLoop {
                                 session_key: turn.session_key.clone(),
                                 deadline,
                                 cancel: cancel.clone(),
+                                tainted,
                             }) => out,
                         };
+                        tainted |= taints;
                         let ran = output
                             .execution
                             .unwrap_or_else(|| Execution::in_gateway(output.is_error));

@@ -55,7 +55,7 @@ pub struct Prepared {
     paths: Paths,
     handle: AgentHandle,
     status: Arc<AgentStatus>,
-    /// The `exec` tool, with `tools.exec.security: "full"`.
+    /// The `exec` tool, with `tools.exec.security` `"allowlist"` or `"full"`.
     exec: Option<Arc<crate::tools::ExecTool>>,
 }
 
@@ -215,7 +215,7 @@ pub fn prepare(
         .agent_workspace
         .clone()
         .unwrap_or_else(|| paths.state_dir.join("workspace"));
-    let exec = exec_tool(config, paths, &workspace)?;
+    let exec = exec_tool(config, paths, &workspace, redactor)?;
     Ok(Some(Prepared {
         specs,
         primary,
@@ -235,15 +235,18 @@ pub fn prepare(
     }))
 }
 
-/// The `exec` tool when `tools.exec.security` is `"full"`: its confinement policy is checked
-/// here (a bad `security.*` path stops the start); a host that cannot confine it (no
-/// Landlock, a gateway running as root) is logged at start and refused at each call.
+/// The `exec` tool when `tools.exec.security` is `"allowlist"` or `"full"`: its confinement
+/// policy is checked here (a bad `security.*` path stops the start); a host that cannot
+/// confine it (no Landlock, a gateway running as root) is logged at start and refused at
+/// each call. Its approvals read `exec-approvals.json` of the state directory. The sessions
+/// `agents.defaults.sandbox.mode` covers run their commands in the Docker sandbox.
 fn exec_tool(
     config: &Config,
     paths: &Paths,
     workspace: &std::path::Path,
+    redactor: &Redactor,
 ) -> Result<Option<Arc<crate::tools::ExecTool>>, ConfigError> {
-    if config.exec.security != crate::config::ExecSecurity::Full {
+    if config.exec.security == crate::config::ExecSecurity::Deny {
         return Ok(None);
     }
     let policy = crate::confine::Policy::new(
@@ -253,7 +256,14 @@ fn exec_tool(
     )
     .map_err(|e| key_error("security", e))?;
     let timeout = config.exec.timeout_secs.map(Duration::from_secs);
-    let tool = crate::tools::ExecTool::new(policy, timeout);
+    let approvals = crate::approvals::Approvals::new(
+        &paths.state_dir,
+        config.exec.security,
+        config.exec.ask,
+        Duration::from_secs(config.exec.approval_timeout_secs),
+        redactor.clone(),
+    );
+    let tool = crate::tools::ExecTool::new(policy, timeout, approvals);
     if config.sandbox_mode == crate::config::SandboxMode::Off {
         return Ok(Some(Arc::new(tool)));
     }
@@ -280,6 +290,7 @@ fn telegram_settings(
     s.group_policy = policy(t.group_policy);
     s.group_allow_from = t.group_allow_from.clone();
     s.owner_ids = owner_ids.to_vec();
+    s.approvers = approvers(&t.exec_approvals, owner_ids);
     s.groups = t
         .groups
         .iter()
@@ -311,6 +322,30 @@ fn telegram_owners(config: &Config) -> Vec<String> {
     if numeric.is_empty() && config.telegram.is_some() {
         tracing::warn!(
             "no owner configured: budget alerts and a rejected API key are only logged, and              nobody may use /stop, /new, /status; set commands.ownerAllowFrom to              [\"telegram:<your numeric user id>\"]"
+        );
+    }
+    numeric
+}
+
+/// Who may answer exec approvals on Telegram: `execApprovals.approvers` (numeric user ids),
+/// else the owners; nobody when `execApprovals.enabled` is `false`.
+fn approvers(config: &crate::config::ExecApprovalsConfig, owner_ids: &[String]) -> Vec<String> {
+    if !config.enabled {
+        return Vec::new();
+    }
+    if config.approvers.is_empty() {
+        return owner_ids.to_vec();
+    }
+    let (numeric, other): (Vec<String>, Vec<String>) = config
+        .approvers
+        .iter()
+        .map(|a| a.strip_prefix("telegram:").unwrap_or(a).to_owned())
+        .partition(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+    if !other.is_empty() {
+        tracing::warn!(
+            "channels.telegram.execApprovals.approvers: {} name no Telegram user (an \
+             approver is a numeric user id)",
+            other.join(", ")
         );
     }
     numeric
@@ -393,6 +428,14 @@ impl Prepared {
         self.handle.clone()
     }
 
+    /// The exec approvals, when the `exec` tool is on (`/api/approvals` answers them).
+    pub fn approvals(&self) -> Option<crate::approvals::Approvals> {
+        self.exec
+            .as_ref()
+            .filter(|_| self.config.tools.offers("exec"))
+            .map(|e| e.approvals().clone())
+    }
+
     /// What `/api/status` shows of the agent, live.
     pub fn status(&self) -> Arc<AgentStatus> {
         Arc::clone(&self.status)
@@ -426,8 +469,10 @@ impl Prepared {
         settings.tools = file_tools(&self.config, &self.paths, &self.workspace);
         settings.workspace = Some(self.workspace);
         settings.ledger = Some(ledger);
-        // `tools.exec.security: "full"` enables it; the tool policy may still remove it.
+        // `tools.exec.security` enables it; the tool policy may still remove it.
+        let mut approvals = None;
         if let Some(exec) = self.exec.filter(|_| self.config.tools.offers("exec")) {
+            approvals = Some(exec.approvals().clone());
             match crate::confine::available() {
                 Ok(support) => {
                     tracing::info!(
@@ -435,9 +480,9 @@ impl Prepared {
                         support.describe()
                     )
                 }
-                Err(why) => tracing::warn!(
-                    "tools.exec.security is \"full\" but every command will be refused: {why}"
-                ),
+                Err(why) => {
+                    tracing::warn!("the exec tool is on but every command will be refused: {why}")
+                }
             }
             settings.tools.register(exec);
         }
@@ -460,7 +505,28 @@ impl Prepared {
             transcripts: self.transcripts,
         };
         telegram.owner_notices = notices;
+        telegram.approvals = approvals;
         telegram::run(telegram, policy, &self.paths.state_dir, agent, shutdown).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::ExecApprovalsConfig;
+
+    #[test]
+    fn approvers_are_the_named_ids_else_the_owners() {
+        let owners = vec!["1".to_owned()];
+        let named = |approvers: &[&str], enabled| ExecApprovalsConfig {
+            enabled,
+            approvers: approvers.iter().map(|a| a.to_string()).collect(),
+        };
+        assert_eq!(super::approvers(&named(&[], true), &owners), ["1"]);
+        assert_eq!(
+            super::approvers(&named(&["telegram:2", "3", "@someone"], true), &owners),
+            ["2", "3"]
+        );
+        assert!(super::approvers(&named(&["2"], false), &owners).is_empty());
     }
 }

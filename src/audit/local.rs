@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use super::{Finding, Severity};
 use crate::config::{
-    Config, DmPolicy, ExecSecurity, ProviderApi, SandboxMode, MIN_TOKEN_LEN, TOKEN_ENV,
+    Config, DmPolicy, ExecAsk, ExecSecurity, ProviderApi, SandboxMode, MIN_TOKEN_LEN, TOKEN_ENV,
 };
 use crate::paths::{expand_tilde, Paths};
 
@@ -142,35 +142,38 @@ fn policies(config: &Config, findings: &mut Vec<Finding>) {
 /// The tools offered to the model that act on the host when nothing sandboxes them: the file
 /// tools (in the gateway's process) and `exec` when `tools.exec.security` enables it.
 fn host_tools(config: &Config) -> Vec<&'static str> {
-    let exec = config.exec.security == ExecSecurity::Full;
+    let exec = config.exec.security != ExecSecurity::Deny;
     ["exec", "read", "write", "edit"]
         .into_iter()
         .filter(|&t| config.tools.offers(t) && (t != "exec" || exec))
         .collect()
 }
 
-/// `tools.exec.security: "full"`: every command runs without anyone approving it (OpenClaw's
-/// `tools.exec.ask` has no effect under `full`, and clawfort has no approvals yet).
+/// `tools.exec.security: "full"` without `ask: "always"`: every command runs without anyone
+/// approving it (under `full`, `on-miss` has no allowlist to miss).
 fn exec_approvals(config: &Config, findings: &mut Vec<Finding>) {
-    if config.exec.security != ExecSecurity::Full || !config.tools.offers("exec") {
+    if config.exec.security != ExecSecurity::Full
+        || config.exec.ask == ExecAsk::Always
+        || !config.tools.offers("exec")
+    {
         return;
     }
     findings.push(Finding::new(
         "exec.approvals.off",
         Severity::Warn,
         "exec runs every command the model asks for, with no approval",
-        "tools.exec.security is \"full\" and approvals are off (tools.exec.ask is not asked \
-         under \"full\"): a prompt injection that reaches the model can run any command the \
-         confinement allows",
-        "set tools.exec.security to \"deny\" unless the agent needs commands; check what ran \
-         with `clawfort logs --tools`",
+        "tools.exec.security is \"full\" and tools.exec.ask is not \"always\": a prompt \
+         injection that reaches the model can run any command the confinement allows",
+        "set tools.exec.security to \"allowlist\" with ask \"on-miss\" (an approver answers \
+         each command the allowlist does not match), or ask to \"always\"; check what ran with \
+         `clawfort logs --tools`",
     ));
 }
 
-/// With `tools.exec.security: "full"`: whether this kernel can confine host execution
-/// (without Landlock every command is refused, so the tool the config promises cannot run).
+/// With `tools.exec.security` `"allowlist"` or `"full"`: whether this kernel can confine host
+/// execution (without Landlock every command is refused, so the tool the config promises cannot run).
 fn host_exec(config: &Config, findings: &mut Vec<Finding>) {
-    if config.exec.security != ExecSecurity::Full {
+    if config.exec.security == ExecSecurity::Deny {
         return;
     }
     match crate::confine::support() {
@@ -179,7 +182,7 @@ fn host_exec(config: &Config, findings: &mut Vec<Finding>) {
             Severity::Info,
             "exec runs commands on the host, confined",
             format!(
-                "tools.exec.security is \"full\"; this kernel enforces {}",
+                "tools.exec.security allows commands; this kernel enforces {}",
                 support.describe()
             ),
             "nothing to do",
@@ -188,7 +191,7 @@ fn host_exec(config: &Config, findings: &mut Vec<Finding>) {
             "exec.host.no_landlock",
             Severity::Warn,
             "host execution is enabled but this kernel cannot confine it",
-            format!("tools.exec.security is \"full\", and every command is refused: {why}"),
+            format!("tools.exec.security allows commands, and every command is refused: {why}"),
             "boot a kernel with Landlock (Linux 6.2 or later, `landlock` in the `lsm=` list), \
              or set tools.exec.security to \"deny\"",
         )),

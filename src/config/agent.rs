@@ -166,6 +166,17 @@ pub struct TelegramConfig {
     pub groups: BTreeMap<String, TelegramGroup>,
     pub group_policy: GroupPolicy,
     pub group_allow_from: Vec<String>,
+    pub exec_approvals: ExecApprovalsConfig,
+}
+
+/// `channels.telegram.execApprovals`: who may answer an exec approval in the chat.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecApprovalsConfig {
+    /// `enabled`: `false` turns chat approvals off (the CLI still answers); `true` and
+    /// `"auto"` (the default) send them when approvers resolve.
+    pub enabled: bool,
+    /// `approvers`: Telegram user ids; empty means the owners (`commands.ownerAllowFrom`).
+    pub approvers: Vec<String>,
 }
 
 /// Spend caps in US dollars (`budget`, a clawfort extension).
@@ -355,6 +366,7 @@ pub fn read_telegram(t: &mut Section) -> TelegramConfig {
         )
         .unwrap_or(GroupPolicy::Allowlist);
     let group_allow_from = t.strings("groupAllowFrom").unwrap_or_default();
+    let exec_approvals = read_exec_approvals(t);
     let groups = t
         .named_sections("groups")
         .into_iter()
@@ -375,7 +387,44 @@ pub fn read_telegram(t: &mut Section) -> TelegramConfig {
         groups,
         group_policy,
         group_allow_from,
+        exec_approvals,
     }
+}
+
+/// `channels.telegram.execApprovals`. Prompts go to the approvers' private chats only
+/// (OpenClaw's `target: "dm"`): a prompt in a group would show the command to everyone there.
+fn read_exec_approvals(t: &mut Section) -> ExecApprovalsConfig {
+    let mut config = ExecApprovalsConfig {
+        enabled: true,
+        approvers: Vec::new(),
+    };
+    let Some(mut a) = t.section("execApprovals") else {
+        return config;
+    };
+    match a.get("enabled") {
+        None | Some(serde_json::Value::Bool(true)) => {}
+        Some(serde_json::Value::Bool(false)) => config.enabled = false,
+        Some(serde_json::Value::String(s)) if s == "auto" => {}
+        Some(other) => a.error(
+            "enabled",
+            format!(
+                "expected true, false or \"auto\", found {}",
+                super::reader::kind(other)
+            ),
+        ),
+    }
+    config.approvers = a.strings("approvers").unwrap_or_default();
+    if let Some(target) = a.string("target").filter(|t| t != "dm") {
+        a.error(
+            "target",
+            format!(
+                "\"{target}\" is not implemented: clawfort sends exec approval prompts to the \
+                 approvers' private chats only; remove the key or set it to \"dm\""
+            ),
+        );
+    }
+    a.finish();
+    config
 }
 
 /// `commands.ownerAllowFrom`: the owner's accounts, as written (`"telegram:123456789"`, or a

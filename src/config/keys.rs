@@ -34,6 +34,8 @@ const CLAWFORT_EXTENSIONS: &[&str] = &[
     // Spend caps in US dollars.
     "budget.dailyUsd",
     "budget.monthlyUsd",
+    // How long an exec approval waits (OpenClaw's pending approvals expire after 30 min).
+    "tools.exec.approvalTimeoutSeconds",
     // A channel OpenClaw does not bundle is a clawfort webhook channel (`POST /api/messages`).
     "channels.*.enabled",
     "channels.*.dmPolicy",

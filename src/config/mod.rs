@@ -22,11 +22,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 pub use agent::{
-    AgentModel, Budget, GroupPolicy, LazySecret, MaxTokensField, ModelConfig, ModelCost, ModelRef,
-    ProviderApi, ProviderConfig, TelegramConfig, TelegramGroup,
+    AgentModel, Budget, ExecApprovalsConfig, GroupPolicy, LazySecret, MaxTokensField, ModelConfig,
+    ModelCost, ModelRef, ProviderApi, ProviderConfig, TelegramConfig, TelegramGroup,
 };
 pub use env::EnvSource;
-pub use exec::{ExecConfig, ExecSecurity};
+pub use exec::{ExecAsk, ExecConfig, ExecSecurity};
 pub use reader::did_you_mean;
 use reader::{Context, Section};
 pub use sandbox::{check_bind_source, BindMount, SandboxConfig, SandboxScope, WorkspaceAccess};

@@ -63,6 +63,8 @@ pub struct Gateway {
     approved: AtomicUsize,
     /// The agent, when one is configured (`POST /api/agent/stop-all`).
     agent: Option<AgentHandle>,
+    /// The exec approvals, when the agent's `exec` tool may ask (`/api/approvals`).
+    approvals: Option<crate::approvals::Approvals>,
     /// The agent's live status, when an agent is configured.
     agent_status: Option<Arc<crate::agent::status::AgentStatus>>,
     redactor: crate::redact::Redactor,
@@ -88,6 +90,7 @@ impl Gateway {
             pending: AtomicUsize::new(0),
             approved: AtomicUsize::new(0),
             agent: None,
+            approvals: None,
             agent_status: None,
             redactor: crate::redact::Redactor::default(),
             config,
@@ -97,6 +100,12 @@ impl Gateway {
     /// The gateway with the agent it runs beside, for the agent's API routes.
     pub fn with_agent(mut self, agent: Option<AgentHandle>) -> Self {
         self.agent = agent;
+        self
+    }
+
+    /// The gateway answering `approvals` over `/api/approvals`.
+    pub fn with_approvals(mut self, approvals: Option<crate::approvals::Approvals>) -> Self {
+        self.approvals = approvals;
         self
     }
 
@@ -394,7 +403,9 @@ pub fn run(
             .with_agent(handle)
             .with_redactor(redactor);
         if let Some(agent) = &agent {
-            gateway = gateway.with_agent_status(agent.status());
+            gateway = gateway
+                .with_agent_status(agent.status())
+                .with_approvals(agent.approvals());
         }
         let gateway = Arc::new(gateway);
         gateway.refresh_counts();

@@ -11,6 +11,8 @@
 //! | `POST /api/pairing/<ch>/reject`         | yes  | `{"code"}`                           |
 //! | `POST /api/pairing/<ch>/revoke`         | yes  | `{"peer"}` or `{"group"}`            |
 //! | `POST /api/agent/stop-all`              | yes  | cancel every running turn: `{"stopped"}` |
+//! | `GET /api/approvals`                    | yes  | exec approvals waiting: `{"pending"}` |
+//! | `POST /api/approvals/<id>/<answer>`     | yes  | `approve`, `always` or `deny`: `{"result"}` |
 //!
 //! Order matters: the framing, Host and Origin guards run first (a rebinding page learns
 //! nothing), then the lockout check (a remote client locked out by its own failures has its
@@ -151,7 +153,18 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Reply {
             pairing_action(gw, channel, action, body).await
         }
         (Method::POST, ["api", "agent", "stop-all"]) => stop_all(&gw),
+        (Method::GET, ["api", "approvals"]) => match &gw.approvals {
+            Some(a) => reply::json(
+                StatusCode::OK,
+                &serde_json::json!({ "pending": a.pending() }),
+            ),
+            None => no_approvals(),
+        },
+        (Method::POST, ["api", "approvals", id, answer @ ("approve" | "always" | "deny")]) => {
+            answer_approval(&gw, id, answer)
+        }
         (_, ["api", "status" | "messages"])
+        | (_, ["api", "approvals", ..])
         | (_, ["api", "pairing", ..])
         | (_, ["api", "agent", "stop-all"]) => {
             reply::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
@@ -179,6 +192,33 @@ fn stop_all(gw: &Gateway) -> Reply {
             tracing::info!("stop-all over the API: {stopped} running turn(s) cancelled");
             reply::json(StatusCode::OK, &serde_json::json!({ "stopped": stopped }))
         }
+    }
+}
+
+fn no_approvals() -> Reply {
+    reply::error(
+        StatusCode::CONFLICT,
+        "this gateway's agent has no exec tool (tools.exec.security is \"deny\" or unset), \
+         so nothing waits for an approval",
+    )
+}
+
+/// `clawfort approvals approve|deny`: answers one question; 404 when it is not waiting
+/// (answered, timed out, or its turn ended), 409 when "always" cannot apply.
+fn answer_approval(gw: &Gateway, id: &str, answer: &str) -> Reply {
+    use crate::approvals::{Answer, AnswerError};
+    let Some(approvals) = &gw.approvals else {
+        return no_approvals();
+    };
+    let answer = match answer {
+        "always" => Answer::Always,
+        "deny" => Answer::Deny,
+        _ => Answer::Once,
+    };
+    match approvals.answer(id, answer, "cli") {
+        Ok(result) => reply::json(StatusCode::OK, &serde_json::json!({ "result": result })),
+        Err(e @ AnswerError::NotPending(_)) => reply::error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ AnswerError::NotSimple(_)) => reply::error(StatusCode::CONFLICT, &e.to_string()),
     }
 }
 

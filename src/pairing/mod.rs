@@ -11,7 +11,7 @@
 //! stale request for an already-approved sender, which readers ignore and the next write
 //! drops, and never an approved sender without a record.
 
-mod atomic;
+pub(crate) mod atomic;
 pub mod format;
 
 use std::io::Read;

@@ -9,7 +9,7 @@
 use super::api::{Message, Update, User};
 use super::state::{Job, JobKind};
 use super::{GroupPolicy, GroupSettings, TelegramSettings};
-use crate::channel::OwnerCommand;
+use crate::channel::{ApprovalCommand, OwnerCommand};
 use crate::redact::Redactor;
 
 /// What to do with one update.
@@ -23,6 +23,12 @@ pub enum Inbound {
         chat_id: i64,
         peer: String,
         group: Option<String>,
+    },
+    /// `/approve` or `/deny`, from anyone (the channel refuses a non-approver and logs it).
+    Approval {
+        command: ApprovalCommand,
+        chat_id: i64,
+        peer: String,
     },
     /// Work for the journal.
     Job(Job),
@@ -82,6 +88,15 @@ pub fn classify(
             Some(_) => Inbound::Ignore("group message without text"),
         };
     };
+    if settings.approvals.is_some() {
+        if let Some(command) = ApprovalCommand::parse(text, me.username.as_deref()) {
+            return Inbound::Approval {
+                command,
+                chat_id: message.chat.id,
+                peer,
+            };
+        }
+    }
     if owner {
         if let Some(command) = OwnerCommand::parse(text, me.username.as_deref()) {
             return Inbound::Command {

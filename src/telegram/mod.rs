@@ -42,8 +42,10 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use crate::approvals::Approvals;
 use crate::channel::{
-    Agent, CancellationToken, CommandContext, OwnerCommand, OwnerNotices, Recorded, Turn,
+    Agent, ApprovalCommand, CancellationToken, CommandContext, OwnerCommand, OwnerNotices,
+    Recorded, Turn,
 };
 use crate::config::{Config, DmPolicy};
 use crate::messages::{self, InboundMessage, Status};
@@ -135,6 +137,12 @@ pub struct TelegramSettings {
     pub owner_ids: Vec<String>,
     /// Notices the agent posts for the owner; the channel delivers them.
     pub owner_notices: OwnerNotices,
+    /// The exec approvals, when the `exec` tool may ask: the channel delivers their prompts
+    /// to `approvers` and takes `/approve` and `/deny` from them.
+    pub approvals: Option<Approvals>,
+    /// Telegram user ids who may answer exec approvals (`execApprovals.approvers`, else the
+    /// owners; none with `execApprovals.enabled: false`).
+    pub approvers: Vec<String>,
     /// Where the channel reports how it is doing (`clawfort status` reads it).
     pub health: Health,
     /// Inbound text cap in bytes.
@@ -157,6 +165,8 @@ impl TelegramSettings {
             group_allow_from: Vec::new(),
             owner_ids: Vec::new(),
             owner_notices: OwnerNotices::default(),
+            approvals: None,
+            approvers: Vec::new(),
             health: Health::default(),
             max_inbound_bytes: DEFAULT_MAX_INBOUND_BYTES,
             typing_interval: Duration::from_secs(4),
@@ -252,6 +262,8 @@ async fn serve<A: Agent>(
     let mut poll = Box::pin(poll_after(&ctx, journal.offset(), Duration::ZERO));
     let notices = ctx.clone().deliver_notices();
     tokio::pin!(notices);
+    let prompts = ctx.clone().deliver_prompts();
+    tokio::pin!(prompts);
     let mut running = Running::default();
     // Journal writes counted by this loop, and how many of them are durable: a job waits
     // for its write before a tool call or a message (see `channel::Recorded`).
@@ -285,6 +297,7 @@ async fn serve<A: Agent>(
                 return Ok(());
             }
             never = &mut notices => match never {},
+            never = &mut prompts => match never {},
             Some(done) = running.tasks.join_next_with_id() => {
                 running.finished(done, &mut journal);
                 // Finishes that came together share one write.
@@ -484,6 +497,11 @@ impl<A: Agent> Ctx<A> {
                     }
                     self.run_command(command, chat_id, peer, group).await;
                 }
+                Inbound::Approval {
+                    command,
+                    chat_id,
+                    peer,
+                } => self.run_approval(command, chat_id, &peer).await,
             }
         }
         journal.record_batch(last, jobs);
@@ -516,6 +534,37 @@ impl<A: Agent> Ctx<A> {
             Err(e) => {
                 tracing::error!("Telegram: owner command {command:?} failed: {e:#}");
                 FAILED_REPLY.to_owned()
+            }
+        };
+        self.send_text(chat_id, &text, None).await;
+    }
+
+    /// `/approve` or `/deny`: answered here (the agent's turn is waiting, paused); only an
+    /// approver may, anyone else is refused and logged.
+    async fn run_approval(&self, command: ApprovalCommand, chat_id: i64, peer: &str) {
+        let Some(approvals) = &self.settings.approvals else {
+            return;
+        };
+        let text = if !self.settings.approvers.iter().any(|a| a == peer) {
+            tracing::warn!(
+                "Telegram: {peer}, who is not an exec approver, tried to answer an exec \
+                 approval: refused"
+            );
+            "Only an exec approver can answer approvals (channels.telegram.execApprovals.\
+             approvers, else the owners)."
+                .to_owned()
+        } else {
+            match command {
+                ApprovalCommand::Usage => {
+                    "Usage: /approve <id> [always] or /deny <id>, with the id of the request."
+                        .to_owned()
+                }
+                ApprovalCommand::Answer { id, answer } => {
+                    match approvals.answer(&id, answer, &format!("telegram:{peer}")) {
+                        Ok(text) => text,
+                        Err(e) => format!("Nothing done: {e}."),
+                    }
+                }
             }
         };
         self.send_text(chat_id, &text, None).await;
@@ -706,6 +755,29 @@ impl<A: Agent> Ctx<A> {
             }
             if let Some(done) = notice.delivered {
                 let _ = tokio::task::spawn_blocking(done).await;
+            }
+        }
+    }
+
+    /// Sends each exec approval prompt to every approver's private chat. Never returns.
+    async fn deliver_prompts(self: Arc<Self>) -> std::convert::Infallible {
+        let Some(approvals) = &self.settings.approvals else {
+            return std::future::pending().await;
+        };
+        let prompts = approvals.prompts();
+        loop {
+            let prompt = prompts.next().await;
+            let mut delivered = false;
+            for approver in &self.settings.approvers {
+                if let Ok(chat_id) = approver.parse::<i64>() {
+                    delivered |= self.send_text(chat_id, &prompt.text, None).await;
+                }
+            }
+            if !delivered {
+                tracing::warn!(
+                    "Telegram: an exec approval prompt reached no approver (none configured, \
+                     or they never wrote to the bot); `clawfort approvals list` shows it"
+                );
             }
         }
     }

@@ -1,35 +1,38 @@
 //! The `exec` tool (OpenClaw's name and parameters `command`, `workdir`, `timeoutSeconds`):
-//! one shell command, in the Docker sandbox for the sessions `agents.defaults.sandbox.mode`
-//! covers ([`crate::sandbox`]), else confined on the host by [`crate::confine::run`].
+//! one shell command, once the exec approvals policy ([`crate::approvals`]) allows it, in
+//! the Docker sandbox for the sessions `agents.defaults.sandbox.mode` covers
+//! ([`crate::sandbox`]), else confined on the host by [`crate::confine::run`].
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::log::{Approval, Execution, Place, Status};
 use super::{Call, Tool, ToolFuture, ToolOutput};
+use crate::approvals::{Approvals, Decision, Verdict};
 use crate::config::SandboxMode;
 use crate::confine::{run, Ending, Outcome, Policy, OUTPUT_CAP};
 use crate::sandbox::{is_sandboxed, Sandbox};
-use crate::sessions::SessionKey;
 
-/// The `exec` tool; registered only with `tools.exec.security: "full"`.
+/// The `exec` tool; registered with `tools.exec.security` `"allowlist"` or `"full"`.
 #[derive(Debug)]
 pub struct ExecTool {
     policy: Policy,
     /// `tools.exec.timeoutSeconds`; `None`: only the turn's deadline.
     timeout: Option<Duration>,
+    approvals: Approvals,
     /// The sandbox and the mode choosing which sessions use it; `None`: mode `off`.
     sandbox: Option<(Sandbox, SandboxMode)>,
 }
 
 impl ExecTool {
-    pub fn new(policy: Policy, timeout: Option<Duration>) -> Self {
+    pub fn new(policy: Policy, timeout: Option<Duration>, approvals: Approvals) -> Self {
         Self {
             policy,
             timeout,
+            approvals,
             sandbox: None,
         }
     }
@@ -40,13 +43,18 @@ impl ExecTool {
         self
     }
 
-    async fn exec(
-        &self,
-        input: Value,
-        session: &SessionKey,
-        deadline: Instant,
-        cancel: CancellationToken,
-    ) -> ToolOutput {
+    /// The approvals this tool asks (the channels answer them).
+    pub fn approvals(&self) -> &Approvals {
+        &self.approvals
+    }
+
+    async fn exec(&self, input: Value, call: Call) -> ToolOutput {
+        let Call {
+            session_key,
+            deadline,
+            cancel,
+            tainted,
+        } = call;
         let Some(command) = input["command"].as_str().filter(|c| !c.trim().is_empty()) else {
             return ToolOutput::error("`command` is required: the shell command to run");
         };
@@ -64,21 +72,18 @@ impl ExecTool {
                 }
             },
         };
-        let own_deadline = timeout.map(|t| Instant::now() + t);
-        let until = own_deadline.map_or(deadline, |d| d.min(deadline));
-        let own_timeout = timeout.filter(|_| own_deadline.is_some_and(|d| d <= deadline));
-        if let Some((sandbox, _)) = self
+        let sandbox = self
             .sandbox
             .as_ref()
-            .filter(|(_, mode)| is_sandboxed(*mode, session))
-        {
-            // Fail closed: a sandbox error is the call's answer, never a host run.
-            let workdir = input["workdir"].as_str();
-            return match sandbox.run(session, command, workdir, until, &cancel).await {
-                Ok(outcome) => report(&outcome, own_timeout, Place::Sandbox),
-                Err(e) => ToolOutput::error(format!("the sandbox cannot run the command: {e}")),
-            };
-        }
+            .filter(|(_, mode)| is_sandboxed(*mode, &session_key))
+            .map(|(sandbox, _)| sandbox);
+        let place = if sandbox.is_some() {
+            Place::Sandbox
+        } else {
+            Place::Host
+        };
+        // The workdir, checked to lie inside the workspace, is what an approval binds (for a
+        // sandboxed command too: the container sees the workspace at the same relative path).
         if let Err(e) = self.policy.ensure_workspace() {
             return ToolOutput::error(e);
         }
@@ -86,10 +91,120 @@ impl ExecTool {
             Ok(w) => w,
             Err(e) => return ToolOutput::error(e),
         };
-        match run(&self.policy, command, &workdir, until, &cancel).await {
-            Ok(outcome) => report(&outcome, own_timeout, Place::Host),
-            Err(e) => ToolOutput::error(e),
+        let (approval, note) = match self
+            .approve(command, &workdir, session_key.as_str(), tainted)
+            .await
+        {
+            Ok(approved) => approved,
+            Err((why, approval)) => return refused(why, place, approval),
+        };
+        let own_deadline = timeout.map(|t| Instant::now() + t);
+        let until = own_deadline.map_or(deadline, |d| d.min(deadline));
+        let own_timeout = timeout.filter(|_| own_deadline.is_some_and(|d| d <= deadline));
+        let outcome = match sandbox {
+            // Fail closed: a sandbox error is the call's answer, never a host run.
+            Some(sandbox) => sandbox
+                .run(
+                    &session_key,
+                    command,
+                    input["workdir"].as_str(),
+                    until,
+                    &cancel,
+                )
+                .await
+                .map_err(|e| format!("the sandbox cannot run the command: {e}")),
+            None => run(&self.policy, command, &workdir, until, &cancel).await,
+        };
+        let mut output = match outcome {
+            Ok(outcome) => report(&outcome, own_timeout, place),
+            Err(e) => refused(e, place, approval),
+        };
+        if let Some(execution) = &mut output.execution {
+            execution.approval = approval;
         }
+        output.content.push_str(&note);
+        output
+    }
+
+    /// Whether the approvals policy lets `command` run in `workdir`, asking an approver when
+    /// it says so: the approval to log and a note for the model, or why not.
+    async fn approve(
+        &self,
+        command: &str,
+        workdir: &Path,
+        session: &str,
+        tainted: bool,
+    ) -> Result<(Approval, String), (String, Approval)> {
+        // Reads the approvals file and resolves the executable: file system work.
+        let decision = {
+            let (approvals, text, dir) = (
+                self.approvals.clone(),
+                command.to_owned(),
+                workdir.to_owned(),
+            );
+            tokio::task::spawn_blocking(move || approvals.decide(&text, &dir, tainted))
+                .await
+                .unwrap_or_else(|e| Decision::Deny(format!("the approvals check failed: {e}")))
+        };
+        match decision {
+            Decision::Run => Ok((Approval::None, String::new())),
+            Decision::Deny(why) => Err((format!("not run: {why}"), Approval::None)),
+            Decision::Ask => match self.approvals.ask(command, workdir, session).await {
+                Verdict::Approved { always, by } => {
+                    tracing::info!("exec: running a command {by} approved");
+                    let note = if always {
+                        self.remember(command, workdir).await
+                    } else {
+                        String::new()
+                    };
+                    Ok((Approval::Approved, note))
+                }
+                Verdict::Denied { by } => Err((
+                    format!("not run: the approver ({by}) denied this command"),
+                    Approval::Denied,
+                )),
+                Verdict::TimedOut => Err((
+                    format!(
+                        "not run: no approver answered within {} s, which counts as a denial",
+                        self.approvals.timeout().as_secs()
+                    ),
+                    Approval::TimedOut,
+                )),
+            },
+        }
+    }
+
+    /// Adds an approved-always command to the allowlist; a note for the model when that
+    /// failed (the command still runs: it was approved).
+    async fn remember(&self, command: &str, workdir: &Path) -> String {
+        let (approvals, command, workdir) = (
+            self.approvals.clone(),
+            command.to_owned(),
+            workdir.to_owned(),
+        );
+        let saved = tokio::task::spawn_blocking(move || approvals.remember(&command, &workdir))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match saved {
+            Ok(()) => String::new(),
+            Err(e) => {
+                tracing::error!("exec: an approved command was not added to the allowlist: {e}");
+                "\n[approved once: adding it to the allowlist failed]".to_owned()
+            }
+        }
+    }
+}
+
+/// A call that did not run (or could not start), for the model and the execution log.
+fn refused(why: String, place: Place, approval: Approval) -> ToolOutput {
+    ToolOutput {
+        content: why,
+        is_error: true,
+        execution: Some(Execution {
+            place,
+            status: Status::Error,
+            approval,
+        }),
     }
 }
 
@@ -171,10 +286,7 @@ impl Tool for ExecTool {
     }
 
     fn run(&self, input: Value, call: Call) -> ToolFuture<'_> {
-        Box::pin(async move {
-            self.exec(input, &call.session_key, call.deadline, call.cancel)
-                .await
-        })
+        Box::pin(self.exec(input, call))
     }
 }
 

@@ -785,6 +785,7 @@ mod tests {
             session_key: crate::sessions::group_key("telegram", "-100"),
             deadline,
             cancel,
+            tainted: false,
         }
     }
 

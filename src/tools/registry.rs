@@ -54,6 +54,10 @@ pub struct Call {
     pub deadline: Instant,
     /// Fires when the turn is stopped (`/stop`, shutdown): the run must return promptly.
     pub cancel: CancellationToken,
+    /// The turn's context holds untrusted content: a message from someone other than the
+    /// owner, a group chat, or the output of a call whose tool [`Tool::taints`]. Exec
+    /// approvals then ask about every command under `ask: "on-miss"` (a clawfort extension).
+    pub tainted: bool,
 }
 
 /// One tool. `run` must return by `call.deadline` and promptly once `call.cancel` fires;
@@ -65,6 +69,12 @@ pub trait Tool: Send + Sync {
     /// A JSON Schema object for the input.
     fn input_schema(&self) -> Value;
     fn run(&self, input: Value, call: Call) -> ToolFuture<'_>;
+    /// Whether the output of this call is content from outside the owner's control (a
+    /// fetched page, a file from outside the workspace), which taints the rest of the turn
+    /// (see [`Call::tainted`]). Most tools' output is not.
+    fn taints(&self, _input: &Value) -> bool {
+        false
+    }
 }
 
 /// The tools offered to the model, by name.

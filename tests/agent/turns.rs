@@ -684,3 +684,64 @@ async fn a_call_stopped_with_its_turn_is_in_the_execution_log() {
     assert_eq!(e.place, None, "the tool never said where it ran");
     assert!(e.duration_ms >= 100, "{e:?}");
 }
+
+/// A tool that notes whether its call saw the turn tainted, and taints it when its input
+/// says `fetch` (as a web fetch would).
+struct TaintProbe {
+    seen: Arc<Mutex<Vec<bool>>>,
+}
+
+impl Tool for TaintProbe {
+    fn name(&self) -> &str {
+        "probe"
+    }
+    fn description(&self) -> &str {
+        "Notes the taint."
+    }
+    fn input_schema(&self) -> Value {
+        json!({"type": "object", "properties": {"fetch": {"type": "boolean"}}})
+    }
+    fn run(&self, _input: Value, call: Call) -> ToolFuture<'_> {
+        self.seen.lock().unwrap().push(call.tainted);
+        Box::pin(async { ToolOutput::ok("noted") })
+    }
+    fn taints(&self, input: &Value) -> bool {
+        input["fetch"] == true
+    }
+}
+
+#[tokio::test]
+async fn untrusted_output_taints_the_rest_of_the_turn_and_no_more() {
+    // Per turn: a plain call, a tainting call, a plain call, then the answer.
+    let fake = Fake::start(|n, _| match n % 4 {
+        0 | 2 => ok(tool_answer("probe", json!({}))),
+        1 => ok(tool_answer("probe", json!({"fetch": true}))),
+        _ => ok(text_answer("done")),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(&fake, dir.path(), None);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    settings.tools.register(Arc::new(TaintProbe {
+        seen: Arc::clone(&seen),
+    }));
+    let s = setup(settings, Duration::ZERO);
+    for _ in 0..2 {
+        let turn = inbound(&s.transcripts, OWNER, "probe");
+        s.agent
+            .handle_turn(turn, CancellationToken::new())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [false, false, true, false, false, true]
+    );
+    // Someone else's message taints the turn from its start.
+    let turn = inbound(&s.transcripts, "99", "probe");
+    s.agent
+        .handle_turn(turn, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap()[6..], [true, true, true]);
+}

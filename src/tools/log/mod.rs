@@ -61,13 +61,19 @@ impl std::fmt::Display for Place {
     }
 }
 
-/// What the owner decided about the call. Only `none` exists until exec approvals do.
+/// What became of an exec approval for the call (`crate::approvals`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Approval {
-    /// No approval was asked for.
+    /// None was needed (or the policy refused the call before asking anyone).
     #[default]
     None,
+    /// An approver allowed it.
+    Approved,
+    /// An approver refused it.
+    Denied,
+    /// Nobody answered in time, which is a denial.
+    TimedOut,
 }
 
 /// How a call ended.

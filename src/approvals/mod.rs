@@ -1,0 +1,517 @@
+//! Exec approvals: which commands the `exec` tool may run without a human, and the human's
+//! answer for the others.
+//!
+//! - The policy is OpenClaw's: `tools.exec.security` (`deny` / `allowlist` / `full`) and
+//!   `tools.exec.ask` (`off` / `on-miss` / `always`), each tightened (never loosened) by the
+//!   `defaults` and `agents.main` of `exec-approvals.json` ([`file`]). A command is asked
+//!   about when `ask` is `always`, or `on-miss` with `allowlist` security and no allowlist
+//!   entry matching ([`command`] says which commands an entry can match). Without a question,
+//!   `allowlist` runs only matches and `full` runs everything.
+//! - A question pauses the turn: [`Approvals::ask`] registers it under a short random id,
+//!   posts the prompt for the approvers' channel and waits. `/approve <id>` (once),
+//!   `/approve <id> always` (once, and an allowlist entry binding that exact command text and
+//!   workdir) and `/deny <id>` answer it ([`Approvals::answer`]), in the chat or through
+//!   `clawfort approvals`. No answer within `tools.exec.approvalTimeoutSeconds` is a denial.
+//!   A question whose turn ended (stopped, timed out) is gone: a late answer does nothing and
+//!   says so.
+
+pub mod cli;
+pub mod command;
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use crate::channel::{Notice, OwnerNotices};
+use crate::config::{ExecAsk, ExecSecurity};
+use crate::redact::Redactor;
+
+/// The file's name in the state directory (OpenClaw's legacy location).
+pub const FILE_NAME: &str = "exec-approvals.json";
+
+/// Characters of an approval id: lowercase letters and digits without the easily confused
+/// `0 o 1 l i`; 8 of them carry 40 random bits, short enough to type on a phone.
+const ID_ALPHABET: &[u8] = b"23456789abcdefghjkmnpqrstuvwxyz";
+const ID_LEN: usize = 8;
+
+/// An approver's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Once,
+    Always,
+    Deny,
+}
+
+/// How a question ended, for the exec tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Run it; `always`: also remember it.
+    Approved {
+        always: bool,
+        by: String,
+    },
+    Denied {
+        by: String,
+    },
+    TimedOut,
+}
+
+/// What the policy says of one command before anyone is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Run,
+    Ask,
+    Deny(String),
+}
+
+/// A question waiting for an answer, as `clawfort approvals list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingView {
+    pub id: String,
+    pub command: String,
+    pub workdir: PathBuf,
+    pub session_key: String,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    pub expires_at: u64,
+    /// Whether "always" can add it to the allowlist (only a simple command can).
+    pub can_always: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AnswerError {
+    #[error("no pending approval `{0}`: it was answered, timed out, or its turn ended")]
+    NotPending(String),
+    #[error(
+        "`{0}` cannot be added to the allowlist (only a command of plain words whose \
+         program is found in PATH can); approve it once or deny it"
+    )]
+    NotSimple(String),
+}
+
+/// The exec approvals of a gateway. Cheap to clone; clones share the questions.
+#[derive(Debug, Clone)]
+pub struct Approvals(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    security: ExecSecurity,
+    ask: ExecAsk,
+    timeout: Duration,
+    home: Option<PathBuf>,
+    redactor: Redactor,
+    prompts: OwnerNotices,
+    pending: Mutex<BTreeMap<String, Pending>>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    view: PendingView,
+    answer: oneshot::Sender<(Answer, String)>,
+}
+
+impl Approvals {
+    /// `state_dir` holds `exec-approvals.json`; `security` and `ask` are `tools.exec`'s.
+    pub fn new(
+        state_dir: &Path,
+        security: ExecSecurity,
+        ask: ExecAsk,
+        timeout: Duration,
+        redactor: Redactor,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            path: state_dir.join(FILE_NAME),
+            security,
+            ask,
+            timeout,
+            home: std::env::var_os("HOME").map(PathBuf::from),
+            redactor,
+            prompts: OwnerNotices::default(),
+            pending: Mutex::default(),
+        }))
+    }
+
+    /// Where the prompts go: the channel that reaches the approvers takes them from here.
+    pub fn prompts(&self) -> OwnerNotices {
+        self.0.prompts.clone()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.0.timeout
+    }
+
+    /// The policy's decision for `command` in `workdir`. `tainted`: the turn's context holds
+    /// untrusted content, and `on-miss` counts as `always` (a clawfort extension).
+    pub fn decide(&self, command: &str, workdir: &Path, tainted: bool) -> Decision {
+        let doc = match file::load(&self.0.path) {
+            Ok(doc) => doc,
+            Err(e) => return Decision::Deny(e.to_string()),
+        };
+        let file = doc.effective();
+        let security = file
+            .security
+            .map_or(self.0.security, |s| s.min(self.0.security));
+        let mut ask = file.ask.map_or(self.0.ask, |a| a.max(self.0.ask));
+        if tainted && ask == ExecAsk::OnMiss {
+            ask = ExecAsk::Always;
+        }
+        let matched = self.allowlisted(&file.allowlist, command, workdir);
+        decide(security, ask, matched)
+    }
+
+    /// Whether an entry of `allowlist` matches the command.
+    fn allowlisted(&self, allowlist: &[file::Entry], text: &str, workdir: &Path) -> bool {
+        let Some(simple) = command::simple(text) else {
+            return false;
+        };
+        let resolved = command::resolve(simple.program, workdir);
+        allowlist.iter().any(|entry| {
+            command::pattern_matches(
+                &entry.pattern,
+                &simple,
+                resolved.as_ref(),
+                self.0.home.as_deref(),
+            ) && entry
+                .arg_pattern
+                .as_deref()
+                .is_none_or(|p| command::arg_pattern_matches(p, &simple, text, workdir))
+        })
+    }
+
+    /// Asks the approvers about `command` and waits for the answer or the timeout. Dropping
+    /// the future (the turn stopped) withdraws the question.
+    pub async fn ask(&self, command: &str, workdir: &Path, session_key: &str) -> Verdict {
+        let (tx, rx) = oneshot::channel();
+        let now = unix_ms();
+        let view = PendingView {
+            id: new_id(),
+            command: self.0.redactor.redact(command).into_owned(),
+            workdir: workdir.to_owned(),
+            session_key: session_key.to_owned(),
+            created_at: now,
+            expires_at: now + self.0.timeout.as_millis() as u64,
+            can_always: rememberable(command),
+        };
+        let id = view.id.clone();
+        tracing::info!(
+            "exec approval {id} asked for session {session_key} in {}: {}",
+            workdir.display(),
+            view.command
+        );
+        let text = prompt(&view, self.0.timeout);
+        // Registered before anyone can read the prompt and answer it.
+        self.0
+            .pending
+            .lock()
+            .expect("not poisoned")
+            .insert(id.clone(), Pending { view, answer: tx });
+        self.0.prompts.post(Notice::new(text));
+        let _withdraw = Withdraw {
+            approvals: self,
+            id: &id,
+        };
+        match tokio::time::timeout(self.0.timeout, rx).await {
+            Ok(Ok((Answer::Deny, by))) => Verdict::Denied { by },
+            Ok(Ok((answer, by))) => Verdict::Approved {
+                always: answer == Answer::Always,
+                by,
+            },
+            Ok(Err(_)) | Err(_) => {
+                tracing::info!("exec approval {id} timed out: denied");
+                Verdict::TimedOut
+            }
+        }
+    }
+
+    /// Answers question `id` for `by` (who answered, for the log and the model). Returns
+    /// what to tell them.
+    pub fn answer(&self, id: &str, answer: Answer, by: &str) -> Result<String, AnswerError> {
+        let id = id.trim().to_ascii_lowercase();
+        let mut pending = self.0.pending.lock().expect("not poisoned");
+        let Some(question) = pending.get(&id) else {
+            return Err(AnswerError::NotPending(id));
+        };
+        if answer == Answer::Always && !question.view.can_always {
+            return Err(AnswerError::NotSimple(id));
+        }
+        let question = pending.remove(&id).expect("checked above");
+        drop(pending);
+        let command = question.view.command.clone();
+        if question.answer.send((answer, by.to_owned())).is_err() {
+            return Err(AnswerError::NotPending(id));
+        }
+        tracing::info!("exec approval {id} answered {answer:?} by {by}");
+        Ok(match answer {
+            Answer::Once => format!("Approved once: {command}"),
+            Answer::Always => {
+                format!("Approved, and added to the allowlist for this workdir: {command}")
+            }
+            Answer::Deny => format!("Denied: {command}"),
+        })
+    }
+
+    /// The questions waiting, oldest first.
+    pub fn pending(&self) -> Vec<PendingView> {
+        let pending = self.0.pending.lock().expect("not poisoned");
+        let mut views: Vec<PendingView> = pending.values().map(|p| p.view.clone()).collect();
+        views.sort_by_key(|v| v.created_at);
+        views
+    }
+
+    /// Adds an "always" entry for `command` in `workdir`: its resolved executable (or bare
+    /// name) as `pattern`, the exact text and workdir as `argPattern`.
+    pub fn remember(&self, text: &str, workdir: &Path) -> Result<(), String> {
+        let simple = command::simple(text)
+            .filter(|_| rememberable(text))
+            .ok_or_else(|| format!("`{text}` cannot be remembered"))?;
+        let pattern = match command::resolve(simple.program, workdir) {
+            Some(r) => r.real.to_string_lossy().into_owned(),
+            None => simple.program.to_owned(),
+        };
+        let entry = file::Entry {
+            id: Some(new_id()),
+            pattern,
+            arg_pattern: Some(command::exact_arg_pattern(text, workdir)),
+            source: Some("allow-always".to_owned()),
+            rest: serde_json::Map::new(),
+        };
+        file::add_entry(&self.0.path, entry).map_err(|e| e.to_string())
+    }
+}
+
+/// Whether "always" may remember `command`: a simple command whose program is a bare name,
+/// found in `PATH` (system directories the command cannot write). A program given as a
+/// path may be a workspace file the model can rewrite after the approval.
+fn rememberable(command: &str) -> bool {
+    command::simple(command).is_some_and(|s| !s.program.contains('/'))
+}
+
+/// OpenClaw's rule: `always` asks; `on-miss` asks about a miss under `allowlist`; otherwise
+/// `allowlist` runs matches only and `full` everything.
+fn decide(security: ExecSecurity, ask: ExecAsk, matched: bool) -> Decision {
+    match (security, ask) {
+        (ExecSecurity::Deny, _) => {
+            Decision::Deny("exec is denied by the approvals policy (security \"deny\")".to_owned())
+        }
+        (_, ExecAsk::Always) => Decision::Ask,
+        (ExecSecurity::Allowlist, _) if matched => Decision::Run,
+        (ExecSecurity::Allowlist, ExecAsk::OnMiss) => Decision::Ask,
+        (ExecSecurity::Allowlist, ExecAsk::Off) => Decision::Deny(
+            "the command matches no allowlist entry (security \"allowlist\", ask \"off\"); \
+             only a command of plain words whose executable an entry names can match"
+                .to_owned(),
+        ),
+        (ExecSecurity::Full, _) => Decision::Run,
+    }
+}
+
+/// Removes a question when its wait ends, however it ends.
+struct Withdraw<'a> {
+    approvals: &'a Approvals,
+    id: &'a str,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut pending) = self.approvals.0.pending.lock() {
+            pending.remove(self.id);
+        }
+    }
+}
+
+/// The message an approver gets: everything needed to judge, and how to answer.
+fn prompt(view: &PendingView, timeout: Duration) -> String {
+    let id = &view.id;
+    let always = if view.can_always {
+        format!(", /approve {id} always to also allow this exact command here from now on")
+    } else {
+        String::new()
+    };
+    format!(
+        "Exec approval {id}\nCommand: {}\nWorkdir: {}\nSession: {}\n\nReply /approve {id} to \
+         run it once{always}, or /deny {id}. No answer within {} s denies it.",
+        view.command,
+        view.workdir.display(),
+        view.session_key,
+        timeout.as_secs()
+    )
+}
+
+fn new_id() -> String {
+    let mut bytes = [0u8; ID_LEN];
+    // Rejection sampling keeps every character equally likely.
+    let mut id = String::with_capacity(ID_LEN);
+    while id.len() < ID_LEN {
+        getrandom::fill(&mut bytes).expect("the operating system's random generator works");
+        for b in bytes {
+            let limit = 256 - 256 % ID_ALPHABET.len();
+            if usize::from(b) < limit && id.len() < ID_LEN {
+                id.push(ID_ALPHABET[usize::from(b) % ID_ALPHABET.len()] as char);
+            }
+        }
+    }
+    id
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn approvals(dir: &Path, security: ExecSecurity, ask: ExecAsk) -> Approvals {
+        Approvals::new(
+            dir,
+            security,
+            ask,
+            Duration::from_secs(5),
+            Redactor::default(),
+        )
+    }
+
+    #[test]
+    fn the_policy_follows_openclaw() {
+        use ExecAsk::*;
+        use ExecSecurity::*;
+        assert!(matches!(decide(Deny, Always, true), Decision::Deny(_)));
+        assert_eq!(decide(Full, Off, false), Decision::Run);
+        assert_eq!(decide(Full, OnMiss, false), Decision::Run);
+        assert_eq!(decide(Full, Always, true), Decision::Ask);
+        assert_eq!(decide(Allowlist, Off, true), Decision::Run);
+        assert!(matches!(decide(Allowlist, Off, false), Decision::Deny(_)));
+        assert_eq!(decide(Allowlist, OnMiss, true), Decision::Run);
+        assert_eq!(decide(Allowlist, OnMiss, false), Decision::Ask);
+        assert_eq!(decide(Allowlist, Always, true), Decision::Ask);
+    }
+
+    #[test]
+    fn the_file_tightens_and_chains_never_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = approvals(dir.path(), ExecSecurity::Full, ExecAsk::Off);
+        let ws = dir.path();
+        assert_eq!(a.decide("ls; touch pwned", ws, false), Decision::Run);
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            r#"{"version": 1, "defaults": {"security": "allowlist", "ask": "on-miss"},
+                "agents": {"main": {"allowlist": [{"pattern": "ls"}]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(a.decide("ls -la", ws, false), Decision::Run);
+        assert_eq!(a.decide("ls; touch pwned", ws, false), Decision::Ask);
+        assert_eq!(a.decide("ls && touch pwned", ws, false), Decision::Ask);
+        assert_eq!(a.decide("ls $(touch pwned)", ws, false), Decision::Ask);
+        assert_eq!(a.decide("touch pwned", ws, false), Decision::Ask);
+        // Untrusted content in the turn: on-miss asks even about a match.
+        assert_eq!(a.decide("ls -la", ws, true), Decision::Ask);
+        // The file cannot loosen the config.
+        let strict = approvals(dir.path(), ExecSecurity::Allowlist, ExecAsk::Always);
+        assert_eq!(strict.decide("ls", ws, false), Decision::Ask);
+        std::fs::write(dir.path().join(FILE_NAME), "{ not json").unwrap();
+        let Decision::Deny(why) = a.decide("ls", ws, false) else {
+            panic!("a broken file must deny");
+        };
+        assert!(why.contains(FILE_NAME), "{why}");
+    }
+
+    #[tokio::test]
+    async fn answers_reach_the_waiting_call_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = approvals(dir.path(), ExecSecurity::Allowlist, ExecAsk::OnMiss);
+        let waiting = {
+            let a = a.clone();
+            tokio::spawn(async move { a.ask("ls", Path::new("/ws"), "s").await })
+        };
+        let prompt = a.prompts().next().await.text;
+        let id = a.pending()[0].id.clone();
+        assert!(prompt.contains(&format!("/approve {id}")) && prompt.contains("Command: ls"));
+        assert_eq!(id.len(), ID_LEN);
+        a.answer(&id.to_uppercase(), Answer::Always, "telegram:1")
+            .unwrap();
+        assert_eq!(
+            waiting.await.unwrap(),
+            Verdict::Approved {
+                always: true,
+                by: "telegram:1".into()
+            }
+        );
+        assert_eq!(
+            a.answer(&id, Answer::Once, "telegram:1"),
+            Err(AnswerError::NotPending(id))
+        );
+        assert!(a.pending().is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_answer_is_a_denial_and_a_withdrawn_question_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Approvals::new(
+            dir.path(),
+            ExecSecurity::Allowlist,
+            ExecAsk::Always,
+            Duration::from_millis(50),
+            Redactor::default(),
+        );
+        assert_eq!(a.ask("ls", Path::new("/ws"), "s").await, Verdict::TimedOut);
+        assert!(a.pending().is_empty());
+        let asked = a.ask("ls; rm x", Path::new("/ws"), "s");
+        let id = tokio::select! {
+            _ = asked => unreachable!(),
+            id = async { tokio::task::yield_now().await; a.pending()[0].id.clone() } => id,
+        };
+        // The question's future was dropped (its turn ended).
+        assert!(matches!(
+            a.answer(&id, Answer::Once, "x"),
+            Err(AnswerError::NotPending(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn always_is_refused_for_chains_and_programs_given_as_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = approvals(dir.path(), ExecSecurity::Allowlist, ExecAsk::Always);
+        for command in ["./build.sh", "ls; rm x", "/usr/bin/ls"] {
+            let waiting = a.ask(command, dir.path(), "s");
+            tokio::pin!(waiting);
+            tokio::select! {
+                _ = &mut waiting => unreachable!(),
+                () = tokio::task::yield_now() => {}
+            }
+            let view = a.pending().pop().unwrap();
+            assert!(!view.can_always, "{command}");
+            assert!(
+                !a.prompts().next().await.text.contains("always"),
+                "{command}"
+            );
+            assert_eq!(
+                a.answer(&view.id, Answer::Always, "x"),
+                Err(AnswerError::NotSimple(view.id.clone()))
+            );
+            a.answer(&view.id, Answer::Deny, "x").unwrap();
+            assert!(matches!(waiting.await, Verdict::Denied { .. }));
+        }
+        assert!(a.remember("./build.sh", dir.path()).is_err());
+        assert!(!dir.path().join(FILE_NAME).exists());
+    }
+
+    #[test]
+    fn ids_use_the_alphabet() {
+        let ids: Vec<String> = (0..50).map(|_| new_id()).collect();
+        assert!(ids
+            .iter()
+            .all(|id| id.len() == ID_LEN && id.bytes().all(|b| ID_ALPHABET.contains(&b))));
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len());
+    }
+}
