@@ -15,3 +15,5 @@ mod gateway;
 mod support;
 #[path = "agent/turns.rs"]
 mod turns;
+#[path = "agent/web_fetch.rs"]
+mod web_fetch;

@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use crate::support::{append_env, state_dir, Gateway, TOKEN};
 
 const BOT_TOKEN: &str = "123456789:AAHtestTOKENtestTOKENtestTOKENtest12";
-const SENDER: i64 = 555;
+pub const SENDER: i64 = 555;
 
-fn answer(content: Value, stop: &str) -> Value {
+pub fn answer(content: Value, stop: &str) -> Value {
     json!({
         "id": "msg", "type": "message", "role": "assistant", "model": "m1",
         "content": content, "stop_reason": stop,
@@ -26,7 +26,7 @@ fn read_call(n: usize, path: &str) -> Value {
 }
 
 /// The tool result the `n`th request carries back, as (is_error, content).
-fn tool_result(seen: &Seen) -> (bool, String) {
+pub fn tool_result(seen: &Seen) -> (bool, String) {
     let body = seen.json();
     let last = body["messages"].as_array().unwrap().last().unwrap().clone();
     let block = last["content"]
@@ -39,7 +39,7 @@ fn tool_result(seen: &Seen) -> (bool, String) {
 
 /// Starts the gateway with a fake model running `script`, Telegram with `SENDER` allowed,
 /// and `extra` config keys; the workspace holds `notes.md`.
-async fn start(
+pub async fn start(
     script: impl Fn(usize, &Seen) -> clawfort_fakes::model::Reply + Send + Sync + 'static,
     extra: &str,
 ) -> (Fake, Telegram, Gateway) {
@@ -110,7 +110,7 @@ async fn a_model_cannot_read_the_env_file_but_reads_the_workspace() {
         .iter()
         .map(|t| t["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(tools, ["edit", "read", "write"]);
+    assert_eq!(tools, ["edit", "read", "web_fetch", "write"]);
 
     let (error, content) = tool_result(&seen[1]);
     assert!(error, "{content}");
