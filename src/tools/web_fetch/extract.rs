@@ -274,7 +274,7 @@ mod tests {
                       <span/></div></body></html>";
         assert_eq!(nesting_depth(sloppy.as_bytes()), 5, "html body div ul li");
         assert_eq!(nesting_depth(PAGE), 4, "html body p b");
-        let many_paragraphs = "<div><p>x</p>".repeat(1) + &"<p>unclosed".repeat(5_000);
+        let many_paragraphs = format!("<div><p>x</p>{}", "<p>unclosed".repeat(5_000));
         assert_eq!(nesting_depth(many_paragraphs.as_bytes()), 2);
     }
 }
