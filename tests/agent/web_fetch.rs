@@ -470,3 +470,99 @@ async fn the_gateways_web_fetch_refuses_loopback() {
     );
     assert!(victim.requests().is_empty(), "{:?}", victim.requests());
 }
+
+/// An HTTPS server on `127.0.0.2` whose self-signed certificate names `san`; returns its
+/// port, its certificate and the task.
+async fn tls_server(san: &str) -> (u16, rustls::pki_types::CertificateDer<'static>, Server) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![san.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind((ALLOWED, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, log) = (acceptor.clone(), Arc::clone(&log));
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = vec![0u8; 4096];
+                let n = tls.read(&mut head).await.unwrap_or(0);
+                let text = String::from_utf8_lossy(&head[..n]).into_owned();
+                log.lock().unwrap().push((
+                    text.split(' ').nth(1).unwrap_or("").to_owned(),
+                    String::new(),
+                ));
+                let body = "hello over TLS";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr.port(), cert.der().clone(), Server { addr, seen, task })
+}
+
+fn tls_tool(trusted: rustls::pki_types::CertificateDer<'static>) -> WebFetchTool {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trusted).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let allowed: IpAddr = ALLOWED.parse().unwrap();
+    WebFetchTool::with_policy(config(), AddressPolicy::allowing(&[allowed]), tls, None)
+}
+
+#[tokio::test]
+async fn https_is_verified_against_the_urls_host() {
+    let (port, cert, server) = tls_server(ALLOWED).await;
+    let out = fetch(
+        &tls_tool(cert),
+        json!({"url": format!("https://{ALLOWED}:{port}/tls")}),
+    )
+    .await;
+    assert!(
+        !out.is_error && out.content.ends_with("hello over TLS"),
+        "{}",
+        out.content
+    );
+    assert_eq!(server.requests()[0].0, "/tls");
+
+    // A certificate for another name is refused, even from an allowed address.
+    let (port, cert, server) = tls_server("example.com").await;
+    let out = fetch(
+        &tls_tool(cert),
+        json!({"url": format!("https://{ALLOWED}:{port}/")}),
+    )
+    .await;
+    assert!(
+        out.is_error && out.content.contains("TLS with 127.0.0.2 failed"),
+        "{}",
+        out.content
+    );
+    assert!(server.requests().is_empty());
+}
