@@ -107,8 +107,7 @@ impl WebFetchTool {
     }
 
     /// Fetches `url`, following redirects, and renders the answer.
-    async fn fetch(&self, url: Url, mode: ExtractMode, max_chars: usize) -> ToolOutput {
-        let mut url = url;
+    async fn fetch(&self, mut url: Url, mode: ExtractMode, max_chars: usize) -> ToolOutput {
         let mut hops = 0;
         loop {
             let answer = match self.get(&url).await {
