@@ -14,8 +14,8 @@
 //!
 //! On the appliance (`CLAWFORT_EGRESS_PROXY` set) the gateway cannot reach the network
 //! itself: the connection is a tunnel through the egress proxy, which resolves the name and
-//! opens the tunnel only to the hosts of its allow list. The host name and a literal address
-//! are still checked here first.
+//! opens the tunnel only to the hosts of its allow list. The same checks run here first;
+//! only where this process cannot resolve the name does the proxy's list alone decide.
 //!
 //! Bounds: `tools.web.fetch.maxResponseBytes` read off the wire (the rest is dropped, with a
 //! note), `maxChars` characters returned (with a note), `timeoutSeconds` for the whole
@@ -191,13 +191,14 @@ impl WebFetchTool {
         })
     }
 
-    /// A direct TCP connection to a checked address of `target`.
-    async fn connect_checked(&self, target: &Target) -> Result<Box<dyn Stream>, String> {
+    /// The addresses `target` resolves to (its own address when it is one), every one of
+    /// them checked: one refused address refuses the host.
+    async fn checked_addresses(&self, target: &Target) -> Result<Vec<SocketAddr>, Unchecked> {
         let addresses: Vec<SocketAddr> = match target.ip {
             Some(ip) => vec![SocketAddr::new(ip, target.port)],
             None => tokio::net::lookup_host((target.host.as_str(), target.port))
                 .await
-                .map_err(|e| format!("cannot resolve {}: {e}", target.host))?
+                .map_err(|e| Unchecked::Unresolved(format!("cannot resolve {}: {e}", target.host)))?
                 .collect(),
         };
         for address in &addresses {
@@ -206,9 +207,20 @@ impl WebFetchTool {
                     Some(ip) => format!("{ip} is {kind}"),
                     None => format!("{} resolves to {}, {kind}", target.host, address.ip()),
                 };
-                format!("refused: {what}; web_fetch reaches public addresses only")
+                Unchecked::Refused(format!(
+                    "refused: {what}; web_fetch reaches public addresses only"
+                ))
             })?;
         }
+        Ok(addresses)
+    }
+
+    /// A direct TCP connection to a checked address of `target`.
+    async fn connect_checked(&self, target: &Target) -> Result<Box<dyn Stream>, String> {
+        let addresses = self
+            .checked_addresses(target)
+            .await
+            .map_err(Unchecked::into_message)?;
         let mut last_error = format!("{} resolves to no address", target.host);
         for address in addresses {
             match TcpStream::connect(address).await {
@@ -219,18 +231,18 @@ impl WebFetchTool {
         Err(last_error)
     }
 
-    /// A tunnel to `target` through the egress proxy, after the checks that need no
-    /// resolution (the proxy resolves; its allow list decides).
+    /// A tunnel to `target` through the egress proxy. The proxy resolves the name again and
+    /// its allow list decides; the check here is a second line, catching an allowed name
+    /// that resolves into the LAN (a provider on the owner's network). Where this process
+    /// cannot resolve at all (a unit allowed loopback only), the proxy's list alone decides.
     async fn tunnel(
         &self,
         socket: &std::path::Path,
         target: &Target,
     ) -> Result<Box<dyn Stream>, String> {
         use tower_service::Service;
-        if let Some(ip) = target.ip {
-            self.addresses.check(ip).map_err(|kind| {
-                format!("refused: {ip} is {kind}; web_fetch reaches public addresses only")
-            })?;
+        if let Err(Unchecked::Refused(why)) = self.checked_addresses(target).await {
+            return Err(why);
         }
         let uri = format!("http://{}:{}/", target.authority_host(), target.port)
             .parse()
@@ -291,6 +303,22 @@ impl WebFetchTool {
             ToolOutput::ok(out)
         } else {
             ToolOutput::error(out)
+        }
+    }
+}
+
+/// Why a host's addresses could not be used.
+enum Unchecked {
+    /// The name did not resolve here.
+    Unresolved(String),
+    /// An address it resolves to is not public.
+    Refused(String),
+}
+
+impl Unchecked {
+    fn into_message(self) -> String {
+        match self {
+            Self::Unresolved(text) | Self::Refused(text) => text,
         }
     }
 }
@@ -538,6 +566,31 @@ mod tests {
             "{e}"
         );
         assert!(victim.accept().is_err(), "nothing may have connected");
+    }
+
+    /// Under the egress proxy too, a name this process resolves to loopback is refused
+    /// before the proxy is asked (the socket here does not even exist).
+    #[tokio::test]
+    async fn the_proxy_is_not_asked_for_a_name_resolving_to_loopback() {
+        let target = Target {
+            host: "localhost".to_owned(),
+            ip: None,
+            port: 80,
+        };
+        let socket = std::path::Path::new("/nonexistent/egress.sock");
+        let Err(e) = tool().tunnel(socket, &target).await else {
+            panic!("tunnelled to loopback");
+        };
+        assert!(e.starts_with("refused: localhost resolves to"), "{e}");
+        let unknown = Target {
+            host: "no-such-host.invalid".to_owned(),
+            ip: None,
+            port: 80,
+        };
+        let Err(e) = tool().tunnel(socket, &unknown).await else {
+            panic!("no proxy to reach");
+        };
+        assert!(e.contains("cannot reach the egress proxy"), "{e}");
     }
 
     #[test]
