@@ -30,8 +30,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use tunnel::TunnelConnector;
-pub use tunnel::{TunnelError, PROXY_ENV};
+pub use tunnel::{proxy_from_env, TunnelConnector, TunnelError, PROXY_ENV};
 
 /// Why the client could not be set up.
 #[derive(Debug, thiserror::Error)]

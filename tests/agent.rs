@@ -19,3 +19,5 @@ mod support;
 mod tools_log;
 #[path = "agent/turns.rs"]
 mod turns;
+#[path = "agent/web_fetch.rs"]
+mod web_fetch;

@@ -177,7 +177,7 @@ async fn the_exec_tool_picks_the_sandbox_by_session(d: &Daemon) {
         )
         .await;
     assert!(
-        e.is_error && e.content.contains("`workdir`"),
+        e.is_error && e.content.contains("is outside the workspace"),
         "{}",
         e.content
     );

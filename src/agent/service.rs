@@ -419,6 +419,26 @@ fn file_tools(config: &Config, paths: &Paths, workspace: &std::path::Path) -> To
     tools
 }
 
+/// `web_fetch` when `tools.web.fetch.enabled` (the default) and the tool policy offers it.
+/// A system without CA certificates, or a bad egress proxy setting, leaves the agent
+/// without it, and says so.
+fn web_fetch_tool(config: &Config) -> Option<Arc<dyn crate::tools::Tool>> {
+    if !config.web_fetch.enabled || !config.tools.offers("web_fetch") {
+        tracing::info!("web_fetch: off (tools.web.fetch.enabled, or the tool policy)");
+        return None;
+    }
+    match crate::tools::WebFetchTool::new(config.web_fetch) {
+        Ok(tool) => {
+            tracing::info!("web_fetch: public addresses only");
+            Some(Arc::new(tool))
+        }
+        Err(e) => {
+            tracing::error!("web_fetch is off: {e}");
+            None
+        }
+    }
+}
+
 impl Prepared {
     /// The handle the HTTP API stops turns through; it reaches the loop once [`run`]
     /// has built it.
@@ -485,6 +505,9 @@ impl Prepared {
                 }
             }
             settings.tools.register(exec);
+        }
+        if let Some(web_fetch) = web_fetch_tool(&self.config) {
+            settings.tools.register(web_fetch);
         }
         settings.owner_peers = self
             .owner_ids

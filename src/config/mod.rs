@@ -16,6 +16,7 @@ pub(crate) mod nesting;
 mod reader;
 mod sandbox;
 mod tools;
+mod web_fetch;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -31,6 +32,7 @@ pub use reader::did_you_mean;
 use reader::{Context, Section};
 pub use sandbox::{check_bind_source, BindMount, SandboxConfig, SandboxScope, WorkspaceAccess};
 pub use tools::{ToolPolicy, ToolProfile};
+pub use web_fetch::WebFetchConfig;
 
 use crate::paths::{expand_tilde, Paths};
 
@@ -263,6 +265,8 @@ pub struct Config {
     pub budget: Budget,
     /// `tools.profile` / `allow` / `alsoAllow` / `deny` / `fs.workspaceOnly`.
     pub tools: ToolPolicy,
+    /// `tools.web.fetch`.
+    pub web_fetch: WebFetchConfig,
     /// `commands.ownerAllowFrom` as written; see [`Config::owners`].
     pub owner_allow_from: Vec<String>,
     /// Key paths whose secret is written literally instead of as `${VAR}`.
@@ -413,13 +417,14 @@ impl Config {
             agents.finish();
         }
 
-        let (tools, exec) = match root.section("tools") {
-            None => (ToolPolicy::default(), ExecConfig::default()),
+        let (tools, exec, web_fetch) = match root.section("tools") {
+            None => Default::default(),
             Some(mut section) => {
                 let policy = tools::read_tool_policy(&mut section);
                 let exec = exec::read_exec(&mut section, refusals);
+                let web_fetch = web_fetch::read_web_fetch(&mut section);
                 section.finish();
-                (policy, exec)
+                (policy, exec, web_fetch)
             }
         };
         let providers = agent::read_models(root);
@@ -441,6 +446,7 @@ impl Config {
             telegram,
             budget,
             tools,
+            web_fetch,
             owner_allow_from,
             literal_secrets: Vec::new(),
             unimplemented: Vec::new(),

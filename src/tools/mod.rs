@@ -1,7 +1,8 @@
 //! The tools the agent may call: the interface ([`Tool`], the [`Tools`] registry), the file
 //! tools `read`, `write` and `edit` ([`files`]), every path confined beneath the workspace
-//! and `security.allowedPaths` by the kernel ([`paths`]), and host `exec` ([`exec`]),
-//! confined by [`crate::confine`]. Every call is recorded in the execution log ([`log`]).
+//! and `security.allowedPaths` by the kernel ([`paths`]), `exec` ([`exec`]) in the Docker
+//! sandbox or confined on the host by [`crate::confine`], and `web_fetch` ([`web_fetch`]),
+//! which reaches public addresses only. Every call is recorded in the execution log ([`log`]).
 //!
 //! Which tools exist is decided by `tools.profile` / `allow` / `alsoAllow` / `deny`
 //! ([`crate::config::ToolPolicy`]) and `tools.exec.security`. The agent depends on this
@@ -12,6 +13,7 @@ pub mod files;
 pub mod log;
 pub mod paths;
 mod registry;
+pub mod web_fetch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ pub use exec::ExecTool;
 pub use log::{Execution, ToolLog};
 pub use paths::Confinement;
 pub use registry::{Call, Tool, ToolFuture, ToolOutput, Tools};
+pub use web_fetch::WebFetchTool;
 
 /// The file tools' roots and denied paths from the config: the workspace, the allowed paths
 /// (unless `tools.fs.workspaceOnly`), `security.deniedPaths`, and always the state

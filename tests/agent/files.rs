@@ -26,7 +26,7 @@ pub(crate) fn read_call(n: usize, path: &str) -> Value {
 }
 
 /// The tool result the `n`th request carries back, as (is_error, content).
-fn tool_result(seen: &Seen) -> (bool, String) {
+pub fn tool_result(seen: &Seen) -> (bool, String) {
     let body = seen.json();
     let last = body["messages"].as_array().unwrap().last().unwrap().clone();
     let block = last["content"]
@@ -110,7 +110,7 @@ async fn a_model_cannot_read_the_env_file_but_reads_the_workspace() {
         .iter()
         .map(|t| t["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(tools, ["edit", "read", "write"]);
+    assert_eq!(tools, ["edit", "read", "web_fetch", "write"]);
 
     let (error, content) = tool_result(&seen[1]);
     assert!(error, "{content}");
