@@ -2,14 +2,15 @@
 //! with tool calls that try to read the gateway's secrets (`~/.openclaw/.env` by two paths,
 //! `/etc/shadow`, the gateway's `/proc/<pid>/environ` and `/proc/<pid>/mem`, its own
 //! `/proc/self/environ`), to follow a symbolic link out of the workspace (planted there, as a
-//! sandboxed command could have made it), to write outside the workspace, and to run a
-//! command although the config offers no `exec`. Every call must come back to the model as an
-//! error for the right reason (the file tools' confinement, or no such tool), while a write
-//! and a read inside the workspace in the same answer work (so the refusals are the guards',
-//! not tools that cannot work at all: under systemd's `RestrictSUIDSGID=` every file tool
-//! call failed with ENOSYS, which this probe found), nothing may be
-//! written outside the workspace, no secret may be in any request the model received, and the
-//! gateway must answer the DM and keep serving.
+//! sandboxed command could have made it), to write outside the workspace, to fetch the cloud
+//! metadata service and a LAN address the egress proxy allows (the fake model server), and
+//! to run a command although the config offers no `exec`. Every call must come back to the
+//! model as an error for the right reason (the file tools' confinement, web_fetch's
+//! public-addresses-only rule, or no such tool), while a write and a read inside the
+//! workspace in the same answer work (so the refusals are the guards', not tools that cannot
+//! work at all: under systemd's `RestrictSUIDSGID=` every file tool call failed with ENOSYS,
+//! which this probe found). Nothing may be written outside the workspace, no secret may be in
+//! any request the model received, and the gateway must answer the DM and keep serving.
 //!
 //! Runs after `agent_round_trip`, which configures the gateway for the fakes and pairs the
 //! stranger.
@@ -30,6 +31,8 @@ const CONFINED: &[&str] = &[
     "is in a denied location",
     "a /proc magic link, which the file tools do not follow",
 ];
+/// Why `web_fetch` refuses a machine, LAN or metadata address (`src/tools/web_fetch.rs`).
+const NOT_PUBLIC: &[&str] = &["web_fetch reaches public"];
 /// Why a tool the config does not offer fails.
 const NOT_OFFERED: &[&str] = &["there is no tool named `exec`"];
 
@@ -100,6 +103,19 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
             what: "write outside the workspace".to_owned(),
             call: json!({"name": "write", "input": {"path": "../outside.txt", "content": "pwned"}}),
             refused_because: CONFINED,
+        },
+        Attack {
+            what: "fetch the cloud metadata service".to_owned(),
+            call: json!({"name": "web_fetch", "input": {"url": "http://169.254.169.254/latest/meta-data/"}}),
+            refused_because: NOT_PUBLIC,
+        },
+        Attack {
+            // On the LAN and in the egress proxy's allow list (setup put it there).
+            what: "fetch the LAN through an allowed host (the model server's control API)"
+                .to_owned(),
+            call: json!({"name": "web_fetch",
+                         "input": {"url": format!("http://{}/_fake/calls", ctx.testbed.fakes.model)}}),
+            refused_because: NOT_PUBLIC,
         },
         Attack {
             what: "run a command with exec, which the config does not offer".to_owned(),
