@@ -263,8 +263,8 @@ impl Tool for ExecTool {
     fn description(&self) -> &str {
         "Run a shell command (/bin/sh -c) in the workspace. Only the workspace is writable; \
          system directories are read-only; network connections and everything else on the \
-         machine are out of reach. Output (stdout and stderr together) is capped at 64 KiB. Background \
-         processes end with the command."
+         machine are out of reach. Output (stdout and stderr together) is capped at 64 KiB. \
+         Do not rely on background processes: they may end with the command or outlive it."
     }
 
     fn input_schema(&self) -> Value {

@@ -389,6 +389,13 @@ impl Tool for ReadTool {
         })
     }
 
+    /// A file from outside the workspace (an allowed path) is not the agent's own text.
+    fn taints(&self, input: &Value) -> bool {
+        input["path"]
+            .as_str()
+            .is_none_or(|path| self.conf.outside_workspace(path))
+    }
+
     fn run(&self, input: Value, call: Call) -> ToolFuture<'_> {
         Box::pin(async move {
             let shape = r#"{"path": "notes.md", "offset"?: 1, "limit"?: 100}"#;
@@ -778,6 +785,18 @@ mod tests {
         assert!(out.contains("unchanged"), "{out}");
         let e = edit_file(&f.conf, &f.abs("secret/key"), &[rep("PRIVATE", "x")]).unwrap_err();
         assert!(e.contains("denied"), "{e}");
+    }
+
+    #[test]
+    fn a_read_outside_the_workspace_taints_the_turn() {
+        let f = Fixture::new();
+        let read = ReadTool::new(Arc::clone(&f.conf));
+        let taints = |path: String| read.taints(&json!({ "path": path }));
+        assert!(!taints("notes.md".into()));
+        assert!(!taints(f.ws().join("notes.md").display().to_string()));
+        assert!(taints(f.abs("public/ok.txt")));
+        assert!(taints("/etc/hostname".into()), "outside every root");
+        assert!(read.taints(&json!({})), "no path: counted as outside");
     }
 
     fn call(deadline: Instant, cancel: CancellationToken) -> Call {

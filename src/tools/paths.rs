@@ -287,6 +287,13 @@ impl Confinement {
             })
     }
 
+    /// Whether `path` names a place under an allowed path rather than the workspace: its
+    /// content is then not the agent's own (it taints the turn, see `Tool::taints`). A path
+    /// outside every root is refused anyway and counts as outside too.
+    pub fn outside_workspace(&self, path: &str) -> bool {
+        !matches!(self.locate(path), Ok((root, _)) if std::ptr::eq(root, &self.roots[0]))
+    }
+
     /// Opens `path` with `flags` (plus `O_CLOEXEC | O_NOCTTY`) beneath its root and checks
     /// that where it led is not denied.
     pub fn open(&self, path: &str, flags: OFlags) -> Result<Opened, PathError> {
