@@ -14,7 +14,7 @@ use clawfort::config::{
 };
 use clawfort::confine::{Ending, Outcome, Policy, OUTPUT_CAP};
 use clawfort::redact::Redactor;
-use clawfort::sandbox::Sandbox;
+use clawfort::sandbox::{image_present, Sandbox};
 use clawfort::sessions::{direct_key, SessionKey};
 use clawfort::tools::{Call, ExecTool, Tool};
 use daemon::{Daemon, IMAGE};
@@ -293,6 +293,23 @@ async fn workspace_access_rw_shares_the_agent_workspace(d: &Daemon) {
 }
 
 async fn failures_are_clear_and_never_fall_back(d: &Daemon) {
+    // What `security audit --deep` sees of the daemon and the image.
+    let socket = d.socket.clone();
+    let (present, absent, down) = tokio::task::spawn_blocking(move || {
+        (
+            image_present(&socket, IMAGE),
+            image_present(&socket, "clawfort-no-such-image:1"),
+            image_present(Path::new("/nonexistent/docker.sock"), IMAGE),
+        )
+    })
+    .await
+    .unwrap();
+    let id = present.unwrap().expect("the test image is there");
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(absent.unwrap(), None);
+    let e = down.unwrap_err();
+    assert!(e.contains("cannot reach the Docker daemon"), "{e}");
+
     let missing = sandbox(
         d,
         SandboxConfig {

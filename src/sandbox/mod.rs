@@ -461,6 +461,33 @@ async fn connect(socket: &Path) -> Result<Docker, String> {
     Ok(docker)
 }
 
+/// Whether the rootless daemon at `socket` holds `image`: its id, `None` when it does not,
+/// or why the daemon could not tell (for `security audit --deep`, outside any runtime).
+pub fn image_present(socket: &Path, image: &str) -> Result<Option<String>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let inspect = async {
+            let docker = connect(socket).await?;
+            match docker.inspect_image(image).await {
+                Ok(found) => Ok(Some(found.id.unwrap_or_default())),
+                Err(e) if status(&e) == Some(404) => Ok(None),
+                Err(e) => Err(format!("cannot inspect {image}: {}", reason(&e))),
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), inspect)
+            .await
+            .map_err(|_| {
+                format!(
+                    "the Docker daemon at {} did not answer within 10 s",
+                    socket.display()
+                )
+            })?
+    })
+}
+
 /// Removes this installation's containers a previous run left behind.
 async fn remove_stale(docker: &Docker, owner: &str) -> Result<(), String> {
     let filters = HashMap::from([(
