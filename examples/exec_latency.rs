@@ -9,8 +9,11 @@
 //! `exec_latency [RUNS]` prints one JSON object: the Landlock support and, per measure, min,
 //! p50, p90 and p99 in milliseconds over RUNS (default 500) calls after 20 unmeasured ones.
 
+#[path = "support/latency.rs"]
+mod latency;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clawfort::approvals::Approvals;
 use clawfort::config::{DmScope, ExecAsk, ExecSecurity};
@@ -49,7 +52,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let session = direct_key(DmScope::Main, "telegram", "default", "1");
-    let exec = rt.block_on(measure(runs, || async {
+    let exec = rt.block_on(latency::measure(runs, || async {
         let call = Call {
             session_key: session.clone(),
             deadline: tokio::time::Instant::now() + Duration::from_secs(10),
@@ -64,7 +67,7 @@ fn main() -> anyhow::Result<()> {
             out.content
         );
     }));
-    let entry = rt.block_on(measure(runs, || async {
+    let entry = rt.block_on(latency::measure(runs, || async {
         let entry = Entry::new(
             session.as_str(),
             "exec",
@@ -75,41 +78,20 @@ fn main() -> anyhow::Result<()> {
         );
         log.record(entry.took(Duration::from_millis(2), 15));
     }));
-    let plain = rt.block_on(measure(runs, || async {
+    let plain = rt.block_on(latency::measure(runs, || async {
         let status = tokio::process::Command::new("/bin/sh")
             .args(["-c", "true"])
             .status()
             .await;
         assert!(status.is_ok_and(|s| s.success()));
     }));
-    let figures = |ms: [f64; 4]| json!({"min": ms[0], "p50": ms[1], "p90": ms[2], "p99": ms[3]});
     let report = json!({
         "runs": runs,
         "landlock": support.describe(),
-        "execTool": figures(exec),
-        "logEntry": figures(entry),
-        "unconfinedSpawn": figures(plain),
+        "execTool": latency::figures(exec),
+        "logEntry": latency::figures(entry),
+        "unconfinedSpawn": latency::figures(plain),
     });
     println!("{report}");
     Ok(())
-}
-
-/// Min, p50, p90, p99 in milliseconds of `runs` sequential calls, after 20 warm-ups.
-async fn measure<F, Fut>(runs: usize, mut once: F) -> [f64; 4]
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for _ in 0..20 {
-        once().await;
-    }
-    let mut ms = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let start = Instant::now();
-        once().await;
-        ms.push(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    ms.sort_by(f64::total_cmp);
-    let at = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
-    [ms[0], at(0.5), at(0.9), at(0.99)]
 }

@@ -80,7 +80,6 @@ async fn the_sandbox_against_a_rootless_daemon() {
     workspace_access_rw_shares_the_agent_workspace(&d).await;
     failures_are_clear_and_never_fall_back(&d).await;
     stale_and_idle_containers_are_removed(&d).await;
-    measure(&s).await;
     s.remove_all().await;
     assert!(containers(&d).is_empty(), "{:?}", containers(&d));
 }
@@ -381,31 +380,4 @@ async fn stale_and_idle_containers_are_removed(d: &Daemon) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(containers(d).is_empty(), "the idle container was pruned");
-}
-
-/// Container creation (first command of a scope) and warm `exec` of `true`, printed for
-/// the bench.
-async fn measure(s: &Sandbox) {
-    s.remove_all().await;
-    let key = session("7");
-    let started = Instant::now();
-    run(s, &key, "true", 60).await;
-    let cold = started.elapsed();
-    let mut warm = Vec::new();
-    for _ in 0..30 {
-        let started = Instant::now();
-        let o = run(s, &key, "true", 60).await;
-        assert_eq!(o.ending, Ending::Exited(0));
-        warm.push(started.elapsed());
-    }
-    warm.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    eprintln!(
-        "sandbox: first command (container created and started) {:.0} ms; warm exec of \
-         `true` p50 {:.1} ms, p90 {:.1} ms over {} runs",
-        ms(cold),
-        ms(warm[warm.len() / 2]),
-        ms(warm[warm.len() * 9 / 10]),
-        warm.len()
-    );
 }

@@ -39,14 +39,18 @@ const TMPFS_OPTIONS: &str = "rw,nosuid,nodev,size=256m";
 /// Hardening: read-only root, tmpfs scratch, every capability dropped, `no-new-privileges`,
 /// the configured non-root user, Docker's default seccomp profile (never `unconfined`),
 /// the configured network (`none` by default), an init process that reaps orphans, and the
-/// process cap twice: `pidsLimit` (a cgroup limit, enforced only where the daemon has
-/// cgroups, i.e. cgroup v2 for rootless Docker) and `RLIMIT_NPROC` of the same size (per
-/// user, enforced by the kernel whatever the cgroup setup).
+/// process cap `pidsLimit`, a cgroup limit. Where the daemon has no cgroups (rootless Docker
+/// on a cgroup v1 host) `nproc_cap` adds `RLIMIT_NPROC` of the same size instead, the only
+/// cap the kernel then enforces; not otherwise, because it counts every task of the
+/// daemon's user on the host (runc sets it before it drops to the container's user, so
+/// dockerd's, containerd's and every shim's threads count): with a few dozen containers an
+/// exec could no longer start.
 pub fn create_body(
     config: &SandboxConfig,
     owner: &str,
     scope: &str,
     workspace_binds: Vec<String>,
+    nproc_cap: bool,
 ) -> ContainerCreateBody {
     let mut binds = workspace_binds;
     binds.extend(config.binds.iter().map(|b| b.to_docker()));
@@ -68,18 +72,17 @@ pub fn create_body(
         // No swap beyond the memory limit.
         memory_swap: config.memory_bytes,
         nano_cpus: config.cpus.map(|c| (c * 1e9) as i64),
-        ulimits: Some(vec![
-            ResourcesUlimits {
-                name: Some("nproc".to_owned()),
-                soft: Some(pids),
-                hard: Some(pids),
-            },
-            ResourcesUlimits {
-                name: Some("core".to_owned()),
-                soft: Some(0),
-                hard: Some(0),
-            },
-        ]),
+        ulimits: Some(
+            [("core", 0)]
+                .into_iter()
+                .chain(nproc_cap.then_some(("nproc", pids)))
+                .map(|(name, limit)| ResourcesUlimits {
+                    name: Some(name.to_owned()),
+                    soft: Some(limit),
+                    hard: Some(limit),
+                })
+                .collect(),
+        ),
         init: Some(true),
         ipc_mode: Some("private".to_owned()),
         ..Default::default()
@@ -139,8 +142,29 @@ mod tests {
             target: "/data".into(),
             read_only: true,
         });
-        let body = create_body(&config, "owner", "scope", vec!["/w:/workspace:rw".into()]);
+        let body = create_body(
+            &config,
+            "owner",
+            "scope",
+            vec!["/w:/workspace:rw".into()],
+            false,
+        );
         let host = body.host_config.unwrap();
+        let limits = |host: &HostConfig| -> Vec<(String, i64)> {
+            let limits = host.ulimits.clone().unwrap_or_default();
+            limits
+                .into_iter()
+                .map(|u| (u.name.unwrap(), u.hard.unwrap()))
+                .collect()
+        };
+        // With cgroups the pids cgroup caps the processes; RLIMIT_NPROC would count the
+        // daemon user's own tasks too.
+        assert_eq!(limits(&host), [("core".to_owned(), 0)]);
+        let v1 = create_body(&config, "owner", "scope", Vec::new(), true);
+        assert_eq!(
+            limits(&v1.host_config.unwrap()),
+            [("core".to_owned(), 0), ("nproc".to_owned(), 256)]
+        );
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
         assert_eq!(

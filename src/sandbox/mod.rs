@@ -21,6 +21,7 @@ mod run;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -101,6 +102,9 @@ struct Inner {
     owner: String,
     /// Connected, checked rootless, stale containers removed, pruner started: once.
     docker: OnceCell<Docker>,
+    /// The daemon has no cgroups (a cgroup v1 host), so `pidsLimit` holds only as
+    /// `RLIMIT_NPROC`; set when connected.
+    no_cgroups: AtomicBool,
     containers: Mutex<HashMap<String, Entry>>,
 }
 
@@ -127,6 +131,7 @@ impl Sandbox {
                 sandboxes: state_dir.join("sandboxes"),
                 owner,
                 docker: OnceCell::new(),
+                no_cgroups: AtomicBool::new(false),
                 containers: Mutex::new(HashMap::new()),
             }),
         }
@@ -189,7 +194,8 @@ impl Sandbox {
         self.inner
             .docker
             .get_or_try_init(|| async {
-                let docker = connect(&self.inner.socket).await?;
+                let (docker, cgroups) = connect(&self.inner.socket).await?;
+                self.inner.no_cgroups.store(!cgroups, Ordering::Relaxed);
                 remove_stale(&docker, &self.inner.owner).await?;
                 if self.inner.config.idle_secs > 0 {
                     tokio::spawn(prune(Arc::downgrade(&self.inner)));
@@ -240,7 +246,8 @@ impl Sandbox {
             private_workspace(&self.inner.sandboxes, &own)?;
         }
         let binds = container::workspace_binds(c.workspace_access, &self.inner.workspace, &own);
-        let body = container::create_body(c, &self.inner.owner, scope, binds);
+        let nproc_cap = self.inner.no_cgroups.load(Ordering::Relaxed);
+        let body = container::create_body(c, &self.inner.owner, scope, binds, nproc_cap);
         let name = format!("clawfort-sbx-{scope}");
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = match docker.create_container(Some(options), body).await {
@@ -264,6 +271,7 @@ impl Sandbox {
                     &self.inner.owner,
                     scope,
                     container::workspace_binds(c.workspace_access, &self.inner.workspace, &own),
+                    nproc_cap,
                 );
                 docker
                     .create_container(Some(options), body)
@@ -422,8 +430,8 @@ fn private_workspace(sandboxes: &Path, own: &Path) -> Result<(), String> {
 }
 
 /// Connects to `socket`, agrees on an API version, and refuses a daemon that is not
-/// rootless.
-async fn connect(socket: &Path) -> Result<Docker, String> {
+/// rootless; also says whether the daemon has cgroups (false on a cgroup v1 host).
+async fn connect(socket: &Path) -> Result<(Docker, bool), String> {
     let unreachable = |e: &bollard::errors::Error| {
         format!(
             "cannot reach the Docker daemon at {}: {}; the sandbox needs rootless Docker \
@@ -452,13 +460,16 @@ async fn connect(socket: &Path) -> Result<Docker, String> {
             options.join(", ")
         ));
     }
-    if info.cgroup_driver == Some(bollard::models::SystemInfoCgroupDriverEnum::NONE) {
+    let cgroups = info.cgroup_driver != Some(bollard::models::SystemInfoCgroupDriverEnum::NONE);
+    if !cgroups {
         tracing::warn!(
             "the rootless Docker daemon has no cgroups (cgroup v1 host): sandbox memory and \
-             cpus limits are not enforced; the process cap holds through RLIMIT_NPROC"
+             cpus limits are not enforced; the process cap holds only through RLIMIT_NPROC, \
+             which counts every task of the daemon's user (dockerd, containerd, each \
+             container's shim), so many containers at once can exhaust it"
         );
     }
-    Ok(docker)
+    Ok((docker, cgroups))
 }
 
 /// Whether the rootless daemon at `socket` holds `image`: its id, `None` when it does not,
@@ -470,7 +481,7 @@ pub fn image_present(socket: &Path, image: &str) -> Result<Option<String>, Strin
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(async {
         let inspect = async {
-            let docker = connect(socket).await?;
+            let (docker, _) = connect(socket).await?;
             match docker.inspect_image(image).await {
                 Ok(found) => Ok(Some(found.id.unwrap_or_default())),
                 Err(e) if status(&e) == Some(404) => Ok(None),

@@ -1,4 +1,4 @@
-//! `cargo xtask bench gateway|agent|peer|exec [--json]`: performance figures.
+//! `cargo xtask bench gateway|agent|peer|exec|sandbox [--json]`: performance figures.
 //!
 //! `gateway` (this file): builds the release binary, starts it on a free loopback port with a
 //! throw-away state dir, and measures: time from spawn to the first 200 from `/healthz`
@@ -13,12 +13,12 @@
 //!
 //! `agent` ([`agent`]): the agent's figures against zero-latency fakes (overhead per turn,
 //! idle RSS with Telegram polling, concurrent sessions). `peer` ([`peer`]): start to
-//! listening and idle RSS of any binary, for a comparison with a peer gateway. `exec`
-//! ([`exec`]): host exec of `true` under Landlock through the `exec` tool. Results go
-//! into BENCHMARKS.md by hand.
+//! listening and idle RSS of any binary, for a comparison with a peer gateway. `exec` and
+//! `sandbox` ([`example`]): `exec` of `true` through the `exec` tool on the host under
+//! Landlock, and in the Docker sandbox. Results go into BENCHMARKS.md by hand.
 
 mod agent;
-mod exec;
+mod example;
 mod peer;
 
 use std::ffi::OsStr;
@@ -37,15 +37,16 @@ use xshell::{cmd, Shell};
 pub struct Args {
     /// What to benchmark: `gateway` (HTTP throughput), `agent` (turn overhead, idle RSS with
     /// Telegram polling, concurrent sessions), `peer` (start and idle RSS of `--binary`) or
-    /// `exec` (host exec of `true` under Landlock).
-    #[arg(default_value = "gateway", value_parser = ["gateway", "agent", "peer", "exec"])]
+    /// `exec` (host exec of `true` under Landlock) or `sandbox` (exec of `true` in the Docker
+    /// sandbox, and container creation; needs root and the sandbox test's packages and user).
+    #[arg(default_value = "gateway", value_parser = ["gateway", "agent", "peer", "exec", "sandbox"])]
     pub target: String,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Calls of the exec tool measured, after 20 unmeasured (exec).
-    #[arg(long, default_value_t = 500)]
-    pub execs: usize,
+    /// Commands measured, after 20 unmeasured (exec: default 500; sandbox: default 100).
+    #[arg(long)]
+    pub execs: Option<usize>,
     /// Seconds per wrk run (gateway).
     #[arg(long, default_value_t = 10)]
     pub duration: u32,
@@ -53,8 +54,8 @@ pub struct Args {
     /// build for an A/B run (gateway, agent), or any peer gateway (peer, with --peer-args).
     #[arg(long)]
     pub binary: Option<PathBuf>,
-    /// Exit non-zero when a target is missed (agent, exec); without it the bench only reports
-    /// PASS/FAIL.
+    /// Exit non-zero when a target is missed (agent, exec, sandbox); without it the bench
+    /// only reports PASS/FAIL.
     #[arg(long)]
     pub check: bool,
     /// Repeat the measurement on fresh processes and report the medians (agent, peer).
@@ -126,8 +127,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    if args.target == "exec" {
-        let met = exec::run(&sh, &target_dir, args.execs, args.json)?;
+    let tool = match args.target.as_str() {
+        "exec" => Some((&example::EXEC, 500)),
+        "sandbox" => Some((&example::SANDBOX, 100)),
+        _ => None,
+    };
+    if let Some((example, default_runs)) = tool {
+        let runs = args.execs.unwrap_or(default_runs);
+        let met = example::run(&sh, &target_dir, example, runs, args.json)?;
         return Ok(if args.check && !met {
             eprintln!("the target was missed (see FAIL above)");
             ExitCode::FAILURE

@@ -98,9 +98,9 @@ const DYNAMIC: &[(&str, &str, &str)] = &[
         "the gateway binary the benchmark just built",
     ),
     (
-        "xtask/src/bench/exec.rs",
+        "xtask/src/bench/example.rs",
         "&program",
-        "examples/exec_latency, built by the bench just before",
+        "examples/exec_latency or sandbox_latency, built by the bench just before",
     ),
     (
         "tests/e2e/exec.rs",
