@@ -19,5 +19,7 @@ mod support;
 mod tools_log;
 #[path = "agent/turns.rs"]
 mod turns;
+#[path = "shared/unprivileged.rs"]
+mod unprivileged;
 #[path = "agent/web_fetch.rs"]
 mod web_fetch;

@@ -12,6 +12,10 @@ use std::time::Duration;
 #[path = "gateway/support.rs"]
 #[allow(dead_code)]
 mod support;
+#[path = "shared/unprivileged.rs"]
+mod unprivileged;
+
+use unprivileged::unprivileged;
 
 use clawfort::confine::{self, Ending, Outcome, Policy};
 use tempfile::TempDir;
@@ -27,24 +31,6 @@ struct Home {
 }
 
 const SECRET: &str = "sk-ant-confine-test-0123456789abcdef";
-
-/// Host execution refuses root (`confine::available`): as root, the named test runs again
-/// in a child as `nobody` (setpriv, no capabilities) and this returns false; as anyone
-/// else it returns true and the test goes on.
-fn unprivileged(test: &str) -> bool {
-    if !rustix::process::geteuid().is_root() {
-        return true;
-    }
-    let status = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .args(["--inh-caps=-all", "--bounding-set=-all", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .status()
-        .expect("setpriv (util-linux) runs the test as nobody");
-    assert!(status.success(), "{test} failed as nobody");
-    false
-}
 
 fn home(test: &str) -> Option<Home> {
     if !unprivileged(test) {

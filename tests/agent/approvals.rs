@@ -5,6 +5,7 @@
 //! Host execution refuses root and needs Landlock: as root, each test runs again as `nobody`
 //! (as `tests/confine.rs` does); without Landlock it is skipped with a printed reason.
 
+use crate::unprivileged::unprivileged;
 use std::path::{Path, PathBuf};
 
 use clawfort_fakes::model::{ok, Fake, Seen, KEY};
@@ -17,23 +18,6 @@ const BOT_TOKEN: &str = "123456789:AAHtestTOKENtestTOKENtestTOKENtest12";
 const OWNER: i64 = 7_100_001;
 /// Paired with the owner's consent but no approver.
 const FRIEND: i64 = 7_100_002;
-
-/// As root, runs `test` again as `nobody` and returns false; otherwise true.
-fn unprivileged(test: &str) -> bool {
-    if !rustix::process::geteuid().is_root() {
-        return true;
-    }
-    let status = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .args(["--inh-caps=-all", "--bounding-set=-all", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("HOME", "/tmp")
-        .status()
-        .expect("setpriv (util-linux) runs the test as nobody");
-    assert!(status.success(), "{test} failed as nobody");
-    false
-}
 
 fn runnable(test: &str) -> bool {
     if !unprivileged(test) {
