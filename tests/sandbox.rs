@@ -317,8 +317,8 @@ async fn failures_are_clear_and_never_fall_back(d: &Daemon) {
         },
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    let e = missing
-        .run(
+    let refused = |s: Sandbox| async move {
+        s.run(
             &session("4"),
             "true",
             None,
@@ -326,7 +326,9 @@ async fn failures_are_clear_and_never_fall_back(d: &Daemon) {
             &CancellationToken::new(),
         )
         .await
-        .unwrap_err();
+        .unwrap_err()
+    };
+    let e = refused(missing).await;
     assert!(
         e.contains("clawfort-no-such-image:1") && e.contains("never pulls"),
         "{e}"
@@ -337,16 +339,7 @@ async fn failures_are_clear_and_never_fall_back(d: &Daemon) {
         Path::new("/nonexistent"),
         &d.base.path().join("state"),
     );
-    let e = down
-        .run(
-            &session("4"),
-            "true",
-            None,
-            deadline,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+    let e = refused(down).await;
     assert!(
         e.contains("cannot reach the Docker daemon") && e.contains("no-daemon.sock"),
         "{e}"
