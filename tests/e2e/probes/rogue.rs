@@ -233,7 +233,7 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
 /// The tool results in a chat completion request (OpenAI's format, which setup configures),
 /// by the index of the call in the fake's answer (`call_fake<n>_<i>`); `None` when the
 /// request carries none.
-fn tool_results(body: &Value) -> Option<std::collections::BTreeMap<usize, String>> {
+pub(crate) fn tool_results(body: &Value) -> Option<std::collections::BTreeMap<usize, String>> {
     let results: std::collections::BTreeMap<usize, String> = body["messages"]
         .as_array()?
         .iter()
