@@ -39,6 +39,9 @@ const APPROVAL_TIMEOUT_S: u64 = 5;
 const TURN_WAIT: Duration = Duration::from_secs(150);
 /// Bound of the gateway's restart until `/healthz` answers.
 const RESTART_WAIT_S: u64 = 90;
+/// The two attempts that print their cgroup limit first.
+const FORKS: &str = "fork without bound";
+const MEMORY: &str = "allocate 512 MiB";
 /// Where the probe keeps the original config while it runs (root's home, mode 700).
 const BACKUP: &str = "/root/clawfort-e2e-openclaw.json";
 
@@ -197,10 +200,11 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
     }
     // The limits are the container's cgroup's (cgroup v2 with delegation on the appliance),
     // not only RLIMIT_NPROC: each limit command printed its cgroup file first.
-    let (pids_max, memory_max) = (
-        first_line(result(attempts.len() - 2)),
-        first_line(result(attempts.len() - 1)),
-    );
+    let printed_first = |what: &str| {
+        let i = attempts.iter().position(|a| a.what == what);
+        first_line(i.and_then(|i| result(i + 1)))
+    };
+    let (pids_max, memory_max) = (printed_first(FORKS), printed_first(MEMORY));
     if pids_max != PIDS_LIMIT.to_string() || memory_max != MEMORY_BYTES.to_string() {
         broken.push(format!(
             "the container's cgroup does not hold the configured limits: pids.max {pids_max} \
@@ -279,8 +283,7 @@ fn benign(name: &str) -> Attempt {
     Attempt::new("benign", format!("echo {name} > {name} && cat {name}"))
 }
 
-/// The attacks, in the order the model runs them (the fork and memory limits third and
-/// second last: their results are read by position for the cgroup's limits).
+/// The attacks, in the order the model runs them.
 fn attempts(home: &str, gateway_pid: u32, fake_ip: &str, fake_port: u16) -> Vec<Attempt> {
     let connect = |host: &str, port: u16| {
         format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port} && echo CONNECTED'")
@@ -358,11 +361,11 @@ fn attempts(home: &str, gateway_pid: u32, fake_ip: &str, fake_port: u16) -> Vec<
         .because(&["CapEff:\t0000000000000000"])
         .because(&["-rwsr-xr-x root /usr/bin/su"])
         .unless("ESCALATED"),
-        Attempt::new("fork without bound", fork_counter)
+        Attempt::new(FORKS, fork_counter)
             .because(&["fork failed after"])
             .because(&["Resource temporarily unavailable"])
             .unless("FORKED ALL"),
-        Attempt::new("allocate 512 MiB", memory_hog)
+        Attempt::new(MEMORY, memory_hog)
             // The kernel's OOM killer ends it inside the container's memory cgroup.
             .because(&["[exit code 137]", "[killed by signal 9]", "MemoryError"])
             .unless("ALLOCATED"),
