@@ -404,11 +404,15 @@ fn turn(
     let mut unhealthy = Vec::new();
     let mut polls = 0;
     let results = chat.wait_within("model request carrying the tool results", TURN_WAIT, || {
+        // Every fourth poll, about every 2 s: an SSH round trip each, on a guest that may
+        // be emulated.
         polls += 1;
-        match http_status(ctx, "/healthz", None) {
-            Ok(200) => {}
-            Ok(status) => unhealthy.push(format!("/healthz {status} during the commands")),
-            Err(e) => unhealthy.push(format!("/healthz failed during the commands: {e:#}")),
+        if polls % 4 == 1 {
+            match http_status(ctx, "/healthz", None) {
+                Ok(200) => {}
+                Ok(status) => unhealthy.push(format!("/healthz {status} during the commands")),
+                Err(e) => unhealthy.push(format!("/healthz failed during the commands: {e:#}")),
+            }
         }
         Ok(chat
             .completions()?
@@ -424,9 +428,6 @@ fn turn(
         unhealthy.push(format!("/healthz {healthz} after the commands"));
     }
     unhealthy.dedup();
-    if polls == 0 {
-        bail!("the gateway's health was never checked");
-    }
     Ok((results, unhealthy))
 }
 
