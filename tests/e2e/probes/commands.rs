@@ -341,10 +341,12 @@ fn attempts(home: &str, gateway_pid: u32, fake_ip: &str, fake_port: u16) -> Vec<
             "mount a file system",
             "mount -t tmpfs none /mnt && echo MOUNTED",
         )
+        // util-linux says "must be superuser" or "permission denied" for EPERM.
         .because(&[
             "must be superuser",
-            "Operation not permitted",
+            "permission denied",
             "Permission denied",
+            "Operation not permitted",
         ])
         .unless("MOUNTED"),
         Attempt::new("make a user namespace", "unshare -r id -u && echo UNSHARED")
