@@ -205,6 +205,14 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
         first_line(i.and_then(|i| result(i + 1)))
     };
     let (pids_max, memory_max) = (printed_first(FORKS), printed_first(MEMORY));
+    let forked = attempts
+        .iter()
+        .position(|a| a.what == FORKS)
+        .and_then(|i| result(i + 1))
+        .and_then(|r| r.lines().find(|l| l.starts_with("fork failed after")))
+        .and_then(|l| l.split(':').next())
+        .unwrap_or("?")
+        .to_owned();
     if pids_max != PIDS_LIMIT.to_string() || memory_max != MEMORY_BYTES.to_string() {
         broken.push(format!(
             "the container's cgroup does not hold the configured limits: pids.max {pids_max} \
@@ -267,7 +275,8 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
          after {} attempts, each failing for the sandbox's reason ({}); /healthz 200 \
          throughout; with allowlist + on-miss, an unanswered command was denied after \
          {APPROVAL_TIMEOUT_S} s and the model told so, nothing ran; no secret in {} model \
-         requests; the container's cgroup: pids.max {pids_max}, memory.max {memory_max}",
+         requests; the container's cgroup: pids.max {pids_max} ({forked}), memory.max \
+         {memory_max}",
         attempts.len(),
         attempts
             .iter()
@@ -381,10 +390,17 @@ fn attempts(home: &str, gateway_pid: u32, fake_ip: &str, fake_port: u16) -> Vec<
     ]
 }
 
-/// The first line of a command's result (what it printed first), or `?`.
+/// The first line a command printed, or `?`. A tool's output reaches the model wrapped as
+/// untrusted data (`<untrusted-B>`, `[source]`, the output, `</untrusted-B>`; an error's
+/// with `Error: ` before it).
 fn first_line(result: Option<&String>) -> String {
     result
-        .and_then(|r| r.lines().next())
+        .and_then(|r| {
+            let mut lines = r.lines().skip_while(|l| !l.contains("<untrusted-"));
+            lines.next()?;
+            lines.next()?;
+            lines.next()
+        })
         .unwrap_or("?")
         .trim()
         .to_owned()
