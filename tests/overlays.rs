@@ -289,6 +289,51 @@ fn the_gateway_unit_is_sandboxed() {
     assert!(allows.is_empty(), "the gateway unit re-allows {allows:?}");
 }
 
+/// The gateway looks for the rootless daemon where the daemon listens, in a directory
+/// tmpfiles makes for the service user alone at boot: outside /run/user, which the gateway's
+/// unit hides (ProtectHome=), so the gateway sees the daemon's current socket whenever either
+/// of them starts.
+#[test]
+fn the_gateway_reaches_the_rootless_daemon_socket() {
+    let files = shipped();
+    let socket = "/run/clawfort-sandbox/docker.sock";
+    let gateway = directives(&files["/etc/systemd/system/clawfort.service"]);
+    assert!(
+        gateway.contains(&format!("Environment=DOCKER_HOST=unix://{socket}").as_str()),
+        "{gateway:?}"
+    );
+    // Nothing else of the unit is loosened for it: no path of /run/user is mapped back in.
+    assert!(
+        !gateway
+            .iter()
+            .any(|l| l.contains("/run/user") || l.starts_with("BindReadOnlyPaths=")),
+        "{gateway:?}"
+    );
+    let daemon = directives(&files["/etc/systemd/user/docker.service"]);
+    assert!(
+        daemon.contains(
+            &format!(
+                "ExecStart=/usr/share/docker.io/contrib/dockerd-rootless.sh --host=unix://{socket}"
+            )
+            .as_str()
+        ),
+        "{daemon:?}"
+    );
+    let import = directives(&files["/etc/systemd/user/clawfort-sandbox-import.service"]);
+    assert!(
+        import
+            .iter()
+            .any(|l| l.starts_with("ExecStart=") && l.ends_with(&format!(" unix://{socket}"))),
+        "{import:?}"
+    );
+    let tmpfiles = directives(&files["/usr/lib/tmpfiles.d/clawfort-sandbox.conf"]);
+    assert_eq!(
+        tmpfiles,
+        ["d /run/clawfort-sandbox 0700 openclaw openclaw -"],
+        "the socket's directory is private to the service user"
+    );
+}
+
 #[test]
 fn the_egress_proxy_is_a_sandboxed_unit_of_its_own() {
     let files = shipped();

@@ -76,6 +76,22 @@ pub fn socket_from_env() -> Result<PathBuf, String> {
     }
 }
 
+/// Refuses a bind `source` that is, or holds, the socket of the daemon the sandbox uses,
+/// wherever `DOCKER_HOST` puts it (the config's own checks know only the usual places):
+/// from inside a container it is control of the daemon, so of every container and every
+/// file the service user can reach.
+fn refuse_daemon_socket(source: &Path, socket: &Path) -> Result<(), String> {
+    if socket.starts_with(source) {
+        return Err(format!(
+            "{} would put the sandbox's Docker socket ({}) in the container: control of the \
+             daemon; bind a directory that does not hold it",
+            source.display(),
+            socket.display()
+        ));
+    }
+    Ok(())
+}
+
 /// One container serving a scope.
 #[derive(Debug)]
 struct Entry {
@@ -151,15 +167,14 @@ impl Sandbox {
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
         let state = canonical(&paths.state_dir);
+        let daemon = canonical(&socket);
         for (i, bind) in config.sandbox.binds.iter().enumerate() {
-            crate::config::check_bind_source(
-                &canonical(&bind.source),
-                home.as_deref(),
-                Some(&state),
-            )
-            .map_err(|e| {
-                ConfigError::key(&format!("agents.defaults.sandbox.docker.binds[{i}]"), e)
-            })?;
+            let source = canonical(&bind.source);
+            crate::config::check_bind_source(&source, home.as_deref(), Some(&state))
+                .and_then(|()| refuse_daemon_socket(&source, &daemon))
+                .map_err(|e| {
+                    ConfigError::key(&format!("agents.defaults.sandbox.docker.binds[{i}]"), e)
+                })?;
         }
         Ok(Self::new(
             config.sandbox.clone(),
@@ -627,6 +642,18 @@ mod tests {
             shared.scope_of(&a),
             with(SandboxScope::Shared, "/v").scope_of(&b)
         );
+    }
+
+    #[test]
+    fn a_bind_holding_the_daemon_socket_is_refused() {
+        let socket = Path::new("/run/clawfort-sandbox/docker.sock");
+        for source in ["/run/clawfort-sandbox", "/run/clawfort-sandbox/docker.sock"] {
+            let err = refuse_daemon_socket(Path::new(source), socket).unwrap_err();
+            assert!(err.contains("control of the daemon"), "{source}: {err}");
+        }
+        for source in ["/run/clawfort-sandbox-data", "/srv/data"] {
+            refuse_daemon_socket(Path::new(source), socket).unwrap();
+        }
     }
 
     #[test]

@@ -184,3 +184,53 @@ fn bad_agent_settings_stop_the_gateway_with_the_key_named() {
         );
     }
 }
+
+/// A `docker.binds` entry holding the sandbox's Docker socket is refused at start wherever
+/// `DOCKER_HOST` puts the socket (the appliance's is in `/run/clawfort-sandbox`, which the
+/// config's own list of Docker socket places does not name): in a container it would be
+/// control of the daemon.
+#[test]
+fn a_bind_holding_the_sandbox_socket_stops_the_gateway() {
+    let run = tempfile::tempdir().unwrap();
+    let sockets = run.path().join("clawfort-sandbox");
+    std::fs::create_dir(&sockets).unwrap();
+    let config = format!(
+        r#"{{ models: {{ providers: {{ fake: {{ api: "anthropic-messages",
+            baseUrl: "http://127.0.0.1:9", models: [{{ id: "m1" }}] }} }} }},
+          agents: {{ defaults: {{ model: "fake/m1", sandbox: {{ mode: "all",
+            docker: {{ binds: ["{}:/d:ro"] }} }} }} }},
+          tools: {{ exec: {{ security: "full" }} }} }}"#,
+        sockets.display()
+    );
+    let dir = state_dir(Some(&config));
+    let mut child = crate::support::command(dir.path())
+        .args(["gateway", "--port", "0"])
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/docker.sock", sockets.display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the gateway started with the sandbox's socket directory bound in");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("agents.defaults.sandbox.docker.binds[0]")
+            && stderr.contains("control of the daemon"),
+        "{stderr}"
+    );
+}

@@ -84,6 +84,8 @@ pub struct Expectations {
     pub egress_tcp_ports: Vec<u16>,
     /// The egress proxy's Unix socket (`gateway.egress.socket`).
     pub egress_socket: String,
+    /// The service user's rootless Docker socket (`<sandbox.socket_dir>/docker.sock`).
+    pub sandbox_socket: String,
     pub fail2ban_maxretry: u32,
     pub fail2ban_bantime_s: u64,
 }

@@ -442,9 +442,19 @@ impl<'a> RoundTrip<'a> {
     pub(crate) fn wait_for<T>(
         &self,
         what: &str,
+        found: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<T> {
+        self.wait_within(what, WAIT, found)
+    }
+
+    /// [`Self::wait_for`] with a bound of its own (a turn of slow tool calls).
+    pub(crate) fn wait_within<T>(
+        &self,
+        what: &str,
+        limit: Duration,
         mut found: impl FnMut() -> Result<Option<T>>,
     ) -> Result<T> {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(value) = found()? {
                 return Ok(value);
@@ -452,7 +462,7 @@ impl<'a> RoundTrip<'a> {
             if Instant::now() > deadline {
                 bail!(
                     "no {what} within {} s; {}",
-                    WAIT.as_secs(),
+                    limit.as_secs(),
                     self.what_was_seen()
                 );
             }

@@ -1,11 +1,12 @@
 //! Every probe, in the order the suite runs them: cheap checks from inside first, then the
 //! attacks from outside, then the sandbox (its image arrives in the background after first
 //! boot), then the probes that disturb the guest (gateway kill, fail2ban ban), then the agent
-//! probe (it reconfigures the gateway through `clawfort setup`) and the rogue-model probe
-//! that talks to the stranger it paired, and last the uniqueness probe, which gives the
+//! probe (it reconfigures the gateway through `clawfort setup`) and the rogue-model probes
+//! that talk to the stranger it paired (the second turns `exec` on and restores the config), and last the uniqueness probe, which gives the
 //! second boot the most time to come up.
 
 pub mod agent;
+pub mod commands;
 pub mod egress;
 pub mod fail2ban;
 pub mod gateway;
@@ -113,6 +114,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "malicious_model_contained",
         run: rogue::malicious_model_contained,
+    },
+    Probe {
+        name: "rogue_commands_contained",
+        run: commands::rogue_commands_contained,
     },
     Probe {
         name: "first_boot_identity_unique",

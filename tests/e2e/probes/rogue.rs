@@ -232,20 +232,22 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
 
 /// The tool results in a chat completion request (OpenAI's format, which setup configures),
 /// by the index of the call in the fake's answer (`call_fake<n>_<i>`); `None` when the
-/// request carries none.
-fn tool_results(body: &Value) -> Option<std::collections::BTreeMap<usize, String>> {
-    let results: std::collections::BTreeMap<usize, String> = body["messages"]
-        .as_array()?
+/// request carries none. Only the results of the latest answer's calls count: the history of
+/// the chat may hold an earlier turn's, with the same indices.
+pub(crate) fn tool_results(body: &Value) -> Option<std::collections::BTreeMap<usize, String>> {
+    let messages = body["messages"].as_array()?;
+    let latest = messages.iter().rev().find(|m| m["role"] == "tool")?["tool_call_id"]
+        .as_str()?
+        .rsplit_once('_')?
+        .0
+        .to_owned();
+    let results: std::collections::BTreeMap<usize, String> = messages
         .iter()
         .filter(|m| m["role"] == "tool")
         .filter_map(|m| {
-            let index = m["tool_call_id"]
-                .as_str()?
-                .rsplit_once('_')?
-                .1
-                .parse()
-                .ok()?;
-            Some((index, m["content"].as_str()?.to_owned()))
+            let (answer, index) = m["tool_call_id"].as_str()?.rsplit_once('_')?;
+            (answer == latest).then_some(())?;
+            Some((index.parse().ok()?, m["content"].as_str()?.to_owned()))
         })
         .collect();
     (!results.is_empty()).then_some(results)

@@ -156,6 +156,40 @@ pub fn service_user_cannot_use_root_docker(ctx: &Ctx) -> Result<String> {
 /// zstd unpacking and the layer extraction are emulated), more on a loaded host.
 const SANDBOX_WAIT_S: u64 = 600;
 
+/// The sandbox image the appliance's gateway config names (`[sandbox].image`).
+pub(crate) const SANDBOX_IMAGE: &str = "clawfort-sandbox:latest";
+
+/// The docker CLI as the service user, talking to its rootless daemon (a root shell runs it).
+pub(crate) fn docker_cli(ctx: &Ctx) -> String {
+    let user = &ctx.testbed.service_user;
+    format!(
+        "cd / && sudo -n -u {user} env XDG_RUNTIME_DIR=/run/user/$(id -u {user}) DOCKER_HOST=unix://{} docker",
+        ctx.testbed.expect.sandbox_socket
+    )
+}
+
+/// First boot loads the sandbox image in the background after the gateway is up: waits (at
+/// most [`SANDBOX_WAIT_S`]) until the service user's daemon has it; returns the seconds
+/// waited.
+pub(crate) fn wait_for_sandbox_image(ctx: &Ctx) -> Result<f64> {
+    let waited = std::time::Instant::now();
+    let arrived = ctx.admin.run_with(
+        &format!(
+            "for i in $(seq 1 {SANDBOX_WAIT_S}); do sudo -n sh -c {} >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1",
+            crate::exec::shell_quote(&format!("{} image inspect {SANDBOX_IMAGE}", docker_cli(ctx)))
+        ),
+        None,
+        std::time::Duration::from_secs(SANDBOX_WAIT_S + 60),
+    )?;
+    ensure!(
+        arrived.success,
+        "the sandbox image {SANDBOX_IMAGE} was not loaded into {}'s rootless Docker within \
+         {SANDBOX_WAIT_S} s",
+        ctx.testbed.service_user
+    );
+    Ok(waited.elapsed().as_secs_f64())
+}
+
 /// Rootless Docker as the service user runs the sandbox image locked down (no network,
 /// read-only root, no capabilities) and the container sees none of the host's files.
 pub fn rootless_sandbox_isolated(ctx: &Ctx) -> Result<String> {
@@ -163,26 +197,9 @@ pub fn rootless_sandbox_isolated(ctx: &Ctx) -> Result<String> {
     let marker = format!("/var/tmp/clawfort-e2e-marker-{}", std::process::id());
     ctx.admin
         .check_root(&format!("echo host > {marker} && chmod 644 {marker}"))?;
-    let docker = format!(
-        "cd / && sudo -n -u {user} env XDG_RUNTIME_DIR=/run/user/$(id -u {user}) DOCKER_HOST=unix:///run/user/$(id -u {user})/docker.sock docker"
-    );
-    // First boot loads the sandbox image in the background after the gateway is up; give it
-    // a bounded time to arrive before judging.
-    let image = "clawfort-sandbox:latest";
-    let waited = std::time::Instant::now();
-    let arrived = ctx.admin.run_with(
-        &format!(
-            "for i in $(seq 1 {SANDBOX_WAIT_S}); do sudo -n sh -c {} >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1",
-            crate::exec::shell_quote(&format!("{docker} image inspect {image}"))
-        ),
-        None,
-        std::time::Duration::from_secs(SANDBOX_WAIT_S + 60),
-    )?;
-    ensure!(
-        arrived.success,
-        "the sandbox image {image} was not loaded into {user}'s rootless Docker within {SANDBOX_WAIT_S} s"
-    );
-    let waited = waited.elapsed().as_secs_f64();
+    let docker = docker_cli(ctx);
+    let image = SANDBOX_IMAGE;
+    let waited = wait_for_sandbox_image(ctx)?;
     let rootless = ctx.admin.sudo(&format!(
         "{docker} info --format '{{{{json .SecurityOptions}}}}'"
     ));

@@ -91,6 +91,7 @@ pub fn expectations(definition: &Table) -> Result<Expectations> {
         extra_tcp_ports: ports("firewall.extra_tcp_ports")?,
         egress_tcp_ports: ports("gateway.egress.tcp_ports")?,
         egress_socket: string(definition, "gateway.egress.socket")?,
+        sandbox_socket: format!("{}/docker.sock", string(definition, "sandbox.socket_dir")?),
         fail2ban_maxretry: u32::try_from(integer(definition, "fail2ban.maxretry")?)
             .context("`fail2ban.maxretry` is negative")?,
         fail2ban_bantime_s: duration_seconds(&string(definition, "fail2ban.bantime")?)
@@ -167,5 +168,6 @@ mod tests {
             "{}",
             expect.egress_socket
         );
+        assert_eq!(expect.sandbox_socket, "/run/clawfort-sandbox/docker.sock");
     }
 }

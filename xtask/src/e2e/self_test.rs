@@ -32,7 +32,10 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 /// drop-in lets the gateway call the fakes' address directly instead of through the egress
 /// proxy (only that address: the gateway port must stay unreachable from the scanner, or the
 /// scan would fail for more than the listener on 8080), and another makes the egress proxy
-/// take its allow list from the service user's `openclaw.json` instead of root's file.
+/// take its allow list from the service user's `openclaw.json` instead of root's file. Last,
+/// the sandbox's containers get Docker's default `bridge` network instead of `none` (the
+/// config accepts any network but the host's or another container's), which with the
+/// firewall not loaded lets a sandboxed command reach the LAN.
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "sed -i 's|deniedPaths: \\[.*\\]|allowedPaths: [\"/home/openclaw\", \"/etc\", \"/proc\"], deniedPaths: []|' \
         /home/openclaw/.openclaw/openclaw.json \
@@ -52,6 +55,9 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
      && printf '[Service]\\nExecStart=\\nExecStart=/usr/bin/clawfort egress --config %%d/openclaw.json\\nLoadCredential=openclaw.json:/home/openclaw/.openclaw/openclaw.json\\n' \
         > /etc/systemd/system/clawfort-egress.service.d/e2e-user-allow-list.conf \
      && systemctl daemon-reload",
+    "sed -i 's/docker: { image: \"\\([^\"]*\\)\" }/docker: { image: \"\\1\", network: \"bridge\" }/' \
+        /home/openclaw/.openclaw/openclaw.json \
+     && grep -q 'network: \"bridge\"' /home/openclaw/.openclaw/openclaw.json",
 ];
 
 /// Probes that must fail on the weakened image, and a fragment their failure must contain, so
@@ -82,6 +88,10 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     (
         "malicious_model_contained",
         "read its own environment was not refused",
+    ),
+    (
+        "rogue_commands_contained",
+        "connect to the fake model server worked",
     ),
 ];
 
@@ -187,6 +197,44 @@ pub fn check_builder_refusals(target: &str, root: &Path, suite_overlay: &Path) -
 #[cfg(test)]
 mod tests {
     use crate::e2e::expect::merged_definition;
+
+    /// The sandbox-network weakening matches the shipped config's `docker` line, so it
+    /// really changes the network (its `grep` would fail the self-test otherwise).
+    #[test]
+    fn sandbox_network_weakening_matches_the_shipped_config() {
+        let root = crate::qemu::project_root();
+        let template =
+            std::fs::read_to_string(root.join("overlays/usr/share/clawfort/openclaw.json.tera"))
+                .unwrap();
+        let line = template
+            .lines()
+            .find(|l| l.contains("docker: { image: \"{{ sandbox.image }}\" }"))
+            .expect("the default config names the sandbox image on one line");
+        let rendered = line.replace("{{ sandbox.image }}", "clawfort-sandbox:latest");
+        let script = super::RUNTIME_WEAKENINGS
+            .iter()
+            .find(|s| s.contains(r#"network: "bridge""#))
+            .expect("a weakening gives the sandbox a network");
+        let sed = script
+            .split("sed -i '")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("openclaw.json");
+        std::fs::write(&file, &rendered).unwrap();
+        let status = std::process::Command::new("sed")
+            .args(["-i", sed])
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let weakened = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            weakened.contains(r#"docker: { image: "clawfort-sandbox:latest", network: "bridge" }"#),
+            "{weakened}"
+        );
+    }
 
     /// The direct-egress weakening opens the gateway's IP filter to the fakes' address only.
     #[test]

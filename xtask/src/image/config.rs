@@ -168,6 +168,8 @@ pub struct JournaldSection {
 pub struct SandboxSection {
     pub image: String,
     pub packages: Vec<String>,
+    /// Where the service user's rootless Docker listens (`<socket_dir>/docker.sock`).
+    pub socket_dir: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -616,6 +618,25 @@ fn validate_image(c: &ImageConfig) -> Result<()> {
         c.sandbox.image
     );
     check_packages("sandbox.packages", &c.sandbox.packages)?;
+    // The directory lands in a tmpfiles.d line, dockerd's --host= and the gateway's
+    // DOCKER_HOST: a directory of its own under /run (tmpfiles makes it at boot, before the
+    // user's runtime directory exists, which the gateway's unit hides anyway), nothing to
+    // quote, and room for `/docker.sock` within a Unix socket path's 108 bytes.
+    let dir = &c.sandbox.socket_dir;
+    ensure!(
+        dir.strip_prefix("/run/")
+            .is_some_and(|name| !name.is_empty()
+                && !name.contains('/')
+                && !name.starts_with('.')
+                && !["user", "docker", "containerd", "systemd"].contains(&name))
+            && dir.len() + "/docker.sock".len() < 108
+            && dir
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)),
+        "key `sandbox.socket_dir`: `{dir}` must be a directory of its own directly under /run \
+         (letters, digits and `._-`; not /run/user, docker, containerd or systemd), e.g. \
+         /run/clawfort-sandbox"
+    );
 
     for (key, units) in [
         ("services.enable", &c.services.enable),
@@ -947,6 +968,25 @@ mod tests {
         assert_eq!(config.image.ssh.max_auth_tries, 3);
         assert_eq!(config.image.fail2ban.bantime, "30s");
         assert_eq!(config.document["fail2ban"]["bantime"].as_str(), Some("30s"));
+    }
+
+    #[test]
+    fn a_sandbox_socket_dir_outside_its_own_run_directory_names_the_key() {
+        for dir in [
+            "/run/user",
+            "/run/user/1000",
+            "/tmp/sandbox",
+            "/run/",
+            "/run/a b",
+            "/run/%t",
+        ] {
+            let err = load_with(&format!("[sandbox]\nsocket_dir = \"{dir}\"\n")).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("sandbox.socket_dir"),
+                "{dir}: {err:#}"
+            );
+        }
+        load_with("[sandbox]\nsocket_dir = \"/run/my-sandbox\"\n").unwrap();
     }
 
     #[test]
