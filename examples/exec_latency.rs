@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<()> {
     );
     let tool = Arc::new(ExecTool::new(
         policy,
+        clawfort::confine::Host::Here,
         Some(Duration::from_secs(10)),
         approvals,
     ));

@@ -55,6 +55,11 @@ enum Command {
         #[command(subcommand)]
         command: Option<EgressCommand>,
     },
+    /// Run one host command for the gateway on the connection systemd hands over as
+    /// standard input and output (clawfort-exec@.service, started per connection by
+    /// clawfort-exec.socket). Not for use by hand.
+    #[command(hide = true)]
+    ExecRunner,
     /// Manage who may talk to the agent.
     Pairing {
         #[command(subcommand)]
@@ -331,6 +336,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approvals(command) => {
             crate::approvals::cli::run(Target::resolve(cli.config.as_deref())?, command)?
         }
+        // Standard output is the gateway's connection: nothing else may print there.
+        Command::ExecRunner => crate::confine::runner::serve()?,
     }
     Ok(ExitCode::SUCCESS)
 }

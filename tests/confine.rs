@@ -718,3 +718,6 @@ mod through_the_gateway {
         assert!(bytes > 0 && bytes < content.len(), "{bytes} of {content}");
     }
 }
+
+#[path = "confine/runner.rs"]
+mod runner;

@@ -16,6 +16,8 @@ const GATEWAY_PORTS: [&str; 2] = ["18789", "18793"];
 const GATEWAY_EXPOSURE: f64 = 1.1;
 /// The same for the egress proxy's unit, as measured when it was written.
 const EGRESS_EXPOSURE: f64 = 1.0;
+/// The same for the per-command unit of host commands, as measured when it was written.
+const EXEC_EXPOSURE: f64 = 0.5;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -270,7 +272,7 @@ fn the_gateway_unit_is_sandboxed() {
         "UMask=0077",
         // Outgoing calls only through the egress proxy's socket.
         "Environment=CLAWFORT_EGRESS_PROXY=unix:/run/clawfort-egress/egress.sock",
-        "Wants=clawfort-gateway-token.service clawfort-egress.socket",
+        "Wants=clawfort-gateway-token.service clawfort-egress.socket clawfort-exec.socket",
     ] {
         assert!(unit.contains(&line), "clawfort.service lacks `{line}`");
     }
@@ -332,6 +334,67 @@ fn the_gateway_reaches_the_rootless_daemon_socket() {
         ["d /run/clawfort-sandbox 0700 openclaw openclaw -"],
         "the socket's directory is private to the service user"
     );
+}
+
+/// Host commands run in a unit of their own per command (clawfort-exec.socket, Accept=yes):
+/// one the gateway's socket variable names, only the service user can connect to, that never
+/// sees the state directory or the gateway's secrets and has no network and limits of its own.
+#[test]
+fn host_commands_run_in_a_unit_of_their_own() {
+    let files = shipped();
+    let socket = directives(&files["/etc/systemd/system/clawfort-exec.socket"]);
+    for line in [
+        "ListenStream=/run/clawfort-exec/exec.sock",
+        "SocketUser=openclaw",
+        "SocketMode=0600",
+        "Accept=yes",
+    ] {
+        assert!(
+            socket.contains(&line),
+            "clawfort-exec.socket lacks `{line}`"
+        );
+    }
+    let gateway = directives(&files["/etc/systemd/system/clawfort.service"]);
+    assert!(
+        gateway.contains(&"Environment=CLAWFORT_EXEC_RUNNER=unix:/run/clawfort-exec/exec.sock"),
+        "{gateway:?}"
+    );
+    let runner = directives(&files["/etc/systemd/system/clawfort-exec@.service"]);
+    for line in [
+        "User=openclaw",
+        "ExecStart=/usr/bin/clawfort exec-runner",
+        "StandardInput=socket",
+        "StandardOutput=socket",
+        "ProtectSystem=strict",
+        "ProtectHome=tmpfs",
+        "BindPaths=-/home/openclaw/workspace",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "PrivateUsers=yes",
+        "RestrictNamespaces=yes",
+        "PrivateNetwork=yes",
+        "IPAddressDeny=any",
+        "TasksMax=128",
+        "MemoryMax=512M",
+    ] {
+        assert!(
+            runner.contains(&line),
+            "clawfort-exec@.service lacks `{line}`"
+        );
+    }
+    // Nothing of the state directory, and none of the gateway's environment.
+    assert!(
+        !runner
+            .iter()
+            .any(|l| l.contains(".openclaw") || l.starts_with("EnvironmentFile=")),
+        "{runner:?}"
+    );
+    let config = read_toml(&repo().join("image/clawfort.toml"));
+    assert!(config["services"]["enable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u.as_str() == Some("clawfort-exec.socket")));
 }
 
 #[test]
@@ -504,8 +567,10 @@ fn both_units_keep_their_systemd_analyze_exposure() {
     for (unit, ceiling) in [
         ("clawfort.service", GATEWAY_EXPOSURE),
         ("clawfort-egress.service", EGRESS_EXPOSURE),
+        ("clawfort-exec@.service", EXEC_EXPOSURE),
     ] {
-        let path = dir.path().join(unit);
+        // A template is rated as one of its instances.
+        let path = dir.path().join(unit.replace("@.", "@1."));
         std::fs::write(&path, &files[&format!("/etc/systemd/system/{unit}")]).unwrap();
         let out = std::process::Command::new(&command)
             .args(["security", "--offline=yes", "--no-pager"])

@@ -148,8 +148,13 @@ async fn the_exec_tool_picks_the_sandbox_by_session(d: &Daemon) {
         Duration::from_secs(5),
         Redactor::new([]),
     );
-    let tool = ExecTool::new(policy, Some(Duration::from_secs(30)), approvals)
-        .with_sandbox(sandbox(d, config()), SandboxMode::NonMain);
+    let tool = ExecTool::new(
+        policy,
+        clawfort::confine::Host::Here,
+        Some(Duration::from_secs(30)),
+        approvals,
+    )
+    .with_sandbox(sandbox(d, config()), SandboxMode::NonMain);
     let call = |key: SessionKey| Call {
         session_key: key,
         deadline: Instant::now() + Duration::from_secs(60),

@@ -263,7 +263,8 @@ fn exec_tool(
         Duration::from_secs(config.exec.approval_timeout_secs),
         redactor.clone(),
     );
-    let tool = crate::tools::ExecTool::new(policy, timeout, approvals);
+    let tool =
+        crate::tools::ExecTool::new(policy, crate::confine::Host::from_env(), timeout, approvals);
     if config.sandbox_mode == crate::config::SandboxMode::Off {
         return Ok(Some(Arc::new(tool)));
     }
@@ -493,14 +494,19 @@ impl Prepared {
         let mut approvals = None;
         if let Some(exec) = self.exec.filter(|_| self.config.tools.offers("exec")) {
             approvals = Some(exec.approvals().clone());
-            match crate::confine::available() {
-                Ok(support) => {
+            match (exec.host(), crate::confine::available()) {
+                (crate::confine::Host::Runner(socket), _) => tracing::info!(
+                    "exec runs host commands through the command runner at {} (a unit of \
+                     their own)",
+                    socket.display()
+                ),
+                (crate::confine::Host::Here, Ok(support)) => {
                     tracing::info!(
                         "exec runs commands on the host under {}",
                         support.describe()
                     )
                 }
-                Err(why) => {
+                (crate::confine::Host::Here, Err(why)) => {
                     tracing::warn!("the exec tool is on but every command will be refused: {why}")
                 }
             }

@@ -20,7 +20,7 @@ use super::{environment, landlock, Policy, OUTPUT_CAP};
 const DRAIN: Duration = Duration::from_millis(500);
 
 /// How a command ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Ending {
     Exited(i32),
     /// Killed by a signal it did not get from us (SIGXCPU, SIGSEGV...).

@@ -26,10 +26,15 @@
 
 mod child;
 pub mod landlock;
+pub mod runner;
 mod sockets;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 pub use child::{run, Ending, Outcome};
 pub use landlock::{support, Grant, Rule, Support};
@@ -59,7 +64,7 @@ pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Resource limits of every process of a command (`setrlimit`, soft and hard, inherited by
 /// its children; never above the gateway's own hard limits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// CPU seconds per process (`RLIMIT_CPU`, soft and hard: SIGKILL at the limit).
     pub cpu_secs: u64,
@@ -93,7 +98,7 @@ impl Default for Limits {
 }
 
 /// Where a command may go, checked once when the tool is built.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Policy {
     /// The workspace, canonical where it exists: read-write, `HOME` of the command, and where `workdir`
     /// must lie.
@@ -232,6 +237,40 @@ impl Policy {
             return Err(format!("workdir `{workdir}` is not a directory"));
         }
         Ok(resolved)
+    }
+}
+
+/// Where host commands run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// Forked by the gateway itself ([`run`]).
+    Here,
+    /// By the runner listening on this socket, in a unit of their own ([`runner`]).
+    Runner(PathBuf),
+}
+
+impl Host {
+    /// [`Host::Runner`] when [`runner::ENV`] names a socket (the appliance), else
+    /// [`Host::Here`].
+    pub fn from_env() -> Self {
+        runner::socket_from_env().map_or(Host::Here, Host::Runner)
+    }
+
+    /// Runs `command` confined by `policy` (see [`run`]).
+    pub async fn run(
+        &self,
+        policy: &Policy,
+        command: &str,
+        workdir: &Path,
+        deadline: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, String> {
+        match self {
+            Host::Here => run(policy, command, workdir, deadline, cancel).await,
+            Host::Runner(socket) => {
+                runner::run_via(socket, policy, command, workdir, deadline, cancel).await
+            }
+        }
     }
 }
 

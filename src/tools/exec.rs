@@ -13,13 +13,15 @@ use super::log::{Approval, Execution, Place, Status};
 use super::{Call, Tool, ToolFuture, ToolOutput};
 use crate::approvals::{Approvals, Decision, Verdict};
 use crate::config::SandboxMode;
-use crate::confine::{run, Ending, Outcome, Policy, OUTPUT_CAP};
+use crate::confine::{Ending, Host, Outcome, Policy, OUTPUT_CAP};
 use crate::sandbox::{is_sandboxed, Sandbox};
 
 /// The `exec` tool; registered with `tools.exec.security` `"allowlist"` or `"full"`.
 #[derive(Debug)]
 pub struct ExecTool {
     policy: Policy,
+    /// Where commands outside the sandbox run.
+    host: Host,
     /// `tools.exec.timeoutSeconds`; `None`: only the turn's deadline.
     timeout: Option<Duration>,
     approvals: Approvals,
@@ -28,9 +30,15 @@ pub struct ExecTool {
 }
 
 impl ExecTool {
-    pub fn new(policy: Policy, timeout: Option<Duration>, approvals: Approvals) -> Self {
+    pub fn new(
+        policy: Policy,
+        host: Host,
+        timeout: Option<Duration>,
+        approvals: Approvals,
+    ) -> Self {
         Self {
             policy,
+            host,
             timeout,
             approvals,
             sandbox: None,
@@ -41,6 +49,11 @@ impl ExecTool {
     pub fn with_sandbox(mut self, sandbox: Sandbox, mode: SandboxMode) -> Self {
         self.sandbox = Some((sandbox, mode));
         self
+    }
+
+    /// Where commands outside the sandbox run.
+    pub fn host(&self) -> &Host {
+        &self.host
     }
 
     /// The approvals this tool asks (the channels answer them).
@@ -113,7 +126,11 @@ impl ExecTool {
                 )
                 .await
                 .map_err(|e| format!("the sandbox cannot run the command: {e}")),
-            None => run(&self.policy, command, &workdir, until, &cancel).await,
+            None => {
+                self.host
+                    .run(&self.policy, command, &workdir, until, &cancel)
+                    .await
+            }
         };
         let mut output = match outcome {
             Ok(outcome) => report(&outcome, own_timeout, place),

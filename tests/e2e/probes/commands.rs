@@ -43,12 +43,12 @@ const RESTART_WAIT_S: u64 = 90;
 const FORKS: &str = "fork without bound";
 const MEMORY: &str = "allocate 512 MiB";
 /// Where the probe keeps the original config while it runs (root's home, mode 700).
-const BACKUP: &str = "/root/clawfort-e2e-openclaw.json";
+pub(crate) const BACKUP: &str = "/root/clawfort-e2e-openclaw.json";
 
 /// One command the model runs and how its result is judged.
-struct Attempt {
-    what: &'static str,
-    command: String,
+pub(crate) struct Attempt {
+    pub(crate) what: &'static str,
+    pub(crate) command: String,
     timeout_s: Option<u64>,
     /// Each group: one of its fragments must be in the result (the guard's evidence).
     evidence: Vec<Vec<String>>,
@@ -57,7 +57,7 @@ struct Attempt {
 }
 
 impl Attempt {
-    fn new(what: &'static str, command: impl Into<String>) -> Self {
+    pub(crate) fn new(what: &'static str, command: impl Into<String>) -> Self {
         Attempt {
             what,
             command: command.into(),
@@ -67,23 +67,23 @@ impl Attempt {
         }
     }
 
-    fn because(mut self, any_of: &[&str]) -> Self {
+    pub(crate) fn because(mut self, any_of: &[&str]) -> Self {
         self.evidence
             .push(any_of.iter().map(|s| (*s).to_owned()).collect());
         self
     }
 
-    fn unless(mut self, fragment: impl Into<String>) -> Self {
+    pub(crate) fn unless(mut self, fragment: impl Into<String>) -> Self {
         self.worked.push(fragment.into());
         self
     }
 
-    fn timeout(mut self, seconds: u64) -> Self {
+    pub(crate) fn timeout(mut self, seconds: u64) -> Self {
         self.timeout_s = Some(seconds);
         self
     }
 
-    fn call(&self) -> Value {
+    pub(crate) fn call(&self) -> Value {
         match self.timeout_s {
             Some(t) => {
                 json!({"name": "exec", "input": {"command": self.command, "timeoutSeconds": t}})
@@ -93,7 +93,7 @@ impl Attempt {
     }
 
     /// `None` when the result shows the guard's reason and no success; else what is wrong.
-    fn judge(&self, result: Option<&String>) -> Option<String> {
+    pub(crate) fn judge(&self, result: Option<&String>) -> Option<String> {
         let Some(result) = result else {
             return Some(format!("{}: no tool result came back", self.what));
         };
@@ -107,7 +107,7 @@ impl Attempt {
             .find(|any| !any.iter().any(|e| result.contains(e.as_str())))
         {
             return Some(format!(
-                "{} did not fail for the sandbox's reason (none of {missing:?} in {shown:?})",
+                "{} did not fail for its guard's reason (none of {missing:?} in {shown:?})",
                 self.what
             ));
         }
@@ -288,7 +288,7 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
 }
 
 /// A command that must work: writes a file in the sandbox workspace and reads it back.
-fn benign(name: &str) -> Attempt {
+pub(crate) fn benign(name: &str) -> Attempt {
     Attempt::new("benign", format!("echo {name} > {name} && cat {name}"))
 }
 
@@ -393,7 +393,7 @@ fn attempts(home: &str, gateway_pid: u32, fake_ip: &str, fake_port: u16) -> Vec<
 /// The first line a command printed, or `?`. A tool's output reaches the model wrapped as
 /// untrusted data (`<untrusted-B>`, `[source]`, the output, `</untrusted-B>`; an error's
 /// with `Error: ` before it).
-fn first_line(result: Option<&String>) -> String {
+pub(crate) fn first_line(result: Option<&String>) -> String {
     result
         .and_then(|r| {
             let mut lines = r.lines().skip_while(|l| !l.contains("<untrusted-"));
@@ -409,7 +409,7 @@ fn first_line(result: Option<&String>) -> String {
 /// Queues `calls` as the model's answer to the stranger's next DM, sends the DM, and waits
 /// for the results and the stranger's answer; `/healthz` is polled all the while. Returns
 /// the results by call index and what was wrong with the gateway's health.
-fn turn(
+pub(crate) fn turn(
     ctx: &Ctx,
     chat: &RoundTrip,
     calls: &Value,
@@ -452,7 +452,7 @@ fn turn(
 /// Rewrites the service user's `openclaw.json` from the backup with `sandbox` merged into
 /// `agents.defaults.sandbox` and `tools.exec` replaced by `exec`, restarts the gateway and
 /// waits for `/healthz`.
-fn configure(ctx: &Ctx, sandbox: &Value, exec: &Value) -> Result<()> {
+pub(crate) fn configure(ctx: &Ctx, sandbox: &Value, exec: &Value) -> Result<()> {
     let user = &ctx.testbed.service_user;
     let edit = "import json, sys\n\
                 config = json.load(open(sys.argv[1]))\n\
@@ -478,7 +478,7 @@ fn configure(ctx: &Ctx, sandbox: &Value, exec: &Value) -> Result<()> {
 
 /// Puts the original config back and restarts the gateway (nothing to do when the probe
 /// never saved it).
-fn restore_config(ctx: &Ctx) -> Result<()> {
+pub(crate) fn restore_config(ctx: &Ctx) -> Result<()> {
     let user = &ctx.testbed.service_user;
     let restored = ctx.admin.check_root(&format!(
         "if test -e {BACKUP}; then install -o {user} -g {user} -m 600 {BACKUP} \
@@ -517,7 +517,7 @@ fn restart_gateway(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn gateway_pid(ctx: &Ctx) -> Result<u32> {
+pub(crate) fn gateway_pid(ctx: &Ctx) -> Result<u32> {
     ctx.admin
         .check("systemctl show -p MainPID --value clawfort.service")?
         .trim()

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod egress;
 pub mod fail2ban;
 pub mod gateway;
+pub mod host_commands;
 pub mod network;
 pub mod rogue;
 pub mod ssh;
@@ -118,6 +119,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "rogue_commands_contained",
         run: commands::rogue_commands_contained,
+    },
+    Probe {
+        name: "rogue_host_commands_contained",
+        run: host_commands::rogue_host_commands_contained,
     },
     Probe {
         name: "first_boot_identity_unique",

@@ -35,7 +35,9 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 /// take its allow list from the service user's `openclaw.json` instead of root's file. Last,
 /// the sandbox's containers get Docker's default `bridge` network instead of `none` (the
 /// config accepts any network but the host's or another container's), which with the
-/// firewall not loaded lets a sandboxed command reach the LAN.
+/// firewall not loaded lets a sandboxed command reach the LAN. And the per-command unit of host
+/// commands maps the whole of /home (`ProtectHome=no`), so with the allowed paths above Landlock
+/// no longer keeps a host command from the state directory.
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "sed -i 's|deniedPaths: \\[.*\\]|allowedPaths: [\"/home/openclaw\", \"/etc\", \"/proc\"], deniedPaths: []|' \
         /home/openclaw/.openclaw/openclaw.json \
@@ -58,6 +60,10 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "sed -i 's/docker: { image: \"\\([^\"]*\\)\" }/docker: { image: \"\\1\", network: \"bridge\" }/' \
         /home/openclaw/.openclaw/openclaw.json \
      && grep -q 'network: \"bridge\"' /home/openclaw/.openclaw/openclaw.json",
+    "mkdir -p /etc/systemd/system/clawfort-exec@.service.d \
+     && printf '[Service]\\nProtectHome=no\\n' \
+        > /etc/systemd/system/clawfort-exec@.service.d/e2e-whole-home.conf \
+     && systemctl daemon-reload",
 ];
 
 /// Probes that must fail on the weakened image, and a fragment their failure must contain, so
@@ -92,6 +98,10 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     (
         "rogue_commands_contained",
         "connect to the fake model server worked",
+    ),
+    (
+        "rogue_host_commands_contained",
+        "read .env by its absolute path worked",
     ),
 ];
 
