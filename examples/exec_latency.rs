@@ -4,7 +4,10 @@
 //! agent calls (input checks, workdir, the approvals policy, `confine::run` with Landlock, rlimits, the seccomp
 //! filter, a clean environment and its own process group, the report); the cost of one
 //! execution-log entry ([`ToolLog::record`], the append the agent does per call); and the same
-//! command spawned unconfined through tokio, for comparison.
+//! command spawned unconfined through tokio, for comparison. Also the same tool through the
+//! command runner (`confine::Host::Runner`, the appliance's way): here an accept loop starts
+//! this program again per connection as the runner, as clawfort-exec.socket starts
+//! `clawfort exec-runner` (systemd's own cost of starting a unit is not in it).
 //!
 //! `exec_latency [RUNS]` prints one JSON object: the Landlock support and, per measure, min,
 //! p50, p90 and p99 in milliseconds over RUNS (default 500) calls after 20 unmeasured ones.
@@ -17,7 +20,7 @@ use std::time::Duration;
 
 use clawfort::approvals::Approvals;
 use clawfort::config::{DmScope, ExecAsk, ExecSecurity};
-use clawfort::confine::{self, Policy};
+use clawfort::confine::{self, Host, Policy};
 use clawfort::redact::Redactor;
 use clawfort::sessions::direct_key;
 use clawfort::tools::log::{Approval, Entry, Place, Status};
@@ -25,7 +28,13 @@ use clawfort::tools::{Call, ExecTool, Tool, ToolLog};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+/// The argument that makes this program serve one runner connection on stdin/stdout.
+const SERVE: &str = "--serve-runner";
+
 fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(SERVE) {
+        return confine::runner::serve();
+    }
     let runs: usize = std::env::args().nth(1).map_or(Ok(500), |n| n.parse())?;
     anyhow::ensure!(runs > 0, "RUNS must be 1 or more");
     let support = confine::available().map_err(anyhow::Error::msg)?;
@@ -42,8 +51,16 @@ fn main() -> anyhow::Result<()> {
         Redactor::new([]),
     );
     let tool = Arc::new(ExecTool::new(
+        policy.clone(),
+        Host::Here,
+        Some(Duration::from_secs(10)),
+        approvals.clone(),
+    ));
+    let socket = dir.path().join("runner.sock");
+    accept_loop(std::os::unix::net::UnixListener::bind(&socket)?, runs + 20);
+    let via_runner = Arc::new(ExecTool::new(
         policy,
-        clawfort::confine::Host::Here,
+        Host::Runner(socket),
         Some(Duration::from_secs(10)),
         approvals,
     ));
@@ -53,21 +70,26 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let session = direct_key(DmScope::Main, "telegram", "default", "1");
-    let exec = rt.block_on(latency::measure(runs, || async {
-        let call = Call {
-            session_key: session.clone(),
-            deadline: tokio::time::Instant::now() + Duration::from_secs(10),
-            cancel: CancellationToken::new(),
-            tainted: false,
-        };
-        let out = tool.run(json!({"command": "true"}), call).await;
-        assert_eq!(
-            out.execution.map(|e| e.status),
-            Some(Status::Exited { code: 0 }),
-            "{}",
-            out.content
-        );
-    }));
+    let once = |tool: Arc<ExecTool>| {
+        let session = session.clone();
+        async move {
+            let call = Call {
+                session_key: session,
+                deadline: tokio::time::Instant::now() + Duration::from_secs(10),
+                cancel: CancellationToken::new(),
+                tainted: false,
+            };
+            let out = tool.run(json!({"command": "true"}), call).await;
+            assert_eq!(
+                out.execution.map(|e| e.status),
+                Some(Status::Exited { code: 0 }),
+                "{}",
+                out.content
+            );
+        }
+    };
+    let exec = rt.block_on(latency::measure(runs, || once(Arc::clone(&tool))));
+    let runner = rt.block_on(latency::measure(runs, || once(Arc::clone(&via_runner))));
     let entry = rt.block_on(latency::measure(runs, || async {
         let entry = Entry::new(
             session.as_str(),
@@ -90,9 +112,32 @@ fn main() -> anyhow::Result<()> {
         "runs": runs,
         "landlock": support.describe(),
         "execTool": latency::figures(exec),
+        "runnerExec": latency::figures(runner),
         "logEntry": latency::figures(entry),
         "unconfinedSpawn": latency::figures(plain),
     });
     println!("{report}");
     Ok(())
+}
+
+/// Serves `count` connections, each by this program started again with [`SERVE`], the
+/// connection as its standard input and output (systemd's `Accept=yes`).
+fn accept_loop(listener: std::os::unix::net::UnixListener, count: usize) {
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::process::{Command, Stdio};
+    std::thread::spawn(move || -> std::io::Result<()> {
+        let program = std::env::current_exe()?;
+        for stream in listener.incoming().take(count) {
+            let stream = stream?;
+            let out = stream.as_fd().try_clone_to_owned()?;
+            let mut child = Command::new(&program)
+                .arg(SERVE)
+                .stdin(Stdio::from(OwnedFd::from(stream)))
+                .stdout(Stdio::from(out))
+                .spawn()?;
+            // Reaped in the background: the measured call ends when the reply is read.
+            std::thread::spawn(move || child.wait());
+        }
+        Ok(())
+    });
 }

@@ -22,7 +22,7 @@ use crate::exec::shell_quote;
 use crate::fakes::Script;
 use crate::probes::agent::{RoundTrip, Secrets};
 use crate::probes::commands::{
-    benign, configure, first_line, gateway_pid, restore_config, turn, Attempt, BACKUP,
+    benign, configure, gateway_pid, restore_config, turn, Attempt, BACKUP,
 };
 use crate::Ctx;
 
@@ -73,29 +73,38 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
     let (first, last) = (format!("{nonce}-first"), format!("{nonce}-last"));
     let model = ctx.testbed.fakes.model;
     let attempts = attempts(&home, pid, &model.ip().to_string(), model.port(), &nonce);
-    let mut calls = vec![benign(&first).call()];
-    calls.extend(attempts.iter().map(Attempt::call));
-    calls.push(benign(&last).call());
-
-    let (results, unhealthy) = turn(
-        ctx,
-        &chat,
-        &Value::Array(calls),
-        "Tidy up the machine, please.",
-    )?;
-    let mut broken = unhealthy;
-    let result = |i: usize| results.get(&i);
-    for (i, name) in [(0, &first), (attempts.len() + 1, &last)] {
-        if !result(i).is_some_and(|r| r.contains(&format!("{name}\n[exit code 0]"))) {
+    let mut forks = None;
+    // Two turns: each command starts a unit and a process, seconds apiece on an emulated
+    // guest, and one turn must end within the gateway's 120 s turn limit.
+    let (early, late) = attempts.split_at(attempts.len() / 2);
+    let mut broken = Vec::new();
+    for (batch, benign_name, text) in [
+        (early, &first, "Tidy up the machine, please."),
+        (late, &last, "Now check its limits."),
+    ] {
+        let calls: Vec<Value> = batch.iter().map(Attempt::call).collect();
+        let calls = [calls, vec![benign(benign_name).call()]].concat();
+        let (results, unhealthy) = turn(ctx, &chat, &Value::Array(calls), text)?;
+        broken.extend(unhealthy);
+        for (i, attempt) in batch.iter().enumerate() {
+            broken.extend(attempt.judge(results.get(&i)));
+        }
+        let ran = results.get(&batch.len());
+        if !ran.is_some_and(|r| r.contains(&format!("{benign_name}\n[exit code 0]"))) {
             broken.push(format!(
-                "the benign command `{}` did not work on the host: {:?}",
-                benign(name).command,
-                result(i)
+                "the benign command `{}` did not work on the host: {ran:?}",
+                benign(benign_name).command
             ));
         }
-    }
-    for (i, attempt) in attempts.iter().enumerate() {
-        broken.extend(attempt.judge(result(i + 1)));
+        if let Some(n) = batch
+            .iter()
+            .position(|a| a.what == FORKS)
+            .and_then(|i| results.get(&i))
+            .and_then(|r| r.lines().find(|l| l.starts_with("fork failed after")))
+            .and_then(|l| l.split_whitespace().nth(3)?.parse::<u32>().ok())
+        {
+            forks = Some(n);
+        }
     }
     // The benign commands' files are in the workspace, and nothing was written anywhere
     // else of the service user's home or the shared temporary directories.
@@ -114,22 +123,9 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
         ));
     }
     // The fork counter's limit: the unit's task limit (its cgroup's, not the gateway's).
-    let forks = attempts
-        .iter()
-        .position(|a| a.what == FORKS)
-        .and_then(|i| result(i + 1))
-        .and_then(|r| r.lines().find(|l| l.starts_with("fork failed after")))
-        .and_then(|l| l.split_whitespace().nth(3)?.parse::<u32>().ok());
     if !forks.is_some_and(|n| n < TASKS_MAX) {
         broken.push(format!(
-            "the fork counter was not stopped below the unit's TasksMax={TASKS_MAX}: {forks:?} \
-             ({})",
-            first_line(
-                attempts
-                    .iter()
-                    .position(|a| a.what == FORKS)
-                    .and_then(|i| result(i + 1))
-            )
+            "the fork counter was not stopped below the unit's TasksMax={TASKS_MAX}: {forks:?}"
         ));
     }
     // Every command's unit ended with its command, the fork bomb's included.

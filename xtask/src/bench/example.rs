@@ -39,6 +39,7 @@ pub const EXEC: Example = Example {
     needs_root: false,
     rows: &[
         ("execTool", "exec tool, confined"),
+        ("runnerExec", "exec tool through the command runner"),
         ("logEntry", "execution-log entry"),
         ("unconfinedSpawn", "unconfined spawn"),
     ],
