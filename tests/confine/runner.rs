@@ -30,7 +30,7 @@ impl Runner {
         std::thread::spawn(move || {
             for stream in listener.incoming().take(16) {
                 let Ok(stream) = stream else { return };
-                let out = OwnedFd::from(stream.as_fd().try_clone_to_owned().unwrap());
+                let out = stream.as_fd().try_clone_to_owned().unwrap();
                 let child = Command::new(env!("CARGO_BIN_EXE_clawfort"))
                     .arg("exec-runner")
                     .env("ANTHROPIC_API_KEY", SECRET)
