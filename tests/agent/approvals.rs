@@ -475,6 +475,9 @@ async fn a_crash_during_an_approval_wait_runs_nothing() {
     let approvals_file = s.gw.path().join("exec-approvals.json");
     let written = std::fs::read_to_string(&approvals_file).unwrap();
 
+    // What a crash between writing and renaming the file leaves (the rename never came).
+    let orphan = s.gw.path().join(".exec-approvals.json.4194304.0.tmp");
+    std::fs::write(&orphan, &written[..written.len() / 2]).unwrap();
     // Killed while the question waits (the CLI sees it pending).
     let (id, _) = s.asked("touch crashed.txt").await;
     let out = cli(&s, &["approvals", "list", "--json"]);
@@ -508,7 +511,7 @@ async fn a_crash_during_an_approval_wait_runs_nothing() {
         "{out:?}"
     );
 
-    // The approvals file: as the gateway wrote it, parseable, no temporary file beside it.
+    // The approvals file: as the gateway wrote it, parseable, the temporary file removed.
     assert_eq!(std::fs::read_to_string(&approvals_file).unwrap(), written);
     let doc: Value = serde_json::from_str(&written).unwrap();
     assert_eq!(
@@ -521,6 +524,7 @@ async fn a_crash_during_an_approval_wait_runs_nothing() {
         .filter(|n| n.ends_with(".tmp"))
         .collect();
     assert!(strays.is_empty(), "{strays:?}");
+    assert!(!s.gw.wait_log("left by a crash mid-write", 1).is_empty());
 
     // The gateway serves: health, a new question answered and run, the remembered command.
     assert_eq!(s.gw.get("/healthz", None).status, 200);
