@@ -72,7 +72,7 @@ fn select(file: &Path, filter: &Filter) -> anyhow::Result<Vec<Entry>> {
         );
     };
     for d in damaged.iter().take(SHOWN_DAMAGED) {
-        eprintln!("note: skipped {d}: a write cut short by a crash or a full disk");
+        eprintln!("note: skipped {d}; a write cut short by a crash or a full disk");
     }
     if damaged.len() > SHOWN_DAMAGED {
         eprintln!(

@@ -345,7 +345,7 @@ impl std::fmt::Display for Damaged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "line {} of {} is not a complete entry ({})",
+            "line {} of {}: not a complete entry ({})",
             self.line,
             self.file.display(),
             self.reason
