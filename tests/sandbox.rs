@@ -14,7 +14,7 @@ use clawfort::config::{
 };
 use clawfort::confine::{Ending, Outcome, Policy, OUTPUT_CAP};
 use clawfort::redact::Redactor;
-use clawfort::sandbox::{image_present, Sandbox};
+use clawfort::sandbox::{image_present, Sandbox, SETTLE};
 use clawfort::sessions::{direct_key, SessionKey};
 use clawfort::tools::{Call, ExecTool, Tool};
 use daemon::{Daemon, IMAGE};
@@ -76,6 +76,7 @@ async fn the_sandbox_against_a_rootless_daemon() {
     a_command_runs_isolated(&d, &s).await;
     the_exec_tool_picks_the_sandbox_by_session(&d).await;
     limits_hold(&s).await;
+    a_starved_container_is_replaced(&d, &s).await;
     output_is_capped_and_timeouts_remove_the_container(&d, &s).await;
     workspace_access_rw_shares_the_agent_workspace(&d).await;
     failures_are_clear_and_never_fall_back(&d).await;
@@ -211,6 +212,61 @@ async fn limits_hold(s: &Sandbox) {
     // The same container serves the session's next command: reuse.
     let o = run(s, &session("1"), "cat /workspace/made", 30).await;
     assert_eq!(text(&o), "hi\n");
+}
+
+/// What a fork bomb sent to the background leaves: the container's `pidsLimit` taken by
+/// processes that outlive their command (here 200 sleepers against 64). Before, every later
+/// command of the scope failed to fork until the idle prune; now the idle container is
+/// counted and replaced, and the scope's next command runs (and forks) in a new one, its
+/// workspace kept, and tells the model why. A background process that leaves room stays.
+async fn a_starved_container_is_replaced(d: &Daemon, s: &Sandbox) {
+    let key = session("1");
+    let old = containers(d);
+    assert_eq!(old.len(), 1, "{old:?}");
+    let settled = || tokio::time::sleep(SETTLE + Duration::from_millis(1500));
+    // Room left: the container, and its background sleeper, are kept.
+    let o = run(s, &key, "sleep 1000 >/dev/null 2>&1 & echo started", 30).await;
+    assert_eq!(text(&o), "started\n");
+    settled().await;
+    assert_eq!(containers(d), old, "a container with room is kept");
+    let o = run(s, &key, "ps -o comm | grep -cx sleep", 30).await;
+    assert_eq!(text(&o).trim(), "2", "its own sleep and the background one");
+
+    for flood in [
+        // The flood is done when its command ends...
+        "(for i in $(seq 200); do sleep 1000 & done) >/dev/null 2>&1; echo flooded",
+        // ...or still growing, in the background, when it ends.
+        "(for i in $(seq 200); do sleep 1000 & done) >/dev/null 2>&1 & echo flooded",
+    ] {
+        let o = run(s, &key, flood, 60).await;
+        assert_eq!(
+            (o.ending, text(&o).as_str()),
+            (Ending::Exited(0), "flooded\n")
+        );
+        let until = Instant::now() + Duration::from_secs(20);
+        while !containers(d).is_empty() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            containers(d).is_empty(),
+            "the starved container and its sleepers are gone: {:?}",
+            containers(d)
+        );
+        let o = run(s, &key, "echo $(echo forked) $(echo twice); cat made", 30).await;
+        let out = text(&o);
+        assert_eq!(o.ending, Ending::Exited(0), "{out}");
+        assert!(
+            out.starts_with(
+                "forked twice\nhi\n[sandbox container reset after the previous command: it \
+                 held "
+            ) && out.contains("its pidsLimit is 64")
+                && out.contains("(/workspace is kept)]"),
+            "{out}"
+        );
+        // Told once.
+        let o = run(s, &key, "echo again", 30).await;
+        assert_eq!(text(&o), "again\n");
+    }
 }
 
 async fn output_is_capped_and_timeouts_remove_the_container(d: &Daemon, s: &Sandbox) {

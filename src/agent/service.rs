@@ -256,6 +256,10 @@ fn exec_tool(
     )
     .map_err(|e| key_error("security", e))?;
     let timeout = config.exec.timeout_secs.map(Duration::from_secs);
+    let approvals_file = paths.state_dir.join(crate::approvals::FILE_NAME);
+    for orphan in crate::approvals::file::remove_orphaned_temp_files(&approvals_file) {
+        tracing::info!("removed {}, left by a crash mid-write", orphan.display());
+    }
     let approvals = crate::approvals::Approvals::new(
         &paths.state_dir,
         config.exec.security,

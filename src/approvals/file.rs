@@ -7,7 +7,9 @@
 //! The file is read at every decision, so an edit (by hand, or by `/approve ... always` in
 //! another session) applies to the next command without a restart. A file that cannot be
 //! parsed denies every command that would need it, with the parse error, until it is fixed.
-//! Writes run under `flock` on `exec-approvals.lock` and replace the file atomically.
+//! Writes run under `flock` on `exec-approvals.lock` and replace the file atomically; the
+//! temporary file a crash between writing and renaming leaves is removed at the next start
+//! ([`remove_orphaned_temp_files`]).
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +21,8 @@ use crate::pairing::atomic;
 
 /// The agent clawfort runs (OpenClaw's default agent id).
 pub const AGENT: &str = "main";
+/// The lock every writer of the file holds, beside it.
+const LOCK_FILE: &str = "exec-approvals.lock";
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Document {
@@ -140,7 +144,7 @@ pub fn add_entry(path: &Path, entry: Entry) -> Result<(), FileError> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     atomic::ensure_private_dir(dir).map_err(write_error)?;
-    let _lock = atomic::lock(&dir.join("exec-approvals.lock")).map_err(write_error)?;
+    let _lock = atomic::lock(&dir.join(LOCK_FILE)).map_err(write_error)?;
     let mut doc = load(path)?;
     let mut agent = agent_policy(&doc).unwrap_or_default();
     let known = agent
@@ -156,6 +160,36 @@ pub fn add_entry(path: &Path, entry: Entry) -> Result<(), FileError> {
     let mut text = serde_json::to_string_pretty(&doc).expect("a document serialises");
     text.push('\n');
     atomic::write_atomic(path, text.as_bytes()).map_err(write_error)
+}
+
+/// Removes the temporary files of [`add_entry`] that a crash between writing and renaming
+/// left beside `path` (`.exec-approvals.json.<pid>.<n>.tmp`; regular files only, never
+/// through a link), under the writers' lock, so a writer in another process is never cut
+/// off mid-replace. Returns what it removed.
+pub fn remove_orphaned_temp_files(path: &Path) -> Vec<PathBuf> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let orphans: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().and_then(atomic::temp_target) == name)
+        .map(|e| e.path())
+        .collect();
+    if orphans.is_empty() {
+        return orphans;
+    }
+    let Ok(_lock) = atomic::lock(&dir.join(LOCK_FILE)) else {
+        return Vec::new();
+    };
+    orphans
+        .into_iter()
+        .filter(|p| {
+            std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file())
+                && std::fs::remove_file(p).is_ok()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -204,6 +238,32 @@ mod tests {
             2
         );
         assert_eq!(v["agents"]["other"]["allowlist"][0]["pattern"], "*");
+    }
+
+    #[test]
+    fn only_our_own_orphaned_temp_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exec-approvals.json");
+        let names = [
+            ".exec-approvals.json.77.0.tmp",
+            ".telegram-pairing.json.77.0.tmp",
+            ".exec-approvals.json.tmp",
+            "exec-approvals.json",
+        ];
+        for name in names {
+            std::fs::write(dir.path().join(name), "{").unwrap();
+        }
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("kept");
+        std::fs::write(&target, "x").unwrap();
+        let link = dir.path().join(".exec-approvals.json.78.0.tmp");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let removed = remove_orphaned_temp_files(&path);
+        assert_eq!(removed, [dir.path().join(names[0])]);
+        for name in &names[1..] {
+            assert!(dir.path().join(name).exists(), "{name}");
+        }
+        assert!(link.symlink_metadata().is_ok() && target.exists());
     }
 
     #[test]

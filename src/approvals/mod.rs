@@ -85,7 +85,10 @@ pub struct PendingView {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AnswerError {
-    #[error("no pending approval `{0}`: it was answered, timed out, or its turn ended")]
+    #[error(
+        "no pending approval `{0}`: it was answered, timed out, or its turn ended (a \
+         restart of the gateway ends every turn)"
+    )]
     NotPending(String),
     #[error(
         "`{0}` cannot be added to the allowlist (only a command of plain words whose \

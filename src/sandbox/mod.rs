@@ -15,6 +15,13 @@
 //!   exec's processes, so a command that times out, is cancelled, or whose future is dropped
 //!   takes its whole container with it (force removal kills every process in it, background
 //!   ones included); the scope's next command gets a fresh container.
+//! - **Starved containers.** A command can leave processes running that take the container's
+//!   `pidsLimit` (a fork bomb sent to the background, a flood of sleepers), and then nothing
+//!   could start in it until the idle prune. So once a container has been idle for
+//!   [`SETTLE`] after a command, its processes are counted ([`run::processes`]); one
+//!   without room for a command is removed, and the scope's next command, in a new
+//!   container, tells the model why. Counting when idle keeps it off a command's latency,
+//!   never counts another command's processes, and lets a fork bomb reach its limit first.
 
 mod container;
 mod run;
@@ -99,6 +106,8 @@ struct Entry {
     last_used: Instant,
     /// Commands running in it; a busy container is never pruned.
     busy: usize,
+    /// Commands started in it so far: tells the idle check whether another one came.
+    uses: u64,
 }
 
 /// The sandbox of one installation.
@@ -122,6 +131,8 @@ struct Inner {
     /// `RLIMIT_NPROC`; set when connected.
     no_cgroups: AtomicBool,
     containers: Mutex<HashMap<String, Entry>>,
+    /// Why a scope's container was reset, until its next command tells the model.
+    resets: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -149,6 +160,7 @@ impl Sandbox {
                 docker: OnceCell::new(),
                 no_cgroups: AtomicBool::new(false),
                 containers: Mutex::new(HashMap::new()),
+                resets: std::sync::Mutex::default(),
             }),
         }
     }
@@ -220,14 +232,16 @@ impl Sandbox {
             .await
     }
 
-    /// The container of `scope`, created when it has none; marks it busy.
-    async fn acquire(&self, scope: &str) -> Result<String, String> {
+    /// The container of `scope`, created when it has none, and its use count; marks it
+    /// busy.
+    async fn acquire(&self, scope: &str) -> Result<(String, u64), String> {
         let docker = self.docker().await?;
         let mut containers = self.inner.containers.lock().await;
         if let Some(entry) = containers.get_mut(scope) {
             entry.busy += 1;
+            entry.uses += 1;
             entry.last_used = Instant::now();
-            return Ok(entry.id.clone());
+            return Ok((entry.id.clone(), entry.uses));
         }
         let id = self.create(docker, scope).await?;
         containers.insert(
@@ -236,9 +250,10 @@ impl Sandbox {
                 id: id.clone(),
                 last_used: Instant::now(),
                 busy: 1,
+                uses: 1,
             },
         );
-        Ok(id)
+        Ok((id, 1))
     }
 
     /// Ends a command's use of `scope`'s container `id`; `gone`: it was removed.
@@ -326,7 +341,7 @@ impl Sandbox {
         let user = &self.inner.config.user;
         // A container removed under us gets one replacement, then the call fails.
         for _ in 0..2 {
-            let id = self.acquire(&scope).await?;
+            let (id, uses) = self.acquire(&scope).await?;
             let docker = self.docker().await?;
             let mut guard = RemoveOnDrop {
                 sandbox: self,
@@ -342,10 +357,23 @@ impl Sandbox {
             guard.armed = false;
             if gone {
                 remove(docker, &id).await;
+            } else {
+                self.check_when_idle(&scope, &id, uses);
             }
             self.release(&scope, &id, gone).await;
             match result {
-                Ok(outcome) => return Ok(outcome),
+                Ok(mut outcome) => {
+                    let reset = self
+                        .inner
+                        .resets
+                        .lock()
+                        .expect("not poisoned")
+                        .remove(&scope);
+                    if let Some(why) = reset {
+                        reset_note(&mut outcome, &why);
+                    }
+                    return Ok(outcome);
+                }
                 Err(run::ExecError::Stale) => continue,
                 Err(run::ExecError::Failed(e)) => return Err(e),
             }
@@ -355,6 +383,64 @@ impl Sandbox {
              daemon's log"
                 .to_owned(),
         )
+    }
+
+    /// After [`SETTLE`] without another command in container `id` of `scope` (`uses`: its
+    /// use count at the command just ended), counts its processes and removes it when it
+    /// has no room left for a command; the scope's next command tells the model.
+    fn check_when_idle(&self, scope: &str, id: &str, uses: u64) {
+        let (sandbox, scope, id) = (self.clone(), scope.to_owned(), id.to_owned());
+        tokio::spawn(async move {
+            let idle = |containers: &HashMap<String, Entry>| {
+                containers
+                    .get(&scope)
+                    .is_some_and(|e| e.id == id && e.busy == 0 && e.uses == uses)
+            };
+            tokio::time::sleep(SETTLE).await;
+            let (Some(docker), true) = (
+                sandbox.inner.docker.get(),
+                idle(&*sandbox.inner.containers.lock().await),
+            ) else {
+                return;
+            };
+            let Some(why) = sandbox.starved(docker, &id).await else {
+                return;
+            };
+            {
+                let mut containers = sandbox.inner.containers.lock().await;
+                // A command that started meanwhile may have added processes of its own.
+                if !idle(&containers) {
+                    return;
+                }
+                containers.remove(&scope);
+                let mut resets = sandbox.inner.resets.lock().expect("not poisoned");
+                resets.insert(scope.clone(), why.clone());
+            }
+            tracing::warn!(container = %id, scope, "sandbox container reset: {why}");
+            remove(docker, &id).await;
+        });
+    }
+
+    /// Why container `id` can serve no further command: what is left running in it holds
+    /// (nearly) all of its `pidsLimit`. `None` when it has room or cannot be asked.
+    async fn starved(&self, docker: &Docker, id: &str) -> Option<String> {
+        let limit = self.inner.config.pids_limit;
+        match run::processes(docker, id, &self.inner.config.user).await {
+            // The count includes the probe: it is the room a command would have.
+            Ok(n) if n + SPARE_PIDS > limit as usize + 1 => Some(format!(
+                "it held {} processes, its pidsLimit is {limit}, so no further command \
+                 could start in it",
+                n - 1
+            )),
+            Ok(_) => None,
+            Err(run::ProbeError::NoRoom(why)) => Some(format!(
+                "no process could start in it any more, its pidsLimit is {limit} ({why})"
+            )),
+            Err(run::ProbeError::Daemon(e)) => {
+                tracing::debug!(container = %id, "cannot count a sandbox container's processes: {e}");
+                None
+            }
+        }
     }
 
     /// Removes every container of this installation (gateway shutdown, tests).
@@ -369,6 +455,30 @@ impl Sandbox {
             }
         }
     }
+}
+
+/// Processes a container must keep free to count as usable: a command is a shell, often a
+/// pipeline or a command substitution.
+const SPARE_PIDS: usize = 4;
+
+/// How long a container stays idle after a command before its processes are counted:
+/// enough for a fork bomb sent to the background to reach the limit, and a command that
+/// follows at once is not slowed.
+pub const SETTLE: Duration = Duration::from_millis(500);
+
+/// Tells the model, after the output of the first command in a new container, why the
+/// scope's previous container was reset.
+fn reset_note(outcome: &mut Outcome, why: &str) {
+    let mut note = String::new();
+    if outcome.output.last().is_some_and(|&b| b != b'\n') {
+        note.push('\n');
+    }
+    note.push_str(&format!(
+        "[sandbox container reset after the previous command: {why}; it was removed with \
+         every process in it, and this command ran in a new container ({WORKDIR} is kept)]\n"
+    ));
+    outcome.output.extend_from_slice(note.as_bytes());
+    outcome.total_bytes += note.len() as u64;
 }
 
 /// Removes a command's container when its future is dropped mid-run (the turn's loop drops

@@ -132,3 +132,58 @@ async fn exit_code(docker: &Docker, exec: &str) -> Result<i32, ExecError> {
         "the command's output ended but the Docker daemon reports no exit code".to_owned(),
     ))
 }
+
+/// Why the processes of a container could not be counted.
+#[derive(Debug)]
+pub enum ProbeError {
+    /// The probe itself could not start or run: the container has no room for a process
+    /// (a full pids cgroup refuses the exec), or its shell is broken.
+    NoRoom(String),
+    /// The daemon did not answer; nothing is known of the container.
+    Daemon(String),
+}
+
+/// How many processes container `id` holds, the probe included, as its own `/proc` lists
+/// them. The probe needs no fork (the shell expands the glob and `echo` is a builtin), so
+/// where `pidsLimit` is `RLIMIT_NPROC` (no cgroups) it runs even in a full container; a
+/// full pids cgroup refuses to start it ([`ProbeError::NoRoom`]).
+pub async fn processes(docker: &Docker, id: &str, user: &str) -> Result<usize, ProbeError> {
+    let deadline = Instant::now() + PROBE_TIME;
+    let probe = "echo /proc/[0-9]*";
+    let outcome = exec(
+        docker,
+        id,
+        user,
+        probe,
+        super::WORKDIR,
+        deadline,
+        &CancellationToken::new(),
+    )
+    .await
+    .map_err(|e| match e {
+        ExecError::Stale => ProbeError::Daemon("the container is gone".to_owned()),
+        ExecError::Failed(e) => ProbeError::Daemon(e),
+    })?;
+    let text = String::from_utf8_lossy(&outcome.output);
+    if outcome.ending != Ending::Exited(0) {
+        return Err(ProbeError::NoRoom(format!(
+            "`{probe}` ended with {:?}: {}",
+            outcome.ending,
+            text.trim()
+        )));
+    }
+    let count = text
+        .split_ascii_whitespace()
+        .filter(|w| w.starts_with("/proc/"))
+        .count();
+    if count == 0 {
+        return Err(ProbeError::NoRoom(format!(
+            "`{probe}` listed no process: {}",
+            text.trim()
+        )));
+    }
+    Ok(count)
+}
+
+/// How long counting a container's processes may take (a warm exec takes tens of ms).
+const PROBE_TIME: std::time::Duration = std::time::Duration::from_secs(10);

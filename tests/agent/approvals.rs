@@ -50,10 +50,12 @@ fn script(n: usize, seen: &Seen) -> clawfort_fakes::model::Reply {
         };
         return ok(answer(json!([{"type": "text", "text": text}]), "end_turn"));
     }
+    // The latest text: a message a crash left unanswered comes first in the same turn.
     let command = match &last["content"] {
         Value::String(s) => s.clone(),
         _ => blocks
             .iter()
+            .rev()
             .find_map(|b| b["text"].as_str())
             .unwrap()
             .to_owned(),
@@ -79,34 +81,44 @@ struct Setup {
     _model: Fake,
     telegram: Telegram,
     gw: Gateway,
+    /// The config, given the gateway's port (the CLI finds the gateway through it).
+    config: String,
+}
+
+/// The gateway's config: the fake model and Telegram, `ask`, a `timeout` for approvals.
+fn config(ask: &str, timeout: u64, model: &Fake, telegram: &Telegram) -> String {
+    format!(
+        r#"{{
+          gateway: {{ port: PORT }},
+          models: {{ providers: {{ fake: {{
+            api: "anthropic-messages", baseUrl: "{}", apiKey: "${{FAKE_API_KEY}}",
+            models: [{{ id: "m1" }}],
+          }} }} }},
+          agents: {{ defaults: {{ model: "fake/m1", sandbox: {{ mode: "off" }} }} }},
+          tools: {{ exec: {{ security: "allowlist", ask: "{ask}",
+                             approvalTimeoutSeconds: {timeout} }} }},
+          channels: {{ telegram: {{
+            botToken: "${{TELEGRAM_BOT_TOKEN}}", apiRoot: "{}", dmPolicy: "allowlist",
+            allowFrom: ["{OWNER}", "{FRIEND}"],
+          }} }},
+          commands: {{ ownerAllowFrom: ["telegram:{OWNER}"] }},
+        }}"#,
+        model.url(""),
+        telegram.api_root()
+    )
 }
 
 impl Setup {
     async fn start(ask: &str, allowlist: Option<&str>) -> Self {
+        Self::start_with(ask, allowlist, 2).await
+    }
+
+    /// `timeout`: `approvalTimeoutSeconds`.
+    async fn start_with(ask: &str, allowlist: Option<&str>, timeout: u64) -> Self {
         let model = Fake::start(script).await;
         let telegram = Telegram::start(BOT_TOKEN).await;
-        let config = |port: u16| {
-            format!(
-                r#"{{
-              gateway: {{ port: {port} }},
-              models: {{ providers: {{ fake: {{
-                api: "anthropic-messages", baseUrl: "{}", apiKey: "${{FAKE_API_KEY}}",
-                models: [{{ id: "m1" }}],
-              }} }} }},
-              agents: {{ defaults: {{ model: "fake/m1", sandbox: {{ mode: "off" }} }} }},
-              tools: {{ exec: {{ security: "allowlist", ask: "{ask}",
-                                 approvalTimeoutSeconds: 2 }} }},
-              channels: {{ telegram: {{
-                botToken: "${{TELEGRAM_BOT_TOKEN}}", apiRoot: "{}", dmPolicy: "allowlist",
-                allowFrom: ["{OWNER}", "{FRIEND}"],
-              }} }},
-              commands: {{ ownerAllowFrom: ["telegram:{OWNER}"] }},
-            }}"#,
-                model.url(""),
-                telegram.api_root()
-            )
-        };
-        let dir = state_dir(Some(&config(1)));
+        let config = config(ask, timeout, &model, &telegram);
+        let dir = state_dir(Some(&config.replace("PORT", "1")));
         append_env(
             dir.path(),
             &format!("FAKE_API_KEY={KEY}\nTELEGRAM_BOT_TOKEN={BOT_TOKEN}\n"),
@@ -116,13 +128,29 @@ impl Setup {
             std::fs::write(dir.path().join("exec-approvals.json"), list).unwrap();
         }
         let gw = tokio::task::block_in_place(|| Gateway::start_in(dir));
-        // The CLI finds the gateway through its config.
-        std::fs::write(gw.path().join("openclaw.json"), config(gw.addr.port())).unwrap();
-        Self {
+        let s = Self {
             _model: model,
             telegram,
             gw,
-        }
+            config,
+        };
+        s.point_cli_at_gateway();
+        s
+    }
+
+    /// Writes the running gateway's port into the config, for the CLI.
+    fn point_cli_at_gateway(&self) {
+        let config = self
+            .config
+            .replace("PORT", &self.gw.addr.port().to_string());
+        std::fs::write(self.gw.path().join("openclaw.json"), config).unwrap();
+    }
+
+    /// SIGKILLs the gateway, as a crash would, and starts it again on the same state.
+    fn crashed_and_restarted(mut self) -> Self {
+        self.gw = tokio::task::block_in_place(|| self.gw.restart());
+        self.point_cli_at_gateway();
+        self
     }
 
     fn workspace(&self, name: &str) -> PathBuf {
@@ -417,6 +445,107 @@ async fn a_stopped_turn_withdraws_its_question() {
     assert!(
         s.sent(OWNER).iter().all(|m| !m.contains("[exit code")),
         "{:?}",
+        s.sent(OWNER)
+    );
+}
+
+/// SIGKILL while a command waits for its approval. After the restart the command has not
+/// run and never does, a late answer to the dead id (in the chat and through the CLI) says
+/// there is no such approval, the approvals file the gateway wrote before is intact, and
+/// the gateway serves: a new question is asked, answered and run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_an_approval_wait_runs_nothing() {
+    if !runnable("approvals::a_crash_during_an_approval_wait_runs_nothing") {
+        return;
+    }
+    let allowlist = r#"{"version": 1, "agents": {"main": {"allowlist": [{"pattern": "ls"}]}}}"#;
+    let s = Setup::start_with("on-miss", Some(allowlist), 60).await;
+    let cli = |s: &Setup, args: &[&str]| tokio::task::block_in_place(|| cli(s.gw.path(), args));
+
+    // The gateway writes the approvals file itself first: an "always" answer.
+    let (id, before) = s.asked("touch always.txt").await;
+    s.say(
+        OWNER,
+        &format!("/approve {id} always"),
+        OWNER,
+        "added to the allowlist",
+    )
+    .await;
+    s.next(OWNER, before, "[exit code 0]").await;
+    let approvals_file = s.gw.path().join("exec-approvals.json");
+    let written = std::fs::read_to_string(&approvals_file).unwrap();
+
+    // What a crash between writing and renaming the file leaves (the rename never came).
+    let orphan = s.gw.path().join(".exec-approvals.json.4194304.0.tmp");
+    std::fs::write(&orphan, &written[..written.len() / 2]).unwrap();
+    // Killed while the question waits (the CLI sees it pending).
+    let (id, _) = s.asked("touch crashed.txt").await;
+    let out = cli(&s, &["approvals", "list", "--json"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&id),
+        "{out:?}"
+    );
+    let s = s.crashed_and_restarted();
+    let resend = s.next(OWNER, 0, "Please send it again").await;
+    assert!(
+        resend.contains("restarted while handling your message"),
+        "{resend}"
+    );
+
+    // A late answer to the dead id: a clear "no", in the chat and through the CLI.
+    let late = s
+        .say(OWNER, &format!("/approve {id}"), OWNER, "Nothing done")
+        .await;
+    let dead = format!("no pending approval `{id}`");
+    assert!(late.contains(&dead) && late.contains("restart"), "{late}");
+    for answer in ["approve", "deny"] {
+        let out = cli(&s, &["approvals", answer, &id]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(err.contains(&dead) && err.contains("restart"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = cli(&s, &["approvals", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("No exec approval is waiting"),
+        "{out:?}"
+    );
+
+    // The approvals file: as the gateway wrote it, parseable, the temporary file removed.
+    assert_eq!(std::fs::read_to_string(&approvals_file).unwrap(), written);
+    let doc: Value = serde_json::from_str(&written).unwrap();
+    assert_eq!(
+        doc["agents"]["main"]["allowlist"].as_array().unwrap().len(),
+        2
+    );
+    let strays: Vec<String> = std::fs::read_dir(s.gw.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(strays.is_empty(), "{strays:?}");
+    assert!(!s.gw.wait_log("left by a crash mid-write", 1).is_empty());
+
+    // The gateway serves: health, a new question answered and run, the remembered command.
+    assert_eq!(s.gw.get("/healthz", None).status, 200);
+    let (id, before) = s.asked("touch after.txt").await;
+    s.say(OWNER, &format!("/approve {id}"), OWNER, "Approved once")
+        .await;
+    s.next(OWNER, before, "[exit code 0]").await;
+    assert!(s.workspace("after.txt").exists());
+    std::fs::remove_file(s.workspace("always.txt")).unwrap();
+    s.say(OWNER, "touch always.txt", OWNER, "[exit code 0]")
+        .await;
+    assert!(s.workspace("always.txt").exists());
+    // The question killed with the gateway never ran, before or after the restart.
+    assert!(!s.workspace("crashed.txt").exists());
+    assert!(
+        s.sent(OWNER)
+            .iter()
+            .filter(|m| m.contains("Command: touch crashed.txt"))
+            .count()
+            == 1,
+        "it was not asked again: {:?}",
         s.sent(OWNER)
     );
 }

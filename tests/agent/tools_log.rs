@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use clawfort_fakes::model::ok;
@@ -174,4 +175,137 @@ fn without_a_log_the_command_says_so_and_a_bad_since_is_named() {
     // The filters belong to --tools.
     let out = cli(dir.path(), &["logs", "--json"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// SIGKILL while tool calls are being logged, then a line torn as a crash mid-write leaves it
+/// (cut inside a two-byte character, so not even UTF-8): `logs --tools` still shows every
+/// complete entry and names the damaged line, and the first entry after the restart starts
+/// on a line of its own instead of being glued to the torn one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_logging_loses_no_complete_entry() {
+    const CALLS: usize = 100;
+    // While `flood` holds, every answer is CALLS calls of a tool that does not exist (the
+    // quickest calls to log); the turn's 8 steps bound each message's calls. Afterwards a
+    // message gets one `read`, and its result the final answer.
+    let flood = Arc::new(AtomicBool::new(true));
+    let flooding = Arc::clone(&flood);
+    let (_model, telegram, gw) = start(
+        move |n, seen| {
+            let body = seen.json();
+            let last = body["messages"].as_array().unwrap().last().unwrap().clone();
+            let after_tool = last["content"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"));
+            ok(if flooding.load(Ordering::SeqCst) {
+                let calls: Vec<Value> = (0..CALLS)
+                    .map(|i| {
+                        json!({"type": "tool_use", "id": format!("call_{n}_{i}"),
+                               "name": "no_such_tool", "input": {"path": format!("f{n}_{i}")}})
+                    })
+                    .collect();
+                answer(Value::Array(calls), "tool_use")
+            } else if after_tool {
+                answer(json!([{"type": "text", "text": "done"}]), "end_turn")
+            } else {
+                read_call(n, "notes.md")
+            })
+        },
+        "",
+    )
+    .await;
+    let file = gw.path().join("logs/tools.jsonl");
+    telegram.push(private_text(SENDER, "flood"));
+    let lines = |file: &std::path::Path| {
+        std::fs::read(file).map_or(0, |b| b.split(|&c| c == b'\n').count() - 1)
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while lines(&file) < CALLS && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(lines(&file) >= CALLS, "the calls were logged");
+    // Somewhere in the flood (bounded: the turn's 7 rounds log at most 7 * CALLS entries).
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        % 100;
+    tokio::time::sleep(std::time::Duration::from_millis(u64::from(jitter))).await;
+    let dir = tokio::task::block_in_place(|| gw.crash());
+    flood.store(false, Ordering::SeqCst);
+
+    let mut bytes = std::fs::read(&file).unwrap();
+    let complete = bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| serde_json::from_slice::<Value>(l).is_ok())
+        .count();
+    if bytes.ends_with(b"\n") {
+        // The crash cut no line itself (one write(2) per line): tear one as a crash would.
+        let torn =
+            r#"{"time":"2026-01-01T00:00:00.000Z","session":"s","tool":"read","target":"caf"#;
+        let mut append = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        use std::io::Write;
+        append.write_all(torn.as_bytes()).unwrap();
+        append.write_all(&[0xc3]).unwrap();
+        bytes = std::fs::read(&file).unwrap();
+    }
+    let torn_line = bytes.split(|&b| b == b'\n').count();
+    assert!(complete >= CALLS, "{complete}");
+
+    let gw = tokio::task::block_in_place(|| crate::support::Gateway::start_in(dir));
+    telegram.push(private_text(SENDER, "read the notes"));
+    telegram
+        .wait_until("the answer after the restart", |t| {
+            t.sent_to(SENDER).iter().any(|m| m == "done")
+        })
+        .await;
+
+    for json in [true, false] {
+        let mut args = vec!["logs", "--tools", "--limit", "100000"];
+        if json {
+            args.push("--json");
+        }
+        let out = cli(gw.path(), &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("skipped line {torn_line} of ")) && err.contains("tools.jsonl"),
+            "the damaged line is named: {err}"
+        );
+        if json {
+            let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let entries = entries.as_array().unwrap();
+            assert_eq!(
+                entries.len(),
+                complete + 1,
+                "every complete entry, and the new one"
+            );
+            let last = entries.last().unwrap();
+            assert_eq!(
+                (&last["tool"], &last["target"]),
+                (&json!("read"), &json!("notes.md"))
+            );
+            assert_eq!(last["status"], "ok");
+        } else {
+            let table = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                table.lines().count(),
+                complete + 2,
+                "a header and a row each"
+            );
+        }
+    }
+    // On disk: the torn line alone on its line, the new entry whole on the next.
+    let bytes = std::fs::read(&file).unwrap();
+    let disk: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    assert_eq!(
+        disk.len(),
+        torn_line + 2,
+        "the torn line, the new entry, the end"
+    );
+    assert!(serde_json::from_slice::<Value>(disk[torn_line - 1]).is_err());
+    let new: Value = serde_json::from_slice(disk[torn_line]).unwrap();
+    assert_eq!(new["target"], "notes.md");
 }

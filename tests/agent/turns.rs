@@ -674,7 +674,7 @@ async fn a_call_stopped_with_its_turn_is_in_the_execution_log() {
     assert!(result.is_err(), "a stopped turn has no reply");
 
     let (entries, damaged) = clawfort::tools::log::read(&log).unwrap().unwrap();
-    assert_eq!((entries.len(), damaged), (1, 0), "{entries:?}");
+    assert_eq!((entries.len(), damaged.len()), (1, 0), "{entries:?}");
     let e = &entries[0];
     assert_eq!(
         (e.session.as_str(), e.tool.as_str()),

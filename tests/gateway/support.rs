@@ -113,12 +113,19 @@ impl Gateway {
     /// Kills the gateway (SIGKILL, like a crash) and starts a new one on the same state
     /// directory.
     #[allow(dead_code)] // used by the agent tests, which share this file
-    pub fn restart(mut self) -> Self {
+    pub fn restart(self) -> Self {
+        Self::start_in(self.crash())
+    }
+
+    /// Kills the gateway (SIGKILL, like a crash) and hands back its state directory, for a
+    /// test to look at (or damage) before it starts a gateway on it again.
+    #[allow(dead_code)] // used by the agent tests, which share this file
+    pub fn crash(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         drop(self);
-        Self::start_in(dir)
+        dir
     }
 
     /// Log lines so far containing `needle`.

@@ -7,6 +7,9 @@ use jiff::{SignedDuration, Timestamp};
 use super::{path, read, Entry};
 use crate::paths::Paths;
 
+/// Damaged lines named one by one; more are counted.
+const SHOWN_DAMAGED: usize = 10;
+
 /// Which entries `logs --tools` shows.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Filter {
@@ -68,10 +71,13 @@ fn select(file: &Path, filter: &Filter) -> anyhow::Result<Vec<Entry>> {
             file.display()
         );
     };
-    if damaged > 0 {
+    for d in damaged.iter().take(SHOWN_DAMAGED) {
+        eprintln!("note: skipped {d}; a write cut short by a crash or a full disk");
+    }
+    if damaged.len() > SHOWN_DAMAGED {
         eprintln!(
-            "note: {damaged} unreadable line(s) in {} skipped (a write cut by a crash)",
-            file.display()
+            "note: skipped {} more damaged lines",
+            damaged.len() - SHOWN_DAMAGED
         );
     }
     entries.retain(|e| {

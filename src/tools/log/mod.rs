@@ -18,12 +18,17 @@
 //! - Bounded: when the file reaches [`ROTATE_AT`] bytes it is renamed to `tools.jsonl.1`
 //!   (replacing the previous one), so the log never takes more than twice that.
 //! - A write that fails is reported in the gateway's log and does not stop the call.
+//! - Torn lines: a line cut short (a power cut within the writeback delay, a full disk
+//!   mid-write) is never glued to the next entry: before its first append, and after a write
+//!   that failed, the writer reopens the file and ends an unterminated last line with a
+//!   newline. [`read`] skips such a line and names it ([`Damaged`]), keeping every complete
+//!   entry around it.
 
 pub mod cli;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -277,24 +282,13 @@ impl ToolLog {
         let mut slot = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let (file, size) = match &mut *slot {
             Some(open) => open,
-            None => {
-                if let Some(dir) = self.path.parent() {
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(dir)?;
-                }
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&self.path)?;
-                let size = file.metadata()?.len();
-                slot.insert((file, size))
-            }
+            None => slot.insert(self.open()?),
         };
-        file.write_all(line)?;
+        if let Err(e) = file.write_all(line) {
+            // Part of the line may be in the file: reopen (and end it) before the next one.
+            *slot = None;
+            return Err(e);
+        }
         *size += line.len() as u64;
         if *size >= self.rotate_at {
             *slot = None;
@@ -302,25 +296,88 @@ impl ToolLog {
         }
         Ok(())
     }
+
+    /// Opens the log for appending, with its size; a last line left without its newline
+    /// (cut short by a crash) gets one, so the next entry starts on a line of its own.
+    fn open(&self) -> std::io::Result<(File, u64)> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)?;
+        let mut size = file.metadata()?.len();
+        if size > 0 {
+            let mut last = [0u8];
+            file.read_exact_at(&mut last, size - 1)?;
+            if last != *b"\n" {
+                tracing::warn!(
+                    "the execution log {} ends in a line cut short (a crash mid-write); it \
+                     is ended here and `clawfort logs --tools` skips it",
+                    self.path.display()
+                );
+                file.write_all(b"\n")?;
+                size += 1;
+            }
+        }
+        Ok((file, size))
+    }
 }
 
-/// The entries of the log at `path` (its rotated part first), oldest first, and how many
-/// lines could not be read (a line cut by a crash mid-write). `None` when there is no log.
-pub fn read(path: &Path) -> std::io::Result<Option<(Vec<Entry>, usize)>> {
+/// A line of the log that is not an entry (cut short by a crash or a full disk mid-write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    pub file: PathBuf,
+    /// Counted from 1.
+    pub line: usize,
+    /// Why it is not an entry, as the JSON parser says it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {} of {}: not a complete entry ({})",
+            self.line,
+            self.file.display(),
+            self.reason
+        )
+    }
+}
+
+/// The entries of the log at `path` (its rotated part first), oldest first, and the lines
+/// that could not be read, each named. `None` when there is no log. A damaged line, even
+/// one that is not UTF-8 (a character cut in two), costs only itself.
+pub fn read(path: &Path) -> std::io::Result<Option<(Vec<Entry>, Vec<Damaged>)>> {
     let mut entries = Vec::new();
-    let mut damaged = 0;
+    let mut damaged = Vec::new();
     let mut found = false;
     for file in [rotated(path), path.to_path_buf()] {
-        let text = match std::fs::read_to_string(&file) {
-            Ok(text) => text,
+        let bytes = match std::fs::read(&file) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
         found = true;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            match serde_json::from_str(line) {
+        for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            match serde_json::from_slice(line) {
                 Ok(entry) => entries.push(entry),
-                Err(_) => damaged += 1,
+                Err(e) => damaged.push(Damaged {
+                    file: file.clone(),
+                    line: n + 1,
+                    reason: e.to_string(),
+                }),
             }
         }
     }
@@ -388,7 +445,7 @@ mod tests {
             Approval::None,
         ));
         let (entries, damaged) = read(&dir.path().join("logs/tools.jsonl")).unwrap().unwrap();
-        assert_eq!(damaged, 0);
+        assert!(damaged.is_empty(), "{damaged:?}");
         let target = entries[0].target.as_deref().unwrap();
         assert!(target.starts_with("echo [redacted] é"), "{target}");
         assert!(!target.contains("a-configured-secret-value"));
@@ -439,12 +496,51 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_line_is_counted_not_fatal_and_no_log_is_none() {
+    fn a_torn_line_is_named_not_fatal_and_no_log_is_none() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tools.jsonl");
         assert!(read(&path).unwrap().is_none());
-        std::fs::write(&path, "{\"time\":\"2026-01-01T00:00:00.000Z\",\"sess").unwrap();
+        let entry = |session: &str| {
+            Entry::new(
+                session,
+                "read",
+                Some("café.md".into()),
+                Some(Place::Gateway),
+                Status::Ok,
+                Approval::None,
+            )
+        };
+        let whole = serde_json::to_vec(&entry("s1")).unwrap();
+        // A complete entry, then one cut inside the two bytes of `é`: not even UTF-8.
+        let cut = whole.iter().position(|&b| b == 0xc3).unwrap() + 1;
+        let mut text = whole.clone();
+        text.push(b'\n');
+        text.extend_from_slice(&whole[..cut]);
+        std::fs::write(&path, &text).unwrap();
         let (entries, damaged) = read(&path).unwrap().unwrap();
-        assert_eq!((entries.len(), damaged), (0, 1));
+        let sessions: Vec<&str> = entries.iter().map(|e| e.session.as_str()).collect();
+        assert_eq!(sessions, ["s1"]);
+        assert_eq!(damaged.len(), 1, "{damaged:?}");
+        assert_eq!((damaged[0].line, &damaged[0].file), (2, &path));
+        assert!(
+            damaged[0].to_string().starts_with("line 2 of ") && damaged[0].reason.contains("EOF"),
+            "{}",
+            damaged[0]
+        );
+
+        // The writer ends the torn line before its first entry: nothing is glued to it.
+        let log = ToolLog::new(path.clone(), Redactor::new([]));
+        log.record(entry("s2"));
+        log.record(entry("s3"));
+        let (entries, damaged) = read(&path).unwrap().unwrap();
+        let sessions: Vec<&str> = entries.iter().map(|e| e.session.as_str()).collect();
+        assert_eq!(sessions, ["s1", "s2", "s3"]);
+        assert_eq!(damaged.len(), 1);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            bytes.split(|&b| b == b'\n').count(),
+            5,
+            "four lines and the end"
+        );
     }
 }
