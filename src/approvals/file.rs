@@ -1,8 +1,8 @@
 //! `~/.openclaw/exec-approvals.json`: OpenClaw's approvals document (its legacy file form),
 //! with OpenClaw's field names. clawfort reads the `defaults` and `agents.main` policy
-//! (`security`, `ask`, which can only tighten `tools.exec`) and `agents.main.allowlist`, and
-//! appends an entry when an approver answers "always". Fields it does not use are kept as
-//! they are when it rewrites the file.
+//! (`security`, `ask`, which can only tighten `tools.exec`, and `askFallback`, which has no
+//! key in `openclaw.json`) and `agents.main.allowlist`; it appends an entry when an approver
+//! answers "always". Fields it does not use are kept as they are when it rewrites the file.
 //!
 //! The file is read at every decision, so an edit (by hand, or by `/approve ... always` in
 //! another session) applies to the next command without a restart. A file that cannot be
@@ -44,6 +44,9 @@ pub struct Policy {
     pub security: Option<ExecSecurity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ask: Option<ExecAsk>,
+    /// What a question nobody answered comes to (OpenClaw: `deny` when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask_fallback: Option<ExecSecurity>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowlist: Vec<Entry>,
     #[serde(flatten)]
@@ -70,6 +73,7 @@ pub struct Entry {
 pub struct Effective {
     pub security: Option<ExecSecurity>,
     pub ask: Option<ExecAsk>,
+    pub ask_fallback: Option<ExecSecurity>,
     pub allowlist: Vec<Entry>,
 }
 
@@ -105,16 +109,27 @@ pub fn load(path: &Path) -> Result<Document, FileError> {
         path: path.to_owned(),
         message,
     };
-    let doc: Document = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let doc: Document =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
+            .map_err(|e| invalid(located(&e)))?;
     // Check the agent's section now, so a bad entry is reported, not skipped.
-    agent_policy(&doc).map_err(|e| invalid(format!("agents.{AGENT}: {e}")))?;
+    agent_policy(&doc).map_err(|e| invalid(format!("agents.{AGENT}.{}", located(&e))))?;
     Ok(doc)
 }
 
-fn agent_policy(doc: &Document) -> Result<Policy, serde_json::Error> {
+/// A parse error with the field it is about: `defaults.askFallback: unknown variant ...`
+/// (serde names the values a field allows).
+fn located(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    match e.path().to_string().as_str() {
+        "." | "" => e.inner().to_string(),
+        path => format!("{path}: {}", e.inner()),
+    }
+}
+
+fn agent_policy(doc: &Document) -> Result<Policy, serde_path_to_error::Error<serde_json::Error>> {
     match doc.agents.get(AGENT) {
         None => Ok(Policy::default()),
-        Some(v) => serde_json::from_value(v.clone()),
+        Some(v) => serde_path_to_error::deserialize(v),
     }
 }
 
@@ -126,6 +141,7 @@ impl Document {
         Effective {
             security: agent.security.or(defaults.security),
             ask: agent.ask.or(defaults.ask),
+            ask_fallback: agent.ask_fallback.or(defaults.ask_fallback),
             allowlist: agent.allowlist,
         }
     }
@@ -134,6 +150,21 @@ impl Document {
 /// Appends `entry` to `agents.main.allowlist` (unless an equal pattern and argPattern is
 /// there), under the lock, atomically.
 pub fn add_entry(path: &Path, entry: Entry) -> Result<(), FileError> {
+    update_agent(path, |agent| {
+        let known = agent
+            .allowlist
+            .iter()
+            .any(|e| e.pattern == entry.pattern && e.arg_pattern == entry.arg_pattern);
+        if !known {
+            agent.allowlist.push(entry);
+        }
+        !known
+    })
+}
+
+/// Reads the document under the lock, lets `change` edit `agents.main`, and replaces the
+/// file when it says it changed something. Everything else is written back as read.
+fn update_agent(path: &Path, change: impl FnOnce(&mut Policy) -> bool) -> Result<(), FileError> {
     let write_error = |source| FileError::Write {
         path: path.to_owned(),
         source,
@@ -143,14 +174,9 @@ pub fn add_entry(path: &Path, entry: Entry) -> Result<(), FileError> {
     let _lock = atomic::lock(&dir.join("exec-approvals.lock")).map_err(write_error)?;
     let mut doc = load(path)?;
     let mut agent = agent_policy(&doc).unwrap_or_default();
-    let known = agent
-        .allowlist
-        .iter()
-        .any(|e| e.pattern == entry.pattern && e.arg_pattern == entry.arg_pattern);
-    if known {
+    if !change(&mut agent) {
         return Ok(());
     }
-    agent.allowlist.push(entry);
     let value = serde_json::to_value(agent).expect("a policy serialises");
     doc.agents.insert(AGENT.to_owned(), value);
     let mut text = serde_json::to_string_pretty(&doc).expect("a document serialises");
@@ -186,7 +212,7 @@ mod tests {
             pattern: "/usr/bin/ls".into(),
             arg_pattern: Some("^-l$".into()),
             source: Some("allow-always".into()),
-            rest: Map::new(),
+            ..Entry::default()
         };
         add_entry(&path, entry.clone()).unwrap();
         add_entry(&path, entry).unwrap();
@@ -220,5 +246,39 @@ mod tests {
         std::fs::write(&path, r#"{"defaults": {"security": "yolo"}}"#).unwrap();
         let e = load(&path).unwrap_err().to_string();
         assert!(e.contains("yolo"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_field_and_what_it_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exec-approvals.json");
+        for (text, field, allowed) in [
+            (
+                r#"{"defaults": {"askFallback": "yes"}}"#,
+                "defaults.askFallback",
+                "`deny`, `allowlist`, `full`",
+            ),
+            (
+                r#"{"agents": {"main": {"askFallback": true}}}"#,
+                "agents.main.askFallback",
+                "invalid type: boolean `true`",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = load(&path).unwrap_err().to_string();
+            assert!(e.contains(&format!("{field}: ")), "{e}");
+            assert!(e.contains(allowed), "{e}");
+            assert!(e.contains("exec-approvals.json"), "{e}");
+        }
+        // Other agents are not judged.
+        std::fs::write(
+            &path,
+            r#"{"defaults": {"askFallback": "full"}, "agents": {"main": {"allowlist": [
+                {"pattern": "ls", "lastUsedAt": null, "lastUsedCommand": null}]},
+                "other": {"askFallback": "whatever"}}}"#,
+        )
+        .unwrap();
+        let e = load(&path).unwrap().effective();
+        assert_eq!(e.ask_fallback, Some(ExecSecurity::Full));
     }
 }

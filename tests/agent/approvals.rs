@@ -83,6 +83,11 @@ struct Setup {
 
 impl Setup {
     async fn start(ask: &str, allowlist: Option<&str>) -> Self {
+        Self::start_with("allowlist", ask, allowlist).await
+    }
+
+    /// `tools.exec.security` `security` and `ask` `ask`; `allowlist`: the approvals file.
+    async fn start_with(security: &str, ask: &str, allowlist: Option<&str>) -> Self {
         let model = Fake::start(script).await;
         let telegram = Telegram::start(BOT_TOKEN).await;
         let config = |port: u16| {
@@ -94,7 +99,7 @@ impl Setup {
                 models: [{{ id: "m1" }}],
               }} }} }},
               agents: {{ defaults: {{ model: "fake/m1", sandbox: {{ mode: "off" }} }} }},
-              tools: {{ exec: {{ security: "allowlist", ask: "{ask}",
+              tools: {{ exec: {{ security: "{security}", ask: "{ask}",
                                  approvalTimeoutSeconds: 2 }} }},
               channels: {{ telegram: {{
                 botToken: "${{TELEGRAM_BOT_TOKEN}}", apiRoot: "{}", dmPolicy: "allowlist",
@@ -419,4 +424,134 @@ async fn a_stopped_turn_withdraws_its_question() {
         "{:?}",
         s.sent(OWNER)
     );
+}
+
+/// The execution log's entries for `command`, in order.
+fn logged(s: &Setup, command: &str) -> Vec<Value> {
+    std::fs::read_to_string(s.gw.path().join("logs/tools.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["target"] == command)
+        .collect()
+}
+
+/// The last message to the owner about approval `id`.
+fn prompt_of(s: &Setup, id: &str) -> String {
+    s.sent(OWNER)
+        .into_iter()
+        .rfind(|m| m.starts_with(&format!("Exec approval {id}")))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_fallback_full_runs_what_nobody_answered_but_never_a_denial_or_an_untrusted_turn() {
+    if !runnable(
+        "approvals::ask_fallback_full_runs_what_nobody_answered_but_never_a_denial_or_an_untrusted_turn",
+    ) {
+        return;
+    }
+    let file = r#"{"version": 1, "defaults": {"askFallback": "full"}}"#;
+    let s = Setup::start_with("full", "always", Some(file)).await;
+
+    // Nobody answers: the prompt said what silence does, and the command runs.
+    let (id, before) = s.asked("touch silent.txt").await;
+    let prompt = prompt_of(&s, &id);
+    assert!(
+        prompt.contains("No answer within 2 s runs it anyway (askFallback \"full\")"),
+        "{prompt}"
+    );
+    let reply = s.next(OWNER, before, "[exit code 0]").await;
+    assert!(
+        reply.contains("no approver answered within 2 s; it ran by askFallback \"full\""),
+        "{reply}"
+    );
+    assert!(s.workspace("silent.txt").exists());
+
+    // An explicit /deny is a denial, also once the timeout has passed.
+    let (id, before) = s.asked("touch denied.txt").await;
+    s.say(
+        OWNER,
+        &format!("/deny {id}"),
+        OWNER,
+        "Denied: touch denied.txt",
+    )
+    .await;
+    let reply = s.next(OWNER, before, "not run").await;
+    assert!(reply.contains("denied this command"), "{reply}");
+
+    // Someone else's message is untrusted content: silence denies, whatever askFallback says.
+    let before = s.sent(OWNER).len();
+    let friend_before = s.sent(FRIEND).len();
+    s.telegram.push(private_text(FRIEND, "touch friend.txt"));
+    let prompt = s.next(OWNER, before, "Exec approval ").await;
+    assert!(
+        prompt.contains("No answer within 2 s denies it."),
+        "{prompt}"
+    );
+    let reply = s.next(FRIEND, friend_before, "not run").await;
+    assert!(
+        reply.contains("no approver answered within 2 s") && reply.contains("untrusted content"),
+        "{reply}"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(!s.workspace("denied.txt").exists());
+    assert!(!s.workspace("friend.txt").exists());
+
+    // The execution log says what happened to each.
+    let approval = |command: &str| {
+        let entries = logged(&s, command);
+        assert_eq!(entries.len(), 1, "{command}: {entries:?}");
+        entries[0]["approval"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(approval("touch silent.txt"), "fallback");
+    assert_eq!(logged(&s, "touch silent.txt")[0]["status"], "exited");
+    assert_eq!(approval("touch denied.txt"), "denied");
+    assert_eq!(approval("touch friend.txt"), "timed_out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_fallback_allowlist_runs_only_a_match_and_a_bad_value_denies_naming_it() {
+    if !runnable(
+        "approvals::ask_fallback_allowlist_runs_only_a_match_and_a_bad_value_denies_naming_it",
+    ) {
+        return;
+    }
+    let file = |fallback: &str| {
+        format!(
+            r#"{{"version": 1, "defaults": {{"askFallback": "{fallback}"}},
+                "agents": {{"main": {{"allowlist": [{{"pattern": "touch"}}]}}}}}}"#
+        )
+    };
+    // `full` in the file is held to `tools.exec.security` "allowlist".
+    let s = Setup::start_with("allowlist", "always", Some(&file("full"))).await;
+
+    let (id, before) = s.asked("touch matched.txt").await;
+    let prompt = prompt_of(&s, &id);
+    assert!(
+        prompt.contains("runs it only if the allowlist then matches it"),
+        "{prompt}"
+    );
+    let reply = s.next(OWNER, before, "[exit code 0]").await;
+    assert!(reply.contains("askFallback \"allowlist\""), "{reply}");
+    assert!(s.workspace("matched.txt").exists());
+
+    let (_, before) = s.asked("mkdir missed").await;
+    let reply = s.next(OWNER, before, "not run").await;
+    assert!(reply.contains("matches no allowlist entry"), "{reply}");
+    assert!(!s.workspace("missed").exists());
+
+    // A hostile value: every command is denied, with the field and the values it takes.
+    let path = s.gw.path().join("exec-approvals.json");
+    std::fs::write(&path, file("yes")).unwrap();
+    let reply = s.say(OWNER, "touch bad.txt", OWNER, "not run").await;
+    assert!(
+        reply.contains("defaults.askFallback")
+            && reply.contains("`deny`, `allowlist`, `full`")
+            && reply.contains("exec-approvals.json"),
+        "{reply}"
+    );
+    assert!(!s.workspace("bad.txt").exists());
+    assert_eq!(logged(&s, "touch matched.txt")[0]["approval"], "fallback");
+    assert_eq!(logged(&s, "mkdir missed")[0]["approval"], "timed_out");
 }

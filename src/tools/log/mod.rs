@@ -72,8 +72,11 @@ pub enum Approval {
     Approved,
     /// An approver refused it.
     Denied,
-    /// Nobody answered in time, which is a denial.
+    /// Nobody answered in time, and it was denied.
     TimedOut,
+    /// Nobody answered in time, and it ran: the approvals file's `askFallback` (`allowlist`
+    /// with a matching entry, or `full`) said so.
+    Fallback,
 }
 
 /// How a call ended.
