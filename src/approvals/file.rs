@@ -2,7 +2,9 @@
 //! with OpenClaw's field names. clawfort reads the `defaults` and `agents.main` policy
 //! (`security`, `ask`, which can only tighten `tools.exec`, and `askFallback`, which has no
 //! key in `openclaw.json`) and `agents.main.allowlist`; it appends an entry when an approver
-//! answers "always". Fields it does not use are kept as they are when it rewrites the file.
+//! answers "always", and stamps `lastUsedAt`, `lastUsedCommand` and `lastResolvedPath` on the
+//! entry that let a command run ([`record_use`]). Fields it does not use are kept as they are
+//! when it rewrites the file; a legacy `null` in a usage field reads as absent.
 //!
 //! The file is read at every decision, so an edit (by hand, or by `/approve ... always` in
 //! another session) applies to the next command without a restart. A file that cannot be
@@ -64,8 +66,39 @@ pub struct Entry {
     pub arg_pattern: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Unix milliseconds of the last command this entry let run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<u64>,
+    /// That command's text (redacted); not kept for an entry binding a hash of the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_command: Option<String>,
+    /// Where its executable was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_resolved_path: Option<String>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
+}
+
+impl Entry {
+    /// Whether `other` is this entry as the file holds it now: the same `id`, or without
+    /// ids the same `pattern` and `argPattern`.
+    fn is(&self, other: &Entry) -> bool {
+        match (&self.id, &other.id) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.pattern == other.pattern && self.arg_pattern == other.arg_pattern,
+            _ => false,
+        }
+    }
+}
+
+/// One use of an allowlist entry, for [`record_use`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Use {
+    /// Unix milliseconds.
+    pub at: u64,
+    /// The command text, or `None` to leave `lastUsedCommand` out.
+    pub command: Option<String>,
+    pub resolved_path: Option<String>,
 }
 
 /// What the file says for clawfort's agent.
@@ -162,8 +195,30 @@ pub fn add_entry(path: &Path, entry: Entry) -> Result<(), FileError> {
     })
 }
 
+/// Stamps `used` on the allowlist entry `entry` (found again by [`Entry::is`]) under the
+/// lock, atomically. An entry gone since (edited away) is left gone; an older use never
+/// overwrites a newer one (two commands' writes may finish in either order).
+pub fn record_use(path: &Path, entry: &Entry, used: Use) -> Result<(), FileError> {
+    update_agent(path, |agent| {
+        let Some(current) = agent.allowlist.iter_mut().find(|e| e.is(entry)) else {
+            return false;
+        };
+        if current.last_used_at.is_some_and(|at| at > used.at) {
+            return false;
+        }
+        current.last_used_at = Some(used.at);
+        current.last_used_command = used.command;
+        if used.resolved_path.is_some() {
+            current.last_resolved_path = used.resolved_path;
+        }
+        true
+    })
+}
+
 /// Reads the document under the lock, lets `change` edit `agents.main`, and replaces the
-/// file when it says it changed something. Everything else is written back as read.
+/// file when it says it changed something. Everything else is written back as read. A
+/// replace cut short by a crash left the old file whole and a temporary file beside it,
+/// which the next replace removes.
 fn update_agent(path: &Path, change: impl FnOnce(&mut Policy) -> bool) -> Result<(), FileError> {
     let write_error = |source| FileError::Write {
         path: path.to_owned(),
@@ -181,7 +236,27 @@ fn update_agent(path: &Path, change: impl FnOnce(&mut Policy) -> bool) -> Result
     doc.agents.insert(AGENT.to_owned(), value);
     let mut text = serde_json::to_string_pretty(&doc).expect("a document serialises");
     text.push('\n');
+    remove_orphans(path);
     atomic::write_atomic(path, text.as_bytes()).map_err(write_error)
+}
+
+/// Removes the temporary files of `path` (`.exec-approvals.json.<pid>.<n>.tmp`) that a writer
+/// killed between writing and renaming left; only regular files. Called under the lock, when
+/// no writer is mid-replace (every writer of the file takes it).
+fn remove_orphans(path: &Path) {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (Some(name), Ok(entries)) = (
+        path.file_name().and_then(|n| n.to_str()),
+        std::fs::read_dir(dir),
+    ) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let ours = entry.file_name().to_str().and_then(atomic::temp_target) == Some(name);
+        if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +338,12 @@ mod tests {
                 "agents.main.askFallback",
                 "invalid type: boolean `true`",
             ),
+            (
+                r#"{"agents": {"main": {"allowlist": [{"pattern": "ls"},
+                    {"pattern": "rg", "lastUsedAt": "x"}]}}}"#,
+                "agents.main.allowlist[1].lastUsedAt",
+                "expected u64",
+            ),
         ] {
             std::fs::write(&path, text).unwrap();
             let e = load(&path).unwrap_err().to_string();
@@ -270,7 +351,7 @@ mod tests {
             assert!(e.contains(allowed), "{e}");
             assert!(e.contains("exec-approvals.json"), "{e}");
         }
-        // Other agents are not judged.
+        // OpenClaw's legacy `null` usage fields read as absent; other agents are not judged.
         std::fs::write(
             &path,
             r#"{"defaults": {"askFallback": "full"}, "agents": {"main": {"allowlist": [
@@ -280,5 +361,170 @@ mod tests {
         .unwrap();
         let e = load(&path).unwrap().effective();
         assert_eq!(e.ask_fallback, Some(ExecSecurity::Full));
+        assert_eq!(e.allowlist[0].last_used_at, None);
+    }
+
+    fn entry(pattern: &str) -> Entry {
+        Entry {
+            id: Some(format!("id-{pattern}")),
+            pattern: pattern.to_owned(),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn a_use_is_stamped_on_its_entry_and_keeps_everything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exec-approvals.json");
+        std::fs::write(
+            &path,
+            r#"{"version": 1, "socket": {"path": "/x.sock"},
+                "agents": {"main": {"autoAllowSkills": true, "allowlist": [
+                    {"pattern": "ls", "lastUsedAt": null, "note": "kept"},
+                    {"id": "b", "pattern": "ls", "argPattern": "^-l$"}]}}}"#,
+        )
+        .unwrap();
+        let used = |at, command: &str| Use {
+            at,
+            command: Some(command.to_owned()),
+            resolved_path: Some("/usr/bin/ls".to_owned()),
+        };
+        let first = Entry {
+            pattern: "ls".into(),
+            ..Entry::default()
+        };
+        record_use(&path, &first, used(2000, "ls")).unwrap();
+        // An older use (a write that finished late) does not go back in time.
+        record_use(&path, &first, used(1000, "ls old")).unwrap();
+        let second = Entry {
+            id: Some("b".into()),
+            ..Entry::default()
+        };
+        record_use(&path, &second, used(3000, "ls -l")).unwrap();
+        // An entry edited away stays away.
+        record_use(&path, &entry("gone"), used(4000, "gone")).unwrap();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let list = &v["agents"]["main"]["allowlist"];
+        assert_eq!(list.as_array().unwrap().len(), 2, "{v}");
+        assert_eq!(list[0]["lastUsedAt"], 2000);
+        assert_eq!(list[0]["lastUsedCommand"], "ls");
+        assert_eq!(list[0]["lastResolvedPath"], "/usr/bin/ls");
+        assert_eq!(list[0]["note"], "kept");
+        assert_eq!(list[1]["lastUsedAt"], 3000);
+        assert_eq!(list[1]["argPattern"], "^-l$");
+        assert_eq!(v["agents"]["main"]["autoAllowSkills"], true);
+        assert_eq!(v["socket"]["path"], "/x.sock");
+    }
+
+    /// Writers in parallel (separate opens, as two gateways or the CLI would): each takes the
+    /// lock and re-reads, so no entry and no stamp is lost.
+    #[test]
+    fn parallel_writers_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exec-approvals.json");
+        add_entry(&path, entry("hot")).unwrap();
+        let started = std::time::Instant::now();
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let path = &path;
+                scope.spawn(move || {
+                    for n in 0..10 {
+                        add_entry(path, entry(&format!("t{t}-{n}"))).unwrap();
+                        let at = 1_000 + t * 100 + n;
+                        let used = Use {
+                            at,
+                            command: None,
+                            resolved_path: None,
+                        };
+                        record_use(path, &entry("hot"), used).unwrap();
+                    }
+                });
+            }
+        });
+        // 80 locked read-modify-replace cycles, each with two fsyncs.
+        eprintln!(
+            "80 approvals file updates: {:?} each",
+            started.elapsed() / 80
+        );
+        let e = load(&path).unwrap().effective();
+        assert_eq!(e.allowlist.len(), 41);
+        assert_eq!(e.allowlist[0].last_used_at, Some(1_309));
+        for t in 0..4 {
+            for n in 0..10 {
+                let pattern = format!("t{t}-{n}");
+                assert!(
+                    e.allowlist.iter().any(|x| x.pattern == pattern),
+                    "{pattern}"
+                );
+            }
+        }
+    }
+
+    /// A writer killed at any moment of a replace (often between writing the new file and
+    /// renaming it: the fsyncs take most of the time) leaves the old document or the new one,
+    /// never a torn one; the next replace removes the temporary file it left.
+    #[test]
+    fn a_writer_killed_mid_replace_leaves_a_whole_file() {
+        const CHILD: &str = "CLAWFORT_TEST_APPROVALS_WRITER";
+        let used = |at| Use {
+            at,
+            command: Some("x".repeat(4096)),
+            resolved_path: None,
+        };
+        if let Some(path) = std::env::var_os(CHILD) {
+            // The child: stamps as fast as it can until it is killed (or 10 s pass).
+            let started = std::time::Instant::now();
+            let base = crate::approvals::unix_ms() * 1000;
+            let mut n = 0;
+            while started.elapsed() < std::time::Duration::from_secs(10) {
+                n += 1;
+                record_use(Path::new(&path), &entry("e0"), used(base + n)).unwrap();
+            }
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exec-approvals.json");
+        for n in 0..50 {
+            add_entry(&path, entry(&format!("e{n}"))).unwrap();
+        }
+        let temporary = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".tmp")
+                })
+                .count()
+        };
+        let (mut last, mut left) = (0, 0);
+        for round in 0..20 {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "approvals::file::tests::a_writer_killed_mid_replace_leaves_a_whole_file",
+                    "--exact",
+                    "--test-threads=1",
+                ])
+                .env(CHILD, &path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20 + round * 7));
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let doc = load(&path).unwrap().effective();
+            assert_eq!(doc.allowlist.len(), 50, "round {round}");
+            let at = doc.allowlist[0].last_used_at.unwrap_or(0);
+            assert!(at >= last, "round {round}: went back from {last} to {at}");
+            last = at;
+            left += temporary();
+        }
+        assert!(last > 0, "no child ever wrote: the test proves nothing");
+        eprintln!("20 writers killed; {left} temporary files seen left behind");
+        record_use(&path, &entry("e1"), used(1)).unwrap();
+        assert_eq!(temporary(), 0, "the next replace removes what a crash left");
     }
 }

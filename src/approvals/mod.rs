@@ -22,6 +22,9 @@
 //!   same case: the timeout. Two clawfort rules bound it: in a turn holding untrusted content
 //!   no answer is always a denial (the taint rule needs a human, and a prompt-injected
 //!   command must not run because nobody was looking), and `/deny` is always a denial.
+//! - An allowlist entry that lets a command run gets `lastUsedAt` (and `lastUsedCommand`,
+//!   `lastResolvedPath`) stamped in the file ([`file::record_use`]), beside the run rather
+//!   than before it; a failed write is logged and does not stop the command.
 
 pub mod cli;
 pub mod command;
@@ -210,19 +213,25 @@ impl Approvals {
 
     /// The policy's decision for `command` in `workdir`. `tainted`: the turn's context holds
     /// untrusted content, and `on-miss` counts as `always` (a clawfort extension).
+    /// When an allowlist entry is what lets the command run, its use is recorded in the file.
     pub fn decide(&self, command: &str, workdir: &Path, tainted: bool) -> Decision {
         let policy = match self.policy(command, workdir, tainted) {
             Ok(policy) => policy,
             Err(why) => return Decision::Deny(why),
         };
-        match decide(policy.security, policy.ask, policy.matched.is_some()) {
+        let decision = decide(policy.security, policy.ask, policy.matched.is_some());
+        if decision == Decision::Run && policy.security == ExecSecurity::Allowlist {
+            self.record_use(command, policy.matched);
+        }
+        match decision {
             Decision::Ask(_) => Decision::Ask(policy.fallback),
             other => other,
         }
     }
 
     /// Settles a question nobody answered in time, by `askFallback` as the file says now
-    /// (an edit during the wait counts, a file broken since denies).
+    /// (an edit during the wait counts, a file broken since denies). Runs by the allowlist
+    /// are recorded like [`Approvals::decide`]'s.
     pub fn unanswered(&self, command: &str, workdir: &Path, tainted: bool) -> Unanswered {
         let policy = match self.policy(command, workdir, tainted) {
             Ok(policy) => policy,
@@ -241,7 +250,10 @@ impl Approvals {
             Fallback::Allowlist if policy.matched.is_none() => Unanswered::Deny(
                 "askFallback \"allowlist\" and the command matches no allowlist entry".to_owned(),
             ),
-            Fallback::Allowlist => Unanswered::Run(Fallback::Allowlist),
+            Fallback::Allowlist => {
+                self.record_use(command, policy.matched);
+                Unanswered::Run(Fallback::Allowlist)
+            }
             Fallback::Full => Unanswered::Run(Fallback::Full),
         }
     }
@@ -287,6 +299,40 @@ impl Approvals {
                 .is_none_or(|p| command::arg_pattern_matches(p, &simple, text, workdir))
         })?;
         Some((entry, resolved))
+    }
+
+    /// Stamps the use on the entry that let `command` run. The text is kept (redacted)
+    /// unless the entry binds a hash of it (as OpenClaw leaves it out of such entries). A
+    /// failed write is logged: the bookkeeping never stops an allowed command.
+    fn record_use(&self, command: &str, matched: Option<(file::Entry, Option<command::Resolved>)>) {
+        let Some((entry, resolved)) = matched else {
+            return;
+        };
+        let hashed = entry
+            .arg_pattern
+            .as_deref()
+            .is_some_and(|p| p.starts_with("sha256:"));
+        let used = file::Use {
+            at: unix_ms(),
+            command: (!hashed).then(|| self.0.redactor.redact(command).into_owned()),
+            resolved_path: resolved.map(|r| r.real.to_string_lossy().into_owned()),
+        };
+        let path = self.0.path.clone();
+        let write = move || {
+            if let Err(e) = file::record_use(&path, &entry, used) {
+                tracing::warn!(
+                    "exec approvals: the allowlist entry `{}` let a command run, but its \
+                     lastUsedAt was not recorded: {e}",
+                    entry.pattern
+                );
+            }
+        };
+        // In the gateway the command does not wait for the write (its two fsyncs cost
+        // several milliseconds, as much as a confined run); without a runtime it is inline.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(write)),
+            Err(_) => write(),
+        }
     }
 
     /// Asks the approvers about `command` and waits for the answer or the timeout. Dropping
@@ -660,6 +706,67 @@ mod tests {
             panic!("a bad askFallback must deny");
         };
         assert!(why.contains("`deny`, `allowlist`, `full`"), "{why}");
+    }
+
+    #[test]
+    fn a_run_by_the_allowlist_stamps_its_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path();
+        let file = dir.path().join(FILE_NAME);
+        std::fs::write(
+            &file,
+            r#"{"agents": {"main": {"allowlist": [{"pattern": "ls"}, {"pattern": "sh"}]}}}"#,
+        )
+        .unwrap();
+        let stamps = || {
+            let doc = file::load(&file).unwrap().effective();
+            doc.allowlist
+                .iter()
+                .map(|e| (e.last_used_at, e.last_used_command.clone()))
+                .collect::<Vec<_>>()
+        };
+        let a = approvals(dir.path(), ExecSecurity::Allowlist, ExecAsk::OnMiss);
+        let before = unix_ms();
+        assert_eq!(a.decide("ls -la", ws, false), Decision::Run);
+        let (at, command) = stamps()[0].clone();
+        assert!(
+            at.is_some_and(|at| at >= before && at <= unix_ms()),
+            "{at:?}"
+        );
+        assert_eq!(command.as_deref(), Some("ls -la"));
+        // What the stamp costs each allowlisted command (the file is replaced each time).
+        let started = std::time::Instant::now();
+        for _ in 0..10 {
+            a.decide("ls -la", ws, false);
+        }
+        let stamped = started.elapsed() / 10;
+        let started = std::time::Instant::now();
+        for _ in 0..10 {
+            a.decide("ls; x", ws, false);
+        }
+        eprintln!(
+            "a decision: {stamped:?} with its lastUsedAt write, {:?} without",
+            started.elapsed() / 10
+        );
+        assert_eq!(stamps()[1], (None, None));
+        // Asked about (a miss, or untrusted content): nothing let it run, nothing is stamped.
+        assert!(matches!(a.decide("sh -c x", ws, true), Decision::Ask(_)));
+        assert_eq!(stamps()[1], (None, None));
+        // Under `full` the allowlist is not what lets a command run.
+        let full = approvals(dir.path(), ExecSecurity::Full, ExecAsk::Off);
+        assert_eq!(full.decide("sh -c x", ws, false), Decision::Run);
+        assert_eq!(stamps()[1], (None, None));
+        // A file that cannot be written does not stop the command.
+        let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o500);
+        std::fs::set_permissions(dir.path(), perms.clone()).unwrap();
+        let writable = std::fs::File::create(dir.path().join("probe")).is_ok();
+        assert_eq!(a.decide("sh x", ws, false), Decision::Run);
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
+        std::fs::set_permissions(dir.path(), perms).unwrap();
+        if !writable {
+            assert_eq!(stamps()[1], (None, None));
+        }
     }
 
     #[tokio::test]

@@ -555,3 +555,154 @@ async fn ask_fallback_allowlist_runs_only_a_match_and_a_bad_value_denies_naming_
     assert_eq!(logged(&s, "touch matched.txt")[0]["approval"], "fallback");
     assert_eq!(logged(&s, "mkdir missed")[0]["approval"], "timed_out");
 }
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The approvals file once `ready` holds of it (the stamp is written beside the run), within
+/// 5 s.
+async fn file_once(s: &Setup, ready: impl Fn(&Value) -> bool) -> Value {
+    let path = s.gw.path().join("exec-approvals.json");
+    for _ in 0..100 {
+        let file = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        if let Some(file) = file.filter(&ready) {
+            return file;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{} never got there: {:?}",
+        path.display(),
+        std::fs::read_to_string(&path)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_lets_a_command_run_is_stamped_and_listed() {
+    if !runnable("approvals::an_entry_that_lets_a_command_run_is_stamped_and_listed") {
+        return;
+    }
+    let allowlist = r#"{"version": 1, "socket": {"path": "/x.sock"},
+        "agents": {"main": {"autoAllowSkills": true, "allowlist": [
+            {"id": "t", "pattern": "touch", "lastUsedAt": null, "lastUsedCommand": null}]}}}"#;
+    let s = Setup::start("on-miss", Some(allowlist)).await;
+    let run = |args: &[&str]| tokio::task::block_in_place(|| cli(s.gw.path(), args));
+
+    let before = now_ms();
+    s.say(OWNER, "touch used.txt", OWNER, "[exit code 0]").await;
+    let file = file_once(&s, |f| {
+        f["agents"]["main"]["allowlist"][0]["lastUsedAt"].is_u64()
+    })
+    .await;
+    let entry = &file["agents"]["main"]["allowlist"][0];
+    let at = entry["lastUsedAt"].as_u64().unwrap();
+    assert!(at >= before && at <= now_ms(), "{entry}");
+    assert_eq!(entry["lastUsedCommand"], "touch used.txt");
+    assert!(
+        entry["lastResolvedPath"]
+            .as_str()
+            .unwrap()
+            .ends_with("/touch"),
+        "{entry}"
+    );
+    assert_eq!(entry["id"], "t");
+    assert_eq!(file["agents"]["main"]["autoAllowSkills"], true);
+    assert_eq!(file["socket"]["path"], "/x.sock");
+
+    // `clawfort approvals list` shows it.
+    let out = run(&["approvals", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("  touch\n    last used 20") && text.contains(": touch used.txt ("),
+        "{text}"
+    );
+    let out = run(&["approvals", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["allowlist"][0]["lastUsedAt"], at, "{list}");
+
+    // An "always" entry binds a hash of the text: stamped, without the text.
+    let (id, before) = s.asked("mkdir -p made").await;
+    s.say(
+        OWNER,
+        &format!("/approve {id} always"),
+        OWNER,
+        "added to the allowlist",
+    )
+    .await;
+    s.next(OWNER, before, "[exit code 0]").await;
+    s.say(OWNER, "mkdir -p made", OWNER, "[exit code 0]").await;
+    let file = file_once(&s, |f| {
+        f["agents"]["main"]["allowlist"][1]["lastUsedAt"].is_u64()
+    })
+    .await;
+    let always = &file["agents"]["main"]["allowlist"][1];
+    assert_eq!(always["source"], "allow-always", "{file}");
+    assert!(always.get("lastUsedCommand").is_none(), "{file}");
+    let text = String::from_utf8_lossy(&run(&["approvals", "list"]).stdout).into_owned();
+    assert!(
+        text.contains("(one exact command in one workdir)"),
+        "{text}"
+    );
+
+    // A hostile stamp: every command is denied, naming the field; the CLI warns.
+    std::fs::write(
+        s.gw.path().join("exec-approvals.json"),
+        r#"{"agents": {"main": {"allowlist": [{"pattern": "touch", "lastUsedAt": "x"}]}}}"#,
+    )
+    .unwrap();
+    let reply = s.say(OWNER, "touch bad.txt", OWNER, "not run").await;
+    assert!(
+        reply.contains("agents.main.allowlist[0].lastUsedAt"),
+        "{reply}"
+    );
+    assert!(!s.workspace("bad.txt").exists());
+    let out = run(&["approvals", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("allowlist[0].lastUsedAt"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sessions_approved_always_at_once_both_stay_in_the_allowlist() {
+    if !runnable("approvals::two_sessions_approved_always_at_once_both_stay_in_the_allowlist") {
+        return;
+    }
+    let allowlist = r#"{"version": 1, "agents": {"main": {"allowlist": [{"pattern": "ls"}]}}}"#;
+    let s = Setup::start("on-miss", Some(allowlist)).await;
+    let before = s.sent(OWNER).len();
+    let friend_before = s.sent(FRIEND).len();
+    s.telegram.push(private_text(OWNER, "touch one.txt"));
+    s.telegram.push(private_text(FRIEND, "touch two.txt"));
+    let one = s.next(OWNER, before, "Command: touch one.txt").await;
+    let two = s.next(OWNER, before, "Command: touch two.txt").await;
+    let id = |prompt: &str| prompt.lines().next().unwrap()["Exec approval ".len()..].to_owned();
+    // Both answers in one batch: the two entries are written at the same moment.
+    s.telegram.push(private_text(
+        OWNER,
+        &format!("/approve {} always", id(&one)),
+    ));
+    s.telegram.push(private_text(
+        OWNER,
+        &format!("/approve {} always", id(&two)),
+    ));
+    s.next(OWNER, before, "[exit code 0]").await;
+    s.next(FRIEND, friend_before, "[exit code 0]").await;
+    let file = file_once(&s, |f| {
+        f["agents"]["main"]["allowlist"]
+            .as_array()
+            .is_some_and(|a| a.len() == 3)
+    })
+    .await;
+    let entries = file["agents"]["main"]["allowlist"].as_array().unwrap();
+    assert_eq!(entries[0]["pattern"], "ls");
+    assert!(entries[1..].iter().all(|e| e["source"] == "allow-always"));
+    assert!(s.workspace("one.txt").exists() && s.workspace("two.txt").exists());
+}
