@@ -22,6 +22,10 @@ use crate::pairing::atomic;
 /// The agent clawfort runs (OpenClaw's default agent id).
 pub const AGENT: &str = "main";
 
+/// The most an approvals document may hold. It is read at every command; OpenClaw's files are
+/// a few KiB, and this leaves room for thousands of entries.
+pub const MAX_BYTES: u64 = 1 << 20;
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Document {
     #[serde(default = "version")]
@@ -128,19 +132,20 @@ pub enum FileError {
 
 /// The document at `path`; an empty one when the file does not exist.
 pub fn load(path: &Path) -> Result<Document, FileError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Document::default()),
-        Err(source) => {
+    let invalid = |message: String| FileError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    let text = match read(path) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Ok(Document::default()),
+        Err(Refused(message)) => return Err(invalid(message)),
+        Err(Io(source)) => {
             return Err(FileError::Read {
                 path: path.to_owned(),
                 source,
             })
         }
-    };
-    let invalid = |message: String| FileError::Invalid {
-        path: path.to_owned(),
-        message,
     };
     let doc: Document =
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
@@ -148,6 +153,46 @@ pub fn load(path: &Path) -> Result<Document, FileError> {
     // Check the agent's section now, so a bad entry is reported, not skipped.
     agent_policy(&doc).map_err(|e| invalid(format!("agents.{AGENT}.{}", located(&e))))?;
     Ok(doc)
+}
+
+enum ReadError {
+    Io(std::io::Error),
+    /// Not something to parse: why.
+    Refused(String),
+}
+use ReadError::{Io, Refused};
+
+/// The file's text; `None` when it does not exist. Only a regular file of at most
+/// [`MAX_BYTES`]: opened without blocking (a FIFO put there would hang every decision) and
+/// read no further than the cap (a link to `/dev/zero` would fill the memory).
+fn read(path: &Path) -> Result<Option<String>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Io(e)),
+    };
+    if !file.metadata().map_err(Io)?.is_file() {
+        return Err(Refused("it is not a regular file".to_owned()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Io)?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return Err(Refused(format!(
+            "it is larger than {} KiB, more than an approvals document holds",
+            MAX_BYTES / 1024
+        )));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| Refused("it is not UTF-8 text".to_owned()))
 }
 
 /// A parse error with the field it is about: `defaults.askFallback: unknown variant ...`
@@ -362,6 +407,37 @@ mod tests {
         let e = load(&path).unwrap().effective();
         assert_eq!(e.ask_fallback, Some(ExecSecurity::Full));
         assert_eq!(e.allowlist[0].last_used_at, None);
+    }
+
+    #[test]
+    fn a_huge_a_deep_or_a_special_file_is_refused_quickly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exec-approvals.json");
+        let started = std::time::Instant::now();
+        let refused = |want: &str| {
+            let e = load(&path).unwrap_err().to_string();
+            assert!(e.contains("exec-approvals.json") && e.contains(want), "{e}");
+        };
+        std::fs::write(&path, " ".repeat(MAX_BYTES as usize + 1)).unwrap();
+        refused("larger than 1024 KiB");
+        std::fs::write(&path, r#"{"x":"#.repeat(100_000)).unwrap();
+        refused("recursion limit");
+        std::fs::write(&path, b"{\"version\": 1, \"x\": \"\xff\"}").unwrap();
+        refused("not UTF-8");
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        refused("not a regular file");
+        std::fs::remove_file(&path).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        refused("not a regular file");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     fn entry(pattern: &str) -> Entry {
