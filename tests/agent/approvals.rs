@@ -505,6 +505,17 @@ async fn ask_fallback_full_runs_what_nobody_answered_but_never_a_denial_or_an_un
         entries[0]["approval"].as_str().unwrap().to_owned()
     };
     assert_eq!(approval("touch silent.txt"), "fallback");
+    let out = tokio::task::block_in_place(|| cli(s.gw.path(), &["logs", "--tools"]));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.lines().next().unwrap().contains(" APPROVAL "),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.ends_with("touch silent.txt"))
+        .unwrap();
+    assert!(row.contains(" fallback "), "{table}");
     assert_eq!(logged(&s, "touch silent.txt")[0]["status"], "exited");
     assert_eq!(approval("touch denied.txt"), "denied");
     assert_eq!(approval("touch friend.txt"), "timed_out");
