@@ -237,6 +237,18 @@ mod tests {
     }
 
     #[test]
+    fn ask_fallback_is_pointed_to_the_approvals_file() {
+        let e = parse(r#"{ tools: { exec: { security: "allowlist", askFallback: "full" } } }"#)
+            .unwrap_err();
+        assert!(
+            e.contains("tools.exec.askFallback")
+                && e.contains("defaults.askFallback")
+                && !e.contains("did you mean"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn telegram_exec_approvals_are_read() {
         let c = parse(
             r#"{ channels: { telegram: { execApprovals: { enabled: "auto", approvers: [42, "43"] } } } }"#,
