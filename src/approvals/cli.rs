@@ -4,16 +4,20 @@
 //!
 //! The questions live in the gateway's memory, beside the turn that waits for them, so the
 //! API (authenticated, rate limited, on loopback) answers at once and says whether the
-//! question still existed; a file the gateway watched would answer neither.
+//! question still existed; a file the gateway watched would answer neither. `list` also
+//! shows the allowlist of `exec-approvals.json`, read from the state directory, with when
+//! each entry last let a command run.
 
-use super::unix_ms;
+use std::path::Path;
+
+use super::{file, unix_ms, FILE_NAME};
 use crate::config::Config;
 use crate::gateway_client::{error_text, GatewayClient};
 use crate::target::Target;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ApprovalsCommand {
-    /// List the commands waiting for an answer.
+    /// List the commands waiting for an answer, and the allowlist with each entry's last use.
     List {
         /// Print the gateway's JSON answer.
         #[arg(long)]
@@ -68,9 +72,20 @@ pub fn run(target: Target, command: ApprovalsCommand) -> anyhow::Result<()> {
             error_text(&body)
         );
     }
-    let answer: serde_json::Value = serde_json::from_slice(&body)?;
+    let mut answer: serde_json::Value = serde_json::from_slice(&body)?;
+    let allowlist = || {
+        let path = target.paths.state_dir.join(FILE_NAME);
+        let entries = file::load(&path).map(|doc| doc.effective().allowlist);
+        if let Err(e) = &entries {
+            eprintln!("warning: {e} (every command that needs it is denied until it is fixed)");
+        }
+        (path, entries.ok())
+    };
     match command {
         ApprovalsCommand::List { json: true } => {
+            if let (_, Some(entries)) = allowlist() {
+                answer["allowlist"] = serde_json::to_value(entries)?;
+            }
             println!("{}", serde_json::to_string_pretty(&answer)?);
         }
         ApprovalsCommand::List { json: false } => {
@@ -92,10 +107,51 @@ pub fn run(target: Target, command: ApprovalsCommand) -> anyhow::Result<()> {
                     field("sessionKey")
                 );
             }
+            if let (path, Some(entries)) = allowlist() {
+                print!("{}", allowlist_text(&path, &entries));
+            }
         }
         _ => println!("{}", answer["result"].as_str().unwrap_or_default()),
     }
     Ok(())
+}
+
+/// The allowlist, one entry a line: its pattern, what its `argPattern` allows, and its last
+/// use (`lastUsedAt`, with the command and the executable when the file has them).
+fn allowlist_text(path: &Path, entries: &[file::Entry]) -> String {
+    if entries.is_empty() {
+        return format!("\nNo allowlist entry in {}.\n", path.display());
+    }
+    let mut out = format!("\nAllowlist ({}, agents.main):\n", path.display());
+    for e in entries {
+        let args = match e.arg_pattern.as_deref() {
+            None => String::new(),
+            Some(p) if p.starts_with(super::command::EXACT_PREFIX) => {
+                "  (one exact command in one workdir)".to_owned()
+            }
+            Some(p) => format!("  args /{p}/"),
+        };
+        let used = match e.last_used_at.and_then(|ms| i64::try_from(ms).ok()) {
+            None => "never used by clawfort".to_owned(),
+            Some(ms) => {
+                let at = jiff::Timestamp::from_millisecond(ms)
+                    .map_or_else(|_| format!("{ms} ms"), |t| t.to_string());
+                let what = e
+                    .last_used_command
+                    .as_deref()
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default();
+                let exe = e
+                    .last_resolved_path
+                    .as_deref()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default();
+                format!("last used {at}{what}{exe}")
+            }
+        };
+        out.push_str(&format!("  {}{args}\n    {used}\n", e.pattern));
+    }
+    out
 }
 
 /// An id as the gateway makes them: letters and digits only (it goes into a URL path).

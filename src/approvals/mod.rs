@@ -11,9 +11,20 @@
 //!   posts the prompt for the approvers' channel and waits. `/approve <id>` (once),
 //!   `/approve <id> always` (once, and an allowlist entry binding that exact command text and
 //!   workdir) and `/deny <id>` answer it ([`Approvals::answer`]), in the chat or through
-//!   `clawfort approvals`. No answer within `tools.exec.approvalTimeoutSeconds` is a denial.
-//!   A question whose turn ended (stopped, timed out) is gone: a late answer does nothing and
-//!   says so.
+//!   `clawfort approvals`. A question whose turn ended (stopped, timed out) is gone: a late
+//!   answer does nothing and says so.
+//! - No answer within `tools.exec.approvalTimeoutSeconds` is settled by the file's
+//!   `askFallback` ([`Approvals::unanswered`], [`Fallback`]), read again at that moment:
+//!   `deny` (the default) refuses, `allowlist` runs the command only if an entry matches it,
+//!   `full` runs it; never beyond the security policy (the stricter of the two counts).
+//!   clawfort always has an approver (`clawfort approvals` answers through the local API, even
+//!   when no chat can carry the prompt), so "nobody reachable" and "nobody answered" are the
+//!   same case: the timeout. Two clawfort rules bound it: in a turn holding untrusted content
+//!   no answer is always a denial (the taint rule needs a human, and a prompt-injected
+//!   command must not run because nobody was looking), and `/deny` is always a denial.
+//! - An allowlist entry that lets a command run gets `lastUsedAt` (and `lastUsedCommand`,
+//!   `lastResolvedPath`) stamped in the file ([`file::record_use`]), beside the run rather
+//!   than before it; a failed write is logged and does not stop the command.
 
 pub mod cli;
 pub mod command;
@@ -64,7 +75,61 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Run,
-    Ask,
+    /// Ask an approver; a question nobody answers comes to the [`Fallback`].
+    Ask(Fallback),
+    Deny(String),
+}
+
+/// What a question nobody answered comes to: `askFallback`, bounded by the security policy
+/// and by the turn's taint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// A denial (`askFallback` `deny`, or omitted).
+    Deny,
+    /// A denial whatever `askFallback` says: the turn holds untrusted content.
+    Untrusted,
+    /// Run if an allowlist entry matches.
+    Allowlist,
+    /// Run.
+    Full,
+}
+
+impl Fallback {
+    /// `askFallback` (`None`: omitted, which is `deny`), no looser than `security`, and a
+    /// denial in a tainted turn.
+    fn new(security: ExecSecurity, ask_fallback: Option<ExecSecurity>, tainted: bool) -> Self {
+        if tainted {
+            return Self::Untrusted;
+        }
+        match ask_fallback.unwrap_or(ExecSecurity::Deny).min(security) {
+            ExecSecurity::Deny => Self::Deny,
+            ExecSecurity::Allowlist => Self::Allowlist,
+            ExecSecurity::Full => Self::Full,
+        }
+    }
+
+    /// What the approver's prompt says of silence.
+    fn describe(self, timeout: Duration) -> String {
+        let secs = timeout.as_secs();
+        match self {
+            Self::Deny | Self::Untrusted => format!("No answer within {secs} s denies it."),
+            Self::Allowlist => format!(
+                "No answer within {secs} s runs it only if the allowlist then matches it \
+                 (askFallback \"allowlist\")."
+            ),
+            Self::Full => {
+                format!("No answer within {secs} s runs it anyway (askFallback \"full\").")
+            }
+        }
+    }
+}
+
+/// How a question nobody answered was settled ([`Approvals::unanswered`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unanswered {
+    /// Run it: `askFallback` says so (`allowlist` with a match, or `full`).
+    Run(Fallback),
+    /// Why not.
     Deny(String),
 }
 
@@ -151,12 +216,56 @@ impl Approvals {
 
     /// The policy's decision for `command` in `workdir`. `tainted`: the turn's context holds
     /// untrusted content, and `on-miss` counts as `always` (a clawfort extension).
+    /// When an allowlist entry is what lets the command run, its use is recorded in the file.
     pub fn decide(&self, command: &str, workdir: &Path, tainted: bool) -> Decision {
-        let doc = match file::load(&self.0.path) {
-            Ok(doc) => doc,
-            Err(e) => return Decision::Deny(e.to_string()),
+        let policy = match self.policy(command, workdir, tainted) {
+            Ok(policy) => policy,
+            Err(why) => return Decision::Deny(why),
         };
-        let file = doc.effective();
+        let decision = decide(policy.security, policy.ask, policy.matched.is_some());
+        if decision == Decision::Run && policy.security == ExecSecurity::Allowlist {
+            self.record_use(command, policy.matched);
+        }
+        match decision {
+            Decision::Ask(_) => Decision::Ask(policy.fallback),
+            other => other,
+        }
+    }
+
+    /// Settles a question nobody answered in time, by `askFallback` as the file says now
+    /// (an edit during the wait counts, a file broken since denies). Runs by the allowlist
+    /// are recorded like [`Approvals::decide`]'s.
+    pub fn unanswered(&self, command: &str, workdir: &Path, tainted: bool) -> Unanswered {
+        let policy = match self.policy(command, workdir, tainted) {
+            Ok(policy) => policy,
+            Err(why) => return Unanswered::Deny(why),
+        };
+        match policy.fallback {
+            Fallback::Deny if policy.security == ExecSecurity::Deny => Unanswered::Deny(
+                "exec is denied by the approvals policy (security \"deny\")".to_owned(),
+            ),
+            Fallback::Deny => Unanswered::Deny("askFallback \"deny\"".to_owned()),
+            Fallback::Untrusted => Unanswered::Deny(
+                "the turn holds untrusted content, where no answer is always a denial \
+                 whatever askFallback says"
+                    .to_owned(),
+            ),
+            Fallback::Allowlist if policy.matched.is_none() => Unanswered::Deny(
+                "askFallback \"allowlist\" and the command matches no allowlist entry".to_owned(),
+            ),
+            Fallback::Allowlist => {
+                self.record_use(command, policy.matched);
+                Unanswered::Run(Fallback::Allowlist)
+            }
+            Fallback::Full => Unanswered::Run(Fallback::Full),
+        }
+    }
+
+    /// The file, read now, applied to `tools.exec` and the turn's taint, for `command`.
+    fn policy(&self, command: &str, workdir: &Path, tainted: bool) -> Result<Applied, String> {
+        let file = file::load(&self.0.path)
+            .map_err(|e| e.to_string())?
+            .effective();
         let security = file
             .security
             .map_or(self.0.security, |s| s.min(self.0.security));
@@ -164,17 +273,24 @@ impl Approvals {
         if tainted && ask == ExecAsk::OnMiss {
             ask = ExecAsk::Always;
         }
-        let matched = self.allowlisted(&file.allowlist, command, workdir);
-        decide(security, ask, matched)
+        Ok(Applied {
+            security,
+            ask,
+            fallback: Fallback::new(security, file.ask_fallback, tainted),
+            matched: self.allowed_by(file.allowlist, command, workdir),
+        })
     }
 
-    /// Whether an entry of `allowlist` matches the command.
-    fn allowlisted(&self, allowlist: &[file::Entry], text: &str, workdir: &Path) -> bool {
-        let Some(simple) = command::simple(text) else {
-            return false;
-        };
+    /// The first entry of `allowlist` that matches the command, and where its executable is.
+    fn allowed_by(
+        &self,
+        allowlist: Vec<file::Entry>,
+        text: &str,
+        workdir: &Path,
+    ) -> Option<(file::Entry, Option<command::Resolved>)> {
+        let simple = command::simple(text)?;
         let resolved = command::resolve(simple.program, workdir);
-        allowlist.iter().any(|entry| {
+        let entry = allowlist.into_iter().find(|entry| {
             command::pattern_matches(
                 &entry.pattern,
                 &simple,
@@ -184,12 +300,53 @@ impl Approvals {
                 .arg_pattern
                 .as_deref()
                 .is_none_or(|p| command::arg_pattern_matches(p, &simple, text, workdir))
-        })
+        })?;
+        Some((entry, resolved))
+    }
+
+    /// Stamps the use on the entry that let `command` run. The text is kept (redacted)
+    /// unless the entry binds a hash of it (as OpenClaw leaves it out of such entries). A
+    /// failed write is logged: the bookkeeping never stops an allowed command.
+    fn record_use(&self, command: &str, matched: Option<(file::Entry, Option<command::Resolved>)>) {
+        let Some((entry, resolved)) = matched else {
+            return;
+        };
+        let hashed = entry
+            .arg_pattern
+            .as_deref()
+            .is_some_and(|p| p.starts_with("sha256:"));
+        let used = file::Use {
+            at: unix_ms(),
+            command: (!hashed).then(|| self.0.redactor.redact(command).into_owned()),
+            resolved_path: resolved.map(|r| r.real.to_string_lossy().into_owned()),
+        };
+        let path = self.0.path.clone();
+        let write = move || {
+            if let Err(e) = file::record_use(&path, &entry, used) {
+                tracing::warn!(
+                    "exec approvals: the allowlist entry `{}` let a command run, but its \
+                     lastUsedAt was not recorded: {e}",
+                    entry.pattern
+                );
+            }
+        };
+        // In the gateway the command does not wait for the write (its two fsyncs cost
+        // several milliseconds, as much as a confined run); without a runtime it is inline.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(write)),
+            Err(_) => write(),
+        }
     }
 
     /// Asks the approvers about `command` and waits for the answer or the timeout. Dropping
     /// the future (the turn stopped) withdraws the question.
-    pub async fn ask(&self, command: &str, workdir: &Path, session_key: &str) -> Verdict {
+    pub async fn ask(
+        &self,
+        command: &str,
+        workdir: &Path,
+        session_key: &str,
+        fallback: Fallback,
+    ) -> Verdict {
         let (tx, rx) = oneshot::channel();
         let now = unix_ms();
         let view = PendingView {
@@ -207,7 +364,7 @@ impl Approvals {
             workdir.display(),
             view.command
         );
-        let text = prompt(&view, self.0.timeout);
+        let text = prompt(&view, &fallback.describe(self.0.timeout));
         // Registered before anyone can read the prompt and answer it.
         self.0
             .pending
@@ -226,7 +383,7 @@ impl Approvals {
                 by,
             },
             Ok(Err(_)) | Err(_) => {
-                tracing::info!("exec approval {id} timed out: denied");
+                tracing::info!("exec approval {id} timed out");
                 Verdict::TimedOut
             }
         }
@@ -282,7 +439,7 @@ impl Approvals {
             pattern,
             arg_pattern: Some(command::exact_arg_pattern(text, workdir)),
             source: Some("allow-always".to_owned()),
-            rest: serde_json::Map::new(),
+            ..file::Entry::default()
         };
         file::add_entry(&self.0.path, entry).map_err(|e| e.to_string())
     }
@@ -295,16 +452,25 @@ fn rememberable(command: &str) -> bool {
     command::simple(command).is_some_and(|s| !s.program.contains('/'))
 }
 
+/// The policy applied to one command: [`Approvals::policy`].
+struct Applied {
+    security: ExecSecurity,
+    ask: ExecAsk,
+    fallback: Fallback,
+    matched: Option<(file::Entry, Option<command::Resolved>)>,
+}
+
 /// OpenClaw's rule: `always` asks; `on-miss` asks about a miss under `allowlist`; otherwise
-/// `allowlist` runs matches only and `full` everything.
+/// `allowlist` runs matches only and `full` everything. (An `Ask` carries [`Fallback::Deny`]
+/// here; [`Approvals::decide`] puts in the file's.)
 fn decide(security: ExecSecurity, ask: ExecAsk, matched: bool) -> Decision {
     match (security, ask) {
         (ExecSecurity::Deny, _) => {
             Decision::Deny("exec is denied by the approvals policy (security \"deny\")".to_owned())
         }
-        (_, ExecAsk::Always) => Decision::Ask,
+        (_, ExecAsk::Always) => Decision::Ask(Fallback::Deny),
         (ExecSecurity::Allowlist, _) if matched => Decision::Run,
-        (ExecSecurity::Allowlist, ExecAsk::OnMiss) => Decision::Ask,
+        (ExecSecurity::Allowlist, ExecAsk::OnMiss) => Decision::Ask(Fallback::Deny),
         (ExecSecurity::Allowlist, ExecAsk::Off) => Decision::Deny(
             "the command matches no allowlist entry (security \"allowlist\", ask \"off\"); \
              only a command of plain words whose executable an entry names can match"
@@ -328,8 +494,9 @@ impl Drop for Withdraw<'_> {
     }
 }
 
-/// The message an approver gets: everything needed to judge, and how to answer.
-fn prompt(view: &PendingView, timeout: Duration) -> String {
+/// The message an approver gets: everything needed to judge, how to answer, and what
+/// silence does (`silence`).
+fn prompt(view: &PendingView, silence: &str) -> String {
     let id = &view.id;
     let always = if view.can_always {
         format!(", /approve {id} always to also allow this exact command here from now on")
@@ -338,11 +505,10 @@ fn prompt(view: &PendingView, timeout: Duration) -> String {
     };
     format!(
         "Exec approval {id}\nCommand: {}\nWorkdir: {}\nSession: {}\n\nReply /approve {id} to \
-         run it once{always}, or /deny {id}. No answer within {} s denies it.",
+         run it once{always}, or /deny {id}. {silence}",
         view.command,
         view.workdir.display(),
         view.session_key,
-        timeout.as_secs()
     )
 }
 
@@ -389,12 +555,18 @@ mod tests {
         assert!(matches!(decide(Deny, Always, true), Decision::Deny(_)));
         assert_eq!(decide(Full, Off, false), Decision::Run);
         assert_eq!(decide(Full, OnMiss, false), Decision::Run);
-        assert_eq!(decide(Full, Always, true), Decision::Ask);
+        assert_eq!(decide(Full, Always, true), Decision::Ask(Fallback::Deny));
         assert_eq!(decide(Allowlist, Off, true), Decision::Run);
         assert!(matches!(decide(Allowlist, Off, false), Decision::Deny(_)));
         assert_eq!(decide(Allowlist, OnMiss, true), Decision::Run);
-        assert_eq!(decide(Allowlist, OnMiss, false), Decision::Ask);
-        assert_eq!(decide(Allowlist, Always, true), Decision::Ask);
+        assert_eq!(
+            decide(Allowlist, OnMiss, false),
+            Decision::Ask(Fallback::Deny)
+        );
+        assert_eq!(
+            decide(Allowlist, Always, true),
+            Decision::Ask(Fallback::Deny)
+        );
     }
 
     #[test]
@@ -410,20 +582,194 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.decide("ls -la", ws, false), Decision::Run);
-        assert_eq!(a.decide("ls; touch pwned", ws, false), Decision::Ask);
-        assert_eq!(a.decide("ls && touch pwned", ws, false), Decision::Ask);
-        assert_eq!(a.decide("ls $(touch pwned)", ws, false), Decision::Ask);
-        assert_eq!(a.decide("touch pwned", ws, false), Decision::Ask);
+        assert_eq!(
+            a.decide("ls; touch pwned", ws, false),
+            Decision::Ask(Fallback::Deny)
+        );
+        assert_eq!(
+            a.decide("ls && touch pwned", ws, false),
+            Decision::Ask(Fallback::Deny)
+        );
+        assert_eq!(
+            a.decide("ls $(touch pwned)", ws, false),
+            Decision::Ask(Fallback::Deny)
+        );
+        assert_eq!(
+            a.decide("touch pwned", ws, false),
+            Decision::Ask(Fallback::Deny)
+        );
         // Untrusted content in the turn: on-miss asks even about a match.
-        assert_eq!(a.decide("ls -la", ws, true), Decision::Ask);
+        assert_eq!(
+            a.decide("ls -la", ws, true),
+            Decision::Ask(Fallback::Untrusted)
+        );
         // The file cannot loosen the config.
         let strict = approvals(dir.path(), ExecSecurity::Allowlist, ExecAsk::Always);
-        assert_eq!(strict.decide("ls", ws, false), Decision::Ask);
+        assert_eq!(
+            strict.decide("ls", ws, false),
+            Decision::Ask(Fallback::Deny)
+        );
         std::fs::write(dir.path().join(FILE_NAME), "{ not json").unwrap();
         let Decision::Deny(why) = a.decide("ls", ws, false) else {
             panic!("a broken file must deny");
         };
         assert!(why.contains(FILE_NAME), "{why}");
+    }
+
+    #[test]
+    fn ask_fallback_never_passes_security_or_the_taint_rule() {
+        use ExecSecurity::*;
+        assert_eq!(Fallback::new(Full, None, false), Fallback::Deny);
+        assert_eq!(Fallback::new(Full, Some(Full), false), Fallback::Full);
+        assert_eq!(
+            Fallback::new(Full, Some(Allowlist), false),
+            Fallback::Allowlist
+        );
+        assert_eq!(
+            Fallback::new(Allowlist, Some(Full), false),
+            Fallback::Allowlist
+        );
+        assert_eq!(Fallback::new(Deny, Some(Full), false), Fallback::Deny);
+        assert_eq!(Fallback::new(Full, Some(Full), true), Fallback::Untrusted);
+    }
+
+    #[test]
+    fn no_answer_is_settled_by_the_file_as_it_is_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path();
+        let file = dir.path().join(FILE_NAME);
+        let write = |fallback: &str| {
+            std::fs::write(
+                &file,
+                format!(
+                    r#"{{"defaults": {{"askFallback": "{fallback}"}},
+                        "agents": {{"main": {{"allowlist": [{{"pattern": "ls"}}]}}}}}}"#
+                ),
+            )
+            .unwrap()
+        };
+        let full = approvals(dir.path(), ExecSecurity::Full, ExecAsk::Always);
+        let allowlist = approvals(dir.path(), ExecSecurity::Allowlist, ExecAsk::Always);
+        let denied = |u: Unanswered, want: &str| match u {
+            Unanswered::Deny(why) => assert!(why.contains(want), "{why}"),
+            run => panic!("{run:?}, wanted a denial with {want:?}"),
+        };
+        // No file, no askFallback: a denial.
+        denied(full.unanswered("ls", ws, false), "askFallback \"deny\"");
+        write("full");
+        assert_eq!(
+            full.decide("touch x", ws, false),
+            Decision::Ask(Fallback::Full)
+        );
+        assert_eq!(
+            full.unanswered("touch x", ws, false),
+            Unanswered::Run(Fallback::Full)
+        );
+        // `full` under `allowlist` security is `allowlist`: only a match runs.
+        assert_eq!(
+            allowlist.decide("touch x", ws, false),
+            Decision::Ask(Fallback::Allowlist)
+        );
+        denied(
+            allowlist.unanswered("touch x", ws, false),
+            "matches no allowlist entry",
+        );
+        denied(
+            allowlist.unanswered("ls; touch x", ws, false),
+            "matches no allowlist entry",
+        );
+        assert_eq!(
+            allowlist.unanswered("ls -l", ws, false),
+            Unanswered::Run(Fallback::Allowlist)
+        );
+        // A turn holding untrusted content: silence is a denial, whatever the file says.
+        assert_eq!(
+            full.decide("ls", ws, true),
+            Decision::Ask(Fallback::Untrusted)
+        );
+        denied(full.unanswered("ls", ws, true), "untrusted content");
+        // The file is read again when the wait ends: tightened, or broken, it denies.
+        write("deny");
+        denied(
+            full.unanswered("touch x", ws, false),
+            "askFallback \"deny\"",
+        );
+        std::fs::write(
+            &file,
+            r#"{"defaults": {"askFallback": "full", "security": "deny"}}"#,
+        )
+        .unwrap();
+        denied(full.unanswered("touch x", ws, false), "security \"deny\"");
+        std::fs::write(&file, r#"{"defaults": {"askFallback": "yes"}}"#).unwrap();
+        denied(
+            full.unanswered("touch x", ws, false),
+            "defaults.askFallback",
+        );
+        let Decision::Deny(why) = full.decide("touch x", ws, false) else {
+            panic!("a bad askFallback must deny");
+        };
+        assert!(why.contains("`deny`, `allowlist`, `full`"), "{why}");
+    }
+
+    #[test]
+    fn a_run_by_the_allowlist_stamps_its_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path();
+        let file = dir.path().join(FILE_NAME);
+        std::fs::write(
+            &file,
+            r#"{"agents": {"main": {"allowlist": [{"pattern": "ls"}, {"pattern": "sh"}]}}}"#,
+        )
+        .unwrap();
+        let stamps = || {
+            let doc = file::load(&file).unwrap().effective();
+            doc.allowlist
+                .iter()
+                .map(|e| (e.last_used_at, e.last_used_command.clone()))
+                .collect::<Vec<_>>()
+        };
+        let a = approvals(dir.path(), ExecSecurity::Allowlist, ExecAsk::OnMiss);
+        let before = unix_ms();
+        assert_eq!(a.decide("ls -la", ws, false), Decision::Run);
+        let (at, command) = stamps()[0].clone();
+        assert!(
+            at.is_some_and(|at| at >= before && at <= unix_ms()),
+            "{at:?}"
+        );
+        assert_eq!(command.as_deref(), Some("ls -la"));
+        // What the stamp costs each allowlisted command (the file is replaced each time).
+        let started = std::time::Instant::now();
+        for _ in 0..10 {
+            a.decide("ls -la", ws, false);
+        }
+        let stamped = started.elapsed() / 10;
+        let started = std::time::Instant::now();
+        for _ in 0..10 {
+            a.decide("ls; x", ws, false);
+        }
+        eprintln!(
+            "a decision: {stamped:?} with its lastUsedAt write, {:?} without",
+            started.elapsed() / 10
+        );
+        assert_eq!(stamps()[1], (None, None));
+        // Asked about (a miss, or untrusted content): nothing let it run, nothing is stamped.
+        assert!(matches!(a.decide("sh -c x", ws, true), Decision::Ask(_)));
+        assert_eq!(stamps()[1], (None, None));
+        // Under `full` the allowlist is not what lets a command run.
+        let full = approvals(dir.path(), ExecSecurity::Full, ExecAsk::Off);
+        assert_eq!(full.decide("sh -c x", ws, false), Decision::Run);
+        assert_eq!(stamps()[1], (None, None));
+        // A file that cannot be written does not stop the command.
+        let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o500);
+        std::fs::set_permissions(dir.path(), perms.clone()).unwrap();
+        let writable = std::fs::File::create(dir.path().join("probe")).is_ok();
+        assert_eq!(a.decide("sh x", ws, false), Decision::Run);
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
+        std::fs::set_permissions(dir.path(), perms).unwrap();
+        if !writable {
+            assert_eq!(stamps()[1], (None, None));
+        }
     }
 
     #[tokio::test]
@@ -432,7 +778,7 @@ mod tests {
         let a = approvals(dir.path(), ExecSecurity::Allowlist, ExecAsk::OnMiss);
         let waiting = {
             let a = a.clone();
-            tokio::spawn(async move { a.ask("ls", Path::new("/ws"), "s").await })
+            tokio::spawn(async move { a.ask("ls", Path::new("/ws"), "s", Fallback::Deny).await })
         };
         let prompt = a.prompts().next().await.text;
         let id = a.pending()[0].id.clone();
@@ -464,9 +810,12 @@ mod tests {
             Duration::from_millis(50),
             Redactor::default(),
         );
-        assert_eq!(a.ask("ls", Path::new("/ws"), "s").await, Verdict::TimedOut);
+        assert_eq!(
+            a.ask("ls", Path::new("/ws"), "s", Fallback::Deny).await,
+            Verdict::TimedOut
+        );
         assert!(a.pending().is_empty());
-        let asked = a.ask("ls; rm x", Path::new("/ws"), "s");
+        let asked = a.ask("ls; rm x", Path::new("/ws"), "s", Fallback::Deny);
         let id = tokio::select! {
             _ = asked => unreachable!(),
             id = async { tokio::task::yield_now().await; a.pending()[0].id.clone() } => id,
@@ -483,7 +832,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = approvals(dir.path(), ExecSecurity::Allowlist, ExecAsk::Always);
         for command in ["./build.sh", "ls; rm x", "/usr/bin/ls"] {
-            let waiting = a.ask(command, dir.path(), "s");
+            let waiting = a.ask(command, dir.path(), "s", Fallback::Deny);
             tokio::pin!(waiting);
             tokio::select! {
                 _ = &mut waiting => unreachable!(),

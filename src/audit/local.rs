@@ -18,6 +18,7 @@ pub fn check(paths: &Paths, config: &Config) -> Vec<Finding> {
     agent(config, &mut findings);
     host_exec(config, &mut findings);
     exec_approvals(config, &mut findings);
+    exec_approvals_file(paths, config, &mut findings);
     findings
 }
 
@@ -168,6 +169,49 @@ fn exec_approvals(config: &Config, findings: &mut Vec<Finding>) {
          each command the allowlist does not match), or ask to \"always\"; check what ran with \
          `clawfort logs --tools`",
     ));
+}
+
+/// `exec-approvals.json` as the gateway reads it at each command: one that does not load
+/// denies every command; `askFallback: "full"` (under security `"full"`) runs what nobody
+/// answered, so asking approves nothing while nobody is watching.
+fn exec_approvals_file(paths: &Paths, config: &Config, findings: &mut Vec<Finding>) {
+    if config.exec.security == ExecSecurity::Deny || !config.tools.offers("exec") {
+        return;
+    }
+    let path = paths.state_dir.join(crate::approvals::FILE_NAME);
+    let file = match crate::approvals::file::load(&path) {
+        Ok(doc) => doc.effective(),
+        Err(e) => {
+            return findings.push(Finding::new(
+                "exec.approvals.file_invalid",
+                Severity::Warn,
+                "the exec approvals file cannot be used: every command is denied",
+                e.to_string(),
+                "fix what the error names, or remove the file",
+            ))
+        }
+    };
+    let security = file
+        .security
+        .map_or(config.exec.security, |s| s.min(config.exec.security));
+    if file
+        .ask_fallback
+        .is_some_and(|f| f.min(security) == ExecSecurity::Full)
+    {
+        findings.push(Finding::new(
+            "exec.approvals.fallback_full",
+            Severity::Warn,
+            "a command nobody approves in time runs anyway",
+            format!(
+                "askFallback is \"full\" in {}: a question unanswered for {} s runs its \
+                 command (a turn holding untrusted content excepted)",
+                path.display(),
+                config.exec.approval_timeout_secs
+            ),
+            "set askFallback to \"deny\" (or remove it), or to \"allowlist\" to run only what \
+             the allowlist matches",
+        ));
+    }
 }
 
 /// With `tools.exec.security` `"allowlist"` or `"full"`: whether this kernel can confine host
@@ -518,6 +562,31 @@ mod tests {
         assert!(approvals("{}").is_empty());
         let denied = r#"tools: { exec: { security: "full" }, deny: ["exec"] }"#;
         assert!(approvals(&format!("{{ {off}, {denied} }}")).is_empty());
+    }
+
+    #[test]
+    fn the_approvals_file_is_judged_as_the_gateway_reads_it() {
+        use crate::config::{Config, EnvSource};
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::paths::Paths::in_dir(dir.path());
+        let ids = |security: &str, file: &str| {
+            std::fs::write(dir.path().join(crate::approvals::FILE_NAME), file).unwrap();
+            let text = format!(r#"{{ tools: {{ exec: {{ security: "{security}" }} }} }}"#);
+            let config = Config::parse(&text, &EnvSource::default()).unwrap();
+            let mut findings = Vec::new();
+            super::exec_approvals_file(&paths, &config, &mut findings);
+            findings.iter().map(|f| f.check_id).collect::<Vec<_>>()
+        };
+        let full = r#"{"defaults": {"askFallback": "full"}}"#;
+        assert_eq!(ids("full", full), ["exec.approvals.fallback_full"]);
+        // Held to "allowlist" by the security policy: only matches run.
+        assert!(ids("allowlist", full).is_empty());
+        assert!(ids("full", r#"{"defaults": {"askFallback": "allowlist"}}"#).is_empty());
+        assert!(ids("deny", full).is_empty());
+        assert_eq!(
+            ids("full", r#"{"defaults": {"askFallback": "yes"}}"#),
+            ["exec.approvals.file_invalid"]
+        );
     }
 
     #[test]

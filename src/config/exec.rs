@@ -6,7 +6,8 @@
 //! commands the allowlist in `exec-approvals.json` matches run; see `approvals`), `full`
 //! (every command runs) and every `ask` (`off`, `on-miss`, `always`). A command that needs
 //! approval pauses the turn until an approver answers or `tools.exec.approvalTimeoutSeconds`
-//! (a clawfort extension) passes, which is a denial. `mode: "auto"` (a reviewer model) is
+//! (a clawfort extension) passes, which is a denial unless the approvals file's `askFallback`
+//! says otherwise (OpenClaw has that key only there). `mode: "auto"` (a reviewer model) is
 //! refused at start. Where an allowed command runs follows `agents.defaults.sandbox.mode`: in
 //! the Docker sandbox for the sessions it covers ([`crate::sandbox`]), on the host, confined
 //! by Landlock ([`crate::confine`]), for the others.
@@ -58,7 +59,7 @@ pub struct ExecConfig {
     /// deadline still applies.
     pub timeout_secs: Option<u64>,
     /// `tools.exec.approvalTimeoutSeconds` (clawfort): how long a command waits for an
-    /// approver; no answer is a denial.
+    /// approver; then `askFallback` decides (a denial by default).
     pub approval_timeout_secs: u64,
 }
 
@@ -233,6 +234,18 @@ mod tests {
         );
         let e = parse(r#"{ tools: { exec: { mode: "ask", ask: "off" } } }"#).unwrap_err();
         assert!(e.contains("tools.exec.ask"), "{e}");
+    }
+
+    #[test]
+    fn ask_fallback_is_pointed_to_the_approvals_file() {
+        let e = parse(r#"{ tools: { exec: { security: "allowlist", askFallback: "full" } } }"#)
+            .unwrap_err();
+        assert!(
+            e.contains("tools.exec.askFallback")
+                && e.contains("defaults.askFallback")
+                && !e.contains("did you mean"),
+            "{e}"
+        );
     }
 
     #[test]

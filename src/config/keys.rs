@@ -174,6 +174,14 @@ fn unknown(node: &KeyTree, key: &str, at: &str) -> ConfigError {
              each provider there",
         );
     }
+    if key == "askFallback" {
+        // OpenClaw keeps it in the approvals document only.
+        return ConfigError::key(
+            at,
+            "askFallback is not an openclaw.json key: it is read from \
+             ~/.openclaw/exec-approvals.json; set `defaults.askFallback` there",
+        );
+    }
     let names = node.names();
     let parent = at.strip_suffix(key).unwrap_or("");
     let hint = match did_you_mean(key, &names) {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::log::{Approval, Execution, Place, Status};
 use super::{Call, Tool, ToolFuture, ToolOutput};
-use crate::approvals::{Approvals, Decision, Verdict};
+use crate::approvals::{Approvals, Decision, Fallback, Unanswered, Verdict};
 use crate::config::SandboxMode;
 use crate::confine::{Ending, Host, Outcome, Policy, OUTPUT_CAP};
 use crate::sandbox::{is_sandboxed, Sandbox};
@@ -166,7 +166,11 @@ impl ExecTool {
         match decision {
             Decision::Run => Ok((Approval::None, String::new())),
             Decision::Deny(why) => Err((format!("not run: {why}"), Approval::None)),
-            Decision::Ask => match self.approvals.ask(command, workdir, session).await {
+            Decision::Ask(fallback) => match self
+                .approvals
+                .ask(command, workdir, session, fallback)
+                .await
+            {
                 Verdict::Approved { always, by } => {
                     tracing::info!("exec: running a command {by} approved");
                     let note = if always {
@@ -180,14 +184,47 @@ impl ExecTool {
                     format!("not run: the approver ({by}) denied this command"),
                     Approval::Denied,
                 )),
-                Verdict::TimedOut => Err((
-                    format!(
-                        "not run: no approver answered within {} s, which counts as a denial",
-                        self.approvals.timeout().as_secs()
-                    ),
-                    Approval::TimedOut,
-                )),
+                Verdict::TimedOut => self.unanswered(command, workdir, tainted).await,
             },
+        }
+    }
+
+    /// A question nobody answered in time: `askFallback` settles it.
+    async fn unanswered(
+        &self,
+        command: &str,
+        workdir: &Path,
+        tainted: bool,
+    ) -> Result<(Approval, String), (String, Approval)> {
+        let secs = self.approvals.timeout().as_secs();
+        let (approvals, text, dir) = (
+            self.approvals.clone(),
+            command.to_owned(),
+            workdir.to_owned(),
+        );
+        let settled =
+            tokio::task::spawn_blocking(move || approvals.unanswered(&text, &dir, tainted))
+                .await
+                .unwrap_or_else(|e| Unanswered::Deny(format!("the approvals check failed: {e}")));
+        match settled {
+            Unanswered::Run(fallback) => {
+                let how = match fallback {
+                    Fallback::Allowlist => "askFallback \"allowlist\" and an allowlist entry match",
+                    _ => "askFallback \"full\"",
+                };
+                tracing::info!("exec: no approver answered within {secs} s; running it: {how}");
+                Ok((
+                    Approval::Fallback,
+                    format!("\n[no approver answered within {secs} s; it ran by {how}]"),
+                ))
+            }
+            Unanswered::Deny(why) => Err((
+                format!(
+                    "not run: no approver answered within {secs} s, which counts as a denial \
+                     ({why})"
+                ),
+                Approval::TimedOut,
+            )),
         }
     }
 

@@ -85,8 +85,9 @@ struct Setup {
     config: String,
 }
 
-/// The gateway's config: the fake model and Telegram, `ask`, a `timeout` for approvals.
-fn config(ask: &str, timeout: u64, model: &Fake, telegram: &Telegram) -> String {
+/// The gateway's config: the fake model and Telegram, `security`, `ask`, a `timeout` for
+/// approvals.
+fn config(security: &str, ask: &str, timeout: u64, model: &Fake, telegram: &Telegram) -> String {
     format!(
         r#"{{
           gateway: {{ port: PORT }},
@@ -95,7 +96,7 @@ fn config(ask: &str, timeout: u64, model: &Fake, telegram: &Telegram) -> String 
             models: [{{ id: "m1" }}],
           }} }} }},
           agents: {{ defaults: {{ model: "fake/m1", sandbox: {{ mode: "off" }} }} }},
-          tools: {{ exec: {{ security: "allowlist", ask: "{ask}",
+          tools: {{ exec: {{ security: "{security}", ask: "{ask}",
                              approvalTimeoutSeconds: {timeout} }} }},
           channels: {{ telegram: {{
             botToken: "${{TELEGRAM_BOT_TOKEN}}", apiRoot: "{}", dmPolicy: "allowlist",
@@ -110,14 +111,15 @@ fn config(ask: &str, timeout: u64, model: &Fake, telegram: &Telegram) -> String 
 
 impl Setup {
     async fn start(ask: &str, allowlist: Option<&str>) -> Self {
-        Self::start_with(ask, allowlist, 2).await
+        Self::start_with("allowlist", ask, allowlist, 2).await
     }
 
-    /// `timeout`: `approvalTimeoutSeconds`.
-    async fn start_with(ask: &str, allowlist: Option<&str>, timeout: u64) -> Self {
+    /// `tools.exec.security` `security`, `ask` `ask` and `approvalTimeoutSeconds`
+    /// `timeout`; `allowlist`: the approvals file.
+    async fn start_with(security: &str, ask: &str, allowlist: Option<&str>, timeout: u64) -> Self {
         let model = Fake::start(script).await;
         let telegram = Telegram::start(BOT_TOKEN).await;
-        let config = config(ask, timeout, &model, &telegram);
+        let config = config(security, ask, timeout, &model, &telegram);
         let dir = state_dir(Some(&config.replace("PORT", "1")));
         append_env(
             dir.path(),
@@ -459,7 +461,7 @@ async fn a_crash_during_an_approval_wait_runs_nothing() {
         return;
     }
     let allowlist = r#"{"version": 1, "agents": {"main": {"allowlist": [{"pattern": "ls"}]}}}"#;
-    let s = Setup::start_with("on-miss", Some(allowlist), 60).await;
+    let s = Setup::start_with("allowlist", "on-miss", Some(allowlist), 60).await;
     let cli = |s: &Setup, args: &[&str]| tokio::task::block_in_place(|| cli(s.gw.path(), args));
 
     // The gateway writes the approvals file itself first: an "always" answer.
@@ -548,4 +550,296 @@ async fn a_crash_during_an_approval_wait_runs_nothing() {
         "it was not asked again: {:?}",
         s.sent(OWNER)
     );
+}
+
+/// The execution log's entries for `command`, in order.
+fn logged(s: &Setup, command: &str) -> Vec<Value> {
+    std::fs::read_to_string(s.gw.path().join("logs/tools.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["target"] == command)
+        .collect()
+}
+
+/// The last message to the owner about approval `id`.
+fn prompt_of(s: &Setup, id: &str) -> String {
+    s.sent(OWNER)
+        .into_iter()
+        .rfind(|m| m.starts_with(&format!("Exec approval {id}")))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_fallback_full_runs_what_nobody_answered_but_never_a_denial_or_an_untrusted_turn() {
+    if !runnable(
+        "approvals::ask_fallback_full_runs_what_nobody_answered_but_never_a_denial_or_an_untrusted_turn",
+    ) {
+        return;
+    }
+    let file = r#"{"version": 1, "defaults": {"askFallback": "full"}}"#;
+    let s = Setup::start_with("full", "always", Some(file), 2).await;
+
+    // Nobody answers: the prompt said what silence does, and the command runs.
+    let (id, before) = s.asked("touch silent.txt").await;
+    let prompt = prompt_of(&s, &id);
+    assert!(
+        prompt.contains("No answer within 2 s runs it anyway (askFallback \"full\")"),
+        "{prompt}"
+    );
+    let reply = s.next(OWNER, before, "[exit code 0]").await;
+    assert!(
+        reply.contains("no approver answered within 2 s; it ran by askFallback \"full\""),
+        "{reply}"
+    );
+    assert!(s.workspace("silent.txt").exists());
+
+    // An explicit /deny is a denial, also once the timeout has passed.
+    let (id, before) = s.asked("touch denied.txt").await;
+    s.say(
+        OWNER,
+        &format!("/deny {id}"),
+        OWNER,
+        "Denied: touch denied.txt",
+    )
+    .await;
+    let reply = s.next(OWNER, before, "not run").await;
+    assert!(reply.contains("denied this command"), "{reply}");
+
+    // Someone else's message is untrusted content: silence denies, whatever askFallback says.
+    let before = s.sent(OWNER).len();
+    let friend_before = s.sent(FRIEND).len();
+    s.telegram.push(private_text(FRIEND, "touch friend.txt"));
+    let prompt = s.next(OWNER, before, "Exec approval ").await;
+    assert!(
+        prompt.contains("No answer within 2 s denies it."),
+        "{prompt}"
+    );
+    let reply = s.next(FRIEND, friend_before, "not run").await;
+    assert!(
+        reply.contains("no approver answered within 2 s") && reply.contains("untrusted content"),
+        "{reply}"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(!s.workspace("denied.txt").exists());
+    assert!(!s.workspace("friend.txt").exists());
+
+    // The execution log says what happened to each.
+    let approval = |command: &str| {
+        let entries = logged(&s, command);
+        assert_eq!(entries.len(), 1, "{command}: {entries:?}");
+        entries[0]["approval"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(approval("touch silent.txt"), "fallback");
+    let out = tokio::task::block_in_place(|| cli(s.gw.path(), &["logs", "--tools"]));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.lines().next().unwrap().contains(" APPROVAL "),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.ends_with("touch silent.txt"))
+        .unwrap();
+    assert!(row.contains(" fallback "), "{table}");
+    assert_eq!(logged(&s, "touch silent.txt")[0]["status"], "exited");
+    assert_eq!(approval("touch denied.txt"), "denied");
+    assert_eq!(approval("touch friend.txt"), "timed_out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_fallback_allowlist_runs_only_a_match_and_a_bad_value_denies_naming_it() {
+    if !runnable(
+        "approvals::ask_fallback_allowlist_runs_only_a_match_and_a_bad_value_denies_naming_it",
+    ) {
+        return;
+    }
+    let file = |fallback: &str| {
+        format!(
+            r#"{{"version": 1, "defaults": {{"askFallback": "{fallback}"}},
+                "agents": {{"main": {{"allowlist": [{{"pattern": "touch"}}]}}}}}}"#
+        )
+    };
+    // `full` in the file is held to `tools.exec.security` "allowlist".
+    let s = Setup::start_with("allowlist", "always", Some(&file("full")), 2).await;
+
+    let (id, before) = s.asked("touch matched.txt").await;
+    let prompt = prompt_of(&s, &id);
+    assert!(
+        prompt.contains("runs it only if the allowlist then matches it"),
+        "{prompt}"
+    );
+    let reply = s.next(OWNER, before, "[exit code 0]").await;
+    assert!(reply.contains("askFallback \"allowlist\""), "{reply}");
+    assert!(s.workspace("matched.txt").exists());
+
+    let (_, before) = s.asked("mkdir missed").await;
+    let reply = s.next(OWNER, before, "not run").await;
+    assert!(reply.contains("matches no allowlist entry"), "{reply}");
+    assert!(!s.workspace("missed").exists());
+
+    // A hostile value: every command is denied, with the field and the values it takes.
+    let path = s.gw.path().join("exec-approvals.json");
+    std::fs::write(&path, file("yes")).unwrap();
+    let reply = s.say(OWNER, "touch bad.txt", OWNER, "not run").await;
+    assert!(
+        reply.contains("defaults.askFallback")
+            && reply.contains("`deny`, `allowlist`, `full`")
+            && reply.contains("exec-approvals.json"),
+        "{reply}"
+    );
+    assert!(!s.workspace("bad.txt").exists());
+    assert_eq!(logged(&s, "touch matched.txt")[0]["approval"], "fallback");
+    assert_eq!(logged(&s, "mkdir missed")[0]["approval"], "timed_out");
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The approvals file once `ready` holds of it (the stamp is written beside the run), within
+/// 5 s.
+async fn file_once(s: &Setup, ready: impl Fn(&Value) -> bool) -> Value {
+    let path = s.gw.path().join("exec-approvals.json");
+    for _ in 0..100 {
+        let file = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        if let Some(file) = file.filter(&ready) {
+            return file;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{} never got there: {:?}",
+        path.display(),
+        std::fs::read_to_string(&path)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_lets_a_command_run_is_stamped_and_listed() {
+    if !runnable("approvals::an_entry_that_lets_a_command_run_is_stamped_and_listed") {
+        return;
+    }
+    let allowlist = r#"{"version": 1, "socket": {"path": "/x.sock"},
+        "agents": {"main": {"autoAllowSkills": true, "allowlist": [
+            {"id": "t", "pattern": "touch", "lastUsedAt": null, "lastUsedCommand": null}]}}}"#;
+    let s = Setup::start("on-miss", Some(allowlist)).await;
+    let run = |args: &[&str]| tokio::task::block_in_place(|| cli(s.gw.path(), args));
+
+    let before = now_ms();
+    s.say(OWNER, "touch used.txt", OWNER, "[exit code 0]").await;
+    let file = file_once(&s, |f| {
+        f["agents"]["main"]["allowlist"][0]["lastUsedAt"].is_u64()
+    })
+    .await;
+    let entry = &file["agents"]["main"]["allowlist"][0];
+    let at = entry["lastUsedAt"].as_u64().unwrap();
+    assert!(at >= before && at <= now_ms(), "{entry}");
+    assert_eq!(entry["lastUsedCommand"], "touch used.txt");
+    assert!(
+        entry["lastResolvedPath"]
+            .as_str()
+            .unwrap()
+            .ends_with("/touch"),
+        "{entry}"
+    );
+    assert_eq!(entry["id"], "t");
+    assert_eq!(file["agents"]["main"]["autoAllowSkills"], true);
+    assert_eq!(file["socket"]["path"], "/x.sock");
+
+    // `clawfort approvals list` shows it.
+    let out = run(&["approvals", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("  touch\n    last used 20") && text.contains(": touch used.txt ("),
+        "{text}"
+    );
+    let out = run(&["approvals", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["allowlist"][0]["lastUsedAt"], at, "{list}");
+
+    // An "always" entry binds a hash of the text: stamped, without the text.
+    let (id, before) = s.asked("mkdir -p made").await;
+    s.say(
+        OWNER,
+        &format!("/approve {id} always"),
+        OWNER,
+        "added to the allowlist",
+    )
+    .await;
+    s.next(OWNER, before, "[exit code 0]").await;
+    s.say(OWNER, "mkdir -p made", OWNER, "[exit code 0]").await;
+    let file = file_once(&s, |f| {
+        f["agents"]["main"]["allowlist"][1]["lastUsedAt"].is_u64()
+    })
+    .await;
+    let always = &file["agents"]["main"]["allowlist"][1];
+    assert_eq!(always["source"], "allow-always", "{file}");
+    assert!(always.get("lastUsedCommand").is_none(), "{file}");
+    let text = String::from_utf8_lossy(&run(&["approvals", "list"]).stdout).into_owned();
+    assert!(
+        text.contains("(one exact command in one workdir)"),
+        "{text}"
+    );
+
+    // A hostile stamp: every command is denied, naming the field; the CLI warns.
+    std::fs::write(
+        s.gw.path().join("exec-approvals.json"),
+        r#"{"agents": {"main": {"allowlist": [{"pattern": "touch", "lastUsedAt": "x"}]}}}"#,
+    )
+    .unwrap();
+    let reply = s.say(OWNER, "touch bad.txt", OWNER, "not run").await;
+    assert!(
+        reply.contains("agents.main.allowlist[0].lastUsedAt"),
+        "{reply}"
+    );
+    assert!(!s.workspace("bad.txt").exists());
+    let out = run(&["approvals", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("allowlist[0].lastUsedAt"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sessions_approved_always_at_once_both_stay_in_the_allowlist() {
+    if !runnable("approvals::two_sessions_approved_always_at_once_both_stay_in_the_allowlist") {
+        return;
+    }
+    let allowlist = r#"{"version": 1, "agents": {"main": {"allowlist": [{"pattern": "ls"}]}}}"#;
+    let s = Setup::start("on-miss", Some(allowlist)).await;
+    let before = s.sent(OWNER).len();
+    let friend_before = s.sent(FRIEND).len();
+    s.telegram.push(private_text(OWNER, "touch one.txt"));
+    s.telegram.push(private_text(FRIEND, "touch two.txt"));
+    let one = s.next(OWNER, before, "Command: touch one.txt").await;
+    let two = s.next(OWNER, before, "Command: touch two.txt").await;
+    let id = |prompt: &str| prompt.lines().next().unwrap()["Exec approval ".len()..].to_owned();
+    // Both answers in one batch: the two entries are written at the same moment.
+    s.telegram.push(private_text(
+        OWNER,
+        &format!("/approve {} always", id(&one)),
+    ));
+    s.telegram.push(private_text(
+        OWNER,
+        &format!("/approve {} always", id(&two)),
+    ));
+    s.next(OWNER, before, "[exit code 0]").await;
+    s.next(FRIEND, friend_before, "[exit code 0]").await;
+    let file = file_once(&s, |f| {
+        f["agents"]["main"]["allowlist"]
+            .as_array()
+            .is_some_and(|a| a.len() == 3)
+    })
+    .await;
+    let entries = file["agents"]["main"]["allowlist"].as_array().unwrap();
+    assert_eq!(entries[0]["pattern"], "ls");
+    assert!(entries[1..].iter().all(|e| e["source"] == "allow-always"));
+    assert!(s.workspace("one.txt").exists() && s.workspace("two.txt").exists());
 }

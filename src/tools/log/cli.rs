@@ -94,7 +94,7 @@ fn select(file: &Path, filter: &Filter) -> anyhow::Result<Vec<Entry>> {
 
 /// One row per entry, oldest first; the target last, as it is the longest.
 fn table(entries: &[Entry]) -> String {
-    let rows: Vec<[String; 8]> = entries
+    let rows: Vec<[String; 9]> = entries
         .iter()
         .map(|e| {
             [
@@ -102,6 +102,7 @@ fn table(entries: &[Entry]) -> String {
                 e.session.clone(),
                 e.tool.clone(),
                 e.place.map_or("-".to_owned(), |p| p.to_string()),
+                e.approval.to_string(),
                 e.status.to_string(),
                 format!("{} ms", e.duration_ms),
                 e.bytes_out.to_string(),
@@ -110,7 +111,7 @@ fn table(entries: &[Entry]) -> String {
         })
         .collect();
     let header = [
-        "TIME", "SESSION", "TOOL", "WHERE", "STATUS", "DURATION", "BYTES", "TARGET",
+        "TIME", "SESSION", "TOOL", "WHERE", "APPROVAL", "STATUS", "DURATION", "BYTES", "TARGET",
     ];
     let mut widths = header.map(str::len);
     for row in &rows {

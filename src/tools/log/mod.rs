@@ -77,8 +77,24 @@ pub enum Approval {
     Approved,
     /// An approver refused it.
     Denied,
-    /// Nobody answered in time, which is a denial.
+    /// Nobody answered in time, and it was denied.
     TimedOut,
+    /// Nobody answered in time, and it ran: the approvals file's `askFallback` (`allowlist`
+    /// with a matching entry, or `full`) said so.
+    Fallback,
+}
+
+impl std::fmt::Display for Approval {
+    /// The JSON name; `-` when no approver was involved.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "-",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::TimedOut => "timed_out",
+            Self::Fallback => "fallback",
+        })
+    }
 }
 
 /// How a call ended.
