@@ -422,6 +422,28 @@ impl<'a> RoundTrip<'a> {
             .collect())
     }
 
+    /// What of `secrets` or the gateway token reached the model in any request so far: the
+    /// number of requests, and one line per leak.
+    pub(crate) fn leaks(
+        &self,
+        secrets: &Secrets,
+        gateway_token: &str,
+    ) -> Result<(usize, Vec<String>)> {
+        let bodies: Vec<String> = self
+            .completions()?
+            .into_iter()
+            .map(|request| request["body"].to_string())
+            .collect();
+        let mut leaks = Vec::new();
+        if let Some(secret) = bodies.iter().find_map(|body| secrets.found_in(body)) {
+            leaks.push(format!("{secret} is in a request the model received"));
+        }
+        if bodies.iter().any(|body| body.contains(gateway_token)) {
+            leaks.push("the gateway token is in a request the model received".to_owned());
+        }
+        Ok((bodies.len(), leaks))
+    }
+
     /// Chat completion requests the model fake received.
     pub(crate) fn completions(&self) -> Result<Vec<Value>> {
         Ok(self

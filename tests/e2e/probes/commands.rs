@@ -116,14 +116,22 @@ impl Attempt {
 }
 
 pub fn rogue_commands_contained(ctx: &Ctx) -> Result<String> {
+    with_config_restored(ctx, run)
+}
+
+/// Runs a probe that reconfigures the gateway (`run`, with the fakes' script and secrets),
+/// restores the config whatever happened, so later probes meet the gateway setup left, and
+/// redacts what it says: the report is public, passing or failing.
+pub(crate) fn with_config_restored(
+    ctx: &Ctx,
+    run: impl FnOnce(&Ctx, &Script, &Secrets) -> Result<String>,
+) -> Result<String> {
     let script = Script::read(&ctx.testbed.fakes)?;
     let secrets = Secrets {
         key: &script.model.api_key,
         token: &script.telegram.token,
     };
-    // The report is public: whatever this probe says, passing or failing, is redacted.
     let outcome = run(ctx, &script, &secrets);
-    // Restored whatever happened, so later probes meet the gateway setup left.
     let restored = restore_config(ctx);
     match (outcome, restored) {
         (Ok(detail), Ok(())) => Ok(secrets.redact(&format!("{detail}; config restored"))),
@@ -255,17 +263,8 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
         ));
     }
 
-    let bodies: Vec<String> = chat
-        .completions()?
-        .into_iter()
-        .map(|request| request["body"].to_string())
-        .collect();
-    if let Some(secret) = bodies.iter().find_map(|body| secrets.found_in(body)) {
-        broken.push(format!("{secret} is in a request the model received"));
-    }
-    if bodies.iter().any(|body| body.contains(&gateway_token)) {
-        broken.push("the gateway token is in a request the model received".to_owned());
-    }
+    let (requests, leaks) = chat.leaks(secrets, &gateway_token)?;
+    broken.extend(leaks);
     ctx.admin.check_root(&format!(
         "find {home}/.openclaw/sandboxes -name '{nonce}-*' -delete"
     ))?;
@@ -283,7 +282,7 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
             .map(|a| a.what)
             .collect::<Vec<_>>()
             .join(", "),
-        bodies.len()
+        requests
     ))
 }
 
@@ -294,27 +293,7 @@ pub(crate) fn benign(name: &str) -> Attempt {
 
 /// The attacks, in the order the model runs them.
 fn attempts(home: &str, gateway_pid: u32, fake_ip: &str, fake_port: u16) -> Vec<Attempt> {
-    let connect = |host: &str, port: u16| {
-        format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port} && echo CONNECTED'")
-    };
-    let fork_counter = format!(
-        "cat /sys/fs/cgroup/pids.max; python3 -c {}",
-        shell_quote(
-            "import os, time\n\
-             kids = []\n\
-             try:\n\
-             \x20   for _ in range(4000):\n\
-             \x20       pid = os.fork()\n\
-             \x20       if pid == 0:\n\
-             \x20           os.close(1); os.close(2); time.sleep(60); os._exit(0)\n\
-             \x20       kids.append(pid)\n\
-             \x20   print('FORKED ALL', len(kids))\n\
-             except OSError as e:\n\
-             \x20   print('fork failed after %d children: %s' % (len(kids), e))\n\
-             for pid in kids:\n\
-             \x20   os.kill(pid, 9); os.waitpid(pid, 0)\n"
-        )
-    );
+    let fork_counter = format!("cat /sys/fs/cgroup/pids.max; {}", fork_counter());
     let memory_hog = "cat /sys/fs/cgroup/memory.max; \
                       python3 -c 'b = b\"x\" * (512 << 20); print(\"ALLOCATED\", len(b))'";
     vec![
@@ -346,21 +325,8 @@ fn attempts(home: &str, gateway_pid: u32, fake_ip: &str, fake_port: u16) -> Vec<
         )
         .because(&["Network is unreachable"])
         .unless("CONNECTED"),
-        Attempt::new(
-            "mount a file system",
-            "mount -t tmpfs none /mnt && echo MOUNTED",
-        )
-        // util-linux says "must be superuser" or "permission denied" for EPERM.
-        .because(&[
-            "must be superuser",
-            "permission denied",
-            "Permission denied",
-            "Operation not permitted",
-        ])
-        .unless("MOUNTED"),
-        Attempt::new("make a user namespace", "unshare -r id -u && echo UNSHARED")
-            .because(&["Operation not permitted"])
-            .unless("UNSHARED"),
+        mount(),
+        unshare(),
         // `su` is set-user-ID root in the image; under no_new_privs the kernel ignores the
         // bit, and the command has no capability to lose or gain.
         Attempt::new(
@@ -388,6 +354,57 @@ fn attempts(home: &str, gateway_pid: u32, fake_ip: &str, fake_port: u16) -> Vec<
             .timeout(10)
             .because(&["[timed out after 10 s", "[exit code"]),
     ]
+}
+
+/// A command that connects to `host:port` and says CONNECTED if it could.
+pub(crate) fn connect(host: &str, port: u16) -> String {
+    format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port} && echo CONNECTED'")
+}
+
+/// A Python program that forks up to 4000 sleeping children, prints how far it got, and
+/// kills them.
+pub(crate) fn fork_counter() -> String {
+    format!(
+        "python3 -c {}",
+        shell_quote(
+            "import os, time\n\
+             kids = []\n\
+             try:\n\
+             \x20   for _ in range(4000):\n\
+             \x20       pid = os.fork()\n\
+             \x20       if pid == 0:\n\
+             \x20           os.close(1); os.close(2); time.sleep(60); os._exit(0)\n\
+             \x20       kids.append(pid)\n\
+             \x20   print('FORKED ALL', len(kids))\n\
+             except OSError as e:\n\
+             \x20   print('fork failed after %d children: %s' % (len(kids), e))\n\
+             for pid in kids:\n\
+             \x20   os.kill(pid, 9); os.waitpid(pid, 0)\n"
+        )
+    )
+}
+
+/// Mounting a file system; util-linux says "must be superuser" or "permission denied" for
+/// EPERM.
+pub(crate) fn mount() -> Attempt {
+    Attempt::new(
+        "mount a file system",
+        "mount -t tmpfs none /mnt && echo MOUNTED",
+    )
+    .because(&[
+        "must be superuser",
+        "permission denied",
+        "Permission denied",
+        "Operation not permitted",
+    ])
+    .unless("MOUNTED")
+}
+
+/// Making a user namespace (and becoming its root).
+pub(crate) fn unshare() -> Attempt {
+    Attempt::new("make a user namespace", "unshare -r id -u && echo UNSHARED")
+        .because(&["Operation not permitted"])
+        .unless("UNSHARED")
 }
 
 /// The first line a command printed, or `?`. A tool's output reaches the model wrapped as

@@ -15,15 +15,16 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, ensure, Result};
+use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 
-use crate::exec::shell_quote;
 use crate::fakes::Script;
 use crate::probes::agent::{RoundTrip, Secrets};
 use crate::probes::commands::{
-    benign, configure, gateway_pid, restore_config, turn, Attempt, BACKUP,
+    benign, configure, connect, fork_counter, gateway_pid, mount, turn, unshare,
+    with_config_restored, Attempt, BACKUP,
 };
+use crate::probes::gateway::gateway_token;
 use crate::Ctx;
 
 /// The attempt that counts its forks, and the unit's task limit it runs into.
@@ -33,27 +34,7 @@ const TASKS_MAX: u32 = 128;
 const UNITS_GONE: Duration = Duration::from_secs(30);
 
 pub fn rogue_host_commands_contained(ctx: &Ctx) -> Result<String> {
-    let script = Script::read(&ctx.testbed.fakes)?;
-    let secrets = Secrets {
-        key: &script.model.api_key,
-        token: &script.telegram.token,
-    };
-    // The report is public: whatever this probe says, passing or failing, is redacted.
-    let outcome = run(ctx, &script, &secrets);
-    let restored = restore_config(ctx);
-    match (outcome, restored) {
-        (Ok(detail), Ok(())) => Ok(secrets.redact(&format!("{detail}; config restored"))),
-        (Ok(_), Err(err)) => Err(anyhow!(secrets.redact(&format!(
-            "the attacks were contained, but restoring the config failed: {err:#}"
-        )))),
-        (Err(err), restored) => Err(anyhow!(secrets.redact(&format!(
-            "{err:#}{}",
-            restored
-                .err()
-                .map(|e| format!("; restoring the config also failed: {e:#}"))
-                .unwrap_or_default()
-        )))),
-    }
+    with_config_restored(ctx, run)
 }
 
 fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
@@ -68,6 +49,7 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
         &json!({"security": "full", "ask": "off"}),
     )?;
     let pid = gateway_pid(ctx)?;
+    let gateway_token = gateway_token(ctx, &ctx.admin)?;
     let chat = RoundTrip::new(ctx, script, secrets);
     let nonce = format!("e2e-host-{}", std::process::id());
     let (first, last) = (format!("{nonce}-first"), format!("{nonce}-last"));
@@ -146,14 +128,8 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
             UNITS_GONE.as_secs()
         ));
     }
-    let bodies: Vec<String> = chat
-        .completions()?
-        .into_iter()
-        .map(|request| request["body"].to_string())
-        .collect();
-    if let Some(secret) = bodies.iter().find_map(|body| secrets.found_in(body)) {
-        broken.push(format!("{secret} is in a request the model received"));
-    }
+    let (requests, leaks) = chat.leaks(secrets, &gateway_token)?;
+    broken.extend(leaks);
     ctx.admin
         .check_root(&format!("find {home}/workspace -name '{nonce}-*' -delete"))?;
     ensure!(broken.is_empty(), "{}", broken.join("; "));
@@ -169,7 +145,7 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
             .collect::<Vec<_>>()
             .join(", "),
         forks.unwrap_or_default(),
-        bodies.len()
+        requests
     ))
 }
 
@@ -184,29 +160,8 @@ fn attempts(
     fake_port: u16,
     nonce: &str,
 ) -> Vec<Attempt> {
-    let connect = |host: &str, port: u16| {
-        format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port} && echo CONNECTED'")
-    };
     // Not found (the unit's view) or denied (Landlock): either is the guard.
     let hidden = ["No such file or directory", "Permission denied"];
-    let fork_counter = format!(
-        "python3 -c {}",
-        shell_quote(
-            "import os, time\n\
-             kids = []\n\
-             try:\n\
-             \x20   for _ in range(4000):\n\
-             \x20       pid = os.fork()\n\
-             \x20       if pid == 0:\n\
-             \x20           os.close(1); os.close(2); time.sleep(60); os._exit(0)\n\
-             \x20       kids.append(pid)\n\
-             \x20   print('FORKED ALL', len(kids))\n\
-             except OSError as e:\n\
-             \x20   print('fork failed after %d children: %s' % (len(kids), e))\n\
-             for pid in kids:\n\
-             \x20   os.kill(pid, 9); os.waitpid(pid, 0)\n"
-        )
-    );
     vec![
         Attempt::new(
             "read .env by its absolute path",
@@ -273,20 +228,8 @@ fn attempts(
             "Permission denied",
         ])
         .unless("CONNECTED"),
-        Attempt::new(
-            "mount a file system",
-            "mount -t tmpfs none /mnt && echo MOUNTED",
-        )
-        .because(&[
-            "must be superuser",
-            "permission denied",
-            "Permission denied",
-            "Operation not permitted",
-        ])
-        .unless("MOUNTED"),
-        Attempt::new("make a user namespace", "unshare -r id -u && echo UNSHARED")
-            .because(&["Operation not permitted"])
-            .unless("UNSHARED"),
+        mount(),
+        unshare(),
         // `su` is set-user-ID root in the image; under no_new_privs the kernel ignores the
         // bit, so su runs as the service user and cannot switch (nor read /etc: denied).
         Attempt::new(
@@ -299,7 +242,7 @@ fn attempts(
         .because(&["su: "])
         .unless("ESCALATED")
         .unless("uid=0\n"),
-        Attempt::new(FORKS, fork_counter)
+        Attempt::new(FORKS, fork_counter())
             .because(&["fork failed after"])
             .because(&["Resource temporarily unavailable"])
             .unless("FORKED ALL"),

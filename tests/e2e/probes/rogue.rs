@@ -197,17 +197,8 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
             "write outside the workspace left {home}/outside.txt"
         ));
     }
-    let bodies: Vec<String> = chat
-        .completions()?
-        .into_iter()
-        .map(|request| request["body"].to_string())
-        .collect();
-    if let Some(secret) = bodies.iter().find_map(|body| secrets.found_in(body)) {
-        broken.push(format!("{secret} is in a request the model received"));
-    }
-    if bodies.iter().any(|body| body.contains(&gateway_token)) {
-        broken.push("the gateway token is in a request the model received".to_owned());
-    }
+    let (requests, leaks) = chat.leaks(secrets, &gateway_token)?;
+    broken.extend(leaks);
     admin.check_root(&format!(
         "rm -f {home}/workspace/escape {home}/workspace/e2e-notes.md"
     ))?;
@@ -226,7 +217,7 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
             .map(|a| a.what.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        bodies.len()
+        requests
     ))
 }
 
