@@ -212,19 +212,28 @@ impl ExecTool {
                     Fallback::Allowlist => "askFallback \"allowlist\" and an allowlist entry match",
                     _ => "askFallback \"full\"",
                 };
-                tracing::info!("exec: no approver answered within {secs} s; running it: {how}");
+                tracing::info!(
+                    "exec approval timed out: no approver answered within {secs} s; running \
+                     it: {how}"
+                );
                 Ok((
                     Approval::Fallback,
                     format!("\n[no approver answered within {secs} s; it ran by {how}]"),
                 ))
             }
-            Unanswered::Deny(why) => Err((
-                format!(
-                    "not run: no approver answered within {secs} s, which counts as a denial \
+            Unanswered::Deny(why) => {
+                tracing::info!(
+                    "exec approval timed out: denied: no approver answered within {secs} s \
                      ({why})"
-                ),
-                Approval::TimedOut,
-            )),
+                );
+                Err((
+                    format!(
+                        "not run: no approver answered within {secs} s, which counts as a \
+                         denial ({why})"
+                    ),
+                    Approval::TimedOut,
+                ))
+            }
         }
     }
 

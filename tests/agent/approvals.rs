@@ -254,6 +254,9 @@ async fn approved_runs_once_denied_and_unanswered_do_not_run() {
     let (id, before) = s.asked("touch late.txt").await;
     let reply = s.next(OWNER, before, "not run").await;
     assert!(reply.contains("no approver answered within 2 s"), "{reply}");
+    // The log says so too (the boot-and-probe suite looks for it in the journal).
+    let logged = s.gw.log_lines("exec approval timed out: denied");
+    assert_eq!(logged.len(), 1, "{logged:?}");
     let late = s
         .say(OWNER, &format!("/approve {id}"), OWNER, "Nothing done")
         .await;
