@@ -97,7 +97,8 @@ pub async fn run_via(
         let mut stream = UnixStream::connect(socket).await.map_err(|e| {
             format!(
                 "cannot reach the command runner at {} ({e}); on the appliance it is \
-                 clawfort-exec.socket: `systemctl status clawfort-exec.socket`",
+                 clawfort-exec.socket, which also refuses while its MaxConnections= (8) \
+                 commands run: `systemctl status clawfort-exec.socket`",
                 socket.display()
             )
         })?;
