@@ -498,21 +498,22 @@ impl Prepared {
         let mut approvals = None;
         if let Some(exec) = self.exec.filter(|_| self.config.tools.offers("exec")) {
             approvals = Some(exec.approvals().clone());
-            match (exec.host(), crate::confine::available()) {
-                (crate::confine::Host::Runner(socket), _) => tracing::info!(
+            // Through the runner, its unit checks what confines each command.
+            match exec.host() {
+                crate::confine::Host::Runner(socket) => tracing::info!(
                     "exec runs host commands through the command runner at {} (a unit of \
                      their own)",
                     socket.display()
                 ),
-                (crate::confine::Host::Here, Ok(support)) => {
-                    tracing::info!(
+                crate::confine::Host::Here => match crate::confine::available() {
+                    Ok(support) => tracing::info!(
                         "exec runs commands on the host under {}",
                         support.describe()
-                    )
-                }
-                (crate::confine::Host::Here, Err(why)) => {
-                    tracing::warn!("the exec tool is on but every command will be refused: {why}")
-                }
+                    ),
+                    Err(why) => tracing::warn!(
+                        "the exec tool is on but every command will be refused: {why}"
+                    ),
+                },
             }
             settings.tools.register(exec);
         }

@@ -34,8 +34,9 @@ use super::{Ending, Outcome, Policy, OUTPUT_CAP};
 /// appliance's gateway unit. Without it the gateway runs host commands itself.
 pub const ENV: &str = "CLAWFORT_EXEC_RUNNER";
 
-/// The largest request line the runner reads: a command and its policy, never near this.
-const REQUEST_CAP: u64 = 1 << 20;
+/// The longest JSON line either side reads (a request: a command and its policy; a reply:
+/// a few numbers or a refusal), never near this.
+const LINE_CAP: u64 = 1 << 20;
 
 /// How long after the command's own deadline the gateway still waits for the runner's reply
 /// (its process group is killed at the deadline; the output pipe drains for half a second).
@@ -109,7 +110,7 @@ pub async fn run_via(
             .await
             .map_err(|e| format!("cannot send the command to the runner: {e}"))?;
         let mut reader = BufReader::new(stream);
-        let reply: Reply = read_line(&mut reader, REQUEST_CAP)
+        let reply: Reply = read_line(&mut reader, LINE_CAP)
             .await
             .map_err(|e| format!("the command runner broke off: {e}"))?;
         match reply {
@@ -190,7 +191,7 @@ pub fn serve() -> anyhow::Result<()> {
         let stream = UnixStream::from_std(std_stream)?;
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
-        let (reply, output) = match read_line::<Request>(&mut reader, REQUEST_CAP).await {
+        let (reply, output) = match read_line::<Request>(&mut reader, LINE_CAP).await {
             Err(e) => (
                 Reply::Refused {
                     error: format!("a bad request: {e}"),
@@ -216,7 +217,9 @@ async fn answer(
 ) -> (Reply, Vec<u8>) {
     if !request.policy.workspace().is_dir() {
         let error = format!(
-            "the workspace {} is not visible to the command runner; its unit              (clawfort-exec@.service) maps only the appliance's workspace: add a BindPaths=              drop-in for this one",
+            "the workspace {} is not visible to the command runner; its unit \
+             (clawfort-exec@.service) maps only the appliance's workspace: add a BindPaths= \
+             drop-in for this one",
             request.policy.workspace().display()
         );
         return (Reply::Refused { error }, Vec::new());
