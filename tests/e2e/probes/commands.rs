@@ -153,9 +153,6 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
     let user = &ctx.testbed.service_user;
     let home = format!("/home/{user}");
     let gateway_token = gateway_token(ctx, &ctx.admin)?;
-    ctx.admin.check_root(&format!(
-        "test -e {BACKUP} || cp -p {home}/.openclaw/openclaw.json {BACKUP}"
-    ))?;
     let limits = json!({"memory": MEMORY_BYTES.to_string(), "pidsLimit": PIDS_LIMIT});
     configure(
         ctx,
@@ -217,10 +214,10 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
         .iter()
         .position(|a| a.what == FORKS)
         .and_then(|i| result(i + 1))
-        .and_then(|r| r.lines().find(|l| l.starts_with("fork failed after")))
-        .and_then(|l| l.split(':').next())
-        .unwrap_or("?")
-        .to_owned();
+        .and_then(|r| forks_before_failure(r))
+        .map_or("?".to_owned(), |n| {
+            format!("fork failed after {n} children")
+        });
     if pids_max != PIDS_LIMIT.to_string() || memory_max != MEMORY_BYTES.to_string() {
         broken.push(format!(
             "the container's cgroup does not hold the configured limits: pids.max {pids_max} \
@@ -384,6 +381,14 @@ pub(crate) fn fork_counter() -> String {
     )
 }
 
+/// How many children the [`fork_counter`] forked before a fork failed, from its output.
+pub(crate) fn forks_before_failure(result: &str) -> Option<u32> {
+    result
+        .lines()
+        .find_map(|l| l.strip_prefix("fork failed after "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
 /// Mounting a file system; util-linux says "must be superuser" or "permission denied" for
 /// EPERM.
 pub(crate) fn mount() -> Attempt {
@@ -466,7 +471,8 @@ pub(crate) fn turn(
     Ok((results, unhealthy))
 }
 
-/// Rewrites the service user's `openclaw.json` from the backup with `sandbox` merged into
+/// Rewrites the service user's `openclaw.json` from the backup (made from it first, when
+/// there is none yet) with `sandbox` merged into
 /// `agents.defaults.sandbox` and `tools.exec` replaced by `exec`, restarts the gateway and
 /// waits for `/healthz`.
 pub(crate) fn configure(ctx: &Ctx, sandbox: &Value, exec: &Value) -> Result<()> {
@@ -480,7 +486,8 @@ pub(crate) fn configure(ctx: &Ctx, sandbox: &Value, exec: &Value) -> Result<()> 
                 config.setdefault('tools', {})['exec'] = json.loads(sys.argv[3])\n\
                 json.dump(config, sys.stdout, indent=2)\n";
     let script = format!(
-        "set -e; new=$(mktemp); python3 -c {} {BACKUP} {} {} > \"$new\"; \
+        "set -e; test -e {BACKUP} || cp -p /home/{user}/.openclaw/openclaw.json {BACKUP}; \
+         new=$(mktemp); python3 -c {} {BACKUP} {} {} > \"$new\"; \
          install -o {user} -g {user} -m 600 \"$new\" /home/{user}/.openclaw/openclaw.json; \
          rm -f \"$new\"",
         shell_quote(edit),

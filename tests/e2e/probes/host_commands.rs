@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 use crate::fakes::Script;
 use crate::probes::agent::{RoundTrip, Secrets};
 use crate::probes::commands::{
-    benign, configure, connect, fork_counter, gateway_pid, mount, turn, unshare,
-    with_config_restored, Attempt, BACKUP,
+    benign, configure, connect, fork_counter, forks_before_failure, gateway_pid, mount, turn,
+    unshare, with_config_restored, Attempt,
 };
 use crate::probes::gateway::gateway_token;
 use crate::Ctx;
@@ -40,9 +40,6 @@ pub fn rogue_host_commands_contained(ctx: &Ctx) -> Result<String> {
 fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
     let user = &ctx.testbed.service_user;
     let home = format!("/home/{user}");
-    ctx.admin.check_root(&format!(
-        "test -e {BACKUP} || cp -p {home}/.openclaw/openclaw.json {BACKUP}"
-    ))?;
     configure(
         ctx,
         &json!({"mode": "off"}),
@@ -82,8 +79,7 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
             .iter()
             .position(|a| a.what == FORKS)
             .and_then(|i| results.get(&i))
-            .and_then(|r| r.lines().find(|l| l.starts_with("fork failed after")))
-            .and_then(|l| l.split_whitespace().nth(3)?.parse::<u32>().ok())
+            .and_then(|r| forks_before_failure(r))
         {
             forks = Some(n);
         }
