@@ -172,6 +172,25 @@ impl Policy {
         })
     }
 
+    /// What [`Policy::new`] guarantees, checked again on a policy that arrived from
+    /// elsewhere (the command runner's request): an absolute workspace, no grant of `/`, and
+    /// read-execute only on [`SYSTEM_DIRS`]. (Which denied paths it was built with is not
+    /// in it: that part stays the sender's word.)
+    pub fn check(&self) -> Result<(), String> {
+        Self::new(&self.workspace, &self.allowed, &[])?;
+        match self.system.iter().find(|dir| {
+            !SYSTEM_DIRS
+                .iter()
+                .any(|known| dir.as_path() == Path::new(known))
+        }) {
+            Some(dir) => Err(format!(
+                "{} is not one of the system directories commands may read",
+                dir.display()
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub fn workspace(&self) -> &Path {
         &self.workspace
     }

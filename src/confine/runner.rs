@@ -215,6 +215,10 @@ async fn answer(
     request: Request,
     mut rest: BufReader<tokio::net::unix::OwnedReadHalf>,
 ) -> (Reply, Vec<u8>) {
+    if let Err(why) = request.policy.check() {
+        let error = format!("a bad request: {why}");
+        return (Reply::Refused { error }, Vec::new());
+    }
     if !request.policy.workspace().is_dir() {
         let error = format!(
             "the workspace {} is not visible to the command runner; its unit \

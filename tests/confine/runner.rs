@@ -200,6 +200,20 @@ async fn a_bad_request_or_an_absent_runner_is_a_clear_refusal() {
         answer.starts_with("{\"reply\":\"refused\"") && answer.contains("a bad request"),
         "{answer}"
     );
+    // A policy no gateway would build (granting `/`) is refused, whoever sends it.
+    let mut stream = std::os::unix::net::UnixStream::connect(&runner.socket).unwrap();
+    let wide = serde_json::json!({
+        "policy": {"workspace": "/", "allowed": [], "system": [], "connect_ports": [],
+                   "limits": confine::Limits::default()},
+        "command": "echo RAN", "workdir": "/", "timeout_ms": 5000,
+    });
+    std::io::Write::write_all(&mut stream, format!("{wide}\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(
+        answer.contains("refused") && answer.contains("grants `/`") && !answer.contains("RAN"),
+        "{answer}"
+    );
     // A workspace the runner cannot see is named, with the fix.
     let elsewhere = Policy::new(Path::new("/nonexistent/clawfort-ws"), &[], &[]).unwrap();
     let err = runner
