@@ -80,7 +80,7 @@ impl Recorded {
 pub struct Reply {
     pub text: String,
     /// The agent's own record of the answer (transcript, usage) reaching the disk; the
-    /// channel awaits it after sending and before it counts the message as done.
+    /// channel runs and awaits it after sending, before it counts the message as done.
     pub saved: Saved,
 }
 
@@ -93,25 +93,54 @@ impl Reply {
     }
 }
 
-/// A `fdatasync` running on a blocking thread while the reply is sent, so the reply does not
-/// wait for the disk. The line it syncs is written (in the page cache) before the reply
-/// exists, so a kill cannot lose it; a power cut before the sync ends can, and then the
-/// channel has not marked the message done either: its sender is asked to send it again
-/// (Telegram's journal), never left with an answer its history forgets silently.
-#[derive(Debug, Default)]
-pub struct Saved(Option<tokio::task::JoinHandle<anyhow::Result<()>>>);
+/// The `fdatasync` of the agent's record of a reply, started once the channel has sent the
+/// reply ([`Saved::wait`]), so the disk work does not compete with the send for the CPU.
+/// The line it syncs is written (in the page cache) before the reply exists, so a kill
+/// cannot lose it; a power cut before the sync ends can, and then the channel has not
+/// marked the message done either: its sender is asked to send it again (Telegram's
+/// journal), never left with an answer its history forgets silently. Dropped without a
+/// wait, it still syncs, on a blocking thread.
+#[derive(Default)]
+pub struct Saved(Option<SyncFn>);
+
+type SyncFn = Box<dyn FnOnce() -> anyhow::Result<()> + Send>;
 
 impl Saved {
-    pub fn new(sync: tokio::task::JoinHandle<anyhow::Result<()>>) -> Self {
-        Self(Some(sync))
+    pub fn new(sync: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> Self {
+        Self(Some(Box::new(sync)))
     }
 
-    /// Waits for the sync; its error, if any.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        match self.0 {
+    /// Runs the sync on a blocking thread and waits for it; its error, if any.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        match self.0.take() {
             None => Ok(()),
-            Some(sync) => sync.await?,
+            Some(sync) => tokio::task::spawn_blocking(sync).await?,
         }
+    }
+}
+
+impl Drop for Saved {
+    fn drop(&mut self) {
+        let Some(sync) = self.0.take() else { return };
+        let run = move || {
+            if let Err(e) = sync() {
+                tracing::error!("the record of a reply did not reach the disk: {e:#}");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(run)),
+            Err(_) => run(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Saved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Saved(pending)"
+        } else {
+            "Saved(done)"
+        })
     }
 }
 

@@ -145,7 +145,7 @@ pub enum Durability {
     Synced,
     /// By the caller, later: for a message already held durably elsewhere (the Telegram
     /// journal keeps it until its reply is sent and synced), and for the agent's reply,
-    /// synced while it is sent. Syncing a file writes all of its data, so the reply's sync
+    /// synced once it is sent. Syncing a file writes all of its data, so the reply's sync
     /// covers the message's line too: one `fdatasync` per turn instead of two.
     Deferred,
 }

@@ -388,7 +388,7 @@ impl AgentLoop {
         let text = result?;
         let text = self.settings.redactor.redact(&text).into_owned();
         // The reply line is written now (the session's next turn reads it), then synced
-        // with the turn's ledger lines while the channel sends the reply (`Saved`). The
+        // with the turn's ledger lines once the channel has sent the reply (`Saved`). The
         // sync also covers the message's line, written unsynced by a channel with a journal.
         // One blocking task, one `fdatasync` after the other: two at once make ext4's
         // journal wait to batch them, ten times slower than two in a row.
@@ -404,17 +404,14 @@ impl AgentLoop {
             crate::sessions::Durability::Deferred,
         )?;
         let ledger = self.settings.ledger.clone();
-        let saved = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let saved = Saved::new(move || {
             transcript.sync_data()?;
             if let Some(ledger) = ledger {
                 ledger.sync()?;
             }
             Ok(())
         });
-        Ok(Reply {
-            text,
-            saved: Saved::new(saved),
-        })
+        Ok(Reply { text, saved })
     }
 
     /// Posts a budget warning for the owner; once a channel delivered it, the ledger

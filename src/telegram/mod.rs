@@ -149,6 +149,10 @@ pub struct TelegramSettings {
     pub max_inbound_bytes: usize,
     /// How often "typing…" is refreshed while a turn runs (Telegram shows it ~5 s).
     pub typing_interval: Duration,
+    /// How long a turn runs before "typing…" is first sent: an answer faster than a person
+    /// notices needs none, and skipping it spares a Bot API call (and, on the appliance, a
+    /// trip through the egress proxy) that would compete with the turn for the CPU.
+    pub typing_delay: Duration,
 }
 
 impl TelegramSettings {
@@ -170,6 +174,7 @@ impl TelegramSettings {
             health: Health::default(),
             max_inbound_bytes: DEFAULT_MAX_INBOUND_BYTES,
             typing_interval: Duration::from_secs(4),
+            typing_delay: Duration::from_millis(200),
         }
     }
 }
@@ -715,9 +720,10 @@ impl<A: Agent> Ctx<A> {
         }
     }
 
-    /// Sends "typing…" now and every `typing_interval`; never returns. Failures are
-    /// cosmetic and only logged at debug level.
+    /// Sends "typing…" after `typing_delay` and then every `typing_interval`; never
+    /// returns. Failures are cosmetic and only logged at debug level.
     async fn keep_typing(&self, chat_id: i64, recorded: &Recorded) {
+        tokio::time::sleep(self.settings.typing_delay).await;
         if !recorded.wait().await {
             return std::future::pending().await;
         }

@@ -55,8 +55,9 @@ async fn unknown_sender_gets_one_pairing_reply_and_no_model_call() {
 #[tokio::test]
 async fn approved_sender_sees_typing_then_the_reply() {
     let h = Harness::new(r#"{ dmPolicy: "pairing", allowFrom: ["222"] }"#).await;
-    *h.agent.delay.lock().unwrap() = std::time::Duration::from_millis(300);
+    *h.agent.delay.lock().unwrap() = std::time::Duration::from_millis(500);
     h.fake.push(private_text(FRIEND, "what time is it?"));
+    let started = std::time::Instant::now();
     let task = h.start();
     assert_eq!(h.replies(FRIEND, 1).await, ["echo: what time is it?"]);
 
@@ -71,10 +72,16 @@ async fn approved_sender_sees_typing_then_the_reply() {
         turn.session_key
     );
 
-    // "typing" first, and refreshed while the 300 ms turn ran (interval 50 ms).
+    // "typing" once the turn has run `typing_delay` (200 ms), and refreshed while the
+    // 500 ms turn ran (interval 50 ms).
     let typing = h.fake.calls("sendChatAction");
     let reply = &h.fake.calls("sendMessage")[0];
     assert!(typing.len() >= 3, "typing sent {} times", typing.len());
+    assert!(
+        typing[0].at >= started + h.settings.typing_delay,
+        "typing sent {:?} after the start, before the 200 ms delay",
+        typing[0].at - started
+    );
     assert!(typing
         .iter()
         .all(|c| c.body == json!({"chat_id": FRIEND, "action": "typing"})));
@@ -82,6 +89,18 @@ async fn approved_sender_sees_typing_then_the_reply() {
     // The accepted message is in the session transcript.
     let transcript = h.policy.transcripts.read(&turn.session_key).unwrap();
     assert_eq!(transcript[0]["text"], "what time is it?");
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_fast_answer_is_sent_without_typing() {
+    let h = Harness::new(r#"{ allowFrom: ["222"] }"#).await;
+    h.fake.push(private_text(FRIEND, "ping"));
+    let task = h.start();
+    assert_eq!(h.replies(FRIEND, 1).await, ["echo: ping"]);
+    // Well past the delay: the finished turn never sends it late either.
+    tokio::time::sleep(h.settings.typing_delay * 2).await;
+    assert_eq!(h.fake.calls("sendChatAction").len(), 0);
     task.abort();
 }
 
