@@ -19,27 +19,38 @@ fn main_pid(ctx: &Ctx) -> Result<u32> {
     Ok(pid)
 }
 
-/// The HTTP status of `path` on the gateway, fetched with curl on the guest (an extra header,
-/// such as the bearer token, comes on curl's stdin so it is on no command line).
-pub fn http_status(ctx: &Ctx, path: &str, header_on_stdin: Option<&str>) -> Result<u16> {
+/// The HTTP status of `path` on the gateway, fetched with curl on the guest. The URL and the
+/// extra header (such as the bearer token) reach curl as its config on stdin (`--config -`),
+/// so a token in either is on no command line (`ps` on the guest would show it) and in no
+/// error message (which shows the path without its query).
+pub fn http_status(ctx: &Ctx, path: &str, header: Option<&str>) -> Result<u16> {
     let port = ctx.testbed.expect.gateway_port;
-    let script =
-        format!(
-        "curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 {} http://127.0.0.1:{port}{path}",
-        if header_on_stdin.is_some() { "-H @-" } else { "" }
+    let mut config = format!(
+        "url = {}\n",
+        curl_quote(&format!("http://127.0.0.1:{port}{path}"))
     );
-    let input = header_on_stdin.map(|header| format!("{header}\n"));
+    if let Some(header) = header {
+        config.push_str(&format!("header = {}\n", curl_quote(header)));
+    }
     let output = ctx.admin.run_with(
-        &script,
-        input.as_deref().map(str::as_bytes),
+        "curl -s -o /dev/null -w '%{http_code}' --max-time 10 --config -",
+        Some(config.as_bytes()),
         crate::ssh::COMMAND_LIMIT,
     )?;
     output.stdout.trim().parse().with_context(|| {
+        let shown = path.split_once('?').map_or(path.to_owned(), |(path, _)| {
+            format!("{path}?(query withheld)")
+        });
         format!(
-            "curl gave no HTTP status for {path}: {}",
+            "curl gave no HTTP status for {shown}: {}",
             output.stderr.trim()
         )
     })
+}
+
+/// A value as a double-quoted string of curl's config file syntax.
+fn curl_quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The gateway's token, read as root from the first-boot `.env`. Never printed.
