@@ -246,7 +246,7 @@ pub fn security_audit_no_critical(ctx: &Ctx) -> Result<String> {
         .collect();
     let unchecked: Vec<String> = findings
         .iter()
-        .filter(|finding| could_not_check(&field(finding, "title")))
+        .filter(|finding| could_not_check(&field(finding, "checkId"), &field(finding, "title")))
         .map(described)
         .collect();
     let mut problems = Vec::new();
@@ -278,13 +278,17 @@ const HOST_CHECKS: &[&str] = &[
     "host.docker_socket",
 ];
 
-/// Whether a finding's title says its check was not made ("cannot check the firewall as this
-/// user", "nft is not installed: cannot check ...", "cannot read the nftables ruleset",
-/// "cannot tell the service user, ..."), as opposed to a check that found something unable
-/// ("uid 0 cannot reach the root Docker socket" is a result).
-fn could_not_check(title: &str) -> bool {
+/// Whether a finding says its check was not made: its id (`sandbox.unchecked`,
+/// `egress.allow_file.unchecked`) or its title ("cannot check the firewall as this user", "nft
+/// is not installed: cannot check ...", "cannot read the nftables ruleset", "cannot tell the
+/// service user, ...", "the sandbox could not be checked"), as opposed to a check that found
+/// something unable ("uid 0 cannot reach the root Docker socket" is a result).
+fn could_not_check(check_id: &str, title: &str) -> bool {
     let title = title.to_ascii_lowercase();
-    title.starts_with("cannot ") || title.contains("cannot check")
+    check_id.ends_with(".unchecked")
+        || title.starts_with("cannot ")
+        || title.contains("cannot check")
+        || title.contains("could not be checked")
 }
 
 /// Killing the gateway with SIGKILL brings it back (new PID, `/healthz` 200) within a minute.
