@@ -103,24 +103,33 @@ pub fn in_netns<T: Send + 'static>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortState {
     Open,
-    /// Refused: a reset came back.
+    /// Refused: a reset came back (or an ICMP port-unreachable, which the kernel reports the
+    /// same way).
     Closed,
-    /// No answer within the time limit, or an ICMP error: a firewall dropped or rejected it.
+    /// No answer within the time limit: a firewall dropped the attempt.
     Filtered,
 }
 
 /// One connection attempt from `source` (an address inside the current thread's namespace).
-pub async fn connect(source: Ipv4Addr, target: SocketAddrV4, limit: Duration) -> PortState {
-    let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
-        return PortState::Filtered;
-    };
-    if socket.bind(SocketAddr::from((source, 0))).is_err() {
-        return PortState::Filtered;
-    }
+///
+/// Only a connection, a refusal and silence say something about the port. Any other error
+/// (no route or no neighbour on our side, an unreachable host, no free descriptor or source
+/// port) means the attempt never tested the port, so it is returned for the caller to report
+/// rather than counted as filtered.
+pub async fn connect(
+    source: Ipv4Addr,
+    target: SocketAddrV4,
+    limit: Duration,
+) -> std::io::Result<PortState> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
     match tokio::time::timeout(limit, socket.connect(SocketAddr::V4(target))).await {
-        Ok(Ok(_stream)) => PortState::Open,
-        Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => PortState::Closed,
-        _ => PortState::Filtered,
+        Ok(Ok(_stream)) => Ok(PortState::Open),
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Ok(PortState::Closed)
+        }
+        Ok(Err(err)) => Err(err),
+        Err(_elapsed) => Ok(PortState::Filtered),
     }
 }
 

@@ -9,6 +9,7 @@
 mod exec;
 mod fakes;
 mod probes;
+mod redact;
 mod ssh;
 #[path = "testbed.rs"]
 mod testbed;
@@ -99,6 +100,7 @@ fn run() -> Result<bool> {
     let started = Instant::now();
     let admin = Session::open(&testbed, &testbed.guest)?;
     let ctx = Ctx { testbed, admin };
+    let redactions = redact::Redactions::gather(&ctx);
     let mut results = Vec::new();
     for probe in probes::ALL {
         if !ctx.testbed.only.is_empty() && !ctx.testbed.only.iter().any(|name| name == probe.name) {
@@ -109,8 +111,8 @@ fn run() -> Result<bool> {
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the probe panicked")));
         let seconds = probe_started.elapsed().as_secs_f64();
         let (passed, detail) = match outcome {
-            Ok(detail) => (true, detail),
-            Err(err) => (false, format!("{err:#}")),
+            Ok(detail) => (true, redactions.apply(&detail)),
+            Err(err) => (false, redactions.apply(&format!("{err:#}"))),
         };
         println!(
             "{} {} ({seconds:.1} s): {detail}",

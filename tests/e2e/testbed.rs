@@ -2,6 +2,7 @@
 //! `cargo xtask e2e` (which owns the VMs and the network namespace) and read by the probe
 //! binary. This file is compiled into both, so the two sides cannot drift apart.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
@@ -88,4 +89,9 @@ pub struct Expectations {
     pub sandbox_socket: String,
     pub fail2ban_maxretry: u32,
     pub fail2ban_bantime_s: u64,
+    /// Every `[sysctl]` key of the image definition and the value `sysctl -n` must print.
+    pub sysctl: BTreeMap<String, String>,
+    /// The worst `systemd-analyze security` exposure `clawfort.service` may have
+    /// (`gateway.exposure_budget`).
+    pub gateway_exposure_budget: f64,
 }

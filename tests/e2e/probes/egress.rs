@@ -7,6 +7,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
 use crate::exec::{last_lines, shell_quote};
+use crate::probes::hardening::exposure;
 use crate::Ctx;
 
 const GATEWAY_UNIT: &str = "clawfort.service";
@@ -227,24 +228,4 @@ fn tampered_config_is_ignored(ctx: &Ctx) -> Result<String> {
     let outcome = attack?;
     restored?;
     Ok(outcome)
-}
-
-/// The overall exposure `systemd-analyze security` gives a loaded unit.
-fn exposure(ctx: &Ctx, unit: &str) -> Result<f64> {
-    let report = ctx
-        .admin
-        .check_root(&format!("systemd-analyze security --no-pager {unit}"))?;
-    report
-        .lines()
-        .find_map(|line| {
-            line.split(&format!("Overall exposure level for {unit}: "))
-                .nth(1)
-        })
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .with_context(|| {
-            format!(
-                "no overall exposure for {unit} in: {}",
-                crate::exec::last_lines(&report, 3)
-            )
-        })
 }

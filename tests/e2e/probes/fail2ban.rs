@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::exec::{self, PortState};
 use crate::ssh::client;
@@ -65,7 +65,8 @@ pub fn fail2ban_bans_and_unbans(ctx: &Ctx) -> Result<String> {
             state.describe(attacker)
         );
     };
-    // fail2ban's nftables action rejects (an ICMP error: "refused") or drops ("filtered").
+    // fail2ban's nftables action rejects (ICMP port-unreachable: "refused") or drops
+    // ("filtered"); any other error fails the probe rather than passing as "not open".
     let while_banned = tcp(&testbed.netns, attacker, ssh, Duration::from_secs(8))?;
     ensure!(
         while_banned != PortState::Open,
@@ -164,8 +165,11 @@ fn ban_state(ctx: &Ctx, address: Ipv4Addr) -> Result<BanState> {
     })
 }
 
+/// One connection attempt from `source`; an error that is neither a refusal nor a timeout
+/// fails the probe, since the attempt then says nothing about the ban.
 fn tcp(netns: &str, source: Ipv4Addr, target: SocketAddrV4, limit: Duration) -> Result<PortState> {
     exec::in_netns(netns, move || {
         exec::local_runtime().block_on(exec::connect(source, target, limit))
-    })
+    })?
+    .with_context(|| format!("connecting from {source} to {target} failed before any answer"))
 }

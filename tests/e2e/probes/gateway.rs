@@ -19,27 +19,38 @@ fn main_pid(ctx: &Ctx) -> Result<u32> {
     Ok(pid)
 }
 
-/// The HTTP status of `path` on the gateway, fetched with curl on the guest (an extra header,
-/// such as the bearer token, comes on curl's stdin so it is on no command line).
-pub fn http_status(ctx: &Ctx, path: &str, header_on_stdin: Option<&str>) -> Result<u16> {
+/// The HTTP status of `path` on the gateway, fetched with curl on the guest. The URL and the
+/// extra header (such as the bearer token) reach curl as its config on stdin (`--config -`),
+/// so a token in either is on no command line (`ps` on the guest would show it) and in no
+/// error message (which shows the path without its query).
+pub fn http_status(ctx: &Ctx, path: &str, header: Option<&str>) -> Result<u16> {
     let port = ctx.testbed.expect.gateway_port;
-    let script =
-        format!(
-        "curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 {} http://127.0.0.1:{port}{path}",
-        if header_on_stdin.is_some() { "-H @-" } else { "" }
+    let mut config = format!(
+        "url = {}\n",
+        curl_quote(&format!("http://127.0.0.1:{port}{path}"))
     );
-    let input = header_on_stdin.map(|header| format!("{header}\n"));
+    if let Some(header) = header {
+        config.push_str(&format!("header = {}\n", curl_quote(header)));
+    }
     let output = ctx.admin.run_with(
-        &script,
-        input.as_deref().map(str::as_bytes),
+        "curl -s -o /dev/null -w '%{http_code}' --max-time 10 --config -",
+        Some(config.as_bytes()),
         crate::ssh::COMMAND_LIMIT,
     )?;
     output.stdout.trim().parse().with_context(|| {
+        let shown = path.split_once('?').map_or(path.to_owned(), |(path, _)| {
+            format!("{path}?(query withheld)")
+        });
         format!(
-            "curl gave no HTTP status for {path}: {}",
+            "curl gave no HTTP status for {shown}: {}",
             output.stderr.trim()
         )
     })
+}
+
+/// A value as a double-quoted string of curl's config file syntax.
+fn curl_quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The gateway's token, read as root from the first-boot `.env`. Never printed.
@@ -179,12 +190,17 @@ pub fn gateway_token_file_protected(ctx: &Ctx) -> Result<String> {
     ))
 }
 
-/// `clawfort security audit --deep --json`, run as the service user, reports no critical finding.
+/// `sudo clawfort security audit --deep --json`, as the README tells the owner to run it on
+/// the appliance: as root it audits the installation `clawfort.service` runs and can make the
+/// host checks (nftables, `sshd -T`, fail2ban) that need root. It fails on any critical
+/// finding, on any finding saying a check could not be made (which would otherwise pass a
+/// missing firewall as "info"), on a report without the host checks' findings (an empty list
+/// included) and on an audit of any installation but the service's.
 pub fn security_audit_no_critical(ctx: &Ctx) -> Result<String> {
     let user = &ctx.testbed.service_user;
-    let output = ctx.admin.sudo(&format!(
-        "cd / && sudo -n -H -u {user} clawfort security audit --deep --json"
-    ))?;
+    let output = ctx
+        .admin
+        .sudo("cd / && clawfort security audit --deep --json")?;
     let report: Value = serde_json::from_str(&output.stdout).with_context(|| {
         format!(
             "the audit printed no JSON (exit {:?}): {}",
@@ -192,47 +208,87 @@ pub fn security_audit_no_critical(ctx: &Ctx) -> Result<String> {
             crate::exec::last_lines(&output.stderr, 3)
         )
     })?;
-    let mut findings = Vec::new();
-    collect_findings(&report, &mut findings);
+    let installation = &report["installation"];
     ensure!(
-        !findings.is_empty() || report.to_string().contains("findings"),
-        "the audit's JSON has no findings list: {report}"
+        installation["source"] == UNIT && installation["user"] == user.as_str(),
+        "the audit as root did not audit the installation {UNIT} runs as {user}: {installation}"
     );
-    let critical: Vec<String> = findings
+    let findings = report["findings"]
+        .as_array()
+        .with_context(|| format!("the audit's JSON has no findings list: {report}"))?;
+    let missing: Vec<&str> = HOST_CHECKS
         .iter()
-        .filter(|finding| {
-            finding["severity"]
-                .as_str()
-                .is_some_and(|s| s.eq_ignore_ascii_case("critical"))
-        })
-        .map(|finding| finding["checkId"].as_str().unwrap_or("?").to_owned())
+        .copied()
+        .filter(|id| !findings.iter().any(|finding| finding["checkId"] == *id))
         .collect();
     ensure!(
-        critical.is_empty(),
-        "critical findings: {}",
-        critical.join(", ")
+        missing.is_empty(),
+        "the audit made {} finding(s) and none for its host checks {missing:?}",
+        findings.len()
     );
+    let field = |finding: &Value, key: &str| finding[key].as_str().unwrap_or("?").to_owned();
     let mut by_severity = std::collections::BTreeMap::new();
-    for finding in &findings {
-        *by_severity
-            .entry(finding["severity"].as_str().unwrap_or("?").to_owned())
-            .or_insert(0) += 1;
+    for finding in findings {
+        *by_severity.entry(field(finding, "severity")).or_insert(0) += 1;
     }
+    let described = |finding: &Value| {
+        format!(
+            "{} ({}: {})",
+            field(finding, "checkId"),
+            field(finding, "title"),
+            field(finding, "detail")
+        )
+    };
+    let critical: Vec<String> = findings
+        .iter()
+        .filter(|finding| finding["severity"] == "critical")
+        .map(described)
+        .collect();
+    let unchecked: Vec<String> = findings
+        .iter()
+        .filter(|finding| could_not_check(&field(finding, "checkId"), &field(finding, "title")))
+        .map(described)
+        .collect();
+    let mut problems = Vec::new();
+    if !critical.is_empty() {
+        problems.push(format!("critical findings: {}", critical.join("; ")));
+    }
+    if !unchecked.is_empty() {
+        problems.push(format!("checks not made: {}", unchecked.join("; ")));
+    }
+    ensure!(
+        problems.is_empty(),
+        "{} (findings by severity: {by_severity:?})",
+        problems.join("; ")
+    );
     Ok(format!(
-        "{} findings, none critical: {by_severity:?}",
+        "audit of {UNIT}'s installation ({user}): {} findings, none critical, every check made; \
+         by severity: {by_severity:?}",
         findings.len()
     ))
 }
 
-fn collect_findings<'a>(value: &'a Value, into: &mut Vec<&'a Value>) {
-    match value {
-        Value::Object(map) if map.contains_key("severity") && map.contains_key("checkId") => {
-            into.push(value)
-        }
-        Value::Object(map) => map.values().for_each(|v| collect_findings(v, into)),
-        Value::Array(items) => items.iter().for_each(|v| collect_findings(v, into)),
-        _ => {}
-    }
+/// Host checks `--deep` reports on whatever their outcome: their findings show it ran them.
+const HOST_CHECKS: &[&str] = &[
+    "host.gateway_sockets",
+    "host.nftables",
+    "host.sshd",
+    "host.fail2ban",
+    "host.unattended_upgrades",
+    "host.docker_socket",
+];
+
+/// Whether a finding says its check was not made: its id (`sandbox.unchecked`,
+/// `egress.allow_file.unchecked`) or its title ("cannot check the firewall as this user", "nft
+/// is not installed: cannot check ...", "cannot read the nftables ruleset", "cannot tell the
+/// service user, ...", "the sandbox could not be checked"), as opposed to a check that found
+/// something unable ("uid 0 cannot reach the root Docker socket" is a result).
+fn could_not_check(check_id: &str, title: &str) -> bool {
+    let title = title.to_ascii_lowercase();
+    check_id.ends_with(".unchecked")
+        || title.starts_with("cannot ")
+        || title.contains("cannot check")
+        || title.contains("could not be checked")
 }
 
 /// Killing the gateway with SIGKILL brings it back (new PID, `/healthz` 200) within a minute.

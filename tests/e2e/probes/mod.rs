@@ -10,6 +10,7 @@ pub mod commands;
 pub mod egress;
 pub mod fail2ban;
 pub mod gateway;
+pub mod hardening;
 pub mod host_commands;
 pub mod network;
 pub mod rogue;
@@ -55,6 +56,18 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "unattended_upgrades_security",
         run: system::unattended_upgrades_security,
+    },
+    Probe {
+        name: "sysctls_as_defined",
+        run: hardening::sysctls_as_defined,
+    },
+    Probe {
+        name: "core_dumps_go_nowhere",
+        run: hardening::core_dumps_go_nowhere,
+    },
+    Probe {
+        name: "gateway_unit_exposure",
+        run: hardening::gateway_unit_exposure,
     },
     Probe {
         name: "service_user_has_no_sudo",

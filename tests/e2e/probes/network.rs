@@ -1,7 +1,7 @@
 //! What the guest exposes to its network, seen from the namespace as any host on the LAN
 //! would see it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,9 @@ use crate::Ctx;
 
 /// Connection attempts in flight at once during the full scan.
 const SCAN_CONCURRENCY: usize = 8192;
+/// Ports whose attempt failed that the scan tries once more; more than that is no transient
+/// failure, and the scan fails at once.
+const RETRY_AT_MOST: usize = 1024;
 /// Time a port gets to answer during the full scan.
 const SCAN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time each listening port gets in the targeted re-check (an overloaded TCG guest can be slow
@@ -29,28 +32,24 @@ pub fn tcp_port_scan(ctx: &Ctx) -> Result<String> {
     let started = Instant::now();
     let source = testbed.sources.scanner;
     let guest = testbed.guest.address;
-    let states = exec::in_netns(&testbed.netns, move || {
+    let (states, retried, errors) = exec::in_netns(&testbed.netns, move || {
         raise_open_file_limit();
         exec::local_runtime().block_on(async move {
             let mut states = vec![PortState::Filtered; 65536];
-            let mut in_flight = tokio::task::JoinSet::new();
-            for port in 1..=u16::MAX {
-                if in_flight.len() >= SCAN_CONCURRENCY {
-                    if let Some(Ok((port, state))) = in_flight.join_next().await {
-                        states[usize::from(port)] = state;
-                    }
-                }
-                in_flight.spawn(async move {
-                    let target = SocketAddrV4::new(guest, port);
-                    (port, exec::connect(source, target, SCAN_TIMEOUT).await)
-                });
+            let first = scan(source, guest, 1..=u16::MAX, &mut states).await;
+            // A port whose attempt failed is tried once more (a neighbour entry of a stalled
+            // guest can fail for a moment); only a real answer the second time counts, and a
+            // failure that hit many ports is not transient.
+            let failed = first.ports();
+            if failed.is_empty() || failed.len() > RETRY_AT_MOST || first.lost > 0 {
+                return (states, 0, first);
             }
-            while let Some(Ok((port, state))) = in_flight.join_next().await {
-                states[usize::from(port)] = state;
-            }
-            states
+            let retried = failed.len();
+            let second = scan(source, guest, failed.into_iter(), &mut states).await;
+            (states, retried, second)
         })
     })?;
+    ensure!(errors.is_empty(), "the scan is incomplete: {errors}");
     let open: BTreeSet<u16> = (1..=u16::MAX)
         .filter(|&port| states[usize::from(port)] == PortState::Open)
         .collect();
@@ -78,13 +77,16 @@ pub fn tcp_port_scan(ctx: &Ctx) -> Result<String> {
             let mut open = BTreeSet::new();
             for port in recheck {
                 let target = SocketAddrV4::new(guest, port);
-                if exec::connect(source, target, RECHECK_TIMEOUT).await == PortState::Open {
+                let state = exec::connect(source, target, RECHECK_TIMEOUT)
+                    .await
+                    .with_context(|| format!("the re-check of port {port} could not test it"))?;
+                if state == PortState::Open {
                     open.insert(port);
                 }
             }
-            open
+            anyhow::Ok(open)
         })
-    })?;
+    })??;
     let all_open: BTreeSet<u16> = open.union(&recheck_open).copied().collect();
     let unexpected: Vec<u16> = all_open.difference(&allowed).copied().collect();
     ensure!(
@@ -97,10 +99,107 @@ pub fn tcp_port_scan(ctx: &Ctx) -> Result<String> {
         testbed.expect.ssh_port
     );
     Ok(format!(
-        "65535 ports in {scan_s:.0} s: open {all_open:?}, {closed} refused, the rest filtered; \
+        "65535 ports in {scan_s:.0} s ({retried} retried after an error): open {all_open:?}, \
+         {closed} refused, the rest filtered; \
          gateway ports {}/{} not reachable; non-loopback listeners {exposed_candidates:?}",
         testbed.expect.gateway_port, testbed.expect.canvas_port
     ))
+}
+
+/// Connects to each of `ports` of `guest` from `source`, [`SCAN_CONCURRENCY`] at a time,
+/// filing each answer in `states`; returns the attempts that ended in an error.
+async fn scan(
+    source: std::net::Ipv4Addr,
+    guest: std::net::Ipv4Addr,
+    ports: impl Iterator<Item = u16>,
+    states: &mut [PortState],
+) -> ScanErrors {
+    let mut errors = ScanErrors::default();
+    let mut in_flight = tokio::task::JoinSet::new();
+    for port in ports {
+        if in_flight.len() >= SCAN_CONCURRENCY {
+            if let Some(joined) = in_flight.join_next().await {
+                errors.record(joined, states);
+            }
+        }
+        in_flight.spawn(async move {
+            let target = SocketAddrV4::new(guest, port);
+            (port, exec::connect(source, target, SCAN_TIMEOUT).await)
+        });
+    }
+    while let Some(joined) = in_flight.join_next().await {
+        errors.record(joined, states);
+    }
+    errors
+}
+
+/// Connection attempts of the scan that ended in an error other than a refusal or a timeout:
+/// their ports were never tested, so the scan cannot count them as filtered.
+#[derive(Default)]
+struct ScanErrors {
+    /// Each distinct error, with the ports it hit.
+    by_error: BTreeMap<String, Vec<u16>>,
+    /// Attempts whose task panicked or was cancelled (their port is unknown).
+    lost: usize,
+}
+
+impl ScanErrors {
+    /// Files one finished attempt: its state, or its error.
+    fn record(
+        &mut self,
+        joined: Result<(u16, std::io::Result<PortState>), tokio::task::JoinError>,
+        states: &mut [PortState],
+    ) {
+        match joined {
+            Ok((port, Ok(state))) => states[usize::from(port)] = state,
+            Ok((port, Err(err))) => self.by_error.entry(err.to_string()).or_default().push(port),
+            Err(_) => self.lost += 1,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_error.is_empty() && self.lost == 0
+    }
+
+    /// Every port an error hit.
+    fn ports(&self) -> Vec<u16> {
+        self.by_error.values().flatten().copied().collect()
+    }
+}
+
+/// How many ports of one error the message names.
+const PORTS_SHOWN: usize = 5;
+
+impl std::fmt::Display for ScanErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = self
+            .by_error
+            .iter()
+            .map(|(error, ports)| {
+                let shown: Vec<String> =
+                    ports.iter().take(PORTS_SHOWN).map(u16::to_string).collect();
+                format!(
+                    "{error} on {} port(s) ({}{})",
+                    ports.len(),
+                    shown.join(", "),
+                    if ports.len() > PORTS_SHOWN {
+                        ", ..."
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        if self.lost > 0 {
+            parts.push(format!("{} attempt(s) lost with their task", self.lost));
+        }
+        write!(
+            f,
+            "connection attempts failed before testing their port (neither refused nor timed \
+             out): {}",
+            parts.join("; ")
+        )
+    }
 }
 
 /// `127.0.0.1:18789`, `[::1]:18789`, `127.0.0.53%lo:53` are loopback; `0.0.0.0:22`, `*:22`,

@@ -41,18 +41,64 @@ pub fn nftables_input_policy_drop(ctx: &Ctx) -> Result<String> {
     ))
 }
 
-/// The apt timers are enabled, unattended-upgrades runs daily and its effective configuration
-/// names the Debian security origin.
+/// The timers that run apt's daily jobs; apt-daily-upgrade's runs unattended-upgrades.
+const APT_TIMERS: [&str; 2] = ["apt-daily.timer", "apt-daily-upgrade.timer"];
+/// The package that installs the updates (its configuration files alone do nothing).
+const UPDATES_PACKAGE: &str = "unattended-upgrades";
+
+/// Security updates really happen: the unattended-upgrades package is installed (dpkg says
+/// so, not the presence of its configuration, which the image's overlay ships either way),
+/// both apt timers are enabled, active and have a next run, apt's effective configuration
+/// runs unattended-upgrades daily and names the Debian security origin. Every problem is
+/// named, not only the first.
 pub fn unattended_upgrades_security(ctx: &Ctx) -> Result<String> {
-    let timers = ctx
-        .admin
-        .run("systemctl is-enabled apt-daily.timer apt-daily-upgrade.timer")?;
-    ensure!(
-        timers.stdout.lines().all(|state| state.trim() == "enabled")
-            && timers.stdout.lines().count() == 2,
-        "apt timers not both enabled: {}",
-        timers.stdout.replace('\n', " ")
-    );
+    let mut problems = Vec::new();
+    let package = ctx.admin.run(&format!(
+        "dpkg-query -W -f '${{Status}} ${{Version}}' {UPDATES_PACKAGE}"
+    ))?;
+    let status = package.stdout.trim();
+    let version = status.strip_prefix("install ok installed ");
+    if version.is_none() {
+        problems.push(format!(
+            "{UPDATES_PACKAGE} is not installed (dpkg: {})",
+            if status.is_empty() {
+                package.stderr.trim()
+            } else {
+                status
+            }
+        ));
+    }
+
+    let shown = ctx.admin.run(&format!(
+        "systemctl show -p Id,UnitFileState,ActiveState,NextElapseUSecRealtime {}",
+        APT_TIMERS.join(" ")
+    ))?;
+    let timers = timer_states(&shown.stdout);
+    let mut next_runs = Vec::new();
+    for timer in APT_TIMERS {
+        let Some(state) = timers.iter().find(|state| state.get("Id") == Some(&timer)) else {
+            problems.push(format!(
+                "systemctl knows no {timer}: {}",
+                shown.stderr.trim()
+            ));
+            continue;
+        };
+        let value = |key: &str| state.get(key).copied().unwrap_or("");
+        if value("UnitFileState") != "enabled" || value("ActiveState") != "active" {
+            problems.push(format!(
+                "{timer} is {} and {}, not enabled and active",
+                value("UnitFileState"),
+                value("ActiveState")
+            ));
+        }
+        let next = value("NextElapseUSecRealtime");
+        if matches!(next, "" | "n/a" | "0") {
+            problems.push(format!("{timer} has no next run scheduled"));
+        } else {
+            next_runs.push(format!("{timer} next {next}"));
+        }
+    }
+
     let config = ctx.admin.check("apt-config dump")?;
     let value = |key: &str| {
         config
@@ -60,25 +106,45 @@ pub fn unattended_upgrades_security(ctx: &Ctx) -> Result<String> {
             .find_map(|line| line.strip_prefix(&format!("{key} ")))
             .map(|v| v.trim_end_matches(';').trim_matches('"').to_owned())
     };
-    ensure!(
-        value("APT::Periodic::Unattended-Upgrade").as_deref() == Some("1"),
-        "APT::Periodic::Unattended-Upgrade is {:?}, not \"1\"",
-        value("APT::Periodic::Unattended-Upgrade")
-    );
+    let periodic = value("APT::Periodic::Unattended-Upgrade");
+    if periodic.as_deref() != Some("1") {
+        problems.push(format!(
+            "APT::Periodic::Unattended-Upgrade is {periodic:?}, not \"1\""
+        ));
+    }
     let origins: Vec<&str> = config
         .lines()
         .filter(|line| line.starts_with("Unattended-Upgrade::Origins-Pattern:: "))
         .collect();
-    ensure!(
-        origins
-            .iter()
-            .any(|line| line.contains("Debian-Security") || line.contains("-security")),
-        "no security origin in Unattended-Upgrade::Origins-Pattern: {origins:?}"
-    );
+    if !origins
+        .iter()
+        .any(|line| line.contains("Debian-Security") || line.contains("-security"))
+    {
+        problems.push(format!(
+            "no security origin in Unattended-Upgrade::Origins-Pattern: {origins:?}"
+        ));
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("; "));
     Ok(format!(
-        "apt-daily and apt-daily-upgrade timers enabled; {} origin patterns incl. security",
+        "{UPDATES_PACKAGE} {} installed; timers enabled and active ({}); daily run with {} \
+         origin patterns incl. security",
+        version.unwrap_or("?"),
+        next_runs.join(", "),
         origins.len()
     ))
+}
+
+/// `systemctl show` of several units: one `key=value` block per unit, blank-line separated.
+fn timer_states(text: &str) -> Vec<std::collections::BTreeMap<&str, &str>> {
+    text.split("\n\n")
+        .map(|block| {
+            block
+                .lines()
+                .filter_map(|line| line.split_once('='))
+                .collect()
+        })
+        .filter(|state: &std::collections::BTreeMap<&str, &str>| !state.is_empty())
+        .collect()
 }
 
 /// The service user is in no privileged group and sudo grants it nothing.

@@ -2,6 +2,7 @@
 //! from (image/clawfort.toml with the suite's overlay merged over it), so the probes judge the
 //! guest against the configuration and not against numbers copied into Rust.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -96,7 +97,33 @@ pub fn expectations(definition: &Table) -> Result<Expectations> {
             .context("`fail2ban.maxretry` is negative")?,
         fail2ban_bantime_s: duration_seconds(&string(definition, "fail2ban.bantime")?)
             .context("`fail2ban.bantime`")?,
+        sysctl: sysctls(definition)?,
+        gateway_exposure_budget: get(definition, "gateway.exposure_budget")?
+            .as_float()
+            .context(
+                "`gateway.exposure_budget` in the image definition is not a number like 2.0",
+            )?,
     })
+}
+
+/// `[sysctl]` as `sysctl -n` prints it: integers in decimal, strings as written.
+fn sysctls(definition: &Table) -> Result<BTreeMap<String, String>> {
+    get(definition, "sysctl")?
+        .as_table()
+        .context("`sysctl` in the image definition is not a table")?
+        .iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Value::Integer(number) => number.to_string(),
+                Value::String(text) => text.clone(),
+                other => bail!(
+                    "`sysctl.\"{key}\"` is a {}, not an integer or a string",
+                    other.type_str()
+                ),
+            };
+            Ok((key.clone(), text))
+        })
+        .collect()
 }
 
 pub fn users(definition: &Table) -> Result<Users> {
@@ -169,5 +196,33 @@ mod tests {
             expect.egress_socket
         );
         assert_eq!(expect.sandbox_socket, "/run/clawfort-sandbox/docker.sock");
+        assert_eq!(
+            expect.sysctl.get("kernel.core_pattern").map(String::as_str),
+            Some("|/bin/false")
+        );
+        assert_eq!(
+            expect
+                .sysctl
+                .get("kernel.kptr_restrict")
+                .map(String::as_str),
+            Some("2")
+        );
+        assert_eq!(expect.gateway_exposure_budget, 2.0);
+    }
+
+    /// The self-test's weakened sysctls really differ from what the suite expects, so the
+    /// sysctl and core-dump probes have something to catch.
+    #[test]
+    fn weakened_sysctls_differ_from_the_expectations() {
+        let root = crate::qemu::project_root();
+        let base = root.join("image/clawfort.toml");
+        let suite = root.join("tests/e2e/variants/suite.toml");
+        let weakened = root.join("tests/e2e/variants/weakened.toml");
+        let expected = expectations(&merged_definition(&base, &[&suite]).unwrap()).unwrap();
+        let built = expectations(&merged_definition(&base, &[&suite, &weakened]).unwrap()).unwrap();
+        for key in ["kernel.core_pattern", "kernel.kptr_restrict"] {
+            assert_ne!(expected.sysctl[key], built.sysctl[key], "{key}");
+        }
+        assert_eq!(expected.sysctl.len(), built.sysctl.len());
     }
 }

@@ -37,7 +37,12 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 /// config accepts any network but the host's or another container's), which with the
 /// firewall not loaded lets a sandboxed command reach the LAN. And the per-command unit of host
 /// commands maps the whole of /home (`ProtectHome=no`), so with the allowed paths above Landlock
-/// no longer keeps a host command from the state directory.
+/// no longer keeps a host command from the state directory. And two things an image definition
+/// cannot express: unattended-upgrades is removed with dpkg (its configuration files stay, as
+/// the image's overlay ships them either way), and a drop-in takes from the gateway's unit the
+/// kernel, clock, namespace and architecture protections that leave its work alone, which
+/// raises `systemd-analyze security`'s rating over the unit's budget (about 3.0 instead of
+/// 1.1; the running gateway keeps its settings until its next restart).
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "sed -i 's|deniedPaths: \\[.*\\]|allowedPaths: [\"/home/openclaw\", \"/etc\", \"/proc\"], deniedPaths: []|' \
         /home/openclaw/.openclaw/openclaw.json \
@@ -64,6 +69,13 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
      && printf '[Service]\\nProtectHome=no\\n' \
         > /etc/systemd/system/clawfort-exec@.service.d/e2e-whole-home.conf \
      && systemctl daemon-reload",
+    // dpkg waits for no lock: retried (bounded) while an apt timer's job may hold it.
+    "for i in $(seq 1 30); do dpkg --remove unattended-upgrades && break; sleep 2; done; \
+     ! dpkg-query -W -f '${Status}' unattended-upgrades | grep -q 'ok installed'",
+    "mkdir -p /etc/systemd/system/clawfort.service.d \
+     && printf '[Service]\\nProtectClock=no\\nProtectHostname=no\\nProtectKernelLogs=no\\nProtectKernelModules=no\\nProtectKernelTunables=no\\nProtectControlGroups=no\\nLockPersonality=no\\nRestrictRealtime=no\\nRestrictNamespaces=no\\nMemoryDenyWriteExecute=no\\nSystemCallArchitectures=\\n' \
+        > /etc/systemd/system/clawfort.service.d/e2e-exposed.conf \
+     && systemctl daemon-reload",
 ];
 
 /// Probes that must fail on the weakened image, and a fragment their failure must contain, so
@@ -84,6 +96,15 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
         "outbound traffic is not confined",
     ),
     ("unattended_upgrades_security", "no security origin"),
+    (
+        "unattended_upgrades_security",
+        "unattended-upgrades is not installed",
+    ),
+    ("security_audit_no_critical", "host.nftables"),
+    ("sysctls_as_defined", "kernel.kptr_restrict"),
+    ("sysctls_as_defined", "kernel.core_pattern"),
+    ("core_dumps_go_nowhere", "a crash left a core dump"),
+    ("gateway_unit_exposure", "over its budget"),
     ("fail2ban_bans_and_unbans", "is not banned"),
     ("agent_round_trip", "reached the model before approval"),
     ("agent_round_trip", "without the egress proxy"),
@@ -244,6 +265,32 @@ mod tests {
             weakened.contains(r#"docker: { image: "clawfort-sandbox:latest", network: "bridge" }"#),
             "{weakened}"
         );
+    }
+
+    /// The exposure weakening only turns protections of the gateway's unit off (`X=no`, or an
+    /// empty value), so the gateway still starts and serves the other probes.
+    #[test]
+    fn exposure_weakening_only_loosens_the_gateway_unit() {
+        let script = super::RUNTIME_WEAKENINGS
+            .iter()
+            .find(|s| s.contains("clawfort.service.d/e2e-exposed.conf"))
+            .expect("a weakening loosens the gateway's unit");
+        let body = script
+            .split("printf '")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .unwrap();
+        let settings: Vec<&str> = body
+            .split("\\n")
+            .filter(|line| !line.is_empty() && *line != "[Service]")
+            .collect();
+        assert!(settings.len() >= 10, "{settings:?}");
+        for setting in settings {
+            assert!(
+                setting.ends_with("=no") || setting.ends_with('='),
+                "{setting}"
+            );
+        }
     }
 
     /// The direct-egress weakening opens the gateway's IP filter to the fakes' address only.

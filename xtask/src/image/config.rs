@@ -98,6 +98,9 @@ pub struct GatewaySection {
     pub bind: String,
     pub port: u16,
     pub canvas_port: u16,
+    /// The worst `systemd-analyze security` exposure the gateway's unit may have; its unit
+    /// file states it and the boot-and-probe suite holds the running unit to it.
+    pub exposure_budget: f64,
     pub egress: EgressSection,
 }
 
@@ -490,6 +493,12 @@ fn validate_image(c: &ImageConfig) -> Result<()> {
     ensure!(
         c.gateway.port != c.gateway.canvas_port,
         "keys `gateway.port` and `gateway.canvas_port` must differ"
+    );
+    ensure!(
+        (0.0..=10.0).contains(&c.gateway.exposure_budget),
+        "key `gateway.exposure_budget`: {} is not an exposure level; `systemd-analyze \
+         security` rates from 0.0 (best) to 10.0",
+        c.gateway.exposure_budget
     );
 
     // The path lands in ListenStream= and CLAWFORT_EGRESS_PROXY: no `%` (a systemd
