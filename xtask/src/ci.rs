@@ -55,7 +55,9 @@ pub fn run(args: Args) -> Result<()> {
         Ok(cmd!(sh, "cargo fmt --all -- --check").run()?)
     })?;
     step("cargo clippy", &|| {
-        Ok(cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?)
+        cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
+        // The probe binary (`test = false`) is not among `--all-targets`.
+        Ok(cmd!(sh, "cargo clippy -p clawfort --test e2e -- -D warnings").run()?)
     })?;
     step("cargo test", &|| {
         sandbox_test_host(&sh)?;

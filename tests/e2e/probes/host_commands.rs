@@ -101,7 +101,7 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
         ));
     }
     // The fork counter's limit: the unit's task limit (its cgroup's, not the gateway's).
-    if !forks.is_some_and(|n| n < TASKS_MAX) {
+    if forks.is_none_or(|n| n >= TASKS_MAX) {
         broken.push(format!(
             "the fork counter was not stopped below the unit's TasksMax={TASKS_MAX}: {forks:?}"
         ));
