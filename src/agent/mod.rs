@@ -160,7 +160,7 @@ impl AgentLoop {
         let s = &self.settings;
         let deadline = Instant::now() + s.turn_deadline;
         let boundary = Boundary::random();
-        let system = s
+        let mut system = s
             .redactor
             .redact(&boundary.system_prompt(s.workspace.as_deref()))
             .into_owned();
@@ -234,16 +234,19 @@ impl AgentLoop {
                     ));
                 }
             }
+            // The history moves into the request and back, rather than being copied per
+            // model call.
             let request = ChatRequest {
-                system: system.clone(),
-                messages: messages.clone(),
-                tools: s.tools.specs(),
+                system: std::mem::take(&mut system),
+                messages: std::mem::take(&mut messages),
+                tools: Arc::clone(s.tools.specs()),
                 max_tokens: s.max_tokens,
             };
             let answer = tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return Ok(self.deadline_reply()),
                 answer = s.chain.chat(&request, cancel) => answer,
             };
+            (system, messages) = (request.system, request.messages);
             let answer = match answer {
                 Ok(a) => a,
                 Err(ChainError::Cancelled) => anyhow::bail!("cancelled"),

@@ -128,7 +128,7 @@ mod tests {
                     }],
                 },
             ],
-            tools: vec![],
+            tools: Default::default(),
             max_tokens: 100,
         };
         let v: Value = serde_json::from_slice(&encode("m", 50, &request).unwrap()).unwrap();

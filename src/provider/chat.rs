@@ -5,15 +5,18 @@
 //! maps it onto roles and `tool_calls`. The types serialize with `serde` so a transcript can
 //! store them as they are.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One model call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
     pub system: String,
     pub messages: Vec<Message>,
-    pub tools: Vec<ToolSpec>,
+    /// Shared with the tool registry, which builds the specs once, not per call.
+    pub tools: Arc<Vec<ToolSpec>>,
     /// Upper bound on output tokens (both APIs require or honour it).
     pub max_tokens: u32,
 }

@@ -291,7 +291,7 @@ mod tests {
                     ],
                 },
             ],
-            tools: vec![],
+            tools: Default::default(),
             max_tokens: 9,
         };
         let body = encode("m", 9, MaxTokensField::MaxTokens, &request).unwrap();
@@ -314,7 +314,7 @@ mod tests {
         let request = ChatRequest {
             system: String::new(),
             messages: vec![],
-            tools: vec![],
+            tools: Default::default(),
             max_tokens: 7,
         };
         let field = MaxTokensField::default_for("https://api.openai.com/v1");

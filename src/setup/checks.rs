@@ -216,7 +216,7 @@ async fn one_token(plan: &Plan, label: &str, host: &str) -> Result<ProviderCheck
     let request = ChatRequest {
         system: String::new(),
         messages: vec![Message::user_text("Say OK.")],
-        tools: Vec::new(),
+        tools: Default::default(),
         max_tokens: 1,
     };
     match provider

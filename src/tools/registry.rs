@@ -81,6 +81,8 @@ pub trait Tool: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Tools {
     by_name: BTreeMap<String, Arc<dyn Tool>>,
+    /// What the model is told about them, built once: every model call sends it.
+    specs: Arc<Vec<ToolSpec>>,
 }
 
 impl std::fmt::Debug for Tools {
@@ -93,20 +95,23 @@ impl Tools {
     /// Adds `tool`; a later tool of the same name replaces the earlier one.
     pub fn register(&mut self, tool: Arc<dyn Tool>) {
         self.by_name.insert(tool.name().to_owned(), tool);
+        self.specs = Arc::new(
+            self.by_name
+                .values()
+                .map(|t| ToolSpec {
+                    name: t.name().to_owned(),
+                    description: t.description().to_owned(),
+                    input_schema: t.input_schema(),
+                })
+                .collect(),
+        );
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
         self.by_name.get(name)
     }
 
-    pub fn specs(&self) -> Vec<ToolSpec> {
-        self.by_name
-            .values()
-            .map(|t| ToolSpec {
-                name: t.name().to_owned(),
-                description: t.description().to_owned(),
-                input_schema: t.input_schema(),
-            })
-            .collect()
+    pub fn specs(&self) -> &Arc<Vec<ToolSpec>> {
+        &self.specs
     }
 }

@@ -27,7 +27,7 @@ fn hello() -> ChatRequest {
     ChatRequest {
         system: "You are terse.".into(),
         messages: vec![Message::user_text("hello")],
-        tools: vec![],
+        tools: Default::default(),
         max_tokens: 256,
     }
 }
@@ -110,7 +110,7 @@ async fn tool_use_round_trip_through_a_proxy_base_url() {
     let cancel = CancellationToken::new();
     let mut request = hello();
     request.max_tokens = 64;
-    request.tools.push(ToolSpec {
+    std::sync::Arc::make_mut(&mut request.tools).push(ToolSpec {
         name: "get_time".into(),
         description: "The current time".into(),
         input_schema: json!({"type": "object", "properties": {"tz": {"type": "string"}}}),

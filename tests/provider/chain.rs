@@ -15,7 +15,7 @@ fn hello() -> ChatRequest {
     ChatRequest {
         system: String::new(),
         messages: vec![Message::user_text("hi")],
-        tools: vec![],
+        tools: Default::default(),
         max_tokens: 100,
     }
 }

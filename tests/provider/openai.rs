@@ -24,7 +24,7 @@ fn hello() -> ChatRequest {
     ChatRequest {
         system: "You are terse.".into(),
         messages: vec![Message::user_text("hello")],
-        tools: vec![],
+        tools: Default::default(),
         max_tokens: 128,
     }
 }
@@ -101,7 +101,7 @@ async fn tool_calls_round_trip() {
     let p = provider("vllm", Api::OpenAiCompletions, &fake.url("/v1/"), 1);
     let cancel = CancellationToken::new();
     let mut request = hello();
-    request.tools.push(ToolSpec {
+    std::sync::Arc::make_mut(&mut request.tools).push(ToolSpec {
         name: "add".into(),
         description: "Adds".into(),
         input_schema: json!({"type": "object"}),
