@@ -37,8 +37,8 @@ use walkdir::WalkDir;
 use xshell::{cmd, Shell};
 
 use super::cache::{self, Fingerprint};
-use super::config::{parse_size, DiskLayout, GptEfiDisk, LoadedConfig, RpiMbrDisk};
 use super::progress::StageProgress;
+use clawfort_imagedef::{parse_size, DiskLayout, GptEfiDisk, LoadedConfig, RpiMbrDisk};
 
 const MIB: u64 = 1 << 20;
 

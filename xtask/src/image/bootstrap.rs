@@ -12,8 +12,8 @@ use anyhow::{Context, Result};
 use xshell::{cmd, Shell};
 
 use super::cache::{self, Fingerprint};
-use super::config::LoadedConfig;
 use super::progress::StageProgress;
+use clawfort_imagedef::LoadedConfig;
 
 /// Bump when the mmdebstrap invocation changes in a way the inputs below do not show.
 const RECIPE: &str = "bootstrap-4";

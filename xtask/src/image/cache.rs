@@ -103,13 +103,15 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-/// The hash of the builder's own source (`xtask/src/image.rs`, `xtask/src/image/`): a change
-/// to the machinery invalidates the stages that depend on it, without anyone having to
-/// remember to bump a version, while edits to other xtask commands leave the stages warm.
+/// The hash of the builder's own source (`xtask/src/image.rs`, `xtask/src/image/`, and the
+/// image definition's crate `imagedef/src/`): a change to the machinery invalidates the stages
+/// that depend on it, without anyone having to remember to bump a version, while edits to other
+/// xtask commands leave the stages warm.
 pub fn builder_fingerprint(repo: &Path) -> Result<String> {
     let mut fingerprint = Fingerprint::new("builder");
     fingerprint.add_file("image.rs", &repo.join("xtask/src/image.rs"))?;
     fingerprint.add_tree("image", &repo.join("xtask/src/image"))?;
+    fingerprint.add_tree("imagedef", &repo.join("imagedef/src"))?;
     Ok(fingerprint.finish())
 }
 

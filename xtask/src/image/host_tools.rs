@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use super::config::TargetConfig;
+use clawfort_imagedef::TargetConfig;
 
 /// Something the host must provide, and the Debian package that provides it.
 #[derive(Debug, Clone, Copy)]

@@ -16,8 +16,8 @@ use xshell::{cmd, Shell};
 
 use super::bootstrap::{prune_siblings, AptSetup};
 use super::cache::{self, Fingerprint};
-use super::config::LoadedConfig;
 use super::progress::StageProgress;
+use clawfort_imagedef::LoadedConfig;
 
 const RECIPE: &str = "sandbox-4";
 

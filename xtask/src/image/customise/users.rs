@@ -11,8 +11,8 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::image::config::UsersSection;
 use crate::image::progress::StageProgress;
+use clawfort_imagedef::UsersSection;
 
 #[derive(Debug, Clone)]
 pub struct Account {
