@@ -87,6 +87,9 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A file's SHA-256 as hex, what `sha256sum` prints. The sha2 crate is optimised even in this
+/// dev build (the root manifest's `[profile.dev.package.sha2]`), so a 4 GiB disk hashes at
+/// disk speed: in a test, 2 GiB took 3.7 s, against 84 s unoptimised.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
@@ -225,5 +228,22 @@ mod tests {
         assert!(!stamp_matches(dir.path(), "k2"));
         remove_stamp(dir.path()).unwrap();
         assert!(!stamp_matches(dir.path(), "k1"));
+    }
+
+    /// The FIPS 180-2 vectors.
+    #[test]
+    fn file_digests_match_the_standard_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "abc").unwrap();
+        assert_eq!(
+            sha256_file(&file).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        std::fs::write(&file, "a".repeat(1_000_000)).unwrap();
+        assert_eq!(
+            sha256_file(&file).unwrap(),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+        );
     }
 }

@@ -127,7 +127,6 @@ const IMAGE_TOOLS: &[HostTool] = &[
     tool("dpkg-query", "dpkg"),
     tool("chroot", "coreutils"),
     tool("cp", "coreutils"),
-    tool("sha256sum", "coreutils"),
     tool("zstd", "zstd"),
     tool(
         "/usr/share/keyrings/debian-archive-keyring.gpg",

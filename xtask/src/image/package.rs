@@ -146,7 +146,8 @@ pub fn run(stage: &mut StageProgress, inputs: &Inputs<'_>, work: &Path) -> Resul
             .expect("file")
             .to_string_lossy()
             .into_owned();
-        sha256.insert(name, sha256sum(stage, &sh, &partial(path))?);
+        stage.step(format!("sha256 {name}"));
+        sha256.insert(name, cache::sha256_file(&partial(path))?);
     }
     std::fs::write(&own_sums, sums_text(&sha256))?;
 
@@ -197,19 +198,6 @@ impl Drop for PartialFiles {
             let _ = std::fs::remove_file(path);
         }
     }
-}
-
-/// coreutils' sha256sum: the 4 GiB raw disk is hashed at disk speed, where the sha2 crate in
-/// xtask's unoptimised dev build would take minutes.
-fn sha256sum(stage: &mut StageProgress, sh: &Shell, file: &Path) -> Result<String> {
-    let line = stage.run(cmd!(sh, "sha256sum {file}"))?;
-    let digest = line.split_whitespace().next().unwrap_or_default();
-    anyhow::ensure!(
-        digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()),
-        "sha256sum printed `{line}` for {}",
-        file.display()
-    );
-    Ok(digest.to_owned())
 }
 
 fn raw(stage: &mut StageProgress, sh: &Shell, disk: &Path, to: &Path) -> Result<()> {
