@@ -26,13 +26,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use clawfort_imagedef::render::BuildValues;
+use clawfort_imagedef::{LoadedConfig, TargetConfig};
 
 pub use clawfort_imagedef::Format;
 pub use package::{Artifacts, StageTiming};
 
 use self::progress::{human_size, StageProgress};
-use clawfort_imagedef::render::BuildValues;
-use clawfort_imagedef::{LoadedConfig, TargetConfig};
 
 /// Build the appliance disk image (the target's formats: raw + compressed qcow2 for x86_64
 /// and aarch64, img.xz + bmap for rpi; a package manifest; SHA256SUMS).

@@ -32,13 +32,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
+use clawfort_imagedef::{parse_size, DiskLayout, GptEfiDisk, LoadedConfig, RpiMbrDisk};
 use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 use xshell::{cmd, Shell};
 
 use super::cache::{self, Fingerprint};
 use super::progress::StageProgress;
-use clawfort_imagedef::{parse_size, DiskLayout, GptEfiDisk, LoadedConfig, RpiMbrDisk};
 
 const MIB: u64 = 1 << 20;
 

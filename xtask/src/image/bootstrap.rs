@@ -9,11 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clawfort_imagedef::LoadedConfig;
 use xshell::{cmd, Shell};
 
 use super::cache::{self, Fingerprint};
 use super::progress::StageProgress;
-use clawfort_imagedef::LoadedConfig;
 
 /// Bump when the mmdebstrap invocation changes in a way the inputs below do not show.
 const RECIPE: &str = "bootstrap-4";

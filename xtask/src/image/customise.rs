@@ -16,14 +16,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
+use clawfort_imagedef::render::{template_context, BuildValues};
+use clawfort_imagedef::LoadedConfig;
 use xshell::{cmd, Shell};
 
 use super::assemble::DiskIds;
 use super::cache::{self, Fingerprint};
 use super::progress::StageProgress;
 use super::{gateway, sandbox};
-use clawfort_imagedef::render::{template_context, BuildValues};
-use clawfort_imagedef::LoadedConfig;
 
 pub struct Inputs<'a> {
     pub config: &'a LoadedConfig,

@@ -15,9 +15,8 @@ mod spawn_audit;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use xshell::{cmd, Shell};
-
 use clawfort_imagedef::TargetConfig;
+use xshell::{cmd, Shell};
 
 /// Something the host must provide, and the Debian package that provides it.
 #[derive(Debug, Clone, Copy)]

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clawfort_imagedef::{Format, LoadedConfig};
 use serde::Serialize;
 use xshell::{cmd, Shell};
 
 use super::cache::{self, Fingerprint};
 use super::progress::StageProgress;
-use clawfort_imagedef::{Format, LoadedConfig};
 
 /// Paths of a finished build's artifacts.
 #[derive(Debug, Clone)]

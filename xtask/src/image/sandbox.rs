@@ -12,12 +12,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clawfort_imagedef::LoadedConfig;
 use xshell::{cmd, Shell};
 
 use super::bootstrap::{prune_siblings, AptSetup};
 use super::cache::{self, Fingerprint};
 use super::progress::StageProgress;
-use clawfort_imagedef::LoadedConfig;
 
 const RECIPE: &str = "sandbox-4";
 

@@ -9,10 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
+use clawfort_imagedef::UsersSection;
 use xshell::{cmd, Shell};
 
 use crate::image::progress::StageProgress;
-use clawfort_imagedef::UsersSection;
 
 #[derive(Debug, Clone)]
 pub struct Account {

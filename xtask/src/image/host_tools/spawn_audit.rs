@@ -9,8 +9,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{tools_on_host, Group, Purpose, ToolGroup, BENCH_TOOLS, SANDBOX_TEST_TOOLS};
 use clawfort_imagedef as imagedef;
+
+use super::{tools_on_host, Group, Purpose, ToolGroup, BENCH_TOOLS, SANDBOX_TEST_TOOLS};
 
 mod scanner;
 
