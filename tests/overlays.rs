@@ -184,6 +184,41 @@ fn sshd_is_key_only_without_root_or_forwarding_beyond_local() {
     });
 }
 
+/// The templates keep guards of their own for what validation refuses (a gateway port in the
+/// firewall, an unknown host key type, no group allowed to log in over SSH), in case a
+/// definition ever gets past it: rendered here from a validated definition changed afterwards.
+#[test]
+fn the_templates_refuse_what_validation_refuses() {
+    for (section, setting, words) in [
+        (
+            "firewall",
+            "extra_tcp_ports = [443, 18789]",
+            "firewall.extra_tcp_ports lists 18789",
+        ),
+        (
+            "firewall",
+            "extra_udp_ports = [18793]",
+            "firewall.extra_udp_ports lists 18793",
+        ),
+        ("ssh", "host_key_types = []", "ssh.host_key_types is empty"),
+        (
+            "ssh",
+            "host_key_types = [\"ed25519\", \"dsa\"]",
+            "ssh.host_key_types lists `dsa`",
+        ),
+        ("ssh", "allow_groups = []", "ssh.allow_groups is empty"),
+    ] {
+        let mut config = shipped_definition();
+        let changed: toml::Table = toml::from_str(setting).unwrap();
+        let table = config.document.get_mut(section).unwrap();
+        table.as_table_mut().unwrap().extend(changed);
+        let err = image::render(&config)
+            .err()
+            .unwrap_or_else(|| panic!("{setting}: the templates rendered it"));
+        assert!(err.contains(words), "{setting}: {err}");
+    }
+}
+
 #[test]
 fn password_logins_follow_the_image_config() {
     let files = render("[ssh]\npassword_authentication = true").unwrap();

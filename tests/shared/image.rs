@@ -48,8 +48,12 @@ fn build_values() -> BuildValues {
 /// Every template of `target`'s overlay trees (`overlays/`, then the target's own), rendered,
 /// or the error that stops the build, with its causes.
 pub fn render_target(target: &str, config_overlay: &str) -> Result<Files, String> {
-    let config = definition(target, config_overlay).map_err(|e| format!("{e:#}"))?;
-    let context = template_context(&config, &build_values()).map_err(|e| format!("{e:#}"))?;
+    render(&definition(target, config_overlay).map_err(|e| format!("{e:#}"))?)
+}
+
+/// Every template of `config`'s overlay trees rendered with its template context.
+pub fn render(config: &LoadedConfig) -> Result<Files, String> {
+    let context = template_context(config, &build_values()).map_err(|e| format!("{e:#}"))?;
     let trees = config.overlay_trees(&repo(), repo().join("overlays"));
     render_overlays(&trees, &context).map_err(|e| format!("{e:#}"))
 }
