@@ -1,14 +1,21 @@
-//! The appliance's configuration files (`overlays/`), rendered from `image/clawfort.toml` the
-//! way `cargo xtask image` renders them (one tera instance, the merged image document as the
-//! context plus `target` and `build`), and checked for what the image promises. They need no
-//! boot and no Debian tools, so they run with every `cargo test`; the boot-and-probe suite
-//! checks the same properties on a running image.
+//! The appliance's configuration files (`overlays/`, and a target's own trees such as
+//! `overlays.rpi/`), rendered for every target through the image builder's own loader and
+//! template context (`clawfort-imagedef`: the definition merged, validated, and the context with
+//! `target` and `build`), and checked for what the image promises. They need no boot and no
+//! Debian tools, so they run with every `cargo test`; the boot-and-probe suite checks the same
+//! properties on a running image.
 
-use std::collections::BTreeMap;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use clawfort::audit::installation::{EgressAllow, Sources};
 use clawfort::config::{Bind, Config, EnvSource, SandboxMode};
+use clawfort_imagedef::{known_targets, LoadedConfig};
+
+#[path = "shared/image.rs"]
+mod image;
+
+use image::{definition, render_target, Files, ROOT_PARTUUID};
 
 const GATEWAY_PORTS: [&str; 2] = ["18789", "18793"];
 /// `systemd-analyze security` (systemd 257) of the gateway's unit before the egress proxy; it
@@ -23,86 +30,34 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Tables merge key by key; anything else in `overlay` replaces the base's value (the
-/// builder's rule for `--set-config` files).
-fn merge(base: &mut toml::Table, overlay: toml::Table) {
-    for (key, value) in overlay {
-        match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(base)), toml::Value::Table(overlay)) => merge(base, overlay),
-            (_, value) => {
-                base.insert(key, value);
-            }
+/// `image/clawfort.toml` as shipped (its typed view is the same for every target).
+fn shipped_definition() -> LoadedConfig {
+    definition("x86_64", "").expect("the shipped image definition loads")
+}
+
+/// x86_64's overlays rendered with `config_overlay` merged over the definition.
+fn render(config_overlay: &str) -> Result<Files, String> {
+    render_target("x86_64", config_overlay)
+}
+
+/// Runs `check` on the shipped overlays of every target in `image/targets/`; a failing check
+/// names the target.
+fn each_target(check: impl Fn(&Files)) {
+    let targets = known_targets(&repo().join("image/targets"));
+    assert!(
+        ["x86_64", "aarch64", "rpi"]
+            .iter()
+            .all(|t| targets.iter().any(|known| known == t)),
+        "{targets:?}"
+    );
+    for target in targets {
+        let files = render_target(&target, "")
+            .unwrap_or_else(|e| panic!("target {target}: the shipped definition: {e}"));
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| check(&files))) {
+            eprintln!("the check above failed for target `{target}`");
+            resume_unwind(panic);
         }
     }
-}
-
-fn read_toml(path: &Path) -> toml::Table {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn templates(dir: &Path, root: &Path, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("overlays/ is readable") {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            templates(&path, root, found);
-        } else if path.extension().is_some_and(|ext| ext == "tera") {
-            found.push(
-                path.strip_prefix(root)
-                    .expect("under overlays/")
-                    .to_path_buf(),
-            );
-        }
-    }
-}
-
-/// Every rendered template by its image path (`/etc/nftables.conf`), or the first render
-/// error with its cause chain.
-fn render(config_overlay: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut document = read_toml(&repo().join("image/clawfort.toml"));
-    merge(
-        &mut document,
-        toml::from_str(config_overlay).expect("test overlay is TOML"),
-    );
-    let target = read_toml(&repo().join("image/targets/x86_64.toml"));
-
-    let mut context = tera::Context::from_serialize(&document).expect("config is a context");
-    context.insert("target", &target["target"]);
-    context.insert(
-        "build",
-        &serde_json::json!({ "version": "0.0.0-test", "authorized_keys": [] }),
-    );
-
-    let overlays = repo().join("overlays");
-    let mut names = Vec::new();
-    templates(&overlays, &overlays, &mut names);
-    let mut tera = tera::Tera::new();
-    tera.autoescape_on(Vec::<&str>::new());
-    for name in &names {
-        let text = std::fs::read_to_string(overlays.join(name)).expect("template is readable");
-        tera.add_raw_template(&name.to_string_lossy(), &text)
-            .map_err(|e| format!("{}: {e}", name.display()))?;
-    }
-    let mut rendered = BTreeMap::new();
-    for name in &names {
-        let text = tera
-            .render(&name.to_string_lossy(), &context)
-            .map_err(|e| {
-                let mut message = format!("{}: {e}", name.display());
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    message.push_str(&format!(": {cause}"));
-                    source = cause.source();
-                }
-                message
-            })?;
-        rendered.insert(format!("/{}", name.with_extension("").display()), text);
-    }
-    Ok(rendered)
-}
-
-fn shipped() -> BTreeMap<String, String> {
-    render("").expect("the shipped image config renders every template")
 }
 
 /// Lines that are not blank and not comments.
@@ -123,59 +78,61 @@ fn sshd_value<'a>(config: &'a str, keyword: &str) -> Option<&'a str> {
 
 #[test]
 fn firewall_drops_by_default_and_never_opens_the_gateway() {
-    let files = shipped();
-    let nft = &files["/etc/nftables.conf"];
-    let rules = directives(nft);
-    // A reload must not wipe fail2ban's table: only our own table is replaced.
-    assert!(!rules.iter().any(|r| r.contains("flush ruleset")));
-    assert!(rules.contains(&"delete table inet filter"));
-    assert!(rules.contains(&"type filter hook input priority filter; policy drop;"));
-    assert!(rules.contains(&"type filter hook forward priority filter; policy drop;"));
-    assert!(rules.contains(&"tcp dport 22 ct state new accept"));
-    assert!(
-        rules
-            .iter()
-            .any(|r| r.contains("update @ssh_new_v4") && r.contains("limit rate over 10/minute")),
-        "no per-source rate limit on new SSH connections"
-    );
-    for rule in rules {
-        for port in GATEWAY_PORTS {
-            assert!(
-                !rule.contains(port),
-                "a rule mentions gateway port {port}: {rule}"
-            );
+    each_target(|files| {
+        let nft = &files["/etc/nftables.conf"];
+        let rules = directives(nft);
+        // A reload must not wipe fail2ban's table: only our own table is replaced.
+        assert!(!rules.iter().any(|r| r.contains("flush ruleset")));
+        assert!(rules.contains(&"delete table inet filter"));
+        assert!(rules.contains(&"type filter hook input priority filter; policy drop;"));
+        assert!(rules.contains(&"type filter hook forward priority filter; policy drop;"));
+        assert!(rules.contains(&"tcp dport 22 ct state new accept"));
+        assert!(
+            rules.iter().any(
+                |r| r.contains("update @ssh_new_v4") && r.contains("limit rate over 10/minute")
+            ),
+            "no per-source rate limit on new SSH connections"
+        );
+        for rule in rules {
+            for port in GATEWAY_PORTS {
+                assert!(
+                    !rule.contains(port),
+                    "a rule mentions gateway port {port}: {rule}"
+                );
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn the_service_user_reaches_only_loopback_by_default() {
-    let files = shipped();
-    let rules = directives(&files["/etc/nftables.conf"]);
-    for rule in [
-        "meta skuid \"openclaw\" jump service_user_egress",
-        "oif \"lo\" accept",
-        "reject with icmpx admin-prohibited",
-    ] {
-        assert!(rules.contains(&rule), "nftables.conf lacks `{rule}`");
-    }
-    // The reject is the last word of the user's chain, and by default nothing but loopback
-    // and replies is accepted before it: the service user's traffic goes through the proxy.
-    let chain = &rules[rules
-        .iter()
-        .position(|r| r.starts_with("chain service_user_egress"))
-        .expect("the service user's egress chain")..];
-    let end = chain.iter().position(|r| *r == "}").unwrap();
-    assert_eq!(chain[end - 1], "reject with icmpx admin-prohibited");
-    assert_eq!(
-        chain[1..end - 2],
-        ["oif \"lo\" accept", "ct state established,related accept"],
-        "{chain:?}"
-    );
+    each_target(|files| {
+        let rules = directives(&files["/etc/nftables.conf"]);
+        for rule in [
+            "meta skuid \"openclaw\" jump service_user_egress",
+            "oif \"lo\" accept",
+            "reject with icmpx admin-prohibited",
+        ] {
+            assert!(rules.contains(&rule), "nftables.conf lacks `{rule}`");
+        }
+        // The reject is the last word of the user's chain, and by default nothing but loopback
+        // and replies is accepted before it: the service user's traffic goes through the proxy.
+        let chain = &rules[rules
+            .iter()
+            .position(|r| r.starts_with("chain service_user_egress"))
+            .expect("the service user's egress chain")..];
+        let end = chain.iter().position(|r| *r == "}").unwrap();
+        assert_eq!(chain[end - 1], "reject with icmpx admin-prohibited");
+        assert_eq!(
+            chain[1..end - 2],
+            ["oif \"lo\" accept", "ct state established,related accept"],
+            "{chain:?}"
+        );
 
-    let files = render("[gateway.egress]\ntcp_ports = [443, 11434]\n").unwrap();
-    let rules = directives(&files["/etc/nftables.conf"]);
-    assert!(rules.contains(&"meta l4proto tcp tcp dport { 443, 11434 } accept"));
+        let files = render("[gateway.egress]\ntcp_ports = [443, 11434]\n").unwrap();
+        let rules = directives(&files["/etc/nftables.conf"]);
+        assert!(rules.contains(&"meta l4proto tcp tcp dport { 443, 11434 } accept"));
+    });
 }
 
 #[test]
@@ -196,34 +153,70 @@ fn extra_ports_are_opened_but_a_gateway_port_stops_the_build() {
 
 #[test]
 fn sshd_is_key_only_without_root_or_forwarding_beyond_local() {
-    let files = shipped();
-    let sshd = &files["/etc/ssh/sshd_config.d/10-clawfort.conf"];
-    for (keyword, want) in [
-        ("PasswordAuthentication", "no"),
-        ("KbdInteractiveAuthentication", "no"),
-        ("AuthenticationMethods", "publickey"),
-        ("PermitRootLogin", "no"),
-        ("MaxAuthTries", "3"),
-        ("X11Forwarding", "no"),
-        ("AllowAgentForwarding", "no"),
-        ("AllowTcpForwarding", "local"),
-        ("AllowGroups", "sudo"),
-        ("HostKey", "/etc/ssh/ssh_host_ed25519_key"),
+    each_target(|files| {
+        let sshd = &files["/etc/ssh/sshd_config.d/10-clawfort.conf"];
+        for (keyword, want) in [
+            ("PasswordAuthentication", "no"),
+            ("KbdInteractiveAuthentication", "no"),
+            ("AuthenticationMethods", "publickey"),
+            ("PermitRootLogin", "no"),
+            ("MaxAuthTries", "3"),
+            ("X11Forwarding", "no"),
+            ("AllowAgentForwarding", "no"),
+            ("AllowTcpForwarding", "local"),
+            ("AllowGroups", "sudo"),
+            ("HostKey", "/etc/ssh/ssh_host_ed25519_key"),
+            (
+                "Ciphers",
+                "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com",
+            ),
+        ] {
+            assert_eq!(sshd_value(sshd, keyword), Some(want), "sshd {keyword}");
+        }
+        let host_keys = directives(sshd)
+            .into_iter()
+            .filter(|line| line.starts_with("HostKey "))
+            .count();
+        assert_eq!(host_keys, 1, "only the ed25519 host key is configured");
+        assert!(sshd_value(sshd, "KexAlgorithms")
+            .unwrap()
+            .starts_with("mlkem768x25519-sha256,"));
+    });
+}
+
+/// The templates keep guards of their own for what validation refuses (a gateway port in the
+/// firewall, an unknown host key type, no group allowed to log in over SSH), in case a
+/// definition ever gets past it: rendered here from a validated definition changed afterwards.
+#[test]
+fn the_templates_refuse_what_validation_refuses() {
+    for (section, setting, words) in [
         (
-            "Ciphers",
-            "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com",
+            "firewall",
+            "extra_tcp_ports = [443, 18789]",
+            "firewall.extra_tcp_ports lists 18789",
         ),
+        (
+            "firewall",
+            "extra_udp_ports = [18793]",
+            "firewall.extra_udp_ports lists 18793",
+        ),
+        ("ssh", "host_key_types = []", "ssh.host_key_types is empty"),
+        (
+            "ssh",
+            "host_key_types = [\"ed25519\", \"dsa\"]",
+            "ssh.host_key_types lists `dsa`",
+        ),
+        ("ssh", "allow_groups = []", "ssh.allow_groups is empty"),
     ] {
-        assert_eq!(sshd_value(sshd, keyword), Some(want), "sshd {keyword}");
+        let mut config = shipped_definition();
+        let changed: toml::Table = toml::from_str(setting).unwrap();
+        let table = config.document.get_mut(section).unwrap();
+        table.as_table_mut().unwrap().extend(changed);
+        let err = image::render(&config)
+            .err()
+            .unwrap_or_else(|| panic!("{setting}: the templates rendered it"));
+        assert!(err.contains(words), "{setting}: {err}");
     }
-    let host_keys = directives(sshd)
-        .into_iter()
-        .filter(|line| line.starts_with("HostKey "))
-        .count();
-    assert_eq!(host_keys, 1, "only the ed25519 host key is configured");
-    assert!(sshd_value(sshd, "KexAlgorithms")
-        .unwrap()
-        .starts_with("mlkem768x25519-sha256,"));
 }
 
 #[test]
@@ -246,49 +239,50 @@ fn an_unknown_host_key_type_stops_the_build() {
 
 #[test]
 fn the_gateway_unit_is_sandboxed() {
-    let files = shipped();
-    let unit = directives(&files["/etc/systemd/system/clawfort.service"]);
-    for line in [
-        "User=openclaw",
-        "ExecStart=/usr/bin/clawfort gateway",
-        "EnvironmentFile=-/home/openclaw/.openclaw/.env",
-        "Restart=always",
-        "ProtectSystem=strict",
-        "ProtectHome=tmpfs",
-        "BindPaths=/home/openclaw/.openclaw",
-        "NoNewPrivileges=yes",
-        "CapabilityBoundingSet=",
-        "AmbientCapabilities=",
-        "PrivateTmp=yes",
-        "PrivateDevices=yes",
-        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-        "SystemCallFilter=@system-service",
-        "SystemCallFilter=~@privileged @resources",
-        "SystemCallArchitectures=native",
-        "MemoryDenyWriteExecute=yes",
-        "RestrictNamespaces=yes",
-        "IPAddressDeny=any",
-        "IPAddressAllow=localhost",
-        "UMask=0077",
-        // Outgoing calls only through the egress proxy's socket.
-        "Environment=CLAWFORT_EGRESS_PROXY=unix:/run/clawfort-egress/egress.sock",
-        "Wants=clawfort-gateway-token.service clawfort-egress.socket clawfort-exec.socket",
-    ] {
-        assert!(unit.contains(&line), "clawfort.service lacks `{line}`");
-    }
-    assert!(
-        !unit
+    each_target(|files| {
+        let unit = directives(&files["/etc/systemd/system/clawfort.service"]);
+        for line in [
+            "User=openclaw",
+            "ExecStart=/usr/bin/clawfort gateway",
+            "EnvironmentFile=-/home/openclaw/.openclaw/.env",
+            "Restart=always",
+            "ProtectSystem=strict",
+            "ProtectHome=tmpfs",
+            "BindPaths=/home/openclaw/.openclaw",
+            "NoNewPrivileges=yes",
+            "CapabilityBoundingSet=",
+            "AmbientCapabilities=",
+            "PrivateTmp=yes",
+            "PrivateDevices=yes",
+            "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+            "SystemCallFilter=@system-service",
+            "SystemCallFilter=~@privileged @resources",
+            "SystemCallArchitectures=native",
+            "MemoryDenyWriteExecute=yes",
+            "RestrictNamespaces=yes",
+            "IPAddressDeny=any",
+            "IPAddressAllow=localhost",
+            "UMask=0077",
+            // Outgoing calls only through the egress proxy's socket.
+            "Environment=CLAWFORT_EGRESS_PROXY=unix:/run/clawfort-egress/egress.sock",
+            "Wants=clawfort-gateway-token.service clawfort-egress.socket clawfort-exec.socket",
+        ] {
+            assert!(unit.contains(&line), "clawfort.service lacks `{line}`");
+        }
+        assert!(
+            !unit
+                .iter()
+                .any(|l| l.starts_with("IPAddressAllow=") && *l != "IPAddressAllow=localhost"),
+            "the gateway unit may reach loopback only: {unit:?}"
+        );
+        // Re-allowing a call of a denied group (setrlimit of @resources, say) costs the unit its
+        // `systemd-analyze security` item: 0.9 became 1.1 on the appliance's systemd 257.
+        let allows: Vec<&&str> = unit
             .iter()
-            .any(|l| l.starts_with("IPAddressAllow=") && *l != "IPAddressAllow=localhost"),
-        "the gateway unit may reach loopback only: {unit:?}"
-    );
-    // Re-allowing a call of a denied group (setrlimit of @resources, say) costs the unit its
-    // `systemd-analyze security` item: 0.9 became 1.1 on the appliance's systemd 257.
-    let allows: Vec<&&str> = unit
-        .iter()
-        .filter(|l| l.starts_with("SystemCallFilter=") && !l.contains('@'))
-        .collect();
-    assert!(allows.is_empty(), "the gateway unit re-allows {allows:?}");
+            .filter(|l| l.starts_with("SystemCallFilter=") && !l.contains('@'))
+            .collect();
+        assert!(allows.is_empty(), "the gateway unit re-allows {allows:?}");
+    });
 }
 
 /// The gateway looks for the rootless daemon where the daemon listens, in a directory
@@ -297,43 +291,44 @@ fn the_gateway_unit_is_sandboxed() {
 /// of them starts.
 #[test]
 fn the_gateway_reaches_the_rootless_daemon_socket() {
-    let files = shipped();
-    let socket = "/run/clawfort-sandbox/docker.sock";
-    let gateway = directives(&files["/etc/systemd/system/clawfort.service"]);
-    assert!(
-        gateway.contains(&format!("Environment=DOCKER_HOST=unix://{socket}").as_str()),
-        "{gateway:?}"
-    );
-    // Nothing else of the unit is loosened for it: no path of /run/user is mapped back in.
-    assert!(
-        !gateway
-            .iter()
-            .any(|l| l.contains("/run/user") || l.starts_with("BindReadOnlyPaths=")),
-        "{gateway:?}"
-    );
-    let daemon = directives(&files["/etc/systemd/user/docker.service"]);
-    assert!(
-        daemon.contains(
-            &format!(
+    each_target(|files| {
+        let socket = "/run/clawfort-sandbox/docker.sock";
+        let gateway = directives(&files["/etc/systemd/system/clawfort.service"]);
+        assert!(
+            gateway.contains(&format!("Environment=DOCKER_HOST=unix://{socket}").as_str()),
+            "{gateway:?}"
+        );
+        // Nothing else of the unit is loosened for it: no path of /run/user is mapped back in.
+        assert!(
+            !gateway
+                .iter()
+                .any(|l| l.contains("/run/user") || l.starts_with("BindReadOnlyPaths=")),
+            "{gateway:?}"
+        );
+        let daemon = directives(&files["/etc/systemd/user/docker.service"]);
+        assert!(
+            daemon.contains(
+                &format!(
                 "ExecStart=/usr/share/docker.io/contrib/dockerd-rootless.sh --host=unix://{socket}"
             )
-            .as_str()
-        ),
-        "{daemon:?}"
-    );
-    let import = directives(&files["/etc/systemd/user/clawfort-sandbox-import.service"]);
-    assert!(
-        import
-            .iter()
-            .any(|l| l.starts_with("ExecStart=") && l.ends_with(&format!(" unix://{socket}"))),
-        "{import:?}"
-    );
-    let tmpfiles = directives(&files["/usr/lib/tmpfiles.d/clawfort-sandbox.conf"]);
-    assert_eq!(
-        tmpfiles,
-        ["d /run/clawfort-sandbox 0700 openclaw openclaw -"],
-        "the socket's directory is private to the service user"
-    );
+                .as_str()
+            ),
+            "{daemon:?}"
+        );
+        let import = directives(&files["/etc/systemd/user/clawfort-sandbox-import.service"]);
+        assert!(
+            import
+                .iter()
+                .any(|l| l.starts_with("ExecStart=") && l.ends_with(&format!(" unix://{socket}"))),
+            "{import:?}"
+        );
+        let tmpfiles = directives(&files["/usr/lib/tmpfiles.d/clawfort-sandbox.conf"]);
+        assert_eq!(
+            tmpfiles,
+            ["d /run/clawfort-sandbox 0700 openclaw openclaw -"],
+            "the socket's directory is private to the service user"
+        );
+    });
 }
 
 /// Host commands run in a unit of their own per command (clawfort-exec.socket, Accept=yes):
@@ -341,207 +336,210 @@ fn the_gateway_reaches_the_rootless_daemon_socket() {
 /// sees the state directory or the gateway's secrets and has no network and limits of its own.
 #[test]
 fn host_commands_run_in_a_unit_of_their_own() {
-    let files = shipped();
-    let socket = directives(&files["/etc/systemd/system/clawfort-exec.socket"]);
-    for line in [
-        "ListenStream=/run/clawfort-exec/exec.sock",
-        "SocketUser=openclaw",
-        "SocketMode=0600",
-        "Accept=yes",
-    ] {
+    each_target(|files| {
+        let socket = directives(&files["/etc/systemd/system/clawfort-exec.socket"]);
+        for line in [
+            "ListenStream=/run/clawfort-exec/exec.sock",
+            "SocketUser=openclaw",
+            "SocketMode=0600",
+            "Accept=yes",
+        ] {
+            assert!(
+                socket.contains(&line),
+                "clawfort-exec.socket lacks `{line}`"
+            );
+        }
+        let gateway = directives(&files["/etc/systemd/system/clawfort.service"]);
         assert!(
-            socket.contains(&line),
-            "clawfort-exec.socket lacks `{line}`"
+            gateway.contains(&"Environment=CLAWFORT_EXEC_RUNNER=unix:/run/clawfort-exec/exec.sock"),
+            "{gateway:?}"
         );
-    }
-    let gateway = directives(&files["/etc/systemd/system/clawfort.service"]);
-    assert!(
-        gateway.contains(&"Environment=CLAWFORT_EXEC_RUNNER=unix:/run/clawfort-exec/exec.sock"),
-        "{gateway:?}"
-    );
-    let runner = directives(&files["/etc/systemd/system/clawfort-exec@.service"]);
-    for line in [
-        "User=openclaw",
-        "ExecStart=/usr/bin/clawfort exec-runner",
-        "StandardInput=socket",
-        "StandardOutput=socket",
-        "ProtectSystem=strict",
-        "ProtectHome=tmpfs",
-        "BindPaths=-/home/openclaw/workspace",
-        "NoNewPrivileges=yes",
-        "CapabilityBoundingSet=",
-        "PrivateUsers=yes",
-        "RestrictNamespaces=yes",
-        "PrivateNetwork=yes",
-        "IPAddressDeny=any",
-        "TasksMax=128",
-        "MemoryMax=512M",
-    ] {
+        let runner = directives(&files["/etc/systemd/system/clawfort-exec@.service"]);
+        for line in [
+            "User=openclaw",
+            "ExecStart=/usr/bin/clawfort exec-runner",
+            "StandardInput=socket",
+            "StandardOutput=socket",
+            "ProtectSystem=strict",
+            "ProtectHome=tmpfs",
+            "BindPaths=-/home/openclaw/workspace",
+            "NoNewPrivileges=yes",
+            "CapabilityBoundingSet=",
+            "PrivateUsers=yes",
+            "RestrictNamespaces=yes",
+            "PrivateNetwork=yes",
+            "IPAddressDeny=any",
+            "TasksMax=128",
+            "MemoryMax=512M",
+        ] {
+            assert!(
+                runner.contains(&line),
+                "clawfort-exec@.service lacks `{line}`"
+            );
+        }
+        // Nothing of the state directory, and none of the gateway's environment.
         assert!(
-            runner.contains(&line),
-            "clawfort-exec@.service lacks `{line}`"
+            !runner
+                .iter()
+                .any(|l| l.contains(".openclaw") || l.starts_with("EnvironmentFile=")),
+            "{runner:?}"
         );
-    }
-    // Nothing of the state directory, and none of the gateway's environment.
-    assert!(
-        !runner
+        assert!(shipped_definition()
+            .image
+            .services
+            .enable
             .iter()
-            .any(|l| l.contains(".openclaw") || l.starts_with("EnvironmentFile=")),
-        "{runner:?}"
-    );
-    let config = read_toml(&repo().join("image/clawfort.toml"));
-    assert!(config["services"]["enable"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|u| u.as_str() == Some("clawfort-exec.socket")));
+            .any(|u| u == "clawfort-exec.socket"));
+    });
 }
 
 #[test]
 fn the_egress_proxy_is_a_sandboxed_unit_of_its_own() {
-    let files = shipped();
-    let socket = directives(&files["/etc/systemd/system/clawfort-egress.socket"]);
-    for line in [
-        "ListenStream=/run/clawfort-egress/egress.sock",
-        "SocketUser=root",
-        "SocketGroup=openclaw",
-        "SocketMode=0660",
-        "Accept=no",
-        "WantedBy=sockets.target",
-    ] {
+    each_target(|files| {
+        let socket = directives(&files["/etc/systemd/system/clawfort-egress.socket"]);
+        for line in [
+            "ListenStream=/run/clawfort-egress/egress.sock",
+            "SocketUser=root",
+            "SocketGroup=openclaw",
+            "SocketMode=0660",
+            "Accept=no",
+            "WantedBy=sockets.target",
+        ] {
+            assert!(
+                socket.contains(&line),
+                "clawfort-egress.socket lacks `{line}`"
+            );
+        }
+        let service = directives(&files["/etc/systemd/system/clawfort-egress.service"]);
+        for line in [
+            "Requires=clawfort-egress.socket",
+            // Root's allow list, never the service user's openclaw.json.
+            "ExecStart=/usr/bin/clawfort egress --allow-file /etc/clawfort/egress-allow.json",
+            "DynamicUser=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateDevices=yes",
+            "PrivateUsers=yes",
+            "NoNewPrivileges=yes",
+            "CapabilityBoundingSet=",
+            "AmbientCapabilities=",
+            "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+            "SystemCallFilter=@system-service",
+            "SystemCallArchitectures=native",
+            "MemoryDenyWriteExecute=yes",
+            "RestrictNamespaces=yes",
+            "SocketBindDeny=any",
+        ] {
+            assert!(
+                service.contains(&line),
+                "clawfort-egress.service lacks `{line}`"
+            );
+        }
+        // Not the service user (whose traffic nftables confines), never the secrets, and nothing
+        // the service user can write: its allow list is root's alone.
+        for forbidden in [
+            "User=",
+            "Group=",
+            "EnvironmentFile=",
+            "BindPaths=",
+            "ReadWritePaths=",
+            "LoadCredential=",
+            "SetCredential=",
+            "ImportCredential=",
+        ] {
+            assert!(
+                !service.iter().any(|l| l.starts_with(forbidden)),
+                "clawfort-egress.service sets {forbidden}"
+            );
+        }
+        for private in [".env", "openclaw.json", "/home/"] {
+            assert!(
+                !service.iter().any(|l| l.contains(private)),
+                "clawfort-egress.service names {private}: {service:?}"
+            );
+        }
+        // Any unicast destination, but never link-local (the cloud metadata service) or multicast.
+        assert!(service.contains(&"IPAddressDeny=any"));
+        let allowed: Vec<(std::net::IpAddr, u32)> = service
+            .iter()
+            .filter_map(|l| l.strip_prefix("IPAddressAllow="))
+            .flat_map(str::split_whitespace)
+            .map(|cidr| {
+                let (ip, bits) = cidr.split_once('/').expect("a CIDR block");
+                (ip.parse().unwrap(), bits.parse().unwrap())
+            })
+            .collect();
+        let reachable = |ip: &str| {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            allowed.iter().any(|&(net, bits)| match (net, ip) {
+                (std::net::IpAddr::V4(net), std::net::IpAddr::V4(ip)) => {
+                    bits == 0 || (u32::from(net) ^ u32::from(ip)) >> (32 - bits) == 0
+                }
+                (std::net::IpAddr::V6(net), std::net::IpAddr::V6(ip)) => {
+                    bits == 0 || (u128::from(net) ^ u128::from(ip)) >> (128 - bits) == 0
+                }
+                _ => false,
+            })
+        };
+        for ip in [
+            "1.1.1.1",
+            "10.77.0.9",
+            "127.0.0.53",
+            "160.79.104.10",
+            "169.253.255.255",
+            "169.255.0.1",
+            "172.16.0.1",
+            "192.168.1.10",
+            "223.255.255.255",
+            "::1",
+            "2001:db8::1",
+            "fd00::1",
+            "fec0::1",
+        ] {
+            assert!(reachable(ip), "the proxy cannot reach {ip}");
+        }
+        for ip in [
+            "169.254.169.254",
+            "169.254.0.1",
+            "224.0.0.251",
+            "239.255.255.250",
+            "255.255.255.255",
+            "fe80::1",
+            "febf::1",
+            "ff02::1",
+        ] {
+            assert!(!reachable(ip), "the proxy may reach {ip}");
+        }
+        // The image ships no allow list: before `clawfort setup` the proxy reaches nothing.
+        for tree in ["overlays", "overlays.rpi"] {
+            let dir = repo().join(tree).join("etc/clawfort");
+            assert!(!dir.exists(), "{} ships an allow list", dir.display());
+        }
+        // What setup, `egress sync` and the audit find as the file this unit reads.
+        let units = tempfile::tempdir().unwrap();
+        std::fs::write(
+            units.path().join("clawfort-egress.service"),
+            &files["/etc/systemd/system/clawfort-egress.service"],
+        )
+        .unwrap();
+        let found = clawfort::audit::installation::egress_allow(&Sources {
+            unit_dirs: vec![units.path().to_path_buf()],
+            passwd: units.path().join("passwd"),
+            systemctl: false,
+        });
         assert!(
-            socket.contains(&line),
-            "clawfort-egress.socket lacks `{line}`"
-        );
-    }
-    let service = directives(&files["/etc/systemd/system/clawfort-egress.service"]);
-    for line in [
-        "Requires=clawfort-egress.socket",
-        // Root's allow list, never the service user's openclaw.json.
-        "ExecStart=/usr/bin/clawfort egress --allow-file /etc/clawfort/egress-allow.json",
-        "DynamicUser=yes",
-        "ProtectSystem=strict",
-        "ProtectHome=yes",
-        "PrivateDevices=yes",
-        "PrivateUsers=yes",
-        "NoNewPrivileges=yes",
-        "CapabilityBoundingSet=",
-        "AmbientCapabilities=",
-        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-        "SystemCallFilter=@system-service",
-        "SystemCallArchitectures=native",
-        "MemoryDenyWriteExecute=yes",
-        "RestrictNamespaces=yes",
-        "SocketBindDeny=any",
-    ] {
-        assert!(
-            service.contains(&line),
-            "clawfort-egress.service lacks `{line}`"
-        );
-    }
-    // Not the service user (whose traffic nftables confines), never the secrets, and nothing
-    // the service user can write: its allow list is root's alone.
-    for forbidden in [
-        "User=",
-        "Group=",
-        "EnvironmentFile=",
-        "BindPaths=",
-        "ReadWritePaths=",
-        "LoadCredential=",
-        "SetCredential=",
-        "ImportCredential=",
-    ] {
-        assert!(
-            !service.iter().any(|l| l.starts_with(forbidden)),
-            "clawfort-egress.service sets {forbidden}"
-        );
-    }
-    for private in [".env", "openclaw.json", "/home/"] {
-        assert!(
-            !service.iter().any(|l| l.contains(private)),
-            "clawfort-egress.service names {private}: {service:?}"
-        );
-    }
-    // Any unicast destination, but never link-local (the cloud metadata service) or multicast.
-    assert!(service.contains(&"IPAddressDeny=any"));
-    let allowed: Vec<(std::net::IpAddr, u32)> = service
-        .iter()
-        .filter_map(|l| l.strip_prefix("IPAddressAllow="))
-        .flat_map(str::split_whitespace)
-        .map(|cidr| {
-            let (ip, bits) = cidr.split_once('/').expect("a CIDR block");
-            (ip.parse().unwrap(), bits.parse().unwrap())
-        })
-        .collect();
-    let reachable = |ip: &str| {
-        let ip: std::net::IpAddr = ip.parse().unwrap();
-        allowed.iter().any(|&(net, bits)| match (net, ip) {
-            (std::net::IpAddr::V4(net), std::net::IpAddr::V4(ip)) => {
-                bits == 0 || (u32::from(net) ^ u32::from(ip)) >> (32 - bits) == 0
-            }
-            (std::net::IpAddr::V6(net), std::net::IpAddr::V6(ip)) => {
-                bits == 0 || (u128::from(net) ^ u128::from(ip)) >> (128 - bits) == 0
-            }
-            _ => false,
-        })
-    };
-    for ip in [
-        "1.1.1.1",
-        "10.77.0.9",
-        "127.0.0.53",
-        "160.79.104.10",
-        "169.253.255.255",
-        "169.255.0.1",
-        "172.16.0.1",
-        "192.168.1.10",
-        "223.255.255.255",
-        "::1",
-        "2001:db8::1",
-        "fd00::1",
-        "fec0::1",
-    ] {
-        assert!(reachable(ip), "the proxy cannot reach {ip}");
-    }
-    for ip in [
-        "169.254.169.254",
-        "169.254.0.1",
-        "224.0.0.251",
-        "239.255.255.250",
-        "255.255.255.255",
-        "fe80::1",
-        "febf::1",
-        "ff02::1",
-    ] {
-        assert!(!reachable(ip), "the proxy may reach {ip}");
-    }
-    // The image ships no allow list: before `clawfort setup` the proxy reaches nothing.
-    for tree in ["overlays", "overlays.rpi"] {
-        let dir = repo().join(tree).join("etc/clawfort");
-        assert!(!dir.exists(), "{} ships an allow list", dir.display());
-    }
-    // What setup, `egress sync` and the audit find as the file this unit reads.
-    let units = tempfile::tempdir().unwrap();
-    std::fs::write(
-        units.path().join("clawfort-egress.service"),
-        &files["/etc/systemd/system/clawfort-egress.service"],
-    )
-    .unwrap();
-    let found = clawfort::audit::installation::egress_allow(&Sources {
-        unit_dirs: vec![units.path().to_path_buf()],
-        passwd: units.path().join("passwd"),
-        systemctl: false,
-    });
-    assert!(
-        matches!(&found, EgressAllow::File { path, .. }
+            matches!(&found, EgressAllow::File { path, .. }
             if path.as_path() == Path::new(clawfort::egress::allow_file::DEFAULT_PATH)),
-        "{found:?}"
-    );
-    // Enabled in the image: the socket starts the proxy on the gateway's first call.
-    let config = read_toml(&repo().join("image/clawfort.toml"));
-    let enabled = config["services"]["enable"].as_array().unwrap();
-    assert!(enabled
-        .iter()
-        .any(|u| u.as_str() == Some("clawfort-egress.socket")));
+            "{found:?}"
+        );
+        // Enabled in the image: the socket starts the proxy on the gateway's first call.
+        assert!(shipped_definition()
+            .image
+            .services
+            .enable
+            .iter()
+            .any(|u| u == "clawfort-egress.socket"));
+    });
 }
 
 /// Runs `systemd-analyze security --offline=yes` on the rendered units. It needs the
@@ -562,163 +560,192 @@ fn both_units_keep_their_systemd_analyze_exposure() {
         eprintln!("skipped: no systemd-analyze 257 or newer ({command}: {major:?})");
         return;
     }
-    let files = shipped();
-    let dir = tempfile::tempdir().unwrap();
-    for (unit, ceiling) in [
-        ("clawfort.service", GATEWAY_EXPOSURE),
-        ("clawfort-egress.service", EGRESS_EXPOSURE),
-        ("clawfort-exec@.service", EXEC_EXPOSURE),
-    ] {
-        // A template is rated as one of its instances.
-        let path = dir.path().join(unit.replace("@.", "@1."));
-        std::fs::write(&path, &files[&format!("/etc/systemd/system/{unit}")]).unwrap();
-        let out = std::process::Command::new(&command)
-            .args(["security", "--offline=yes", "--no-pager"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let exposure: f64 = text
-            .lines()
-            .find_map(|l| l.split("Overall exposure level for ").nth(1))
-            .and_then(|rest| {
-                rest.split(": ")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or_else(|| {
-                panic!(
-                    "no rating for {unit}: {text}{}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            });
-        assert!(
-            exposure <= ceiling,
-            "{unit} rates {exposure}, worse than {ceiling}:\n{text}"
-        );
-    }
+    each_target(|files| {
+        let dir = tempfile::tempdir().unwrap();
+        for (unit, ceiling) in [
+            ("clawfort.service", GATEWAY_EXPOSURE),
+            ("clawfort-egress.service", EGRESS_EXPOSURE),
+            ("clawfort-exec@.service", EXEC_EXPOSURE),
+        ] {
+            // A template is rated as one of its instances.
+            let path = dir.path().join(unit.replace("@.", "@1."));
+            std::fs::write(&path, &files[&format!("/etc/systemd/system/{unit}")]).unwrap();
+            let out = std::process::Command::new(&command)
+                .args(["security", "--offline=yes", "--no-pager"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let exposure: f64 = text
+                .lines()
+                .find_map(|l| l.split("Overall exposure level for ").nth(1))
+                .and_then(|rest| {
+                    rest.split(": ")
+                        .nth(1)?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no rating for {unit}: {text}{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                });
+            assert!(
+                exposure <= ceiling,
+                "{unit} rates {exposure}, worse than {ceiling}:\n{text}"
+            );
+        }
+    });
 }
 
 #[test]
 fn the_default_gateway_config_is_accepted_by_the_gateway() {
-    let files = shipped();
-    let text = &files["/usr/share/clawfort/openclaw.json"];
-    let env = EnvSource::fixed([("OPENCLAW_GATEWAY_TOKEN".to_owned(), "ab".repeat(32))]);
-    let config = Config::parse(text, &env).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    config
-        .check_startable()
-        .expect("the gateway starts with it");
-    assert_eq!(config.gateway.bind, Bind::Loopback);
-    assert_eq!(config.gateway.port, 18789);
-    assert_eq!(
-        config.gateway.token.as_ref().map(|t| t.value.len()),
-        Some(64)
-    );
-    assert!(
-        config.literal_secrets.is_empty(),
-        "the token must come from .env"
-    );
-    assert_eq!(config.sandbox_mode, SandboxMode::All);
-    // The image the first boot loads into the service user's rootless Docker.
-    let image = read_toml(&repo().join("image/clawfort.toml"))["sandbox"]["image"]
-        .as_str()
-        .expect("[sandbox].image")
-        .to_owned();
-    assert_eq!(config.sandbox.image, image);
-    assert!(!config.auto_approve);
-    // The agent's workspace is the directory the image makes and the unit maps in, outside
-    // the state directory (OpenClaw's default ~/.openclaw/workspace would be inside it).
-    let home = PathBuf::from(std::env::var_os("HOME").expect("HOME is set"));
-    assert_eq!(config.agent_workspace, Some(home.join("workspace")));
-    assert!(
-        files["/etc/systemd/system/clawfort.service"]
-            .lines()
-            .any(|l| l == "BindPaths=-/home/openclaw/workspace"),
-        "the gateway unit does not map the agent's workspace"
-    );
-    for denied in ["/etc", "/root"] {
-        assert!(
-            config
-                .security
-                .denied_paths
-                .iter()
-                .any(|p| p == Path::new(denied)),
-            "{denied} not denied"
+    each_target(|files| {
+        let text = &files["/usr/share/clawfort/openclaw.json"];
+        let env = EnvSource::fixed([("OPENCLAW_GATEWAY_TOKEN".to_owned(), "ab".repeat(32))]);
+        let config = Config::parse(text, &env).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        config
+            .check_startable()
+            .expect("the gateway starts with it");
+        assert_eq!(config.gateway.bind, Bind::Loopback);
+        assert_eq!(config.gateway.port, 18789);
+        assert_eq!(
+            config.gateway.token.as_ref().map(|t| t.value.len()),
+            Some(64)
         );
-    }
+        assert!(
+            config.literal_secrets.is_empty(),
+            "the token must come from .env"
+        );
+        assert_eq!(config.sandbox_mode, SandboxMode::All);
+        // The image the first boot loads into the service user's rootless Docker.
+        assert_eq!(
+            config.sandbox.image,
+            shipped_definition().image.sandbox.image
+        );
+        assert!(!config.auto_approve);
+        // The agent's workspace is the directory the image makes and the unit maps in, outside
+        // the state directory (OpenClaw's default ~/.openclaw/workspace would be inside it).
+        let home = PathBuf::from(std::env::var_os("HOME").expect("HOME is set"));
+        assert_eq!(config.agent_workspace, Some(home.join("workspace")));
+        assert!(
+            files["/etc/systemd/system/clawfort.service"]
+                .lines()
+                .any(|l| l == "BindPaths=-/home/openclaw/workspace"),
+            "the gateway unit does not map the agent's workspace"
+        );
+        for denied in ["/etc", "/root"] {
+            assert!(
+                config
+                    .security
+                    .denied_paths
+                    .iter()
+                    .any(|p| p == Path::new(denied)),
+                "{denied} not denied"
+            );
+        }
+    });
 }
 
 #[test]
 fn fail2ban_bans_through_nftables_with_growing_ban_times() {
-    let files = shipped();
-    let jails = &files["/etc/fail2ban/jail.d/clawfort.local"];
-    let rules = directives(jails);
-    for line in [
-        "banaction = nftables",
-        "backend = systemd",
-        "bantime = 1h",
-        "bantime.increment = true",
-        "bantime.factor = 2",
-        "bantime.maxtime = 1w",
-        "maxretry = 5",
-        "[sshd]",
-        "[clawfort]",
-        "filter = clawfort",
-        "port = 18789,18793",
-        "maxretry = 10",
-    ] {
-        assert!(
-            rules.contains(&line),
-            "jail.d/clawfort.local lacks `{line}`"
-        );
-    }
+    each_target(|files| {
+        let jails = &files["/etc/fail2ban/jail.d/clawfort.local"];
+        let rules = directives(jails);
+        for line in [
+            "banaction = nftables",
+            "backend = systemd",
+            "bantime = 1h",
+            "bantime.increment = true",
+            "bantime.factor = 2",
+            "bantime.maxtime = 1w",
+            "maxretry = 5",
+            "[sshd]",
+            "[clawfort]",
+            "filter = clawfort",
+            "port = 18789,18793",
+            "maxretry = 10",
+        ] {
+            assert!(
+                rules.contains(&line),
+                "jail.d/clawfort.local lacks `{line}`"
+            );
+        }
+    });
 }
 
 #[test]
 fn every_sysctl_of_the_image_config_is_set() {
-    let files = shipped();
-    let sysctl = directives(&files["/etc/sysctl.d/99-clawfort.conf"]);
-    let config = read_toml(&repo().join("image/clawfort.toml"));
-    let wanted = config["sysctl"].as_table().expect("[sysctl] table");
-    assert_eq!(sysctl.len(), wanted.len());
-    for (key, value) in wanted {
-        let value = match value {
-            toml::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        assert!(
-            sysctl.contains(&format!("{key} = {value}").as_str()),
-            "{key}"
+    each_target(|files| {
+        let sysctl = directives(&files["/etc/sysctl.d/99-clawfort.conf"]);
+        let wanted = shipped_definition().image.sysctl;
+        assert_eq!(sysctl.len(), wanted.len());
+        for (key, value) in wanted {
+            let value = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            assert!(
+                sysctl.contains(&format!("{key} = {value}").as_str()),
+                "{key}"
+            );
+        }
+        let mut sorted = sysctl.clone();
+        sorted.sort();
+        assert_eq!(
+            sysctl, sorted,
+            "sorted, so the same config renders the same file"
         );
-    }
-    let mut sorted = sysctl.clone();
-    sorted.sort();
-    assert_eq!(
-        sysctl, sorted,
-        "sorted, so the same config renders the same file"
-    );
+    });
 }
 
 #[test]
 fn unattended_upgrades_use_exactly_the_configured_origins() {
-    let files = shipped();
-    let text = &files["/etc/apt/apt.conf.d/52clawfort-unattended-upgrades"];
-    // `#clear` is an apt directive, not a comment: it drops the package's own origin list.
-    assert!(text.contains("\n#clear Unattended-Upgrade::Origins-Pattern;\n"));
-    let config = read_toml(&repo().join("image/clawfort.toml"));
-    let origins: Vec<String> = config["updates"]["origins"]
-        .as_array()
-        .expect("updates.origins")
+    each_target(|files| {
+        let text = &files["/etc/apt/apt.conf.d/52clawfort-unattended-upgrades"];
+        // `#clear` is an apt directive, not a comment: it drops the package's own origin list.
+        assert!(text.contains("\n#clear Unattended-Upgrade::Origins-Pattern;\n"));
+        let origins: Vec<String> = shipped_definition()
+            .image
+            .updates
+            .origins
+            .iter()
+            .map(|origin| format!("\"{origin}\";"))
+            .collect();
+        let listed: Vec<String> = directives(text)
+            .into_iter()
+            .filter(|line| line.starts_with("\"origin="))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(listed, origins);
+    });
+}
+
+/// The Raspberry Pi's own tree (`overlays.rpi/`): raspi-firmware rewrites cmdline.txt from
+/// these settings on every kernel update, so they must give the line the builder wrote first:
+/// the root by this build's PARTUUID, the target's consoles and its extra words.
+#[test]
+fn the_raspberry_pi_firmware_settings_match_the_target() {
+    let files = render_target("rpi", "").unwrap();
+    let settings = directives(&files["/etc/default/raspi-firmware"]);
+    let root = format!("ROOTPART=\"PARTUUID={ROOT_PARTUUID}\"");
+    assert!(settings.contains(&root.as_str()), "{settings:?}");
+    let cmdline = definition("rpi", "").unwrap().target.kernel_cmdline;
+    let words: Vec<&str> = cmdline.split_whitespace().collect();
+    let consoles: Vec<&str> = words
         .iter()
-        .map(|o| format!("\"{}\";", o.as_str().expect("origin string")))
+        .filter_map(|word| word.strip_prefix("console="))
         .collect();
-    let listed: Vec<String> = directives(text)
-        .into_iter()
-        .filter(|line| line.starts_with("\"origin="))
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(listed, origins);
+    let consoles = format!("CONSOLES=\"{}\"", consoles.join(" "));
+    assert!(settings.contains(&consoles.as_str()), "{settings:?}");
+    let extra = repo().join("overlays.rpi/etc/default/raspi-extra-cmdline");
+    for word in std::fs::read_to_string(extra).unwrap().split_whitespace() {
+        assert!(words.contains(&word), "`{word}` is not in {cmdline}");
+    }
+    // Only the Pi gets them.
+    assert!(!render("")
+        .unwrap()
+        .contains_key("/etc/default/raspi-firmware"));
 }

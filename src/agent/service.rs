@@ -326,7 +326,9 @@ fn telegram_owners(config: &Config) -> Vec<String> {
     }
     if numeric.is_empty() && config.telegram.is_some() {
         tracing::warn!(
-            "no owner configured: budget alerts and a rejected API key are only logged, and              nobody may use /stop, /new, /status; set commands.ownerAllowFrom to              [\"telegram:<your numeric user id>\"]"
+            "no owner configured: budget alerts and a rejected API key are only logged, and \
+             nobody may use /stop, /new, /status; set commands.ownerAllowFrom to \
+             [\"telegram:<your numeric user id>\"]"
         );
     }
     numeric

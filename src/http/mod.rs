@@ -71,13 +71,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: Config, paths: &Paths, local_addr: SocketAddr) -> Self {
+    /// The configured token is kept only as the verifier's digest: its plaintext is taken out
+    /// of the config the gateway holds, which every handler reads.
+    pub fn new(mut config: Config, paths: &Paths, local_addr: SocketAddr) -> Self {
+        let token = config.gateway.token.take();
         Self {
-            verifier: config
-                .gateway
-                .token
-                .as_ref()
-                .map(|t| TokenVerifier::new(&t.value)),
+            verifier: token.map(|t| TokenVerifier::new(&t.value)),
             limiter: FailureLimiter::new(config.gateway.rate_limit),
             logs: LogLimiter::default(),
             conns: Arc::default(),
@@ -451,5 +450,32 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EnvSource;
+
+    #[test]
+    fn the_gateway_keeps_only_the_digest_of_its_token() {
+        let token = "ab".repeat(32);
+        let env = EnvSource::fixed([(crate::config::TOKEN_ENV.to_owned(), token.clone())]);
+        let config = Config::parse("{}", &env).unwrap();
+        assert!(config.gateway.token.is_some());
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = Gateway::new(
+            config,
+            &Paths::in_dir(dir.path()),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        );
+        assert!(gateway.config.gateway.token.is_none());
+        let header = format!("Bearer {token}");
+        assert_eq!(gateway.authenticate(Some(header.as_bytes())), Ok(()));
+        assert_eq!(
+            gateway.authenticate(Some(b"Bearer not-the-token")),
+            Err("invalid token")
+        );
     }
 }

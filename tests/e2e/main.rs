@@ -20,10 +20,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use serde::Serialize;
 
 use crate::ssh::Session;
-use crate::testbed::Testbed;
+use crate::testbed::{ProbeResult, Report, Testbed};
 
 #[derive(Parser)]
 #[command(about = "Probe a booted clawfort image (run by `cargo xtask e2e`)")]
@@ -40,25 +39,6 @@ struct Args {
 pub struct Ctx {
     pub testbed: Testbed,
     pub admin: Session,
-}
-
-#[derive(Serialize)]
-struct ProbeResult {
-    name: &'static str,
-    passed: bool,
-    detail: String,
-    seconds: f64,
-}
-
-#[derive(Serialize)]
-struct Report<'a> {
-    target: &'a str,
-    guest: &'a testbed::Guest,
-    peer: Option<&'a testbed::Guest>,
-    passed: usize,
-    failed: usize,
-    duration_s: f64,
-    probes: Vec<ProbeResult>,
 }
 
 fn main() -> ExitCode {
@@ -120,7 +100,7 @@ fn run() -> Result<bool> {
             probe.name
         );
         results.push(ProbeResult {
-            name: probe.name,
+            name: probe.name.to_owned(),
             passed,
             detail,
             seconds,
@@ -128,9 +108,9 @@ fn run() -> Result<bool> {
     }
     let failed = results.iter().filter(|result| !result.passed).count();
     let report = Report {
-        target: &ctx.testbed.target,
-        guest: &ctx.testbed.guest,
-        peer: ctx.testbed.peer.as_ref(),
+        target: ctx.testbed.target.clone(),
+        guest: ctx.testbed.guest.clone(),
+        peer: ctx.testbed.peer.clone(),
         passed: results.len() - failed,
         failed,
         duration_s: started.elapsed().as_secs_f64(),

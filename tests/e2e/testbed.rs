@@ -1,6 +1,7 @@
 //! The testbed: everything the probe suite needs to know about the booted guests, written by
 //! `cargo xtask e2e` (which owns the VMs and the network namespace) and read by the probe
-//! binary. This file is compiled into both, so the two sides cannot drift apart.
+//! binary; and the report the probe binary writes back. This file is compiled into both, so
+//! the two sides cannot drift apart.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -94,4 +95,25 @@ pub struct Expectations {
     /// The worst `systemd-analyze security` exposure `clawfort.service` may have
     /// (`gateway.exposure_budget`).
     pub gateway_exposure_budget: f64,
+}
+
+/// The probe binary's JSON report (at [`Testbed::report`]), which `cargo xtask e2e` reads back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub target: String,
+    pub guest: Guest,
+    pub peer: Option<Guest>,
+    pub passed: usize,
+    pub failed: usize,
+    pub duration_s: f64,
+    pub probes: Vec<ProbeResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub name: String,
+    pub passed: bool,
+    /// What the probe found, or why it failed.
+    pub detail: String,
+    pub seconds: f64,
 }

@@ -11,22 +11,16 @@ use clawfort::config::Config;
 
 use crate::support::TOKEN;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[path = "../shared/image.rs"]
+mod image;
 
-/// `overlays/etc/systemd/system/clawfort.service.tera` rendered with `image/clawfort.toml`.
+/// The gateway's unit as the appliance ships it, rendered from `overlays/` by the image
+/// builder's own loader.
 fn shipped_unit() -> String {
-    let text = std::fs::read_to_string(repo().join("image/clawfort.toml")).unwrap();
-    let document: toml::Table = toml::from_str(&text).unwrap();
-    let context = tera::Context::from_serialize(&document).unwrap();
-    let template =
-        std::fs::read_to_string(repo().join("overlays/etc/systemd/system/clawfort.service.tera"))
-            .unwrap();
-    let mut tera = tera::Tera::new();
-    tera.autoescape_on(Vec::<&str>::new());
-    tera.add_raw_template("unit", &template).unwrap();
-    tera.render("unit", &context).unwrap()
+    let mut files = image::render_target("x86_64", "").expect("the shipped overlays render");
+    files
+        .remove("/etc/systemd/system/clawfort.service")
+        .expect("overlays/ renders the gateway's unit")
 }
 
 struct Host {

@@ -58,9 +58,8 @@ pub fn run(args: Args) -> Result<()> {
     let key = test_key(&sh, &args.out)?;
 
     let suite_overlay = root.join("tests/e2e/variants/suite.toml");
-    let definition =
-        expect::merged_definition(&root.join("image/clawfort.toml"), &[&suite_overlay])?;
-    let users = expect::users(&definition)?;
+    let definition = image::load_definition(std::slice::from_ref(&suite_overlay), &args.target)?;
+    let users = &definition.image.users;
     let (variant, overlays, only) = if args.self_test {
         let weakened = root.join("tests/e2e/variants/weakened.toml");
         (
@@ -93,9 +92,9 @@ pub fn run(args: Args) -> Result<()> {
         serial_log: args.out.join(format!("e2e-{label}-serial.log")),
         report: args.out.join(format!("e2e-{label}.json")),
         ssh_key: &key,
-        admin_user: users.admin,
-        service_user: users.service,
-        expect: expect::expectations(&definition)?,
+        admin_user: users.admin.name.clone(),
+        service_user: users.service.name.clone(),
+        expect: expect::expectations(&definition.image)?,
         boot_peer: !args.self_test && !args.no_peer,
         only,
         fakes_binary: &fakes_binary,

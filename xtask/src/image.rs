@@ -14,7 +14,6 @@
 mod assemble;
 mod bootstrap;
 mod cache;
-mod config;
 mod customise;
 mod gateway;
 pub mod host_tools;
@@ -27,10 +26,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use clawfort_imagedef::render::BuildValues;
+use clawfort_imagedef::{LoadedConfig, TargetConfig};
 
-pub use package::{Artifacts, Format, StageTiming};
+pub use clawfort_imagedef::Format;
+pub use package::{Artifacts, StageTiming};
 
-use self::config::LoadedConfig;
 use self::progress::{human_size, StageProgress};
 
 /// Build the appliance disk image (the target's formats: raw + compressed qcow2 for x86_64
@@ -162,17 +163,29 @@ pub fn build(opts: &BuildOptions) -> Result<Artifacts> {
     build_stages(opts)
 }
 
-/// The repository root (xtask lives one level below it).
+/// The repository's image definition (`image/clawfort.toml`) with `config_overlays` merged
+/// over it, for `target`, validated: what `cargo xtask image --set-config ...` builds from.
+pub fn load_definition(config_overlays: &[PathBuf], target: &str) -> Result<LoadedConfig> {
+    let repo = repo_root();
+    LoadedConfig::load(
+        &repo.join("image/clawfort.toml"),
+        config_overlays,
+        &repo.join("image/targets"),
+        target,
+    )
+}
+
 /// `image/targets/<name>.toml`, validated (the unknown-target error lists the known ones).
-pub fn load_target(name: &str) -> Result<config::TargetConfig> {
-    config::load_target(&repo_root().join("image/targets"), name)
+pub fn load_target(name: &str) -> Result<TargetConfig> {
+    clawfort_imagedef::load_target(&repo_root().join("image/targets"), name)
 }
 
 /// Every target with a file in `image/targets/`, sorted.
 pub fn known_targets() -> Vec<String> {
-    config::known_targets(&repo_root().join("image/targets"))
+    clawfort_imagedef::known_targets(&repo_root().join("image/targets"))
 }
 
+/// The repository root (xtask lives one level below it).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -260,11 +273,12 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
     let _work_lock = cache::DirLock::acquire(&work)?;
     let cache_root = cache::cache_root()?;
     let logs = work.join("logs");
-    let mut overlays = vec![opts
-        .overlays
-        .clone()
-        .unwrap_or_else(|| repo.join("overlays"))];
-    overlays.extend(config.target.overlays.iter().map(|dir| repo.join(dir)));
+    let overlays = config.overlay_trees(
+        &repo,
+        opts.overlays
+            .clone()
+            .unwrap_or_else(|| repo.join("overlays")),
+    );
     let size = opts
         .size
         .clone()
@@ -276,7 +290,7 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
         opts.formats.clone()
     };
     if size != "auto" {
-        config::parse_size(&size).context("--size")?;
+        clawfort_imagedef::parse_size(&size).context("--size")?;
     }
     let builder = cache::builder_fingerprint(&repo)?;
     let mut stages = Vec::new();
@@ -315,7 +329,7 @@ fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
         })?
     };
 
-    let mut build_values = customise::BuildValues {
+    let mut build_values = BuildValues {
         version: gateway_version(&repo)?,
         authorized_keys,
         root_partuuid: String::new(),

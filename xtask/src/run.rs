@@ -5,7 +5,7 @@
 //! the guest's SSH forwarded to a loopback port and the serial console on the terminal.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use xshell::Shell;
@@ -49,17 +49,7 @@ pub fn run(args: Args) -> Result<()> {
     let machine = Machine::load(&root, &args.target)?;
     let image = match &args.image {
         Some(image) => image.clone(),
-        None => ["qcow2", "raw", "img"]
-            .iter()
-            .map(|ext| args.out.join(format!("clawfort-{}.{ext}", args.target)))
-            .find(|path| path.is_file())
-            .with_context(|| {
-                format!(
-                    "no clawfort-{0}.qcow2 or .raw in {1}: build one with `cargo xtask image                      --target {0}`, or pass --image",
-                    args.target,
-                    args.out.display()
-                )
-            })?,
+        None => built_image(&args.out, &args.target)?,
     };
     ensure_port_free(args.ssh_port)?;
 
@@ -108,6 +98,21 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The target's image in `out`: the qcow2, else the raw disk, else the Pi's decompressed `.img`.
+fn built_image(out: &Path, target: &str) -> Result<PathBuf> {
+    ["qcow2", "raw", "img"]
+        .iter()
+        .map(|ext| out.join(format!("clawfort-{target}.{ext}")))
+        .find(|path| path.is_file())
+        .with_context(|| {
+            format!(
+                "no clawfort-{target}.qcow2, .raw or .img in {}: build one with \
+                 `cargo xtask image --target {target}`, or pass --image",
+                out.display()
+            )
+        })
+}
+
 fn ensure_port_free(port: u16) -> Result<()> {
     TcpListener::bind(("127.0.0.1", port)).with_context(|| {
         format!("loopback port {port} is in use: pick another with --ssh-port N")
@@ -115,40 +120,14 @@ fn ensure_port_free(port: u16) -> Result<()> {
     Ok(())
 }
 
-/// Parses `8G`, `4096M`, `512K` or a plain byte count.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((at, _)) => text.split_at(at),
-        None => (text, ""),
-    };
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size: write e.g. 8G, 4096M or a byte count"))?;
-    let factor: u64 = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        "T" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "`{text}`: unknown size unit `{unit}` (use K, M, G or T)"
-            ))
-        }
-    };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("`{text}` is too large"))
+/// `--disk-size`: the image definition's size syntax (`8G`, `4096M`, `512K`, a byte count).
+fn parse_size(text: &str) -> Result<u64, String> {
+    clawfort_imagedef::parse_size(text).map_err(|err| format!("{err:#}"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::*;
 
     #[test]
     fn sizes_parse_with_binary_units() {
@@ -158,5 +137,20 @@ mod tests {
         assert_eq!(parse_size("1000"), Ok(1000));
         assert!(parse_size("8X").is_err());
         assert!(parse_size("G").is_err());
+    }
+
+    #[test]
+    fn a_missing_image_names_the_command_that_builds_it() {
+        let out = tempfile::tempdir().unwrap();
+        let err = built_image(out.path(), "rpi").unwrap_err().to_string();
+        assert!(
+            err.contains("build one with `cargo xtask image --target rpi`, or pass --image"),
+            "{err}"
+        );
+        std::fs::write(out.path().join("clawfort-rpi.img"), "").unwrap();
+        assert_eq!(
+            built_image(out.path(), "rpi").unwrap(),
+            out.path().join("clawfort-rpi.img")
+        );
     }
 }

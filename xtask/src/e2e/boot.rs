@@ -10,11 +10,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use serde::Deserialize;
 use xshell::Shell;
 
 use super::fakes::FakeServices;
-use super::testbed::{Expectations, Guest, Sources, Testbed};
+use super::testbed::{Expectations, Guest, Report, Sources, Testbed};
 use crate::qemu::netns::{GuestLink, PrivateNetwork};
 use crate::qemu::{self, accel, cleanup, disk, Console, Machine, Nic, Vm, VmSpec};
 
@@ -58,22 +57,6 @@ pub struct Plan<'a> {
     /// Root shell scripts run on the guest once it is ready, before probing (the self-test's
     /// run-time weakenings); empty for the real suite.
     pub prepare: &'a [&'a str],
-}
-
-/// What the probe binary wrote.
-#[derive(Debug, Deserialize)]
-pub struct Report {
-    pub passed: usize,
-    pub failed: usize,
-    pub duration_s: f64,
-    pub probes: Vec<ProbeResult>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ProbeResult {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
 }
 
 pub struct Outcome {

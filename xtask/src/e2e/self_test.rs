@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{bail, ensure, Result};
 
-use super::boot::Report;
+use super::testbed::Report;
 use crate::image::{self, BuildOptions};
 
 /// Image-config overlays the builder must refuse, and the key its error must name.
@@ -227,7 +227,7 @@ pub fn check_builder_refusals(target: &str, root: &Path, suite_overlay: &Path) -
 
 #[cfg(test)]
 mod tests {
-    use crate::e2e::expect::merged_definition;
+    use crate::image::load_definition;
 
     /// The sandbox-network weakening matches the shipped config's `docker` line, so it
     /// really changes the network (its `grep` would fail the self-test otherwise).
@@ -310,24 +310,19 @@ mod tests {
     #[test]
     fn weakened_variant_only_drops_the_firewall_from_enabled_units() {
         let root = crate::qemu::project_root();
-        let base = merged_definition(&root.join("image/clawfort.toml"), &[]).unwrap();
-        let weakened = merged_definition(
-            &root.join("image/clawfort.toml"),
-            &[&root.join("tests/e2e/variants/weakened.toml")],
-        )
-        .unwrap();
-        let units = |definition: &toml::Table| -> Vec<String> {
-            definition["services"]["enable"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|unit| unit.as_str().unwrap().to_owned())
-                .collect()
-        };
-        let expected: Vec<String> = units(&base)
-            .into_iter()
-            .filter(|unit| unit != "nftables.service")
+        let base = load_definition(&[], "x86_64").unwrap();
+        let weakened =
+            load_definition(&[root.join("tests/e2e/variants/weakened.toml")], "x86_64").unwrap();
+        let expected: Vec<&String> = base
+            .image
+            .services
+            .enable
+            .iter()
+            .filter(|unit| *unit != "nftables.service")
             .collect();
-        assert_eq!(units(&weakened), expected);
+        assert_eq!(
+            weakened.image.services.enable.iter().collect::<Vec<_>>(),
+            expected
+        );
     }
 }

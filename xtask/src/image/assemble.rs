@@ -32,12 +32,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
+use clawfort_imagedef::{parse_size, DiskLayout, GptEfiDisk, LoadedConfig, RpiMbrDisk};
 use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 use xshell::{cmd, Shell};
 
 use super::cache::{self, Fingerprint};
-use super::config::{parse_size, DiskLayout, GptEfiDisk, LoadedConfig, RpiMbrDisk};
 use super::progress::StageProgress;
 
 const MIB: u64 = 1 << 20;

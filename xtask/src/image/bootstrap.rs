@@ -9,10 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clawfort_imagedef::LoadedConfig;
 use xshell::{cmd, Shell};
 
 use super::cache::{self, Fingerprint};
-use super::config::LoadedConfig;
 use super::progress::StageProgress;
 
 /// Bump when the mmdebstrap invocation changes in a way the inputs below do not show.

@@ -87,6 +87,9 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A file's SHA-256 as hex, what `sha256sum` prints. The sha2 crate is optimised even in this
+/// dev build (the root manifest's `[profile.dev.package.sha2]`), so a 4 GiB disk hashes at
+/// disk speed: in a test, 2 GiB took 3.7 s, against 84 s unoptimised.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
@@ -103,13 +106,15 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-/// The hash of the builder's own source (`xtask/src/image.rs`, `xtask/src/image/`): a change
-/// to the machinery invalidates the stages that depend on it, without anyone having to
-/// remember to bump a version, while edits to other xtask commands leave the stages warm.
+/// The hash of the builder's own source (`xtask/src/image.rs`, `xtask/src/image/`, and the
+/// image definition's crate `imagedef/src/`): a change to the machinery invalidates the stages
+/// that depend on it, without anyone having to remember to bump a version, while edits to other
+/// xtask commands leave the stages warm.
 pub fn builder_fingerprint(repo: &Path) -> Result<String> {
     let mut fingerprint = Fingerprint::new("builder");
     fingerprint.add_file("image.rs", &repo.join("xtask/src/image.rs"))?;
     fingerprint.add_tree("image", &repo.join("xtask/src/image"))?;
+    fingerprint.add_tree("imagedef", &repo.join("imagedef/src"))?;
     Ok(fingerprint.finish())
 }
 
@@ -223,5 +228,22 @@ mod tests {
         assert!(!stamp_matches(dir.path(), "k2"));
         remove_stamp(dir.path()).unwrap();
         assert!(!stamp_matches(dir.path(), "k1"));
+    }
+
+    /// The FIPS 180-2 vectors.
+    #[test]
+    fn file_digests_match_the_standard_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "abc").unwrap();
+        assert_eq!(
+            sha256_file(&file).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        std::fs::write(&file, "a".repeat(1_000_000)).unwrap();
+        assert_eq!(
+            sha256_file(&file).unwrap(),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+        );
     }
 }

@@ -16,31 +16,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
-use serde::Serialize;
+use clawfort_imagedef::render::{template_context, BuildValues};
+use clawfort_imagedef::LoadedConfig;
 use xshell::{cmd, Shell};
 
 use super::assemble::DiskIds;
 use super::cache::{self, Fingerprint};
-use super::config::LoadedConfig;
 use super::progress::StageProgress;
 use super::{gateway, sandbox};
-
-/// Computed values a template reads as `build.*`.
-#[derive(Debug, Clone, Serialize)]
-pub struct BuildValues {
-    /// The gateway package's version.
-    pub version: String,
-    /// `--authorized-key` lines for the administrator (empty when none were given).
-    pub authorized_keys: Vec<String>,
-    /// PARTUUIDs and file system UUID fixed for this build (for fstab-like files).
-    pub root_partuuid: String,
-    /// The FAT boot partition's: the ESP, or the Raspberry Pi's firmware partition.
-    pub boot_partuuid: String,
-    pub root_fs_uuid: String,
-    /// Where the sandbox tar and the gateway binary are in the image.
-    pub sandbox_tar: String,
-    pub gateway_binary: String,
-}
 
 pub struct Inputs<'a> {
     pub config: &'a LoadedConfig,
@@ -151,15 +134,6 @@ pub fn run(
         key: key.to_owned(),
         reused: false,
     })
-}
-
-/// The whole merged image document, plus `target` and `build`: exactly what a template sees.
-pub fn template_context(config: &LoadedConfig, build: &BuildValues) -> Result<tera::Context> {
-    let mut context = tera::Context::from_serialize(&config.document)
-        .context("the image config cannot be a template context")?;
-    context.insert("target", &config.target_document);
-    context.insert("build", build);
-    Ok(context)
 }
 
 fn machine_settings(rootfs: &Path, config: &LoadedConfig, ids: &DiskIds) -> Result<()> {

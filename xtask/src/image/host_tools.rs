@@ -15,9 +15,8 @@ mod spawn_audit;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use clawfort_imagedef::TargetConfig;
 use xshell::{cmd, Shell};
-
-use super::config::TargetConfig;
 
 /// Something the host must provide, and the Debian package that provides it.
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +126,6 @@ const IMAGE_TOOLS: &[HostTool] = &[
     tool("dpkg-query", "dpkg"),
     tool("chroot", "coreutils"),
     tool("cp", "coreutils"),
-    tool("sha256sum", "coreutils"),
     tool("zstd", "zstd"),
     tool(
         "/usr/share/keyrings/debian-archive-keyring.gpg",

@@ -10,40 +10,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clawfort_imagedef::{Format, LoadedConfig};
 use serde::Serialize;
 use xshell::{cmd, Shell};
 
 use super::cache::{self, Fingerprint};
-use super::config::LoadedConfig;
 use super::progress::StageProgress;
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    /// Raw disk image `<name>-<target>.raw`: `dd` it to a disk, or upload it to a cloud.
-    Raw,
-    /// Compressed qcow2: QEMU/libvirt/Proxmox and clouds that import qcow2.
-    Qcow2,
-    /// `<name>-<target>.img.xz`: Raspberry Pi Imager, `xz -dc | dd`, `bmaptool copy`.
-    ImgXz,
-    /// `<name>-<target>.img.bmap`: the map of the image's used blocks for `bmaptool copy`,
-    /// which then writes only those (minutes less on an SD card).
-    Bmap,
-}
-
-impl Format {
-    /// The artifact's file name after `<name>-<target>.`.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Format::Raw => "raw",
-            Format::Qcow2 => "qcow2",
-            Format::ImgXz => "img.xz",
-            Format::Bmap => "img.bmap",
-        }
-    }
-}
 
 /// Paths of a finished build's artifacts.
 #[derive(Debug, Clone)]
@@ -174,7 +146,8 @@ pub fn run(stage: &mut StageProgress, inputs: &Inputs<'_>, work: &Path) -> Resul
             .expect("file")
             .to_string_lossy()
             .into_owned();
-        sha256.insert(name, sha256sum(stage, &sh, &partial(path))?);
+        stage.step(format!("sha256 {name}"));
+        sha256.insert(name, cache::sha256_file(&partial(path))?);
     }
     std::fs::write(&own_sums, sums_text(&sha256))?;
 
@@ -225,19 +198,6 @@ impl Drop for PartialFiles {
             let _ = std::fs::remove_file(path);
         }
     }
-}
-
-/// coreutils' sha256sum: the 4 GiB raw disk is hashed at disk speed, where the sha2 crate in
-/// xtask's unoptimised dev build would take minutes.
-fn sha256sum(stage: &mut StageProgress, sh: &Shell, file: &Path) -> Result<String> {
-    let line = stage.run(cmd!(sh, "sha256sum {file}"))?;
-    let digest = line.split_whitespace().next().unwrap_or_default();
-    anyhow::ensure!(
-        digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()),
-        "sha256sum printed `{line}` for {}",
-        file.display()
-    );
-    Ok(digest.to_owned())
 }
 
 fn raw(stage: &mut StageProgress, sh: &Shell, disk: &Path, to: &Path) -> Result<()> {

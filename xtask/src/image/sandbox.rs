@@ -12,11 +12,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clawfort_imagedef::LoadedConfig;
 use xshell::{cmd, Shell};
 
 use super::bootstrap::{prune_siblings, AptSetup};
 use super::cache::{self, Fingerprint};
-use super::config::LoadedConfig;
 use super::progress::StageProgress;
 
 const RECIPE: &str = "sandbox-4";

@@ -13,6 +13,7 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use clawfort_imagedef::render::{self, Templates};
 use walkdir::WalkDir;
 
 use super::users::Accounts;
@@ -27,7 +28,7 @@ pub fn apply(
     if !overlays.is_dir() {
         return Ok(Vec::new());
     }
-    let templates = load_templates(overlays)?;
+    let templates = Templates::load(overlays)?;
     let mut written = Vec::new();
     for entry in WalkDir::new(overlays).min_depth(1).sort_by_file_name() {
         let entry = entry.with_context(|| format!("cannot walk {}", overlays.display()))?;
@@ -36,8 +37,7 @@ pub fn apply(
             .strip_prefix(overlays)
             .expect("walkdir stays under its root")
             .to_path_buf();
-        let is_template =
-            entry.file_type().is_file() && relative.extension().is_some_and(|ext| ext == "tera");
+        let is_template = entry.file_type().is_file() && render::is_template(&relative);
         let image_relative = if is_template {
             relative.with_extension("")
         } else {
@@ -69,10 +69,7 @@ pub fn apply(
             std::os::unix::fs::lchown(&destination, Some(owner.0), Some(owner.1))?;
         } else {
             if is_template {
-                let name = template_name(&relative);
-                let text = templates.render(&name, context).map_err(|err| {
-                    anyhow::anyhow!("cannot render overlays/{name}: {}", error_chain(&err))
-                })?;
+                let text = templates.render(&relative, context)?;
                 std::fs::write(&destination, text)
             } else {
                 std::fs::copy(entry.path(), &destination).map(drop)
@@ -89,44 +86,6 @@ pub fn apply(
         written.push(format!("/{}", image_relative.display()));
     }
     Ok(written)
-}
-
-/// Loads every `*.tera` file into one tera instance (so templates may `include` each other),
-/// with HTML auto-escaping off: these are configuration files, not web pages.
-fn load_templates(overlays: &Path) -> Result<tera::Tera> {
-    let mut tera = tera::Tera::new();
-    tera.autoescape_on(Vec::<&str>::new());
-    for entry in WalkDir::new(overlays).sort_by_file_name() {
-        let entry = entry?;
-        let relative = entry.path().strip_prefix(overlays).expect("under root");
-        if entry.file_type().is_file() && relative.extension().is_some_and(|ext| ext == "tera") {
-            let text = std::fs::read_to_string(entry.path())
-                .with_context(|| format!("cannot read {}", entry.path().display()))?;
-            let name = template_name(relative);
-            tera.add_raw_template(&name, &text).map_err(|err| {
-                anyhow::anyhow!(
-                    "overlays/{name} is not a valid tera template: {}",
-                    error_chain(&err)
-                )
-            })?;
-        }
-    }
-    Ok(tera)
-}
-
-fn template_name(relative: &Path) -> String {
-    relative.to_string_lossy().into_owned()
-}
-
-/// tera's top-level error often says only "failed to render"; the cause is further down.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(cause) = source {
-        parts.push(cause.to_string());
-        source = cause.source();
-    }
-    parts.join(": ")
 }
 
 /// `home/<user>/...` belongs to `<user>`; everything else to root.
@@ -200,7 +159,7 @@ pub fn apply_file_modes(
         if meta.file_type().is_symlink() {
             bail!("key `file_modes.\"{path}\"`: {path} is a symbolic link; name its target");
         }
-        let mode = super::super::config::parse_mode(mode)
+        let mode = clawfort_imagedef::parse_mode(mode)
             .with_context(|| format!("key `file_modes.\"{path}\"`"))?;
         std::fs::set_permissions(&target, PermissionsExt::from_mode(mode))?;
         debug_assert_eq!(
@@ -286,7 +245,8 @@ mod tests {
         context.insert("ssh", &BTreeMap::from([("port", 22)]));
         let err = apply(overlays.path(), root.path(), &context, &accounts()).unwrap_err();
         let message = format!("{err:#}");
-        assert!(message.contains("overlays/motd.tera"), "{message}");
+        let tree = overlays.path().file_name().unwrap().to_string_lossy();
+        assert!(message.contains(&format!("{tree}/motd.tera")), "{message}");
         assert!(message.contains("no_such_key"), "{message}");
     }
 

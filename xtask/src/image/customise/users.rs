@@ -9,9 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
+use clawfort_imagedef::UsersSection;
 use xshell::{cmd, Shell};
 
-use crate::image::config::UsersSection;
 use crate::image::progress::StageProgress;
 
 #[derive(Debug, Clone)]

@@ -9,8 +9,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use clawfort_imagedef as imagedef;
+
 use super::{tools_on_host, Group, Purpose, ToolGroup, BENCH_TOOLS, SANDBOX_TEST_TOOLS};
-use crate::image::config;
 
 mod scanner;
 
@@ -201,10 +202,10 @@ fn always_there(program: &str) -> bool {
 /// Every target's name and Debian architecture, from image/targets/.
 fn targets() -> Vec<(String, String)> {
     let dir = repo().join("image/targets");
-    config::known_targets(&dir)
+    imagedef::known_targets(&dir)
         .into_iter()
         .map(|name| {
-            let target = config::load_target(&dir, &name).unwrap();
+            let target = imagedef::load_target(&dir, &name).unwrap();
             (name, target.debian_arch)
         })
         .collect()
@@ -372,7 +373,7 @@ fn machine_files_and_the_cross_linker_name_only_listed_tools() {
             }
         }
         if arch != BUILD_HOST {
-            let triple = config::load_target(&repo().join("image/targets"), &name)
+            let triple = imagedef::load_target(&repo().join("image/targets"), &name)
                 .unwrap()
                 .rust_triple;
             let linker = cargo_config["target"][&triple]["linker"].as_str().unwrap();
