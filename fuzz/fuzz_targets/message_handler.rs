@@ -1,5 +1,5 @@
-//! Any `POST /api/messages` body must give a 400-class error or an outcome, never a panic,
-//! and the store must stay readable afterwards. Runs the real handler on a per-process
+//! Any `POST /api/messages` body must give a 400-class error or an outcome, never a panic
+//! nor any other error, and the store must stay readable afterwards. Runs the real handler on a per-process
 //! scratch state directory with the pairing policy (the one that writes the most state).
 #![no_main]
 
@@ -39,14 +39,18 @@ fuzz_target!(|data: &[u8]| {
     let Ok(msg) = messages::parse(data) else {
         return;
     };
-    let _ = messages::handle(
+    // A message `parse` accepted is handled: on a working state directory neither the
+    // pairing store nor the transcript may refuse it.
+    if let Err(e) = messages::handle(
         &f.config,
         &f.store,
         &f.transcripts,
         &msg,
         unix_now(),
         clawfort::sessions::Durability::Synced,
-    );
+    ) {
+        panic!("a valid message was not handled: {e}");
+    }
     f.store
         .allow_list(&msg.channel)
         .expect("the allow-list stays readable");

@@ -3,9 +3,11 @@
 //!
 //! cargo-fuzz builds with nightly-only flags; `RUSTC_BOOTSTRAP=1` lets the stable toolchain
 //! accept them, so no nightly is needed. cargo-fuzz itself is installed (`cargo install
-//! cargo-fuzz --locked`) when missing, so a fresh CI machine needs nothing by hand. The corpus
-//! grows in `fuzz/corpus/<target>` (ignored by git) and a crashing input lands in
-//! `fuzz/artifacts/<target>`.
+//! cargo-fuzz --locked`) when missing, so a fresh CI machine needs nothing by hand. Each run
+//! starts from the kept seeds in `fuzz/seeds/<target>` (in git: valid inputs of each format,
+//! so even a 30 s run begins past the parsers' first checks) plus what earlier runs on this
+//! machine found in `fuzz/corpus/<target>` (ignored by git, where new inputs are written); a
+//! crashing input lands in `fuzz/artifacts/<target>`.
 
 use std::path::Path;
 
@@ -61,12 +63,21 @@ pub fn run(args: Args) -> Result<()> {
     for target in &targets {
         eprintln!("==> fuzzing {target} for {} s", args.seconds);
         std::fs::create_dir_all(fuzz_dir.join("corpus").join(target))?;
+        let seeds = format!("seeds/{target}");
+        ensure!(
+            fuzz_dir.join(&seeds).is_dir(),
+            "fuzz target {target} has no seeds: add valid inputs under fuzz/{seeds}/"
+        );
+        let corpus = format!("corpus/{target}");
         // -timeout: one input taking 20 s is a hang, reported like a crash.
-        cmd!(sh, "cargo fuzz run {target} -- {max_time} -timeout=20")
-            .run()
-            .with_context(|| {
-                format!("fuzz target {target} failed; the input is in fuzz/artifacts/{target}/")
-            })?;
+        cmd!(
+            sh,
+            "cargo fuzz run {target} {corpus} {seeds} -- {max_time} -timeout=20"
+        )
+        .run()
+        .with_context(|| {
+            format!("fuzz target {target} failed; the input is in fuzz/artifacts/{target}/")
+        })?;
     }
     eprintln!("fuzzed {} targets, no crash", targets.len());
     Ok(())
