@@ -16,6 +16,11 @@ use serde::Deserialize;
 
 use crate::Format;
 
+/// The gateway program's own ports when `openclaw.json` names none (the OpenClaw defaults):
+/// the firewall never opens them to the network, whatever `gateway.port` says, so a config
+/// that drops its port keys cannot expose the gateway.
+pub(crate) const GATEWAY_DEFAULT_PORTS: [u16; 2] = [18789, 18793];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageConfig {

@@ -4,10 +4,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::definition::{DiskLayout, ImageConfig, TargetConfig};
-
-/// The gateway's fixed loopback ports: the firewall must never open them to the network.
-const GATEWAY_PORTS_NEVER_OPEN: [u16; 2] = [18789, 18793];
+use crate::definition::{DiskLayout, ImageConfig, TargetConfig, GATEWAY_DEFAULT_PORTS};
 
 pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
     check_name("image.name", &c.image.name)?;
@@ -131,8 +128,8 @@ pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
         for (i, port) in ports.iter().enumerate() {
             ensure!(*port != 0, "key `{key}[{i}]`: port 0 is not a port");
             let gateway_ports = [
-                GATEWAY_PORTS_NEVER_OPEN[0],
-                GATEWAY_PORTS_NEVER_OPEN[1],
+                GATEWAY_DEFAULT_PORTS[0],
+                GATEWAY_DEFAULT_PORTS[1],
                 c.gateway.port,
                 c.gateway.canvas_port,
             ];
@@ -241,6 +238,7 @@ pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
             .is_some_and(|name| !name.is_empty()
                 && !name.contains('/')
                 && !name.starts_with('.')
+                // tidy: allow (directories under /run that others own, not the package names)
                 && !["user", "docker", "containerd", "systemd"].contains(&name))
             && dir.len() + "/docker.sock".len() < 108
             && dir
