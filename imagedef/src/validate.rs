@@ -42,6 +42,19 @@ pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
         "key `debian.components`: list at least `main`"
     );
     check_packages("debian.packages", &c.debian.packages)?;
+    let initramfs = &c.debian.initramfs;
+    ensure!(
+        // tidy: allow (initramfs-tools' COMPRESS= values, not package names)
+        ["gzip", "bzip2", "lz4", "lzma", "lzop", "xz", "zstd"]
+            .contains(&initramfs.compress.as_str()),
+        "key `debian.initramfs.compress`: `{}` is not one of initramfs-tools' compressors \
+         (gzip, bzip2, lz4, lzma, lzop, xz, zstd)",
+        initramfs.compress
+    );
+    check_packages(
+        "debian.initramfs.package",
+        std::slice::from_ref(&initramfs.package),
+    )?;
     for (key, globs) in [
         ("debian.path_exclude", &c.debian.path_exclude),
         ("debian.path_include", &c.debian.path_include),

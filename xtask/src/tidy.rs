@@ -206,6 +206,7 @@ fn forbidden() -> Forbidden {
             .unwrap_or_else(|e| panic!("the image definition for {target} loads: {e:#}"));
         let image = &loaded.image;
         packages.extend(image.debian.packages.iter().cloned());
+        packages.insert(image.debian.initramfs.package.clone());
         packages.extend(image.sandbox.packages.iter().cloned());
         packages.extend(loaded.target.packages.iter().cloned());
         ports.extend([
