@@ -15,8 +15,9 @@
 //!   `// tidy: allow (why)` on the line before.
 //!
 //! The sources are parsed with syn (no regex over code), so strings, comments and doc comments
-//! never count as code, and `#[cfg(test)]` items are skipped where a literal is an
-//! expectation. Macro arguments (`cmd!`, `format!`) are searched as token streams.
+//! never count as code. The data check skips `#[test]` and `#[cfg(test)]` items, where a literal
+//! is an expectation; the command check covers test code too. Macro arguments (`cmd!`,
+//! `format!`) are searched as token streams.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
