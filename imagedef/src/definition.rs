@@ -16,6 +16,11 @@ use serde::Deserialize;
 
 use crate::Format;
 
+/// The gateway program's own ports when `openclaw.json` names none (the OpenClaw defaults):
+/// the firewall never opens them to the network, whatever `gateway.port` says, so a config
+/// that drops its port keys cannot expose the gateway.
+pub(crate) const GATEWAY_DEFAULT_PORTS: [u16; 2] = [18789, 18793];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageConfig {
@@ -62,6 +67,19 @@ pub struct DebianSection {
     /// dpkg `path-include` globs: exceptions inside `path_exclude`.
     #[serde(default)]
     pub path_include: Vec<String>,
+    /// How the initramfs is compressed, and the package that makes it possible.
+    pub initramfs: InitramfsSection,
+}
+
+/// `[debian.initramfs]`: initramfs-tools' compressor. The bootstrap writes `COMPRESS=` into
+/// the image's initramfs-tools configuration and installs the package with the rest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitramfsSection {
+    /// initramfs-tools' `COMPRESS=` value (`initramfs.conf(5)`).
+    pub compress: String,
+    /// The Debian package that provides that compressor.
+    pub package: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

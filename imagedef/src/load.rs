@@ -327,6 +327,19 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_initramfs_compressor_or_package_is_refused_by_key() {
+        let err = load_with("[debian.initramfs]\ncompress = \"zip\"\n").unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("debian.initramfs.compress"), "{message}");
+        assert!(message.contains("`zip`"), "{message}");
+        let err = load_with("[debian.initramfs]\npackage = \"Zstd!\"\n").unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("debian.initramfs.package"), "{message}");
+        let lz4 = load_with("[debian.initramfs]\ncompress = \"lz4\"\npackage = \"lz4\"\n").unwrap();
+        assert_eq!(lz4.image.debian.initramfs.package, "lz4");
+    }
+
+    #[test]
     fn a_locale_without_its_sources_is_refused() {
         let err = load_with("[image]\nlocale = \"de_DE.UTF-8\"\n").unwrap_err();
         assert!(

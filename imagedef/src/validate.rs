@@ -4,10 +4,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::definition::{DiskLayout, ImageConfig, TargetConfig};
-
-/// The gateway's fixed loopback ports: the firewall must never open them to the network.
-const GATEWAY_PORTS_NEVER_OPEN: [u16; 2] = [18789, 18793];
+use crate::definition::{DiskLayout, ImageConfig, TargetConfig, GATEWAY_DEFAULT_PORTS};
 
 pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
     check_name("image.name", &c.image.name)?;
@@ -45,6 +42,19 @@ pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
         "key `debian.components`: list at least `main`"
     );
     check_packages("debian.packages", &c.debian.packages)?;
+    let initramfs = &c.debian.initramfs;
+    ensure!(
+        // tidy: allow (initramfs-tools' COMPRESS= values, not package names)
+        ["gzip", "bzip2", "lz4", "lzma", "lzop", "xz", "zstd"]
+            .contains(&initramfs.compress.as_str()),
+        "key `debian.initramfs.compress`: `{}` is not one of initramfs-tools' compressors \
+         (gzip, bzip2, lz4, lzma, lzop, xz, zstd)",
+        initramfs.compress
+    );
+    check_packages(
+        "debian.initramfs.package",
+        std::slice::from_ref(&initramfs.package),
+    )?;
     for (key, globs) in [
         ("debian.path_exclude", &c.debian.path_exclude),
         ("debian.path_include", &c.debian.path_include),
@@ -131,8 +141,8 @@ pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
         for (i, port) in ports.iter().enumerate() {
             ensure!(*port != 0, "key `{key}[{i}]`: port 0 is not a port");
             let gateway_ports = [
-                GATEWAY_PORTS_NEVER_OPEN[0],
-                GATEWAY_PORTS_NEVER_OPEN[1],
+                GATEWAY_DEFAULT_PORTS[0],
+                GATEWAY_DEFAULT_PORTS[1],
                 c.gateway.port,
                 c.gateway.canvas_port,
             ];
@@ -241,6 +251,7 @@ pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
             .is_some_and(|name| !name.is_empty()
                 && !name.contains('/')
                 && !name.starts_with('.')
+                // tidy: allow (directories under /run that others own, not the package names)
                 && !["user", "docker", "containerd", "systemd"].contains(&name))
             && dir.len() + "/docker.sock".len() < 108
             && dir

@@ -486,6 +486,7 @@ fn spawn<'a>(
     args: impl IntoIterator<Item = &'a OsStr>,
     env: &[(&str, &OsStr)],
 ) -> Result<Child> {
+    // tidy: spawn (the measured gateway serves the load and is killed by pid)
     Command::new(binary)
         .args(args)
         .envs(env.iter().copied())

@@ -196,6 +196,7 @@ fn beside(sh: &Shell, foreground: &[&str], background: &[&str], log: &str) -> Re
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let shown = format!("cargo {}", background.join(" "));
     eprintln!("$ {shown}  (in the background, output in {log})");
+    // tidy: spawn (runs beside the foreground command, its output into a file; waited for after it)
     let mut child = Command::new(cargo)
         .args(background)
         .stdout(file.try_clone()?)

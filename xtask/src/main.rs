@@ -9,6 +9,8 @@ mod fuzz;
 mod image;
 mod qemu;
 mod run;
+#[cfg(test)]
+mod tidy;
 
 use std::process::ExitCode;
 

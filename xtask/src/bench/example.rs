@@ -9,7 +9,6 @@
 //! load average.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
@@ -80,19 +79,20 @@ pub fn run(
     )
     .run()?;
     let program = target_dir.join("release/examples").join(name);
-    let mut command = if root && example.as_nobody {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .args(["--inh-caps=-all", "--bounding-set=-all", "--"])
-            .arg(&program);
-        c
+    let runs_arg = runs.to_string();
+    let command = if root && example.as_nobody {
+        cmd!(
+            sh,
+            "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all -- {program} {runs_arg}"
+        )
     } else {
-        Command::new(&program)
+        cmd!(sh, "{program} {runs_arg}")
     };
     let load_before = load_average();
     let out = command
-        .arg(runs.to_string())
         .env("TMPDIR", "/tmp")
+        .quiet()
+        .ignore_status()
         .output()
         .with_context(|| format!("running {}", program.display()))?;
     ensure!(

@@ -317,6 +317,7 @@ fn run_as_root(
 fn run_probes(testbed_file: &Path, vm: &mut Vm) -> Result<()> {
     vm.ensure_running()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // tidy: spawn (the probe binary is waited for and killed by pid on Ctrl-C)
     let mut command = Command::new("timeout");
     command
         .args([

@@ -101,7 +101,9 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
         "unattended-upgrades is not installed",
     ),
     ("security_audit_no_critical", "host.nftables"),
+    // tidy: allow (an expected failure's text: the weakened variant changes this key)
     ("sysctls_as_defined", "kernel.kptr_restrict"),
+    // tidy: allow (an expected failure's text: the weakened variant changes this key)
     ("sysctls_as_defined", "kernel.core_pattern"),
     ("core_dumps_go_nowhere", "a crash left a core dump"),
     ("gateway_unit_exposure", "over its budget"),
@@ -331,12 +333,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("openclaw.json");
         std::fs::write(&file, &rendered).unwrap();
-        let status = std::process::Command::new("sed")
-            .args(["-i", sed])
-            .arg(&file)
-            .status()
+        let sh = xshell::Shell::new().unwrap();
+        xshell::cmd!(sh, "sed -i {sed} {file}")
+            .quiet()
+            .run()
             .unwrap();
-        assert!(status.success());
         let weakened = std::fs::read_to_string(&file).unwrap();
         assert!(
             weakened.contains(r#"docker: { image: "clawfort-sandbox:latest", network: "bridge" }"#),

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clawfort_imagedef::LoadedConfig;
+use clawfort_imagedef::{InitramfsSection, LoadedConfig};
 use xshell::{cmd, Shell};
 
 use super::cache::{self, Fingerprint};
@@ -23,9 +23,6 @@ const RECIPE: &str = "bootstrap-4";
 /// run once afterwards. Under qemu-user emulation the arm64 initramfs alone took three and a
 /// half minutes per run, and was built three times.
 const DEFERRED: [&str; 2] = ["/usr/sbin/update-initramfs", "/usr/bin/py3compile"];
-
-/// Packages the recipe itself relies on: zstd compresses the initramfs (`COMPRESS=zstd`).
-const RECIPE_PACKAGES: [&str; 1] = ["zstd"];
 
 pub struct Bootstrapped {
     pub rootfs: PathBuf,
@@ -117,9 +114,8 @@ impl AptSetup {
 
     /// Hooks that make package installation cheap under emulation: dpkg without fsync
     /// (mmdebstrap's eatmydata hooks), and [`DEFERRED`] programs run once at the end instead of
-    /// once per package. The initramfs is compressed with zstd, which the kernel unpacks
-    /// faster than gzip and which takes a fraction of gzip's time to build.
-    pub fn deferral_hooks() -> Vec<String> {
+    /// once per package. The initramfs is compressed as `debian.initramfs.compress` says.
+    pub fn deferral_hooks(initramfs: &InitramfsSection) -> Vec<String> {
         let mut args = vec!["--hook-dir=/usr/share/mmdebstrap/hooks/eatmydata".to_owned()];
         for program in DEFERRED {
             args.push(format!(
@@ -127,11 +123,11 @@ impl AptSetup {
                  && printf '#!/bin/sh\\nexit 0\\n' > \"$1\"{program} && chmod 755 \"$1\"{program}"
             ));
         }
-        args.push(
-            "--essential-hook=mkdir -p \"$1\"/etc/initramfs-tools/conf.d && echo COMPRESS=zstd \
-             > \"$1\"/etc/initramfs-tools/conf.d/clawfort-compress.conf"
-                .to_owned(),
-        );
+        args.push(format!(
+            "--essential-hook=mkdir -p \"$1\"/etc/initramfs-tools/conf.d && echo COMPRESS={} \
+             > \"$1\"/etc/initramfs-tools/conf.d/clawfort-compress.conf",
+            initramfs.compress
+        ));
         for program in DEFERRED {
             args.push(format!(
                 "--customize-hook=rm -f \"$1\"{program} \
@@ -168,7 +164,7 @@ pub fn run(
 ) -> Result<Bootstrapped> {
     let debian = &config.image.debian;
     let mut packages = debian.packages.clone();
-    packages.extend(RECIPE_PACKAGES.map(str::to_owned));
+    packages.push(debian.initramfs.package.clone());
     packages.sort();
     packages.dedup();
     let mut fingerprint = Fingerprint::new("bootstrap");
@@ -176,7 +172,8 @@ pub fn run(
         .add("recipe", RECIPE)
         .add("arch", &config.target.debian_arch)
         .add("suite", &debian.suite)
-        .add("packages", packages.join(","));
+        .add("packages", packages.join(","))
+        .add("initramfs-compress", &debian.initramfs.compress);
     apt.fingerprint_into(&mut fingerprint)?;
     let key = fingerprint.finish();
 
@@ -203,7 +200,7 @@ pub fn run(
     let arch = format!("--arch={}", config.target.debian_arch);
     let include = format!("--include={}", packages.join(","));
     let mut extra = apt.mmdebstrap_args();
-    extra.extend(AptSetup::deferral_hooks());
+    extra.extend(AptSetup::deferral_hooks(&debian.initramfs));
     let suite = &debian.suite;
     let sources = apt.sources();
     stage.step(format!(

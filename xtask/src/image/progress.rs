@@ -8,6 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -79,10 +80,41 @@ impl StageProgress {
             .output()
             .with_context(|| format!("stage `{}`: cannot start `{shown}`", self.name))?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        self.check(&shown, output.status, &stdout, &output.stderr)?;
+        Ok(stdout)
+    }
+
+    /// Like [`run`](Self::run), but the command's standard output goes to the file `to`
+    /// (created or truncated) instead of the log: for streams as large as a disk image, which
+    /// must not pass through memory. Standard error goes to the stage log as usual.
+    pub fn run_to_file(&mut self, cmd: Cmd<'_>, to: &Path) -> Result<()> {
+        let shown = format!("{cmd} > {}", to.display());
+        self.step(format!("$ {}", shorten(&shown, 160)));
+        let file = File::create(to).with_context(|| format!("cannot create {}", to.display()))?;
+        // tidy: runner (xshell cannot send a command's stdout to a file; this is its own command, its stdin null as xshell's)
+        let mut command = std::process::Command::from(cmd);
+        let output = command
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(Stdio::piped())
+            .output()
+            .with_context(|| format!("stage `{}`: cannot start `{shown}`", self.name))?;
+        self.check(&shown, output.status, "", &output.stderr)
+    }
+
+    /// Appends a finished command's output to the log; an error naming the stage, the command
+    /// and its last lines of output when it failed.
+    fn check(
+        &mut self,
+        shown: &str,
+        status: ExitStatus,
+        stdout: &str,
+        stderr: &[u8],
+    ) -> Result<()> {
+        let stderr = String::from_utf8_lossy(stderr);
         let _ = self.log.write_all(stdout.as_bytes());
         let _ = self.log.write_all(stderr.as_bytes());
-        if !output.status.success() {
+        if !status.success() {
             let tail: Vec<&str> = stderr
                 .lines()
                 .chain(stdout.lines())
@@ -90,13 +122,12 @@ impl StageProgress {
                 .collect();
             let tail = tail[tail.len().saturating_sub(15)..].join("\n    ");
             bail!(
-                "stage `{}`: command failed ({}):\n  {shown}\n  last output:\n    {tail}\n  full log: {}",
+                "stage `{}`: command failed ({status}):\n  {shown}\n  last output:\n    {tail}\n  full log: {}",
                 self.name,
-                output.status,
                 self.log_path.display()
             );
         }
-        Ok(stdout)
+        Ok(())
     }
 
     pub fn log_path(&self) -> &Path {
@@ -163,6 +194,36 @@ mod tests {
         assert!(err.contains("broken-thing"), "{err}");
         let log = std::fs::read_to_string(dir.path().join("demo.log")).unwrap();
         assert!(log.contains("broken-thing"));
+    }
+
+    /// The xz artifact's path: stdout lands in the file, stderr and the command in the log, and
+    /// a failure is named like any other command's.
+    #[test]
+    fn a_command_streams_its_output_into_a_file_and_is_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = xshell::Shell::new().unwrap();
+        let mut stage = StageProgress::start("demo", dir.path()).unwrap();
+        let to = dir.path().join("out.bin");
+        stage
+            .run_to_file(
+                xshell::cmd!(sh, "sh -c 'echo pay\"\"load; echo note-on-stderr >&2'"),
+                &to,
+            )
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&to).unwrap(), "payload\n");
+        let log = std::fs::read_to_string(dir.path().join("demo.log")).unwrap();
+        assert!(log.contains("$ sh -c"), "{log}");
+        assert!(log.contains("note-on-stderr"), "{log}");
+        assert!(!log.contains("payload"), "{log}");
+        let err = stage
+            .run_to_file(xshell::cmd!(sh, "sh -c 'echo broken-xz >&2; exit 1'"), &to)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("stage `demo`") && err.contains("broken-xz"),
+            "{err}"
+        );
+        assert!(err.contains(&format!("> {}", to.display())), "{err}");
     }
 
     #[test]

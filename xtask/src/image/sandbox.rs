@@ -72,7 +72,7 @@ pub fn run(
     let arch = format!("--arch={}", config.target.debian_arch);
     let include = format!("--include={}", packages.join(","));
     let mut extra = apt.mmdebstrap_args();
-    extra.extend(AptSetup::deferral_hooks());
+    extra.extend(AptSetup::deferral_hooks(&config.image.debian.initramfs));
     let suite = &config.image.debian.suite;
     let sources = apt.sources();
     stage.step(format!("mmdebstrap minbase + {} packages", packages.len()));

@@ -110,6 +110,7 @@ fn probe_kvm(
         )
     })?;
     let serial = dir.join("serial.log");
+    // tidy: spawn (the KVM probe is polled and killed at its deadline)
     let mut command = Command::new(&machine.binary);
     command
         .args(["-machine", &machine.machine])

@@ -97,6 +97,7 @@ impl PrivateNetwork {
         let Some(first) = self.guests.first() else {
             return Ok(());
         };
+        // tidy: spawn (dnsmasq serves the whole run and is killed by pid)
         let mut command = Command::new("ip");
         command
             .args([
@@ -154,6 +155,7 @@ impl PrivateNetwork {
 
     /// A command run inside the namespace.
     pub fn command(&self, program: &str) -> Command {
+        // tidy: spawn (a process inside the namespace; callers spawn it, pipe its stdin and bound it with timeout)
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.name, program]);
         command
@@ -173,11 +175,8 @@ impl Drop for PrivateNetwork {
 }
 
 fn delete_namespace(name: &str) {
-    let status = Command::new("ip")
-        .args(["netns", "delete", name])
-        .stdin(Stdio::null())
-        .status();
-    if !matches!(status, Ok(status) if status.success()) {
+    let deleted = Shell::new().and_then(|sh| cmd!(sh, "ip netns delete {name}").quiet().run());
+    if deleted.is_err() {
         eprintln!("warning: could not delete network namespace {name}; remove it with `ip netns delete {name}`");
     }
 }

@@ -155,6 +155,7 @@ impl Vm {
     pub fn start(spec: &VmSpec) -> Result<Vm> {
         let argv = spec.command_line();
         eprintln!("$ {}", shell_words(&argv));
+        // tidy: spawn (QEMU runs beside the suite and is stopped by pid)
         let mut command = Command::new(&argv[0]);
         command.args(&argv[1..]);
         if let Console::File(_) = spec.console {

@@ -100,7 +100,7 @@ const DYNAMIC: &[(&str, &str, &str)] = &[
     ),
     (
         "xtask/src/bench/example.rs",
-        "&program",
+        "{program}",
         "examples/exec_latency or sandbox_latency, built by the bench just before",
     ),
     (
