@@ -168,6 +168,11 @@ impl Fake {
         self.seen.lock().unwrap().clone()
     }
 
+    /// The `n`th request (from 0), without cloning the others.
+    pub fn seen_nth(&self, n: usize) -> Option<Seen> {
+        self.seen.lock().unwrap().get(n).cloned()
+    }
+
     /// How many requests arrived, without cloning them.
     pub fn seen_count(&self) -> usize {
         self.seen.lock().unwrap().len()

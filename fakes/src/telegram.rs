@@ -55,9 +55,12 @@ struct State {
     failures: HashMap<String, VecDeque<(u16, Value)>>,
     /// `getUpdates` calls waiting for an update right now.
     waiting: usize,
-    /// Per chat, the `sendMessage` calls answered with 200: what a waiting test or bench
-    /// polls, without cloning every call under the lock the server needs.
-    delivered_to: HashMap<i64, usize>,
+    /// Per chat, the indexes in `calls` of the `sendMessage` calls answered with 200: what a
+    /// waiting test or bench polls and reads, without cloning every call under the lock the
+    /// server needs.
+    sent_index: HashMap<i64, Vec<usize>>,
+    /// Per `update_id`, the index in `calls` of the `getUpdates` that delivered it.
+    delivered_by: HashMap<i64, usize>,
 }
 
 #[derive(Clone)]
@@ -162,12 +165,26 @@ impl Fake {
     /// How many messages were sent to `chat_id` (answered with 200), in constant time.
     pub fn sent_count(&self, chat_id: i64) -> usize {
         let state = self.state.lock().unwrap();
-        state.delivered_to.get(&chat_id).copied().unwrap_or(0)
+        state.sent_index.get(&chat_id).map_or(0, Vec::len)
+    }
+
+    /// The `k`th `sendMessage` to `chat_id` answered with 200 (from 0), found through an
+    /// index: a bench reads each reply without copying every call.
+    pub fn sent_call(&self, chat_id: i64, k: usize) -> Option<Call> {
+        let state = self.state.lock().unwrap();
+        let index = *state.sent_index.get(&chat_id)?.get(k)?;
+        Some(state.calls[index].clone())
     }
 
     /// How many messages were sent (answered with 200) to any chat.
     pub fn sent_total(&self) -> usize {
-        self.state.lock().unwrap().delivered_to.values().sum()
+        self.state
+            .lock()
+            .unwrap()
+            .sent_index
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     pub fn sent_to(&self, chat_id: i64) -> Vec<String> {
@@ -181,11 +198,8 @@ impl Fake {
     /// When the update `update_id` was first handed out by a `getUpdates` answer.
     pub fn delivered_at(&self, update_id: i64) -> Option<Instant> {
         let state = self.state.lock().unwrap();
-        state
-            .calls
-            .iter()
-            .find(|c| c.delivered.contains(&update_id))
-            .and_then(|c| c.answered)
+        let index = *state.delivered_by.get(&update_id)?;
+        state.calls[index].answered
     }
 
     /// How many `getUpdates` calls are waiting for an update right now.
@@ -261,16 +275,19 @@ impl Fake {
             let call = &mut state.calls[index];
             call.status = status;
             call.answered = Some(Instant::now());
-            call.delivered = delivered;
-            let call = call.clone();
-            if method == "sendMessage" && status == 200 {
-                if let Some(chat) = call.body["chat_id"].as_i64() {
-                    *state.delivered_to.entry(chat).or_default() += 1;
-                }
+            let chat = (method == "sendMessage" && status == 200)
+                .then(|| call.body["chat_id"].as_i64())
+                .flatten();
+            for &update in &delivered {
+                state.delivered_by.entry(update).or_insert(index);
             }
-            call
+            state.calls[index].delivered = delivered;
+            if let Some(chat) = chat {
+                state.sent_index.entry(chat).or_default().push(index);
+            }
+            self.recorder.is_some().then(|| state.calls[index].clone())
         };
-        if let Some(recorder) = &self.recorder {
+        if let (Some(recorder), Some(call)) = (&self.recorder, call) {
             recorder.write("telegram", self.call_json(&call));
         }
         control::json(status, &answer)

@@ -198,24 +198,19 @@ fn one_run(binary: &Path, opts: &Options, rt: &tokio::runtime::Runtime) -> Resul
         // Counted, not cloned: the check runs every 200 µs while the gateway works, on the
         // lock the fakes take to record (and timestamp) each call.
         wait(rt, "the reply", || tg.sent_count(user) > k)?;
-        let sent = tg
-            .calls("sendMessage")
-            .into_iter()
-            .filter(|c| c.body["chat_id"] == user)
-            .nth(k)
-            .context("the reply vanished")?;
+        let sent = tg.sent_call(user, k).context("the reply vanished")?;
         ensure!(
             sent.body["text"] == format!("ack {token}"),
             "turn {i}: the reply was {}, not the model's ack of {token}",
             sent.body["text"]
         );
-        let seen = model.seen();
+        let count = model.seen_count();
         ensure!(
-            seen.len() == asked + 1,
+            count == asked + 1,
             "turn {i}: {} model calls instead of one",
-            seen.len() - asked
+            count - asked
         );
-        let call = &seen[asked];
+        let call = model.seen_nth(asked).context("the model call vanished")?;
         let t0 = tg
             .delivered_at(update)
             .context("the update was never delivered")?;
@@ -270,7 +265,7 @@ fn concurrent_sessions(
     tg: &telegram::Fake,
 ) -> Result<SessionFigures> {
     let expected = opts.sessions * opts.messages;
-    let first_call = model.seen().len();
+    let first_call = model.seen_count();
     let replies_before = tg.calls("sendMessage").len();
     let sent_before = tg.sent_total();
     let users: Vec<i64> = (0..opts.sessions as i64)
