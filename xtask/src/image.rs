@@ -6,10 +6,11 @@
 //! config ─► host tools ─► gateway ─► bootstrap ─► sandbox ─► customise ─► scrub ─► assemble ─► package
 //! ```
 //!
-//! The profile is typed in three parts, Talos-style: *input* (the image definition and the
-//! target), *customisation* (overlays, authorized keys, gateway binary) and *output* (`--out`,
-//! `--format`, `--size`). Other tasks call [`build`] (e2e builds its test variants with it) and
-//! [`host_tools::ensure_for`].
+//! [`Profile::resolve`] first works out everything the build needs, Talos-style in three parts:
+//! *input* (the image definition and the target), *customisation* (overlays, authorized keys,
+//! gateway binary) and *output* (`--format`, `--size`, and the [`layout::Layout`] of every
+//! path). Then each stage hands the one runner (`stage.rs`) its key and build closure. Other
+//! tasks call [`build`] (e2e builds its test variants with it) and [`host_tools::ensure_for`].
 
 mod assemble;
 mod bootstrap;
