@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::Format;
+use crate::{Format, Size};
 
 /// The gateway program's own ports when `openclaw.json` names none (the OpenClaw defaults):
 /// the firewall never opens them to the network, whatever `gateway.port` says, so a config
@@ -48,7 +48,7 @@ pub struct ImageSection {
     pub name: String,
     pub hostname: String,
     /// Disk size (`4G`, `3584M`) or `auto` (root content plus margin).
-    pub size: String,
+    pub size: Size,
     pub timezone: String,
     pub locale: String,
 }
@@ -220,7 +220,7 @@ pub struct TargetConfig {
     pub overlays: Vec<PathBuf>,
     /// Disk size for this target when `--size` is not given; overrides `image.size`.
     #[serde(default)]
-    pub size: Option<String>,
+    pub size: Option<Size>,
     /// Artifacts written when `--format` is not given.
     pub formats: Vec<Format>,
     pub disk: DiskLayout,

@@ -12,9 +12,13 @@ mod definition;
 mod format;
 mod load;
 pub mod render;
+mod size;
+mod target;
 mod validate;
 
 pub use definition::*;
 pub use format::Format;
 pub use load::{known_targets, load_target, LoadedConfig};
+pub use size::Size;
+pub use target::Target;
 pub use validate::{parse_duration, parse_mode, parse_size};

@@ -9,9 +9,6 @@ use crate::definition::{DiskLayout, ImageConfig, TargetConfig, GATEWAY_DEFAULT_P
 pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
     check_name("image.name", &c.image.name)?;
     check_hostname(&c.image.hostname)?;
-    if c.image.size != "auto" {
-        parse_size(&c.image.size).context("key `image.size`")?;
-    }
     ensure!(
         !c.image.timezone.is_empty() && !c.image.timezone.contains(".."),
         "key `image.timezone`: `{}` is not a zoneinfo name such as `UTC` or `Europe/Berlin`",
@@ -307,11 +304,6 @@ pub(crate) fn validate_target(t: &TargetConfig, requested: &str) -> Result<()> {
         !t.formats.is_empty(),
         "key `target.formats`: list at least one artifact format (e.g. [\"raw\", \"qcow2\"])"
     );
-    if let Some(size) = &t.size {
-        if size != "auto" {
-            parse_size(size).context("key `target.size`")?;
-        }
-    }
     for (i, dir) in t.overlays.iter().enumerate() {
         ensure!(
             dir.is_relative()

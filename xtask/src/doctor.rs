@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::image;
 use crate::image::host_tools::{self, HostOs, HostTool, InstallPlan, Purpose, ToolState};
+use crate::image::{self, Target};
 
 /// The states and the exit status, printed after the options by `--help`.
 const AFTER_HELP: &str = "\
@@ -35,10 +35,9 @@ Exit status:
 #[derive(clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// Target machine, a file image/targets/<TARGET>.toml: x86_64, aarch64 or rpi
-    /// [default: x86_64].
-    #[arg(long, conflicts_with = "all")]
-    pub target: Option<String>,
+    /// Target machine, a file image/targets/<TARGET>.toml [default: x86_64].
+    #[arg(long, value_enum, conflicts_with = "all")]
+    pub target: Option<Target>,
     /// Check the tools of every target (what `cargo xtask ci` needs).
     #[arg(long)]
     pub all: bool,
@@ -49,9 +48,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let targets = if args.all {
-        image::known_targets()
+        Target::ALL.to_vec()
     } else {
-        vec![args.target.unwrap_or_else(|| "x86_64".to_owned())]
+        vec![args.target.unwrap_or_default()]
     };
     let host = HostOs::detect();
     let root = host_tools::is_root();
@@ -128,10 +127,11 @@ struct Need {
 }
 
 impl Report {
-    fn build(targets: &[String], host: HostOs, root: bool) -> Result<Self> {
+    fn build(targets: &[Target], host: HostOs, root: bool) -> Result<Self> {
         let mut needs: Vec<Need> = Vec::new();
-        for name in targets {
-            let target = image::load_target(name)?;
+        for &id in targets {
+            let name = id.to_string();
+            let target = image::load_target(id)?;
             for purpose in [Purpose::Build, Purpose::Probe] {
                 for group in host_tools::tools_for(&target, purpose)? {
                     for tool in group.tools {
@@ -149,7 +149,7 @@ impl Report {
                         };
                         let need = &mut needs[index];
                         need.groups.insert(group.group);
-                        if !need.targets.contains(name) {
+                        if !need.targets.contains(&name) {
                             need.targets.push(name.clone());
                         }
                         need.for_build |= purpose == Purpose::Build;
@@ -216,7 +216,7 @@ impl Report {
                 root,
                 installs_missing_tools: installs,
             },
-            targets: targets.to_vec(),
+            targets: targets.iter().map(ToString::to_string).collect(),
             ok: not_installed.is_empty(),
             tools,
             install_commands,
@@ -331,10 +331,7 @@ mod tests {
 
     #[test]
     fn every_target_reports_each_tool_once_with_its_groups() {
-        let targets = image::known_targets();
-        for expected in ["aarch64", "rpi", "x86_64"] {
-            assert!(targets.iter().any(|t| t == expected), "{targets:?}");
-        }
+        let targets = Target::ALL;
         let report = Report::build(&targets, host(true, "bookworm"), false).unwrap();
         let mut probes: Vec<&str> = report.tools.iter().map(|t| t.probe).collect();
         let count = probes.len();
@@ -369,8 +366,7 @@ mod tests {
         // Probing the real host: whatever it lacks decides `ok`, and `ok` must agree with
         // the statuses and the printed commands.
         for (debian, root) in [(true, true), (true, false), (false, false)] {
-            let report =
-                Report::build(&["aarch64".to_owned()], host(debian, "bookworm"), root).unwrap();
+            let report = Report::build(&[Target::Aarch64], host(debian, "bookworm"), root).unwrap();
             let unresolved = report
                 .tools
                 .iter()

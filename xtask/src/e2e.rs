@@ -19,15 +19,14 @@ use anyhow::{ensure, Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::image::host_tools::{self, Purpose};
-use crate::image::{self, BuildOptions, Format};
+use crate::image::{self, BuildOptions, Format, Target};
 use crate::qemu::{self, Machine};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Target machine (x86_64, aarch64, rpi): selects image/targets/<target>.toml and
-    /// qemu/<target>.toml.
-    #[arg(long, default_value = "x86_64")]
-    pub target: String,
+    /// Target machine: selects image/targets/<TARGET>.toml and qemu/<TARGET>.toml.
+    #[arg(long, value_enum, default_value_t)]
+    pub target: Target,
     /// Directory for images, reports and serial logs.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
@@ -53,12 +52,12 @@ pub fn run(args: Args) -> Result<()> {
     let root = qemu::project_root();
     sh.change_dir(&root);
     // The suite image's own build checks the build tools (`image::build`).
-    host_tools::ensure_for(&image::load_target(&args.target)?, Purpose::Probe)?;
-    let machine = Machine::load(&root, &args.target)?;
+    host_tools::ensure_for(&image::load_target(args.target)?, Purpose::Probe)?;
+    let machine = Machine::load(&root, args.target)?;
     let key = test_key(&sh, &args.out)?;
 
     let suite_overlay = root.join("tests/e2e/variants/suite.toml");
-    let definition = image::load_definition(std::slice::from_ref(&suite_overlay), &args.target)?;
+    let definition = image::load_definition(std::slice::from_ref(&suite_overlay), args.target)?;
     let users = &definition.image.users;
     let (variant, overlays, only) = if args.self_test {
         let weakened = root.join("tests/e2e/variants/weakened.toml");
@@ -71,7 +70,7 @@ pub fn run(args: Args) -> Result<()> {
         ("suite", vec![suite_overlay], args.probes.clone())
     };
     if args.self_test {
-        self_test::check_builder_refusals(&args.target, &root, &overlays[0])?;
+        self_test::check_builder_refusals(args.target, &root, &overlays[0])?;
     }
     let fakes_binary = fakes::build(&sh)?;
     let image = match &args.image {
@@ -82,10 +81,10 @@ pub fn run(args: Args) -> Result<()> {
     let label = if args.self_test {
         format!("{}-self-test", args.target)
     } else {
-        args.target.clone()
+        args.target.to_string()
     };
     let plan = boot::Plan {
-        target: &args.target,
+        target: args.target.name(),
         machine: &machine,
         image: &image,
         work: args.out.join(format!("e2e-{label}-work")),
@@ -158,7 +157,7 @@ fn build_variant(
     overlays: Vec<PathBuf>,
     key: &Path,
 ) -> Result<PathBuf> {
-    let mut options = BuildOptions::for_target(&args.target);
+    let mut options = BuildOptions::for_target(args.target);
     options.config_overlays = overlays;
     options.authorized_keys = vec![key.with_extension("pub")];
     options.out = args.out.join("e2e").join(variant);

@@ -6,10 +6,11 @@
 //! config ─► host tools ─► gateway ─► bootstrap ─► sandbox ─► customise ─► scrub ─► assemble ─► package
 //! ```
 //!
-//! The profile is typed in three parts, Talos-style: *input* (the image definition and the
-//! target), *customisation* (overlays, authorized keys, gateway binary) and *output* (`--out`,
-//! `--format`, `--size`). Other tasks call [`build`] (e2e builds its test variants with it) and
-//! [`host_tools::ensure_for`].
+//! [`Profile::resolve`] first works out everything the build needs, Talos-style in three parts:
+//! *input* (the image definition and the target), *customisation* (overlays, authorized keys,
+//! gateway binary) and *output* (`--format`, `--size`, and the [`layout::Layout`] of every
+//! path). Then each stage hands the one runner (`stage.rs`) its key and build closure. Other
+//! tasks call [`build`] (e2e builds its test variants with it) and [`host_tools::ensure_for`].
 
 mod assemble;
 mod bootstrap;
@@ -17,22 +18,28 @@ mod cache;
 mod customise;
 mod gateway;
 pub mod host_tools;
+pub mod layout;
 mod package;
+mod profile;
 mod progress;
 mod sandbox;
 mod scrub;
+mod stage;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clawfort_imagedef::render::BuildValues;
-use clawfort_imagedef::{LoadedConfig, TargetConfig};
+use clawfort_imagedef::{LoadedConfig, Size, TargetConfig};
 
-pub use clawfort_imagedef::Format;
-pub use package::{Artifacts, StageTiming};
+pub use clawfort_imagedef::{Format, Target};
+pub use package::Artifacts;
+pub use profile::Profile;
 
-use self::progress::{human_size, StageProgress};
+use self::assemble::DiskIds;
+use self::host_tools::Purpose;
+use self::progress::human_size;
+use self::stage::Runner;
 
 /// Build the appliance disk image (the target's formats: raw + compressed qcow2 for x86_64
 /// and aarch64, img.xz + bmap for rpi; a package manifest; SHA256SUMS).
@@ -44,10 +51,10 @@ use self::progress::{human_size, StageProgress};
 #[derive(clap::Args, Debug, Clone)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Target machine, a file image/targets/<TARGET>.toml: x86_64 (UEFI PCs, servers, clouds),
-    /// aarch64 (UEFI ARM servers and clouds), rpi (Raspberry Pi 4/400/CM4).
-    #[arg(long, default_value = "x86_64")]
-    pub target: String,
+    /// Target machine: selects image/targets/<TARGET>.toml (architecture, packages, disk
+    /// layout, formats) and qemu/<TARGET>.toml (how it boots).
+    #[arg(long, value_enum, default_value_t)]
+    pub target: Target,
     /// Image definition to build [default: image/clawfort.toml in the repository].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -66,7 +73,7 @@ pub struct Args {
     /// Disk size (e.g. 4G, 3584M) or `auto` (root content plus margin); overrides the
     /// target's `size` and `image.size`. First boot grows the root partition to the real disk.
     #[arg(long)]
-    pub size: Option<String>,
+    pub size: Option<Size>,
     /// Artifact formats to write; repeat or separate with commas [default: the target's
     /// `formats`: raw,qcow2 for x86_64 and aarch64, img-xz,bmap for rpi].
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -93,12 +100,12 @@ pub struct Args {
 /// Everything [`build`] needs; paths may be relative to the current directory.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
-    pub target: String,
+    pub target: Target,
     pub config: PathBuf,
     pub config_overlays: Vec<PathBuf>,
     pub authorized_keys: Vec<PathBuf>,
     pub out: PathBuf,
-    pub size: Option<String>,
+    pub size: Option<Size>,
     /// Empty: the target's `formats`.
     pub formats: Vec<Format>,
     pub gateway_binary: Option<PathBuf>,
@@ -110,10 +117,10 @@ pub struct BuildOptions {
 
 impl BuildOptions {
     /// The defaults of `cargo xtask image` for a target, with paths anchored at the repository.
-    pub fn for_target(target: &str) -> Self {
+    pub fn for_target(target: Target) -> Self {
         let repo = repo_root();
         Self {
-            target: target.to_owned(),
+            target,
             config: repo.join("image/clawfort.toml"),
             config_overlays: Vec::new(),
             authorized_keys: Vec::new(),
@@ -131,7 +138,7 @@ impl BuildOptions {
 
 impl From<Args> for BuildOptions {
     fn from(args: Args) -> Self {
-        let defaults = Self::for_target(&args.target);
+        let defaults = Self::for_target(args.target);
         Self {
             config: args.config.unwrap_or(defaults.config),
             config_overlays: args.set_config,
@@ -160,29 +167,27 @@ pub fn run(args: Args) -> Result<()> {
 /// artifacts. The e2e suite calls this for its test variants (with `config_overlays`,
 /// `authorized_keys` and its own `out`/`work_dir`).
 pub fn build(opts: &BuildOptions) -> Result<Artifacts> {
-    build_stages(opts)
+    let profile = Profile::resolve(opts)?;
+    host_tools::ensure_for(&profile.definition.target, Purpose::Build)?;
+    host_tools::ensure_binfmt(&profile.definition.target.debian_arch)?;
+    build_stages(&profile)
 }
 
 /// The repository's image definition (`image/clawfort.toml`) with `config_overlays` merged
 /// over it, for `target`, validated: what `cargo xtask image --set-config ...` builds from.
-pub fn load_definition(config_overlays: &[PathBuf], target: &str) -> Result<LoadedConfig> {
+pub fn load_definition(config_overlays: &[PathBuf], target: Target) -> Result<LoadedConfig> {
     let repo = repo_root();
     LoadedConfig::load(
         &repo.join("image/clawfort.toml"),
         config_overlays,
         &repo.join("image/targets"),
-        target,
+        target.name(),
     )
 }
 
-/// `image/targets/<name>.toml`, validated (the unknown-target error lists the known ones).
-pub fn load_target(name: &str) -> Result<TargetConfig> {
-    clawfort_imagedef::load_target(&repo_root().join("image/targets"), name)
-}
-
-/// Every target with a file in `image/targets/`, sorted.
-pub fn known_targets() -> Vec<String> {
-    clawfort_imagedef::known_targets(&repo_root().join("image/targets"))
+/// `image/targets/<target>.toml`, validated.
+pub fn load_target(target: Target) -> Result<TargetConfig> {
+    clawfort_imagedef::load_target(&repo_root().join("image/targets"), target.name())
 }
 
 /// The repository root (xtask lives one level below it).
@@ -229,232 +234,47 @@ fn print_summary(a: &Artifacts, total: Duration) {
     }
 }
 
-/// Runs one stage: progress display, timing, and the stage's name on any error.
-fn stage<T>(
-    stages: &mut Vec<StageTiming>,
-    logs: &Path,
-    name: &'static str,
-    body: impl FnOnce(&mut StageProgress) -> Result<(T, &'static str)>,
-) -> Result<T> {
-    let mut progress = StageProgress::start(name, logs)?;
-    match body(&mut progress) {
-        Ok((value, note)) => {
-            let took = progress.finish(note);
-            stages.push((name, took, note));
-            Ok(value)
-        }
-        Err(err) => {
-            let log = progress.log_path().display().to_string();
-            progress.fail();
-            Err(err.context(format!("stage `{name}` failed (log: {log})")))
-        }
-    }
-}
+/// The stages in order; each module builds its [`stage::Stage`] (directory, key, build) and
+/// the runner reuses or builds it.
+fn build_stages(profile: &Profile) -> Result<Artifacts> {
+    let layout = &profile.layout;
+    let _work_lock = cache::DirLock::acquire(&layout.work)?;
+    let builder = cache::builder_fingerprint(&layout.repo)?;
+    let mut runner = Runner::new(layout.logs(), profile.rebuild);
 
-fn build_stages(opts: &BuildOptions) -> Result<Artifacts> {
-    let repo = repo_root();
-    let config = LoadedConfig::load(
-        &opts.config,
-        &opts.config_overlays,
-        &repo.join("image/targets"),
-        &opts.target,
-    )?;
-    host_tools::ensure_for(&config.target, host_tools::Purpose::Build)?;
-    host_tools::ensure_binfmt(&config.target.debian_arch)?;
-    let authorized_keys = customise::users::read_authorized_keys(&opts.authorized_keys)?;
-
-    let work = opts
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| repo.join("target/image").join(&config.target.name));
-    std::fs::create_dir_all(&work)
-        .with_context(|| format!("cannot create the work directory {}", work.display()))?;
-    let work = work.canonicalize()?;
-    let _work_lock = cache::DirLock::acquire(&work)?;
-    let cache_root = cache::cache_root()?;
-    let logs = work.join("logs");
-    let overlays = config.overlay_trees(
-        &repo,
-        opts.overlays
-            .clone()
-            .unwrap_or_else(|| repo.join("overlays")),
-    );
-    let size = opts
-        .size
-        .clone()
-        .or_else(|| config.target.size.clone())
-        .unwrap_or_else(|| config.image.image.size.clone());
-    let formats = if opts.formats.is_empty() {
-        config.target.formats.clone()
-    } else {
-        opts.formats.clone()
-    };
-    if size != "auto" {
-        clawfort_imagedef::parse_size(&size).context("--size")?;
-    }
-    let builder = cache::builder_fingerprint(&repo)?;
-    let mut stages = Vec::new();
-
-    let gateway_binary = stage(&mut stages, &logs, "gateway", |s| {
-        let binary = gateway::build(
-            s,
-            &repo,
-            &config.target.rust_triple,
-            opts.gateway_binary.as_deref(),
-        )?;
-        Ok((binary, "cargo build (incremental)"))
-    })?;
-
-    let apt = bootstrap::AptSetup::prepare(&config, &work.join("apt"), &cache_root)?;
+    let gateway_binary = gateway::run(&mut runner, profile)?;
+    let apt = bootstrap::AptSetup::prepare(profile)?;
     // Held until customise has copied the bootstrap and the sandbox tar: another build of the
     // same target (or architecture, for the sandbox) must not replace them while they are
     // read. Builds of other targets go on in parallel.
-    let locks = cache_root.join("locks");
+    let target = &profile.definition.target;
     let bootstrap_lock =
-        cache::DirLock::acquire_named(&locks, &format!("bootstrap-{}", config.target.name))?;
-    let bootstrapped = {
-        stage(&mut stages, &logs, "bootstrap", |s| {
-            let out = bootstrap::run(s, &config, &apt, &cache_root, opts.refresh || opts.rebuild)?;
-            let note = outcome(out.reused);
-            Ok((out, note))
-        })?
-    };
+        cache::DirLock::acquire_named(&layout.locks(), &format!("bootstrap-{}", target.name))?;
+    let bootstrapped = bootstrap::run(&mut runner, profile, &apt)?;
     let sandbox_lock =
-        cache::DirLock::acquire_named(&locks, &format!("sandbox-{}", config.target.debian_arch))?;
-    let sandbox_tar = {
-        stage(&mut stages, &logs, "sandbox", |s| {
-            let out = sandbox::run(s, &config, &apt, &cache_root, opts.refresh || opts.rebuild)?;
-            let note = outcome(out.reused);
-            Ok((out, note))
-        })?
-    };
+        cache::DirLock::acquire_named(&layout.locks(), &format!("sandbox-{}", target.debian_arch))?;
+    let sandbox = sandbox::run(&mut runner, profile, &apt)?;
 
-    let mut build_values = BuildValues {
-        version: gateway_version(&repo)?,
-        authorized_keys,
-        root_partuuid: String::new(),
-        boot_partuuid: String::new(),
-        root_fs_uuid: String::new(),
-        sandbox_tar: sandbox::IMAGE_PATH.to_owned(),
-        gateway_binary: gateway::IMAGE_PATH.to_owned(),
-    };
-    // The disk ids derive from the customise inputs without the ids themselves.
-    let placeholder_ids = assemble::DiskIds::derive("", &config.target.disk);
-    let customise_key = customise::fingerprint(
-        &customise::Inputs {
-            config: &config,
-            bootstrap_rootfs: &bootstrapped.rootfs,
-            bootstrap_key: &bootstrapped.key,
-            sandbox_tar: &sandbox_tar.tar,
-            sandbox_key: &sandbox_tar.key,
-            gateway_binary: &gateway_binary,
-            overlays: &overlays,
-            build: &build_values,
-            disk_ids: &placeholder_ids,
-        },
-        &builder,
-    )?;
-    let disk_ids = assemble::DiskIds::derive(&customise_key, &config.target.disk);
-    build_values.root_partuuid = disk_ids.root_partuuid.clone();
-    build_values.boot_partuuid = disk_ids.boot_partuuid.clone();
-    build_values.root_fs_uuid = disk_ids.root_fs_uuid.clone();
     let inputs = customise::Inputs {
-        config: &config,
-        bootstrap_rootfs: &bootstrapped.rootfs,
-        bootstrap_key: &bootstrapped.key,
-        sandbox_tar: &sandbox_tar.tar,
-        sandbox_key: &sandbox_tar.key,
+        profile,
+        bootstrap: &bootstrapped,
+        sandbox: &sandbox,
         gateway_binary: &gateway_binary,
-        overlays: &overlays,
-        build: &build_values,
-        disk_ids: &disk_ids,
     };
-    let customised = stage(&mut stages, &logs, "customise", |s| {
-        let out = customise::run(s, &inputs, &customise_key, &work, opts.rebuild)?;
-        let note = outcome(out.reused);
-        Ok((out, note))
-    })?;
-
+    // fstab and the kernel command line name the disk ids, so they derive from the key of
+    // everything else customise reads, worked out before it runs.
+    let pre_customise_key = customise::key(&inputs, &builder)?;
+    let disk_ids = DiskIds::derive(&pre_customise_key, &target.disk);
+    let customised = customise::run(&mut runner, &inputs, &pre_customise_key, &disk_ids)?;
     drop(sandbox_lock);
     drop(bootstrap_lock);
 
-    stage(&mut stages, &logs, "scrub", |s| {
-        let policy = scrub::Policy {
-            keep_authorized_keys_of: (!build_values.authorized_keys.is_empty())
-                .then_some(config.image.users.admin.name.as_str()),
-        };
-        let removed = scrub::run(&customised.rootfs, &policy)?;
-        s.step(format!(
-            "{} items removed, nothing secret left",
-            removed.len()
-        ));
-        let note = if removed.is_empty() {
-            "verified clean"
-        } else {
-            "scrubbed and verified clean"
-        };
-        Ok(((), note))
-    })?;
-
-    let disk = stage(&mut stages, &logs, "assemble", |s| {
-        let out = assemble::run(
-            s,
-            &assemble::Inputs {
-                config: &config,
-                rootfs: &customised.rootfs,
-                boot_files: &customised.boot_files,
-                customise_key: &customised.key,
-                ids: &disk_ids,
-                size: &size,
-                cidata_seed: &repo.join("image/cidata"),
-            },
-            &work,
-        )?;
-        let note = outcome(out.reused);
-        Ok((out, note))
-    })?;
-
-    let mut artifacts = stage(&mut stages, &logs, "package", |s| {
-        let out = package::run(
-            s,
-            &package::Inputs {
-                config: &config,
-                disk: &disk.raw,
-                disk_key: &disk.key,
-                rootfs: &customised.rootfs,
-                out: &opts.out,
-                formats: &formats,
-            },
-            &work,
-        )?;
-        let note = outcome(out.reused);
-        Ok((out, note))
-    })?;
-    artifacts.stages = stages;
-    artifacts.definition = config.sources.clone();
+    scrub::stage(&mut runner, profile, &customised.rootfs)?;
+    let disk = assemble::run(&mut runner, profile, &customised, &disk_ids)?;
+    let mut artifacts = package::run(&mut runner, profile, &disk, &customised.rootfs)?;
+    artifacts.stages = runner.into_timings();
+    artifacts.definition = profile.definition.sources.clone();
     Ok(artifacts)
-}
-
-fn outcome(reused: bool) -> &'static str {
-    if reused {
-        "reused (inputs unchanged)"
-    } else {
-        "built"
-    }
-}
-
-/// The gateway package's version from the workspace manifest: `build.version` in templates.
-fn gateway_version(repo: &Path) -> Result<String> {
-    let manifest = repo.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest)?;
-    let document: toml::Table = toml::from_str(&text)
-        .with_context(|| format!("{} is not valid TOML", manifest.display()))?;
-    document
-        .get("package")
-        .and_then(|p| p.get("version"))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
-        .with_context(|| format!("{} has no package.version", manifest.display()))
 }
 
 /// Bytes an unprivileged writer may still use on the file system holding `path` (the image

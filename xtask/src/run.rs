@@ -5,19 +5,20 @@
 //! the guest's SSH forwarded to a loopback port and the serial console on the terminal.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use xshell::Shell;
 
-use crate::image::{self, host_tools, host_tools::Purpose};
+use crate::image::layout::ArtifactNames;
+use crate::image::{self, host_tools, host_tools::Purpose, Format, Target};
 use crate::qemu::{self, disk, Console, Machine, Nic, Vm, VmSpec};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Target machine: selects qemu/<target>.toml and the default image name.
-    #[arg(long, default_value = "x86_64")]
-    pub target: String,
+    /// Target machine: selects qemu/<TARGET>.toml and the default image name.
+    #[arg(long, value_enum, default_value_t)]
+    pub target: Target,
     /// Disk image to boot (raw or qcow2). Default: <out>/clawfort-<target>.qcow2, else .raw,
     /// else .img. The Pi image boots from its raw form: `xz -dk out/clawfort-rpi.img.xz`.
     #[arg(long)]
@@ -45,11 +46,14 @@ pub fn run(args: Args) -> Result<()> {
     let root = qemu::project_root();
     sh.change_dir(&root);
     // Before the machine file, whose loading checks that the firmware is installed.
-    host_tools::ensure_for(&image::load_target(&args.target)?, Purpose::Boot)?;
-    let machine = Machine::load(&root, &args.target)?;
+    host_tools::ensure_for(&image::load_target(args.target)?, Purpose::Boot)?;
+    let machine = Machine::load(&root, args.target)?;
     let image = match &args.image {
         Some(image) => image.clone(),
-        None => built_image(&args.out, &args.target)?,
+        None => {
+            let name = image::load_definition(&[], args.target)?.image.image.name;
+            built_image(&ArtifactNames::new(args.out.clone(), &name, args.target))?
+        }
     };
     ensure_port_free(args.ssh_port)?;
 
@@ -99,16 +103,23 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// The target's image in `out`: the qcow2, else the raw disk, else the Pi's decompressed `.img`.
-fn built_image(out: &Path, target: &str) -> Result<PathBuf> {
-    ["qcow2", "raw", "img"]
+fn built_image(names: &ArtifactNames) -> Result<PathBuf> {
+    let candidates = [
+        names.path(Format::Qcow2),
+        names.path(Format::Raw),
+        names.decompressed_img(),
+    ];
+    candidates
         .iter()
-        .map(|ext| out.join(format!("clawfort-{target}.{ext}")))
         .find(|path| path.is_file())
+        .cloned()
         .with_context(|| {
+            let shown: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
             format!(
-                "no clawfort-{target}.qcow2, .raw or .img in {}: build one with \
-                 `cargo xtask image --target {target}`, or pass --image",
-                out.display()
+                "no image to boot ({}): build one with `cargo xtask image --target {}`, or pass \
+                 --image",
+                shown.join(", "),
+                names.target()
             )
         })
 }
@@ -142,14 +153,15 @@ mod tests {
     #[test]
     fn a_missing_image_names_the_command_that_builds_it() {
         let out = tempfile::tempdir().unwrap();
-        let err = built_image(out.path(), "rpi").unwrap_err().to_string();
+        let names = ArtifactNames::new(out.path().to_owned(), "clawfort", Target::Rpi);
+        let err = built_image(&names).unwrap_err().to_string();
         assert!(
             err.contains("build one with `cargo xtask image --target rpi`, or pass --image"),
             "{err}"
         );
         std::fs::write(out.path().join("clawfort-rpi.img"), "").unwrap();
         assert_eq!(
-            built_image(out.path(), "rpi").unwrap(),
+            built_image(&names).unwrap(),
             out.path().join("clawfort-rpi.img")
         );
     }

@@ -51,10 +51,10 @@ mod tests {
     #[test]
     fn the_suite_definition_yields_expectations() {
         let root = crate::qemu::project_root();
-        for target in crate::image::known_targets() {
+        for target in crate::image::Target::ALL {
             let definition = crate::image::load_definition(
                 &[root.join("tests/e2e/variants/suite.toml")],
-                &target,
+                target,
             )
             .unwrap();
             let expect = expectations(&definition.image).unwrap();
@@ -91,10 +91,9 @@ mod tests {
         let root = crate::qemu::project_root();
         let suite = root.join("tests/e2e/variants/suite.toml");
         let weakened = root.join("tests/e2e/variants/weakened.toml");
-        let target = crate::image::known_targets().into_iter().next().unwrap();
-        let expected =
-            crate::image::load_definition(std::slice::from_ref(&suite), &target).unwrap();
-        let built = crate::image::load_definition(&[suite, weakened], &target).unwrap();
+        let target = crate::image::Target::default();
+        let expected = crate::image::load_definition(std::slice::from_ref(&suite), target).unwrap();
+        let built = crate::image::load_definition(&[suite, weakened], target).unwrap();
         let (expected, built) = (
             expectations(&expected.image).unwrap(),
             expectations(&built.image).unwrap(),

@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{bail, ensure, Result};
 
 use super::testbed::Report;
-use crate::image::{self, BuildOptions};
+use crate::image::{self, BuildOptions, Target};
 
 /// Image-config overlays the builder must refuse, and the key its error must name.
 pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
@@ -249,7 +249,7 @@ fn report_line(name: &str, claim: &str, verdict: Result<(), String>, wrong: &mut
 
 /// Builds each refused variant (validation fails before any stage runs) and checks that the
 /// builder refused it for the right key.
-pub fn check_builder_refusals(target: &str, root: &Path, suite_overlay: &Path) -> Result<()> {
+pub fn check_builder_refusals(target: Target, root: &Path, suite_overlay: &Path) -> Result<()> {
     let mut wrong = Vec::new();
     for (file, key) in REFUSED_BY_BUILDER {
         let mut options = BuildOptions::for_target(target);
@@ -279,7 +279,7 @@ pub fn check_builder_refusals(target: &str, root: &Path, suite_overlay: &Path) -
 #[cfg(test)]
 mod tests {
     use super::{MUST_FAIL, NOT_YET_SHOWN_FAILING};
-    use crate::image::load_definition;
+    use crate::image::{load_definition, Target};
 
     /// Every probe in the suite (`tests/e2e/probes/mod.rs`, read as text: the probe binary is
     /// not a library xtask can link) has a must-fail case or a stated reason why not yet.
@@ -388,9 +388,12 @@ mod tests {
     #[test]
     fn weakened_variant_only_drops_the_firewall_from_enabled_units() {
         let root = crate::qemu::project_root();
-        let base = load_definition(&[], "x86_64").unwrap();
-        let weakened =
-            load_definition(&[root.join("tests/e2e/variants/weakened.toml")], "x86_64").unwrap();
+        let base = load_definition(&[], Target::X86_64).unwrap();
+        let weakened = load_definition(
+            &[root.join("tests/e2e/variants/weakened.toml")],
+            Target::X86_64,
+        )
+        .unwrap();
         let expected: Vec<&String> = base
             .image
             .services

@@ -32,13 +32,16 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use clawfort_imagedef::{parse_size, DiskLayout, GptEfiDisk, LoadedConfig, RpiMbrDisk};
+use clawfort_imagedef::{parse_size, DiskLayout, GptEfiDisk, LoadedConfig, RpiMbrDisk, Size};
 use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 use xshell::{cmd, Shell};
 
 use super::cache::{self, Fingerprint};
+use super::customise::Customised;
 use super::progress::StageProgress;
+use super::stage::{Runner, Stage};
+use super::Profile;
 
 const MIB: u64 = 1 << 20;
 
@@ -114,60 +117,61 @@ impl DiskIds {
 pub struct Disk {
     pub raw: PathBuf,
     pub key: String,
-    pub reused: bool,
 }
 
-pub struct Inputs<'a> {
-    pub config: &'a LoadedConfig,
-    pub rootfs: &'a Path,
+/// What the disk is made from; the layout functions read it.
+struct Inputs<'a> {
+    config: &'a LoadedConfig,
+    rootfs: &'a Path,
     /// Files for the FAT boot partition that the customise stage took out of the root.
-    pub boot_files: &'a Path,
-    pub customise_key: &'a str,
-    pub ids: &'a DiskIds,
-    /// `--size`, the target's `size` or `image.size`: a size or `auto`.
-    pub size: &'a str,
+    boot_files: &'a Path,
+    ids: &'a DiskIds,
     /// The NoCloud seed files copied onto the `cidata` volume.
-    pub cidata_seed: &'a Path,
+    cidata_seed: &'a Path,
 }
 
-pub fn run(stage: &mut StageProgress, inputs: &Inputs<'_>, work: &Path) -> Result<Disk> {
+pub fn run(
+    runner: &mut Runner,
+    profile: &Profile,
+    customised: &Customised,
+    ids: &DiskIds,
+) -> Result<Disk> {
+    let cidata_seed = profile.layout.cidata_seed();
     let mut fingerprint = Fingerprint::new("assemble");
     fingerprint
-        .add("customise", inputs.customise_key)
-        .add("size", inputs.size);
-    fingerprint.add_tree("cidata", inputs.cidata_seed)?;
+        .add("customise", &customised.key)
+        .add("size", profile.size.to_string());
+    fingerprint.add_tree("cidata", &cidata_seed)?;
     let key = fingerprint.finish();
-    let dir = work.join("assemble");
-    let raw = dir.join("disk.raw");
-    if cache::stamp_matches(&dir, &key) && raw.is_file() {
-        stage.step(format!("reusing {}", raw.display()));
-        return Ok(Disk {
-            raw,
-            key,
-            reused: true,
-        });
-    }
-    std::fs::create_dir_all(&dir)?;
-    cache::remove_stamp(&dir)?;
+    let dir = profile.layout.stage_dir("assemble");
+    let raw = dir.join(RAW);
+    let inputs = Inputs {
+        config: &profile.definition,
+        rootfs: &customised.rootfs,
+        boot_files: &customised.boot_files,
+        ids,
+        cidata_seed: &cidata_seed,
+    };
+    let stage = Stage::new("assemble", dir, key.clone()).ready(|dir| dir.join(RAW).is_file());
+    runner.cached(stage, |stage, dir| {
+        assemble(stage, &inputs, profile.size, dir)
+    })?;
+    Ok(Disk { raw, key })
+}
+
+/// The disk's name in the stage directory.
+const RAW: &str = "disk.raw";
+
+fn assemble(stage: &mut StageProgress, inputs: &Inputs<'_>, size: Size, dir: &Path) -> Result<()> {
     let partial = dir.join("disk.raw.partial");
-    for file in [&raw, &partial] {
-        if file.exists() {
-            std::fs::remove_file(file)?;
-        }
-    }
     stage.step("measuring the root file system");
     let root_needed = root_size_needed(inputs.rootfs)?;
-    ensure_free_space(&dir, 2 * root_needed)?;
-    let requested = match inputs.size {
-        "auto" => None,
-        size => {
-            Some(parse_size(size).context("disk size (`image.size`, `target.size` or `--size`)")?)
-        }
-    };
+    ensure_free_space(dir, 2 * root_needed)?;
+    let requested = size.bytes();
     let builder = DiskBuilder {
         sh: Shell::new()?,
         inputs,
-        dir: &dir,
+        dir,
         partial: &partial,
     };
     // mtools refuses FAT images whose geometry it finds odd unless told to skip the check.
@@ -176,13 +180,8 @@ pub fn run(stage: &mut StageProgress, inputs: &Inputs<'_>, work: &Path) -> Resul
         DiskLayout::GptEfi(disk) => builder.gpt_efi(stage, disk, root_needed, requested)?,
         DiskLayout::RpiMbr(disk) => builder.rpi_mbr(stage, disk, root_needed, requested)?,
     }
-    std::fs::rename(&partial, &raw)?;
-    cache::write_stamp(&dir, &key)?;
-    Ok(Disk {
-        raw,
-        key,
-        reused: false,
-    })
+    std::fs::rename(&partial, dir.join(RAW))?;
+    Ok(())
 }
 
 /// Partition offsets in bytes, all 1 MiB aligned.

@@ -9,11 +9,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clawfort_imagedef::{InitramfsSection, LoadedConfig};
+use clawfort_imagedef::InitramfsSection;
 use xshell::{cmd, Shell};
 
-use super::cache::{self, Fingerprint};
-use super::progress::StageProgress;
+use super::cache::Fingerprint;
+use super::stage::{Runner, Stage};
+use super::Profile;
 
 /// Bump when the mmdebstrap invocation changes in a way the inputs below do not show.
 const RECIPE: &str = "bootstrap-4";
@@ -27,7 +28,6 @@ const DEFERRED: [&str; 2] = ["/usr/sbin/update-initramfs", "/usr/bin/py3compile"
 pub struct Bootstrapped {
     pub rootfs: PathBuf,
     pub key: String,
-    pub reused: bool,
 }
 
 /// mmdebstrap options shared by every root file system this builder makes.
@@ -42,9 +42,10 @@ impl AptSetup {
     /// Writes the deb822 sources for the configured suite and makes the `.deb` cache for the
     /// target. One cache per target, not per architecture: the targets' builds run in
     /// parallel, and mmdebstrap copies its cache in and out without any locking.
-    pub fn prepare(config: &LoadedConfig, work: &Path, cache_root: &Path) -> Result<Self> {
-        let debian = &config.image.debian;
-        let deb_cache = cache_root.join("apt").join(&config.target.name);
+    pub fn prepare(profile: &Profile) -> Result<Self> {
+        let debian = &profile.definition.image.debian;
+        let deb_cache = profile.layout.deb_cache(profile.target);
+        let work = &profile.layout.apt_dir();
         std::fs::create_dir_all(&deb_cache)
             .with_context(|| format!("cannot create the .deb cache {}", deb_cache.display()))?;
         std::fs::create_dir_all(work)?;
@@ -155,13 +156,8 @@ impl AptSetup {
     }
 }
 
-pub fn run(
-    stage: &mut StageProgress,
-    config: &LoadedConfig,
-    apt: &AptSetup,
-    cache_root: &Path,
-    refresh: bool,
-) -> Result<Bootstrapped> {
+pub fn run(runner: &mut Runner, profile: &Profile, apt: &AptSetup) -> Result<Bootstrapped> {
+    let config = &profile.definition;
     let debian = &config.image.debian;
     let mut packages = debian.packages.clone();
     packages.push(debian.initramfs.package.clone());
@@ -177,56 +173,41 @@ pub fn run(
     apt.fingerprint_into(&mut fingerprint)?;
     let key = fingerprint.finish();
 
-    let parent = cache_root.join("bootstrap");
+    let parent = profile.layout.cache_stage("bootstrap");
     let prefix = format!("{}-", config.target.name);
     let dir = parent.join(format!("{prefix}{}", &key[..16]));
     let rootfs = dir.join("rootfs");
-    if !refresh && cache::stamp_matches(&dir, &key) && rootfs.is_dir() {
-        stage.step(format!("reusing {}", rootfs.display()));
-        return Ok(Bootstrapped {
-            rootfs,
-            key,
-            reused: true,
-        });
-    }
-
-    let sh = Shell::new()?;
-    if dir.exists() {
-        stage.step(format!("removing stale {}", dir.display()));
-        std::fs::remove_dir_all(&dir)
-            .with_context(|| format!("cannot remove {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir)?;
-    let arch = format!("--arch={}", config.target.debian_arch);
-    let include = format!("--include={}", packages.join(","));
-    let mut extra = apt.mmdebstrap_args();
-    extra.extend(AptSetup::deferral_hooks(&debian.initramfs));
-    let suite = &debian.suite;
-    let sources = apt.sources();
-    stage.step(format!(
-        "mmdebstrap {} packages for {} (cached .debs are reused)",
-        packages.len(),
-        config.target.debian_arch
-    ));
-    stage.run(cmd!(
-        sh,
-        "mmdebstrap --mode=root --variant=apt {arch} {include} {extra...} {suite} {rootfs} {sources}"
-    ))?;
-    // mmdebstrap names the copied sources file `0000<name>`; give it Debian's usual name.
-    let copied = rootfs.join("etc/apt/sources.list.d/0000debian.sources");
-    if copied.exists() {
-        std::fs::rename(
-            &copied,
-            rootfs.join("etc/apt/sources.list.d/debian.sources"),
-        )?;
-    }
-    cache::write_stamp(&dir, &key)?;
-    prune_siblings(&parent, &prefix, &dir)?;
-    Ok(Bootstrapped {
-        rootfs,
-        key,
-        reused: false,
-    })
+    let stage = Stage::new("bootstrap", dir.clone(), key.clone())
+        .ready(|dir| dir.join("rootfs").is_dir())
+        .force(profile.refresh);
+    runner.cached(stage, |stage, dir| {
+        let sh = Shell::new()?;
+        let arch = format!("--arch={}", config.target.debian_arch);
+        let include = format!("--include={}", packages.join(","));
+        let mut extra = apt.mmdebstrap_args();
+        extra.extend(AptSetup::deferral_hooks(&debian.initramfs));
+        let suite = &debian.suite;
+        let sources = apt.sources();
+        stage.step(format!(
+            "mmdebstrap {} packages for {} (cached .debs are reused)",
+            packages.len(),
+            config.target.debian_arch
+        ));
+        stage.run(cmd!(
+            sh,
+            "mmdebstrap --mode=root --variant=apt {arch} {include} {extra...} {suite} {rootfs} {sources}"
+        ))?;
+        // mmdebstrap names the copied sources file `0000<name>`; give it Debian's usual name.
+        let copied = rootfs.join("etc/apt/sources.list.d/0000debian.sources");
+        if copied.exists() {
+            std::fs::rename(
+                &copied,
+                rootfs.join("etc/apt/sources.list.d/debian.sources"),
+            )?;
+        }
+        prune_siblings(&parent, &prefix, dir)
+    })?;
+    Ok(Bootstrapped { rootfs, key })
 }
 
 /// Keeps one bootstrap per target in the cache: each is a full root file system.

@@ -21,21 +21,19 @@ use clawfort_imagedef::LoadedConfig;
 use xshell::{cmd, Shell};
 
 use super::assemble::DiskIds;
-use super::cache::{self, Fingerprint};
+use super::bootstrap::Bootstrapped;
+use super::cache::Fingerprint;
 use super::progress::StageProgress;
-use super::{gateway, sandbox};
+use super::sandbox::SandboxTar;
+use super::stage::{Runner, Stage};
+use super::{gateway, sandbox, Profile};
 
+/// What customise reads besides the profile: the earlier stages' outputs.
 pub struct Inputs<'a> {
-    pub config: &'a LoadedConfig,
-    pub bootstrap_rootfs: &'a Path,
-    pub bootstrap_key: &'a str,
-    pub sandbox_tar: &'a Path,
-    pub sandbox_key: &'a str,
+    pub profile: &'a Profile,
+    pub bootstrap: &'a Bootstrapped,
+    pub sandbox: &'a SandboxTar,
     pub gateway_binary: &'a Path,
-    /// Overlay directories, applied in order.
-    pub overlays: &'a [PathBuf],
-    pub build: &'a BuildValues,
-    pub disk_ids: &'a DiskIds,
 }
 
 pub struct Customised {
@@ -44,96 +42,104 @@ pub struct Customised {
     /// (raspi-firmware's /boot/firmware), moved out of the root so they are not stored twice.
     pub boot_files: PathBuf,
     pub key: String,
-    pub reused: bool,
 }
 
-/// The inputs' hash; also the seed of the disk ids, so it is computed before the stage runs.
-pub fn fingerprint(inputs: &Inputs<'_>, builder: &str) -> Result<String> {
+/// The stage's key: every input except the disk ids, which derive from it (the caller names
+/// it the pre-customise key), so it is worked out before the stage runs.
+pub fn key(inputs: &Inputs<'_>, builder: &str) -> Result<String> {
+    let profile = inputs.profile;
     let mut fingerprint = Fingerprint::new("customise");
     fingerprint
         .add("builder", builder)
-        .add("bootstrap", inputs.bootstrap_key)
-        .add("sandbox", inputs.sandbox_key)
-        .add("config", toml::to_string(&inputs.config.document)?)
-        .add("target", toml::to_string(&inputs.config.target_document)?)
-        .add("build-version", &inputs.build.version)
-        .add("authorized-keys", inputs.build.authorized_keys.join("\n"));
+        .add("bootstrap", &inputs.bootstrap.key)
+        .add("sandbox", &inputs.sandbox.key)
+        .add("config", toml::to_string(&profile.definition.document)?)
+        .add(
+            "target",
+            toml::to_string(&profile.definition.target_document)?,
+        )
+        .add("build-version", &profile.version)
+        .add("authorized-keys", profile.authorized_keys.join("\n"));
     fingerprint.add_file("gateway", inputs.gateway_binary)?;
-    for overlay in inputs.overlays {
+    for overlay in &profile.overlays {
         fingerprint.add_tree("overlays", overlay)?;
     }
     Ok(fingerprint.finish())
 }
 
 pub fn run(
-    stage: &mut StageProgress,
+    runner: &mut Runner,
     inputs: &Inputs<'_>,
     key: &str,
-    work: &Path,
-    rebuild: bool,
+    disk_ids: &DiskIds,
 ) -> Result<Customised> {
-    let dir = work.join("customise");
+    let profile = inputs.profile;
+    let dir = profile.layout.stage_dir("customise");
     let rootfs = dir.join("rootfs");
     let boot_files = dir.join("boot-partition");
-    if !rebuild && cache::stamp_matches(&dir, key) && rootfs.is_dir() {
-        stage.step(format!("reusing {}", rootfs.display()));
-        return Ok(Customised {
-            rootfs,
-            boot_files,
-            key: key.to_owned(),
-            reused: true,
-        });
-    }
-    let sh = Shell::new()?;
-    std::fs::create_dir_all(&dir)?;
-    cache::remove_stamp(&dir)?;
-    for previous in [&rootfs, &boot_files] {
-        if previous.exists() {
-            stage.step(format!("removing {}", previous.display()));
-            std::fs::remove_dir_all(previous)
-                .with_context(|| format!("cannot remove {}", previous.display()))?;
-        }
-    }
-    stage.step("copying the bootstrap root file system");
-    let from = inputs.bootstrap_rootfs;
-    stage.run(cmd!(sh, "cp -a --reflink=auto {from} {rootfs}"))?;
-
-    let config = inputs.config;
-    stage.step("host name, time zone, locale, fstab");
-    machine_settings(&rootfs, config, inputs.disk_ids)?;
-
-    stage.step("users");
-    let accounts = users::create(stage, &rootfs, &config.image.users)?;
-
-    let context = template_context(config, inputs.build)?;
-    for overlay in inputs.overlays {
-        stage.step(format!("overlays from {}", overlay.display()));
-        let written = overlays::apply(overlay, &rootfs, &context, &accounts)?;
-        stage.step(format!("{} overlay files installed", written.len()));
-    }
-    overlays::apply_file_modes(&rootfs, &config.image.file_modes)?;
-
-    stage.step("gateway binary and sandbox root file system");
-    install_file(&rootfs, inputs.gateway_binary, gateway::IMAGE_PATH, 0o755)?;
-    install_file(&rootfs, inputs.sandbox_tar, sandbox::IMAGE_PATH, 0o644)?;
-
-    stage.step("services");
-    services(stage, &sh, &rootfs, config)?;
-
-    users::install_authorized_keys(
-        &rootfs,
-        &accounts,
-        &config.image.users.admin.name,
-        &inputs.build.authorized_keys,
-    )?;
-    move_boot_files(&rootfs, config.target.disk.boot_mount_point(), &boot_files)?;
-    cache::write_stamp(&dir, key)?;
+    let stage =
+        Stage::new("customise", dir, key.to_owned()).ready(|dir| dir.join("rootfs").is_dir());
+    runner.cached(stage, |stage, _| {
+        customise(stage, inputs, disk_ids, &rootfs, &boot_files)
+    })?;
     Ok(Customised {
         rootfs,
         boot_files,
         key: key.to_owned(),
-        reused: false,
     })
+}
+
+fn customise(
+    stage: &mut StageProgress,
+    inputs: &Inputs<'_>,
+    disk_ids: &DiskIds,
+    rootfs: &Path,
+    boot_files: &Path,
+) -> Result<()> {
+    let sh = Shell::new()?;
+    stage.step("copying the bootstrap root file system");
+    let from = &inputs.bootstrap.rootfs;
+    stage.run(cmd!(sh, "cp -a --reflink=auto {from} {rootfs}"))?;
+
+    let profile = inputs.profile;
+    let config = &profile.definition;
+    stage.step("host name, time zone, locale, fstab");
+    machine_settings(rootfs, config, disk_ids)?;
+
+    stage.step("users");
+    let accounts = users::create(stage, rootfs, &config.image.users)?;
+
+    let build = BuildValues {
+        version: profile.version.clone(),
+        authorized_keys: profile.authorized_keys.clone(),
+        root_partuuid: disk_ids.root_partuuid.clone(),
+        boot_partuuid: disk_ids.boot_partuuid.clone(),
+        root_fs_uuid: disk_ids.root_fs_uuid.clone(),
+        sandbox_tar: sandbox::IMAGE_PATH.to_owned(),
+        gateway_binary: gateway::IMAGE_PATH.to_owned(),
+    };
+    let context = template_context(config, &build)?;
+    for overlay in &profile.overlays {
+        stage.step(format!("overlays from {}", overlay.display()));
+        let written = overlays::apply(overlay, rootfs, &context, &accounts)?;
+        stage.step(format!("{} overlay files installed", written.len()));
+    }
+    overlays::apply_file_modes(rootfs, &config.image.file_modes)?;
+
+    stage.step("gateway binary and sandbox root file system");
+    install_file(rootfs, inputs.gateway_binary, gateway::IMAGE_PATH, 0o755)?;
+    install_file(rootfs, &inputs.sandbox.tar, sandbox::IMAGE_PATH, 0o644)?;
+
+    stage.step("services");
+    services(stage, &sh, rootfs, config)?;
+
+    users::install_authorized_keys(
+        rootfs,
+        &accounts,
+        &config.image.users.admin.name,
+        &profile.authorized_keys,
+    )?;
+    move_boot_files(rootfs, config.target.disk.boot_mount_point(), boot_files)
 }
 
 fn machine_settings(rootfs: &Path, config: &LoadedConfig, ids: &DiskIds) -> Result<()> {

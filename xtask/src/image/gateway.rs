@@ -7,12 +7,27 @@ use anyhow::{ensure, Context, Result};
 use xshell::{cmd, Shell};
 
 use super::progress::StageProgress;
+use super::stage::Runner;
+use super::Profile;
 
 pub const IMAGE_PATH: &str = "/usr/bin/clawfort";
 
+/// The stage: always run, as cargo's incremental build is the cache.
+pub fn run(runner: &mut Runner, profile: &Profile) -> Result<PathBuf> {
+    runner.always("gateway", |s| {
+        let binary = build(
+            s,
+            &profile.layout.repo,
+            &profile.definition.target.rust_triple,
+            profile.gateway_binary.as_deref(),
+        )?;
+        Ok((binary, "cargo build (incremental)"))
+    })
+}
+
 /// Builds the gateway for `triple` (adding the Rust target through rustup when it is
 /// missing), or checks a prebuilt binary given with `--gateway-binary`.
-pub fn build(
+fn build(
     stage: &mut StageProgress,
     repo: &Path,
     triple: &str,

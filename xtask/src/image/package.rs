@@ -14,8 +14,11 @@ use clawfort_imagedef::{Format, LoadedConfig};
 use serde::Serialize;
 use xshell::{cmd, Shell};
 
+use super::assemble::Disk;
 use super::cache::{self, Fingerprint};
 use super::progress::StageProgress;
+use super::stage::{Runner, Stage, StageTiming};
+use super::Profile;
 
 /// Paths of a finished build's artifacts.
 #[derive(Debug, Clone)]
@@ -29,22 +32,16 @@ pub struct Artifacts {
     pub rootfs: PathBuf,
     /// SHA-256 per artifact file name, as written to SHA256SUMS.
     pub sha256: BTreeMap<String, String>,
-    pub reused: bool,
     /// Each stage's name, duration and outcome ("built", "reused ...").
     pub stages: Vec<StageTiming>,
     /// The files the image definition was merged from, in order.
     pub definition: Vec<PathBuf>,
 }
 
-pub type StageTiming = (&'static str, std::time::Duration, &'static str);
-
-pub struct Inputs<'a> {
-    pub config: &'a LoadedConfig,
-    pub disk: &'a Path,
-    pub disk_key: &'a str,
-    pub rootfs: &'a Path,
-    pub out: &'a Path,
-    pub formats: &'a [Format],
+/// What the manifest is made from.
+struct Inputs<'a> {
+    config: &'a LoadedConfig,
+    rootfs: &'a Path,
 }
 
 #[derive(Serialize)]
@@ -62,85 +59,105 @@ struct Package {
     architecture: String,
 }
 
-pub fn run(stage: &mut StageProgress, inputs: &Inputs<'_>, work: &Path) -> Result<Artifacts> {
-    let base = format!(
-        "{}-{}",
-        inputs.config.image.image.name, inputs.config.target.name
-    );
-    std::fs::create_dir_all(inputs.out)
-        .with_context(|| format!("cannot create {}", inputs.out.display()))?;
-    let out = inputs.out.canonicalize()?;
-    let final_path = |ext: &str| out.join(format!("{base}.{ext}"));
-    let mut names: Vec<(Option<Format>, PathBuf)> = inputs
+/// The stage. Its key is the disk and the list of artifacts; it is reused only while every
+/// artifact is still the file this stage wrote (same size and mtime, recorded beside the
+/// stamp), so a booted or edited artifact is written again instead of passed off as fresh.
+/// SHA256SUMS is shared with the other targets' builds, so it is not part of the identity;
+/// this build's own lines are kept beside the stamp and merged into it.
+pub fn run(
+    runner: &mut Runner,
+    profile: &Profile,
+    disk: &Disk,
+    rootfs: &Path,
+) -> Result<Artifacts> {
+    let names = &profile.layout.artifacts;
+    let mut outputs: Vec<(Option<Format>, PathBuf)> = profile
         .formats
         .iter()
-        .map(|format| (Some(*format), final_path(format.extension())))
+        .map(|format| (Some(*format), profile.layout.artifact_path(*format)))
         .collect();
-    names.push((None, final_path("manifest.json")));
-    let sums_path = out.join("SHA256SUMS");
-
-    // Reuse: same disk, same formats, and the artifacts untouched since (size and mtime).
-    // SHA256SUMS is shared with the other targets' builds, so it is not part of the identity;
-    // this build's own lines are kept beside the stamp and merged into it.
-    let stamp_dir = work.join("package");
-    std::fs::create_dir_all(&stamp_dir)?;
-    let own_sums = stamp_dir.join("SHA256SUMS");
-    let paths: Vec<&Path> = names.iter().map(|(_, path)| path.as_path()).collect();
-    let key = || {
-        let mut fingerprint = Fingerprint::new("package");
-        fingerprint.add("disk", inputs.disk_key);
-        for path in &paths {
-            let identity = cache::file_identity(path);
-            fingerprint.add("artifact", identity.as_deref().unwrap_or("missing"));
-        }
-        fingerprint.finish()
+    outputs.push((None, names.manifest()));
+    let paths: Vec<&Path> = outputs.iter().map(|(_, path)| path.as_path()).collect();
+    let identities = || {
+        paths
+            .iter()
+            .map(|path| cache::file_identity(path).unwrap_or_else(|| "missing".to_owned()) + "\n")
+            .collect::<String>()
     };
-    let artifacts = |sha256: BTreeMap<String, String>, reused: bool| Artifacts {
-        raw: inputs
+    let mut fingerprint = Fingerprint::new("package");
+    fingerprint.add("disk", &disk.key);
+    for path in &paths {
+        fingerprint.add("artifact", path.as_os_str().as_encoded_bytes());
+    }
+    let dir = profile.layout.stage_dir("package");
+    let own_sums = dir.join("SHA256SUMS");
+    let stage = Stage::new("package", dir, fingerprint.finish()).ready(|dir| {
+        dir.join("SHA256SUMS").is_file()
+            && std::fs::read_to_string(dir.join(IDENTITIES)).is_ok_and(|text| text == identities())
+    });
+    let inputs = Inputs {
+        config: &profile.definition,
+        rootfs,
+    };
+    runner.cached(stage, |stage, dir| {
+        write(stage, &inputs, &disk.raw, &outputs, &own_sums)?;
+        std::fs::write(dir.join(IDENTITIES), identities())
+            .with_context(|| format!("cannot record the artifacts in {}", dir.display()))
+    })?;
+    let sha256 = read_sums(&own_sums)?;
+    let sums_path = names.sha256sums();
+    merge_sums(&sums_path, &sha256)?;
+    Ok(Artifacts {
+        raw: profile
             .formats
             .contains(&Format::Raw)
-            .then(|| final_path(Format::Raw.extension())),
-        files: names.iter().map(|(_, path)| path.clone()).collect(),
-        sha256sums: sums_path.clone(),
-        rootfs: inputs.rootfs.to_path_buf(),
+            .then(|| profile.layout.artifact_path(Format::Raw)),
+        files: paths.iter().map(|path| path.to_path_buf()).collect(),
+        sha256sums: sums_path,
+        rootfs: rootfs.to_path_buf(),
         sha256,
-        reused,
         stages: Vec::new(),
         definition: Vec::new(),
-    };
-    if cache::stamp_matches(&stamp_dir, &key()) && own_sums.is_file() {
-        stage.step("artifacts are up to date");
-        let sha256 = read_sums(&own_sums)?;
-        merge_sums(&sums_path, &sha256)?;
-        return Ok(artifacts(sha256, true));
-    }
+    })
+}
 
+/// Beside the stamp: the size and mtime of every artifact as this stage left it.
+const IDENTITIES: &str = "artifacts";
+
+/// Writes every artifact under a `.partial` name, their digests to `own_sums`, and then gives
+/// them their real names.
+fn write(
+    stage: &mut StageProgress,
+    inputs: &Inputs<'_>,
+    disk: &Path,
+    outputs: &[(Option<Format>, PathBuf)],
+    own_sums: &Path,
+) -> Result<()> {
     let sh = Shell::new()?;
     let partial = |path: &Path| {
         let name = path.file_name().expect("file").to_string_lossy();
         path.with_file_name(format!(".{name}.partial"))
     };
     // Leftovers of a build that was killed before it could clean up.
-    for path in &paths {
+    for (_, path) in outputs {
         let _ = std::fs::remove_file(partial(path));
     }
-    cache::remove_stamp(&stamp_dir)?;
     let mut guard = PartialFiles(Vec::new());
-    for (format, path) in &names {
+    for (format, path) in outputs {
         let temporary = partial(path);
         guard.0.push(temporary.clone());
         match format {
-            Some(Format::Raw) => raw(stage, &sh, inputs.disk, &temporary)?,
-            Some(Format::Qcow2) => qcow2(stage, &sh, inputs.disk, &temporary)?,
-            Some(Format::ImgXz) => img_xz(stage, &sh, inputs.disk, &temporary)?,
-            Some(Format::Bmap) => bmap(stage, &sh, inputs.disk, &temporary)?,
+            Some(Format::Raw) => raw(stage, &sh, disk, &temporary)?,
+            Some(Format::Qcow2) => qcow2(stage, &sh, disk, &temporary)?,
+            Some(Format::ImgXz) => img_xz(stage, &sh, disk, &temporary)?,
+            Some(Format::Bmap) => bmap(stage, &sh, disk, &temporary)?,
             None => manifest(stage, &sh, inputs, &temporary)?,
         }
     }
 
     stage.step("SHA256SUMS");
     let mut sha256 = BTreeMap::new();
-    for path in &paths {
+    for (_, path) in outputs {
         let name = path
             .file_name()
             .expect("file")
@@ -149,16 +166,14 @@ pub fn run(stage: &mut StageProgress, inputs: &Inputs<'_>, work: &Path) -> Resul
         stage.step(format!("sha256 {name}"));
         sha256.insert(name, cache::sha256_file(&partial(path))?);
     }
-    std::fs::write(&own_sums, sums_text(&sha256))?;
+    std::fs::write(own_sums, sums_text(&sha256))?;
 
-    // All complete: now they take their real names, SHA256SUMS last.
-    for path in &paths {
+    // All complete: now they take their real names.
+    for (_, path) in outputs {
         std::fs::rename(partial(path), path)?;
     }
     guard.0.clear();
-    merge_sums(&sums_path, &sha256)?;
-    cache::write_stamp(&stamp_dir, &key())?;
-    Ok(artifacts(sha256, false))
+    Ok(())
 }
 
 fn sums_text(sha256: &BTreeMap<String, String>) -> String {

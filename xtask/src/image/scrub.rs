@@ -13,6 +13,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use walkdir::WalkDir;
 
+use super::stage::Runner;
+use super::Profile;
+
 /// What may legitimately stay: the administrator's authorized_keys when `--authorized-key`
 /// was given at build time.
 pub struct Policy<'a> {
@@ -230,6 +233,27 @@ pub fn find_leaks(root: &Path, policy: &Policy<'_>) -> Result<Vec<String>> {
 }
 
 /// Scrubs, then refuses to continue when anything is still there.
+/// The stage: runs on every build (it is cheap, and a reused tree is checked again).
+pub fn stage(runner: &mut Runner, profile: &Profile, rootfs: &Path) -> Result<()> {
+    runner.always("scrub", |s| {
+        let policy = Policy {
+            keep_authorized_keys_of: (!profile.authorized_keys.is_empty())
+                .then_some(profile.definition.image.users.admin.name.as_str()),
+        };
+        let removed = run(rootfs, &policy)?;
+        s.step(format!(
+            "{} items removed, nothing secret left",
+            removed.len()
+        ));
+        let note = if removed.is_empty() {
+            "verified clean"
+        } else {
+            "scrubbed and verified clean"
+        };
+        Ok(((), note))
+    })
+}
+
 pub fn run(root: &Path, policy: &Policy<'_>) -> Result<Vec<String>> {
     let removed = scrub(root, policy)?;
     let leaks = find_leaks(root, policy)?;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use clawfort_imagedef::Target;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,7 +81,7 @@ pub struct Devices {
 
 impl Machine {
     /// Reads `qemu/<target>.toml` under the project root.
-    pub fn load(project_root: &Path, target: &str) -> Result<Machine> {
+    pub fn load(project_root: &Path, target: Target) -> Result<Machine> {
         let path = project_root.join("qemu").join(format!("{target}.toml"));
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(

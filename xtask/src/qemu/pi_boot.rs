@@ -133,10 +133,20 @@ mod tests {
     #[test]
     #[ignore = "needs out/clawfort-rpi.img.xz from `cargo xtask image --target rpi`"]
     fn the_built_pi_image_has_the_layout_the_pi_boot_rom_expects() {
-        let artifact = crate::qemu::project_root().join("out/clawfort-rpi.img.xz");
+        use crate::image::{layout::ArtifactNames, Format, Target};
+        let name = crate::image::load_definition(&[], Target::Rpi)
+            .unwrap()
+            .image
+            .image
+            .name;
+        let out = crate::qemu::project_root().join("out");
+        let names = ArtifactNames::new(out, &name, Target::Rpi);
+        let artifact = names.path(Format::ImgXz);
         assert!(artifact.is_file(), "{} is missing", artifact.display());
         let dir = tempfile::tempdir().unwrap();
-        let image = dir.path().join("clawfort-rpi.img");
+        let image = dir
+            .path()
+            .join(names.decompressed_img().file_name().unwrap());
         let sh = Shell::new().unwrap();
         cmd!(
             sh,
