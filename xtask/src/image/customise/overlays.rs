@@ -2,8 +2,10 @@
 //!
 //! Rules (also in ARCHITECTURE.md):
 //! - `overlays/<path>` lands at `/<path>`; `name.tera` is rendered with tera and lands as `name`.
-//! - A file keeps its source mode (git records only the executable bit; use `[file_modes]` in
-//!   the image config for anything else). Symbolic links are recreated as links.
+//! - A file lands with the mode git records: 0755 when its source is executable, else 0644,
+//!   whatever the checkout's umask made of it (a umask of 002 would otherwise ship
+//!   group-writable files in /etc); `[file_modes]` in the image config sets anything else.
+//!   Symbolic links are recreated as links.
 //! - Everything is owned by root, except what lives under `overlays/home/<user>/`: that is owned
 //!   by `<user>` and private (group and other permission bits cleared).
 //! - An existing file or link at the destination is replaced, never written through: a link in
@@ -47,7 +49,7 @@ pub fn apply(
         let owner = owner_of(&relative, accounts)?;
         let private = owner != (0, 0);
         let source_meta = entry.path().symlink_metadata()?;
-        let source_mode = source_meta.permissions().mode() & 0o7777;
+        let source_mode = git_mode(source_meta.permissions().mode());
 
         if entry.file_type().is_dir() {
             if !destination.symlink_metadata().is_ok_and(|m| m.is_dir()) {
@@ -86,6 +88,15 @@ pub fn apply(
         written.push(format!("/{}", image_relative.display()));
     }
     Ok(written)
+}
+
+/// The mode git would check `mode` out as: executable or not, nothing else.
+fn git_mode(mode: u32) -> u32 {
+    if mode & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
 }
 
 /// `home/<user>/...` belongs to `<user>`; everything else to root.
@@ -273,6 +284,22 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), root.path().join("etc")).unwrap();
         let err = safe_join(root.path(), Path::new("etc/passwd")).unwrap_err();
         assert!(err.to_string().contains("outside the image root"), "{err}");
+    }
+
+    #[test]
+    fn files_land_with_the_mode_git_records_whatever_the_checkout_umask() {
+        let overlays = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let o = overlays.path();
+        std::fs::create_dir_all(o.join("etc")).unwrap();
+        for (name, mode) in [("etc/writable.conf", 0o664), ("etc/tool", 0o775)] {
+            std::fs::write(o.join(name), "x\n").unwrap();
+            std::fs::set_permissions(o.join(name), PermissionsExt::from_mode(mode)).unwrap();
+        }
+        apply(o, root.path(), &tera::Context::new(), &accounts()).unwrap();
+        let mode = |name: &str| std::fs::metadata(root.path().join(name)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("etc/writable.conf"), 0o644);
+        assert_eq!(mode("etc/tool"), 0o755);
     }
 
     #[test]
