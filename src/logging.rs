@@ -3,13 +3,12 @@
 //! Every log line, wherever it goes, is formatted whole, passed through the gateway's
 //! [`Redactor`] and written as exactly one line (a line break inside a message is written as
 //! `\n`): no code path can log a configured secret or a pasted key, and no text a client
-//! controls can forge a second line for fail2ban. The redactor knows the key shapes from the
+//! controls can forge a second line for a log reader. The redactor knows the key shapes from the
 //! start and the configured secrets once `clawfort gateway` has read them ([`redact_with`]).
 //!
 //! Under systemd (stderr is the journal stream `JOURNAL_STREAM` names) the gateway writes
 //! plain messages to stderr with a `<N>` priority prefix (sd-daemon(3)), so journald files
-//! each line as one entry of the right priority, which `journalctl -u clawfort` and
-//! fail2ban's systemd backend read. Otherwise it logs to stderr *and* appends to
+//! each line as one entry of the right priority, which `journalctl -u clawfort` reads. Otherwise it logs to stderr *and* appends to
 //! `~/.openclaw/logs/gateway.log`, which `clawfort logs` reads when there is no
 //! `clawfort.service`. The file never grows past `ROTATE_AT`: a line that would take it past
 //! is written to a fresh file after renaming the full one to `gateway.log.1` (replacing the

@@ -664,16 +664,37 @@ fn fail2ban_bans_through_nftables_with_growing_ban_times() {
             "bantime.maxtime = 1w",
             "maxretry = 5",
             "[sshd]",
-            "[clawfort]",
-            "filter = clawfort",
-            "port = 18789,18793",
-            "maxretry = 10",
         ] {
             assert!(
                 rules.contains(&line),
                 "jail.d/clawfort.local lacks `{line}`"
             );
         }
+    });
+}
+
+/// No fail2ban jail or filter for the gateway: every client of its loopback-only socket is
+/// 127.0.0.1 or ::1, which fail2ban's `ignoreself` never bans, so such a jail could never ban
+/// anybody (the reason is written in jail.d/clawfort.local). The only section is sshd's, and
+/// nothing keeps `ignoreself` from protecting the owner's tunnel.
+#[test]
+fn fail2ban_has_no_gateway_jail_it_could_never_use() {
+    each_target(|files| {
+        let jails = &files["/etc/fail2ban/jail.d/clawfort.local"];
+        let sections: Vec<&str> = directives(jails)
+            .into_iter()
+            .filter(|line| line.starts_with('['))
+            .collect();
+        assert_eq!(sections, ["[DEFAULT]", "[sshd]"]);
+        assert!(
+            !jails.contains("ignoreself = false"),
+            "a jail that bans loopback would lock out the owner's SSH tunnel"
+        );
+        let filters: Vec<&String> = files
+            .keys()
+            .filter(|path| path.starts_with("/etc/fail2ban/filter.d/"))
+            .collect();
+        assert!(filters.is_empty(), "{filters:?}");
     });
 }
 

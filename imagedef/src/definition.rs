@@ -163,7 +163,6 @@ pub struct Fail2banSection {
     pub bantime_max: String,
     pub findtime: String,
     pub maxretry: u32,
-    pub gateway_maxretry: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

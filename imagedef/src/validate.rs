@@ -205,8 +205,8 @@ pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
     parse_duration("fail2ban.bantime_max", &c.fail2ban.bantime_max)?;
     parse_duration("fail2ban.findtime", &c.fail2ban.findtime)?;
     ensure!(
-        c.fail2ban.maxretry > 0 && c.fail2ban.gateway_maxretry > 0,
-        "keys `fail2ban.maxretry` and `fail2ban.gateway_maxretry` must be at least 1"
+        c.fail2ban.maxretry > 0,
+        "key `fail2ban.maxretry` must be at least 1"
     );
     ensure!(
         c.fail2ban.bantime_factor >= 1,

@@ -10,7 +10,7 @@
 //!
 //! What a lockout does to a request depends on whether the request can have caused it:
 //! - a remote key locked out by its own failures gets 429 with `Retry-After` *without its
-//!   token being compared* (fail2ban bans it from the log lines meanwhile);
+//!   token being compared*;
 //! - during a global lockout, a remote key that has not failed itself has its token compared:
 //!   the right token is served, a wrong one gets 429 and counts as the key's failure, so each
 //!   fresh key gets one guess instead of `maxAttempts`;

@@ -43,6 +43,16 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 /// kernel, clock, namespace and architecture protections that leave its work alone, which
 /// raises `systemd-analyze security`'s rating over the unit's budget (about 3.0 instead of
 /// 1.1; the running gateway keeps its settings until its next restart).
+///
+/// The last four each remove one protection no other probe relies on: the token file made
+/// world-readable (after the gateway's restart above, which leaves its mode alone), a sudoers
+/// drop-in that lets the service user run `/usr/bin/true` as root (the gateway's and the host
+/// commands' units have `NoNewPrivileges=yes`, so no probe's commands could use it), the
+/// system Docker's socket unmasked and listening (nothing connects to it, so the root daemon
+/// it would start never runs), and `Restart=no` for the gateway. That last one leaves the
+/// gateway dead after `gateway_restarts_after_kill`; the only probe between it and
+/// `agent_round_trip`, whose `clawfort setup` starts the gateway again with `systemctl
+/// restart`, is `fail2ban_bans_and_unbans`, which only talks to sshd.
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "sed -i 's|deniedPaths: \\[.*\\]|allowedPaths: [\"/home/openclaw\", \"/etc\", \"/proc\"], deniedPaths: []|' \
         /home/openclaw/.openclaw/openclaw.json \
@@ -76,6 +86,17 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
      && printf '[Service]\\nProtectClock=no\\nProtectHostname=no\\nProtectKernelLogs=no\\nProtectKernelModules=no\\nProtectKernelTunables=no\\nProtectControlGroups=no\\nLockPersonality=no\\nRestrictRealtime=no\\nRestrictNamespaces=no\\nMemoryDenyWriteExecute=no\\nSystemCallArchitectures=\\n' \
         > /etc/systemd/system/clawfort.service.d/e2e-exposed.conf \
      && systemctl daemon-reload",
+    "chmod 644 /home/openclaw/.openclaw/.env \
+     && test \"$(stat -c %a /home/openclaw/.openclaw/.env)\" = 644",
+    "printf 'openclaw ALL=(root) NOPASSWD: /usr/bin/true\\n' > /etc/sudoers.d/e2e-service-user \
+     && chmod 440 /etc/sudoers.d/e2e-service-user \
+     && visudo -cf /etc/sudoers.d/e2e-service-user",
+    "systemctl unmask docker.service docker.socket && systemctl start docker.socket \
+     && systemctl is-active docker.socket",
+    "mkdir -p /etc/systemd/system/clawfort.service.d \
+     && printf '[Service]\\nRestart=no\\n' > /etc/systemd/system/clawfort.service.d/e2e-no-restart.conf \
+     && systemctl daemon-reload \
+     && test \"$(systemctl show -P Restart clawfort.service)\" = no",
 ];
 
 /// Probes that must fail on the weakened image, and a fragment their failure must contain, so
@@ -126,6 +147,20 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
         "rogue_host_commands_contained",
         "read .env by its absolute path worked",
     ),
+    (
+        "gateway_token_file_protected",
+        ".env is mode 644 owned by openclaw; want 600",
+    ),
+    ("service_user_has_no_sudo", "sudo grants openclaw something"),
+    (
+        "service_user_cannot_use_root_docker",
+        "the system Docker is active",
+    ),
+    ("root_fs_grown_to_disk", "before the end of the disk"),
+    (
+        "gateway_restarts_after_kill",
+        "the gateway did not come back within 60 s",
+    ),
 ];
 
 /// Probes not yet shown failing, each with what stands in the way. Issue 13 asks for a case
@@ -134,7 +169,8 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
 pub const NOT_YET_SHOWN_FAILING: &[(&str, &str)] = &[
     (
         "gateway_runs_as_service_user",
-        "also in MUST_PASS: it shows the weakened guest's gateway still runs",
+        "in MUST_PASS: it shows the weakened guest's gateway still runs (a gateway run as root \
+         would also change what the sandbox and host-command probes see)",
     ),
     (
         "gateway_healthz_ok",
@@ -142,35 +178,19 @@ pub const NOT_YET_SHOWN_FAILING: &[(&str, &str)] = &[
     ),
     (
         "gateway_api_requires_token",
-        "the gateway refuses to start without auth, so no config weakens it; needs a patched binary",
-    ),
-    (
-        "gateway_token_file_protected",
-        "a `chmod 644` of `.env` at run time would do; not yet booted",
-    ),
-    (
-        "service_user_has_no_sudo",
-        "a sudoers.d drop-in at run time would do; not yet booted",
-    ),
-    (
-        "service_user_cannot_use_root_docker",
-        "the image has no system Docker to expose",
-    ),
-    (
-        "root_fs_grown_to_disk",
-        "needs a variant with growpart off (`[disk]`), not yet written",
+        "no setting opens the API: without a token the gateway refuses every request (and \
+         refuses to start on a non-loopback bind), so only a patched binary would weaken it",
     ),
     (
         "rootless_sandbox_isolated",
-        "its weakening (bridge network) is shown by rogue_commands_contained; its own case is to do",
-    ),
-    (
-        "gateway_restarts_after_kill",
-        "`Restart=no` would leave the gateway dead for the probes after it; needs ordering",
+        "it passes `--network none --read-only --cap-drop ALL` itself, so no appliance setting \
+         changes what it sees; the containers the gateway starts are shown escaping by \
+         rogue_commands_contained (bridge network)",
     ),
     (
         "first_boot_identity_unique",
-        "runs on two boots of the suite image, not on the weakened one",
+        "it compares two boots and the self-test boots one (CI's time budget); a second boot \
+         of a variant with a baked-in machine-id would show it",
     ),
 ];
 
@@ -281,18 +301,23 @@ mod tests {
     use super::{MUST_FAIL, NOT_YET_SHOWN_FAILING};
     use crate::image::{load_definition, Target};
 
-    /// Every probe in the suite (`tests/e2e/probes/mod.rs`, read as text: the probe binary is
-    /// not a library xtask can link) has a must-fail case or a stated reason why not yet.
-    #[test]
-    fn every_probe_has_a_must_fail_case_or_a_reason() {
-        let registry =
-            std::fs::read_to_string(crate::qemu::project_root().join("tests/e2e/probes/mod.rs"))
-                .unwrap();
-        let probes: Vec<&str> = registry
+    /// The suite's probes in the order they run (`tests/e2e/probes/mod.rs`, read as text: the
+    /// probe binary is not a library xtask can link).
+    fn registry() -> Vec<String> {
+        std::fs::read_to_string(crate::qemu::project_root().join("tests/e2e/probes/mod.rs"))
+            .unwrap()
             .lines()
             .filter_map(|line| line.trim().strip_prefix("name: \""))
             .filter_map(|rest| rest.strip_suffix("\","))
-            .collect();
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every probe in the suite has a must-fail case or a stated reason why not yet.
+    #[test]
+    fn every_probe_has_a_must_fail_case_or_a_reason() {
+        let probes = registry();
+        let probes: Vec<&str> = probes.iter().map(String::as_str).collect();
         assert!(probes.len() >= 20, "found only {probes:?} in the registry");
         let shown = |name: &str| MUST_FAIL.iter().any(|(n, _)| *n == name);
         let excused = |name: &str| NOT_YET_SHOWN_FAILING.iter().any(|(n, _)| *n == name);
@@ -306,6 +331,24 @@ mod tests {
         for (name, _) in MUST_FAIL.iter().chain(NOT_YET_SHOWN_FAILING) {
             assert!(probes.contains(name), "{name} is not a probe of the suite");
         }
+    }
+
+    /// `Restart=no` leaves the gateway dead after `gateway_restarts_after_kill` until
+    /// `agent_round_trip`'s `clawfort setup` restarts it; only the SSH-only fail2ban probe may
+    /// run in between, or a probe added there would fail on the weakened guest for a dead
+    /// gateway instead of its own reason.
+    #[test]
+    fn only_probes_without_the_gateway_run_while_it_is_left_dead() {
+        assert!(super::RUNTIME_WEAKENINGS
+            .iter()
+            .any(|script| script.contains("Restart=no")));
+        let probes = registry();
+        let at = |name: &str| probes.iter().position(|p| p == name).unwrap();
+        assert_eq!(
+            &probes[at("gateway_restarts_after_kill") + 1..at("agent_round_trip")],
+            ["fail2ban_bans_and_unbans"],
+            "with the self-test's `Restart=no`, these probes would find the gateway dead"
+        );
     }
 
     /// The sandbox-network weakening matches the shipped config's `docker` line, so it
@@ -384,9 +427,10 @@ mod tests {
     }
 
     /// weakened.toml replaces `services.enable` whole; it must stay the appliance's list with
-    /// only nftables.service taken out, or the self-test would weaken more than it says.
+    /// only the firewall and the root's growth taken out, or the self-test would weaken more
+    /// than it says.
     #[test]
-    fn weakened_variant_only_drops_the_firewall_from_enabled_units() {
+    fn weakened_variant_only_drops_the_firewall_and_root_growth_from_enabled_units() {
         let root = crate::qemu::project_root();
         let base = load_definition(&[], Target::X86_64).unwrap();
         let weakened = load_definition(
@@ -399,7 +443,9 @@ mod tests {
             .services
             .enable
             .iter()
-            .filter(|unit| *unit != "nftables.service")
+            .filter(|unit| {
+                !["nftables.service", "clawfort-grow-root.service"].contains(&unit.as_str())
+            })
             .collect();
         assert_eq!(
             weakened.image.services.enable.iter().collect::<Vec<_>>(),
