@@ -638,6 +638,7 @@ fn backports_configured() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::Target;
 
     #[test]
     fn qemu_system_pulls_qemu_utils_from_the_same_suite() {
@@ -668,6 +669,89 @@ mod tests {
         assert!(plan.from_backports.is_empty());
         assert!(plan.from_main.contains(&"qemu-system-x86"));
         assert!(!plan.commands_text().contains("backports"));
+    }
+
+    /// One line per group: what `doctor` reports for a target and purpose.
+    fn render(groups: &[ToolGroup]) -> Vec<String> {
+        groups
+            .iter()
+            .map(|group| {
+                let tools: Vec<String> = group
+                    .tools
+                    .iter()
+                    .map(|t| {
+                        let mut text = format!("{}={}", t.probe, t.package);
+                        if t.from_backports {
+                            text.push_str("+bp");
+                        }
+                        if let Some(min) = t.min_major_version {
+                            text.push_str(&format!(">={min}"));
+                        }
+                        text
+                    })
+                    .collect();
+                format!("{}: {}", group.group.name(), tools.join(" "))
+            })
+            .collect()
+    }
+
+    /// The per-target lists live in `qemu/<t>.toml` and `image/foreign-arch/<arch>.toml`; this
+    /// pins what they amount to, so moving a tool between Rust and data, or editing a file,
+    /// cannot silently change what `image`, `run`, `e2e` and `doctor` check.
+    #[test]
+    fn every_target_needs_exactly_these_tools() {
+        let image = "image: mmdebstrap=mmdebstrap dpkg-architecture=dpkg-dev mount=mount \
+            sgdisk=gdisk sfdisk=fdisk mkfs.vfat=dosfstools mcopy=mtools mmd=mtools \
+            mkfs.ext4=e2fsprogs e2fsck=e2fsprogs dpkg-query=dpkg chroot=coreutils cp=coreutils \
+            zstd=zstd /usr/share/keyrings/debian-archive-keyring.gpg=debian-archive-keyring \
+            qemu-img=qemu-utils+bp";
+        let arm64 = "foreign-arch: /usr/lib/binfmt.d/qemu-aarch64.conf=qemu-user-binfmt+bp \
+            arch-test=arch-test aarch64-linux-gnu-gcc=gcc-aarch64-linux-gnu \
+            /usr/aarch64-linux-gnu/lib/crt1.o=libc6-dev-arm64-cross";
+        let package = "package: xz=xz-utils bmaptool=bmap-tools";
+        let boot_common = "boot: qemu-img=qemu-utils+bp \
+            /usr/lib/ipxe/qemu/efi-virtio.rom=ipxe-qemu mkfs.vfat=dosfstools mcopy=mtools \
+            ssh=openssh-client";
+        let network = "e2e-network: ip=iproute2 dnsmasq=dnsmasq-base ssh-keygen=openssh-client \
+            timeout=coreutils";
+        let emulators = [
+            (
+                "x86_64",
+                "amd64",
+                "boot: qemu-system-x86_64=qemu-system-x86+bp>=10 \
+                 /usr/share/OVMF/OVMF_CODE_4M.fd=ovmf /usr/share/OVMF/OVMF_VARS_4M.fd=ovmf",
+            ),
+            (
+                "aarch64",
+                "arm64",
+                "boot: qemu-system-aarch64=qemu-system-arm+bp>=10 \
+                 /usr/share/AAVMF/AAVMF_CODE.fd=qemu-efi-aarch64 \
+                 /usr/share/AAVMF/AAVMF_VARS.fd=qemu-efi-aarch64",
+            ),
+            (
+                "rpi",
+                "arm64",
+                "boot: qemu-system-aarch64=qemu-system-arm+bp>=10 sfdisk=fdisk mtype=mtools \
+                 mlabel=mtools mdir=mtools",
+            ),
+        ];
+        assert_eq!(emulators.len(), Target::ALL.len(), "a target is not pinned here");
+        for (target, arch, emulator) in emulators {
+            let foreign = arch != "amd64";
+            let build: Vec<&str> = [image]
+                .into_iter()
+                .chain(foreign.then_some(arm64))
+                .chain([package, emulator, boot_common])
+                .collect();
+            let tools = |purpose| render(&tools_on_host(target, arch, "amd64", purpose).unwrap());
+            assert_eq!(tools(Purpose::Build), build, "{target}");
+            assert_eq!(tools(Purpose::Boot), [emulator, boot_common], "{target}");
+            assert_eq!(
+                tools(Purpose::Probe),
+                [emulator, boot_common, network],
+                "{target}"
+            );
+        }
     }
 
     #[test]
