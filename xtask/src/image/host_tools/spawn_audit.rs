@@ -211,10 +211,9 @@ fn targets() -> Vec<(String, String)> {
         .collect()
 }
 
-/// qemu/<target>.toml, parsed only (loading it checks that the firmware is installed).
+/// qemu/<target>.toml, read only (loading it checks that the firmware is installed).
 fn machine(target: &str) -> crate::qemu::Machine {
-    let path = repo().join(format!("qemu/{target}.toml"));
-    toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    crate::qemu::Machine::read(&repo(), target).unwrap()
 }
 
 fn groups(target: &str, arch: &str, purpose: Purpose) -> Vec<ToolGroup> {
@@ -222,16 +221,16 @@ fn groups(target: &str, arch: &str, purpose: Purpose) -> Vec<ToolGroup> {
 }
 
 /// Every probe some command checks for some target, or `bench` or `ci` checks.
-fn every_listed_probe() -> BTreeSet<&'static str> {
-    let mut probes: BTreeSet<&str> = BENCH_TOOLS
+fn every_listed_probe() -> BTreeSet<String> {
+    let mut probes: BTreeSet<String> = BENCH_TOOLS
         .iter()
         .chain(SANDBOX_TEST_TOOLS)
-        .map(|t| t.probe)
+        .map(|t| t.probe.to_string())
         .collect();
     for (name, arch) in targets() {
         for purpose in [Purpose::Build, Purpose::Boot, Purpose::Probe] {
             for group in groups(&name, &arch, purpose) {
-                probes.extend(group.tools.iter().map(|t| t.probe));
+                probes.extend(group.tools.iter().map(|t| t.probe.to_string()));
             }
         }
     }
