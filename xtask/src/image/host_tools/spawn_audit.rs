@@ -273,8 +273,10 @@ fn every_program_the_host_side_spawns_is_in_a_host_tool_table() {
                         problems.push(format!(
                             "{file}:{line}: `{program}` runs on the host, but no host-tool \
                              table lists it: add it with its Debian package to the right \
-                             group in xtask/src/image/host_tools.rs (or, for a program of an \
-                             Essential package, to ALWAYS_THERE in host_tools/spawn_audit.rs)"
+                             group in xtask/src/image/host_tools.rs, or to `[[host_tools]]` of \
+                             qemu/<target>.toml or image/foreign-arch/<arch>.toml if only some \
+                             targets need it (or, for a program of an Essential package, to \
+                             ALWAYS_THERE in host_tools/spawn_audit.rs)"
                         ));
                     }
                 }
