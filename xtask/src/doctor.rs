@@ -4,6 +4,7 @@
 //! as root on Debian. The list comes from `image::host_tools::tools_for`, the function those
 //! commands call, so the report cannot drift from what they check.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
@@ -91,8 +92,8 @@ struct HostReport {
 #[derive(Debug, Serialize)]
 struct ToolReport {
     /// A program name (looked up on PATH and the sbin directories) or an absolute file path.
-    probe: &'static str,
-    package: &'static str,
+    probe: Cow<'static, str>,
+    package: Cow<'static, str>,
     /// Installed from bookworm-backports (on a Debian 12 host).
     from_backports: bool,
     status: Status,
@@ -134,12 +135,12 @@ impl Report {
             let target = image::load_target(id)?;
             for purpose in [Purpose::Build, Purpose::Probe] {
                 for group in host_tools::tools_for(&target, purpose)? {
-                    for tool in group.tools {
+                    for tool in group.tools.iter() {
                         let index = match needs.iter().position(|n| n.tool.probe == tool.probe) {
                             Some(index) => index,
                             None => {
                                 needs.push(Need {
-                                    tool: *tool,
+                                    tool: tool.clone(),
                                     groups: BTreeSet::new(),
                                     targets: Vec::new(),
                                     for_build: false,
@@ -181,7 +182,7 @@ impl Report {
                 ToolState::TooOld { path, major } => (Status::TooOld, Some(path), major),
             };
             if !fixable {
-                not_installed.push(tool);
+                not_installed.push(tool.clone());
             }
             tools.push(ToolReport {
                 probe: tool.probe,
@@ -303,7 +304,7 @@ impl Report {
             (Status::TooOld, None) => "too old".to_owned(),
             (Status::WillBeInstalled, _) => "will be installed".to_owned(),
         };
-        let mut package = tool.package.to_owned();
+        let mut package = tool.package.to_string();
         if tool.from_backports {
             package.push_str(" from bookworm-backports");
         }
@@ -314,7 +315,7 @@ impl Report {
         if tool.status == Status::WillBeInstalled {
             needed_for.push_str(&format!("; by `{}`", tool.installed_by));
         }
-        [status, tool.probe.to_owned(), package, needed_for]
+        [status, tool.probe.to_string(), package, needed_for]
     }
 }
 
@@ -333,7 +334,7 @@ mod tests {
     fn every_target_reports_each_tool_once_with_its_groups() {
         let targets = Target::ALL;
         let report = Report::build(&targets, host(true, "bookworm"), false).unwrap();
-        let mut probes: Vec<&str> = report.tools.iter().map(|t| t.probe).collect();
+        let mut probes: Vec<&str> = report.tools.iter().map(|t| &*t.probe).collect();
         let count = probes.len();
         probes.sort();
         probes.dedup();
@@ -385,8 +386,8 @@ mod tests {
 
     fn tool_report(probe: &'static str, status: Status, major: Option<u32>) -> ToolReport {
         ToolReport {
-            probe,
-            package: "qemu-system-x86",
+            probe: probe.into(),
+            package: "qemu-system-x86".into(),
             from_backports: true,
             status,
             path: None,

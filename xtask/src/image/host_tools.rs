@@ -5,36 +5,48 @@
 //! On a bookworm host QEMU comes from bookworm-backports: bookworm's QEMU 7.2 makes the trixie
 //! kernel panic under TCG, and `qemu-utils` must come from the same suite as `qemu-system-*`.
 //!
-//! The tables here are the whole list: [`tools_for`] picks the groups a command needs for a
-//! target, and `cargo xtask doctor` reports on the same groups. A unit test (`spawn_audit`)
+//! The tools every target needs are tables here; what differs between targets is data: the
+//! `[[host_tools]]` of `qemu/<target>.toml` (the emulator and firmware that boot it) and of
+//! `image/foreign-arch/<debian_arch>.toml` (building that architecture on another host).
+//! [`tools_for`] picks the groups a command needs for a target, and `cargo xtask doctor`
+//! reports on the same groups. A unit test (`spawn_audit`)
 //! reads the sources of every host-side program spawn and fails on one no table names.
 
 #[cfg(test)]
 mod spawn_audit;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clawfort_imagedef::TargetConfig;
+use serde::Deserialize;
 use xshell::{cmd, Shell};
 
-/// Something the host must provide, and the Debian package that provides it.
-#[derive(Debug, Clone, Copy)]
+use crate::qemu::Machine;
+
+/// Something the host must provide, and the Debian package that provides it: a `[[host_tools]]`
+/// entry of a data file, or a constant here (hence `Cow`: borrowed for the constants, owned
+/// when read from a file).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HostTool {
     /// A program looked up on PATH (plus the sbin directories), or an absolute file path.
-    pub probe: &'static str,
-    pub package: &'static str,
+    pub probe: Cow<'static, str>,
+    pub package: Cow<'static, str>,
     /// On a bookworm host, install from bookworm-backports.
+    #[serde(default)]
     pub from_backports: bool,
     /// Oldest acceptable major version, read from `<probe> --version`.
+    #[serde(default)]
     pub min_major_version: Option<u32>,
 }
 
 /// A tool from the host's own suite, any version.
 pub const fn tool(probe: &'static str, package: &'static str) -> HostTool {
     HostTool {
-        probe,
-        package,
+        probe: Cow::Borrowed(probe),
+        package: Cow::Borrowed(package),
         from_backports: false,
         min_major_version: None,
     }
@@ -42,22 +54,11 @@ pub const fn tool(probe: &'static str, package: &'static str) -> HostTool {
 
 /// qemu-img from the same suite as the QEMU system emulators (backports on bookworm).
 const QEMU_IMG: HostTool = HostTool {
-    probe: "qemu-img",
-    package: "qemu-utils",
+    probe: Cow::Borrowed("qemu-img"),
+    package: Cow::Borrowed("qemu-utils"),
     from_backports: true,
     min_major_version: None,
 };
-
-/// A QEMU system emulator: QEMU 10 or newer, from bookworm-backports on bookworm, because
-/// bookworm's 7.2 makes the trixie kernel panic under TCG.
-const fn qemu_system(probe: &'static str, package: &'static str) -> HostTool {
-    HostTool {
-        probe,
-        package,
-        from_backports: true,
-        min_major_version: Some(10),
-    }
-}
 
 /// Why a command needs a set of tools; `cargo xtask doctor` shows it next to each tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -88,10 +89,11 @@ impl Group {
 }
 
 /// Tools one command needs for one reason.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ToolGroup {
     pub group: Group,
-    pub tools: &'static [HostTool],
+    /// A table here, or the list a target's data file gives.
+    pub tools: Cow<'static, [HostTool]>,
 }
 
 /// What a command does with a target; each needs its own tools.
@@ -134,23 +136,6 @@ const IMAGE_TOOLS: &[HostTool] = &[
     QEMU_IMG,
 ];
 
-/// Building an arm64 root on another architecture: qemu-user registered through binfmt_misc
-/// runs the image's own programs (dpkg, maintainer scripts) in the chroot, and a cross linker
-/// links the gateway, which is compiled natively rather than under emulation.
-const ARM64_ON_FOREIGN_HOST_TOOLS: &[HostTool] = &[
-    HostTool {
-        probe: "/usr/lib/binfmt.d/qemu-aarch64.conf",
-        package: "qemu-user-binfmt",
-        from_backports: true,
-        min_major_version: None,
-    },
-    // mmdebstrap refuses a foreign architecture without `arch-test`, which it runs to check
-    // that the binfmt registration really executes that architecture's programs.
-    tool("arch-test", "arch-test"),
-    tool("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
-    tool("/usr/aarch64-linux-gnu/lib/crt1.o", "libc6-dev-arm64-cross"),
-];
-
 /// The artifact formats' compressors and map writers.
 const PACKAGE_TOOLS: &[HostTool] = &[tool("xz", "xz-utils"), tool("bmaptool", "bmap-tools")];
 
@@ -164,30 +149,6 @@ const BOOT_COMMON_TOOLS: &[HostTool] = &[
     tool("mkfs.vfat", "dosfstools"),
     tool("mcopy", "mtools"),
     tool("ssh", "openssh-client"),
-];
-
-/// QEMU and OVMF for the x86_64 image.
-const QEMU_X86_64_TOOLS: &[HostTool] = &[
-    qemu_system("qemu-system-x86_64", "qemu-system-x86"),
-    tool("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
-    tool("/usr/share/OVMF/OVMF_VARS_4M.fd", "ovmf"),
-];
-
-/// QEMU and AAVMF (EDK2 for `virt`) for the UEFI aarch64 image.
-const QEMU_AARCH64_UEFI_TOOLS: &[HostTool] = &[
-    qemu_system("qemu-system-aarch64", "qemu-system-arm"),
-    tool("/usr/share/AAVMF/AAVMF_CODE.fd", "qemu-efi-aarch64"),
-    tool("/usr/share/AAVMF/AAVMF_VARS.fd", "qemu-efi-aarch64"),
-];
-
-/// The Pi image boots its own kernel on `virt`, read out of its FAT partition (no firmware);
-/// the Pi layout test lists and labels that partition too.
-const QEMU_PI_KERNEL_TOOLS: &[HostTool] = &[
-    qemu_system("qemu-system-aarch64", "qemu-system-arm"),
-    tool("sfdisk", "fdisk"),
-    tool("mtype", "mtools"),
-    tool("mlabel", "mtools"),
-    tool("mdir", "mtools"),
 ];
 
 /// The suite's private network (namespace, bridge, taps, DHCP) and its SSH key.
@@ -212,21 +173,49 @@ pub const SANDBOX_TEST_TOOLS: &[HostTool] = &[
     tool("useradd", "passwd"),
 ];
 
-/// The tools that boot an image of `target` under QEMU.
-fn boot_groups(target: &str) -> Vec<ToolGroup> {
-    let emulator: &[HostTool] = match target {
-        "x86_64" => QEMU_X86_64_TOOLS,
-        "aarch64" => QEMU_AARCH64_UEFI_TOOLS,
-        "rpi" => QEMU_PI_KERNEL_TOOLS,
-        _ => &[],
-    };
-    [emulator, BOOT_COMMON_TOOLS]
-        .into_iter()
-        .map(|tools| ToolGroup {
-            group: Group::Boot,
-            tools,
-        })
-        .collect()
+/// `image/foreign-arch/<debian_arch>.toml`: what building an image of that architecture needs
+/// on a host of another one. Per architecture, not per target, because the targets of one
+/// architecture need the same (see the file's header).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForeignArch {
+    /// qemu-user's name for the architecture (`aarch64` for arm64): the binfmt_misc entry
+    /// `qemu-<name>` and its rule in `/usr/lib/binfmt.d/qemu-<name>.conf`.
+    pub qemu_user: String,
+    pub host_tools: Vec<HostTool>,
+}
+
+impl ForeignArch {
+    /// Reads the file for `debian_arch`, to be built on a `host_arch` host.
+    pub fn load(debian_arch: &str, host_arch: &str) -> Result<Self> {
+        let path = crate::image::repo_root()
+            .join("image/foreign-arch")
+            .join(format!("{debian_arch}.toml"));
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "building `{debian_arch}` images on a `{host_arch}` host is not supported: \
+                 cannot read {} (add image/foreign-arch/{debian_arch}.toml with its qemu-user \
+                 name and host tools)",
+                path.display()
+            )
+        })?;
+        toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))
+    }
+}
+
+/// The tools that boot an image of `target` under QEMU: its machine file's, then the common.
+fn boot_groups(target: &str) -> Result<Vec<ToolGroup>> {
+    let machine = Machine::read(&crate::image::repo_root(), target)?;
+    Ok([
+        Cow::Owned(machine.host_tools),
+        Cow::Borrowed(BOOT_COMMON_TOOLS),
+    ]
+    .into_iter()
+    .map(|tools| ToolGroup {
+        group: Group::Boot,
+        tools,
+    })
+    .collect())
 }
 
 /// The host tools `purpose` needs for `target`: the one place that decides it, used by
@@ -247,28 +236,27 @@ fn tools_on_host(
     host_arch: &str,
     purpose: Purpose,
 ) -> Result<Vec<ToolGroup>> {
-    let group = |group, tools| ToolGroup { group, tools };
+    let group = |group, tools: &'static [HostTool]| ToolGroup {
+        group,
+        tools: Cow::Borrowed(tools),
+    };
     let mut groups = Vec::new();
     match purpose {
         Purpose::Build => {
             groups.push(group(Group::Image, IMAGE_TOOLS));
             if debian_arch != host_arch {
-                let tools = match debian_arch {
-                    "arm64" => ARM64_ON_FOREIGN_HOST_TOOLS,
-                    other => bail!(
-                        "building `{other}` images on a `{host_arch}` host is not supported \
-                         (known: arm64 on amd64)"
-                    ),
-                };
-                groups.push(group(Group::ForeignArch, tools));
+                groups.push(ToolGroup {
+                    group: Group::ForeignArch,
+                    tools: Cow::Owned(ForeignArch::load(debian_arch, host_arch)?.host_tools),
+                });
             }
             groups.push(group(Group::Package, PACKAGE_TOOLS));
             // A machine that builds an image should also be able to boot it (`cargo xtask run`).
-            groups.extend(boot_groups(target));
+            groups.extend(boot_groups(target)?);
         }
-        Purpose::Boot => groups.extend(boot_groups(target)),
+        Purpose::Boot => groups.extend(boot_groups(target)?),
         Purpose::Probe => {
-            groups.extend(boot_groups(target));
+            groups.extend(boot_groups(target)?);
             groups.push(group(Group::E2eNetwork, E2E_NETWORK_TOOLS));
         }
     }
@@ -278,9 +266,9 @@ fn tools_on_host(
 /// Every tool of `groups`, each probe once, in order.
 fn flatten(groups: &[ToolGroup]) -> Vec<HostTool> {
     let mut tools: Vec<HostTool> = Vec::new();
-    for tool in groups.iter().flat_map(|g| g.tools) {
+    for tool in groups.iter().flat_map(|g| g.tools.iter()) {
         if !tools.iter().any(|t| t.probe == tool.probe) {
-            tools.push(*tool);
+            tools.push(tool.clone());
         }
     }
     tools
@@ -315,10 +303,7 @@ pub fn ensure_binfmt(debian_arch: &str) -> Result<()> {
     if debian_arch == host_debian_arch() {
         return Ok(());
     }
-    let qemu_name = match debian_arch {
-        "arm64" => "aarch64",
-        other => bail!("no qemu-user registration known for `{other}`"),
-    };
+    let qemu_name = ForeignArch::load(debian_arch, host_debian_arch())?.qemu_user;
     let binfmt = Path::new("/proc/sys/fs/binfmt_misc");
     let entry = binfmt.join(format!("qemu-{qemu_name}"));
     let registered = || std::fs::read_to_string(&entry).is_ok_and(|t| t.starts_with("enabled"));
@@ -333,7 +318,12 @@ pub fn ensure_binfmt(debian_arch: &str) -> Result<()> {
     if !binfmt.join("register").exists() {
         cmd!(sh, "mount -t binfmt_misc binfmt_misc {binfmt}")
             .run()
-            .context("cannot mount binfmt_misc (needed to run arm64 programs in the chroot)")?;
+            .with_context(|| {
+                format!(
+                    "cannot mount binfmt_misc (needed to run {debian_arch} programs in the \
+                     chroot)"
+                )
+            })?;
     }
     let conf = PathBuf::from(format!("/usr/lib/binfmt.d/qemu-{qemu_name}.conf"));
     let rule = std::fs::read_to_string(&conf)
@@ -365,8 +355,8 @@ pub fn ensure(tools: &[HostTool]) -> Result<()> {
     let missing = || -> Vec<HostTool> {
         tools
             .iter()
-            .copied()
             .filter(|tool| !is_satisfied(tool))
+            .cloned()
             .collect()
     };
     if missing().is_empty() {
@@ -381,7 +371,7 @@ pub fn ensure(tools: &[HostTool]) -> Result<()> {
     }
     let host = HostOs::detect();
     let plan = InstallPlan::new(&missing, &host);
-    let names: Vec<&str> = missing.iter().map(|tool| tool.probe).collect();
+    let names: Vec<&str> = missing.iter().map(|tool| &*tool.probe).collect();
     if !(host.is_debian && is_root()) {
         bail!(
             "missing host tools: {}\n  install them with:\n{}",
@@ -399,7 +389,7 @@ pub fn ensure(tools: &[HostTool]) -> Result<()> {
     let still_missing: Vec<&str> = tools
         .iter()
         .filter(|tool| !is_satisfied(tool))
-        .map(|tool| tool.probe)
+        .map(|tool| &*tool.probe)
         .collect();
     if !still_missing.is_empty() {
         bail!(
@@ -427,7 +417,7 @@ pub enum ToolState {
 /// Looks for `tool` (and, for tools with a minimum version, runs `<tool> --version`); changes
 /// nothing on the host.
 pub fn check(tool: &HostTool) -> ToolState {
-    let Some(path) = locate(tool.probe) else {
+    let Some(path) = locate(&tool.probe) else {
         return ToolState::Missing;
     };
     match tool.min_major_version {
@@ -510,8 +500,8 @@ const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/bookworm-backports.sourc
 
 /// The apt-get commands that install a set of missing tools on a Debian host.
 pub struct InstallPlan {
-    from_main: Vec<&'static str>,
-    from_backports: Vec<&'static str>,
+    from_main: Vec<String>,
+    from_backports: Vec<String>,
     add_backports_source: bool,
     backports_uri: String,
 }
@@ -531,8 +521,8 @@ impl InstallPlan {
             } else {
                 &mut plan.from_main
             };
-            if !list.contains(&tool.package) {
-                list.push(tool.package);
+            if !list.iter().any(|package| *package == tool.package) {
+                list.push(tool.package.to_string());
             }
         }
         // qemu-img and qemu-system must come from the same suite, or apt leaves the host
@@ -541,9 +531,9 @@ impl InstallPlan {
             .from_backports
             .iter()
             .any(|p| p.starts_with("qemu-system"))
-            && !plan.from_backports.contains(&"qemu-utils")
+            && !plan.from_backports.iter().any(|p| p == "qemu-utils")
         {
-            plan.from_backports.push("qemu-utils");
+            plan.from_backports.push("qemu-utils".to_owned());
         }
         plan.add_backports_source = !plan.from_backports.is_empty() && !backports_configured();
         plan
@@ -638,6 +628,7 @@ fn backports_configured() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::Target;
 
     #[test]
     fn qemu_system_pulls_qemu_utils_from_the_same_suite() {
@@ -645,10 +636,12 @@ mod tests {
             is_debian: true,
             codename: "bookworm".into(),
         };
-        let plan = InstallPlan::new(
-            &[QEMU_X86_64_TOOLS[0], tool("mmdebstrap", "mmdebstrap")],
-            &host,
-        );
+        let qemu = HostTool {
+            from_backports: true,
+            min_major_version: Some(10),
+            ..tool("qemu-system-x86_64", "qemu-system-x86")
+        };
+        let plan = InstallPlan::new(&[qemu, tool("mmdebstrap", "mmdebstrap")], &host);
         assert_eq!(plan.from_backports, ["qemu-system-x86", "qemu-utils"]);
         assert_eq!(plan.from_main, ["mmdebstrap"]);
         let text = plan.commands_text();
@@ -664,10 +657,127 @@ mod tests {
             is_debian: true,
             codename: "trixie".into(),
         };
-        let plan = InstallPlan::new(QEMU_X86_64_TOOLS, &host);
+        let x86_64 = Machine::read(&crate::image::repo_root(), "x86_64").unwrap();
+        let plan = InstallPlan::new(&x86_64.host_tools, &host);
         assert!(plan.from_backports.is_empty());
-        assert!(plan.from_main.contains(&"qemu-system-x86"));
+        assert!(plan.from_main.iter().any(|p| p == "qemu-system-x86"));
         assert!(!plan.commands_text().contains("backports"));
+    }
+
+    /// One line per group: what `doctor` reports for a target and purpose.
+    fn render(groups: &[ToolGroup]) -> Vec<String> {
+        groups
+            .iter()
+            .map(|group| {
+                let tools: Vec<String> = group
+                    .tools
+                    .iter()
+                    .map(|t| {
+                        let mut text = format!("{}={}", t.probe, t.package);
+                        if t.from_backports {
+                            text.push_str("+bp");
+                        }
+                        if let Some(min) = t.min_major_version {
+                            text.push_str(&format!(">={min}"));
+                        }
+                        text
+                    })
+                    .collect();
+                format!("{}: {}", group.group.name(), tools.join(" "))
+            })
+            .collect()
+    }
+
+    /// The per-target lists live in `qemu/<t>.toml` and `image/foreign-arch/<arch>.toml`; this
+    /// pins what they amount to, so moving a tool between Rust and data, or editing a file,
+    /// cannot silently change what `image`, `run`, `e2e` and `doctor` check.
+    #[test]
+    fn every_target_needs_exactly_these_tools() {
+        let image = "image: mmdebstrap=mmdebstrap dpkg-architecture=dpkg-dev mount=mount \
+            sgdisk=gdisk sfdisk=fdisk mkfs.vfat=dosfstools mcopy=mtools mmd=mtools \
+            mkfs.ext4=e2fsprogs e2fsck=e2fsprogs dpkg-query=dpkg chroot=coreutils cp=coreutils \
+            zstd=zstd /usr/share/keyrings/debian-archive-keyring.gpg=debian-archive-keyring \
+            qemu-img=qemu-utils+bp";
+        let arm64 = "foreign-arch: /usr/lib/binfmt.d/qemu-aarch64.conf=qemu-user-binfmt+bp \
+            arch-test=arch-test aarch64-linux-gnu-gcc=gcc-aarch64-linux-gnu \
+            /usr/aarch64-linux-gnu/lib/crt1.o=libc6-dev-arm64-cross";
+        let package = "package: xz=xz-utils bmaptool=bmap-tools";
+        let boot_common = "boot: qemu-img=qemu-utils+bp \
+            /usr/lib/ipxe/qemu/efi-virtio.rom=ipxe-qemu mkfs.vfat=dosfstools mcopy=mtools \
+            ssh=openssh-client";
+        let network = "e2e-network: ip=iproute2 dnsmasq=dnsmasq-base ssh-keygen=openssh-client \
+            timeout=coreutils";
+        let emulators = [
+            (
+                "x86_64",
+                "amd64",
+                "boot: qemu-system-x86_64=qemu-system-x86+bp>=10 \
+                 /usr/share/OVMF/OVMF_CODE_4M.fd=ovmf /usr/share/OVMF/OVMF_VARS_4M.fd=ovmf",
+            ),
+            (
+                "aarch64",
+                "arm64",
+                "boot: qemu-system-aarch64=qemu-system-arm+bp>=10 \
+                 /usr/share/AAVMF/AAVMF_CODE.fd=qemu-efi-aarch64 \
+                 /usr/share/AAVMF/AAVMF_VARS.fd=qemu-efi-aarch64",
+            ),
+            (
+                "rpi",
+                "arm64",
+                "boot: qemu-system-aarch64=qemu-system-arm+bp>=10 sfdisk=fdisk mtype=mtools \
+                 mlabel=mtools mdir=mtools",
+            ),
+        ];
+        assert_eq!(
+            emulators.len(),
+            Target::ALL.len(),
+            "a target is not pinned here"
+        );
+        for (target, arch, emulator) in emulators {
+            let foreign = arch != "amd64";
+            let build: Vec<&str> = [image]
+                .into_iter()
+                .chain(foreign.then_some(arm64))
+                .chain([package, emulator, boot_common])
+                .collect();
+            let tools = |purpose| render(&tools_on_host(target, arch, "amd64", purpose).unwrap());
+            assert_eq!(tools(Purpose::Build), build, "{target}");
+            assert_eq!(tools(Purpose::Boot), [emulator, boot_common], "{target}");
+            assert_eq!(
+                tools(Purpose::Probe),
+                [emulator, boot_common, network],
+                "{target}"
+            );
+        }
+    }
+
+    /// Each target's files name its tools: the machine file its emulator (the spawn audit
+    /// checks the firmware and the cross linker), and the foreign-arch file of its architecture
+    /// the qemu-user rule [`ensure_binfmt`] registers.
+    #[test]
+    fn every_target_file_names_its_tools() {
+        for target in Target::ALL {
+            let machine = Machine::read(&crate::image::repo_root(), target.name()).unwrap();
+            assert!(
+                machine.host_tools.iter().any(|t| t.probe == machine.binary),
+                "qemu/{target}.toml: `[[host_tools]]` does not list its `binary`"
+            );
+            let arch = crate::image::load_target(target).unwrap().debian_arch;
+            if arch == "amd64" {
+                continue;
+            }
+            let foreign = ForeignArch::load(&arch, "amd64").unwrap();
+            let rule = format!("/usr/lib/binfmt.d/qemu-{}.conf", foreign.qemu_user);
+            assert!(
+                foreign.host_tools.iter().any(|t| t.probe == rule),
+                "image/foreign-arch/{arch}.toml does not list {rule}"
+            );
+        }
+        let unknown = ForeignArch::load("riscv64", "amd64").unwrap_err();
+        assert!(
+            format!("{unknown:#}").contains("add image/foreign-arch/riscv64.toml"),
+            "{unknown:#}"
+        );
     }
 
     #[test]

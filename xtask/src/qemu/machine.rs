@@ -19,6 +19,10 @@ pub struct Machine {
     pub accel: Accelerators,
     pub boot: Boot,
     pub devices: Devices,
+    /// What the host needs to boot this machine (emulator, firmware, the tools that read the
+    /// boot files), installed and reported with the tools every boot needs
+    /// (`image::host_tools`).
+    pub host_tools: Vec<crate::image::host_tools::HostTool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,8 +84,26 @@ pub struct Devices {
 }
 
 impl Machine {
-    /// Reads `qemu/<target>.toml` under the project root.
+    /// Reads `qemu/<target>.toml` under the project root, and checks that its firmware is
+    /// installed.
     pub fn load(project_root: &Path, target: Target) -> Result<Machine> {
+        let machine = Self::read(project_root, target.name())?;
+        if let Boot::Uefi(firmware) = &machine.boot {
+            for (key, file) in [("boot.code", &firmware.code), ("boot.vars", &firmware.vars)] {
+                anyhow::ensure!(
+                    file.is_file(),
+                    "qemu/{target}.toml: `{key}` = {} does not exist (install the firmware \
+                     package its `[[host_tools]]` names: `cargo xtask doctor --target {target}`)",
+                    file.display()
+                );
+            }
+        }
+        Ok(machine)
+    }
+
+    /// Reads `qemu/<target>.toml` under the project root without looking at the host, for
+    /// the host-tool lists (which must be readable before the firmware is installed).
+    pub fn read(project_root: &Path, target: &str) -> Result<Machine> {
         let path = project_root.join("qemu").join(format!("{target}.toml"));
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
@@ -90,19 +112,7 @@ impl Machine {
                 path.display()
             )
         })?;
-        let machine: Machine = toml::from_str(&text)
-            .with_context(|| format!("invalid QEMU machine definition {}", path.display()))?;
-        if let Boot::Uefi(firmware) = &machine.boot {
-            for (key, file) in [("boot.code", &firmware.code), ("boot.vars", &firmware.vars)] {
-                anyhow::ensure!(
-                    file.is_file(),
-                    "{}: `{key}` = {} does not exist (install the firmware package: ovmf for \
-                     x86_64, qemu-efi-aarch64 for aarch64)",
-                    path.display(),
-                    file.display()
-                );
-            }
-        }
-        Ok(machine)
+        toml::from_str(&text)
+            .with_context(|| format!("invalid QEMU machine definition {}", path.display()))
     }
 }

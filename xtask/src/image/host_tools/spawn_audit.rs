@@ -211,10 +211,9 @@ fn targets() -> Vec<(String, String)> {
         .collect()
 }
 
-/// qemu/<target>.toml, parsed only (loading it checks that the firmware is installed).
+/// qemu/<target>.toml, read only (loading it checks that the firmware is installed).
 fn machine(target: &str) -> crate::qemu::Machine {
-    let path = repo().join(format!("qemu/{target}.toml"));
-    toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    crate::qemu::Machine::read(&repo(), target).unwrap()
 }
 
 fn groups(target: &str, arch: &str, purpose: Purpose) -> Vec<ToolGroup> {
@@ -222,16 +221,16 @@ fn groups(target: &str, arch: &str, purpose: Purpose) -> Vec<ToolGroup> {
 }
 
 /// Every probe some command checks for some target, or `bench` or `ci` checks.
-fn every_listed_probe() -> BTreeSet<&'static str> {
-    let mut probes: BTreeSet<&str> = BENCH_TOOLS
+fn every_listed_probe() -> BTreeSet<String> {
+    let mut probes: BTreeSet<String> = BENCH_TOOLS
         .iter()
         .chain(SANDBOX_TEST_TOOLS)
-        .map(|t| t.probe)
+        .map(|t| t.probe.to_string())
         .collect();
     for (name, arch) in targets() {
         for purpose in [Purpose::Build, Purpose::Boot, Purpose::Probe] {
             for group in groups(&name, &arch, purpose) {
-                probes.extend(group.tools.iter().map(|t| t.probe));
+                probes.extend(group.tools.iter().map(|t| t.probe.to_string()));
             }
         }
     }
@@ -274,8 +273,10 @@ fn every_program_the_host_side_spawns_is_in_a_host_tool_table() {
                         problems.push(format!(
                             "{file}:{line}: `{program}` runs on the host, but no host-tool \
                              table lists it: add it with its Debian package to the right \
-                             group in xtask/src/image/host_tools.rs (or, for a program of an \
-                             Essential package, to ALWAYS_THERE in host_tools/spawn_audit.rs)"
+                             group in xtask/src/image/host_tools.rs, or to `[[host_tools]]` of \
+                             qemu/<target>.toml or image/foreign-arch/<arch>.toml if only some \
+                             targets need it (or, for a program of an Essential package, to \
+                             ALWAYS_THERE in host_tools/spawn_audit.rs)"
                         ));
                     }
                 }
