@@ -474,6 +474,110 @@ mod tests {
         }
     }
 
+    /// The whole edit on a small disk laid out like the x86_64 image (ESP, CIDATA, root): the
+    /// booted disk reads back as the published one except inside CIDATA, where the only file
+    /// that changed is `user-data`, and the published file is left untouched.
+    #[test]
+    fn the_booted_disk_differs_from_the_published_one_only_in_cidata_user_data() {
+        let tools = [
+            "sfdisk",
+            "mkfs.vfat",
+            "mcopy",
+            "mtype",
+            "mlabel",
+            "qemu-img",
+            "qemu-io",
+        ];
+        let sh = Shell::new().unwrap();
+        if let Some(missing) = tools.iter().find(|tool| {
+            cmd!(sh, "sh -c 'command -v \"$0\"' {tool}")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .is_err()
+        }) {
+            eprintln!("skipped: `{missing}` is not installed (`cargo xtask doctor` lists what the suite needs)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let raw = dir.join("disk.raw");
+        let mib = 1u64 << 20;
+        std::fs::write(&raw, vec![0u8; (40 * mib) as usize]).unwrap();
+        let table = "label: gpt\nstart=2048, size=16384, name=esp\nstart=18432, size=16384, name=cidata\nstart=34816, size=43008, name=root\n";
+        cmd!(sh, "sfdisk -q {raw}").stdin(table).run().unwrap();
+        let fat = |name: &str, label: &str, files: &[PathBuf]| {
+            let image = dir.join(name);
+            cmd!(sh, "mkfs.vfat -n {label} -C {image} 8192")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .unwrap();
+            for file in files {
+                cmd!(sh, "mcopy -i {image} {file} ::/")
+                    .env("MTOOLS_SKIP_CHECK", "1")
+                    .run()
+                    .unwrap();
+            }
+            std::fs::read(&image).unwrap()
+        };
+        let seed_dir = crate::qemu::project_root().join("image/cidata");
+        let seed_files = ["user-data", "meta-data", "README.txt"].map(|f| seed_dir.join(f));
+        let mut disk = std::fs::read(&raw).unwrap();
+        let esp = fat("esp.img", "ESP", &[seed_dir.join("README.txt")]);
+        let cidata = fat("cidata.img", "CIDATA", &seed_files);
+        let at = |sector: usize| sector * 512;
+        disk[at(2048)..at(2048) + esp.len()].copy_from_slice(&esp);
+        disk[at(18432)..at(18432) + cidata.len()].copy_from_slice(&cidata);
+        for (i, byte) in disk[at(34816)..at(34816) + (8 * mib) as usize]
+            .iter_mut()
+            .enumerate()
+        {
+            *byte = (i * 31 % 251) as u8;
+        }
+        std::fs::write(&raw, &disk).unwrap();
+        let published = dir.join("clawfort-test.qcow2");
+        cmd!(sh, "qemu-img convert -O qcow2 {raw} {published}")
+            .run()
+            .unwrap();
+        let published_bytes = std::fs::read(&published).unwrap();
+
+        let work = dir.join("work");
+        std::fs::create_dir(&work).unwrap();
+        let seeded = super::seed(&sh, &published, &work, &seed()).unwrap();
+
+        assert_eq!(
+            std::fs::read(&published).unwrap(),
+            published_bytes,
+            "the artifact was written"
+        );
+        let record = &seeded.record;
+        let cidata_range = [at(18432) as u64, at(34816) as u64];
+        assert_eq!(record.cidata, cidata_range);
+        assert_eq!(record.changed_files, ["user-data"]);
+        assert!(!record.changed_ranges.is_empty());
+        let booted = dir.join("booted.raw");
+        let layer = &seeded.disk;
+        cmd!(sh, "qemu-img convert -O raw {layer} {booted}")
+            .run()
+            .unwrap();
+        let booted = std::fs::read(&booted).unwrap();
+        assert_eq!(booted.len(), disk.len());
+        let (start, end) = (cidata_range[0] as usize, cidata_range[1] as usize);
+        assert!(booted[..start] == disk[..start], "changed before CIDATA");
+        assert!(booted[end..] == disk[end..], "changed after CIDATA");
+        assert!(booted[start..end] != disk[start..end], "CIDATA unchanged");
+        let edited = dir.join("edited-cidata.img");
+        std::fs::write(&edited, &booted[start..end]).unwrap();
+        let user_data = super::mtype(&sh, &edited, "user-data").unwrap();
+        // xshell's `read` drops the final newline.
+        assert_eq!(user_data, record.user_data.trim_end());
+        assert!(
+            user_data.contains("\nssh_authorized_keys:\n  - ssh-ed25519 "),
+            "{user_data}"
+        );
+    }
+
     #[test]
     fn only_the_changed_blocks_are_extents() {
         let dir = tempfile::tempdir().unwrap();
