@@ -34,8 +34,9 @@ pub struct Args {
     /// Directory for images, reports and serial logs.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
-    /// Boot this artifact instead of the published <out>/<name>-<target>.qcow2 (or .img.xz),
-    /// keyed the same way through its CIDATA user-data. With --self-test: boot this image
+    /// Boot this artifact instead of building (or reusing) the published
+    /// <out>/<name>-<target>.qcow2 (or .img.xz); it is keyed the same way, through its CIDATA
+    /// user-data. With --self-test: boot this image
     /// instead of building the weakened variant (it must authorise <out>/e2e/id_ed25519.pub).
     #[arg(long)]
     pub image: Option<PathBuf>,
@@ -56,7 +57,7 @@ pub fn run(args: Args) -> Result<()> {
     let sh = Shell::new()?;
     let root = qemu::project_root();
     sh.change_dir(&root);
-    // The self-test's own image build checks the build tools (`image::build`).
+    // An image build checks the build tools itself (`image::build`).
     host_tools::ensure_for(&image::load_target(&args.target)?, Purpose::Probe)?;
     let machine = Machine::load(&root, &args.target)?;
     let key = test_key(&sh, &args.out)?;
@@ -98,7 +99,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         let artifact = match &args.image {
             Some(image) => image.clone(),
-            None => seed::published_artifact(&args.out, &definition)?,
+            None => build_published(&args, &definition)?,
         };
         let seed = seed::SuiteSeed::new(&key.with_extension("pub"), &definition)?;
         eprintln!(
@@ -182,6 +183,17 @@ fn test_key(sh: &Shell, out: &Path) -> Result<PathBuf> {
         .run()?;
     }
     Ok(key)
+}
+
+/// Builds (or reuses, when nothing changed: under two seconds) the published artifact exactly
+/// as `cargo xtask image --target <target> --out <out>` does, so the suite never probes an
+/// artifact older than the checkout, and returns the one a user downloads.
+fn build_published(args: &Args, definition: &clawfort_imagedef::LoadedConfig) -> Result<PathBuf> {
+    let mut options = BuildOptions::for_target(&args.target);
+    options.out = args.out.clone();
+    eprintln!("==> building (or reusing) the published image");
+    image::build(&options).context("building the published image")?;
+    seed::published_artifact(&args.out, definition)
 }
 
 /// Builds (or reuses, when nothing changed) the self-test's weakened raw image, authorising
