@@ -111,6 +111,7 @@ fn run() -> Result<bool> {
         target: ctx.testbed.target.clone(),
         guest: ctx.testbed.guest.clone(),
         peer: ctx.testbed.peer.clone(),
+        booted: ctx.testbed.booted.clone(),
         passed: results.len() - failed,
         failed,
         duration_s: started.elapsed().as_secs_f64(),

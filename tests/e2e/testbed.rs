@@ -14,7 +14,8 @@ pub struct Testbed {
     pub target: String,
     /// The network namespace the guests' NICs are in (`ip netns exec <netns> ...`).
     pub netns: String,
-    /// Private key authorised for the admin user at build time.
+    /// Private key authorised for the admin user: through the CIDATA seed on the published
+    /// artifact, at build time on the self-test's variant.
     pub ssh_key: PathBuf,
     pub admin_user: String,
     pub service_user: String,
@@ -25,6 +26,9 @@ pub struct Testbed {
     pub guest: Guest,
     /// A second boot of the same image, for the uniqueness probe (None: the probe is skipped).
     pub peer: Option<Guest>,
+    /// How the booted disk came from the published artifact (None: a variant image built for
+    /// the run, as the self-test's).
+    pub booted: Option<BootedDisk>,
     /// What the image configuration promises, so probes know what to expect.
     pub expect: Expectations,
     /// The fake model provider and Telegram Bot API serving on the namespace side.
@@ -75,6 +79,23 @@ pub struct Guest {
     pub gateway_ready_s: Option<f64>,
 }
 
+/// The published artifact as the suite booted it: a copy-on-write layer whose only change is
+/// the `user-data` on the CIDATA volume, keyed as the volume's README.txt tells a person.
+/// `cargo xtask e2e` checks both claims below before booting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootedDisk {
+    /// The file a user downloads (`cargo xtask image` output), never written by the suite.
+    pub artifact: PathBuf,
+    /// The CIDATA partition's byte range on the disk, `[start, end)`.
+    pub cidata: [u64; 2],
+    /// Every byte range the booted layer holds over the artifact (all inside `cidata`).
+    pub changed_ranges: Vec<[u64; 2]>,
+    /// The files on CIDATA that differ from the artifact's (only `user-data`).
+    pub changed_files: Vec<String>,
+    /// The `user-data` the guests booted with.
+    pub user_data: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Expectations {
     pub ssh_port: u16,
@@ -103,6 +124,7 @@ pub struct Report {
     pub target: String,
     pub guest: Guest,
     pub peer: Option<Guest>,
+    pub booted: Option<BootedDisk>,
     pub passed: usize,
     pub failed: usize,
     pub duration_s: f64,

@@ -105,7 +105,6 @@ pub fn run(args: Args) -> Result<()> {
             &|| {
                 prune(&[
                     "target/image/x86_64",
-                    "target/image/x86_64-e2e-suite",
                     "target/image/x86_64-e2e-weakened",
                     "out/e2e-x86_64-work",
                     "out/e2e-x86_64-self-test-work",
@@ -127,13 +126,7 @@ pub fn run(args: Args) -> Result<()> {
         })?;
         step(
             "aarch64 work directories (pruned when space is short)",
-            &|| {
-                prune(&[
-                    "target/image/aarch64",
-                    "target/image/aarch64-e2e-suite",
-                    "out/e2e-aarch64-work",
-                ])
-            },
+            &|| prune(&["target/image/aarch64", "out/e2e-aarch64-work"]),
         )?;
         step("Pi image layout test", &|| {
             Ok(cmd!(sh, "cargo test -p xtask the_built_pi_image -- --ignored").run()?)

@@ -1,6 +1,8 @@
-//! `cargo xtask e2e`: build the suite image (the appliance with a test SSH key and a short
-//! fail2ban ban), boot it twice through the real firmware on a private network, and run the
-//! probe suite (`tests/e2e`) against it. Exit status 0 only when every probe passes.
+//! `cargo xtask e2e`: boot the published artifact (`out/<name>-<target>.qcow2`, the Pi's
+//! `.img.xz`) with the suite's SSH key added to the `user-data` on its own CIDATA volume the
+//! way a person adds theirs (`e2e/seed.rs`), twice through the real firmware on a private
+//! network, and run the probe suite (`tests/e2e`) against it. Exit status 0 only when every
+//! probe passes.
 //!
 //! `--self-test` instead builds a variant with the protections turned off and checks that the
 //! probes guarding them fail (see `e2e/self_test.rs`).
@@ -8,6 +10,7 @@
 mod boot;
 mod expect;
 mod fakes;
+mod seed;
 mod self_test;
 #[path = "../../tests/e2e/testbed.rs"]
 mod testbed;
@@ -30,8 +33,10 @@ pub struct Args {
     /// Directory for images, reports and serial logs.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
-    /// Boot this image instead of building the suite image (it must authorise the suite's
-    /// key, <out>/e2e/id_ed25519.pub, and use tests/e2e/variants/suite.toml's settings).
+    /// Boot this artifact instead of building (or reusing) the published
+    /// <out>/<name>-<target>.qcow2 (or .img.xz); it is keyed the same way, through its CIDATA
+    /// user-data. With --self-test: boot this image
+    /// instead of building the weakened variant (it must authorise <out>/e2e/id_ed25519.pub).
     #[arg(long)]
     pub image: Option<PathBuf>,
     /// Check the suite itself: build a variant with the protections off (through the image
@@ -51,43 +56,69 @@ pub fn run(args: Args) -> Result<()> {
     let sh = Shell::new()?;
     let root = qemu::project_root();
     sh.change_dir(&root);
-    // The suite image's own build checks the build tools (`image::build`).
+    // An image build checks the build tools itself (`image::build`).
     host_tools::ensure_for(&image::load_target(args.target)?, Purpose::Probe)?;
     let machine = Machine::load(&root, args.target)?;
     let key = test_key(&sh, &args.out)?;
 
+    // The suite's settings: the published definition plus tests/e2e/variants/suite.toml (the
+    // short ban, which the seed carries to the published artifact). The expectations come
+    // from it.
     let suite_overlay = root.join("tests/e2e/variants/suite.toml");
     let definition = image::load_definition(std::slice::from_ref(&suite_overlay), args.target)?;
     let users = &definition.image.users;
-    let (variant, overlays, only) = if args.self_test {
-        let weakened = root.join("tests/e2e/variants/weakened.toml");
-        (
-            "weakened",
-            vec![suite_overlay, weakened],
-            self_test::probes(),
-        )
-    } else {
-        ("suite", vec![suite_overlay], args.probes.clone())
-    };
     if args.self_test {
-        self_test::check_builder_refusals(args.target, &root, &overlays[0])?;
+        self_test::check_builder_refusals(args.target, &root, &suite_overlay)?;
     }
     let fakes_binary = fakes::build(&sh)?;
-    let image = match &args.image {
-        Some(image) => image.clone(),
-        None => build_variant(&args, variant, overlays, &key)?,
-    };
-
     let label = if args.self_test {
         format!("{}-self-test", args.target)
     } else {
         args.target.to_string()
     };
+    let work = args.out.join(format!("e2e-{label}-work"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let work = std::fs::canonicalize(&work)?;
+
+    let disk = if args.self_test {
+        let image = match &args.image {
+            Some(image) => image.clone(),
+            None => {
+                let weakened = root.join("tests/e2e/variants/weakened.toml");
+                build_weakened(&args, vec![suite_overlay, weakened], &key)?
+            }
+        };
+        boot::Disk {
+            shown: image.clone(),
+            boot: image.clone(),
+            raw: image,
+            booted: None,
+        }
+    } else {
+        let artifact = match &args.image {
+            Some(image) => image.clone(),
+            None => build_published(&args, &definition)?,
+        };
+        let seed = seed::SuiteSeed::new(&key.with_extension("pub"), &definition)?;
+        eprintln!(
+            "==> keying {} through its CIDATA user-data",
+            artifact.display()
+        );
+        let seeded = seed::seed(&sh, &artifact, &work, &seed)?;
+        boot::Disk {
+            shown: artifact,
+            boot: seeded.disk,
+            raw: seeded.raw,
+            booted: Some(seeded.record),
+        }
+    };
+
     let plan = boot::Plan {
         target: args.target.name(),
         machine: &machine,
-        image: &image,
-        work: args.out.join(format!("e2e-{label}-work")),
+        disk: &disk,
+        work,
         serial_log: args.out.join(format!("e2e-{label}-serial.log")),
         report: args.out.join(format!("e2e-{label}.json")),
         ssh_key: &key,
@@ -95,7 +126,11 @@ pub fn run(args: Args) -> Result<()> {
         service_user: users.service.name.clone(),
         expect: expect::expectations(&definition.image)?,
         boot_peer: !args.self_test && !args.no_peer,
-        only,
+        only: if args.self_test {
+            self_test::probes()
+        } else {
+            args.probes.clone()
+        },
         fakes_binary: &fakes_binary,
         prepare: if args.self_test {
             self_test::RUNTIME_WEAKENINGS
@@ -107,7 +142,7 @@ pub fn run(args: Args) -> Result<()> {
     let report = &outcome.report;
     eprintln!(
         "\n{}: power-on to SSH login {:.1} s, to gateway /healthz {}; {} probes passed, {} failed ({:.0} s of probing); whole run {:.0} s",
-        image.display(),
+        disk.shown.display(),
         outcome.guest.ssh_ready_s,
         outcome.guest.gateway_ready_s.map_or("never".to_owned(), |s| format!("{s:.1} s")),
         report.passed,
@@ -149,25 +184,30 @@ fn test_key(sh: &Shell, out: &Path) -> Result<PathBuf> {
     Ok(key)
 }
 
-/// Builds (or reuses, when nothing changed) a raw image of the given variant, authorising the
-/// suite's key for admin. Each variant keeps its own stage directory so both stay warm.
-fn build_variant(
-    args: &Args,
-    variant: &str,
-    overlays: Vec<PathBuf>,
-    key: &Path,
-) -> Result<PathBuf> {
+/// Builds (or reuses, when nothing changed: under two seconds) the published artifact exactly
+/// as `cargo xtask image --target <target> --out <out>` does, so the suite never probes an
+/// artifact older than the checkout, and returns the one a user downloads.
+fn build_published(args: &Args, definition: &clawfort_imagedef::LoadedConfig) -> Result<PathBuf> {
+    let mut options = BuildOptions::for_target(args.target);
+    options.out = args.out.clone();
+    eprintln!("==> building (or reusing) the published image");
+    image::build(&options).context("building the published image")?;
+    seed::published_artifact(&args.out, definition, args.target)
+}
+
+/// Builds (or reuses, when nothing changed) the self-test's weakened raw image, authorising
+/// the suite's key for admin at build time. It keeps its own stage directory so it stays warm.
+fn build_weakened(args: &Args, overlays: Vec<PathBuf>, key: &Path) -> Result<PathBuf> {
     let mut options = BuildOptions::for_target(args.target);
     options.config_overlays = overlays;
     options.authorized_keys = vec![key.with_extension("pub")];
-    options.out = args.out.join("e2e").join(variant);
+    options.out = args.out.join("e2e").join("weakened");
     options.work_dir =
-        Some(qemu::project_root().join(format!("target/image/{}-e2e-{variant}", args.target)));
-    // Raw boots fastest (no decompression under TCG) and is the same disk as the qcow2.
+        Some(qemu::project_root().join(format!("target/image/{}-e2e-weakened", args.target)));
+    // Raw boots fastest (no decompression under TCG).
     options.formats = vec![Format::Raw];
-    eprintln!("==> building the {variant} image");
-    let artifacts =
-        image::build(&options).with_context(|| format!("building the e2e {variant} image"))?;
+    eprintln!("==> building the weakened image");
+    let artifacts = image::build(&options).context("building the e2e weakened image")?;
     artifacts
         .raw
         .context("the image build produced no raw disk")

@@ -32,7 +32,8 @@ enum Command {
     Image(image::Args),
     /// Boot a built image under QEMU with SSH forwarded to a loopback port.
     Run(run::Args),
-    /// Boot the built image and run the security probe suite against it.
+    /// Boot the published image, keyed through its CIDATA drive, and run the security probe
+    /// suite against it.
     E2e(e2e::Args),
     /// Run every check CI runs: fmt, clippy, cargo test, then build, boot and probe the image.
     Ci(ci::Args),

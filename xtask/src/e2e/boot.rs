@@ -1,4 +1,4 @@
-//! One suite run against one image: a private network with the agent's fake provider and
+//! One suite run against one disk: a private network with the agent's fake provider and
 //! Telegram on its namespace side, the guest booted through its firmware on a disk larger than
 //! the image, boot timings, optionally a second boot of the same image (for the uniqueness
 //! probe), then the probe binary; everything torn down afterwards, also on failure or
@@ -13,7 +13,7 @@ use anyhow::{bail, ensure, Context, Result};
 use xshell::Shell;
 
 use super::fakes::FakeServices;
-use super::testbed::{Expectations, Guest, Report, Sources, Testbed};
+use super::testbed::{BootedDisk, Expectations, Guest, Report, Sources, Testbed};
 use crate::qemu::netns::{GuestLink, PrivateNetwork};
 use crate::qemu::{self, accel, cleanup, disk, Console, Machine, Nic, Vm, VmSpec};
 
@@ -37,11 +37,25 @@ pub(super) const FAKES: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 9);
 /// addresses keeps each far below the firewall's per-source limit on new connections.
 const POLL_POOL: std::ops::RangeInclusive<u8> = 100..=109;
 
+/// What the guests boot.
+pub struct Disk {
+    /// The file named in messages: the published artifact, or the self-test's image.
+    pub shown: PathBuf,
+    /// The disk each guest's own overlay is backed by (never written).
+    pub boot: PathBuf,
+    /// The same disk as raw (the Pi's kernel and command line are read out of it).
+    pub raw: PathBuf,
+    /// How `boot` came from the published artifact; when set, first boot applies the suite's
+    /// seed, which the harness waits for and checks before probing.
+    pub booted: Option<BootedDisk>,
+}
+
 pub struct Plan<'a> {
     pub target: &'a str,
     pub machine: &'a Machine,
-    pub image: &'a Path,
-    /// Scratch directory of this run (overlays, firmware variables, sockets), recreated.
+    pub disk: &'a Disk,
+    /// Scratch directory of this run (overlays, firmware variables, sockets), existing and
+    /// empty but for the seed's files.
     pub work: PathBuf,
     /// Serial console log of the guest under test; the second boot's gets a `-peer` suffix.
     pub serial_log: PathBuf,
@@ -65,10 +79,8 @@ pub struct Outcome {
 }
 
 pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
-    let _ = std::fs::remove_dir_all(&plan.work);
-    std::fs::create_dir_all(&plan.work)
-        .with_context(|| format!("cannot create {}", plan.work.display()))?;
-    let work = std::fs::canonicalize(&plan.work)?;
+    let work = std::fs::canonicalize(&plan.work)
+        .with_context(|| format!("no work directory {}", plan.work.display()))?;
     let accel = accel::choose(plan.machine)?;
 
     let links = [guest_link("a", 10), guest_link("b", 11)];
@@ -84,12 +96,12 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
     // Dropped (stopped) after the probes, before the namespace goes.
     let fakes = FakeServices::start(&network, plan.fakes_binary, FAKES, &work)?;
 
-    let disk_bytes = disk::virtual_size(sh, plan.image)? + DISK_GROWTH;
+    let disk_bytes = disk::virtual_size(sh, &plan.disk.boot)? + DISK_GROWTH;
     let start = |link: &GuestLink, serial: &Path| -> Result<Vm> {
         let name = format!("{}-{}", netns_name, link.tap);
         let overlay = work.join(format!("{}.qcow2", link.tap));
-        disk::overlay(sh, plan.image, &overlay, Some(disk_bytes))?;
-        let boot = qemu::prepare_boot(sh, plan.machine, plan.image, &work, &link.tap)?;
+        disk::overlay(sh, &plan.disk.boot, &overlay, Some(disk_bytes))?;
+        let boot = qemu::prepare_boot(sh, plan.machine, &plan.disk.raw, &work, &link.tap)?;
         Vm::start(&VmSpec {
             name,
             machine: plan.machine,
@@ -109,11 +121,14 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
     let mut vm = start(&links[0], &plan.serial_log)?;
     eprintln!(
         "==> booting {} (serial console: {})",
-        plan.image.display(),
+        plan.disk.shown.display(),
         plan.serial_log.display()
     );
     let ssh_ready = wait_for_ssh(&network, plan, &mut vm, links[0].address)?;
     eprintln!("==> SSH ready {ssh_ready:.1} s after power-on");
+    if plan.disk.booted.is_some() {
+        wait_for_seed(&network, plan, links[0].address)?;
+    }
     let gateway_ready = wait_for_gateway(&network, plan, links[0].address, vm.started());
     match gateway_ready {
         Ok(seconds) => eprintln!("==> gateway ready {seconds:.1} s after power-on"),
@@ -161,6 +176,7 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
         },
         guest: guest.clone(),
         peer,
+        booted: plan.disk.booted.clone(),
         expect: plan.expect.clone(),
         fakes: fakes.testbed.clone(),
         report: absolute(&plan.report)?,
@@ -286,6 +302,27 @@ fn wait_for_gateway(
             "the gateway did not answer /healthz on 127.0.0.1:{port} within {limit} s of SSH login"
         )
     }
+}
+
+/// Waits until cloud-init has finished applying the seed (its `runcmd` restarts fail2ban when
+/// it started before the drop-in was written), then checks that the suite's ban is in effect:
+/// a probe must not run into a fail2ban restart, and must not meet the published hour-long ban.
+fn wait_for_seed(network: &PrivateNetwork, plan: &Plan, address: Ipv4Addr) -> Result<()> {
+    let bantime = plan.expect.fail2ban_bantime_s;
+    let script = format!(
+        "if ! timeout 300 cloud-init status --wait >/dev/null; then \
+           echo 'cloud-init did not finish applying the seed cleanly:'; cloud-init status --long; exit 1; \
+         fi; \
+         ban=$(fail2ban-client get sshd bantime) || exit 1; \
+         [ \"$ban\" = {bantime} ] || {{ \
+           echo \"fail2ban's sshd bantime is $ban s, not the seed's {bantime} s: the drop-in \
+{drop_in} is not in effect\"; exit 1; }}",
+        drop_in = super::seed::SHORT_BAN_DROP_IN
+    );
+    run_as_root(network, plan, address, &script)
+        .context("the guest did not apply the suite's CIDATA seed")?;
+    eprintln!("==> cloud-init applied the seed; fail2ban's sshd bantime is {bantime} s");
+    Ok(())
 }
 
 /// Runs `script` as root on the guest over a one-shot admin SSH connection.

@@ -1,7 +1,7 @@
-//! What the hardened image promises, read from the image definition the suite image is built
-//! from (image/clawfort.toml with the suite's overlay merged over it, loaded and validated by
-//! the builder's own loader), so the probes judge the guest against the configuration and not
-//! against numbers copied into Rust.
+//! What the hardened image promises, read from the image definition (image/clawfort.toml with
+//! the suite's overlay merged over it, whose short ban the CIDATA seed gives the published
+//! artifact; loaded and validated by the builder's own loader), so the probes judge the guest
+//! against the configuration and not against numbers copied into Rust.
 
 use std::collections::BTreeMap;
 

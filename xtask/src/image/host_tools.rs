@@ -71,7 +71,7 @@ pub enum Group {
     Package,
     /// Booting an image under QEMU (`run`, `e2e`, and `image` so a builder can boot its image).
     Boot,
-    /// The suite's private network and SSH key (`e2e`).
+    /// The suite's private network, SSH key and CIDATA seed (`e2e`).
     E2eNetwork,
 }
 
@@ -151,12 +151,22 @@ const BOOT_COMMON_TOOLS: &[HostTool] = &[
     tool("ssh", "openssh-client"),
 ];
 
-/// The suite's private network (namespace, bridge, taps, DHCP) and its SSH key.
+/// The suite's private network (namespace, bridge, taps, DHCP), its SSH key, and keying the
+/// published artifact through its CIDATA volume (`e2e/seed.rs`: the partition table, the FAT
+/// files, the Pi image's decompression, the qcow2 layer written with qemu-io).
 const E2E_NETWORK_TOOLS: &[HostTool] = &[
     tool("ip", "iproute2"),
     tool("dnsmasq", "dnsmasq-base"),
     tool("ssh-keygen", "openssh-client"),
     tool("timeout", "coreutils"),
+    tool("sfdisk", "fdisk"),
+    tool("mtype", "mtools"),
+    tool("mlabel", "mtools"),
+    tool("xz", "xz-utils"),
+    HostTool {
+        probe: Cow::Borrowed("qemu-io"),
+        ..QEMU_IMG
+    },
 ];
 
 /// `cargo xtask bench`'s load generator.
@@ -706,7 +716,8 @@ mod tests {
             /usr/lib/ipxe/qemu/efi-virtio.rom=ipxe-qemu mkfs.vfat=dosfstools mcopy=mtools \
             ssh=openssh-client";
         let network = "e2e-network: ip=iproute2 dnsmasq=dnsmasq-base ssh-keygen=openssh-client \
-            timeout=coreutils";
+            timeout=coreutils sfdisk=fdisk mtype=mtools mlabel=mtools xz=xz-utils \
+            qemu-io=qemu-utils+bp";
         let emulators = [
             (
                 "x86_64",
