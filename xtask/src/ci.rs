@@ -69,7 +69,7 @@ pub fn run(args: Args) -> Result<()> {
         ensure!(
             free >= IMAGE_STEPS_NEED_GIB as f64,
             "only {free:.1} GiB free on the checkout's file system; the image steps need about \
-             {IMAGE_STEPS_NEED_GIB} GiB (three targets' images, their e2e variants and the \
+             {IMAGE_STEPS_NEED_GIB} GiB (three targets' images, the self-test's weakened image and the \
              Rust builds). Free some space (an old checkout's target/ and out/ go first) or run \
              `cargo xtask ci --no-image` for the checks that need no image"
         );
