@@ -16,6 +16,7 @@ mod assemble;
 mod bootstrap;
 mod cache;
 mod customise;
+mod disk_ids;
 mod gateway;
 pub mod host_tools;
 pub mod layout;
@@ -36,7 +37,7 @@ pub use clawfort_imagedef::{Format, Target};
 pub use package::Artifacts;
 pub use profile::Profile;
 
-use self::assemble::DiskIds;
+use self::disk_ids::DiskIds;
 use self::host_tools::Purpose;
 use self::progress::human_size;
 use self::stage::Runner;

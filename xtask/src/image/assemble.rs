@@ -33,86 +33,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use clawfort_imagedef::{parse_size, DiskLayout, GptEfiDisk, LoadedConfig, RpiMbrDisk, Size};
-use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 use xshell::{cmd, Shell};
 
-use super::cache::{self, Fingerprint};
+use super::cache::Fingerprint;
 use super::customise::Customised;
+use super::disk_ids::DiskIds;
 use super::progress::StageProgress;
 use super::stage::{Runner, Stage};
 use super::Profile;
 
 const MIB: u64 = 1 << 20;
-
-/// Identifiers of the disk and its partitions, derived from the customise inputs so that the
-/// same inputs give the same disk (and fstab can name them before the disk exists).
-#[derive(Debug, Clone)]
-pub struct DiskIds {
-    /// GPT disk GUID, or for MBR the 32-bit disk signature as 8 hex digits.
-    pub disk_id: String,
-    /// The FAT boot partition: ESP or Pi firmware partition.
-    pub boot_partuuid: String,
-    pub cidata_partuuid: String,
-    pub root_partuuid: String,
-    pub root_fs_uuid: String,
-    pub boot_volume_id: String,
-    pub cidata_volume_id: String,
-}
-
-impl DiskIds {
-    /// MBR partitions have no UUIDs of their own: Linux names them `<disk signature>-<number>`.
-    pub fn derive(seed: &str, layout: &DiskLayout) -> Self {
-        let digest = |label: &str| -> [u8; 32] {
-            let mut hasher = Sha256::new();
-            hasher.update(seed.as_bytes());
-            hasher.update(label.as_bytes());
-            hasher.finalize().into()
-        };
-        let uuid = |label: &str| {
-            let mut b = digest(label);
-            b[6] = (b[6] & 0x0f) | 0x40; // version 4 layout
-            b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-            let h = cache::hex(&b[..16]);
-            format!(
-                "{}-{}-{}-{}-{}",
-                &h[..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
-            )
-        };
-        let volume_id = |label: &str| cache::hex(&digest(label)[..4]);
-        match layout {
-            DiskLayout::GptEfi(_) => Self {
-                disk_id: uuid("disk"),
-                boot_partuuid: uuid("esp"),
-                cidata_partuuid: uuid("cidata"),
-                root_partuuid: uuid("root"),
-                root_fs_uuid: uuid("root-fs"),
-                boot_volume_id: volume_id("esp-volume"),
-                cidata_volume_id: volume_id("cidata-volume"),
-            },
-            DiskLayout::RpiMbr(_) => {
-                let mut signature = digest("mbr-signature");
-                // A zero signature means "none" to some tools.
-                signature[0] |= 0x80;
-                let signature = cache::hex(&signature[..4]);
-                // The NoCloud seed files live on the boot partition itself.
-                Self {
-                    boot_partuuid: format!("{signature}-01"),
-                    cidata_partuuid: format!("{signature}-01"),
-                    root_partuuid: format!("{signature}-02"),
-                    disk_id: signature,
-                    root_fs_uuid: uuid("root-fs"),
-                    boot_volume_id: volume_id("boot-volume"),
-                    cidata_volume_id: volume_id("boot-volume"),
-                }
-            }
-        }
-    }
-}
 
 pub struct Disk {
     pub raw: PathBuf,
@@ -604,42 +535,6 @@ fn find_kernel(rootfs: &Path) -> Result<(PathBuf, PathBuf, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_are_stable_per_seed_and_differ_between_seeds() {
-        let gpt = DiskLayout::GptEfi(GptEfiDisk {
-            efi_binary: "BOOTX64.EFI".into(),
-            systemd_boot_efi: "/x".into(),
-            esp_size: "256M".into(),
-            cidata_size: "16M".into(),
-            root_partition_type: "t".into(),
-        });
-        let a = DiskIds::derive("seed-a", &gpt);
-        assert_eq!(
-            a.root_partuuid,
-            DiskIds::derive("seed-a", &gpt).root_partuuid
-        );
-        assert_ne!(
-            a.root_partuuid,
-            DiskIds::derive("seed-b", &gpt).root_partuuid
-        );
-        assert_ne!(a.root_partuuid, a.boot_partuuid);
-        assert_eq!(a.root_partuuid.len(), 36);
-        assert_eq!(&a.root_partuuid[14..15], "4");
-        assert_eq!(a.boot_volume_id.len(), 8);
-    }
-
-    #[test]
-    fn mbr_partuuids_are_the_disk_signature_and_the_partition_number() {
-        let mbr = DiskLayout::RpiMbr(RpiMbrDisk {
-            boot_size: "512M".into(),
-        });
-        let ids = DiskIds::derive("seed", &mbr);
-        assert_eq!(ids.disk_id.len(), 8);
-        assert_ne!(ids.disk_id, "00000000");
-        assert_eq!(ids.boot_partuuid, format!("{}-01", ids.disk_id));
-        assert_eq!(ids.root_partuuid, format!("{}-02", ids.disk_id));
-    }
 
     #[test]
     fn the_pi_plan_starts_at_4_mib_and_fills_the_disk() {

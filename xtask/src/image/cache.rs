@@ -79,12 +79,8 @@ impl Fingerprint {
     }
 
     pub fn finish(&self) -> String {
-        hex(&self.0.clone().finalize())
+        hex::encode(self.0.clone().finalize())
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A file's SHA-256 as hex, what `sha256sum` prints. The sha2 crate is optimised even in this
@@ -103,7 +99,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buffer[..read]);
     }
-    Ok(hex(&hasher.finalize()))
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// The hash of the builder's own source (`xtask/src/image.rs`, `xtask/src/image/`, and the

@@ -20,9 +20,9 @@ use clawfort_imagedef::render::{template_context, BuildValues};
 use clawfort_imagedef::LoadedConfig;
 use xshell::{cmd, Shell};
 
-use super::assemble::DiskIds;
 use super::bootstrap::Bootstrapped;
 use super::cache::Fingerprint;
+use super::disk_ids::DiskIds;
 use super::progress::StageProgress;
 use super::sandbox::SandboxTar;
 use super::stage::{Runner, Stage};
