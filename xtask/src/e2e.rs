@@ -23,7 +23,7 @@ use xshell::{cmd, Shell};
 
 use crate::image::host_tools::{self, Purpose};
 use crate::image::{self, BuildOptions, Format, Target};
-use crate::qemu::{self, Machine};
+use crate::qemu::Machine;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -54,7 +54,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let sh = Shell::new()?;
-    let root = qemu::project_root();
+    let root = crate::project_root();
     sh.change_dir(&root);
     // An image build checks the build tools itself (`image::build`).
     host_tools::ensure_for(&image::load_target(args.target)?, Purpose::Probe)?;
@@ -203,7 +203,7 @@ fn build_weakened(args: &Args, overlays: Vec<PathBuf>, key: &Path) -> Result<Pat
     options.authorized_keys = vec![key.with_extension("pub")];
     options.out = args.out.join("e2e").join("weakened");
     options.work_dir =
-        Some(qemu::project_root().join(format!("target/image/{}-e2e-weakened", args.target)));
+        Some(crate::project_root().join(format!("target/image/{}-e2e-weakened", args.target)));
     // Raw boots fastest (no decompression under TCG).
     options.formats = vec![Format::Raw];
     eprintln!("==> building the weakened image");

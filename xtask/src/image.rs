@@ -119,7 +119,7 @@ pub struct BuildOptions {
 impl BuildOptions {
     /// The defaults of `cargo xtask image` for a target, with paths anchored at the repository.
     pub fn for_target(target: Target) -> Self {
-        let repo = repo_root();
+        let repo = crate::project_root();
         Self {
             target,
             config: repo.join("image/clawfort.toml"),
@@ -177,7 +177,7 @@ pub fn build(opts: &BuildOptions) -> Result<Artifacts> {
 /// The repository's image definition (`image/clawfort.toml`) with `config_overlays` merged
 /// over it, for `target`, validated: what `cargo xtask image --set-config ...` builds from.
 pub fn load_definition(config_overlays: &[PathBuf], target: Target) -> Result<LoadedConfig> {
-    let repo = repo_root();
+    let repo = crate::project_root();
     LoadedConfig::load(
         &repo.join("image/clawfort.toml"),
         config_overlays,
@@ -188,15 +188,7 @@ pub fn load_definition(config_overlays: &[PathBuf], target: Target) -> Result<Lo
 
 /// `image/targets/<target>.toml`, validated.
 pub fn load_target(target: Target) -> Result<TargetConfig> {
-    clawfort_imagedef::load_target(&repo_root().join("image/targets"), target.name())
-}
-
-/// The repository root (xtask lives one level below it).
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is inside the repository")
-        .to_path_buf()
+    clawfort_imagedef::load_target(&crate::project_root().join("image/targets"), target.name())
 }
 
 fn print_summary(a: &Artifacts, total: Duration) {

@@ -12,6 +12,7 @@ mod run;
 #[cfg(test)]
 mod tidy;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -56,4 +57,13 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor::run(args),
         Command::Fuzz(args) => fuzz::run(args).map(done),
     }
+}
+
+/// The repository root, which holds `image/`, `overlays/`, `qemu/`, `tests/` and `out/`:
+/// xtask lives one level below it.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the project root")
+        .to_owned()
 }

@@ -43,7 +43,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let sh = Shell::new()?;
-    let root = qemu::project_root();
+    let root = crate::project_root();
     sh.change_dir(&root);
     // Before the machine file, whose loading checks that the firmware is installed.
     host_tools::ensure_for(&image::load_target(args.target)?, Purpose::Boot)?;

@@ -20,7 +20,6 @@
 //! `format!`) are searched as token streams.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use proc_macro2::{TokenStream, TokenTree};
 use syn::visit::Visit;
@@ -58,13 +57,9 @@ impl std::fmt::Display for Violation {
     }
 }
 
-fn repo_root() -> PathBuf {
-    crate::image::repo_root()
-}
-
 /// Every `.rs` file under the source directories, as (path relative to the repository, text).
 fn sources() -> Vec<(String, String)> {
-    let root = repo_root();
+    let root = crate::project_root();
     let mut files = Vec::new();
     for dir in SOURCE_DIRS {
         for entry in walkdir::WalkDir::new(root.join(dir)).sort_by_file_name() {

@@ -373,7 +373,7 @@ fn run_probes(testbed_file: &Path, vm: &mut Vm) -> Result<()> {
         ])
         .arg("--testbed")
         .arg(testbed_file)
-        .current_dir(qemu::project_root());
+        .current_dir(crate::project_root());
     eprintln!(
         "==> probing: cargo test --package clawfort --test e2e -- --testbed {}",
         testbed_file.display()

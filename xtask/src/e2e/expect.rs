@@ -50,7 +50,7 @@ mod tests {
 
     #[test]
     fn the_suite_definition_yields_expectations() {
-        let root = crate::qemu::project_root();
+        let root = crate::project_root();
         for target in crate::image::Target::ALL {
             let definition = crate::image::load_definition(
                 &[root.join("tests/e2e/variants/suite.toml")],
@@ -88,7 +88,7 @@ mod tests {
     /// sysctl and core-dump probes have something to catch.
     #[test]
     fn weakened_sysctls_differ_from_the_expectations() {
-        let root = crate::qemu::project_root();
+        let root = crate::project_root();
         let suite = root.join("tests/e2e/variants/suite.toml");
         let weakened = root.join("tests/e2e/variants/weakened.toml");
         let target = crate::image::Target::default();

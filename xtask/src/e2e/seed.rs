@@ -458,7 +458,7 @@ mod tests {
     /// seed is what the expectations (read from the suite definition) describe.
     #[test]
     fn the_suite_overlay_sets_only_what_the_seed_carries() {
-        let root = crate::qemu::project_root();
+        let root = crate::project_root();
         for target in Target::ALL {
             let published = crate::image::load_definition(&[], target).unwrap();
             let suite = crate::image::load_definition(
@@ -523,7 +523,7 @@ mod tests {
             }
             std::fs::read(&image).unwrap()
         };
-        let seed_dir = crate::qemu::project_root().join("image/cidata");
+        let seed_dir = crate::project_root().join("image/cidata");
         let seed_files = ["user-data", "meta-data", "README.txt"].map(|f| seed_dir.join(f));
         let mut disk = std::fs::read(&raw).unwrap();
         let esp = fat("esp.img", "ESP", &[seed_dir.join("README.txt")]);

@@ -304,7 +304,7 @@ mod tests {
     /// The suite's probes in the order they run (`tests/e2e/probes/mod.rs`, read as text: the
     /// probe binary is not a library xtask can link).
     fn registry() -> Vec<String> {
-        std::fs::read_to_string(crate::qemu::project_root().join("tests/e2e/probes/mod.rs"))
+        std::fs::read_to_string(crate::project_root().join("tests/e2e/probes/mod.rs"))
             .unwrap()
             .lines()
             .filter_map(|line| line.trim().strip_prefix("name: \""))
@@ -355,7 +355,7 @@ mod tests {
     /// really changes the network (its `grep` would fail the self-test otherwise).
     #[test]
     fn sandbox_network_weakening_matches_the_shipped_config() {
-        let root = crate::qemu::project_root();
+        let root = crate::project_root();
         let template =
             std::fs::read_to_string(root.join("overlays/usr/share/clawfort/openclaw.json.tera"))
                 .unwrap();
@@ -431,7 +431,7 @@ mod tests {
     /// than it says.
     #[test]
     fn weakened_variant_only_drops_the_firewall_and_root_growth_from_enabled_units() {
-        let root = crate::qemu::project_root();
+        let root = crate::project_root();
         let base = load_definition(&[], Target::X86_64).unwrap();
         let weakened = load_definition(
             &[root.join("tests/e2e/variants/weakened.toml")],

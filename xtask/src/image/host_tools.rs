@@ -198,7 +198,7 @@ pub struct ForeignArch {
 impl ForeignArch {
     /// Reads the file for `debian_arch`, to be built on a `host_arch` host.
     pub fn load(debian_arch: &str, host_arch: &str) -> Result<Self> {
-        let path = crate::image::repo_root()
+        let path = crate::project_root()
             .join("image/foreign-arch")
             .join(format!("{debian_arch}.toml"));
         let text = std::fs::read_to_string(&path).with_context(|| {
@@ -215,7 +215,7 @@ impl ForeignArch {
 
 /// The tools that boot an image of `target` under QEMU: its machine file's, then the common.
 fn boot_groups(target: &str) -> Result<Vec<ToolGroup>> {
-    let machine = Machine::read(&crate::image::repo_root(), target)?;
+    let machine = Machine::read(&crate::project_root(), target)?;
     Ok([
         Cow::Owned(machine.host_tools),
         Cow::Borrowed(BOOT_COMMON_TOOLS),
@@ -667,7 +667,7 @@ mod tests {
             is_debian: true,
             codename: "trixie".into(),
         };
-        let x86_64 = Machine::read(&crate::image::repo_root(), "x86_64").unwrap();
+        let x86_64 = Machine::read(&crate::project_root(), "x86_64").unwrap();
         let plan = InstallPlan::new(&x86_64.host_tools, &host);
         assert!(plan.from_backports.is_empty());
         assert!(plan.from_main.iter().any(|p| p == "qemu-system-x86"));
@@ -768,7 +768,7 @@ mod tests {
     #[test]
     fn every_target_file_names_its_tools() {
         for target in Target::ALL {
-            let machine = Machine::read(&crate::image::repo_root(), target.name()).unwrap();
+            let machine = Machine::read(&crate::project_root(), target.name()).unwrap();
             assert!(
                 machine.host_tools.iter().any(|t| t.probe == machine.binary),
                 "qemu/{target}.toml: `[[host_tools]]` does not list its `binary`"

@@ -43,7 +43,7 @@ impl Profile {
     /// Loads and validates the definition, reads the authorized keys, and settles every
     /// default and path (creating the work and output directories).
     pub fn resolve(opts: &BuildOptions) -> Result<Self> {
-        let repo = super::repo_root();
+        let repo = crate::project_root();
         let definition = LoadedConfig::load(
             &opts.config,
             &opts.config_overlays,

@@ -18,14 +18,6 @@ use anyhow::{Context, Result};
 pub use machine::Machine;
 pub use vm::{Console, Nic, Vm, VmSpec};
 
-/// The repository root (the workspace that holds `qemu/`, `image/` and `out/`).
-pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the project root")
-        .to_owned()
-}
-
 /// What one VM boots from.
 pub enum BootMedia {
     /// UEFI firmware code (read-only) and this boot's own copy of the variable store.

@@ -139,7 +139,7 @@ mod tests {
             .image
             .image
             .name;
-        let out = crate::qemu::project_root().join("out");
+        let out = crate::project_root().join("out");
         let names = ArtifactNames::new(out, &name, Target::Rpi);
         let artifact = names.path(Format::ImgXz);
         assert!(artifact.is_file(), "{} is missing", artifact.display());

@@ -192,7 +192,7 @@ const IMPLIED: &[Implied] = &[
 const BUILD_HOST: &str = "amd64";
 
 fn repo() -> PathBuf {
-    crate::image::repo_root()
+    crate::project_root()
 }
 
 fn always_there(program: &str) -> bool {
