@@ -161,7 +161,6 @@ impl Fake {
             .collect()
     }
 
-    /// The texts delivered to `chat_id`, in order.
     /// How many messages were sent to `chat_id` (answered with 200), in constant time.
     pub fn sent_count(&self, chat_id: i64) -> usize {
         let state = self.state.lock().unwrap();
@@ -187,11 +186,18 @@ impl Fake {
             .sum()
     }
 
+    /// The texts delivered to `chat_id` (answered with 200), in order, read through the index.
     pub fn sent_to(&self, chat_id: i64) -> Vec<String> {
-        self.calls("sendMessage")
-            .into_iter()
-            .filter(|c| c.body["chat_id"] == chat_id && c.status == 200)
-            .map(|c| c.body["text"].as_str().unwrap_or_default().to_string())
+        let state = self.state.lock().unwrap();
+        let sent = state
+            .sent_index
+            .get(&chat_id)
+            .map_or(&[][..], Vec::as_slice);
+        sent.iter()
+            .map(|&i| {
+                let text = state.calls[i].body["text"].as_str();
+                text.unwrap_or_default().to_string()
+            })
             .collect()
     }
 

@@ -146,11 +146,7 @@ pub fn seed(sh: &Shell, artifact: &Path, work: &Path, seed: &SuiteSeed) -> Resul
     let raw = work.join("published.raw");
     let base = if artifact.to_string_lossy().ends_with(".xz") {
         eprintln!("==> decompressing {}", artifact.display());
-        cmd!(
-            sh,
-            "sh -c 'xz -dc \"$0\" | cp --sparse=always /dev/stdin \"$1\"' {artifact} {raw}"
-        )
-        .run()?;
+        crate::qemu::disk::decompress_xz_sparse(sh, &artifact, &raw)?;
         // QEMU cannot read xz: the layer goes over the decompressed disk, byte for byte the same.
         raw.clone()
     } else {

@@ -148,12 +148,7 @@ mod tests {
             .path()
             .join(names.decompressed_img().file_name().unwrap());
         let sh = Shell::new().unwrap();
-        cmd!(
-            sh,
-            "sh -c 'xz -dc \"$0\" | cp --sparse=always /dev/stdin \"$1\"' {artifact} {image}"
-        )
-        .run()
-        .unwrap();
+        crate::qemu::disk::decompress_xz_sparse(&sh, &artifact, &image).unwrap();
 
         // The partition table: MBR, FAT32 (LBA) boot partition at 4 MiB marked bootable, then
         // a Linux partition, nothing after it so first boot can grow it.
