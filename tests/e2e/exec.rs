@@ -5,7 +5,7 @@
 //! port scanner and TCP checks, which must choose their own source address.
 
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -117,13 +117,17 @@ pub enum PortState {
 /// port) means the attempt never tested the port, so it is returned for the caller to report
 /// rather than counted as filtered.
 pub async fn connect(
-    source: Ipv4Addr,
-    target: SocketAddrV4,
+    source: SocketAddr,
+    target: SocketAddr,
     limit: Duration,
 ) -> std::io::Result<PortState> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((source, 0)))?;
-    match tokio::time::timeout(limit, socket.connect(SocketAddr::V4(target))).await {
+    let socket = if target.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(source)?;
+    match tokio::time::timeout(limit, socket.connect(target)).await {
         Ok(Ok(_stream)) => Ok(PortState::Open),
         Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
             Ok(PortState::Closed)

@@ -4,7 +4,7 @@
 //! the two sides cannot drift apart.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,8 @@ pub struct Testbed {
     /// One source address per kind of client: the firewall limits and fail2ban bans per
     /// source, so no probe can lock out another or the harness itself.
     pub sources: Sources,
+    /// The network's IPv6 side, which the guests configure from router adverts.
+    pub ipv6: Ipv6Lan,
     /// The guest under test.
     pub guest: Guest,
     /// A second boot of the same image, for the uniqueness probe (None: the probe is skipped).
@@ -41,12 +43,26 @@ pub struct Testbed {
     pub only: Vec<String>,
 }
 
+/// The private network's IPv6 side: a unique local prefix the namespace advertises, and the
+/// bridge the guests' link-local addresses are reached through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ipv6Lan {
+    pub prefix: Ipv6Addr,
+    pub prefix_len: u8,
+    /// Interface index of the namespace's bridge: the scope id of a guest's link-local
+    /// address seen from the namespace.
+    pub bridge_index: u32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sources {
     /// The harness's own SSH session for checks from inside.
     pub admin: Ipv4Addr,
     /// The port scanner.
     pub scanner: Ipv4Addr,
+    /// The port scanner's IPv6 address in the network's unique local prefix (its link-local
+    /// source is the bridge's own).
+    pub scanner_v6: Ipv6Addr,
     /// SSH protocol and authentication probes.
     pub ssh_prober: Ipv4Addr,
     /// The address that fails logins until fail2ban bans it.
@@ -103,6 +119,8 @@ pub struct Expectations {
     pub canvas_port: u16,
     /// TCP ports the firewall opens besides SSH (`firewall.extra_tcp_ports`).
     pub extra_tcp_ports: Vec<u16>,
+    /// UDP ports the firewall opens (`firewall.extra_udp_ports`).
+    pub extra_udp_ports: Vec<u16>,
     /// TCP ports the service user may connect out to (`gateway.egress.tcp_ports`).
     pub egress_tcp_ports: Vec<u16>,
     /// The egress proxy's Unix socket (`gateway.egress.socket`).

@@ -169,7 +169,7 @@ fn ban_state(ctx: &Ctx, address: Ipv4Addr) -> Result<BanState> {
 /// fails the probe, since the attempt then says nothing about the ban.
 fn tcp(netns: &str, source: Ipv4Addr, target: SocketAddrV4, limit: Duration) -> Result<PortState> {
     exec::in_netns(netns, move || {
-        exec::local_runtime().block_on(exec::connect(source, target, limit))
+        exec::local_runtime().block_on(exec::connect((source, 0).into(), target.into(), limit))
     })?
     .with_context(|| format!("connecting from {source} to {target} failed before any answer"))
 }

@@ -110,6 +110,10 @@ pub const ALL: &[Probe] = &[
         run: network::tcp_port_scan,
     },
     Probe {
+        name: "udp_port_scan",
+        run: network::udp_port_scan,
+    },
+    Probe {
         name: "rootless_sandbox_isolated",
         run: system::rootless_sandbox_isolated,
     },

@@ -13,8 +13,8 @@ use anyhow::{bail, ensure, Context, Result};
 use xshell::Shell;
 
 use super::fakes::FakeServices;
-use super::testbed::{BootedDisk, Expectations, Guest, Report, Sources, Testbed};
-use crate::qemu::netns::{GuestLink, PrivateNetwork};
+use super::testbed::{BootedDisk, Expectations, Guest, Ipv6Lan, Report, Sources, Testbed};
+use crate::qemu::netns::{self, GuestLink, PrivateNetwork};
 use crate::qemu::{self, accel, cleanup, disk, Console, Machine, Nic, Vm, VmSpec};
 
 /// How much bigger than the image the guest's disk is: first boot must grow the root into it.
@@ -171,8 +171,14 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
         sources: Sources {
             admin: ADMIN,
             scanner: SCANNER,
+            scanner_v6: netns::ula_twin(SCANNER),
             ssh_prober: SSH_PROBER,
             attacker: ATTACKER,
+        },
+        ipv6: Ipv6Lan {
+            prefix: netns::ULA_PREFIX,
+            prefix_len: netns::ULA_PREFIX_LEN,
+            bridge_index: network.bridge_index(sh)?,
         },
         guest: guest.clone(),
         peer,

@@ -16,6 +16,7 @@ pub fn expectations(image: &ImageConfig) -> Result<Expectations> {
         gateway_port: image.gateway.port,
         canvas_port: image.gateway.canvas_port,
         extra_tcp_ports: image.firewall.extra_tcp_ports.clone(),
+        extra_udp_ports: image.firewall.extra_udp_ports.clone(),
         egress_tcp_ports: image.gateway.egress.tcp_ports.clone(),
         egress_socket: image.gateway.egress.socket.clone(),
         sandbox_socket: format!("{}/docker.sock", image.sandbox.socket_dir),

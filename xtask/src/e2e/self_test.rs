@@ -26,8 +26,10 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 
 /// Root shell scripts run on the weakened guest before probing: the gateway's own config is
 /// given the file tools the whole home, `/etc` and `/proc` (`security.allowedPaths`, no
-/// `deniedPaths`) and switched to a LAN bind (and the gateway restarted), a service listens
-/// on port 8080 with no firewall in front of it, the config approves every new sender on the spot
+/// `deniedPaths`) and switched to a LAN bind (and the gateway restarted), services listen with
+/// no firewall in front of them (TCP 8080 over IPv4 and 8088 over IPv6, UDP 8125 over IPv4 and
+/// 8126 over IPv6, each family on its own port so each scan path is shown failing for its own
+/// listener), the config approves every new sender on the spot
 /// (`pairing.autoApprove`, which `clawfort setup` keeps when the agent probe runs it), and a
 /// drop-in lets the gateway call the fakes' address directly instead of through the egress
 /// proxy (only that address: the gateway port must stay unreachable from the scanner, or the
@@ -61,7 +63,10 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
      && grep -q 'bind: \"lan\"' /home/openclaw/.openclaw/openclaw.json \
      && systemctl restart clawfort.service \
      && for i in $(seq 1 60); do curl -fs -o /dev/null --max-time 2 http://127.0.0.1:18789/healthz && exit 0; sleep 1; done; exit 1",
-    "systemd-run --unit=clawfort-e2e-exposed-listener nc -lk 8080",
+    "systemd-run --unit=clawfort-e2e-exposed-listener nc -4 -lk 8080",
+    "systemd-run --unit=clawfort-e2e-exposed-listener-v6 nc -6 -lk 8088",
+    "systemd-run --unit=clawfort-e2e-exposed-udp nc -4 -luk 8125",
+    "systemd-run --unit=clawfort-e2e-exposed-udp-v6 nc -6 -luk 8126",
     "sed -i 's/autoApprove: false/autoApprove: true/' /home/openclaw/.openclaw/openclaw.json \
      && grep -q 'autoApprove: true' /home/openclaw/.openclaw/openclaw.json",
     "mkdir -p /etc/systemd/system/clawfort.service.d \
@@ -109,7 +114,12 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
         "ssh_offers_no_weak_algorithms",
         "diffie-hellman-group14-sha1",
     ),
-    ("tcp_port_scan", "[8080]"),
+    ("tcp_port_scan", "IPv4 8080"),
+    ("tcp_port_scan", "IPv6 ULA 8088"),
+    ("tcp_port_scan", "IPv6 link-local 8088"),
+    ("udp_port_scan", "IPv4 8125"),
+    ("udp_port_scan", "IPv6 ULA 8126"),
+    ("udp_port_scan", "IPv6 link-local 8126"),
     ("gateway_listens_on_loopback_only", "beyond loopback"),
     ("nftables_input_policy_drop", "firewall is not loaded"),
     (

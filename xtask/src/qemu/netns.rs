@@ -5,8 +5,13 @@
 //! The namespace side holds several addresses on purpose: the firewall rate-limits and
 //! fail2ban bans per source address, so each kind of client (admin, scanner, attacker, ...)
 //! gets its own and one cannot lock out another.
+//!
+//! The network is dual-stack as a real LAN is: dnsmasq also sends IPv6 router adverts for a
+//! unique local prefix ([`ULA_PREFIX`]), so a guest has a SLAAC address there besides its
+//! link-local one, and each namespace-side IPv4 address has its IPv6 twin ([`ula_twin`]).
+//! What the guest exposes over IPv6 is then scanned as its IPv4 side is.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -19,6 +24,16 @@ use super::cleanup::{self, Registration};
 /// The bridge inside the namespace; taps are its ports, the host-side addresses live on it.
 const BRIDGE: &str = "br0";
 const PREFIX_LEN: u8 = 24;
+/// The private network's IPv6 prefix: a unique local /64 (RFC 4193) no real network routes.
+pub const ULA_PREFIX: Ipv6Addr = Ipv6Addr::new(0xfd77, 0x77, 0, 0, 0, 0, 0, 0);
+pub const ULA_PREFIX_LEN: u8 = 64;
+
+/// The IPv6 address a namespace-side IPv4 address also has: its last octet in [`ULA_PREFIX`]
+/// (10.77.0.2 is also fd77:77::2).
+pub fn ula_twin(address: Ipv4Addr) -> Ipv6Addr {
+    let [a, b, c, d, ..] = ULA_PREFIX.segments();
+    Ipv6Addr::new(a, b, c, d, 0, 0, 0, address.octets()[3].into())
+}
 
 /// A guest's place on the private network: its tap device, MAC and the address DHCP gives it.
 #[derive(Debug, Clone)]
@@ -80,6 +95,10 @@ impl PrivateNetwork {
         for address in host_addresses {
             let cidr = format!("{address}/{PREFIX_LEN}");
             cmd!(sh, "ip -n {ns} addr add {cidr} dev {BRIDGE}").run()?;
+            // No duplicate address detection: the namespace is new, and a tentative address
+            // cannot be bound for the first second.
+            let cidr6 = format!("{}/{ULA_PREFIX_LEN}", ula_twin(*address));
+            cmd!(sh, "ip -n {ns} addr add {cidr6} dev {BRIDGE} nodad").run()?;
         }
         cmd!(sh, "ip -n {ns} link set {BRIDGE} up").run()?;
         for guest in &self.guests {
@@ -90,7 +109,21 @@ impl PrivateNetwork {
         Ok(())
     }
 
-    /// dnsmasq as a DHCP-only server (no DNS: `--port=0`) bound to the bridge.
+    /// The bridge's interface index in the namespace: the scope of the guests' link-local
+    /// addresses as seen from the namespace side.
+    pub fn bridge_index(&self, sh: &Shell) -> Result<u32> {
+        let ns = &self.name;
+        let shown = cmd!(sh, "ip -n {ns} -j link show dev {BRIDGE}").read()?;
+        let links: serde_json::Value = serde_json::from_str(&shown)
+            .with_context(|| format!("unreadable `ip -j link show {BRIDGE}` output: {shown}"))?;
+        links[0]["ifindex"]
+            .as_u64()
+            .and_then(|index| u32::try_from(index).ok())
+            .with_context(|| format!("no interface index for {BRIDGE} in namespace {ns}: {shown}"))
+    }
+
+    /// dnsmasq as a DHCPv4 server and IPv6 router advertiser (stateless: the guests make their
+    /// own addresses in [`ULA_PREFIX`]), with no DNS (`--port=0`), bound to the bridge.
     fn start_dhcp(&mut self, work_dir: &Path) -> Result<()> {
         let lease_file = work_dir.join("dnsmasq.leases");
         let log_file = work_dir.join("dnsmasq.log");
@@ -114,6 +147,10 @@ impl PrivateNetwork {
                 first.address
             ))
             .arg("--dhcp-authoritative")
+            .arg("--enable-ra")
+            .arg(format!(
+                "--dhcp-range={ULA_PREFIX},ra-only,{ULA_PREFIX_LEN}"
+            ))
             .arg(format!("--dhcp-leasefile={}", lease_file.display()))
             .arg(format!("--log-facility={}", log_file.display()))
             .arg("--log-dhcp")
@@ -178,5 +215,19 @@ fn delete_namespace(name: &str) {
     let deleted = Shell::new().and_then(|sh| cmd!(sh, "ip netns delete {name}").quiet().run());
     if deleted.is_err() {
         eprintln!("warning: could not delete network namespace {name}; remove it with `ip netns delete {name}`");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_host_address_has_its_twin_in_the_unique_local_prefix() {
+        assert_eq!(
+            ula_twin(Ipv4Addr::new(10, 77, 0, 2)),
+            "fd77:77::2".parse::<Ipv6Addr>().unwrap()
+        );
+        assert!(ULA_PREFIX.is_unique_local());
     }
 }
