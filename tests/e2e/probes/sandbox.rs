@@ -111,7 +111,10 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
         fact("uid"),
         fact("caps"),
         host["PidsLimit"],
-        host["Memory"],
+        match host["Memory"].as_i64() {
+            Some(0) | None => "none (the config sets none)".to_owned(),
+            Some(bytes) => format!("{} MiB", bytes >> 20),
+        },
         host["Binds"]
     ))
 }
