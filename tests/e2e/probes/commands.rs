@@ -6,7 +6,8 @@
 //! metadata service, to mount, to make a user namespace, to gain root through a set-user-ID
 //! binary, to fork and allocate without bound, and a classic fork bomb. Each must fail for
 //! the reason the sandbox gives (judged on the command's own output: the error the kernel or
-//! the tool printed, and facts the command printed about itself), while a benign command
+//! the tool printed, and facts the command printed about itself), a few commands a turn so
+//! each turn stays within the gateway's turn limit on a loaded host, while a benign command
 //! before and after the attacks works and leaves its file in the sandbox's workspace on the
 //! host, and the gateway answers `/healthz` all along. Then, with `security: "allowlist"`,
 //! `ask: "on-miss"` and a 5 s approval timeout, a command nobody answers for is denied on
@@ -37,6 +38,10 @@ const PIDS_LIMIT: u32 = 64;
 const APPROVAL_TIMEOUT_S: u64 = 5;
 /// Bound of a turn of commands (the gateway's own turn limit is 120 s).
 const TURN_WAIT: Duration = Duration::from_secs(150);
+/// Commands the model asks for in one turn. A sandboxed command took 7 to 15 s on an emulated
+/// guest at load 11, so all thirteen in one turn overran the gateway's 120 s turn limit;
+/// four take at most a minute even then (the fork bomb's 10 s timeout included).
+const CALLS_PER_TURN: usize = 4;
 /// Bound of the gateway's restart until `/healthz` answers.
 const RESTART_WAIT_S: u64 = 90;
 /// The two attempts that print their cgroup limit first.
@@ -166,18 +171,23 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
     let (first, last) = (format!("{nonce}-first"), format!("{nonce}-last"));
     let model = ctx.testbed.fakes.model;
     let attempts = attempts(&home, pid, &model.ip().to_string(), model.port());
-    let mut calls = vec![benign(&first).call()];
-    calls.extend(attempts.iter().map(Attempt::call));
-    calls.push(benign(&last).call());
+    let (before, after) = (benign(&first), benign(&last));
+    let sequence: Vec<&Attempt> = std::iter::once(&before)
+        .chain(&attempts)
+        .chain(std::iter::once(&after))
+        .collect();
 
-    let (results, unhealthy) = turn(
-        ctx,
-        &chat,
-        &Value::Array(calls),
-        "Clean up the server, please.",
-    )?;
+    // Results by the command's place in `sequence`, over as many turns as it takes.
+    let mut results = std::collections::BTreeMap::new();
     let mut broken = Vec::new();
-    broken.extend(unhealthy);
+    for (n, batch) in sequence.chunks(CALLS_PER_TURN).enumerate() {
+        let calls = batch.iter().map(|a| a.call()).collect();
+        let text = format!("Clean up the server, please (part {}).", n + 1);
+        let (batch_results, unhealthy) = turn(ctx, &chat, &Value::Array(calls), &text)?;
+        broken.extend(unhealthy);
+        let offset = n * CALLS_PER_TURN;
+        results.extend(batch_results.into_iter().map(|(i, r)| (offset + i, r)));
+    }
     let result = |i: usize| results.get(&i);
     for (i, name) in [(0, &first), (attempts.len() + 1, &last)] {
         let worked = result(i).is_some_and(|r| r.contains(&format!("{name}\n[exit code 0]")));

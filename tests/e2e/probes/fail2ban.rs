@@ -59,8 +59,15 @@ pub fn fail2ban_bans_and_unbans(ctx: &Ctx) -> Result<String> {
     }
     let Some(banned_at) = banned_at else {
         let state = ban_state(ctx, attacker)?;
+        // The jail's own value, not the image definition's the probe expected: on a guest
+        // whose jail differs, the message must say what was in force.
+        let in_force = ctx
+            .admin
+            .check_root("fail2ban-client get sshd maxretry")
+            .map_or_else(|e| format!("unknown: {e:#}"), |v| v.trim().to_owned());
         bail!(
-            "{attempts} failed logins from {attacker} (maxretry {}), and it is not banned: {}",
+            "{attempts} failed logins from {attacker} (the sshd jail's maxretry {in_force}, \
+             the image definition's {}), and it is not banned: {}",
             testbed.expect.fail2ban_maxretry,
             state.describe(attacker)
         );

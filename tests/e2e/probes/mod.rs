@@ -1,9 +1,10 @@
 //! Every probe, in the order the suite runs them: cheap checks from inside first, then the
-//! attacks from outside, then the sandbox (its image arrives in the background after first
-//! boot), then the probes that disturb the guest (gateway kill, fail2ban ban), then the agent
-//! probe (it reconfigures the gateway through `clawfort setup`) and the rogue-model probes
-//! that talk to the stranger it paired (the second turns `exec` on and restores the config), and last the uniqueness probe, which gives the
-//! second boot the most time to come up.
+//! attacks from outside, then the probes that disturb the guest (gateway kill, fail2ban ban),
+//! then the agent probe (it reconfigures the gateway through `clawfort setup`) and the probes
+//! that drive the gateway through the stranger it paired (the rogue model, its commands in the
+//! sandbox, the sandbox's container inspected, its commands on the host; each restores the
+//! config it changes), and last the uniqueness probe, which gives the second boot the most
+//! time to come up.
 
 pub mod agent;
 pub mod commands;
@@ -14,6 +15,7 @@ pub mod hardening;
 pub mod host_commands;
 pub mod network;
 pub mod rogue;
+pub mod sandbox;
 pub mod ssh;
 pub mod system;
 pub mod uniqueness;
@@ -114,10 +116,6 @@ pub const ALL: &[Probe] = &[
         run: network::udp_port_scan,
     },
     Probe {
-        name: "rootless_sandbox_isolated",
-        run: system::rootless_sandbox_isolated,
-    },
-    Probe {
         name: "gateway_restarts_after_kill",
         run: gateway::gateway_restarts_after_kill,
     },
@@ -136,6 +134,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "rogue_commands_contained",
         run: commands::rogue_commands_contained,
+    },
+    Probe {
+        name: "rootless_sandbox_isolated",
+        run: sandbox::rootless_sandbox_isolated,
     },
     Probe {
         name: "rogue_host_commands_contained",

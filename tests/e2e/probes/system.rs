@@ -1,5 +1,6 @@
 //! The rest of the appliance from inside: firewall policy, automatic updates, the service
-//! user's privileges, the rootless sandbox, and first-boot growth of the root file system.
+//! user's privileges, the rootless sandbox's daemon and image, and first-boot growth of the
+//! root file system.
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
@@ -254,77 +255,6 @@ pub(crate) fn wait_for_sandbox_image(ctx: &Ctx) -> Result<f64> {
         ctx.testbed.service_user
     );
     Ok(waited.elapsed().as_secs_f64())
-}
-
-/// Rootless Docker as the service user runs the sandbox image locked down (no network,
-/// read-only root, no capabilities) and the container sees none of the host's files.
-pub fn rootless_sandbox_isolated(ctx: &Ctx) -> Result<String> {
-    let user = &ctx.testbed.service_user;
-    let marker = format!("/var/tmp/clawfort-e2e-marker-{}", std::process::id());
-    ctx.admin
-        .check_root(&format!("echo host > {marker} && chmod 644 {marker}"))?;
-    let docker = docker_cli(ctx);
-    let image = SANDBOX_IMAGE;
-    let waited = wait_for_sandbox_image(ctx)?;
-    let rootless = ctx.admin.sudo(&format!(
-        "{docker} info --format '{{{{json .SecurityOptions}}}}'"
-    ));
-    // Inside the container: report facts, let the host judge them.
-    let inside = "echo uid=$(id -u); \
-                  echo caps=$(grep CapEff /proc/self/status | cut -f2); \
-                  echo ifaces=$(ls /sys/class/net | tr '\\n' ,); \
-                  if touch /rootfs-write-test 2>/dev/null; then echo rootfs=writable; else echo rootfs=read-only; fi; \
-                  if cat MARKER >/dev/null 2>&1; then echo marker=visible; else echo marker=absent; fi; \
-                  if ls /home/USER/.openclaw >/dev/null 2>&1; then echo state=visible; else echo state=absent; fi"
-        .replace("MARKER", &marker)
-        .replace("USER", user);
-    let run = ctx.admin.sudo(&format!(
-        "{docker} run --rm --pull never --network none --read-only --cap-drop ALL {image} sh -c {script}",
-        script = crate::exec::shell_quote(&inside)
-    ));
-    let _ = ctx.admin.sudo(&format!("rm -f {marker}"));
-    let rootless = rootless?.ok("docker info as the service user")?;
-    ensure!(
-        rootless.contains("rootless"),
-        "the service user's Docker is not rootless: {}",
-        rootless.trim()
-    );
-    let facts = run?.ok("docker run of the sandbox image")?;
-    let fact = |key: &str| {
-        facts
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{key}=")))
-            .unwrap_or("?")
-            .trim()
-            .to_owned()
-    };
-    ensure!(
-        fact("caps") == "0000000000000000",
-        "the container has capabilities {}",
-        fact("caps")
-    );
-    ensure!(
-        fact("ifaces").trim_end_matches(',') == "lo",
-        "the container has network interfaces {}",
-        fact("ifaces")
-    );
-    ensure!(
-        fact("rootfs") == "read-only",
-        "the container's root file system is writable"
-    );
-    ensure!(
-        fact("marker") == "absent",
-        "the container can read the host file {marker}"
-    );
-    ensure!(
-        fact("state") == "absent",
-        "the container sees the gateway's state directory"
-    );
-    Ok(format!(
-        "rootless; container uid {} caps 0, interfaces lo only, read-only root, host files \
-         invisible (sandbox image present after {waited:.0} s of waiting)",
-        fact("uid")
-    ))
 }
 
 /// First boot grew the root partition to the end of the (enlarged) disk and the file system

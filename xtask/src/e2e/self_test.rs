@@ -138,7 +138,8 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     ("sysctls_as_defined", "kernel.core_pattern"),
     ("core_dumps_go_nowhere", "a crash left a core dump"),
     ("gateway_unit_exposure", "over its budget"),
-    ("fail2ban_bans_and_unbans", "is not banned"),
+    // The jail's value in force, which weakened.toml sets (the suite's expectation is 5).
+    ("fail2ban_bans_and_unbans", "the sshd jail's maxretry 1000"),
     ("agent_round_trip", "reached the model before approval"),
     ("agent_round_trip", "without the egress proxy"),
     (
@@ -152,6 +153,10 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     (
         "rogue_commands_contained",
         "connect to the fake model server worked",
+    ),
+    (
+        "rootless_sandbox_isolated",
+        "is on network bridge, not none",
     ),
     (
         "rogue_host_commands_contained",
@@ -190,12 +195,6 @@ pub const NOT_YET_SHOWN_FAILING: &[(&str, &str)] = &[
         "gateway_api_requires_token",
         "no setting opens the API: without a token the gateway refuses every request (and \
          refuses to start on a non-loopback bind), so only a patched binary would weaken it",
-    ),
-    (
-        "rootless_sandbox_isolated",
-        "it passes `--network none --read-only --cap-drop ALL` itself, so no appliance setting \
-         changes what it sees; the containers the gateway starts are shown escaping by \
-         rogue_commands_contained (bridge network)",
     ),
     (
         "first_boot_identity_unique",
@@ -359,6 +358,16 @@ mod tests {
             ["fail2ban_bans_and_unbans"],
             "with the self-test's `Restart=no`, these probes would find the gateway dead"
         );
+    }
+
+    /// The sandbox probe has the gateway run a command for the stranger `agent_round_trip`
+    /// pairs, so it must run after it; before, it would fail on the weakened guest for want of
+    /// a paired stranger instead of for the sandbox's `bridge` network.
+    #[test]
+    fn sandbox_probe_runs_after_the_stranger_is_paired() {
+        let probes = registry();
+        let at = |name: &str| probes.iter().position(|p| p == name).unwrap();
+        assert!(at("agent_round_trip") < at("rootless_sandbox_isolated"));
     }
 
     /// The sandbox-network weakening matches the shipped config's `docker` line, so it
