@@ -102,7 +102,7 @@ pub fn interrupted() -> ! {
     match STATE.get() {
         Some(state) => end(&mut state.lock().unwrap_or_else(|e| e.into_inner())),
         None => {
-            let _ = writeln!(std::io::stderr(), "\ninterrupted: nothing was written");
+            say("nothing was written");
             std::process::exit(EXIT_INTERRUPTED)
         }
     }
@@ -135,7 +135,16 @@ fn end(state: &mut State) -> ! {
             "the new settings were written first; they apply when the gateway restarts"
         }
     };
-    // After a hangup the terminal is gone: a failed write must not stop the exit.
-    let _ = writeln!(std::io::stderr(), "\ninterrupted: {what}");
+    say(what);
     std::process::exit(EXIT_INTERRUPTED)
+}
+
+/// Writes the `interrupted:` line in one piece while holding stdout: the other thread may be
+/// printing the summary, and a formatted write to stderr goes out in several `write`s, between
+/// which its lines landed in the middle of this one.
+fn say(what: &str) {
+    let line = format!("\ninterrupted: {what}\n");
+    let _stdout = std::io::stdout().lock();
+    // After a hangup the terminal is gone: a failed write must not stop the exit.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
