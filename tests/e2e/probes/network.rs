@@ -191,16 +191,7 @@ pub fn tcp_port_scan(ctx: &Ctx) -> Result<String> {
     let scan_s = started.elapsed().as_secs_f64();
 
     // Every TCP listener that is not loopback-only, re-checked from outside on every path.
-    let listeners = ctx
-        .admin
-        .check_root("ss -Htln")
-        .context("listing the guest's TCP listeners")?;
-    let exposed_candidates: BTreeSet<u16> = listeners
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(3))
-        .filter(|local| !is_loopback_socket(local))
-        .filter_map(|local| local.rsplit(':').next()?.parse().ok())
-        .collect();
+    let exposed_candidates = non_loopback_ports(ctx, "ss -Htln", "TCP listeners")?;
     let mut recheck = exposed_candidates.clone();
     recheck.extend([testbed.expect.gateway_port, testbed.expect.canvas_port]);
     let rechecked_paths = paths.clone();
@@ -308,16 +299,7 @@ enum UdpState {
 pub fn udp_port_scan(ctx: &Ctx) -> Result<String> {
     let testbed = &ctx.testbed;
     let allowed: BTreeSet<u16> = testbed.expect.extra_udp_ports.iter().copied().collect();
-    let sockets = ctx
-        .admin
-        .check_root("ss -Huln")
-        .context("listing the guest's UDP sockets")?;
-    let guest_sockets: BTreeSet<u16> = sockets
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(3))
-        .filter(|local| !is_loopback_socket(local))
-        .filter_map(|local| local.rsplit(':').next()?.parse().ok())
-        .collect();
+    let guest_sockets = non_loopback_ports(ctx, "ss -Huln", "UDP sockets")?;
     let ports: Vec<u16> = UDP_WELL_KNOWN
         .iter()
         .copied()
@@ -504,6 +486,21 @@ impl std::fmt::Display for ScanErrors {
             parts.join("; ")
         )
     }
+}
+
+/// The local ports of the guest's sockets `ss` lists (`ss -Htln`, `ss -Huln`: local address in
+/// the fourth column) that are bound beyond loopback.
+fn non_loopback_ports(ctx: &Ctx, ss: &str, what: &str) -> Result<BTreeSet<u16>> {
+    let listed = ctx
+        .admin
+        .check_root(ss)
+        .with_context(|| format!("listing the guest's {what}"))?;
+    Ok(listed
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(3))
+        .filter(|local| !is_loopback_socket(local))
+        .filter_map(|local| local.rsplit(':').next()?.parse().ok())
+        .collect())
 }
 
 /// `127.0.0.1:18789`, `[::1]:18789`, `127.0.0.53%lo:53` are loopback; `0.0.0.0:22`, `*:22`,
