@@ -2,10 +2,12 @@
 //! attacks from outside, then the sandbox (its image arrives in the background after first
 //! boot), then the probes that disturb the guest (gateway kill, fail2ban ban), then the agent
 //! probe (it reconfigures the gateway through `clawfort setup`) and the rogue-model probes
-//! that talk to the stranger it paired (the second turns `exec` on and restores the config), and last the uniqueness probe, which gives the
-//! second boot the most time to come up.
+//! that talk to the stranger it paired (the second turns `exec` on and restores the config), then
+//! the audit probe (the audit log's size then covers the suite), and last the uniqueness probe,
+//! which gives the second boot the most time to come up.
 
 pub mod agent;
+pub mod audit;
 pub mod commands;
 pub mod egress;
 pub mod fail2ban;
@@ -136,6 +138,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "rogue_host_commands_contained",
         run: host_commands::rogue_host_commands_contained,
+    },
+    Probe {
+        name: "agent_commands_audited",
+        run: audit::agent_commands_audited,
     },
     Probe {
         name: "first_boot_identity_unique",
