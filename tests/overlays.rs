@@ -778,11 +778,11 @@ fn the_raspberry_pi_firmware_settings_match_the_target() {
 #[test]
 fn audit_rules_follow_the_service_user_and_load_whole() {
     let files =
-        render("[users.service]\nname = \"agent\"\nsubid_start = 200000\nsubid_count = 1000\n")
+        render("[users.service]\nname = \"agent\"\nsubid_start = 200000\nsubid_count = 70000\n")
             .unwrap();
     let rules = directives(&files["/etc/audit/rules.d/clawfort.rules"]);
     for arch in ["b64", "b32"] {
-        for who in ["-F uid=agent ", "-F uid>=200000 -F uid<=200999 "] {
+        for who in ["-F uid=agent ", "-F uid>=200000 -F uid<=269999 "] {
             let rule =
                 format!("-a always,exit -F arch={arch} -S execve,execveat {who}-k clawfort-exec");
             assert!(rules.contains(&rule.as_str()), "{rule} in {rules:#?}");
