@@ -268,3 +268,40 @@ mod tests {
         assert_eq!(unit_of(&a, &programs), None);
     }
 }
+
+/// Lines from the appliance's own audit log (x86_64, auditd 4.0.2, `log_format = ENRICHED`):
+/// the first boot's gateway-token unit (`User=openclaw`) running its script and two commands.
+#[cfg(test)]
+mod guest_lines {
+    use super::*;
+
+    const GUEST_BOOT: &str = include_str!("testdata/guest-boot.log");
+
+    #[test]
+    fn the_guests_records_become_its_commands() {
+        let records: Vec<Record> = GUEST_BOOT
+            .lines()
+            .map(|l| Record::parse(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(records.len(), 21);
+        let commands = commands(records);
+        let argv: Vec<Vec<&str>> = commands
+            .iter()
+            .map(|c| c.argv.iter().map(String::as_str).collect())
+            .collect();
+        assert_eq!(
+            argv,
+            [
+                vec!["/bin/sh", "/usr/libexec/clawfort/gateway-token"],
+                vec!["mkdir", "-p", "/home/openclaw/.openclaw"],
+                vec!["chmod", "700", "/home/openclaw/.openclaw"],
+            ]
+        );
+        let mkdir = &commands[1];
+        assert_eq!(mkdir.exe.as_deref(), Some("/usr/bin/mkdir"));
+        assert_eq!(mkdir.cwd.as_deref(), Some("/"));
+        assert_eq!((mkdir.uid, mkdir.ppid), (1001, commands[0].pid));
+        assert_eq!(mkdir.time, "2026-11-30T03:04:03.311Z");
+        assert!(mkdir.success && mkdir.exit == 0);
+    }
+}
