@@ -73,19 +73,25 @@ enum Command {
         command: SecurityCommand,
     },
     /// Show the gateway's log (the journal under systemd, else ~/.openclaw/logs), or with
-    /// --tools the execution log: one entry per tool call of the agent.
+    /// --tools the execution log: one entry per tool call of the agent, or with --audit the
+    /// kernel's record of every program the service user started.
     Logs {
         /// How many of the latest lines to show.
-        #[arg(long, default_value_t = 100, conflicts_with = "tools")]
+        #[arg(long, default_value_t = 100, conflicts_with = "structured")]
         tail: usize,
         /// Keep printing new lines.
-        #[arg(long, short, conflicts_with = "tools")]
+        #[arg(long, short, conflicts_with = "structured")]
         follow: bool,
-        #[arg(long, value_enum, default_value_t = LogSource::Auto, conflicts_with = "tools")]
+        #[arg(long, value_enum, default_value_t = LogSource::Auto, conflicts_with = "structured")]
         source: LogSource,
         /// Show the execution log (~/.openclaw/logs/tools.jsonl) instead.
-        #[arg(long)]
+        #[arg(long, group = "structured")]
         tools: bool,
+        /// Show the agent's commands from the kernel audit log (/var/log/audit, root's: run
+        /// with sudo) instead: time, command line, working directory, unit, whether the
+        /// exec worked. Secrets the config names are redacted.
+        #[arg(long, group = "structured")]
+        audit: bool,
         #[command(flatten)]
         filter: crate::tools::log::cli::Filter,
     },
@@ -304,6 +310,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if report.has_critical() {
                 return Ok(ExitCode::from(1));
             }
+        }
+        Command::Logs {
+            audit: true,
+            filter,
+            ..
+        } => {
+            let target = Target::resolve(cli.config.as_deref())?;
+            target.print_note();
+            let log = std::path::Path::new(crate::auditlog::AUDIT_LOG);
+            crate::auditlog::cli::show(&target, log, &filter)?
         }
         Command::Logs {
             tools: true,

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod approvals;
 pub mod audit;
+pub mod auditlog;
 pub mod channel;
 pub mod cli;
 pub mod config;

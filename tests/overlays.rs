@@ -770,3 +770,38 @@ fn the_raspberry_pi_firmware_settings_match_the_target() {
         .unwrap()
         .contains_key("/etc/default/raspi-firmware"));
 }
+
+/// The audit rules follow the service user and its subordinate ids wherever the definition
+/// puts them, on both ABIs; every watched directory that appears only at run time is made by
+/// tmpfiles before the rules load (a watch auditctl refuses would drop the rules after it);
+/// and the lock comes last.
+#[test]
+fn audit_rules_follow_the_service_user_and_load_whole() {
+    let files =
+        render("[users.service]\nname = \"agent\"\nsubid_start = 200000\nsubid_count = 70000\n")
+            .unwrap();
+    let rules = directives(&files["/etc/audit/rules.d/clawfort.rules"]);
+    for arch in ["b64", "b32"] {
+        for who in ["-F uid=agent ", "-F uid>=200000 -F uid<=269999 "] {
+            let rule =
+                format!("-a always,exit -F arch={arch} -S execve,execveat {who}-k clawfort-exec");
+            assert!(rules.contains(&rule.as_str()), "{rule} in {rules:#?}");
+        }
+    }
+    assert_eq!(rules.last(), Some(&"-e 2"));
+    let tmpfiles = directives(&files["/usr/lib/tmpfiles.d/clawfort-audit.conf"]);
+    for made_at_run_time in ["/home/agent/.openclaw/credentials", "/etc/clawfort"] {
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.starts_with(&format!("-w {made_at_run_time} "))),
+            "{made_at_run_time} is watched"
+        );
+        assert!(
+            tmpfiles
+                .iter()
+                .any(|l| l.starts_with(&format!("d {made_at_run_time} "))),
+            "tmpfiles makes {made_at_run_time}"
+        );
+    }
+}

@@ -13,18 +13,18 @@ const SHOWN_DAMAGED: usize = 10;
 /// Which entries `logs --tools` shows.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Filter {
-    /// Print the entries as a JSON array (with --tools).
-    #[arg(long, requires = "tools")]
+    /// Print the entries as a JSON array (with --tools or --audit).
+    #[arg(long, requires = "structured")]
     pub json: bool,
     /// Only the calls of this session key, e.g. agent:main:main (with --tools).
     #[arg(long, value_name = "KEY", requires = "tools")]
     pub session: Option<String>,
-    /// Show at most the latest N entries (with --tools).
-    #[arg(long, value_name = "N", default_value_t = 50, requires = "tools")]
+    /// Show at most the latest N entries (with --tools or --audit).
+    #[arg(long, value_name = "N", default_value_t = 50, requires = "structured")]
     pub limit: usize,
     /// Only calls since this time: a duration back from now (`90s`, `15m`, `2h`) or an RFC
-    /// 3339 time (`2026-01-31T08:00:00Z`) (with --tools).
-    #[arg(long, value_name = "WHEN", value_parser = parse_since, requires = "tools")]
+    /// 3339 time (`2026-01-31T08:00:00Z`) (with --tools or --audit).
+    #[arg(long, value_name = "WHEN", value_parser = parse_since, requires = "structured")]
     pub since: Option<Timestamp>,
 }
 

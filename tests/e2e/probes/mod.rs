@@ -3,10 +3,11 @@
 //! then the agent probe (it reconfigures the gateway through `clawfort setup`) and the probes
 //! that drive the gateway through the stranger it paired (the rogue model, its commands in the
 //! sandbox, the sandbox's container inspected, its commands on the host; each restores the
-//! config it changes), and last the uniqueness probe, which gives the second boot the most
-//! time to come up.
+//! config it changes), then the audit probe (the audit log's size then covers the suite), and
+//! last the uniqueness probe, which gives the second boot the most time to come up.
 
 pub mod agent;
+pub mod audit;
 pub mod commands;
 pub mod egress;
 pub mod fail2ban;
@@ -142,6 +143,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "rogue_host_commands_contained",
         run: host_commands::rogue_host_commands_contained,
+    },
+    Probe {
+        name: "agent_commands_audited",
+        run: audit::agent_commands_audited,
     },
     Probe {
         name: "first_boot_identity_unique",

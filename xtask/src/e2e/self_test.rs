@@ -54,7 +54,8 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 /// it would start never runs), and `Restart=no` for the gateway. That last one leaves the
 /// gateway dead after `gateway_restarts_after_kill`; the only probe between it and
 /// `agent_round_trip`, whose `clawfort setup` starts the gateway again with `systemctl
-/// restart`, is `fail2ban_bans_and_unbans`, which only talks to sshd.
+/// restart`, is `fail2ban_bans_and_unbans`, which only talks to sshd. Last, auditd is stopped
+/// (its rules stay loaded and locked), so the agent's commands reach no audit log.
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "sed -i 's|deniedPaths: \\[.*\\]|allowedPaths: [\"/home/openclaw\", \"/etc\", \"/proc\"], deniedPaths: []|' \
         /home/openclaw/.openclaw/openclaw.json \
@@ -102,6 +103,9 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
      && printf '[Service]\\nRestart=no\\n' > /etc/systemd/system/clawfort.service.d/e2e-no-restart.conf \
      && systemctl daemon-reload \
      && test \"$(systemctl show -P Restart clawfort.service)\" = no",
+    // The rules are locked (`-e 2`: `auditctl -D` is refused until a reboot), but auditd
+    // itself can be stopped: the kernel's records then go nowhere the log keeps.
+    "systemctl stop auditd.service && ! systemctl is-active --quiet auditd.service",
 ];
 
 /// Probes that must fail on the weakened image, and a fragment their failure must contain, so
@@ -176,6 +180,7 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
         "gateway_restarts_after_kill",
         "the gateway did not come back within 60 s",
     ),
+    ("agent_commands_audited", "is not in the audit log"),
 ];
 
 /// Probes not yet shown failing, each with what stands in the way. Issue 13 asks for a case
