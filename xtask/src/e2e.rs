@@ -124,7 +124,7 @@ pub fn run(args: Args) -> Result<()> {
         ssh_key: &key,
         admin_user: users.admin.name.clone(),
         service_user: users.service.name.clone(),
-        expect: expect::expectations(&definition.image)?,
+        expect: expect::expectations(&definition)?,
         boot_peer: !args.self_test && !args.no_peer,
         only: if args.self_test {
             self_test::probes()

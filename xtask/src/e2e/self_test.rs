@@ -44,12 +44,15 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 /// raises `systemd-analyze security`'s rating over the unit's budget (about 3.0 instead of
 /// 1.1; the running gateway keeps its settings until its next restart).
 ///
-/// The last four each remove one protection no other probe relies on: the token file made
+/// The last six each remove one protection no other probe relies on: the token file made
 /// world-readable (after the gateway's restart above, which leaves its mode alone), a sudoers
 /// drop-in that lets the service user run `/usr/bin/true` as root (the gateway's and the host
 /// commands' units have `NoNewPrivileges=yes`, so no probe's commands could use it), the
 /// system Docker's socket unmasked and listening (nothing connects to it, so the root daemon
-/// it would start never runs), and `Restart=no` for the gateway. That last one leaves the
+/// it would start never runs), sshd's `Compression yes` (in its file only: `sshd -T` reads
+/// the files, and the running sshd is left alone), sctp taken off the module blocklist (the
+/// cloud kernel ships it, so the probe's `modprobe` then loads it), and `Restart=no` for the
+/// gateway. That last one leaves the
 /// gateway dead after `gateway_restarts_after_kill`; the only probe between it and
 /// `agent_round_trip`, whose `clawfort setup` starts the gateway again with `systemctl
 /// restart`, is `fail2ban_bans_and_unbans`, which only talks to sshd.
@@ -93,6 +96,10 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
      && visudo -cf /etc/sudoers.d/e2e-service-user",
     "systemctl unmask docker.service docker.socket && systemctl start docker.socket \
      && systemctl is-active docker.socket",
+    "sed -i 's/^Compression no$/Compression yes/' /etc/ssh/sshd_config.d/10-clawfort.conf \
+     && sshd -T | grep -qx 'compression yes'",
+    "sed -i '/ sctp /d; / sctp$/d' /etc/modprobe.d/clawfort-blocked.conf \
+     && ! grep -qw sctp /etc/modprobe.d/clawfort-blocked.conf",
     "mkdir -p /etc/systemd/system/clawfort.service.d \
      && printf '[Service]\\nRestart=no\\n' > /etc/systemd/system/clawfort.service.d/e2e-no-restart.conf \
      && systemctl daemon-reload \
@@ -127,6 +134,13 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     // tidy: allow (an expected failure's text: the weakened variant changes this key)
     ("sysctls_as_defined", "kernel.core_pattern"),
     ("core_dumps_go_nowhere", "a crash left a core dump"),
+    ("kernel_modules_blocked", "`modprobe sctp` succeeded"),
+    ("kernel_modules_blocked", "sctp is loaded"),
+    ("login_umask", "an SSH session's umask is `0022`"),
+    ("login_umask", "a login shell's umask is `0022`"),
+    ("sshd_sessions_and_banner", "sshd's compression is `yes`"),
+    ("sshd_sessions_and_banner", "sshd's maxsessions is `10`"),
+    ("needrestart_automatic", "restart mode is `l`"),
     ("gateway_unit_exposure", "over its budget"),
     ("fail2ban_bans_and_unbans", "is not banned"),
     ("agent_round_trip", "reached the model before approval"),
