@@ -836,8 +836,10 @@ fn a_kept_module_must_be_a_blocked_one() {
 fn login_defaults_follow_the_image_config() {
     each_target(|files| {
         let defs = directives(&files["/etc/login.defs"]);
+        // USERGROUPS_ENAB yes would make pam_umask turn 027 into 007 for the admin.
         for line in [
             "UMASK\t\t027",
+            "USERGROUPS_ENAB\tno",
             "ENCRYPT_METHOD\t\tYESCRYPT",
             "YESCRYPT_COST_FACTOR\t5",
         ] {
