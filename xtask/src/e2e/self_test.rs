@@ -227,11 +227,13 @@ pub fn probes() -> Vec<String> {
     names
 }
 
-/// Checks the weakened image's report; prints one line per expectation.
-pub fn judge(report: &Report) -> Result<()> {
+/// Checks the weakened image's report; prints one line per expectation. `only` (the probes
+/// given with `--probe`; all when empty) narrows the cases judged to those probes.
+pub fn judge(report: &Report, only: &[String]) -> Result<()> {
     let mut wrong = Vec::new();
     let result = |name: &str| report.probes.iter().find(|probe| probe.name == name);
-    for (name, reason) in MUST_FAIL {
+    let selected = |name: &str| only.is_empty() || only.iter().any(|probe| probe == name);
+    for (name, reason) in MUST_FAIL.iter().filter(|(name, _)| selected(name)) {
         let verdict = match result(name) {
             None => Err("did not run".to_owned()),
             Some(probe) if probe.passed => {
@@ -250,7 +252,7 @@ pub fn judge(report: &Report) -> Result<()> {
             &mut wrong,
         );
     }
-    for name in MUST_PASS {
+    for name in MUST_PASS.iter().filter(|name| selected(name)) {
         let verdict = match result(name) {
             None => Err("did not run".to_owned()),
             Some(probe) if !probe.passed => {
