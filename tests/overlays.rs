@@ -166,6 +166,9 @@ fn sshd_is_key_only_without_root_or_forwarding_beyond_local() {
             ("AllowTcpForwarding", "local"),
             ("AllowGroups", "sudo"),
             ("HostKey", "/etc/ssh/ssh_host_ed25519_key"),
+            ("Compression", "no"),
+            ("MaxSessions", "2"),
+            ("Banner", "/etc/issue.net"),
             (
                 "Ciphers",
                 "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com",
@@ -804,4 +807,116 @@ fn audit_rules_follow_the_service_user_and_load_whole() {
             "tmpfiles makes {made_at_run_time}"
         );
     }
+}
+
+/// Each target's blocklist is `kernel_modules.blocked` less its `kept_modules`, every module
+/// both `install ... /bin/false` and blacklisted; the Pi keeps the USB storage it may boot
+/// from, the UEFI targets block it.
+#[test]
+fn kernel_modules_are_blocked_except_what_a_target_boots_from() {
+    let blocked = shipped_definition().image.kernel_modules.blocked;
+    for module in [
+        "dccp",
+        "sctp",
+        "rds",
+        "tipc",
+        "cramfs",
+        "udf",
+        "usb-storage",
+        "uas",
+    ] {
+        assert!(blocked.iter().any(|m| m == module), "{module}");
+    }
+    for module in ["vfat", "squashfs", "overlay", "fuse"] {
+        assert!(
+            !blocked.iter().any(|m| m == module),
+            "{module}: the boot partitions and Docker need it"
+        );
+    }
+    for target in known_targets(&repo().join("image/targets")) {
+        let files = render_target(&target, "").unwrap();
+        let lines = directives(&files["/etc/modprobe.d/clawfort-blocked.conf"]);
+        let expected = definition(&target, "").unwrap().blocked_modules();
+        let wanted: Vec<String> = expected
+            .iter()
+            .flat_map(|m| [format!("install {m} /bin/false"), format!("blacklist {m}")])
+            .collect();
+        assert_eq!(lines, wanted, "target {target}");
+        let usb_kept = target == "rpi";
+        for module in ["usb-storage", "uas"] {
+            assert_eq!(
+                !expected.iter().any(|m| m == module),
+                usb_kept,
+                "target {target}: {module}"
+            );
+        }
+    }
+}
+
+/// A target may only keep what the definition blocks: a misspelt name would silently keep
+/// nothing, so the loader refuses it and names the key.
+#[test]
+fn a_kept_module_must_be_a_blocked_one() {
+    let err = definition("rpi", "[kernel_modules]\nblocked = [\"sctp\"]\n").unwrap_err();
+    assert!(
+        format!("{err:#}").contains("target.kept_modules"),
+        "{err:#}"
+    );
+}
+
+/// umask, password hashing and the banner come from `[login]`: login.defs (console logins,
+/// useradd), ssh.service (every SSH session) and profile.d (login shells) agree, and the
+/// banner names no OS.
+#[test]
+fn login_defaults_follow_the_image_config() {
+    each_target(|files| {
+        let defs = directives(&files["/etc/login.defs"]);
+        // USERGROUPS_ENAB yes would make pam_umask turn 027 into 007 for the admin.
+        for line in [
+            "UMASK\t\t027",
+            "USERGROUPS_ENAB\tno",
+            "ENCRYPT_METHOD\t\tYESCRYPT",
+            "YESCRYPT_COST_FACTOR\t5",
+        ] {
+            assert!(defs.contains(&line), "{line:?} in {defs:?}");
+        }
+        assert_eq!(
+            directives(&files["/etc/systemd/system/ssh.service.d/10-clawfort-umask.conf"]),
+            ["[Service]", "UMask=027"]
+        );
+        assert_eq!(
+            directives(&files["/etc/profile.d/clawfort-umask.sh"]),
+            ["umask 027"]
+        );
+        for banner in ["/etc/issue", "/etc/issue.net"] {
+            let text = &files[banner];
+            assert!(text.starts_with("Authorised access only."), "{text}");
+            assert!(!text.contains("Debian") && !text.contains('\\'), "{text}");
+        }
+    });
+    let files = render("[login]\numask = \"077\"\n").unwrap();
+    assert!(files["/etc/profile.d/clawfort-umask.sh"].contains("umask 077"));
+    let err = render("[login]\numask = \"22x\"\n").unwrap_err();
+    assert!(err.contains("login.umask"), "{err}");
+}
+
+/// needrestart restarts what an update left on old libraries, without asking.
+#[test]
+fn needrestart_restarts_automatically() {
+    each_target(|files| {
+        assert_eq!(
+            directives(&files["/etc/needrestart/conf.d/50-clawfort.conf"]),
+            ["$nrconf{restart} = 'a';"]
+        );
+    });
+    assert!(shipped_definition()
+        .image
+        .debian
+        .packages
+        .iter()
+        .any(|p| p == "needrestart"));
+    let err = render("[ssh]\nmax_sessions = 0\n").unwrap_err();
+    assert!(err.contains("ssh.max_sessions"), "{err}");
+    let err = render("[updates]\nneedrestart_mode = \"x\"\n").unwrap_err();
+    assert!(err.contains("updates.needrestart_mode"), "{err}");
 }

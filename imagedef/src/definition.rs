@@ -34,7 +34,9 @@ pub struct ImageConfig {
     pub updates: UpdatesSection,
     pub journald: JournaldSection,
     pub sysctl: BTreeMap<String, toml::Value>,
+    pub kernel_modules: KernelModulesSection,
     pub sandbox: SandboxSection,
+    pub login: LoginSection,
     pub services: ServicesSection,
     /// Explicit modes for files and directories of the built image (`"/etc/sudoers.d/x" =
     /// "0440"`), because git only records the executable bit of an overlay file.
@@ -153,6 +155,8 @@ pub struct SshSection {
     pub ciphers: Vec<String>,
     pub macs: Vec<String>,
     pub host_key_algorithms: Vec<String>,
+    /// sshd `MaxSessions`: sessions one connection may carry at once (the suite needs 1).
+    pub max_sessions: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +175,8 @@ pub struct UpdatesSection {
     pub origins: Vec<String>,
     #[allow(dead_code)] // read by templates; typed so a wrong type names the key
     pub automatic_reboot: bool,
+    /// needrestart's `$nrconf{restart}`: `a` (restart), `l` (list) or `i` (ask).
+    pub needrestart_mode: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,11 +187,32 @@ pub struct JournaldSection {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct KernelModulesSection {
+    /// Modules that never load (`install <m> /bin/false` and `blacklist <m>`), less a target's
+    /// `kept_modules`.
+    pub blocked: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SandboxSection {
     pub image: String,
     pub packages: Vec<String>,
     /// Where the service user's rootless Docker listens (`<socket_dir>/docker.sock`).
     pub socket_dir: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSection {
+    /// The login shells' umask, in octal (`027`).
+    pub umask: String,
+    /// login.defs `ENCRYPT_METHOD`.
+    pub encrypt_method: String,
+    /// login.defs `YESCRYPT_COST_FACTOR` (1..=11).
+    pub yescrypt_cost_factor: u32,
+    #[allow(dead_code)] // read by templates; typed so a wrong type names the key
+    pub banner: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +244,9 @@ pub struct TargetConfig {
     /// with the same rules: files only this target needs (the Pi's raspi-firmware settings).
     #[serde(default)]
     pub overlays: Vec<PathBuf>,
+    /// Modules of `kernel_modules.blocked` this target keeps loadable (what it boots from).
+    #[serde(default)]
+    pub kept_modules: Vec<String>,
     /// Disk size for this target when `--size` is not given; overrides `image.size`.
     #[serde(default)]
     pub size: Option<Size>,

@@ -53,6 +53,14 @@ impl LoadedConfig {
         })?;
 
         let (target, target_document, target_path) = load_target_file(targets_dir, target)?;
+        for module in &target.kept_modules {
+            ensure!(
+                image.kernel_modules.blocked.contains(module),
+                "key `target.kept_modules` of {}: `{module}` is not in `kernel_modules.blocked`, \
+                 so there is nothing to keep (spell it as the blocked list does)",
+                target_path.display()
+            );
+        }
         sources.push(target_path);
         Ok(Self {
             document,
@@ -61,6 +69,18 @@ impl LoadedConfig {
             target,
             sources,
         })
+    }
+
+    /// The modules that never load on this target: `kernel_modules.blocked` less the target's
+    /// `kept_modules` (what /etc/modprobe.d/clawfort-blocked.conf lists).
+    pub fn blocked_modules(&self) -> Vec<String> {
+        self.image
+            .kernel_modules
+            .blocked
+            .iter()
+            .filter(|module| !self.target.kept_modules.contains(module))
+            .cloned()
+            .collect()
     }
 
     /// The overlay trees, in the order they are applied: `base` (the repository's `overlays/`

@@ -157,6 +157,11 @@ pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
 
     ensure!(c.ssh.port != 0, "key `ssh.port`: port 0 is not a port");
     ensure!(
+        (1..=10).contains(&c.ssh.max_sessions),
+        "key `ssh.max_sessions`: {} is outside 1..=10 (0 would refuse every shell and command)",
+        c.ssh.max_sessions
+    );
+    ensure!(
         (1..=10).contains(&c.ssh.max_auth_tries),
         "key `ssh.max_auth_tries`: {} is outside 1..=10",
         c.ssh.max_auth_tries
@@ -283,6 +288,47 @@ pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
         );
         parse_mode(mode).with_context(|| format!("key `file_modes.\"{path}\"`"))?;
     }
+    validate_login_and_modules(c)
+}
+
+/// `[updates]`' needrestart mode, `[kernel_modules]` and `[login]`.
+fn validate_login_and_modules(c: &ImageConfig) -> Result<()> {
+    ensure!(
+        ["a", "l", "i"].contains(&c.updates.needrestart_mode.as_str()),
+        "key `updates.needrestart_mode`: `{}` is not one of a (restart), l (list), i (ask)",
+        c.updates.needrestart_mode
+    );
+    for (i, module) in c.kernel_modules.blocked.iter().enumerate() {
+        ensure!(
+            !module.is_empty()
+                && module.chars().all(|ch| ch.is_ascii_lowercase()
+                    || ch.is_ascii_digit()
+                    || ch == '-'
+                    || ch == '_'),
+            "key `kernel_modules.blocked[{i}]`: `{module}` is not a kernel module name (as \
+             `modinfo` knows it, e.g. `usb-storage`)"
+        );
+    }
+    ensure!(
+        matches!(c.login.umask.len(), 3 | 4) && u32::from_str_radix(&c.login.umask, 8).is_ok(),
+        "key `login.umask`: `{}` is not an octal umask such as `027`",
+        c.login.umask
+    );
+    ensure!(
+        ["YESCRYPT", "SHA512"].contains(&c.login.encrypt_method.as_str()),
+        "key `login.encrypt_method`: `{}` is not YESCRYPT or SHA512 (the others are weak)",
+        c.login.encrypt_method
+    );
+    ensure!(
+        (1..=11).contains(&c.login.yescrypt_cost_factor),
+        "key `login.yescrypt_cost_factor`: {} is outside login.defs' 1..=11",
+        c.login.yescrypt_cost_factor
+    );
+    ensure!(
+        !c.login.banner.trim().is_empty() && !c.login.banner.contains('\\'),
+        "key `login.banner`: write some text, without backslashes (getty reads `\\s`, `\\r` \
+         and the like in /etc/issue as the OS name and version, which a banner must not show)"
+    );
     Ok(())
 }
 

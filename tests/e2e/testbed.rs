@@ -134,6 +134,21 @@ pub struct Expectations {
     /// The worst `systemd-analyze security` exposure `clawfort.service` may have
     /// (`gateway.exposure_budget`).
     pub gateway_exposure_budget: f64,
+    pub kernel_and_login: KernelAndLogin,
+}
+
+/// The kernel, login and update defaults of the image definition (issue 15, item 4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KernelAndLogin {
+    /// Modules that never load on this target (`kernel_modules.blocked` less the target's
+    /// `kept_modules`).
+    pub blocked_modules: Vec<String>,
+    /// The umask of the admin's shells, in octal as `umask` prints it (`0027`).
+    pub umask: String,
+    /// sshd `MaxSessions` (`ssh.max_sessions`).
+    pub ssh_max_sessions: u32,
+    /// needrestart's `$nrconf{restart}` (`updates.needrestart_mode`).
+    pub needrestart_mode: String,
 }
 
 /// The probe binary's JSON report (at [`Testbed::report`]), which `cargo xtask e2e` reads back.

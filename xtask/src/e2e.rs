@@ -43,7 +43,8 @@ pub struct Args {
     /// configuration) and require the probes guarding them to fail.
     #[arg(long)]
     pub self_test: bool,
-    /// Run only this probe (repeatable; `cargo test --test e2e -- --list` lists them).
+    /// Run only this probe (repeatable; `cargo test --test e2e -- --list` lists them). With
+    /// --self-test, only these of the self-test's cases are run and judged.
     #[arg(long = "probe")]
     pub probes: Vec<String>,
     /// Skip the second boot (the uniqueness probe then fails): quicker while developing.
@@ -124,9 +125,9 @@ pub fn run(args: Args) -> Result<()> {
         ssh_key: &key,
         admin_user: users.admin.name.clone(),
         service_user: users.service.name.clone(),
-        expect: expect::expectations(&definition.image)?,
+        expect: expect::expectations(&definition)?,
         boot_peer: !args.self_test && !args.no_peer,
-        only: if args.self_test {
+        only: if args.self_test && args.probes.is_empty() {
             self_test::probes()
         } else {
             args.probes.clone()
@@ -151,7 +152,7 @@ pub fn run(args: Args) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     if args.self_test {
-        return self_test::judge(report);
+        return self_test::judge(report, &args.probes);
     }
     let failed: Vec<&str> = report
         .probes

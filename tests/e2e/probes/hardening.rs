@@ -1,6 +1,8 @@
-//! The kernel and service hardening as the running guest has it, not as its files say: every
-//! sysctl of the image definition with its value, core dumps going nowhere, and the gateway
-//! unit's `systemd-analyze security` exposure within the budget the definition states.
+//! The kernel, login and service hardening as the running guest has it, not as its files say:
+//! every sysctl of the image definition with its value, core dumps going nowhere, the gateway
+//! unit's `systemd-analyze security` exposure within the budget the definition states, the
+//! blocked kernel modules out of the kernel, the login umask, sshd's session limits and
+//! banner, and needrestart's mode.
 
 use std::collections::BTreeMap;
 
@@ -164,4 +166,192 @@ pub(crate) fn exposure(ctx: &Ctx, unit: &str) -> Result<f64> {
                 crate::exec::last_lines(&report, 3)
             )
         })
+}
+
+/// Every module the image definition blocks on this target stays out of the running kernel:
+/// modprobe's configuration has its `install <module> /bin/false` and `blacklist <module>`
+/// lines, `modprobe <module>` (as root) fails, and the module is not in /proc/modules. A
+/// module this kernel does not ship at all can only be checked through the configuration;
+/// the detail names the ones really refused.
+pub fn kernel_modules_blocked(ctx: &Ctx) -> Result<String> {
+    let blocked = &ctx.testbed.expect.kernel_and_login.blocked_modules;
+    ensure!(
+        !blocked.is_empty(),
+        "the image definition blocks no kernel module, so there is nothing to check"
+    );
+    let list: Vec<String> = blocked.iter().map(|module| shell_quote(module)).collect();
+    let output = ctx.admin.check_root(&format!(
+        "builtin=/lib/modules/$(uname -r)/modules.builtin; \
+         for m in {}; do \
+           name=$(printf %s \"$m\" | tr - _); \
+           if modprobe \"$m\" >/dev/null 2>&1; then load=loaded; else load=refused; fi; \
+           if grep -q \"^$name \" /proc/modules; then now=present; else now=absent; fi; \
+           if modinfo -n \"$m\" >/dev/null 2>&1; then ship=shipped; else ship=missing; fi; \
+           if tr - _ < \"$builtin\" | grep -q \"/$name.ko\"; then ship=builtin; fi; \
+           echo \"module $m $load $now $ship\"; \
+         done; \
+         modprobe --showconfig | grep -E '^(install|blacklist) '",
+        list.join(" ")
+    ))?;
+    let config: Vec<String> = output
+        .lines()
+        .filter(|line| !line.starts_with("module "))
+        .map(|line| line.replace('-', "_"))
+        .collect();
+    let mut problems = Vec::new();
+    let mut refused = Vec::new();
+    for module in blocked {
+        let name = module.replace('-', "_");
+        let Some(facts) = output.lines().find_map(|line| {
+            line.strip_prefix(&format!("module {module} "))
+                .map(|rest| rest.split_whitespace().collect::<Vec<_>>())
+        }) else {
+            problems.push(format!("{module} was not checked"));
+            continue;
+        };
+        let [load, now, ship] = facts[..] else {
+            problems.push(format!("{module}: unreadable facts {facts:?}"));
+            continue;
+        };
+        if !config.contains(&format!("install {name} /bin/false")) {
+            problems.push(format!(
+                "{module} has no `install {module} /bin/false` in modprobe's configuration"
+            ));
+        }
+        if !config.contains(&format!("blacklist {name}")) {
+            problems.push(format!("{module} is not blacklisted"));
+        }
+        if load == "loaded" {
+            problems.push(format!("`modprobe {module}` succeeded"));
+        }
+        if now == "present" {
+            problems.push(format!("{module} is loaded (in /proc/modules)"));
+        }
+        if ship == "builtin" {
+            problems.push(format!(
+                "{module} is built into the kernel, where no configuration can block it"
+            ));
+        }
+        if ship == "shipped" && load == "refused" && now == "absent" {
+            refused.push(module.as_str());
+        }
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("; "));
+    Ok(format!(
+        "all {} blocked modules are configured `install /bin/false` and blacklisted, none is \
+         loaded; the {} this kernel ships were refused by modprobe: {}",
+        blocked.len(),
+        refused.len(),
+        refused.join(" ")
+    ))
+}
+
+/// The admin's shells start with the image definition's umask (`login.umask`): a command run
+/// over SSH (ssh.service's `UMask=`) and a login shell (/etc/profile.d), and login.defs says
+/// the same for console logins and useradd.
+pub fn login_umask(ctx: &Ctx) -> Result<String> {
+    let want = &ctx.testbed.expect.kernel_and_login.umask;
+    let output = ctx.admin.check(
+        "echo session=$(umask); echo login=$(bash -l -c umask); \
+         echo defs=$(awk '$1 == \"UMASK\" {print $2}' /etc/login.defs)",
+    )?;
+    let fact = |key: &str| {
+        output
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")))
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    let mut problems = Vec::new();
+    for (what, got) in [
+        ("an SSH session's umask", fact("session")),
+        ("a login shell's umask", fact("login")),
+        ("login.defs' UMASK", format!("{:0>4}", fact("defs"))),
+    ] {
+        if got != *want {
+            problems.push(format!("{what} is `{got}`, not `{want}`"));
+        }
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("; "));
+    Ok(format!(
+        "umask {want} in SSH sessions, login shells and login.defs"
+    ))
+}
+
+/// sshd's effective settings (`sshd -T`, as root): no compression, at most the image
+/// definition's `ssh.max_sessions` sessions per connection, and the legal banner, which names
+/// no operating system.
+pub fn sshd_sessions_and_banner(ctx: &Ctx) -> Result<String> {
+    let max_sessions = ctx.testbed.expect.kernel_and_login.ssh_max_sessions;
+    let output = ctx.admin.check_root(
+        "sshd -T | grep -E '^(compression|maxsessions|banner) '; echo; cat /etc/issue.net",
+    )?;
+    let (settings, banner) = output.split_once("\n\n").unwrap_or((&output, ""));
+    let setting = |key: &str| {
+        settings
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key} ")))
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    let mut problems = Vec::new();
+    for (key, want) in [
+        ("compression", "no".to_owned()),
+        ("maxsessions", max_sessions.to_string()),
+        ("banner", "/etc/issue.net".to_owned()),
+    ] {
+        let got = setting(key);
+        if got != want {
+            problems.push(format!("sshd's {key} is `{got}`, not `{want}`"));
+        }
+    }
+    if banner.trim().is_empty() || banner.contains("Debian") {
+        problems.push(format!(
+            "/etc/issue.net is not the legal banner: `{}`",
+            banner.trim()
+        ));
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("; "));
+    Ok(format!(
+        "sshd: compression no, maxsessions {max_sessions}, banner /etc/issue.net (`{}`)",
+        banner
+            .lines()
+            .find(|line| !line.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+    ))
+}
+
+/// needrestart is installed, hooked into apt (so unattended-upgrades runs it after every
+/// upgrade), and its effective restart mode, read through its own configuration file and
+/// drop-ins, is the image definition's `updates.needrestart_mode`.
+pub fn needrestart_automatic(ctx: &Ctx) -> Result<String> {
+    let want = &ctx.testbed.expect.kernel_and_login.needrestart_mode;
+    let output = ctx.admin.check_root(
+        "command -v needrestart || echo binary=missing; \
+         echo hook=$(grep -l needrestart /etc/apt/apt.conf.d/* 2>/dev/null | tr '\\n' ' '); \
+         perl -e 'do \"/etc/needrestart/needrestart.conf\"; die $@ if $@; print \"mode=$nrconf{restart}\\n\"'",
+    )?;
+    let fact = |key: &str| {
+        output
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")))
+            .map(|value| value.trim().to_owned())
+    };
+    ensure!(fact("binary").is_none(), "needrestart is not installed");
+    let hook = fact("hook").unwrap_or_default();
+    ensure!(
+        !hook.is_empty(),
+        "no apt hook runs needrestart (nothing in /etc/apt/apt.conf.d names it)"
+    );
+    let mode = fact("mode").unwrap_or_default();
+    ensure!(
+        mode == *want,
+        "needrestart's restart mode is `{mode}`, not `{want}`"
+    );
+    Ok(format!(
+        "needrestart restart mode `{mode}`, run by apt through {hook}"
+    ))
 }

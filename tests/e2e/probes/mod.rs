@@ -73,6 +73,22 @@ pub const ALL: &[Probe] = &[
         run: hardening::gateway_unit_exposure,
     },
     Probe {
+        name: "kernel_modules_blocked",
+        run: hardening::kernel_modules_blocked,
+    },
+    Probe {
+        name: "login_umask",
+        run: hardening::login_umask,
+    },
+    Probe {
+        name: "sshd_sessions_and_banner",
+        run: hardening::sshd_sessions_and_banner,
+    },
+    Probe {
+        name: "needrestart_automatic",
+        run: hardening::needrestart_automatic,
+    },
+    Probe {
         name: "service_user_has_no_sudo",
         run: system::service_user_has_no_sudo,
     },

@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
-use clawfort_imagedef::{parse_duration, ImageConfig};
+use clawfort_imagedef::{parse_duration, LoadedConfig};
 
-use super::testbed::Expectations;
+use super::testbed::{Expectations, KernelAndLogin};
 
-pub fn expectations(image: &ImageConfig) -> Result<Expectations> {
+pub fn expectations(definition: &LoadedConfig) -> Result<Expectations> {
+    let image = &definition.image;
     Ok(Expectations {
         ssh_port: image.ssh.port,
         gateway_port: image.gateway.port,
@@ -24,6 +25,13 @@ pub fn expectations(image: &ImageConfig) -> Result<Expectations> {
         fail2ban_bantime_s: parse_duration("fail2ban.bantime", &image.fail2ban.bantime)?,
         sysctl: sysctls(&image.sysctl)?,
         gateway_exposure_budget: image.gateway.exposure_budget,
+        kernel_and_login: KernelAndLogin {
+            blocked_modules: definition.blocked_modules(),
+            // `umask` prints four digits.
+            umask: format!("{:0>4}", image.login.umask),
+            ssh_max_sessions: image.ssh.max_sessions,
+            needrestart_mode: image.updates.needrestart_mode.clone(),
+        },
     })
 }
 
@@ -58,7 +66,7 @@ mod tests {
                 target,
             )
             .unwrap();
-            let expect = expectations(&definition.image).unwrap();
+            let expect = expectations(&definition).unwrap();
             assert!(
                 expect.fail2ban_bantime_s <= 60,
                 "the suite needs a short test bantime"
@@ -96,12 +104,35 @@ mod tests {
         let expected = crate::image::load_definition(std::slice::from_ref(&suite), target).unwrap();
         let built = crate::image::load_definition(&[suite, weakened], target).unwrap();
         let (expected, built) = (
-            expectations(&expected.image).unwrap(),
-            expectations(&built.image).unwrap(),
+            expectations(&expected).unwrap(),
+            expectations(&built).unwrap(),
         );
         for key in ["kernel.core_pattern", "kernel.kptr_restrict"] {
             assert_ne!(expected.sysctl[key], built.sysctl[key], "{key}");
         }
         assert_eq!(expected.sysctl.len(), built.sysctl.len());
+    }
+
+    /// The self-test's weakened umask, session limit and needrestart mode really differ from
+    /// what the suite expects, and the blocked modules are expected on the weakened image too
+    /// (its sctp is dropped at run time).
+    #[test]
+    fn weakened_login_and_ssh_differ_from_the_expectations() {
+        let root = crate::project_root();
+        let suite = root.join("tests/e2e/variants/suite.toml");
+        let weakened = root.join("tests/e2e/variants/weakened.toml");
+        let target = crate::image::Target::default();
+        let expected = crate::image::load_definition(std::slice::from_ref(&suite), target).unwrap();
+        let built = crate::image::load_definition(&[suite, weakened], target).unwrap();
+        let (expected, built) = (
+            expectations(&expected).unwrap().kernel_and_login,
+            expectations(&built).unwrap().kernel_and_login,
+        );
+        assert_eq!(expected.umask, "0027");
+        assert_ne!(expected.umask, built.umask);
+        assert_ne!(expected.ssh_max_sessions, built.ssh_max_sessions);
+        assert_ne!(expected.needrestart_mode, built.needrestart_mode);
+        assert!(expected.blocked_modules.iter().any(|m| m == "sctp"));
+        assert_eq!(expected.blocked_modules, built.blocked_modules);
     }
 }

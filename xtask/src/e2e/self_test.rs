@@ -46,12 +46,15 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 /// raises `systemd-analyze security`'s rating over the unit's budget (about 3.0 instead of
 /// 1.1; the running gateway keeps its settings until its next restart).
 ///
-/// The last four each remove one protection no other probe relies on: the token file made
+/// The last six each remove one protection no other probe relies on: the token file made
 /// world-readable (after the gateway's restart above, which leaves its mode alone), a sudoers
 /// drop-in that lets the service user run `/usr/bin/true` as root (the gateway's and the host
 /// commands' units have `NoNewPrivileges=yes`, so no probe's commands could use it), the
 /// system Docker's socket unmasked and listening (nothing connects to it, so the root daemon
-/// it would start never runs), and `Restart=no` for the gateway. That last one leaves the
+/// it would start never runs), sshd's `Compression yes` (in its file only: `sshd -T` reads
+/// the files, and the running sshd is left alone), sctp taken off the module blocklist (the
+/// cloud kernel ships it, so the probe's `modprobe` then loads it), and `Restart=no` for the
+/// gateway. That last one leaves the
 /// gateway dead after `gateway_restarts_after_kill`; the only probe between it and
 /// `agent_round_trip`, whose `clawfort setup` starts the gateway again with `systemctl
 /// restart`, is `fail2ban_bans_and_unbans`, which only talks to sshd. Last, auditd is stopped
@@ -99,6 +102,10 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
      && visudo -cf /etc/sudoers.d/e2e-service-user",
     "systemctl unmask docker.service docker.socket && systemctl start docker.socket \
      && systemctl is-active docker.socket",
+    "sed -i 's/^Compression no$/Compression yes/' /etc/ssh/sshd_config.d/10-clawfort.conf \
+     && sshd -T | grep -qx 'compression yes'",
+    "sed -i '/ sctp /d; / sctp$/d' /etc/modprobe.d/clawfort-blocked.conf \
+     && ! grep -qw sctp /etc/modprobe.d/clawfort-blocked.conf",
     "mkdir -p /etc/systemd/system/clawfort.service.d \
      && printf '[Service]\\nRestart=no\\n' > /etc/systemd/system/clawfort.service.d/e2e-no-restart.conf \
      && systemctl daemon-reload \
@@ -141,6 +148,13 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     // tidy: allow (an expected failure's text: the weakened variant changes this key)
     ("sysctls_as_defined", "kernel.core_pattern"),
     ("core_dumps_go_nowhere", "a crash left a core dump"),
+    ("kernel_modules_blocked", "`modprobe sctp` succeeded"),
+    ("kernel_modules_blocked", "sctp is loaded"),
+    ("login_umask", "an SSH session's umask is `0022`"),
+    ("login_umask", "a login shell's umask is `0022`"),
+    ("sshd_sessions_and_banner", "sshd's compression is `yes`"),
+    ("sshd_sessions_and_banner", "sshd's maxsessions is `10`"),
+    ("needrestart_automatic", "restart mode is `l`"),
     ("gateway_unit_exposure", "over its budget"),
     // The jail's value in force, which weakened.toml sets (the suite's expectation is 5).
     ("fail2ban_bans_and_unbans", "the sshd jail's maxretry 1000"),
@@ -227,11 +241,13 @@ pub fn probes() -> Vec<String> {
     names
 }
 
-/// Checks the weakened image's report; prints one line per expectation.
-pub fn judge(report: &Report) -> Result<()> {
+/// Checks the weakened image's report; prints one line per expectation. `only` (the probes
+/// given with `--probe`; all when empty) narrows the cases judged to those probes.
+pub fn judge(report: &Report, only: &[String]) -> Result<()> {
     let mut wrong = Vec::new();
     let result = |name: &str| report.probes.iter().find(|probe| probe.name == name);
-    for (name, reason) in MUST_FAIL {
+    let selected = |name: &str| only.is_empty() || only.iter().any(|probe| probe == name);
+    for (name, reason) in MUST_FAIL.iter().filter(|(name, _)| selected(name)) {
         let verdict = match result(name) {
             None => Err("did not run".to_owned()),
             Some(probe) if probe.passed => {
@@ -250,7 +266,7 @@ pub fn judge(report: &Report) -> Result<()> {
             &mut wrong,
         );
     }
-    for name in MUST_PASS {
+    for name in MUST_PASS.iter().filter(|name| selected(name)) {
         let verdict = match result(name) {
             None => Err("did not run".to_owned()),
             Some(probe) if !probe.passed => {
