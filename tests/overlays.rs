@@ -871,10 +871,8 @@ fn a_kept_module_must_be_a_blocked_one() {
 fn login_defaults_follow_the_image_config() {
     each_target(|files| {
         let defs = directives(&files["/etc/login.defs"]);
-        // USERGROUPS_ENAB yes would make pam_umask turn 027 into 007 for the admin.
         for line in [
             "UMASK\t\t027",
-            "USERGROUPS_ENAB\tno",
             "ENCRYPT_METHOD\t\tYESCRYPT",
             "YESCRYPT_COST_FACTOR\t5",
         ] {
@@ -888,12 +886,25 @@ fn login_defaults_follow_the_image_config() {
             directives(&files["/etc/profile.d/clawfort-umask.sh"]),
             ["umask 027"]
         );
+        // Debian's pam_umask gives a user whose group bears its name the owner's bits for the
+        // group (027 becomes 007); the profile runs it again without that rule.
         for banner in ["/etc/issue", "/etc/issue.net"] {
             let text = &files[banner];
             assert!(text.starts_with("Authorised access only."), "{text}");
             assert!(!text.contains("Debian") && !text.contains('\\'), "{text}");
         }
     });
+    // Debian's pam_umask gives a user whose group bears its name the owner's bits for the group
+    // (027 becomes 007); the profile, which pam-auth-update puts after Debian's line, runs it
+    // again without that rule.
+    let profile =
+        std::fs::read_to_string(repo().join("overlays/usr/share/pam-configs/clawfort-umask"))
+            .unwrap();
+    assert!(
+        profile.contains("Session-Type: Additional\n")
+            && profile.contains("\toptional\tpam_umask.so nousergroups\n"),
+        "{profile}"
+    );
     let files = render("[login]\numask = \"077\"\n").unwrap();
     assert!(files["/etc/profile.d/clawfort-umask.sh"].contains("umask 077"));
     let err = render("[login]\numask = \"22x\"\n").unwrap_err();

@@ -4,7 +4,7 @@
 //! 2. the users from `[users]`;
 //! 3. `overlays/`, then the target's `overlays` (templates rendered with the image config; see
 //!    `overlays.rs` for the rules);
-//! 4. `[file_modes]`;
+//! 4. `[file_modes]`, then `pam-auth-update` for the PAM profiles the overlays added;
 //! 5. the gateway binary and the sandbox root file system tar;
 //! 6. `[services]`: enable, disable, mask (with the image's own systemctl, offline);
 //! 7. the administrator's authorized_keys, only when `--authorized-key` was given.
@@ -125,6 +125,14 @@ fn customise(
         stage.step(format!("{} overlay files installed", written.len()));
     }
     overlays::apply_file_modes(rootfs, &config.image.file_modes)?;
+    // A PAM profile the overlays put in /usr/share/pam-configs (clawfort-umask) takes effect
+    // through Debian's pam-auth-update, which writes /etc/pam.d/common-* and records their
+    // hashes, so later upgrades of PAM packages keep managing those files.
+    stage.step("PAM profiles (pam-auth-update)");
+    stage.run(cmd!(
+        sh,
+        "chroot {rootfs} env DEBIAN_FRONTEND=noninteractive pam-auth-update --package"
+    ))?;
 
     stage.step("gateway binary and sandbox root file system");
     install_file(rootfs, inputs.gateway_binary, gateway::IMAGE_PATH, 0o755)?;
