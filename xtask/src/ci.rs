@@ -1,8 +1,9 @@
 //! `cargo xtask ci`: everything CI checks, in the order that fails fastest. `.ci/run` and the
 //! README's test command both call this, so a developer runs exactly what CI runs.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
@@ -74,6 +75,15 @@ pub fn run(args: Args) -> Result<()> {
              `cargo xtask ci --no-image` for the checks that need no image"
         );
     }
+    // Emulated dpkg is most of a cold ARM build (20-35 minutes a target) and needs only the
+    // image definition, so the ARM targets' cached stages are made from here on, beside the
+    // x86_64 steps, at the lowest CPU priority: they take the time those steps leave idle
+    // (downloads, guests waiting) and the ARM step below then finds them ready.
+    let warming = if args.no_image {
+        None
+    } else {
+        Some(Warming::start(&["aarch64", "rpi"])?)
+    };
     if args.no_image {
         step("cargo xtask fuzz --seconds 30", &|| {
             Ok(cmd!(sh, "cargo xtask fuzz --seconds 30").run()?)
@@ -111,6 +121,10 @@ pub fn run(args: Args) -> Result<()> {
                 ])
             },
         )?;
+        let warming = warming.as_ref().expect("started with the image steps");
+        step("ARM cached stages (made beside the x86_64 steps)", &|| {
+            warming.wait()
+        })?;
         step("cargo xtask image --target aarch64 | --target rpi", &|| {
             // Under qemu-user, dpkg and the package scripts keep one core busy each, so on
             // a two-core machine the pair takes little longer than the slower one.
@@ -208,6 +222,82 @@ fn beside(sh: &Shell, foreground: &[&str], background: &[&str], log: &str) -> Re
         "`{shown}` failed ({status}); full output in {log}"
     );
     Ok(())
+}
+
+/// `cargo xtask image --target <t> --cache-only` for some targets, running at nice 19 from
+/// [`Warming::start`] until [`Warming::wait`]; dropped earlier (a step failed), it stops them.
+struct Warming {
+    /// Target, log file and the process, which leads its own process group.
+    children: std::cell::RefCell<Vec<(String, String, Child)>>,
+}
+
+impl Warming {
+    fn start(targets: &[&str]) -> Result<Self> {
+        std::fs::create_dir_all("out")?;
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let warming = Self {
+            children: Default::default(),
+        };
+        for target in targets {
+            let log = format!("out/ci-cache-{target}.log");
+            let file =
+                std::fs::File::create(&log).with_context(|| format!("cannot create {log}"))?;
+            eprintln!(
+                "$ nice -n 19 cargo xtask image --target {target} --cache-only  (in the \
+                 background, output in {log})"
+            );
+            // tidy: spawn (runs beside the other steps at nice 19; waited for, or stopped with its group)
+            let child = Command::new("nice")
+                .args(["-n", "19", &cargo, "xtask", "image", "--target", target])
+                .arg("--cache-only")
+                .stdout(file.try_clone()?)
+                .stderr(file)
+                .process_group(0)
+                .spawn()
+                .with_context(|| format!("cannot start the cached stages of {target}"))?;
+            warming
+                .children
+                .borrow_mut()
+                .push(((*target).to_owned(), log, child));
+        }
+        Ok(warming)
+    }
+
+    /// Waits for every target; a failure names the target and shows the end of its log.
+    fn wait(&self) -> Result<()> {
+        let mut failed = Vec::new();
+        for (target, log, mut child) in self.children.take() {
+            let status = child.wait()?;
+            if !status.success() {
+                let output = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = output.lines().collect();
+                let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+                eprintln!("--- cached stages of {target} ({status}), last lines ---\n{tail}");
+                failed.push(format!("{target} (full output in {log})"));
+            }
+        }
+        ensure!(
+            failed.is_empty(),
+            "the cached stages failed for {}",
+            failed.join(", ")
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Warming {
+    fn drop(&mut self) {
+        for (target, _, child) in self.children.get_mut() {
+            if let Ok(None) = child.try_wait() {
+                eprintln!("stopping the cached stages of {target}");
+                if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+                    let _ =
+                        rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
+                }
+                let _ = child.wait();
+            }
+        }
+    }
 }
 
 /// The test user `tests/sandbox.rs` starts its rootless Docker daemon as.

@@ -96,6 +96,11 @@ pub struct Args {
     /// Rebuild every stage even when its inputs did not change.
     #[arg(long)]
     pub rebuild: bool,
+    /// Make only the stages kept in the persistent cache (the bootstrap and the sandbox) and
+    /// stop. A later build of the target reuses them; `cargo xtask ci` makes the ARM targets'
+    /// this way beside the x86_64 steps, since emulated dpkg is most of a cold ARM build.
+    #[arg(long)]
+    pub cache_only: bool,
 }
 
 /// Everything [`build`] needs; paths may be relative to the current directory.
@@ -159,8 +164,38 @@ impl From<Args> for BuildOptions {
 
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
+    if args.cache_only {
+        let profile = Profile::resolve(&args.into())?;
+        host_tools::ensure_for(&profile.definition.target, Purpose::Build)?;
+        host_tools::ensure_binfmt(&profile.definition.target.debian_arch)?;
+        cached_stages(&profile)?;
+        eprintln!(
+            "\nthe cached stages of target {} are ready ({:.0} s); `cargo xtask image --target {}` \
+             reuses them",
+            profile.definition.target.name,
+            started.elapsed().as_secs_f64(),
+            profile.definition.target.name
+        );
+        return Ok(());
+    }
     let artifacts = build(&args.into())?;
     print_summary(&artifacts, started.elapsed());
+    Ok(())
+}
+
+/// The stages kept in the persistent cache, made (or found) and left for later builds.
+fn cached_stages(profile: &Profile) -> Result<()> {
+    let layout = &profile.layout;
+    let _work_lock = cache::DirLock::acquire(&layout.work)?;
+    let mut runner = Runner::new(layout.logs(), profile.rebuild);
+    let apt = bootstrap::AptSetup::prepare(profile)?;
+    let target = &profile.definition.target;
+    let _bootstrap_lock =
+        cache::DirLock::acquire_named(&layout.locks(), &format!("bootstrap-{}", target.name))?;
+    bootstrap::run(&mut runner, profile, &apt)?;
+    let _sandbox_lock =
+        cache::DirLock::acquire_named(&layout.locks(), &format!("sandbox-{}", target.debian_arch))?;
+    sandbox::run(&mut runner, profile, &apt)?;
     Ok(())
 }
 
