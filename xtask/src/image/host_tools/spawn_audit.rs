@@ -26,7 +26,7 @@ const ALWAYS_THERE: &[AlwaysThere] = &[
         package: "coreutils (Essential: yes)",
         programs: &[
             "[", "chmod", "chroot", "cp", "dd", "echo", "env", "head", "id", "ls", "mkdir",
-            "mktemp", "printf", "rm", "sha256sum", "sync", "timeout", "true",
+            "mktemp", "nice", "printf", "rm", "sha256sum", "sync", "timeout", "true",
         ],
     },
     AlwaysThere {
