@@ -1,5 +1,5 @@
-//! Every probe, in the order the suite runs them: cheap checks from inside first, then the
-//! attacks from outside, then the probes that disturb the guest (gateway kill, fail2ban ban),
+//! Every probe, in the order the suite runs them: memory in use at idle, cheap checks from
+//! inside, then the attacks from outside, then the probes that disturb the guest (gateway kill, fail2ban ban),
 //! then the agent probe (it reconfigures the gateway through `clawfort setup`) and the probes
 //! that drive the gateway through the stranger it paired (the rogue model, its commands in the
 //! sandbox, the sandbox's container inspected, its commands on the host; each restores the
@@ -32,6 +32,10 @@ pub struct Probe {
 }
 
 pub const ALL: &[Probe] = &[
+    Probe {
+        name: "idle_memory_within_budget",
+        run: system::idle_memory_within_budget,
+    },
     Probe {
         name: "gateway_runs_as_service_user",
         run: gateway::gateway_runs_as_service_user,

@@ -304,3 +304,45 @@ pub fn root_fs_grown_to_disk(ctx: &Ctx) -> Result<String> {
         fs / MIB
     ))
 }
+
+/// The issue's budget for memory in use at idle, so a 1 GiB Pi has room for the agent's turns
+/// and its sandbox.
+const IDLE_MEMORY_BUDGET_MIB: u64 = 400;
+
+/// Memory in use soon after boot (`MemTotal - MemAvailable`, what `free` calls used) stays under
+/// [`IDLE_MEMORY_BUDGET_MIB`]; the report names it and the largest processes. It runs first,
+/// before any probe starts work on the guest.
+pub fn idle_memory_within_budget(ctx: &Ctx) -> Result<String> {
+    let output = ctx
+        .admin
+        .check("cat /proc/meminfo; ps -eo rss=,comm= --sort=-rss | head -n 5")?;
+    let kib = |key: &str| -> Result<u64> {
+        output
+            .lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {key} in /proc/meminfo: {output}"))
+    };
+    let (total, available) = (kib("MemTotal")?, kib("MemAvailable")?);
+    let used_mib = total.saturating_sub(available) / 1024;
+    let largest: Vec<String> = output
+        .lines()
+        .filter_map(|line| {
+            let (rss, name) = line.trim().split_once(' ')?;
+            let rss: u64 = rss.parse().ok()?;
+            Some(format!("{} {} MiB", name.trim(), rss / 1024))
+        })
+        .collect();
+    ensure!(
+        used_mib < IDLE_MEMORY_BUDGET_MIB,
+        "{used_mib} MiB of {} MiB in use at idle, over the {IDLE_MEMORY_BUDGET_MIB} MiB budget; \
+         largest: {}",
+        total / 1024,
+        largest.join(", ")
+    );
+    Ok(format!(
+        "{used_mib} MiB of {} MiB in use at idle (budget {IDLE_MEMORY_BUDGET_MIB} MiB); largest: {}",
+        total / 1024,
+        largest.join(", ")
+    ))
+}

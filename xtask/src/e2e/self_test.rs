@@ -57,8 +57,10 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 /// gateway. That last one leaves the
 /// gateway dead after `gateway_restarts_after_kill`; the only probe between it and
 /// `agent_round_trip`, whose `clawfort setup` starts the gateway again with `systemctl
-/// restart`, is `fail2ban_bans_and_unbans`, which only talks to sshd. Last, auditd is stopped
-/// (its rules stay loaded and locked), so the agent's commands reach no audit log.
+/// restart`, is `fail2ban_bans_and_unbans`, which only talks to sshd. Then auditd is stopped
+/// (its rules stay loaded and locked), so the agent's commands reach no audit log. Last, a
+/// process holds 450 MiB, more than the idle budget leaves (the guest has 2 GiB, so the other
+/// probes keep plenty).
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "sed -i 's|deniedPaths: \\[.*\\]|allowedPaths: [\"/home/openclaw\", \"/etc\", \"/proc\"], deniedPaths: []|' \
         /home/openclaw/.openclaw/openclaw.json \
@@ -113,12 +115,17 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
     // The rules are locked (`-e 2`: `auditctl -D` is refused until a reboot), but auditd
     // itself can be stopped: the kernel's records then go nowhere the log keeps.
     "systemctl stop auditd.service && ! systemctl is-active --quiet auditd.service",
+    // 450 MiB held by a process (touched, so in use), waited for until it is all allocated.
+    "systemd-run --unit=clawfort-e2e-memory-hog python3 -c 'import pathlib, time; \
+     hog = b\"x\" * (450 << 20); pathlib.Path(\"/run/clawfort-e2e-hog\").touch(); time.sleep(86400)' \
+     && for i in $(seq 1 60); do test -e /run/clawfort-e2e-hog && exit 0; sleep 1; done; exit 1",
 ];
 
 /// Probes that must fail on the weakened image, and a fragment their failure must contain, so
 /// that a failure for an unrelated reason (say, sshd not running) does not count. A probe
 /// guarding two removed protections is listed twice: its failure must name both.
 pub const MUST_FAIL: &[(&str, &str)] = &[
+    ("idle_memory_within_budget", "over the 400 MiB budget"),
     ("ssh_offers_only_publickey", "password"),
     ("ssh_refuses_root_with_valid_key", "root logged in"),
     (
