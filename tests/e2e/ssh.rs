@@ -130,6 +130,15 @@ impl Session {
         self.run(&format!("sudo -n sh -c {}", shell_quote(script)))
     }
 
+    /// `sudo` with its own time limit, for commands that outlast [`COMMAND_LIMIT`].
+    pub fn sudo_with(&self, script: &str, limit: Duration) -> Result<Output> {
+        self.run_with(
+            &format!("sudo -n sh -c {}", shell_quote(script)),
+            None,
+            limit,
+        )
+    }
+
     /// `run`, failing unless the command succeeded; returns its stdout.
     pub fn check(&self, script: &str) -> Result<String> {
         self.run(script)?

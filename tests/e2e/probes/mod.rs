@@ -1,10 +1,12 @@
 //! Every probe, in the order the suite runs them: memory in use at idle, cheap checks from
-//! inside, then the attacks from outside, then the probes that disturb the guest (gateway kill, fail2ban ban),
-//! then the agent probe (it reconfigures the gateway through `clawfort setup`) and the probes
-//! that drive the gateway through the stranger it paired (the rogue model, its commands in the
-//! sandbox, the sandbox's container inspected, its commands on the host; each restores the
-//! config it changes), then the audit probe (the audit log's size then covers the suite), and
-//! last the uniqueness probe, which gives the second boot the most time to come up.
+//! inside, then the attacks from outside, then the probes that disturb the guest (gateway
+//! kill, fail2ban ban), then the agent probe (it reconfigures the gateway through `clawfort
+//! setup`) and the probes that drive the gateway through the stranger it paired (the rogue
+//! model, its commands in the sandbox, the sandbox's container inspected, its commands on the
+//! host; each restores the config it changes), then the integrity check (its first-boot
+//! baseline has had the time it needs), the audit probe (the audit log's size then covers the
+//! suite), and last the uniqueness probe, which gives the second boot the most time to come
+//! up.
 
 pub mod agent;
 pub mod audit;
@@ -14,6 +16,7 @@ pub mod fail2ban;
 pub mod gateway;
 pub mod hardening;
 pub mod host_commands;
+pub mod integrity;
 pub mod network;
 pub mod rogue;
 pub mod sandbox;
@@ -163,6 +166,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "rogue_host_commands_contained",
         run: host_commands::rogue_host_commands_contained,
+    },
+    Probe {
+        name: "integrity_baseline_and_check",
+        run: integrity::integrity_baseline_and_check,
     },
     Probe {
         name: "agent_commands_audited",

@@ -125,6 +125,7 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
 /// that a failure for an unrelated reason (say, sshd not running) does not count. A probe
 /// guarding two removed protections is listed twice: its failure must name both.
 pub const MUST_FAIL: &[(&str, &str)] = &[
+    ("integrity_baseline_and_check", "no integrity baseline"),
     ("idle_memory_within_budget", "over the 400 MiB budget"),
     ("ssh_offers_only_publickey", "password"),
     ("ssh_refuses_root_with_valid_key", "root logged in"),
@@ -474,10 +475,10 @@ mod tests {
     }
 
     /// weakened.toml replaces `services.enable` whole; it must stay the appliance's list with
-    /// only the firewall and the root's growth taken out, or the self-test would weaken more
-    /// than it says.
+    /// only the firewall, the root's growth and the integrity baseline and check taken out, or
+    /// the self-test would weaken more than it says.
     #[test]
-    fn weakened_variant_only_drops_the_firewall_and_root_growth_from_enabled_units() {
+    fn weakened_variant_only_drops_the_units_it_names_from_enabled_units() {
         let root = crate::project_root();
         let base = load_definition(&[], Target::X86_64).unwrap();
         let weakened = load_definition(
@@ -491,7 +492,13 @@ mod tests {
             .enable
             .iter()
             .filter(|unit| {
-                !["nftables.service", "clawfort-grow-root.service"].contains(&unit.as_str())
+                ![
+                    "nftables.service",
+                    "clawfort-grow-root.service",
+                    "clawfort-integrity-baseline.service",
+                    "clawfort-integrity-check.timer",
+                ]
+                .contains(&unit.as_str())
             })
             .collect();
         assert_eq!(
