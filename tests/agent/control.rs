@@ -376,12 +376,20 @@ async fn status_shows_provider_models_owner_channel_and_budget_and_no_secret() {
     telegram.fail("getUpdates", 502, 1, None);
     telegram.push(private_text(OWNER, "hello"));
     settled(&telegram, OWNER, 1).await;
+    // A poll answered 200 after the failed one was answered (a call's status is known when it
+    // arrives, so "the last call is a 200" also matched a long poll still waiting).
     telegram
-        .wait_until("the poll after the failure", |t| {
-            t.calls("getUpdates").iter().any(|c| c.status == 502)
-                && t.calls("getUpdates")
-                    .last()
-                    .is_some_and(|c| c.status == 200)
+        .wait_until("a poll answered after the failure", |t| {
+            let calls = t.calls("getUpdates");
+            let failed = calls
+                .iter()
+                .find(|c| c.status == 502)
+                .and_then(|c| c.answered);
+            failed.is_some_and(|failed| {
+                calls
+                    .iter()
+                    .any(|c| c.status == 200 && c.answered.is_some_and(|at| at > failed))
+            })
         })
         .await;
 
@@ -394,7 +402,18 @@ async fn status_shows_provider_models_owner_channel_and_budget_and_no_secret() {
         1,
     );
     std::fs::write(&config_path, config).unwrap();
-    let out = crate::support::cli(gw.path(), &["status", "--json"]);
+    // The gateway reads that answer a moment after the fake gave it: ask again (bounded) until
+    // the channel says it polls.
+    let mut out = crate::support::cli(gw.path(), &["status", "--json"]);
+    for _ in 0..50 {
+        let polling = serde_json::from_slice::<Value>(&out.stdout)
+            .is_ok_and(|j| j["agent"]["channels"]["telegram"]["state"] == "polling");
+        if polling || !out.status.success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        out = crate::support::cli(gw.path(), &["status", "--json"]);
+    }
     assert!(
         out.status.success(),
         "{}",
