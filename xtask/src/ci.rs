@@ -61,7 +61,7 @@ pub fn run(args: Args) -> Result<()> {
         Ok(cmd!(sh, "cargo clippy -p clawfort --test e2e -- -D warnings").run()?)
     })?;
     step("cargo test", &|| {
-        sandbox_test_host(&sh)?;
+        test_host(&sh)?;
         Ok(cmd!(sh, "cargo test --workspace").run()?)
     })?;
     if !args.no_image {
@@ -303,14 +303,16 @@ impl Drop for Warming {
 /// The test user `tests/sandbox.rs` starts its rootless Docker daemon as.
 const SANDBOX_TEST_USER: &str = "clawfort-sbx-test";
 
-/// Readies the host for the Docker sandbox test: its packages, and (as root) its
-/// unprivileged user, whose subordinate id ranges `useradd` adds. Not root: the test
-/// skips with its reason printed.
-fn sandbox_test_host(sh: &Shell) -> Result<()> {
+/// Readies the host for the tests that need more than Rust: the Docker sandbox test (its
+/// packages, and its unprivileged user, whose subordinate id ranges `useradd` adds) and the
+/// signing test (ssh-keygen). Not root: those tests skip with their reason printed.
+fn test_host(sh: &Shell) -> Result<()> {
     if !crate::image::host_tools::is_root() {
         return Ok(());
     }
     crate::image::host_tools::ensure(crate::image::host_tools::SANDBOX_TEST_TOOLS)?;
+    // The signing test (`image/sign.rs`) runs ssh-keygen.
+    crate::image::host_tools::ensure(crate::image::host_tools::SIGN_TOOLS)?;
     let exists = cmd!(sh, "id -u {SANDBOX_TEST_USER}")
         .quiet()
         .ignore_stdout()

@@ -25,6 +25,7 @@ mod profile;
 mod progress;
 mod sandbox;
 mod scrub;
+pub mod sign;
 mod stage;
 
 use std::path::{Path, PathBuf};
@@ -101,6 +102,12 @@ pub struct Args {
     /// this way beside the x86_64 steps, since emulated dpkg is most of a cold ARM build.
     #[arg(long)]
     pub cache_only: bool,
+    /// Sign SHA256SUMS with this SSH key into SHA256SUMS.sig (`ssh-keygen -Y sign`, namespace
+    /// `clawfort-image`): an ed25519 private key file without a passphrase (a CI secret), or
+    /// the public key file of a key loaded in ssh-agent. The README shows how users verify.
+    /// Without it, a signature left by an earlier build is removed.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
 }
 
 /// Everything [`build`] needs; paths may be relative to the current directory.
@@ -119,6 +126,8 @@ pub struct BuildOptions {
     pub overlays: Option<PathBuf>,
     pub refresh: bool,
     pub rebuild: bool,
+    /// `--sign-key`: sign SHA256SUMS after the build.
+    pub sign_key: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -138,6 +147,7 @@ impl BuildOptions {
             overlays: None,
             refresh: false,
             rebuild: false,
+            sign_key: None,
         }
     }
 }
@@ -157,6 +167,7 @@ impl From<Args> for BuildOptions {
             overlays: args.overlays,
             refresh: args.refresh,
             rebuild: args.rebuild,
+            sign_key: args.sign_key,
             ..defaults
         }
     }
@@ -206,7 +217,36 @@ pub fn build(opts: &BuildOptions) -> Result<Artifacts> {
     let profile = Profile::resolve(opts)?;
     host_tools::ensure_for(&profile.definition.target, Purpose::Build)?;
     host_tools::ensure_binfmt(&profile.definition.target.debian_arch)?;
-    build_stages(&profile)
+    let key = match &opts.sign_key {
+        Some(path) => {
+            host_tools::ensure(host_tools::SIGN_TOOLS)?;
+            Some(sign::SigningKey::check(path)?)
+        }
+        None => None,
+    };
+    let mut artifacts = build_stages(&profile)?;
+    artifacts.signature = match &key {
+        Some(key) => Signature::Signed {
+            path: sign::sign(&artifacts.sha256sums, key)?,
+            fingerprint: key.fingerprint.clone(),
+        },
+        None if sign::remove_stale(&artifacts.sha256sums)? => Signature::StaleRemoved,
+        None => Signature::None,
+    };
+    Ok(artifacts)
+}
+
+/// What became of SHA256SUMS.sig in a build.
+#[derive(Debug, Clone, Default)]
+pub enum Signature {
+    #[default]
+    None,
+    Signed {
+        path: PathBuf,
+        fingerprint: String,
+    },
+    /// A signature of the previous SHA256SUMS, removed as it no longer matches.
+    StaleRemoved,
 }
 
 /// The repository's image definition (`image/clawfort.toml`) with `config_overlays` merged
@@ -244,6 +284,18 @@ fn print_summary(a: &Artifacts, total: Duration) {
             );
         }
         eprintln!("  {}", a.sha256sums.display());
+        match &a.signature {
+            Signature::Signed { path, fingerprint } => eprintln!(
+                "  {} (signed by {fingerprint}; users check with: {})",
+                path.display(),
+                sign::verify_command("<identity in allowed_signers>")
+            ),
+            Signature::StaleRemoved => eprintln!(
+                "  (SHA256SUMS.sig of an earlier build removed: it no longer matches; sign with \
+                 --sign-key)"
+            ),
+            Signature::None => {}
+        }
         let definition: Vec<String> = a
             .definition
             .iter()

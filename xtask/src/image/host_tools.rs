@@ -169,6 +169,9 @@ const E2E_NETWORK_TOOLS: &[HostTool] = &[
     },
 ];
 
+/// `cargo xtask image --sign-key`: signing SHA256SUMS (`image/sign.rs`), and its test.
+pub const SIGN_TOOLS: &[HostTool] = &[tool("ssh-keygen", "openssh-client")];
+
 /// `cargo xtask bench`'s load generator.
 pub const BENCH_TOOLS: &[HostTool] = &[tool("wrk", "wrk")];
 

@@ -36,6 +36,8 @@ pub struct Artifacts {
     pub stages: Vec<StageTiming>,
     /// The files the image definition was merged from, in order.
     pub definition: Vec<PathBuf>,
+    /// SHA256SUMS.sig, set by the build after this stage.
+    pub signature: super::Signature,
 }
 
 /// What the manifest is made from.
@@ -118,6 +120,7 @@ pub fn run(
         sha256,
         stages: Vec::new(),
         definition: Vec::new(),
+        signature: super::Signature::None,
     })
 }
 
