@@ -106,6 +106,9 @@ pub struct ServiceUser {
     pub shell: String,
     pub subid_start: u32,
     pub subid_count: u32,
+    /// The umask pam_umask gives this user's PAM sessions (its systemd user instance, which
+    /// runs rootless Docker), from the account's GECOS `umask=` field.
+    pub session_umask: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -314,6 +314,11 @@ fn validate_login_and_modules(c: &ImageConfig) -> Result<()> {
         "key `login.umask`: `{}` is not an octal umask such as `027`",
         c.login.umask
     );
+    let session_umask = &c.users.service.session_umask;
+    ensure!(
+        matches!(session_umask.len(), 3 | 4) && u32::from_str_radix(session_umask, 8).is_ok(),
+        "key `users.service.session_umask`: `{session_umask}` is not an octal umask such as `022`"
+    );
     ensure!(
         ["YESCRYPT", "SHA512"].contains(&c.login.encrypt_method.as_str()),
         "key `login.encrypt_method`: `{}` is not YESCRYPT or SHA512 (the others are weak)",

@@ -145,6 +145,9 @@ pub struct KernelAndLogin {
     pub blocked_modules: Vec<String>,
     /// The umask of the admin's shells, in octal as `umask` prints it (`0027`).
     pub umask: String,
+    /// The umask of the service user's systemd instance (`users.service.session_umask`), as
+    /// /proc shows it (`0022`).
+    pub service_umask: String,
     /// sshd `MaxSessions` (`ssh.max_sessions`).
     pub ssh_max_sessions: u32,
     /// needrestart's `$nrconf{restart}` (`updates.needrestart_mode`).

@@ -251,10 +251,13 @@ pub fn kernel_modules_blocked(ctx: &Ctx) -> Result<String> {
 /// the same for console logins and useradd.
 pub fn login_umask(ctx: &Ctx) -> Result<String> {
     let want = &ctx.testbed.expect.kernel_and_login.umask;
-    let output = ctx.admin.check(
+    let service_want = &ctx.testbed.expect.kernel_and_login.service_umask;
+    let user = &ctx.testbed.service_user;
+    let output = ctx.admin.check(&format!(
         "echo session=$(umask); echo login=$(bash -l -c umask); \
-         echo defs=$(awk '$1 == \"UMASK\" {print $2}' /etc/login.defs)",
-    )?;
+         echo defs=$(awk '$1 == \"UMASK\" {{print $2}}' /etc/login.defs); \
+         echo service=$(sudo -n sh -c 'grep ^Umask: /proc/$(pgrep -o -u {user} -x systemd)/status | cut -f2')"
+    ))?;
     let fact = |key: &str| {
         output
             .lines()
@@ -273,9 +276,19 @@ pub fn login_umask(ctx: &Ctx) -> Result<String> {
             problems.push(format!("{what} is `{got}`, not `{want}`"));
         }
     }
+    // Rootless Docker's cgroup slices are made by this instance; its containers' users must
+    // traverse them.
+    let service = fact("service");
+    if service != *service_want {
+        problems.push(format!(
+            "{user}'s systemd instance (rootless Docker's) has umask `{service}`, not \
+             `{service_want}` (users.service.session_umask)"
+        ));
+    }
     ensure!(problems.is_empty(), "{}", problems.join("; "));
     Ok(format!(
-        "umask {want} in SSH sessions, login shells and login.defs"
+        "umask {want} in SSH sessions, login shells and login.defs; {service} for {user}'s \
+         systemd instance"
     ))
 }
 

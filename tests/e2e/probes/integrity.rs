@@ -15,10 +15,11 @@ use crate::Ctx;
 
 const DATABASE: &str = "/var/lib/aide/aide.db";
 const BASELINE_UNIT: &str = "clawfort-integrity-baseline.service";
+const BASELINE_TIMER: &str = "clawfort-integrity-baseline.timer";
 const CHECK_UNIT: &str = "clawfort-integrity-check.service";
 const CHECK_TIMER: &str = "clawfort-integrity-check.timer";
-/// The baseline hashes /usr, /etc and /boot at idle priority; under TCG, beside the suite's
-/// other work, that has taken minutes.
+/// The baseline starts two minutes into the boot and hashes /usr, /etc and /boot at idle
+/// priority; under TCG, beside the suite's other work, that may take minutes.
 const BASELINE_WITHIN: Duration = Duration::from_secs(900);
 /// One check hashes the same files at the same priority, with the guest otherwise quiet.
 const CHECK_WITHIN: Duration = Duration::from_secs(600);
@@ -27,7 +28,7 @@ pub fn integrity_baseline_and_check(ctx: &Ctx) -> Result<String> {
     let enabled = ctx
         .admin
         .check(&format!(
-            "systemctl is-enabled {BASELINE_UNIT} {CHECK_TIMER} || true"
+            "systemctl is-enabled {BASELINE_TIMER} {CHECK_TIMER} || true"
         ))?
         .lines()
         .map(str::trim)
@@ -35,7 +36,7 @@ pub fn integrity_baseline_and_check(ctx: &Ctx) -> Result<String> {
         .join(" ");
     ensure!(
         enabled == "enabled enabled",
-        "no integrity baseline or daily check: {BASELINE_UNIT} and {CHECK_TIMER} are `{enabled}`, \
+        "no integrity baseline or daily check: {BASELINE_TIMER} and {CHECK_TIMER} are `{enabled}`, \
          not both enabled"
     );
     let waited = Instant::now();

@@ -29,6 +29,7 @@ pub fn expectations(definition: &LoadedConfig) -> Result<Expectations> {
             blocked_modules: definition.blocked_modules(),
             // `umask` prints four digits.
             umask: format!("{:0>4}", image.login.umask),
+            service_umask: format!("{:0>4}", image.users.service.session_umask),
             ssh_max_sessions: image.ssh.max_sessions,
             needrestart_mode: image.updates.needrestart_mode.clone(),
         },

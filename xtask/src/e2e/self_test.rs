@@ -495,7 +495,7 @@ mod tests {
                 ![
                     "nftables.service",
                     "clawfort-grow-root.service",
-                    "clawfort-integrity-baseline.service",
+                    "clawfort-integrity-baseline.timer",
                     "clawfort-integrity-check.timer",
                 ]
                 .contains(&unit.as_str())

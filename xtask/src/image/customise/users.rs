@@ -98,9 +98,11 @@ pub fn create(stage: &mut StageProgress, rootfs: &Path, users: &UsersSection) ->
     let service = &users.service;
     let (service_name, service_shell) = (&service.name, &service.shell);
     let service_home = format!("/home/{service_name}");
+    // GECOS's fifth field carries pam_umask's per-user `umask=`, which outranks login.defs.
+    let service_gecos = format!("clawfort service user,,,,umask={}", service.session_umask);
     stage.run(cmd!(
         sh,
-        "chroot {rootfs} useradd --create-home --home-dir {service_home} --user-group --shell {service_shell} {service_name}"
+        "chroot {rootfs} useradd --create-home --home-dir {service_home} --user-group --comment {service_gecos} --shell {service_shell} {service_name}"
     ))?;
 
     let accounts = Accounts::read(rootfs)?;
