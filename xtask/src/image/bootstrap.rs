@@ -217,9 +217,9 @@ pub fn prune_siblings(parent: &Path, prefix: &str, keep: &Path) -> Result<()> {
         let is_sibling = entry.file_name().to_string_lossy().starts_with(prefix);
         if is_sibling && path != keep {
             if path.is_dir() {
-                std::fs::remove_dir_all(&path)
+                super::cache::remove_tree(&path)
             } else {
-                std::fs::remove_file(&path)
+                std::fs::remove_file(&path).map_err(anyhow::Error::from)
             }
             .with_context(|| format!("cannot prune old cache entry {}", path.display()))?;
         }

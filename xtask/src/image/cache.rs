@@ -123,6 +123,50 @@ pub fn write_stamp(dir: &Path, key: &str) -> Result<()> {
         .with_context(|| format!("cannot write the stage stamp in {}", dir.display()))
 }
 
+/// Removes a cache or stage directory whole, after detaching every mount below it. A bootstrap
+/// killed part-way (a CI step failing, a Ctrl-C) can leave mmdebstrap's /proc, /sys, /dev/pts
+/// and /dev/shm mounted in the root it was making; removing the directory would then walk into
+/// them and fail on the kernel's files.
+pub fn remove_tree(dir: &Path) -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .context("cannot read /proc/self/mountinfo")?;
+    for mount_point in mounts_below(&mounts, dir) {
+        rustix::mount::unmount(&mount_point, rustix::mount::UnmountFlags::DETACH).with_context(
+            || {
+                format!(
+                    "cannot detach {}, left mounted by an interrupted build; unmount it and \
+                     remove {}",
+                    mount_point.display(),
+                    dir.display()
+                )
+            },
+        )?;
+    }
+    std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))
+}
+
+/// The mount points below `dir` in a mountinfo text, deepest first (the order they detach in).
+/// The fifth field is the mount point, with space, tab, newline and backslash octal-escaped.
+fn mounts_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut below: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| {
+            PathBuf::from(
+                field
+                    .replace("\\040", " ")
+                    .replace("\\011", "\t")
+                    .replace("\\012", "\n")
+                    .replace("\\134", "\\"),
+            )
+        })
+        .filter(|mount_point| mount_point.starts_with(dir) && mount_point != dir)
+        .collect();
+    below.sort_by_key(|path| std::cmp::Reverse(path.components().count()));
+    below.dedup();
+    below
+}
+
 pub fn remove_stamp(dir: &Path) -> Result<()> {
     match std::fs::remove_file(dir.join(STAMP)) {
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
@@ -175,6 +219,54 @@ impl DirLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounts_below_a_directory_come_deepest_first_and_unescaped() {
+        let mountinfo = "\
+25 1 0:22 / / rw - ext4 /dev/vda rw
+80 25 0:5 / /c/boot\\040strap/rootfs/proc rw - proc proc rw
+81 25 0:6 / /c/boot\\040strap/rootfs/dev/pts rw - devpts none rw
+82 25 0:7 / /c/boot\\040strap/rootfs/dev rw - tmpfs tmpfs rw
+83 25 0:8 / /c/other/proc rw - proc proc rw
+84 25 0:9 / /c/boot\\040strap rw - tmpfs tmpfs rw
+";
+        let below = mounts_below(mountinfo, Path::new("/c/boot strap"));
+        assert_eq!(
+            below,
+            [
+                "/c/boot strap/rootfs/dev/pts",
+                "/c/boot strap/rootfs/proc",
+                "/c/boot strap/rootfs/dev",
+            ]
+            .map(PathBuf::from)
+        );
+    }
+
+    /// What an interrupted bootstrap leaves: a file system mounted inside the stage directory.
+    /// Needs root to mount; CI runs the tests as root.
+    #[test]
+    fn a_tree_with_a_mount_left_inside_is_removed() {
+        if !crate::image::host_tools::is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let stage = dir.path().join("stage");
+        let proc_dir = stage.join("rootfs/proc");
+        std::fs::create_dir_all(&proc_dir).unwrap();
+        rustix::mount::mount(
+            "proc",
+            &proc_dir,
+            "proc",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .unwrap();
+        remove_tree(&stage).unwrap();
+        assert!(!stage.exists());
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(mounts_below(&mounts, dir.path()).is_empty());
+    }
 
     #[test]
     fn a_changed_file_in_a_tree_changes_the_fingerprint() {

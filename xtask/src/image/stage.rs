@@ -116,8 +116,7 @@ impl Runner {
             if stage.dir.exists() {
                 progress.step(format!("removing the previous {}", stage.dir.display()));
                 cache::remove_stamp(&stage.dir)?;
-                std::fs::remove_dir_all(&stage.dir)
-                    .with_context(|| format!("cannot remove {}", stage.dir.display()))?;
+                cache::remove_tree(&stage.dir)?;
             }
             std::fs::create_dir_all(&stage.dir)
                 .with_context(|| format!("cannot create {}", stage.dir.display()))?;
