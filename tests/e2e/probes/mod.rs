@@ -1,12 +1,12 @@
-//! Every probe, in the order the suite runs them: memory in use at idle, cheap checks from
-//! inside, then the attacks from outside, then the probes that disturb the guest (gateway
-//! kill, fail2ban ban), then the agent probe (it reconfigures the gateway through `clawfort
-//! setup`) and the probes that drive the gateway through the stranger it paired (the rogue
-//! model, its commands in the sandbox, the sandbox's container inspected, its commands on the
-//! host; each restores the config it changes), then the integrity check (its first-boot
-//! baseline has had the time it needs), the audit probe (the audit log's size then covers the
-//! suite), and last the uniqueness probe, which gives the second boot the most time to come
-//! up.
+//! Every probe, in the order the suite runs them: cheap checks from inside, then the attacks
+//! from outside, then the probes that disturb the guest (gateway kill, fail2ban ban), then the
+//! memory in use at idle (once the first boot's sandbox import is done), then the agent probe
+//! (it reconfigures the gateway through `clawfort setup`) and the probes that drive the
+//! gateway through the stranger it paired (the rogue model, its commands in the sandbox, the
+//! sandbox's container inspected, its commands on the host; each restores the config it
+//! changes), then the integrity check (its first-boot baseline has had the time it needs), the
+//! audit probe (the audit log's size then covers the suite), and last the uniqueness probe,
+//! which gives the second boot the most time to come up.
 
 pub mod agent;
 pub mod audit;
@@ -35,10 +35,6 @@ pub struct Probe {
 }
 
 pub const ALL: &[Probe] = &[
-    Probe {
-        name: "idle_memory_within_budget",
-        run: system::idle_memory_within_budget,
-    },
     Probe {
         name: "gateway_runs_as_service_user",
         run: gateway::gateway_runs_as_service_user,
@@ -146,6 +142,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "fail2ban_bans_and_unbans",
         run: fail2ban::fail2ban_bans_and_unbans,
+    },
+    Probe {
+        name: "idle_memory_within_budget",
+        run: system::idle_memory_within_budget,
     },
     Probe {
         name: "agent_round_trip",

@@ -309,10 +309,18 @@ pub fn root_fs_grown_to_disk(ctx: &Ctx) -> Result<String> {
 /// and its sandbox.
 const IDLE_MEMORY_BUDGET_MIB: u64 = 400;
 
-/// Memory in use soon after boot (`MemTotal - MemAvailable`, what `free` calls used) stays under
-/// [`IDLE_MEMORY_BUDGET_MIB`]; the report names it and the largest processes. It runs first,
-/// before any probe starts work on the guest.
+/// Memory in use at idle (`MemTotal - MemAvailable`, what `free` calls used) stays under
+/// [`IDLE_MEMORY_BUDGET_MIB`]; the report names it and the largest processes. Idle means
+/// after the first boot's own work, loading the sandbox image into rootless Docker, which
+/// holds a few hundred MiB while it runs (waited for here), and before any agent turn: the
+/// probe runs after the attacks from outside and before the agent probes.
 pub fn idle_memory_within_budget(ctx: &Ctx) -> Result<String> {
+    let waited = wait_for_sandbox_image(ctx)?;
+    let user = &ctx.testbed.service_user;
+    // The image is listed a moment before `docker load` exits; bounded.
+    ctx.admin.run(&format!(
+        "for i in $(seq 1 30); do pgrep -u {user} -x docker >/dev/null || exit 0; sleep 1; done"
+    ))?;
     let output = ctx
         .admin
         .check("cat /proc/meminfo; ps -eo rss=,comm= --sort=-rss | head -n 5")?;
@@ -341,7 +349,8 @@ pub fn idle_memory_within_budget(ctx: &Ctx) -> Result<String> {
         largest.join(", ")
     );
     Ok(format!(
-        "{used_mib} MiB of {} MiB in use at idle (budget {IDLE_MEMORY_BUDGET_MIB} MiB); largest: {}",
+        "{used_mib} MiB of {} MiB in use at idle (budget {IDLE_MEMORY_BUDGET_MIB} MiB; the sandbox \
+         image's import waited for {waited:.0} s); largest: {}",
         total / 1024,
         largest.join(", ")
     ))
