@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auditlog;
 pub mod channel;
 pub mod cli;
+pub mod columns;
 pub mod config;
 pub mod confine;
 pub mod egress;

@@ -90,27 +90,5 @@ fn table(commands: &[Command]) -> String {
             ]
         })
         .collect();
-    let header = ["TIME", "PID", "UNIT", "EXEC", "CWD", "COMMAND"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; 6]| {
-        let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        out.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(header);
-    for row in &rows {
-        out.push_str(&line(row.each_ref().map(String::as_str)));
-    }
-    out
+    crate::columns::render(["TIME", "PID", "UNIT", "EXEC", "CWD", "COMMAND"], &rows)
 }

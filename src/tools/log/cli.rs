@@ -110,31 +110,12 @@ fn table(entries: &[Entry]) -> String {
             ]
         })
         .collect();
-    let header = [
-        "TIME", "SESSION", "TOOL", "WHERE", "APPROVAL", "STATUS", "DURATION", "BYTES", "TARGET",
-    ];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[&str]| {
-        let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        out.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(&header);
-    for row in &rows {
-        out.push_str(&line(&row.each_ref().map(String::as_str)));
-    }
-    out
+    crate::columns::render(
+        [
+            "TIME", "SESSION", "TOOL", "WHERE", "APPROVAL", "STATUS", "DURATION", "BYTES", "TARGET",
+        ],
+        &rows,
+    )
 }
 
 #[cfg(test)]

@@ -94,20 +94,26 @@ mod tests {
         }
     }
 
-    /// The self-test's weakened sysctls really differ from what the suite expects, so the
-    /// sysctl and core-dump probes have something to catch.
-    #[test]
-    fn weakened_sysctls_differ_from_the_expectations() {
+    /// What the suite expects (the suite variant) and what the self-test's weakened image is
+    /// (suite and weakened variants), for the default target.
+    fn suite_and_weakened() -> (Expectations, Expectations) {
         let root = crate::project_root();
         let suite = root.join("tests/e2e/variants/suite.toml");
         let weakened = root.join("tests/e2e/variants/weakened.toml");
         let target = crate::image::Target::default();
         let expected = crate::image::load_definition(std::slice::from_ref(&suite), target).unwrap();
         let built = crate::image::load_definition(&[suite, weakened], target).unwrap();
-        let (expected, built) = (
+        (
             expectations(&expected).unwrap(),
             expectations(&built).unwrap(),
-        );
+        )
+    }
+
+    /// The self-test's weakened sysctls really differ from what the suite expects, so the
+    /// sysctl and core-dump probes have something to catch.
+    #[test]
+    fn weakened_sysctls_differ_from_the_expectations() {
+        let (expected, built) = suite_and_weakened();
         for key in ["kernel.core_pattern", "kernel.kptr_restrict"] {
             assert_ne!(expected.sysctl[key], built.sysctl[key], "{key}");
         }
@@ -119,16 +125,8 @@ mod tests {
     /// (its sctp is dropped at run time).
     #[test]
     fn weakened_login_and_ssh_differ_from_the_expectations() {
-        let root = crate::project_root();
-        let suite = root.join("tests/e2e/variants/suite.toml");
-        let weakened = root.join("tests/e2e/variants/weakened.toml");
-        let target = crate::image::Target::default();
-        let expected = crate::image::load_definition(std::slice::from_ref(&suite), target).unwrap();
-        let built = crate::image::load_definition(&[suite, weakened], target).unwrap();
-        let (expected, built) = (
-            expectations(&expected).unwrap().kernel_and_login,
-            expectations(&built).unwrap().kernel_and_login,
-        );
+        let (expected, built) = suite_and_weakened();
+        let (expected, built) = (expected.kernel_and_login, built.kernel_and_login);
         assert_eq!(expected.umask, "0027");
         assert_ne!(expected.umask, built.umask);
         assert_ne!(expected.ssh_max_sessions, built.ssh_max_sessions);
