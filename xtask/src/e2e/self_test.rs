@@ -115,7 +115,8 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
     // The rules are locked (`-e 2`: `auditctl -D` is refused until a reboot), but auditd
     // itself can be stopped: the kernel's records then go nowhere the log keeps.
     "systemctl stop auditd.service && ! systemctl is-active --quiet auditd.service",
-    // 450 MiB held by a process (touched, so in use), waited for until it is all allocated.
+    // 450 MiB held by a process (touched, so in use), waited for until it is all allocated:
+    // with the guest's own 440-500 MiB, well over the idle ceiling.
     "systemd-run --unit=clawfort-e2e-memory-hog python3 -c 'import pathlib, time; \
      hog = b\"x\" * (450 << 20); pathlib.Path(\"/run/clawfort-e2e-hog\").touch(); time.sleep(86400)' \
      && for i in $(seq 1 60); do test -e /run/clawfort-e2e-hog && exit 0; sleep 1; done; exit 1",
@@ -126,7 +127,7 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
 /// guarding two removed protections is listed twice: its failure must name both.
 pub const MUST_FAIL: &[(&str, &str)] = &[
     ("integrity_baseline_and_check", "no integrity baseline"),
-    ("idle_memory_within_budget", "over the 400 MiB budget"),
+    ("idle_memory_within_budget", "over the 512 MiB budget"),
     ("ssh_offers_only_publickey", "password"),
     ("ssh_refuses_root_with_valid_key", "root logged in"),
     (
