@@ -373,9 +373,10 @@ mod tests {
     }
 
     /// `Restart=no` leaves the gateway dead after `gateway_restarts_after_kill` until
-    /// `agent_round_trip`'s `clawfort setup` restarts it; only the SSH-only fail2ban probe may
-    /// run in between, or a probe added there would fail on the weakened guest for a dead
-    /// gateway instead of its own reason.
+    /// `agent_round_trip`'s `clawfort setup` restarts it; only the SSH-only fail2ban probe and
+    /// the memory probe (the self-test's 450 MiB hog fails it, gateway or not) may run in
+    /// between, or a probe added there would fail on the weakened guest for a dead gateway
+    /// instead of its own reason.
     #[test]
     fn only_probes_without_the_gateway_run_while_it_is_left_dead() {
         assert!(super::RUNTIME_WEAKENINGS
@@ -385,7 +386,7 @@ mod tests {
         let at = |name: &str| probes.iter().position(|p| p == name).unwrap();
         assert_eq!(
             &probes[at("gateway_restarts_after_kill") + 1..at("agent_round_trip")],
-            ["fail2ban_bans_and_unbans"],
+            ["fail2ban_bans_and_unbans", "idle_memory_within_budget"],
             "with the self-test's `Restart=no`, these probes would find the gateway dead"
         );
     }
