@@ -137,7 +137,12 @@ const IMAGE_TOOLS: &[HostTool] = &[
 ];
 
 /// The artifact formats' compressors and map writers.
-const PACKAGE_TOOLS: &[HostTool] = &[tool("xz", "xz-utils"), tool("bmaptool", "bmap-tools")];
+/// The SBOM takes its creation time from git (HEAD's commit time).
+const PACKAGE_TOOLS: &[HostTool] = &[
+    tool("xz", "xz-utils"),
+    tool("bmaptool", "bmap-tools"),
+    tool("git", "git"),
+];
 
 /// What every boot needs besides the emulator: per-boot overlay disks, NoCloud seed volumes
 /// (`run --seed`), the NIC's option ROM, and SSH to the guest.
@@ -170,6 +175,11 @@ const E2E_NETWORK_TOOLS: &[HostTool] = &[
 ];
 
 /// `cargo xtask image --sign-key`: signing SHA256SUMS (`image/sign.rs`), and its test.
+/// `cargo xtask ci`'s SBOM validation: a virtual environment for the SPDX tools from PyPI
+/// (`image/sbom/validator.rs`). The probe is python3; without python3-venv, `python3 -m venv`
+/// fails saying to install it.
+pub const SBOM_TOOLS: &[HostTool] = &[tool("python3", "python3-venv")];
+
 pub const SIGN_TOOLS: &[HostTool] = &[tool("ssh-keygen", "openssh-client")];
 
 /// `cargo xtask bench`'s load generator.
