@@ -724,7 +724,7 @@ mod tests {
         let arm64 = "foreign-arch: /usr/lib/binfmt.d/qemu-aarch64.conf=qemu-user-binfmt+bp \
             arch-test=arch-test aarch64-linux-gnu-gcc=gcc-aarch64-linux-gnu \
             /usr/aarch64-linux-gnu/lib/crt1.o=libc6-dev-arm64-cross";
-        let package = "package: xz=xz-utils bmaptool=bmap-tools";
+        let package = "package: xz=xz-utils bmaptool=bmap-tools git=git";
         let boot_common = "boot: qemu-img=qemu-utils+bp \
             /usr/lib/ipxe/qemu/efi-virtio.rom=ipxe-qemu mkfs.vfat=dosfstools mcopy=mtools \
             ssh=openssh-client";

@@ -202,7 +202,6 @@ fn spdx_id(short: &str) -> Option<&'static str> {
         ("Artistic-2.0", "Artistic-2.0"),
         ("BSL-1.0", "BSL-1.0"),
         ("Unlicense", "Unlicense"),
-        ("curl", "curl"),
         ("X11", "X11"),
         ("OpenSSL", "OpenSSL"),
     ];
