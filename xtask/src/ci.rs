@@ -9,6 +9,10 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use xshell::{cmd, Shell};
 
+use crate::image::layout::ArtifactNames;
+use crate::image::sbom::validator;
+use crate::image::Target;
+
 /// The Pi image's boot in CI: it reaches SSH as the admin (the suite's readiness check) and these
 /// probes run on it. The Pi image is the aarch64 appliance with another disk layout and kernel,
 /// and the full suite already ran on aarch64; these cover what the Pi boot can change: the
@@ -99,6 +103,9 @@ pub fn run(args: Args) -> Result<()> {
                 "out/ci-fuzz.log",
             )
         })?;
+        step("SPDX validation of the x86_64 SBOM", &|| {
+            validate_sboms(&sh, &[Target::X86_64])
+        })?;
         // The default build leaves its customised root file system in its work directory.
         step("scrub inspection of the built root", &|| {
             Ok(cmd!(sh, "cargo test -p xtask a_built_root -- --ignored").run()?)
@@ -134,6 +141,9 @@ pub fn run(args: Args) -> Result<()> {
                 &["xtask", "image", "--target", "rpi"],
                 "out/ci-image-rpi.log",
             )
+        })?;
+        step("SPDX validation of the aarch64 and rpi SBOMs", &|| {
+            validate_sboms(&sh, &[Target::Aarch64, Target::Rpi])
         })?;
         step("cargo xtask e2e --target aarch64", &|| {
             Ok(cmd!(sh, "cargo xtask e2e --target aarch64").run()?)
@@ -300,6 +310,19 @@ impl Drop for Warming {
     }
 }
 
+/// Validates the SBOMs of `targets`' images in `out/` with the SPDX project's validator
+/// (`image/sbom/validator.rs`), installing it first when it is missing.
+fn validate_sboms(sh: &Shell, targets: &[Target]) -> Result<()> {
+    crate::image::host_tools::ensure(crate::image::host_tools::SBOM_TOOLS)?;
+    let repo = crate::project_root();
+    let pyspdxtools = validator::ensure(sh, &repo)?;
+    for target in targets {
+        let names = ArtifactNames::new(repo.join("out"), "clawfort", *target);
+        validator::validate(sh, &pyspdxtools, &names.sbom())?;
+    }
+    Ok(())
+}
+
 /// The test user `tests/sandbox.rs` starts its rootless Docker daemon as.
 const SANDBOX_TEST_USER: &str = "clawfort-sbx-test";
 
@@ -313,6 +336,10 @@ fn test_host(sh: &Shell) -> Result<()> {
     crate::image::host_tools::ensure(crate::image::host_tools::SANDBOX_TEST_TOOLS)?;
     // The signing test (`image/sign.rs`) runs ssh-keygen.
     crate::image::host_tools::ensure(crate::image::host_tools::SIGN_TOOLS)?;
+    // The SBOM writer's test runs the SPDX validator on its sample, and the image steps on
+    // the images' SBOMs.
+    crate::image::host_tools::ensure(crate::image::host_tools::SBOM_TOOLS)?;
+    validator::ensure(sh, &crate::project_root())?;
     let exists = cmd!(sh, "id -u {SANDBOX_TEST_USER}")
         .quiet()
         .ignore_stdout()

@@ -24,6 +24,7 @@ mod package;
 mod profile;
 mod progress;
 mod sandbox;
+pub mod sbom;
 mod scrub;
 pub mod sign;
 mod stage;

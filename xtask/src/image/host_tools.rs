@@ -137,7 +137,12 @@ const IMAGE_TOOLS: &[HostTool] = &[
 ];
 
 /// The artifact formats' compressors and map writers.
-const PACKAGE_TOOLS: &[HostTool] = &[tool("xz", "xz-utils"), tool("bmaptool", "bmap-tools")];
+/// The SBOM takes its creation time from git (HEAD's commit time).
+const PACKAGE_TOOLS: &[HostTool] = &[
+    tool("xz", "xz-utils"),
+    tool("bmaptool", "bmap-tools"),
+    tool("git", "git"),
+];
 
 /// What every boot needs besides the emulator: per-boot overlay disks, NoCloud seed volumes
 /// (`run --seed`), the NIC's option ROM, and SSH to the guest.
@@ -170,6 +175,11 @@ const E2E_NETWORK_TOOLS: &[HostTool] = &[
 ];
 
 /// `cargo xtask image --sign-key`: signing SHA256SUMS (`image/sign.rs`), and its test.
+/// `cargo xtask ci`'s SBOM validation: a virtual environment for the SPDX tools from PyPI
+/// (`image/sbom/validator.rs`). The probe is python3; without python3-venv, `python3 -m venv`
+/// fails saying to install it.
+pub const SBOM_TOOLS: &[HostTool] = &[tool("python3", "python3-venv")];
+
 pub const SIGN_TOOLS: &[HostTool] = &[tool("ssh-keygen", "openssh-client")];
 
 /// `cargo xtask bench`'s load generator.
@@ -714,7 +724,7 @@ mod tests {
         let arm64 = "foreign-arch: /usr/lib/binfmt.d/qemu-aarch64.conf=qemu-user-binfmt+bp \
             arch-test=arch-test aarch64-linux-gnu-gcc=gcc-aarch64-linux-gnu \
             /usr/aarch64-linux-gnu/lib/crt1.o=libc6-dev-arm64-cross";
-        let package = "package: xz=xz-utils bmaptool=bmap-tools";
+        let package = "package: xz=xz-utils bmaptool=bmap-tools git=git";
         let boot_common = "boot: qemu-img=qemu-utils+bp \
             /usr/lib/ipxe/qemu/efi-virtio.rom=ipxe-qemu mkfs.vfat=dosfstools mcopy=mtools \
             ssh=openssh-client";

@@ -99,6 +99,11 @@ impl ArtifactNames {
         self.named("manifest.json")
     }
 
+    /// The SPDX 2.3 SBOM of the image and its artifacts (`image/sbom.rs`).
+    pub fn sbom(&self) -> PathBuf {
+        self.named("spdx.json")
+    }
+
     /// The `.img` that `xz -dk` makes of the `img.xz` artifact (the Pi image boots from it).
     pub fn decompressed_img(&self) -> PathBuf {
         self.named("img")
@@ -129,6 +134,7 @@ mod tests {
             names.path(Format::Bmap),
             Path::new("out/clawfort-rpi.img.bmap")
         );
+        assert_eq!(names.sbom(), Path::new("out/clawfort-rpi.spdx.json"));
         assert_eq!(names.decompressed_img(), Path::new("out/clawfort-rpi.img"));
         assert_eq!(
             ArtifactNames::new("o".into(), "clawfort", Target::X86_64).path(Format::Qcow2),

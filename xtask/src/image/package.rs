@@ -1,6 +1,7 @@
 //! Stage `package`: the files a person downloads, in `--out` (default `out/`):
 //! `<name>-<target>.raw`, `<name>-<target>.qcow2` (compressed), `<name>-<target>.manifest.json`
-//! (every Debian package with version and architecture) and `SHA256SUMS`.
+//! (every Debian package with version and architecture), `<name>-<target>.spdx.json` (the SPDX
+//! SBOM, `sbom.rs`: written last, as it carries the other artifacts' SHA-256) and `SHA256SUMS`.
 //!
 //! Every artifact is written under a hidden `.partial` name and renamed only when all of them
 //! are complete, so a failed build never leaves a half-written file under a good name. One
@@ -17,6 +18,7 @@ use xshell::{cmd, Shell};
 use super::assemble::Disk;
 use super::cache::{self, Fingerprint};
 use super::progress::StageProgress;
+use super::sbom;
 use super::stage::{Runner, Stage, StageTiming};
 use super::Profile;
 
@@ -25,7 +27,7 @@ use super::Profile;
 pub struct Artifacts {
     /// The raw disk, when `raw` was one of the formats (the e2e suite boots it).
     pub raw: Option<PathBuf>,
-    /// Every artifact written (the formats, then the package manifest).
+    /// Every artifact written (the formats, the package manifest, then the SBOM).
     pub files: Vec<PathBuf>,
     pub sha256sums: PathBuf,
     /// The scrubbed root file system the disk was made from (for inspection in tests).
@@ -40,10 +42,22 @@ pub struct Artifacts {
     pub signature: super::Signature,
 }
 
-/// What the manifest is made from.
+/// What the manifest and the SBOM are made from.
 struct Inputs<'a> {
     config: &'a LoadedConfig,
     rootfs: &'a Path,
+    /// The repository, for the gateway's crates (`cargo metadata`) and HEAD's commit time.
+    repo: &'a Path,
+    version: &'a str,
+}
+
+/// One file the stage writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Image(Format),
+    Manifest,
+    /// Last: it carries the digests of the others.
+    Sbom,
 }
 
 #[derive(Serialize)]
@@ -61,7 +75,9 @@ struct Package {
     architecture: String,
 }
 
-/// The stage. Its key is the disk and the list of artifacts; it is reused only while every
+/// The stage. Its key is the disk, the lock file (the SBOM's crates) and the list of artifacts;
+/// HEAD's commit time (the SBOM's `created`) is not: an SBOM kept with unchanged artifacts keeps
+/// the time they were first built at. It is reused only while every
 /// artifact is still the file this stage wrote (same size and mtime, recorded beside the
 /// stamp), so a booted or edited artifact is written again instead of passed off as fresh.
 /// SHA256SUMS is shared with the other targets' builds, so it is not part of the identity;
@@ -73,12 +89,18 @@ pub fn run(
     rootfs: &Path,
 ) -> Result<Artifacts> {
     let names = &profile.layout.artifacts;
-    let mut outputs: Vec<(Option<Format>, PathBuf)> = profile
+    let mut outputs: Vec<(Output, PathBuf)> = profile
         .formats
         .iter()
-        .map(|format| (Some(*format), profile.layout.artifact_path(*format)))
+        .map(|format| {
+            (
+                Output::Image(*format),
+                profile.layout.artifact_path(*format),
+            )
+        })
         .collect();
-    outputs.push((None, names.manifest()));
+    outputs.push((Output::Manifest, names.manifest()));
+    outputs.push((Output::Sbom, names.sbom()));
     let paths: Vec<&Path> = outputs.iter().map(|(_, path)| path.as_path()).collect();
     let identities = || {
         paths
@@ -88,6 +110,7 @@ pub fn run(
     };
     let mut fingerprint = Fingerprint::new("package");
     fingerprint.add("disk", &disk.key);
+    fingerprint.add_file("Cargo.lock", &profile.layout.repo.join("Cargo.lock"))?;
     for path in &paths {
         fingerprint.add("artifact", path.as_os_str().as_encoded_bytes());
     }
@@ -100,6 +123,8 @@ pub fn run(
     let inputs = Inputs {
         config: &profile.definition,
         rootfs,
+        repo: &profile.layout.repo,
+        version: &profile.version,
     };
     runner.cached(stage, |stage, dir| {
         write(stage, &inputs, &disk.raw, &outputs, &own_sums)?;
@@ -133,7 +158,7 @@ fn write(
     stage: &mut StageProgress,
     inputs: &Inputs<'_>,
     disk: &Path,
-    outputs: &[(Option<Format>, PathBuf)],
+    outputs: &[(Output, PathBuf)],
     own_sums: &Path,
 ) -> Result<()> {
     let sh = Shell::new()?;
@@ -146,29 +171,34 @@ fn write(
         let _ = std::fs::remove_file(partial(path));
     }
     let mut guard = PartialFiles(Vec::new());
-    for (format, path) in outputs {
+    // Digests in the order written: the SBOM, last, lists the ones before it.
+    let mut written: Vec<(Output, String, String)> = Vec::new();
+    for (output, path) in outputs {
         let temporary = partial(path);
         guard.0.push(temporary.clone());
-        match format {
-            Some(Format::Raw) => raw(stage, &sh, disk, &temporary)?,
-            Some(Format::Qcow2) => qcow2(stage, &sh, disk, &temporary)?,
-            Some(Format::ImgXz) => img_xz(stage, &sh, disk, &temporary)?,
-            Some(Format::Bmap) => bmap(stage, &sh, disk, &temporary)?,
-            None => manifest(stage, &sh, inputs, &temporary)?,
+        match output {
+            Output::Image(Format::Raw) => raw(stage, &sh, disk, &temporary)?,
+            Output::Image(Format::Qcow2) => qcow2(stage, &sh, disk, &temporary)?,
+            Output::Image(Format::ImgXz) => img_xz(stage, &sh, disk, &temporary)?,
+            Output::Image(Format::Bmap) => bmap(stage, &sh, disk, &temporary)?,
+            Output::Manifest => manifest(stage, &sh, inputs, &temporary)?,
+            Output::Sbom => sbom(stage, &sh, inputs, &written, &temporary)?,
         }
-    }
-
-    stage.step("SHA256SUMS");
-    let mut sha256 = BTreeMap::new();
-    for (_, path) in outputs {
         let name = path
             .file_name()
             .expect("file")
             .to_string_lossy()
             .into_owned();
         stage.step(format!("sha256 {name}"));
-        sha256.insert(name, cache::sha256_file(&partial(path))?);
+        let digest = cache::sha256_file(&temporary)?;
+        written.push((*output, name, digest));
     }
+
+    stage.step("SHA256SUMS");
+    let sha256: BTreeMap<String, String> = written
+        .into_iter()
+        .map(|(_, name, digest)| (name, digest))
+        .collect();
     std::fs::write(own_sums, sums_text(&sha256))?;
 
     // All complete: now they take their real names.
@@ -270,6 +300,43 @@ fn manifest(stage: &mut StageProgress, sh: &Shell, inputs: &Inputs<'_>, to: &Pat
         packages,
     };
     std::fs::write(to, serde_json::to_string_pretty(&manifest)? + "\n")?;
+    Ok(())
+}
+
+/// The SBOM of the image and of the artifacts in `written`.
+fn sbom(
+    stage: &mut StageProgress,
+    sh: &Shell,
+    inputs: &Inputs<'_>,
+    written: &[(Output, String, String)],
+    to: &Path,
+) -> Result<()> {
+    stage.step("SBOM (SPDX 2.3)");
+    let debian = sbom::debian_packages(stage, sh, inputs.rootfs)?;
+    let target = &inputs.config.target;
+    let crates = sbom::gateway_crates(stage, sh, inputs.repo, &target.rust_triple)?;
+    let created = sbom::created(stage, sh, inputs.repo)?;
+    let artifacts: Vec<sbom::Artifact> = written
+        .iter()
+        .map(|(output, name, digest)| sbom::Artifact {
+            file_name: name.clone(),
+            sha256: digest.clone(),
+            disk_image: matches!(
+                output,
+                Output::Image(Format::Raw | Format::Qcow2 | Format::ImgXz)
+            ),
+        })
+        .collect();
+    let subject = sbom::Subject {
+        name: &format!("{}-{}", inputs.config.image.image.name, target.name),
+        suite: &inputs.config.image.debian.suite,
+        version: inputs.version,
+        created: &created,
+        artifacts: &artifacts,
+    };
+    let document = sbom::document(&subject, &debian, &crates);
+    std::fs::write(to, serde_json::to_string_pretty(&document)? + "\n")
+        .with_context(|| format!("cannot write {}", to.display()))?;
     Ok(())
 }
 

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use clawfort_imagedef as imagedef;
 
-use super::{tools_on_host, Group, Purpose, ToolGroup, BENCH_TOOLS, SANDBOX_TEST_TOOLS};
+use super::{
+    tools_on_host, Group, Purpose, ToolGroup, BENCH_TOOLS, SANDBOX_TEST_TOOLS, SBOM_TOOLS,
+};
 
 mod scanner;
 
@@ -107,6 +109,16 @@ const DYNAMIC: &[(&str, &str, &str)] = &[
         "tests/e2e/exec.rs",
         "argv",
         "exec::run(argv): its callers' `let argv = vec![\"ssh\", ..]` are scanned",
+    ),
+    (
+        "xtask/src/image/sbom/validator.rs",
+        "{pip}",
+        "the virtual environment's pip, which `python3 -m venv` made just before",
+    ),
+    (
+        "xtask/src/image/sbom/validator.rs",
+        "{pyspdxtools}",
+        "the SPDX tools' validator, which validator::installed() found in the environment",
     ),
     (
         "xtask/src/image/host_tools.rs",
@@ -225,6 +237,7 @@ fn every_listed_probe() -> BTreeSet<String> {
     let mut probes: BTreeSet<String> = BENCH_TOOLS
         .iter()
         .chain(SANDBOX_TEST_TOOLS)
+        .chain(SBOM_TOOLS)
         .map(|t| t.probe.to_string())
         .collect();
     for (name, arch) in targets() {
