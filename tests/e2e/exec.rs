@@ -151,6 +151,13 @@ pub fn last_lines(text: &str, count: usize) -> String {
     lines[lines.len().saturating_sub(count)..].join(" | ")
 }
 
+/// The value of the first `key=value` line of a probe script's output (`echo key=$(...)`), trimmed.
+pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|line| line.trim_start().strip_prefix(key)?.strip_prefix('='))
+        .map(str::trim)
+}
+
 /// Quotes `text` as one word for a POSIX shell.
 pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))

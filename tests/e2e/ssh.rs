@@ -127,7 +127,7 @@ impl Session {
 
     /// Runs `script` as root through `sudo -n` (the admin has passwordless sudo).
     pub fn sudo(&self, script: &str) -> Result<Output> {
-        self.run(&format!("sudo -n sh -c {}", shell_quote(script)))
+        self.sudo_with(script, COMMAND_LIMIT)
     }
 
     /// `sudo` with its own time limit, for commands that outlast [`COMMAND_LIMIT`].

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use crate::exec::shell_quote;
+use crate::exec::{field, shell_quote};
 use crate::Ctx;
 
 const AUDIT_LOG: &str = "/var/log/audit/audit.log";
@@ -102,12 +102,7 @@ fn log_facts(ctx: &Ctx) -> Result<String> {
          echo rules=$(auditctl -l | grep -c 'key=clawfort-exec'); \
          echo bytes=$(du -cb /var/log/audit | tail -1 | cut -f1)",
     )?;
-    let fact = |key: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap_or("?")
-            .to_owned()
-    };
+    let fact = |key: &str| field(&out, key).unwrap_or("?").to_owned();
     let mut wrong = Vec::new();
     if fact("enabled") != "2" {
         wrong.push(format!(

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{ensure, Context, Result};
 
-use crate::exec::shell_quote;
+use crate::exec::{field, shell_quote};
 use crate::Ctx;
 
 const GATEWAY_UNIT: &str = "clawfort.service";
@@ -81,14 +81,7 @@ pub fn core_dumps_go_nowhere(ctx: &Ctx) -> Result<String> {
          echo left=$(ls -A \"$dir\") $(find /var/lib/systemd/coredump /var/crash -type f -newer \"$dir\" 2>/dev/null); \
          cd / && rm -rf \"$dir\""
     ))?;
-    let fact = |key: &str| -> String {
-        facts
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{key}=")))
-            .unwrap_or("")
-            .trim()
-            .to_owned()
-    };
+    let fact = |key: &str| field(&facts, key).unwrap_or("").to_owned();
     let login = ctx.admin.check("ulimit -Hc")?;
     let (pattern, left) = (fact("pattern"), fact("left"));
     let mut problems = Vec::new();
@@ -258,14 +251,7 @@ pub fn login_umask(ctx: &Ctx) -> Result<String> {
          echo defs=$(awk '$1 == \"UMASK\" {{print $2}}' /etc/login.defs); \
          echo service=$(sudo -n sh -c 'grep ^Umask: /proc/$(pgrep -o -u {user} -x systemd)/status | cut -f2')"
     ))?;
-    let fact = |key: &str| {
-        output
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{key}=")))
-            .unwrap_or("")
-            .trim()
-            .to_owned()
-    };
+    let fact = |key: &str| field(&output, key).unwrap_or("").to_owned();
     let mut problems = Vec::new();
     for (what, got) in [
         ("an SSH session's umask", fact("session")),
@@ -347,12 +333,7 @@ pub fn needrestart_automatic(ctx: &Ctx) -> Result<String> {
          echo hook=$(grep -l needrestart /etc/apt/apt.conf.d/* 2>/dev/null | tr '\\n' ' '); \
          perl -e 'do \"/etc/needrestart/needrestart.conf\"; die $@ if $@; print \"mode=$nrconf{restart}\\n\"'",
     )?;
-    let fact = |key: &str| {
-        output
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{key}=")))
-            .map(|value| value.trim().to_owned())
-    };
+    let fact = |key: &str| field(&output, key).map(str::to_owned);
     ensure!(fact("binary").is_none(), "needrestart is not installed");
     let hook = fact("hook").unwrap_or_default();
     ensure!(

@@ -16,6 +16,7 @@
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
+use crate::exec::field;
 use crate::fakes::Script;
 use crate::probes::agent::{RoundTrip, Secrets};
 use crate::probes::commands::{configure, turn, with_config_restored};
@@ -64,14 +65,7 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
     let (results, unhealthy) = turned?;
     broken.extend(unhealthy);
     let facts = results.get(&0).cloned().unwrap_or_default();
-    let fact = |key: &str| {
-        facts
-            .lines()
-            .find_map(|line| line.trim().strip_prefix(&format!("{key}=")))
-            .unwrap_or("?")
-            .trim()
-            .to_owned()
-    };
+    let fact = |key: &str| field(&facts, key).unwrap_or("?").to_owned();
     broken.extend(inside_problems(&fact, &marker));
 
     let ids = ctx.admin.check_root(&format!(

@@ -5,6 +5,7 @@
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
+use crate::exec::field;
 use crate::Ctx;
 
 /// `table inet filter` has an input chain whose policy is drop (as loaded, not as written).
@@ -267,10 +268,8 @@ pub fn root_fs_grown_to_disk(ctx: &Ctx) -> Result<String> {
          echo fs=$(( $(tune2fs -l $part | awk -F: '/^Block count/ {print $2}') * $(tune2fs -l $part | awk -F: '/^Block size/ {print $2}') ))",
     )?;
     let value = |key: &str| -> Result<u64> {
-        facts
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{key}=")))
-            .and_then(|v| v.trim().parse().ok())
+        field(&facts, key)
+            .and_then(|v| v.parse().ok())
             .with_context(|| format!("no `{key}` in: {facts}"))
     };
     let (disk, part, start, fs) = (
