@@ -177,10 +177,11 @@ impl From<Args> for BuildOptions {
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     if args.cache_only {
-        let profile = Profile::resolve(&args.into())?;
-        host_tools::ensure_for(&profile.definition.target, Purpose::Build)?;
-        host_tools::ensure_binfmt(&profile.definition.target.debian_arch)?;
-        cached_stages(&profile)?;
+        let profile = prepare(&args.into())?;
+        let layout = &profile.layout;
+        let _work_lock = cache::DirLock::acquire(&layout.work)?;
+        let mut runner = Runner::new(layout.logs(), profile.rebuild);
+        cached_stages(&mut runner, &profile)?;
         eprintln!(
             "\nthe cached stages of target {} are ready ({:.0} s); `cargo xtask image --target {}` \
              reuses them",
@@ -195,29 +196,45 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The stages kept in the persistent cache, made (or found) and left for later builds.
-fn cached_stages(profile: &Profile) -> Result<()> {
+/// The profile, with the host tools a build needs for its target in place.
+fn prepare(opts: &BuildOptions) -> Result<Profile> {
+    let profile = Profile::resolve(opts)?;
+    host_tools::ensure_for(&profile.definition.target, Purpose::Build)?;
+    host_tools::ensure_binfmt(&profile.definition.target.debian_arch)?;
+    Ok(profile)
+}
+
+/// The stages kept in the persistent cache (bootstrap, sandbox), made or found, with the
+/// locks that keep another build of the same target (or architecture, for the sandbox) from
+/// replacing them while they are read. Builds of other targets go on in parallel.
+struct Cached {
+    bootstrapped: bootstrap::Bootstrapped,
+    sandbox: sandbox::SandboxTar,
+    _locks: [cache::DirLock; 2],
+}
+
+fn cached_stages(runner: &mut Runner, profile: &Profile) -> Result<Cached> {
     let layout = &profile.layout;
-    let _work_lock = cache::DirLock::acquire(&layout.work)?;
-    let mut runner = Runner::new(layout.logs(), profile.rebuild);
     let apt = bootstrap::AptSetup::prepare(profile)?;
     let target = &profile.definition.target;
-    let _bootstrap_lock =
+    let bootstrap_lock =
         cache::DirLock::acquire_named(&layout.locks(), &format!("bootstrap-{}", target.name))?;
-    bootstrap::run(&mut runner, profile, &apt)?;
-    let _sandbox_lock =
+    let bootstrapped = bootstrap::run(runner, profile, &apt)?;
+    let sandbox_lock =
         cache::DirLock::acquire_named(&layout.locks(), &format!("sandbox-{}", target.debian_arch))?;
-    sandbox::run(&mut runner, profile, &apt)?;
-    Ok(())
+    let sandbox = sandbox::run(runner, profile, &apt)?;
+    Ok(Cached {
+        bootstrapped,
+        sandbox,
+        _locks: [bootstrap_lock, sandbox_lock],
+    })
 }
 
 /// Builds the image, reusing every stage whose inputs did not change, and returns its
 /// artifacts. The e2e suite calls this for its test variants (with `config_overlays`,
 /// `authorized_keys` and its own `out`/`work_dir`).
 pub fn build(opts: &BuildOptions) -> Result<Artifacts> {
-    let profile = Profile::resolve(opts)?;
-    host_tools::ensure_for(&profile.definition.target, Purpose::Build)?;
-    host_tools::ensure_binfmt(&profile.definition.target.debian_arch)?;
+    let profile = prepare(opts)?;
     let key = match &opts.sign_key {
         Some(path) => {
             host_tools::ensure(host_tools::SIGN_TOOLS)?;
@@ -324,22 +341,14 @@ fn build_stages(profile: &Profile) -> Result<Artifacts> {
     let mut runner = Runner::new(layout.logs(), profile.rebuild);
 
     let gateway_binary = gateway::run(&mut runner, profile)?;
-    let apt = bootstrap::AptSetup::prepare(profile)?;
-    // Held until customise has copied the bootstrap and the sandbox tar: another build of the
-    // same target (or architecture, for the sandbox) must not replace them while they are
-    // read. Builds of other targets go on in parallel.
+    // Its locks are held until customise has copied the bootstrap and the sandbox tar.
+    let cached = cached_stages(&mut runner, profile)?;
     let target = &profile.definition.target;
-    let bootstrap_lock =
-        cache::DirLock::acquire_named(&layout.locks(), &format!("bootstrap-{}", target.name))?;
-    let bootstrapped = bootstrap::run(&mut runner, profile, &apt)?;
-    let sandbox_lock =
-        cache::DirLock::acquire_named(&layout.locks(), &format!("sandbox-{}", target.debian_arch))?;
-    let sandbox = sandbox::run(&mut runner, profile, &apt)?;
 
     let inputs = customise::Inputs {
         profile,
-        bootstrap: &bootstrapped,
-        sandbox: &sandbox,
+        bootstrap: &cached.bootstrapped,
+        sandbox: &cached.sandbox,
         gateway_binary: &gateway_binary,
     };
     // fstab and the kernel command line name the disk ids, so they derive from the key of
@@ -347,8 +356,7 @@ fn build_stages(profile: &Profile) -> Result<Artifacts> {
     let pre_customise_key = customise::key(&inputs, &builder)?;
     let disk_ids = DiskIds::derive(&pre_customise_key, &target.disk);
     let customised = customise::run(&mut runner, &inputs, &pre_customise_key, &disk_ids)?;
-    drop(sandbox_lock);
-    drop(bootstrap_lock);
+    drop(cached);
 
     scrub::stage(&mut runner, profile, &customised.rootfs)?;
     let disk = assemble::run(&mut runner, profile, &customised, &disk_ids)?;
