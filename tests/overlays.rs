@@ -909,6 +909,8 @@ fn login_defaults_follow_the_image_config() {
     assert!(files["/etc/profile.d/clawfort-umask.sh"].contains("umask 077"));
     let err = render("[login]\numask = \"22x\"\n").unwrap_err();
     assert!(err.contains("login.umask"), "{err}");
+    let err = render("[users.service]\nsession_umask = \"0o22\"\n").unwrap_err();
+    assert!(err.contains("users.service.session_umask"), "{err}");
 }
 
 /// needrestart restarts what an update left on old libraries, without asking.
