@@ -82,6 +82,12 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     let work = std::fs::canonicalize(&work)?;
 
+    let only = if args.self_test && args.probes.is_empty() {
+        self_test::probes()
+    } else {
+        args.probes.clone()
+    };
+    let selected = |name: &str| only.is_empty() || only.iter().any(|probe| probe == name);
     let disk = if args.self_test {
         let image = match &args.image {
             Some(image) => image.clone(),
@@ -89,6 +95,11 @@ pub fn run(args: Args) -> Result<()> {
                 let weakened = root.join("tests/e2e/variants/weakened.toml");
                 build_weakened(&args, vec![suite_overlay, weakened], &key)?
             }
+        };
+        let image = if selected(self_test::UNIQUENESS_PROBE) {
+            self_test::bake_gateway_token(&sh, &image, &work, &users.service.name)?
+        } else {
+            image
         };
         boot::Disk {
             shown: image.clone(),
@@ -126,18 +137,19 @@ pub fn run(args: Args) -> Result<()> {
         admin_user: users.admin.name.clone(),
         service_user: users.service.name.clone(),
         expect: expect::expectations(&definition)?,
-        boot_peer: !args.self_test && !args.no_peer,
-        only: if args.self_test && args.probes.is_empty() {
-            self_test::probes()
-        } else {
-            args.probes.clone()
-        },
+        boot_peer: !args.no_peer && selected(self_test::UNIQUENESS_PROBE),
         fakes_binary: &fakes_binary,
         prepare: if args.self_test {
             self_test::RUNTIME_WEAKENINGS
         } else {
             &[]
         },
+        afterwards: if args.self_test {
+            self_test::afterwards(&args.probes)
+        } else {
+            Vec::new()
+        },
+        only,
     };
     let outcome = boot::boot_and_probe(&sh, &plan)?;
     let report = &outcome.report;
@@ -152,7 +164,7 @@ pub fn run(args: Args) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     if args.self_test {
-        return self_test::judge(report, &args.probes);
+        return self_test::judge(report, &outcome.afterwards, &args.probes);
     }
     let failed: Vec<&str> = report
         .probes

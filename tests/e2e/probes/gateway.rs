@@ -10,7 +10,7 @@ use crate::Ctx;
 
 const UNIT: &str = "clawfort.service";
 
-fn main_pid(ctx: &Ctx) -> Result<u32> {
+pub fn main_pid(ctx: &Ctx) -> Result<u32> {
     let pid = ctx
         .admin
         .check(&format!("systemctl show -P MainPID {UNIT}"))?;

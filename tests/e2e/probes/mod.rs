@@ -5,10 +5,12 @@
 //! gateway through the stranger it paired (the rogue model, its commands in the sandbox, the
 //! sandbox's container inspected, its commands on the host; each restores the config it
 //! changes), then the integrity check (its first-boot baseline has had the time it needs), the
-//! audit probe (the audit log's size then covers the suite), and last the uniqueness probe,
+//! audit probe (the audit log's size then covers the suite), the AppArmor probe (the gateway's
+//! whole workload has run in its profile by then), and last the uniqueness probe,
 //! which gives the second boot the most time to come up.
 
 pub mod agent;
+pub mod apparmor;
 pub mod audit;
 pub mod commands;
 pub mod egress;
@@ -174,6 +176,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "agent_commands_audited",
         run: audit::agent_commands_audited,
+    },
+    Probe {
+        name: "apparmor_confines_gateway_and_commands",
+        run: apparmor::apparmor_confines_gateway_and_commands,
     },
     Probe {
         name: "first_boot_identity_unique",

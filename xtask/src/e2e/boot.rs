@@ -71,11 +71,23 @@ pub struct Plan<'a> {
     /// Root shell scripts run on the guest once it is ready, before probing (the self-test's
     /// run-time weakenings); empty for the real suite.
     pub prepare: &'a [&'a str],
+    /// After the probes, in order: a root script, then the probes it names, run again (the
+    /// self-test's weakenings that would change what every other probe sees); empty for the
+    /// real suite.
+    pub afterwards: Vec<Afterwards<'a>>,
+}
+
+/// A root script run on the guest after all probes, and the probes run once more after it.
+pub struct Afterwards<'a> {
+    pub script: &'a str,
+    pub probes: Vec<String>,
 }
 
 pub struct Outcome {
     pub guest: Guest,
     pub report: Report,
+    /// One report per [`Plan::afterwards`] step, in order.
+    pub afterwards: Vec<Report>,
 }
 
 pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
@@ -189,16 +201,39 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
         work_dir: work.clone(),
         only: plan.only.clone(),
     };
-    let testbed_file = work.join("testbed.json");
-    std::fs::write(&testbed_file, serde_json::to_string_pretty(&testbed)?)?;
-    let _ = std::fs::remove_file(&plan.report);
-    run_probes(&testbed_file, &mut vm)?;
+    let report = probe(&testbed, &work.join("testbed.json"), &mut vm)?;
+    let mut afterwards = Vec::new();
+    for (step, then) in plan.afterwards.iter().enumerate() {
+        run_as_root(&network, plan, links[0].address, then.script)?;
+        let testbed = Testbed {
+            only: then.probes.clone(),
+            report: with_suffix(&testbed.report, &format!("-afterwards-{}", step + 1)),
+            ..testbed.clone()
+        };
+        let file = work.join(format!("testbed-afterwards-{}.json", step + 1));
+        afterwards.push(probe(&testbed, &file, &mut vm)?);
+    }
     drop(fakes);
-    let report = std::fs::read_to_string(&plan.report)
-        .with_context(|| format!("the probe binary wrote no report {}", plan.report.display()))?;
-    let report: Report = serde_json::from_str(&report)
-        .with_context(|| format!("unreadable report {}", plan.report.display()))?;
-    Ok(Outcome { guest, report })
+    Ok(Outcome {
+        guest,
+        report,
+        afterwards,
+    })
+}
+
+/// Writes `testbed` to `file`, runs the probe binary against it and reads its report back.
+fn probe(testbed: &Testbed, file: &Path, vm: &mut Vm) -> Result<Report> {
+    std::fs::write(file, serde_json::to_string_pretty(testbed)?)?;
+    let _ = std::fs::remove_file(&testbed.report);
+    run_probes(file, vm)?;
+    let report = std::fs::read_to_string(&testbed.report).with_context(|| {
+        format!(
+            "the probe binary wrote no report {}",
+            testbed.report.display()
+        )
+    })?;
+    serde_json::from_str(&report)
+        .with_context(|| format!("unreadable report {}", testbed.report.display()))
 }
 
 fn guest_link(name: &str, host: u8) -> GuestLink {

@@ -8,9 +8,10 @@
 //! checks that refusal, and weakens the booted guest at run time instead ([`RUNTIME_WEAKENINGS`])
 //! so the probes guarding them are shown to fail too.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
+use xshell::{cmd, Shell};
 
 use super::testbed::Report;
 use crate::image::{self, BuildOptions, Target};
@@ -58,7 +59,8 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 /// gateway dead after `gateway_restarts_after_kill`; the only probe between it and
 /// `agent_round_trip`, whose `clawfort setup` starts the gateway again with `systemctl
 /// restart`, is `fail2ban_bans_and_unbans`, which only talks to sshd. Then auditd is stopped
-/// (its rules stay loaded and locked), so the agent's commands reach no audit log. Last, a
+/// (its rules stay loaded and locked), so the agent's commands reach no audit log. The
+/// clawfort AppArmor profiles go to complain mode. Last, a
 /// process holds 450 MiB, more than the idle budget leaves (the guest has 2 GiB, so the other
 /// probes keep plenty).
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
@@ -115,6 +117,13 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
     // The rules are locked (`-e 2`: `auditctl -D` is refused until a reboot), but auditd
     // itself can be stopped: the kernel's records then go nowhere the log keeps.
     "systemctl stop auditd.service && ! systemctl is-active --quiet auditd.service",
+    // The clawfort AppArmor profiles in complain mode (they log and allow): replacing a loaded
+    // profile applies to the processes already in it, the running gateway included.
+    "sed -i 's/flags=(attach_disconnected)/flags=(attach_disconnected, complain)/' \
+        /etc/apparmor.d/clawfort-gateway /etc/apparmor.d/clawfort-exec \
+     && apparmor_parser -r /etc/apparmor.d/clawfort-gateway /etc/apparmor.d/clawfort-exec \
+     && grep -qx 'clawfort-gateway (complain)' /sys/kernel/security/apparmor/profiles \
+     && grep -qx 'clawfort-exec (complain)' /sys/kernel/security/apparmor/profiles",
     // 450 MiB held by a process (touched, so in use), waited for until it is all allocated:
     // with the guest's own 440-500 MiB, well over the idle ceiling.
     "systemd-run --unit=clawfort-e2e-memory-hog python3 -c 'import pathlib, time; \
@@ -204,32 +213,93 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
         "the gateway did not come back within 60 s",
     ),
     ("agent_commands_audited", "is not in the audit log"),
+    (
+        "apparmor_confines_gateway_and_commands",
+        "clawfort-gateway is in complain mode",
+    ),
+    (
+        "apparmor_confines_gateway_and_commands",
+        "a command in clawfort-exec opened the state directory",
+    ),
+    // Both boots of the self-test's disk start with the token baked into it
+    // ([`bake_gateway_token`]).
+    (UNIQUENESS_PROBE, "both boots share: gateway token"),
 ];
 
-/// Probes not yet shown failing, each with what stands in the way. Issue 13 asks for a case
-/// for every probe; this list is what is left, and a new probe must either get a case in
-/// [`MUST_FAIL`] or be listed here with its reason (a test checks it).
-pub const NOT_YET_SHOWN_FAILING: &[(&str, &str)] = &[
-    (
-        "gateway_runs_as_service_user",
-        "in MUST_PASS: it shows the weakened guest's gateway still runs (a gateway run as root \
-         would also change what the sandbox and host-command probes see)",
-    ),
-    (
-        "gateway_healthz_ok",
-        "in MUST_PASS: it shows the weakened guest's gateway still serves",
-    ),
-    (
-        "gateway_api_requires_token",
-        "no setting opens the API: without a token the gateway refuses every request (and \
-         refuses to start on a non-loopback bind), so only a patched binary would weaken it",
-    ),
-    (
-        "first_boot_identity_unique",
-        "it compares two boots and the self-test boots one (CI's time budget); a second boot \
-         of a variant with a baked-in machine-id would show it",
-    ),
+/// The probe that compares two boots of the image; the self-test boots its disk twice for it.
+pub const UNIQUENESS_PROBE: &str = "first_boot_identity_unique";
+
+/// Weakenings that would change what every other probe sees, so the self-test makes them
+/// after all the probes above have run, one at a time and in this order, each followed by the
+/// probes it must make fail (with their reasons).
+///
+/// First, the classic way an owner opens a token-protected API: a local reverse proxy that
+/// adds the credentials. The gateway moves to port 18790 (its own config) and a proxy on the
+/// suite's gateway port 18789 forwards every request to it with the bearer token from `.env`.
+/// The gateway still refuses requests without the token; what answers on 18789 does not.
+///
+/// Then the gateway is run as root (a drop-in with `User=root`; `HOME` kept at the service
+/// user's, where the state directory is; and the capabilities root needs to read that
+/// directory, which the unit's empty bounding set and private user namespace would otherwise
+/// deny it).
+///
+/// Last, the gateway and the proxy are stopped, so the health check has nothing to answer it.
+pub const AFTERWARDS: &[AfterwardsCase] = &[
+    AfterwardsCase {
+        script: TOKEN_PROXY,
+        must_fail: &[(
+            "gateway_api_requires_token",
+            "/api/status without a token answered 200",
+        )],
+    },
+    AfterwardsCase {
+        script: "mkdir -p /etc/systemd/system/clawfort.service.d \
+     && printf '[Service]\\nUser=root\\nGroup=root\\nEnvironment=HOME=/home/openclaw\\nPrivateUsers=no\\nCapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_CHOWN\\n' \
+        > /etc/systemd/system/clawfort.service.d/e2e-as-root.conf \
+     && systemctl daemon-reload && systemctl restart clawfort.service \
+     && for i in $(seq 1 60); do curl -fs -o /dev/null --max-time 2 http://127.0.0.1:18790/healthz && exit 0; sleep 1; done; exit 1",
+        must_fail: &[("gateway_runs_as_service_user", "runs as `root`")],
+    },
+    AfterwardsCase {
+        script: "systemctl stop clawfort-e2e-token-proxy.service clawfort.service \
+     && ! curl -s -o /dev/null --max-time 2 http://127.0.0.1:18789/healthz",
+        must_fail: &[("gateway_healthz_ok", "/healthz answered 0")],
+    },
 ];
+
+/// A weakening made after the probes ([`AFTERWARDS`]).
+pub struct AfterwardsCase {
+    /// Run as root on the guest.
+    pub script: &'static str,
+    /// The probes run again after it, each with a fragment its failure must contain.
+    pub must_fail: &'static [(&'static str, &'static str)],
+}
+
+/// The token-adding proxy of [`AFTERWARDS`]: the gateway moved to 18790, Python's HTTP server
+/// on 18789 (the guest has python3 for cloud-init) forwarding each GET with the token.
+const TOKEN_PROXY: &str = r#"sed -i 's/port: 18789,/port: 18790,/' /home/openclaw/.openclaw/openclaw.json \
+ && grep -q 'port: 18790,' /home/openclaw/.openclaw/openclaw.json \
+ && systemctl restart clawfort.service \
+ && cat > /run/clawfort-e2e-token-proxy.py <<'PROXY'
+import http.server, urllib.error, urllib.request
+lines = open("/home/openclaw/.openclaw/.env").read().splitlines()
+token = next(line.split("=", 1)[1].strip('"') for line in lines if line.startswith("OPENCLAW_GATEWAY_TOKEN="))
+class Proxy(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        request = urllib.request.Request("http://127.0.0.1:18790" + self.path, headers={"Authorization": "Bearer " + token})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                status, body = answer.status, answer.read()
+        except urllib.error.HTTPError as answer:
+            status, body = answer.code, answer.read()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("127.0.0.1", 18789), Proxy).serve_forever()
+PROXY
+systemd-run --unit=clawfort-e2e-token-proxy python3 /run/clawfort-e2e-token-proxy.py \
+ && for i in $(seq 1 60); do test "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://127.0.0.1:18789/api/status)" = 200 && exit 0; sleep 1; done; exit 1"#;
 
 /// Probes that must still pass: the weakened guest boots, serves and is reachable, so the
 /// failures above are about the protections and not about a broken guest.
@@ -250,30 +320,64 @@ pub fn probes() -> Vec<String> {
     names
 }
 
-/// Checks the weakened image's report; prints one line per expectation. `only` (the probes
-/// given with `--probe`; all when empty) narrows the cases judged to those probes.
-pub fn judge(report: &Report, only: &[String]) -> Result<()> {
+/// The [`AFTERWARDS`] steps that concern the selected probes (`only`, all when empty): the
+/// scripts to run after the probes and the probes to run again after each.
+pub fn afterwards(only: &[String]) -> Vec<super::boot::Afterwards<'static>> {
+    AFTERWARDS
+        .iter()
+        .filter(|case| {
+            only.is_empty()
+                || case
+                    .must_fail
+                    .iter()
+                    .any(|(name, _)| only.iter().any(|probe| probe == name))
+        })
+        .map(|case| super::boot::Afterwards {
+            script: case.script,
+            probes: case
+                .must_fail
+                .iter()
+                .map(|(name, _)| (*name).to_owned())
+                .collect(),
+        })
+        .collect()
+}
+
+/// Checks the weakened image's reports (the probes' and, in order, one per step of
+/// [`afterwards`]); prints one line per expectation. `only` (the probes given with `--probe`;
+/// all when empty) narrows the cases judged to those probes.
+pub fn judge(report: &Report, later: &[Report], only: &[String]) -> Result<()> {
     let mut wrong = Vec::new();
     let result = |name: &str| report.probes.iter().find(|probe| probe.name == name);
     let selected = |name: &str| only.is_empty() || only.iter().any(|probe| probe == name);
     for (name, reason) in MUST_FAIL.iter().filter(|(name, _)| selected(name)) {
-        let verdict = match result(name) {
-            None => Err("did not run".to_owned()),
-            Some(probe) if probe.passed => {
-                Err(format!("passed on the weakened image: {}", probe.detail))
-            }
-            Some(probe) if !probe.detail.contains(reason) => Err(format!(
-                "failed, but not because of the removed protection (expected `{reason}`): {}",
-                probe.detail
-            )),
-            Some(_) => Ok(()),
-        };
+        let verdict = must_fail(result(name), reason);
         report_line(
             name,
             &format!("fails when its protection is removed (`{reason}`)"),
             verdict,
             &mut wrong,
         );
+    }
+    let steps = AFTERWARDS
+        .iter()
+        .filter(|case| case.must_fail.iter().any(|(name, _)| selected(name)));
+    for (step, case) in steps.enumerate() {
+        for (name, reason) in case.must_fail {
+            let verdict = match later.get(step) {
+                None => Err(format!("step {} after the probes did not run", step + 1)),
+                Some(report) => must_fail(
+                    report.probes.iter().find(|probe| probe.name == *name),
+                    reason,
+                ),
+            };
+            report_line(
+                name,
+                &format!("fails after the probes when its protection is removed (`{reason}`)"),
+                verdict,
+                &mut wrong,
+            );
+        }
     }
     for name in MUST_PASS.iter().filter(|name| selected(name)) {
         let verdict = match result(name) {
@@ -285,15 +389,105 @@ pub fn judge(report: &Report, only: &[String]) -> Result<()> {
         };
         report_line(name, "still passes (the guest works)", verdict, &mut wrong);
     }
-    for (name, why) in NOT_YET_SHOWN_FAILING {
-        println!("GAP  self-test {name}: not yet shown failing ({why})");
-    }
     ensure!(
         wrong.is_empty(),
         "suite self-test failed for: {}",
         wrong.join(", ")
     );
     Ok(())
+}
+
+/// A must-fail case's verdict: the probe ran and failed for `reason`.
+fn must_fail(result: Option<&super::testbed::ProbeResult>, reason: &str) -> Result<(), String> {
+    match result {
+        None => Err("did not run".to_owned()),
+        Some(probe) if probe.passed => {
+            Err(format!("passed on the weakened image: {}", probe.detail))
+        }
+        Some(probe) if !probe.detail.contains(reason) => Err(format!(
+            "failed, but not because of the removed protection (expected `{reason}`): {}",
+            probe.detail
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The token baked into the self-test's disk: not a secret, the same on every run.
+const BAKED_TOKEN: &str = "e2e0baked0token0e2e0baked0token0e2e0baked0token0e2e0baked0token0";
+
+/// A copy of the weakened raw image `raw` (in `work`) with a gateway token baked in, the
+/// mistake the builder's scrub stage exists to prevent (a `.env` left in the image): the
+/// service user's `~/.openclaw/.env` written into the root file system with debugfs (no
+/// mount needed), owned by the user and mode 600 as first boot would make it. First boot then
+/// keeps it, as it keeps any token already there, so both boots of the disk share it.
+pub fn bake_gateway_token(sh: &Shell, raw: &Path, work: &Path, user: &str) -> Result<PathBuf> {
+    let baked = work.join("weakened-baked-token.raw");
+    cmd!(sh, "cp --sparse=always {raw} {baked}").run()?;
+    let root_fs = format!("{}?offset={}", baked.display(), root_offset(sh, &baked)?);
+    let passwd = cmd!(sh, "debugfs -R 'cat /etc/passwd' {root_fs}")
+        .quiet()
+        .ignore_stderr()
+        .read()?;
+    let (uid, gid) = passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() > 3 && fields[0] == user)
+        .map(|fields| (fields[2].to_owned(), fields[3].to_owned()))
+        .with_context(|| format!("the weakened image has no user {user} in /etc/passwd"))?;
+    let env = work.join("baked.env");
+    std::fs::write(&env, format!("OPENCLAW_GATEWAY_TOKEN={BAKED_TOKEN}\n"))?;
+    let state = format!("/home/{user}/.openclaw");
+    let commands = work.join("bake-token.debugfs");
+    std::fs::write(
+        &commands,
+        format!(
+            "cd {state}\nwrite {} .env\nsif .env uid {uid}\nsif .env gid {gid}\n\
+             sif .env mode 0100600\n",
+            env.display()
+        ),
+    )?;
+    // debugfs reports a failed command on stderr and still exits 0: the result is read back.
+    cmd!(sh, "debugfs -w -f {commands} {root_fs}")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()?;
+    let (cat, stat) = (format!("cat {state}/.env"), format!("stat {state}/.env"));
+    let written = cmd!(sh, "debugfs -R {cat} {root_fs}")
+        .quiet()
+        .ignore_stderr()
+        .read()?;
+    let stat = cmd!(sh, "debugfs -R {stat} {root_fs}")
+        .quiet()
+        .ignore_stderr()
+        .read()?;
+    ensure!(
+        written.trim() == format!("OPENCLAW_GATEWAY_TOKEN={BAKED_TOKEN}")
+            && stat.contains("Mode:  0600")
+            && stat.contains(&format!("User: {uid:>5}")),
+        "debugfs did not bake the token into {}: {stat}",
+        baked.display()
+    );
+    eprintln!("==> baked a gateway token into {}", baked.display());
+    Ok(baked)
+}
+
+/// The byte offset of the largest partition of `raw`: the root file system on every target.
+fn root_offset(sh: &Shell, raw: &Path) -> Result<u64> {
+    let table = cmd!(sh, "sfdisk --json {raw}").quiet().read()?;
+    let table: serde_json::Value = serde_json::from_str(&table)
+        .with_context(|| format!("unreadable `sfdisk --json` output for {}", raw.display()))?;
+    let sector = table["partitiontable"]["sectorsize"]
+        .as_u64()
+        .unwrap_or(512);
+    table["partitiontable"]["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["start"].as_u64()?, p["size"].as_u64()?)))
+        .max_by_key(|&(_, size)| size)
+        .map(|(start, _)| start * sector)
+        .with_context(|| format!("{} has no partitions", raw.display()))
 }
 
 fn report_line(name: &str, claim: &str, verdict: Result<(), String>, wrong: &mut Vec<String>) {
@@ -337,7 +531,7 @@ pub fn check_builder_refusals(target: Target, root: &Path, suite_overlay: &Path)
 
 #[cfg(test)]
 mod tests {
-    use super::{MUST_FAIL, NOT_YET_SHOWN_FAILING};
+    use super::{AFTERWARDS, MUST_FAIL, MUST_PASS};
     use crate::image::{load_definition, Target};
 
     /// The suite's probes in the order they run (`tests/e2e/probes/mod.rs`, read as text: the
@@ -352,24 +546,47 @@ mod tests {
             .collect()
     }
 
-    /// Every probe in the suite has a must-fail case or a stated reason why not yet.
+    /// Every probe in the suite has a must-fail case, before the others or after them; every
+    /// name the self-test uses is a probe of the suite.
     #[test]
-    fn every_probe_has_a_must_fail_case_or_a_reason() {
+    fn every_probe_has_a_must_fail_case() {
         let probes = registry();
         let probes: Vec<&str> = probes.iter().map(String::as_str).collect();
         assert!(probes.len() >= 20, "found only {probes:?} in the registry");
-        let shown = |name: &str| MUST_FAIL.iter().any(|(n, _)| *n == name);
-        let excused = |name: &str| NOT_YET_SHOWN_FAILING.iter().any(|(n, _)| *n == name);
+        let later = || AFTERWARDS.iter().flat_map(|case| case.must_fail.iter());
         for name in &probes {
             assert!(
-                shown(name) != excused(name),
-                "probe {name}: give it a MUST_FAIL case in xtask/src/e2e/self_test.rs, or list \
-                 it in NOT_YET_SHOWN_FAILING with the reason (not both)"
+                MUST_FAIL.iter().chain(later()).any(|(n, _)| n == name),
+                "probe {name}: give it a MUST_FAIL case in xtask/src/e2e/self_test.rs (or an \
+                 AFTERWARDS one, if removing its protection would change what other probes see)"
             );
         }
-        for (name, _) in MUST_FAIL.iter().chain(NOT_YET_SHOWN_FAILING) {
+        for name in MUST_FAIL
+            .iter()
+            .chain(later())
+            .map(|(name, _)| name)
+            .chain(MUST_PASS)
+        {
             assert!(probes.contains(name), "{name} is not a probe of the suite");
         }
+    }
+
+    /// The proxy step's script moves the gateway off the port the suite expects, which the
+    /// shipped config names on a line of its own.
+    #[test]
+    fn token_proxy_moves_the_gateway_off_the_suite_port() {
+        let root = crate::project_root();
+        let template =
+            std::fs::read_to_string(root.join("overlays/usr/share/clawfort/openclaw.json.tera"))
+                .unwrap();
+        assert!(template.contains("    port: {{ gateway.port }},"));
+        let suite = load_definition(
+            &[root.join("tests/e2e/variants/suite.toml")],
+            Target::X86_64,
+        )
+        .unwrap();
+        assert_eq!(suite.image.gateway.port, 18789);
+        assert!(super::TOKEN_PROXY.contains("s/port: 18789,/port: 18790,/"));
     }
 
     /// `Restart=no` leaves the gateway dead after `gateway_restarts_after_kill` until

@@ -158,7 +158,8 @@ const BOOT_COMMON_TOOLS: &[HostTool] = &[
 
 /// The suite's private network (namespace, bridge, taps, DHCP), its SSH key, and keying the
 /// published artifact through its CIDATA volume (`e2e/seed.rs`: the partition table, the FAT
-/// files, the Pi image's decompression, the qcow2 layer written with qemu-io).
+/// files, the Pi image's decompression, the qcow2 layer written with qemu-io), and the
+/// self-test's token baked into its disk with debugfs (`e2e/self_test.rs`).
 const E2E_NETWORK_TOOLS: &[HostTool] = &[
     tool("ip", "iproute2"),
     tool("dnsmasq", "dnsmasq-base"),
@@ -168,6 +169,7 @@ const E2E_NETWORK_TOOLS: &[HostTool] = &[
     tool("mtype", "mtools"),
     tool("mlabel", "mtools"),
     tool("xz", "xz-utils"),
+    tool("debugfs", "e2fsprogs"),
     HostTool {
         probe: Cow::Borrowed("qemu-io"),
         ..QEMU_IMG
@@ -730,7 +732,7 @@ mod tests {
             ssh=openssh-client";
         let network = "e2e-network: ip=iproute2 dnsmasq=dnsmasq-base ssh-keygen=openssh-client \
             timeout=coreutils sfdisk=fdisk mtype=mtools mlabel=mtools xz=xz-utils \
-            qemu-io=qemu-utils+bp";
+            debugfs=e2fsprogs qemu-io=qemu-utils+bp";
         let emulators = [
             (
                 "x86_64",
