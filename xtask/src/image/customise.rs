@@ -134,6 +134,8 @@ fn customise(
         "chroot {rootfs} env DEBIAN_FRONTEND=noninteractive pam-auth-update --package"
     ))?;
 
+    apparmor_profiles_compile(stage, &sh, rootfs)?;
+
     stage.step("gateway binary and sandbox root file system");
     install_file(rootfs, inputs.gateway_binary, gateway::IMAGE_PATH, 0o755)?;
     install_file(rootfs, &inputs.sandbox.tar, sandbox::IMAGE_PATH, 0o644)?;
@@ -279,6 +281,33 @@ fn services(
         stage.run(cmd!(
             sh,
             "chroot {rootfs} systemctl --root=/ mask {mask...}"
+        ))?;
+    }
+    Ok(())
+}
+
+/// Every AppArmor profile in the image's `/etc/apparmor.d` compiles with the image's own
+/// parser, against the feature set the package ships (no kernel is needed: `-Q` loads
+/// nothing, `-K` writes no cache), so a profile the overlays broke fails the build with the
+/// parser's message instead of keeping its unit from starting on the appliance.
+fn apparmor_profiles_compile(stage: &mut StageProgress, sh: &Shell, rootfs: &Path) -> Result<()> {
+    const PARSER: &str = "usr/sbin/apparmor_parser";
+    if !rootfs.join(PARSER).exists() {
+        return Ok(());
+    }
+    let dir = rootfs.join("etc/apparmor.d");
+    let mut profiles: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
+        .map(|entry| format!("/etc/apparmor.d/{}", entry.file_name().to_string_lossy()))
+        .collect();
+    profiles.sort();
+    stage.step(format!("AppArmor profiles compile: {}", profiles.join(" ")));
+    for profile in &profiles {
+        stage.run(cmd!(
+            sh,
+            "chroot {rootfs} apparmor_parser -QK -M /usr/share/apparmor-features/features {profile}"
         ))?;
     }
     Ok(())
