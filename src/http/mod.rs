@@ -397,6 +397,7 @@ pub fn run(
             tracing::warn!("running as root: run the gateway as an unprivileged user");
         }
         raise_file_limit();
+        let (stop_events, events) = start_events(paths, agent.as_ref(), &redactor);
         let handle = agent.as_ref().map(crate::agent::service::Prepared::handle);
         let mut gateway = Gateway::new(config, paths, local)
             .with_agent(handle)
@@ -420,9 +421,46 @@ pub fn run(
         if let Some(task) = agent {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
+        stop_events.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), events).await;
+        if let Err(e) = crate::events::marker::end(&paths.state_dir) {
+            tracing::warn!("cannot remove the running marker: {e}; the next start reports a crash");
+        }
         tracing::info!("gateway stopped");
         Ok(())
     })
+}
+
+/// Starts the security events pipeline ([`crate::events`]): the owner is sent the events
+/// when the agent has a channel. Marks the gateway as running, and records a restart after
+/// a crash when the previous run left its mark.
+fn start_events(
+    paths: &Paths,
+    agent: Option<&crate::agent::service::Prepared>,
+    redactor: &crate::redact::Redactor,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    use crate::events::{marker, Event, Pipeline};
+    let events = agent.map_or_else(Default::default, |a| a.events());
+    match marker::begin(&paths.state_dir) {
+        Ok(true) => events.record(Event::GatewayCrashRestart),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            "cannot write the running marker in {}: {e}; a crash of this run will not be \
+             reported at the next start",
+            paths.state_dir.display()
+        ),
+    }
+    let notices = agent.and_then(|a| a.owner_notices());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let pipeline = Pipeline::new(paths.clone(), redactor.clone());
+    let run = {
+        let stop = stop.clone();
+        async move { pipeline.run(&events, notices, stop).await }
+    };
+    (stop, tokio::spawn(run))
 }
 
 /// Raises the soft open-files limit so the connection table fits: systemd's default soft

@@ -29,7 +29,7 @@ pub struct Filter {
 }
 
 /// `--since`: a time, or a duration back from now.
-fn parse_since(text: &str) -> Result<Timestamp, String> {
+pub(crate) fn parse_since(text: &str) -> Result<Timestamp, String> {
     if let Ok(time) = text.parse::<Timestamp>() {
         return Ok(time);
     }
