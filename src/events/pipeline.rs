@@ -9,6 +9,7 @@
 //! the feed could lose. A full queue (a writer stuck on a dead disk) drops the event with
 //! an error in the log.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,6 +71,8 @@ impl Events {
 pub struct Pipeline {
     pub paths: Paths,
     pub redactor: Redactor,
+    /// Root's feed to follow ([`host_feed`]).
+    pub host_feed: PathBuf,
     /// How long a message for the owner gathers events ([`notify::WINDOW`]).
     pub window: Duration,
     /// How often the host feed is looked at.
@@ -83,6 +86,7 @@ impl Pipeline {
         Self {
             paths,
             redactor,
+            host_feed: host_feed(),
             window: notify::WINDOW,
             poll: Self::POLL,
         }
@@ -111,6 +115,7 @@ impl Pipeline {
             ));
             let follower = tokio::spawn(follow_host(
                 self.paths.clone(),
+                self.host_feed.clone(),
                 tx.clone(),
                 self.poll,
                 shutdown.clone(),
@@ -166,12 +171,12 @@ impl Pipeline {
 /// position after them is committed once the owner's message is delivered.
 async fn follow_host(
     paths: Paths,
+    feed: PathBuf,
     owner: mpsc::Sender<Item>,
     poll: Duration,
     shutdown: CancellationToken,
 ) {
     let offsets = OffsetFile(offset_path(&paths));
-    let feed = host_feed();
     let mut follower = {
         let offsets = offsets.clone();
         let feed = feed.clone();
