@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
@@ -38,14 +38,19 @@ pub enum Emit {
         #[arg(long)]
         ip: IpAddr,
     },
-    /// The integrity check found changes (clawfort-integrity-check runs this).
+    /// The integrity check found changes: the counts given, or those of an AIDE report
+    /// (clawfort-integrity-check runs this with --aide-report; a report without changes
+    /// emits nothing).
     Integrity {
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, conflicts_with = "aide_report")]
         added: u64,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, conflicts_with = "aide_report")]
         removed: u64,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, conflicts_with = "aide_report")]
         changed: u64,
+        /// Read the counts from this AIDE report (its summary).
+        #[arg(long, value_name = "PATH")]
+        aide_report: Option<PathBuf>,
     },
 }
 
@@ -74,9 +79,30 @@ pub fn emit(kind: Emit) -> anyhow::Result<()> {
     let event = match kind {
         Emit::Fail2banBan { jail, ip } => Event::Fail2banBan { jail, ip },
         Emit::Integrity {
+            aide_report: Some(report),
+            ..
+        } => {
+            let text = std::fs::read_to_string(&report).map_err(|e| {
+                anyhow::anyhow!("cannot read the AIDE report {}: {e}", report.display())
+            })?;
+            let changes = super::aide::changes(&text).map_err(|e| {
+                anyhow::anyhow!("the AIDE report {} does not parse: {e}", report.display())
+            })?;
+            let Some(c) = changes else {
+                println!("no changes in {}: no event", report.display());
+                return Ok(());
+            };
+            Event::Integrity {
+                added: c.added,
+                removed: c.removed,
+                changed: c.changed,
+            }
+        }
+        Emit::Integrity {
             added,
             removed,
             changed,
+            aide_report: None,
         } => Event::Integrity {
             added,
             removed,

@@ -15,6 +15,7 @@
 //! `clawfort events` ([`cli`]) shows both merged by time. The owner's messages come from
 //! [`notify`]: events arriving within one window become one message, at most one a window.
 
+pub mod aide;
 pub mod cli;
 pub mod feed;
 pub mod follow;
