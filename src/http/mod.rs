@@ -65,6 +65,8 @@ pub struct Gateway {
     agent: Option<AgentHandle>,
     /// The exec approvals, when the agent's `exec` tool may ask (`/api/approvals`).
     approvals: Option<crate::approvals::Approvals>,
+    /// Where a pairing request through `/api/messages` is recorded as a security event.
+    events: crate::events::Events,
     /// The agent's live status, when an agent is configured.
     agent_status: Option<Arc<crate::agent::status::AgentStatus>>,
     redactor: crate::redact::Redactor,
@@ -90,6 +92,7 @@ impl Gateway {
             approved: AtomicUsize::new(0),
             agent: None,
             approvals: None,
+            events: crate::events::Events::default(),
             agent_status: None,
             redactor: crate::redact::Redactor::default(),
             config,
@@ -99,6 +102,12 @@ impl Gateway {
     /// The gateway with the agent it runs beside, for the agent's API routes.
     pub fn with_agent(mut self, agent: Option<AgentHandle>) -> Self {
         self.agent = agent;
+        self
+    }
+
+    /// The gateway recording security events in `events`.
+    pub fn with_events(mut self, events: crate::events::Events) -> Self {
+        self.events = events;
         self
     }
 
@@ -397,9 +406,12 @@ pub fn run(
             tracing::warn!("running as root: run the gateway as an unprivileged user");
         }
         raise_file_limit();
-        let (stop_events, events) = start_events(paths, agent.as_ref(), &redactor);
+        let events = agent.as_ref().map_or_else(Default::default, |a| a.events());
+        let (stop_events, events_task) =
+            start_events(paths, &events, agent.as_ref(), &redactor);
         let handle = agent.as_ref().map(crate::agent::service::Prepared::handle);
         let mut gateway = Gateway::new(config, paths, local)
+            .with_events(events)
             .with_agent(handle)
             .with_redactor(redactor);
         if let Some(agent) = &agent {
@@ -422,7 +434,7 @@ pub fn run(
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
         stop_events.cancel();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), events).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), events_task).await;
         if let Err(e) = crate::events::marker::end(&paths.state_dir) {
             tracing::warn!("cannot remove the running marker: {e}; the next start reports a crash");
         }
@@ -436,6 +448,7 @@ pub fn run(
 /// a crash when the previous run left its mark.
 fn start_events(
     paths: &Paths,
+    events: &crate::events::Events,
     agent: Option<&crate::agent::service::Prepared>,
     redactor: &crate::redact::Redactor,
 ) -> (
@@ -443,7 +456,6 @@ fn start_events(
     tokio::task::JoinHandle<()>,
 ) {
     use crate::events::{marker, Event, Pipeline};
-    let events = agent.map_or_else(Default::default, |a| a.events());
     match marker::begin(&paths.state_dir) {
         Ok(true) => events.record(Event::GatewayCrashRestart),
         Ok(false) => {}
@@ -457,7 +469,7 @@ fn start_events(
     let stop = tokio_util::sync::CancellationToken::new();
     let pipeline = Pipeline::new(paths.clone(), redactor.clone());
     let run = {
-        let stop = stop.clone();
+        let (stop, events) = (stop.clone(), events.clone());
         async move { pipeline.run(&events, notices, stop).await }
     };
     (stop, tokio::spawn(run))
