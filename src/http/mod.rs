@@ -407,8 +407,7 @@ pub fn run(
         }
         raise_file_limit();
         let events = agent.as_ref().map_or_else(Default::default, |a| a.events());
-        let (stop_events, events_task) =
-            start_events(paths, &events, agent.as_ref(), &redactor);
+        let (stop_events, events_task) = start_events(paths, &events, agent.as_ref(), &redactor);
         let handle = agent.as_ref().map(crate::agent::service::Prepared::handle);
         let mut gateway = Gateway::new(config, paths, local)
             .with_events(events)
