@@ -3,7 +3,7 @@
 //! integrity check run it).
 
 use std::net::IpAddr;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -109,13 +109,15 @@ pub fn emit(kind: Emit) -> anyhow::Result<()> {
             changed,
         },
     };
-    if let Some(dir) = feed.parent() {
-        // The image makes it (tmpfiles); elsewhere the first emit does.
-        std::fs::DirBuilder::new()
+    if let Some(dir) = feed.parent().filter(|d| !d.exists()) {
+        // The image makes it (tmpfiles); elsewhere the first emit does, readable by the
+        // gateway's user whatever root's umask (027 on the appliance).
+        let made = std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(dir)
-            .map_err(|e| anyhow::anyhow!("cannot make the directory {}: {e}", dir.display()))?;
+            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)));
+        made.map_err(|e| anyhow::anyhow!("cannot make the directory {}: {e}", dir.display()))?;
     }
     feed::append(&feed, &[Record::now(Source::Host, event)], 0o644)
         .map_err(|e| anyhow::anyhow!("cannot append to the host feed {}: {e}", feed.display()))

@@ -469,9 +469,20 @@ fn events_emit_is_root_only_and_its_event_is_shown() {
         return;
     }
     assert!(out.status.success(), "{out:?}");
-    let feed = dir.path().join("host-events.jsonl");
-    let mode = std::fs::metadata(&feed).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o644, "the gateway's user reads root's feed");
+    // Made by the first emit under the appliance's umask, the feed and its directory are
+    // still readable by the gateway's user.
+    let fresh = dir.path().join("var-lib-clawfort");
+    let out = std::process::Command::new("sh")
+        .args(["-c", "umask 027; exec \"$0\" \"$@\"", BIN])
+        .args(ban)
+        .env(clawfort::events::HOST_FEED_ENV, fresh.join("events.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for (path, want) in [(&fresh, 0o755), (&fresh.join("events.jsonl"), 0o644)] {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, want, "{}", path.display());
+    }
     let out = cli(dir.path(), &["events"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("TIME (UTC)"), "{text}");
