@@ -187,13 +187,18 @@ async fn follow_host(
     };
     let mut warned = false;
     loop {
-        let (follower_back, polled) = tokio::task::spawn_blocking(move || {
+        let polled = tokio::task::spawn_blocking(move || {
             let polled = follower.poll();
             (follower, polled)
         })
-        .await
-        .expect("the poll does not panic");
-        follower = follower_back;
+        .await;
+        let polled = match polled {
+            Ok((back, polled)) => {
+                follower = back;
+                polled
+            }
+            Err(e) => return tracing::error!("the host events follower stopped: {e}"),
+        };
         match polled {
             Ok((contents, position)) => {
                 warned = false;
