@@ -443,8 +443,9 @@ pub fn run(
 }
 
 /// Starts the security events pipeline ([`crate::events`]): the owner is sent the events
-/// when the agent has a channel. Marks the gateway as running, and records a restart after
-/// a crash when the previous run left its mark.
+/// when the agent has a channel. Marks the gateway as running (on the pipeline's task, so
+/// its two syncs do not delay the first request), and records a restart after a crash when
+/// the previous run left its mark.
 fn start_events(
     paths: &Paths,
     events: &crate::events::Events,
@@ -455,21 +456,26 @@ fn start_events(
     tokio::task::JoinHandle<()>,
 ) {
     use crate::events::{marker, Event, Pipeline};
-    match marker::begin(&paths.state_dir) {
-        Ok(true) => events.record(Event::GatewayCrashRestart),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(
-            "cannot write the running marker in {}: {e}; a crash of this run will not be \
-             reported at the next start",
-            paths.state_dir.display()
-        ),
-    }
     let notices = agent.and_then(|a| a.owner_notices());
     let stop = tokio_util::sync::CancellationToken::new();
     let pipeline = Pipeline::new(paths.clone(), redactor.clone());
     let run = {
         let (stop, events) = (stop.clone(), events.clone());
-        async move { pipeline.run(&events, notices, stop).await }
+        let state_dir = paths.state_dir.clone();
+        async move {
+            let dir = state_dir.clone();
+            match tokio::task::spawn_blocking(move || marker::begin(&dir)).await {
+                Ok(Ok(true)) => events.record(Event::GatewayCrashRestart),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(
+                    "cannot write the running marker in {}: {e}; a crash of this run will \
+                     not be reported at the next start",
+                    state_dir.display()
+                ),
+                Err(e) => tracing::warn!("the running marker was not written: {e}"),
+            }
+            pipeline.run(&events, notices, stop).await
+        }
     };
     (stop, tokio::spawn(run))
 }
