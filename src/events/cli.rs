@@ -22,7 +22,7 @@ pub struct Show {
     pub limit: usize,
     /// Only events since this time: a duration back from now (`90s`, `15m`, `2h`) or an RFC
     /// 3339 time (`2026-01-31T08:00:00Z`).
-    #[arg(long, value_name = "WHEN", value_parser = crate::tools::log::cli::parse_since)]
+    #[arg(long, value_name = "WHEN", value_parser = crate::columns::parse_since)]
     pub since: Option<Timestamp>,
 }
 
