@@ -12,7 +12,9 @@ fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("gateway.running")
 }
 
-/// Marks the gateway as running; whether the previous run left its marker (crashed).
+/// Marks the gateway as running; whether the previous run left its marker (crashed). The
+/// marker is in the page cache when this returns, so a kill from then on is seen at the
+/// next start; [`sync`] makes it survive a power cut too.
 pub fn begin(state_dir: &Path) -> std::io::Result<bool> {
     let marker = path(state_dir);
     let crashed = marker.exists();
@@ -24,9 +26,13 @@ pub fn begin(state_dir: &Path) -> std::io::Result<bool> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&marker)?;
     writeln!(file, "{}", std::process::id())?;
-    file.sync_all()?;
-    File::open(state_dir)?.sync_all()?;
     Ok(crashed)
+}
+
+/// Makes the marker [`begin`] wrote durable (off the start's path: two disk flushes).
+pub fn sync(state_dir: &Path) -> std::io::Result<()> {
+    File::open(path(state_dir))?.sync_all()?;
+    File::open(state_dir)?.sync_all()
 }
 
 /// Marks a clean stop.
@@ -45,6 +51,7 @@ mod tests {
     fn a_start_after_a_clean_stop_is_no_crash_and_one_without_is() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!begin(dir.path()).unwrap(), "the first start");
+        sync(dir.path()).unwrap();
         end(dir.path()).unwrap();
         assert!(!begin(dir.path()).unwrap(), "after a clean stop");
         // Killed: no `end`.

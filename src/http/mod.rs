@@ -443,9 +443,9 @@ pub fn run(
 }
 
 /// Starts the security events pipeline ([`crate::events`]): the owner is sent the events
-/// when the agent has a channel. Marks the gateway as running (on the pipeline's task, so
-/// its two syncs do not delay the first request), and records a restart after a crash when
-/// the previous run left its mark.
+/// when the agent has a channel. Marks the gateway as running before it serves (the marker
+/// synced on the pipeline's task, so the disk flushes do not delay the first request), and
+/// records a restart after a crash when the previous run left its mark.
 fn start_events(
     paths: &Paths,
     events: &crate::events::Events,
@@ -456,6 +456,22 @@ fn start_events(
     tokio::task::JoinHandle<()>,
 ) {
     use crate::events::{marker, Event, Pipeline};
+    let marked = match marker::begin(&paths.state_dir) {
+        Ok(crashed) => {
+            if crashed {
+                events.record(Event::GatewayCrashRestart);
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot write the running marker in {}: {e}; a crash of this run will not be \
+                 reported at the next start",
+                paths.state_dir.display()
+            );
+            false
+        }
+    };
     let notices = agent.and_then(|a| a.owner_notices());
     let stop = tokio_util::sync::CancellationToken::new();
     let pipeline = Pipeline::new(paths.clone(), redactor.clone());
@@ -464,15 +480,13 @@ fn start_events(
         let state_dir = paths.state_dir.clone();
         async move {
             let dir = state_dir.clone();
-            match tokio::task::spawn_blocking(move || marker::begin(&dir)).await {
-                Ok(Ok(true)) => events.record(Event::GatewayCrashRestart),
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::warn!(
-                    "cannot write the running marker in {}: {e}; a crash of this run will \
-                     not be reported at the next start",
+            let sync = move || if marked { marker::sync(&dir) } else { Ok(()) };
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(sync).await {
+                tracing::warn!(
+                    "cannot sync the running marker in {}: {e}; a crash after a power cut \
+                     may go unreported",
                     state_dir.display()
-                ),
-                Err(e) => tracing::warn!("the running marker was not written: {e}"),
+                );
             }
             pipeline.run(&events, notices, stop).await
         }
