@@ -142,3 +142,47 @@ async fn a_pairing_request_is_in_the_feed_and_the_owner_is_told_without_its_code
     task.await.unwrap();
     channel.abort();
 }
+
+#[tokio::test]
+async fn what_has_a_message_of_its_own_is_in_the_feed_only() {
+    let mut h = Harness::new(r#"{ allowFrom: ["333"] }"#).await;
+    let notices = OwnerNotices::default();
+    h.settings.owner_notices = notices.clone();
+    let channel = h.start();
+    let events = Events::default();
+    let (stop, task) = pipeline(&h, &events, &notices);
+
+    let session = "agent:main:main".to_owned();
+    events.record(Event::ExecWaiting {
+        command: "rm".into(),
+        session: session.clone(),
+    });
+    events.record(Event::Budget {
+        period: "daily".into(),
+        spent_usd: 4.0,
+        limit_usd: 5.0,
+    });
+    events.record(Event::ExecDenied {
+        command: "rm".into(),
+        session,
+    });
+    h.replies(OWNER, 1).await;
+    let messages = settled(&h).await;
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert!(
+        messages[0].starts_with("Security event:\n- ")
+            && messages[0].ends_with("exec denied: `rm` (session agent:main:main)"),
+        "the approval prompt and the budget warning are their own messages: {}",
+        messages[0]
+    );
+    stop.cancel();
+    task.await.unwrap();
+    let kinds: Vec<&str> = feed::read(&gateway_feed(&Paths::in_dir(h.dir.path())))
+        .unwrap()
+        .records
+        .iter()
+        .map(|r| r.event.kind())
+        .collect();
+    assert_eq!(kinds, ["exec-waiting", "budget", "exec-denied"]);
+    channel.abort();
+}
