@@ -95,6 +95,17 @@ enum Command {
         #[command(flatten)]
         filter: crate::tools::log::cli::Filter,
     },
+    /// Security events, oldest first: fail2ban bans and integrity changes (root's host
+    /// feed), pairing requests, exec denials and approvals asked, budget warnings and
+    /// restarts after a crash (the gateway's feed). Run with sudo on the appliance, or as
+    /// the gateway's user. The owner gets the same in the chat, batched.
+    #[command(args_conflicts_with_subcommands = true)]
+    Events {
+        #[command(flatten)]
+        show: crate::events::cli::Show,
+        #[command(subcommand)]
+        command: Option<EventsCommand>,
+    },
     /// Model spend today and this month (UTC), by model and by session, from the ledger.
     Usage {
         #[arg(long)]
@@ -131,6 +142,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Append a host event to root's feed (/var/lib/clawfort/events.jsonl), which the
+    /// gateway forwards to the owner. Root only.
+    #[command(subcommand)]
+    Emit(crate::events::cli::Emit),
 }
 
 #[derive(Subcommand)]
@@ -336,6 +355,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             source,
             ..
         } => logging::show(&paths, source, tail, follow)?,
+        Command::Events {
+            command: Some(EventsCommand::Emit(kind)),
+            ..
+        } => crate::events::cli::emit(kind)?,
+        Command::Events { show, .. } => {
+            let target = Target::resolve(cli.config.as_deref())?;
+            target.print_note();
+            crate::events::cli::show(&target.paths, &show)?
+        }
         Command::Usage { json } => {
             let target = Target::resolve(cli.config.as_deref())?;
             target.print_note();

@@ -14,6 +14,7 @@ pub mod columns;
 pub mod config;
 pub mod confine;
 pub mod egress;
+pub mod events;
 pub mod gateway_client;
 pub mod http;
 pub mod http_client;

@@ -933,3 +933,114 @@ fn needrestart_restarts_automatically() {
     let err = render("[updates]\nneedrestart_mode = \"x\"\n").unwrap_err();
     assert!(err.contains("updates.needrestart_mode"), "{err}");
 }
+
+/// A file of `overlays/` that is no template (rendered trees hold only the templates).
+fn overlay_file(path: &str) -> String {
+    std::fs::read_to_string(repo().join("overlays").join(path)).unwrap()
+}
+
+/// The value of an INI `key = value` whose value may go on over indented lines (fail2ban).
+fn ini_values(text: &str, key: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if k.trim() != key {
+            continue;
+        }
+        values.push(v.trim().to_owned());
+        while let Some(next) = lines.next_if(|l| l.starts_with([' ', '\t']) && !l.trim().is_empty())
+        {
+            values.push(next.trim().to_owned());
+        }
+    }
+    values
+}
+
+/// Runs a command line of the image's data (`/usr/bin/clawfort ...`) with this build's binary
+/// and `feed` as the host feed. As root it must write the event; otherwise the arguments must
+/// have parsed (the refusal is the root check's, not clap's exit 2).
+fn run_emit(line: &str, feed: &Path) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        words[..3],
+        ["/usr/bin/clawfort", "events", "emit"],
+        "{line}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clawfort"))
+        .args(&words[1..])
+        .env(clawfort::events::HOST_FEED_ENV, feed)
+        .output()
+        .unwrap();
+    if rustix::process::geteuid().is_root() {
+        assert!(out.status.success(), "{line}: {out:?}");
+        true
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("run it as root"), "{line}: {err}");
+        false
+    }
+}
+
+#[test]
+fn fail2ban_bans_and_integrity_changes_reach_the_host_events_feed() {
+    each_target(|files| {
+        let dir = tempfile::tempdir().unwrap();
+        let feed = dir.path().join("events.jsonl");
+        // Every jail: the nftables ban and the event.
+        let jails = &files["/etc/fail2ban/jail.d/clawfort.local"];
+        assert_eq!(
+            ini_values(jails, "action"),
+            ["%(action_)s", "clawfort-event"]
+        );
+        let action = &overlay_file("etc/fail2ban/action.d/clawfort-event.conf");
+        let ban = ini_values(action, "actionban");
+        assert_eq!(ban.len(), 1, "{ban:?}");
+        let ban = ban[0]
+            .replace("<name>", "sshd")
+            .replace("<ip>", "192.0.2.1");
+        if run_emit(&ban, &feed) {
+            let text = std::fs::read_to_string(&feed).unwrap();
+            assert!(text.contains(r#""kind":"fail2ban-ban","jail":"sshd","ip":"192.0.2.1""#));
+        }
+
+        // The integrity check emits the counts of the report AIDE wrote for it.
+        let check = &overlay_file("etc/systemd/system/clawfort-integrity-check.service");
+        let starts = ini_values(check, "ExecStart");
+        let report = starts[0]
+            .split_once("report_url=file:")
+            .map(|(_, path)| path.split_whitespace().next().unwrap().to_owned())
+            .expect("AIDE writes its report to a file");
+        let emit = starts.last().unwrap();
+        assert!(
+            emit.ends_with(&format!("events emit integrity --aide-report {report}")),
+            "{emit}"
+        );
+        let runtime = Path::new(&report)
+            .parent()
+            .unwrap()
+            .strip_prefix("/run")
+            .unwrap();
+        assert!(
+            directives(check).contains(&format!("RuntimeDirectory={}", runtime.display()).as_str())
+        );
+        let fixture = repo().join("tests/fixtures/aide/changes.txt");
+        if run_emit(&emit.replace(&report, fixture.to_str().unwrap()), &feed) {
+            let text = std::fs::read_to_string(&feed).unwrap();
+            assert!(text.contains(r#""kind":"integrity","added":3,"removed":1,"changed":2"#));
+        }
+
+        // The feed's directory: root's, readable by all, writable by the check's unit.
+        let feed_dir = Path::new(clawfort::events::HOST_FEED).parent().unwrap();
+        let tmpfiles = &overlay_file("usr/lib/tmpfiles.d/clawfort-events.conf");
+        assert_eq!(
+            directives(tmpfiles),
+            [format!("d {} 0755 root root -", feed_dir.display())]
+        );
+        assert!(
+            directives(check).contains(&format!("ReadWritePaths={}", feed_dir.display()).as_str())
+        );
+    });
+}

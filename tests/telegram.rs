@@ -1,6 +1,8 @@
 //! Telegram channel tests: the real channel (`clawfort::telegram::run`) against a fake Bot
 //! API on loopback (`clawfort_fakes::telegram`), with a scripted agent.
 
+#[path = "telegram/events.rs"]
+mod events;
 #[path = "telegram/flows.rs"]
 mod flows;
 #[path = "telegram/polling.rs"]

@@ -85,6 +85,8 @@ pub struct AgentSettings {
     /// Where budget warnings and a rejected key go for the owner (the owner's channel takes
     /// them from there).
     pub notices: OwnerNotices,
+    /// Where a budget warning is also recorded as a security event.
+    pub events: crate::events::Events,
 }
 
 impl AgentSettings {
@@ -104,7 +106,28 @@ impl AgentSettings {
             turn_deadline: Duration::from_secs(120),
             owner_peers: Vec::new(),
             notices: OwnerNotices::default(),
+            events: crate::events::Events::default(),
         }
+    }
+}
+
+/// A budget warning as a security event (the feed's line; the owner's message is the
+/// warning's own notice).
+fn budget_event(event: &BudgetEvent) -> crate::events::Event {
+    let BudgetEvent::Warn {
+        period,
+        spent_usd,
+        limit_usd,
+        ..
+    } = event;
+    crate::events::Event::Budget {
+        period: match period {
+            Period::Daily => "daily",
+            Period::Monthly => "monthly",
+        }
+        .to_owned(),
+        spent_usd: *spent_usd,
+        limit_usd: *limit_usd,
     }
 }
 
@@ -278,6 +301,7 @@ impl AgentLoop {
                 )?;
                 for event in recorded.events {
                     tracing::warn!("{event}");
+                    s.events.record(budget_event(&event));
                     self.notify_owner(event);
                 }
             }

@@ -19,10 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::status::AgentStatus;
 use super::{AgentHandle, AgentLoop, AgentSettings, Tools};
+use crate::channel::OwnerNotices;
 use crate::config::{
     Config, ConfigError, GroupPolicy as ConfigGroupPolicy, MaxTokensField as ConfigMaxTokensField,
     ProviderApi,
 };
+use crate::events::Events;
 use crate::paths::Paths;
 use crate::provider::{
     Api, ClientOptions, Cost, MaxTokensField, ModelChain, ModelRef, ModelSpec, ProviderSpec,
@@ -57,6 +59,10 @@ pub struct Prepared {
     status: Arc<AgentStatus>,
     /// The `exec` tool, with `tools.exec.security` `"allowlist"` or `"full"`.
     exec: Option<Arc<crate::tools::ExecTool>>,
+    /// Where the agent, the channel and `exec` record security events.
+    events: Events,
+    /// The owner's notices: the agent's, and the batched security events.
+    notices: OwnerNotices,
 }
 
 fn key_error(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -215,7 +221,8 @@ pub fn prepare(
         .agent_workspace
         .clone()
         .unwrap_or_else(|| paths.state_dir.join("workspace"));
-    let exec = exec_tool(config, paths, &workspace, redactor)?;
+    let events = Events::default();
+    let exec = exec_tool(config, paths, &workspace, redactor, &events)?;
     Ok(Some(Prepared {
         specs,
         primary,
@@ -232,6 +239,8 @@ pub fn prepare(
         handle: AgentHandle::default(),
         status: Arc::new(status),
         exec,
+        events,
+        notices: OwnerNotices::default(),
     }))
 }
 
@@ -245,6 +254,7 @@ fn exec_tool(
     paths: &Paths,
     workspace: &std::path::Path,
     redactor: &Redactor,
+    events: &Events,
 ) -> Result<Option<Arc<crate::tools::ExecTool>>, ConfigError> {
     if config.exec.security == crate::config::ExecSecurity::Deny {
         return Ok(None);
@@ -268,7 +278,8 @@ fn exec_tool(
         redactor.clone(),
     );
     let tool =
-        crate::tools::ExecTool::new(policy, crate::confine::Host::from_env(), timeout, approvals);
+        crate::tools::ExecTool::new(policy, crate::confine::Host::from_env(), timeout, approvals)
+            .with_events(events.clone());
     if config.sandbox_mode == crate::config::SandboxMode::Off {
         return Ok(Some(Arc::new(tool)));
     }
@@ -463,6 +474,16 @@ impl Prepared {
             .map(|e| e.approvals().clone())
     }
 
+    /// Where the agent's parts record security events ([`crate::events`]).
+    pub fn events(&self) -> Events {
+        self.events.clone()
+    }
+
+    /// Where the owner's notices go; `Some` when a channel takes them to the owner.
+    pub fn owner_notices(&self) -> Option<OwnerNotices> {
+        self.telegram.as_ref().map(|_| self.notices.clone())
+    }
+
     /// What `/api/status` shows of the agent, live.
     pub fn status(&self) -> Arc<AgentStatus> {
         Arc::clone(&self.status)
@@ -496,6 +517,8 @@ impl Prepared {
         settings.tools = file_tools(&self.config, &self.paths, &self.workspace);
         settings.workspace = Some(self.workspace);
         settings.ledger = Some(ledger);
+        settings.notices = self.notices.clone();
+        settings.events = self.events.clone();
         // `tools.exec.security` enables it; the tool policy may still remove it.
         let mut approvals = None;
         if let Some(exec) = self.exec.filter(|_| self.config.tools.offers("exec")) {
@@ -541,6 +564,7 @@ impl Prepared {
             transcripts: self.transcripts,
         };
         telegram.owner_notices = notices;
+        telegram.events = self.events;
         telegram.approvals = approvals;
         telegram::run(telegram, policy, &self.paths.state_dir, agent, shutdown).await?;
         Ok(())

@@ -65,6 +65,8 @@ pub struct Gateway {
     agent: Option<AgentHandle>,
     /// The exec approvals, when the agent's `exec` tool may ask (`/api/approvals`).
     approvals: Option<crate::approvals::Approvals>,
+    /// Where a pairing request through `/api/messages` is recorded as a security event.
+    events: crate::events::Events,
     /// The agent's live status, when an agent is configured.
     agent_status: Option<Arc<crate::agent::status::AgentStatus>>,
     redactor: crate::redact::Redactor,
@@ -90,6 +92,7 @@ impl Gateway {
             approved: AtomicUsize::new(0),
             agent: None,
             approvals: None,
+            events: crate::events::Events::default(),
             agent_status: None,
             redactor: crate::redact::Redactor::default(),
             config,
@@ -99,6 +102,12 @@ impl Gateway {
     /// The gateway with the agent it runs beside, for the agent's API routes.
     pub fn with_agent(mut self, agent: Option<AgentHandle>) -> Self {
         self.agent = agent;
+        self
+    }
+
+    /// The gateway recording security events in `events`.
+    pub fn with_events(mut self, events: crate::events::Events) -> Self {
+        self.events = events;
         self
     }
 
@@ -397,8 +406,11 @@ pub fn run(
             tracing::warn!("running as root: run the gateway as an unprivileged user");
         }
         raise_file_limit();
+        let events = agent.as_ref().map_or_else(Default::default, |a| a.events());
+        let (stop_events, events_task) = start_events(paths, &events, agent.as_ref(), &redactor);
         let handle = agent.as_ref().map(crate::agent::service::Prepared::handle);
         let mut gateway = Gateway::new(config, paths, local)
+            .with_events(events)
             .with_agent(handle)
             .with_redactor(redactor);
         if let Some(agent) = &agent {
@@ -420,9 +432,66 @@ pub fn run(
         if let Some(task) = agent {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
+        stop_events.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), events_task).await;
+        if let Err(e) = crate::events::marker::end(&paths.state_dir) {
+            tracing::warn!("cannot remove the running marker: {e}; the next start reports a crash");
+        }
         tracing::info!("gateway stopped");
         Ok(())
     })
+}
+
+/// Starts the security events pipeline ([`crate::events`]): the owner is sent the events
+/// when the agent has a channel. Marks the gateway as running before it serves (the marker
+/// synced on the pipeline's task, so the disk flushes do not delay the first request), and
+/// records a restart after a crash when the previous run left its mark.
+fn start_events(
+    paths: &Paths,
+    events: &crate::events::Events,
+    agent: Option<&crate::agent::service::Prepared>,
+    redactor: &crate::redact::Redactor,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    use crate::events::{marker, Event, Pipeline};
+    let marked = match marker::begin(&paths.state_dir) {
+        Ok(crashed) => {
+            if crashed {
+                events.record(Event::GatewayCrashRestart);
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot write the running marker in {}: {e}; a crash of this run will not be \
+                 reported at the next start",
+                paths.state_dir.display()
+            );
+            false
+        }
+    };
+    let notices = agent.and_then(|a| a.owner_notices());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let pipeline = Pipeline::new(paths.clone(), redactor.clone());
+    let run = {
+        let (stop, events) = (stop.clone(), events.clone());
+        let state_dir = paths.state_dir.clone();
+        async move {
+            let dir = state_dir.clone();
+            let sync = move || if marked { marker::sync(&dir) } else { Ok(()) };
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(sync).await {
+                tracing::warn!(
+                    "cannot sync the running marker in {}: {e}; a crash after a power cut \
+                     may go unreported",
+                    state_dir.display()
+                );
+            }
+            pipeline.run(&events, notices, stop).await
+        }
+    };
+    (stop, tokio::spawn(run))
 }
 
 /// Raises the soft open-files limit so the connection table fits: systemd's default soft

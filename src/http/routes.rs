@@ -106,14 +106,21 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Reply {
             };
             blocking(move || {
                 let msg = messages::parse(&body)?;
-                messages::handle(
+                let outcome = messages::handle(
                     &gw.config,
                     &gw.store,
                     &gw.transcripts,
                     &msg,
                     unix_now(),
                     Durability::Synced,
-                )
+                )?;
+                if outcome.new_code {
+                    gw.events.record(crate::events::Event::PairingRequest {
+                        channel: msg.channel.clone(),
+                        sender: msg.group.clone().unwrap_or_else(|| msg.peer.clone()),
+                    });
+                }
+                Ok::<_, messages::MessageError>(outcome)
             })
             .await
         }

@@ -48,6 +48,7 @@ use crate::channel::{
     Recorded, Turn,
 };
 use crate::config::{Config, DmPolicy};
+use crate::events::{Event, Events};
 use crate::messages::{self, InboundMessage, Status};
 use crate::pairing::{unix_now, PeerKind, Store};
 use crate::secret::Secret;
@@ -137,6 +138,8 @@ pub struct TelegramSettings {
     pub owner_ids: Vec<String>,
     /// Notices the agent posts for the owner; the channel delivers them.
     pub owner_notices: OwnerNotices,
+    /// Where a new pairing request is recorded as a security event.
+    pub events: Events,
     /// The exec approvals, when the `exec` tool may ask: the channel delivers their prompts
     /// to `approvers` and takes `/approve` and `/deny` from them.
     pub approvals: Option<Approvals>,
@@ -169,6 +172,7 @@ impl TelegramSettings {
             group_allow_from: Vec::new(),
             owner_ids: Vec::new(),
             owner_notices: OwnerNotices::default(),
+            events: Events::default(),
             approvals: None,
             approvers: Vec::new(),
             health: Health::default(),
@@ -642,6 +646,10 @@ impl<A: Agent> Ctx<A> {
         match outcome.status {
             Status::PairingRequired => match outcome.pairing_code {
                 Some(code) if outcome.new_code => {
+                    self.settings.events.record(Event::PairingRequest {
+                        channel: CHANNEL.to_owned(),
+                        sender: id.to_string(),
+                    });
                     let text = pairing_reply(kind, id, &code);
                     if recorded.wait().await {
                         self.send_text(job.chat_id, &text, None).await;

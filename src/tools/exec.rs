@@ -14,6 +14,7 @@ use super::{Call, Tool, ToolFuture, ToolOutput};
 use crate::approvals::{Approvals, Decision, Fallback, Unanswered, Verdict};
 use crate::config::SandboxMode;
 use crate::confine::{Ending, Host, Outcome, Policy, OUTPUT_CAP};
+use crate::events::{command_summary, Event, Events};
 use crate::sandbox::{is_sandboxed, Sandbox};
 
 /// The `exec` tool; registered with `tools.exec.security` `"allowlist"` or `"full"`.
@@ -27,6 +28,8 @@ pub struct ExecTool {
     approvals: Approvals,
     /// The sandbox and the mode choosing which sessions use it; `None`: mode `off`.
     sandbox: Option<(Sandbox, SandboxMode)>,
+    /// Where a denial and a question to the approvers are recorded as security events.
+    events: Events,
 }
 
 impl ExecTool {
@@ -42,7 +45,14 @@ impl ExecTool {
             timeout,
             approvals,
             sandbox: None,
+            events: Events::default(),
         }
+    }
+
+    /// Records denials and approval questions in `events`.
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
     }
 
     /// Runs the commands of the sessions `mode` covers in `sandbox`.
@@ -144,8 +154,26 @@ impl ExecTool {
     }
 
     /// Whether the approvals policy lets `command` run in `workdir`, asking an approver when
-    /// it says so: the approval to log and a note for the model, or why not.
+    /// it says so: the approval to log and a note for the model, or why not. A denial is a
+    /// security event ([`Event::ExecDenied`]).
     async fn approve(
+        &self,
+        command: &str,
+        workdir: &Path,
+        session: &str,
+        tainted: bool,
+    ) -> Result<(Approval, String), (String, Approval)> {
+        let approved = self.decide(command, workdir, session, tainted).await;
+        if approved.is_err() {
+            self.events.record(Event::ExecDenied {
+                command: command_summary(command),
+                session: session.to_owned(),
+            });
+        }
+        approved
+    }
+
+    async fn decide(
         &self,
         command: &str,
         workdir: &Path,
@@ -166,26 +194,32 @@ impl ExecTool {
         match decision {
             Decision::Run => Ok((Approval::None, String::new())),
             Decision::Deny(why) => Err((format!("not run: {why}"), Approval::None)),
-            Decision::Ask(fallback) => match self
-                .approvals
-                .ask(command, workdir, session, fallback)
-                .await
-            {
-                Verdict::Approved { always, by } => {
-                    tracing::info!("exec: running a command {by} approved");
-                    let note = if always {
-                        self.remember(command, workdir).await
-                    } else {
-                        String::new()
-                    };
-                    Ok((Approval::Approved, note))
+            Decision::Ask(fallback) => {
+                self.events.record(Event::ExecWaiting {
+                    command: command_summary(command),
+                    session: session.to_owned(),
+                });
+                match self
+                    .approvals
+                    .ask(command, workdir, session, fallback)
+                    .await
+                {
+                    Verdict::Approved { always, by } => {
+                        tracing::info!("exec: running a command {by} approved");
+                        let note = if always {
+                            self.remember(command, workdir).await
+                        } else {
+                            String::new()
+                        };
+                        Ok((Approval::Approved, note))
+                    }
+                    Verdict::Denied { by } => Err((
+                        format!("not run: the approver ({by}) denied this command"),
+                        Approval::Denied,
+                    )),
+                    Verdict::TimedOut => self.unanswered(command, workdir, tainted).await,
                 }
-                Verdict::Denied { by } => Err((
-                    format!("not run: the approver ({by}) denied this command"),
-                    Approval::Denied,
-                )),
-                Verdict::TimedOut => self.unanswered(command, workdir, tainted).await,
-            },
+            }
         }
     }
 

@@ -205,6 +205,30 @@ impl Setup {
     }
 }
 
+/// The kinds of the gateway's security events feed once it holds `count` of `kind` (its
+/// writer is a task of its own); fails after 5 s.
+fn events_once(dir: &Path, kind: &str, count: usize) -> Vec<String> {
+    let feed = dir.join("events.jsonl");
+    let mut kinds = Vec::new();
+    for _ in 0..100 {
+        kinds = std::fs::read_to_string(&feed)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].to_string())
+            .collect();
+        if kinds
+            .iter()
+            .filter(|k| *k == &format!("\"{kind}\""))
+            .count()
+            >= count
+        {
+            return kinds;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("not {count} {kind} events in {}: {kinds:?}", feed.display());
+}
+
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
@@ -266,6 +290,14 @@ async fn approved_runs_once_denied_and_unanswered_do_not_run() {
         lines(&s.workspace("once.txt")),
         1,
         "the approved command ran once"
+    );
+    // Each question and each denial is a security event in the gateway's feed.
+    let kinds = events_once(s.gw.path(), "exec-denied", 2);
+    let count = |kind: &str| kinds.iter().filter(|k| k.contains(kind)).count();
+    assert_eq!(
+        (count("exec-waiting"), count("exec-denied")),
+        (3, 2),
+        "{kinds:?}"
     );
 }
 
@@ -491,6 +523,7 @@ async fn a_crash_during_an_approval_wait_runs_nothing() {
         "{out:?}"
     );
     let s = s.crashed_and_restarted();
+    events_once(s.gw.path(), "gateway-crash-restart", 1);
     let resend = s.next(OWNER, 0, "Please send it again").await;
     assert!(
         resend.contains("restarted while handling your message"),

@@ -564,6 +564,8 @@ async fn the_80_percent_warning_is_one_notice_for_the_owner_not_part_of_an_answe
     let mut first = settings(&fake, dir.path(), cost);
     first.ledger = Some(Arc::new(Ledger::open(&ledger_path, budget).unwrap()));
     let notices = first.notices.clone();
+    let events = clawfort::events::Events::default();
+    first.events = events.clone();
     let s = setup(first, Duration::ZERO);
     let mut posted = Vec::new();
     for i in 0..7 {
@@ -584,6 +586,23 @@ async fn the_80_percent_warning_is_one_notice_for_the_owner_not_part_of_an_answe
         .filter_map(|(i, n)| n.as_ref().map(|_| i))
         .collect();
     assert_eq!(posted, [5], "one notice, after the sixth call");
+    // It is a line of the security events feed too, written when the writer runs.
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let pipeline = clawfort::events::Pipeline::new(
+        clawfort::paths::Paths::in_dir(dir.path()),
+        Default::default(),
+    );
+    pipeline.run(&events, None, stop).await;
+    let feed = clawfort::events::feed::read(&dir.path().join("events.jsonl")).unwrap();
+    assert_eq!(
+        feed.records.iter().map(|r| &r.event).collect::<Vec<_>>(),
+        [&clawfort::events::Event::Budget {
+            period: "monthly".into(),
+            spent_usd: 0.09,
+            limit_usd: 0.1
+        }]
+    );
 
     // Until a channel delivers it, a restart posts it again; once delivered, never.
     let reopened = || {

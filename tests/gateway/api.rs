@@ -31,6 +31,24 @@ fn pairing_policy_codes_limits_and_approval() {
     let fourth = gw.message(msg("telegram", "dave", "hi"));
     assert_eq!(fourth["status"], "pairing_required");
     assert!(fourth.get("pairingCode").is_none(), "{fourth}");
+    // Each new request (not a repeat, not one refused a code) is a security event, without
+    // its code.
+    let mut senders = Vec::new();
+    for _ in 0..100 {
+        let out = cli(gw.path(), &["events", "--json"]);
+        let events: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        senders = events
+            .iter()
+            .filter(|e| e["kind"] == "pairing-request")
+            .map(|e| e["sender"].as_str().unwrap().to_owned())
+            .collect();
+        if senders.len() >= 3 {
+            assert!(!String::from_utf8_lossy(&out.stdout).contains(&code));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(senders, ["alice", "bob", "carol"]);
 
     // The pairing API lists them and approves one.
     let listed = gw.get("/api/pairing/telegram", Some(TOKEN)).json();

@@ -420,3 +420,93 @@ fn audit_names_the_agent_and_flags_keys_in_clear_and_unpriced_models() {
         "enabled, dmPolicy pairing, owner 42 (from commands.ownerAllowFrom)"
     );
 }
+
+/// `clawfort events --json`, parsed.
+fn events_json(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = cli(dir, &["events", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_restart_after_a_kill_is_a_security_event_and_a_first_start_is_not() {
+    let gw = Gateway::start(None);
+    assert!(
+        !gw.path().join("events.jsonl").exists(),
+        "nothing to report"
+    );
+    let gw = gw.restart();
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = events_json(gw.path());
+        if !found.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["kind"], "gateway-crash-restart");
+    assert_eq!(found[0]["source"], "gateway");
+}
+
+#[test]
+fn events_emit_is_root_only_and_its_event_is_shown() {
+    let dir = state_dir(None);
+    let ban = [
+        "events",
+        "emit",
+        "fail2ban-ban",
+        "--jail",
+        "sshd",
+        "--ip",
+        "192.0.2.1",
+    ];
+    let out = cli(dir.path(), &ban);
+    if !rustix::process::geteuid().is_root() {
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("run it as root"), "{err}");
+        return;
+    }
+    assert!(out.status.success(), "{out:?}");
+    // Made by the first emit under the appliance's umask, the feed and its directory are
+    // still readable by the gateway's user.
+    let fresh = dir.path().join("var-lib-clawfort");
+    let out = std::process::Command::new("sh")
+        .args(["-c", "umask 027; exec \"$0\" \"$@\"", BIN])
+        .args(ban)
+        .env(clawfort::events::HOST_FEED_ENV, fresh.join("events.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for (path, want) in [(&fresh, 0o755), (&fresh.join("events.jsonl"), 0o644)] {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, want, "{}", path.display());
+    }
+    let out = cli(dir.path(), &["events"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("TIME (UTC)"), "{text}");
+    assert!(
+        text.contains("host    fail2ban-ban  fail2ban banned 192.0.2.1 (jail sshd)"),
+        "{text}"
+    );
+    let shown = events_json(dir.path());
+    assert_eq!(
+        (shown.len(), &shown[0]["ip"]),
+        (1, &serde_json::json!("192.0.2.1"))
+    );
+    let bad = cli(
+        dir.path(),
+        &[
+            "events",
+            "emit",
+            "fail2ban-ban",
+            "--jail",
+            "a b",
+            "--ip",
+            "192.0.2.1",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a jail name"));
+}

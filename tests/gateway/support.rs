@@ -48,6 +48,11 @@ pub fn command(dir: &Path) -> Command {
         .env_remove("OPENCLAW_STATE_DIR")
         .env_remove("OPENCLAW_CONFIG_PATH")
         .env_remove("JOURNAL_STREAM")
+        // The host's security events feed: the test's own, never the machine's.
+        .env(
+            clawfort::events::HOST_FEED_ENV,
+            dir.join("host-events.jsonl"),
+        )
         .env("HOME", dir);
     cmd
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use super::{path, read, Entry};
 use crate::paths::Paths;
@@ -24,25 +24,8 @@ pub struct Filter {
     pub limit: usize,
     /// Only calls since this time: a duration back from now (`90s`, `15m`, `2h`) or an RFC
     /// 3339 time (`2026-01-31T08:00:00Z`) (with --tools or --audit).
-    #[arg(long, value_name = "WHEN", value_parser = parse_since, requires = "structured")]
+    #[arg(long, value_name = "WHEN", value_parser = crate::columns::parse_since, requires = "structured")]
     pub since: Option<Timestamp>,
-}
-
-/// `--since`: a time, or a duration back from now.
-fn parse_since(text: &str) -> Result<Timestamp, String> {
-    if let Ok(time) = text.parse::<Timestamp>() {
-        return Ok(time);
-    }
-    text.parse::<SignedDuration>()
-        .ok()
-        .filter(|d| !d.is_negative())
-        .and_then(|d| Timestamp::now().checked_sub(d).ok())
-        .ok_or_else(|| {
-            format!(
-                "`{text}` is neither a duration (90s, 15m, 2h) nor an RFC 3339 time \
-                 (2026-01-31T08:00:00Z)"
-            )
-        })
 }
 
 /// Prints the entries `filter` selects from the installation's execution log. No log yet
@@ -116,22 +99,4 @@ fn table(entries: &[Entry]) -> String {
         ],
         &rows,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_takes_a_duration_or_a_time_and_says_what_it_wanted() {
-        let an_hour_ago = parse_since("1h").unwrap();
-        let age = Timestamp::now().duration_since(an_hour_ago);
-        assert!((3599..=3601).contains(&age.as_secs()), "{age:?}");
-        assert_eq!(
-            parse_since("2026-01-31T08:00:00Z").unwrap().to_string(),
-            "2026-01-31T08:00:00Z"
-        );
-        let err = parse_since("yesterday").unwrap_err();
-        assert!(err.contains("`yesterday` is neither a duration"), "{err}");
-    }
 }
