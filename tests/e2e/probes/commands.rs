@@ -524,7 +524,7 @@ pub(crate) fn restore_config(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn restart_gateway(ctx: &Ctx) -> Result<()> {
+pub(crate) fn restart_gateway(ctx: &Ctx) -> Result<()> {
     let port = ctx.testbed.expect.gateway_port;
     let started = Instant::now();
     let up = ctx.admin.run_with(

@@ -3,8 +3,8 @@
 //! memory in use at idle (once the first boot's sandbox import is done), then the agent probe
 //! (it reconfigures the gateway through `clawfort setup`) and the probes that drive the
 //! gateway through the stranger it paired (the rogue model, its commands in the sandbox, the
-//! sandbox's container inspected, its commands on the host; each restores the config it
-//! changes), then the integrity check (its first-boot baseline has had the time it needs), the
+//! sandbox's container inspected, its commands on the host, a fail2ban ban reaching the owner
+//! it makes; each restores the config it changes), then the integrity check (its first-boot baseline has had the time it needs), the
 //! audit probe (the audit log's size then covers the suite), the AppArmor probe (the gateway's
 //! whole workload has run in its profile by then), and last the uniqueness probe,
 //! which gives the second boot the most time to come up.
@@ -14,6 +14,7 @@ pub mod apparmor;
 pub mod audit;
 pub mod commands;
 pub mod egress;
+pub mod events;
 pub mod fail2ban;
 pub mod gateway;
 pub mod hardening;
@@ -168,6 +169,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "rogue_host_commands_contained",
         run: host_commands::rogue_host_commands_contained,
+    },
+    Probe {
+        name: "security_events_reach_owner",
+        run: events::security_events_reach_owner,
     },
     Probe {
         name: "integrity_baseline_and_check",

@@ -60,7 +60,8 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 /// `agent_round_trip`, whose `clawfort setup` starts the gateway again with `systemctl
 /// restart`, is `fail2ban_bans_and_unbans`, which only talks to sshd. Then auditd is stopped
 /// (its rules stay loaded and locked), so the agent's commands reach no audit log. The
-/// clawfort AppArmor profiles go to complain mode. Last, a
+/// clawfort AppArmor profiles go to complain mode, and fail2ban's jails lose the action that
+/// tells the owner of a ban. Last, a
 /// process holds 450 MiB, more than the idle budget leaves (the guest has 2 GiB, so the other
 /// probes keep plenty).
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
@@ -117,6 +118,11 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
     // The rules are locked (`-e 2`: `auditctl -D` is refused until a reboot), but auditd
     // itself can be stopped: the kernel's records then go nowhere the log keeps.
     "systemctl stop auditd.service && ! systemctl is-active --quiet auditd.service",
+    // fail2ban's jails lose the action that writes their bans to the host's events feed (the
+    // nftables ban stays), so no ban reaches the owner.
+    "sed -i '/^ *clawfort-event$/d' /etc/fail2ban/jail.d/clawfort.local \
+     && ! grep -qx ' *clawfort-event' /etc/fail2ban/jail.d/clawfort.local \
+     && fail2ban-client reload",
     // The clawfort AppArmor profiles in complain mode (they log and allow): replacing a loaded
     // profile applies to the processes already in it, the running gateway included.
     "sed -i 's/flags=(attach_disconnected)/flags=(attach_disconnected, complain)/' \
@@ -214,6 +220,10 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     ),
     ("agent_commands_audited", "is not in the audit log"),
     (
+        "security_events_reach_owner",
+        "no owner message about the ban",
+    ),
+    (
         "apparmor_confines_gateway_and_commands",
         "clawfort-gateway is in complain mode",
     ),
@@ -277,8 +287,8 @@ pub struct AfterwardsCase {
 
 /// The token-adding proxy of [`AFTERWARDS`]: the gateway moved to 18790, Python's HTTP server
 /// on 18789 (the guest has python3 for cloud-init) forwarding each GET with the token.
-const TOKEN_PROXY: &str = r#"sed -i 's/port: 18789,/port: 18790,/' /home/openclaw/.openclaw/openclaw.json \
- && grep -q 'port: 18790,' /home/openclaw/.openclaw/openclaw.json \
+const TOKEN_PROXY: &str = r#"sed -i -E 's/("?port"?): 18789\b/\1: 18790/' /home/openclaw/.openclaw/openclaw.json \
+ && grep -Eq '"?port"?: 18790\b' /home/openclaw/.openclaw/openclaw.json \
  && systemctl restart clawfort.service \
  && cat > /run/clawfort-e2e-token-proxy.py <<'PROXY'
 import http.server, urllib.error, urllib.request
@@ -586,7 +596,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(suite.image.gateway.port, 18789);
-        assert!(super::TOKEN_PROXY.contains("s/port: 18789,/port: 18790,/"));
+        // The shipped JSON5 (`port: 18789,`) and the JSON `clawfort setup` writes
+        // (`"port": 18789`) are both rewritten, by the script's own sed.
+        let sed = super::TOKEN_PROXY
+            .split("sed -i -E '")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .unwrap();
+        let sh = xshell::Shell::new().unwrap();
+        for (before, after) in [
+            ("    port: 18789,\n", "    port: 18790,\n"),
+            ("  \"port\": 18789\n", "  \"port\": 18790\n"),
+            ("  \"port\": 187890,\n", "  \"port\": 187890,\n"),
+        ] {
+            let rewritten = xshell::cmd!(sh, "sed -E {sed}")
+                .stdin(before)
+                .quiet()
+                .read()
+                .unwrap();
+            assert_eq!(format!("{rewritten}\n"), after, "{before:?}");
+        }
     }
 
     /// `Restart=no` leaves the gateway dead after `gateway_restarts_after_kill` until
