@@ -264,6 +264,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Events {
+        command: Some(EventsCommand::Emit(kind)),
+        ..
+    } = cli.command
+    {
+        // Run as root by fail2ban's action and the integrity check, services with no HOME:
+        // it appends to the host feed only and needs no installation's paths.
+        crate::events::cli::emit(kind)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let paths = Paths::resolve(cli.config.as_deref())?;
     match cli.command {
         Command::Token => {
@@ -355,10 +365,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             source,
             ..
         } => logging::show(&paths, source, tail, follow)?,
-        Command::Events {
-            command: Some(EventsCommand::Emit(kind)),
-            ..
-        } => crate::events::cli::emit(kind)?,
         Command::Events { show, .. } => {
             let target = Target::resolve(cli.config.as_deref())?;
             target.print_note();

@@ -969,8 +969,11 @@ fn run_emit(line: &str, feed: &Path) -> bool {
         ["/usr/bin/clawfort", "events", "emit"],
         "{line}"
     );
+    // fail2ban and the integrity check's unit run it with a service's environment: no HOME.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_clawfort"))
         .args(&words[1..])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env(clawfort::events::HOST_FEED_ENV, feed)
         .output()
         .unwrap();

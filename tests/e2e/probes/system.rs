@@ -304,17 +304,18 @@ pub fn root_fs_grown_to_disk(ctx: &Ctx) -> Result<String> {
     ))
 }
 
-/// The ceiling for memory in use at idle. Issue 15 asks for 400 MiB, so a 1 GiB Pi has room
-/// for the agent's turns and its sandbox; the appliance does not meet that yet: after the
-/// first boot's sandbox import the 2 GiB suite guest measured 441-499 MiB, most of it rootless
-/// Docker (dockerd 190-270 MiB resident). Until that is cut, this guards against growth.
-const IDLE_MEMORY_BUDGET_MIB: u64 = 512;
+/// The ceiling for memory in use at idle: issue 15's budget, so a 1 GiB Pi has room for the
+/// agent's turns and its sandbox. The 2 GiB suite guest measured 321 MiB once the first
+/// boot's sandbox import had restarted rootless Docker (before that restart, the daemon kept
+/// 190-270 MiB resident and the guest used 441-499 MiB).
+const IDLE_MEMORY_BUDGET_MIB: u64 = 400;
 
 /// Memory in use at idle (`MemTotal - MemAvailable`, what `free` calls used) stays under
 /// [`IDLE_MEMORY_BUDGET_MIB`]; the report names it and the largest processes. Idle means
-/// after the first boot's own work, loading the sandbox image into rootless Docker, which
-/// holds a few hundred MiB while it runs (waited for here), and before any agent turn: the
-/// probe runs after the attacks from outside and before the agent probes.
+/// after the first boot's own work, loading the sandbox image into rootless Docker and
+/// restarting the daemon to release what that held (the import unit finishing, waited for
+/// here), and before any agent turn: the probe runs after the attacks from outside and
+/// before the agent probes.
 pub fn idle_memory_within_budget(ctx: &Ctx) -> Result<String> {
     let waited = wait_for_sandbox_image(ctx)?;
     let user = &ctx.testbed.service_user;
@@ -322,6 +323,20 @@ pub fn idle_memory_within_budget(ctx: &Ctx) -> Result<String> {
     ctx.admin.run(&format!(
         "for i in $(seq 1 30); do pgrep -u {user} -x docker >/dev/null || exit 0; sleep 1; done"
     ))?;
+    // The import unit is active (it remains so) once its last step, the daemon's restart, is
+    // done; bounded.
+    let imported = ctx.admin.sudo_with(
+        &format!(
+            "for i in $(seq 1 120); do systemctl --user --machine={user}@.host is-active --quiet \
+             clawfort-sandbox-import.service && exit 0; sleep 1; done; exit 1"
+        ),
+        std::time::Duration::from_secs(150),
+    )?;
+    ensure!(
+        imported.success,
+        "{user}'s clawfort-sandbox-import.service did not finish within 120 s of the image \
+         being listed"
+    );
     let output = ctx
         .admin
         .check("cat /proc/meminfo; ps -eo rss=,comm= --sort=-rss | head -n 5")?;

@@ -142,7 +142,7 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
 /// guarding two removed protections is listed twice: its failure must name both.
 pub const MUST_FAIL: &[(&str, &str)] = &[
     ("integrity_baseline_and_check", "no integrity baseline"),
-    ("idle_memory_within_budget", "over the 512 MiB budget"),
+    ("idle_memory_within_budget", "over the 400 MiB budget"),
     ("ssh_offers_only_publickey", "password"),
     ("ssh_refuses_root_with_valid_key", "root logged in"),
     (
