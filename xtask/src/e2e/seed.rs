@@ -219,6 +219,26 @@ pub fn seed(sh: &Shell, artifact: &Path, work: &Path, seed: &SuiteSeed) -> Resul
 /// The byte range of the partition whose FAT volume is labelled CIDATA (what cloud-init's
 /// NoCloud looks for), found by label so the GPT and the Pi's MBR layouts need no knowledge here.
 fn cidata_partition(sh: &Shell, raw: &Path) -> Result<(u64, u64)> {
+    for (start, length) in partitions(sh, raw)? {
+        let fat = format!("{}@@{start}", raw.display());
+        let label = cmd!(sh, "mlabel -s -i {fat} ::")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .quiet()
+            .ignore_stderr()
+            .read();
+        if label.is_ok_and(|label| label.contains("CIDATA")) {
+            return Ok((start, length));
+        }
+    }
+    bail!(
+        "no partition of {} holds a FAT volume labelled CIDATA (the NoCloud seed a person edits)",
+        raw.display()
+    )
+}
+
+/// Every partition of the disk image `raw` as its byte range `(start, length)`, in table
+/// order (`sfdisk --json`: GPT and MBR alike).
+pub(super) fn partitions(sh: &Shell, raw: &Path) -> Result<Vec<(u64, u64)>> {
     let table = cmd!(sh, "sfdisk --json {raw}").quiet().read()?;
     let table: serde_json::Value = serde_json::from_str(&table)
         .with_context(|| format!("unreadable `sfdisk --json` output for {}", raw.display()))?;
@@ -228,25 +248,10 @@ fn cidata_partition(sh: &Shell, raw: &Path) -> Result<(u64, u64)> {
     let partitions = table["partitiontable"]["partitions"]
         .as_array()
         .with_context(|| format!("{} has no partition table", raw.display()))?;
-    for partition in partitions {
-        let (Some(start), Some(size)) = (partition["start"].as_u64(), partition["size"].as_u64())
-        else {
-            continue;
-        };
-        let fat = format!("{}@@{}", raw.display(), start * sector);
-        let label = cmd!(sh, "mlabel -s -i {fat} ::")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .quiet()
-            .ignore_stderr()
-            .read();
-        if label.is_ok_and(|label| label.contains("CIDATA")) {
-            return Ok((start * sector, size * sector));
-        }
-    }
-    bail!(
-        "no partition of {} holds a FAT volume labelled CIDATA (the NoCloud seed a person edits)",
-        raw.display()
-    )
+    Ok(partitions
+        .iter()
+        .filter_map(|p| Some((p["start"].as_u64()? * sector, p["size"].as_u64()? * sector)))
+        .collect())
 }
 
 /// Copies `length` bytes at `start` of `from` into a new file `to`.

@@ -484,19 +484,10 @@ pub fn bake_gateway_token(sh: &Shell, raw: &Path, work: &Path, user: &str) -> Re
 
 /// The byte offset of the largest partition of `raw`: the root file system on every target.
 fn root_offset(sh: &Shell, raw: &Path) -> Result<u64> {
-    let table = cmd!(sh, "sfdisk --json {raw}").quiet().read()?;
-    let table: serde_json::Value = serde_json::from_str(&table)
-        .with_context(|| format!("unreadable `sfdisk --json` output for {}", raw.display()))?;
-    let sector = table["partitiontable"]["sectorsize"]
-        .as_u64()
-        .unwrap_or(512);
-    table["partitiontable"]["partitions"]
-        .as_array()
+    super::seed::partitions(sh, raw)?
         .into_iter()
-        .flatten()
-        .filter_map(|p| Some((p["start"].as_u64()?, p["size"].as_u64()?)))
-        .max_by_key(|&(_, size)| size)
-        .map(|(start, _)| start * sector)
+        .max_by_key(|&(_, length)| length)
+        .map(|(start, _)| start)
         .with_context(|| format!("{} has no partitions", raw.display()))
 }
 
