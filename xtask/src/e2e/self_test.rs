@@ -221,7 +221,7 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     ("agent_commands_audited", "is not in the audit log"),
     (
         "security_events_reach_owner",
-        "no owner message about the ban",
+        "no fail2ban-ban event of 192.0.2.55 in the host feed",
     ),
     (
         "apparmor_confines_gateway_and_commands",
