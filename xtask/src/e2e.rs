@@ -87,7 +87,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         args.probes.clone()
     };
-    let selected = |name: &str| only.is_empty() || only.iter().any(|probe| probe == name);
+    let selected = |name: &str| self_test::selected(&only, name);
     let disk = if args.self_test {
         let image = match &args.image {
             Some(image) => image.clone(),

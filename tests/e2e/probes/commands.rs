@@ -486,23 +486,32 @@ pub(crate) fn turn(
 /// `agents.defaults.sandbox` and `tools.exec` replaced by `exec`, restarts the gateway and
 /// waits for `/healthz`.
 pub(crate) fn configure(ctx: &Ctx, sandbox: &Value, exec: &Value) -> Result<()> {
-    let user = &ctx.testbed.service_user;
-    let edit = "import json, sys\n\
-                config = json.load(open(sys.argv[1]))\n\
-                sandbox = config.setdefault('agents', {}).setdefault('defaults', {}).setdefault('sandbox', {})\n\
+    let edit = "sandbox = config.setdefault('agents', {}).setdefault('defaults', {}).setdefault('sandbox', {})\n\
                 extra = json.loads(sys.argv[2])\n\
                 sandbox.setdefault('docker', {}).update(extra.pop('docker', {}))\n\
                 sandbox.update(extra)\n\
-                config.setdefault('tools', {})['exec'] = json.loads(sys.argv[3])\n\
-                json.dump(config, sys.stdout, indent=2)\n";
+                config.setdefault('tools', {})['exec'] = json.loads(sys.argv[3])\n";
+    edit_config(ctx, edit, &[sandbox.to_string(), exec.to_string()])
+}
+
+/// Rewrites the service user's `openclaw.json` from the backup (made from it first, when
+/// there is none yet, so [`restore_config`] puts the original back) by the Python statements
+/// `edit`, which change the parsed `config` and read their arguments `args` from
+/// `sys.argv[2..]`; then restarts the gateway and waits for `/healthz`.
+pub(crate) fn edit_config(ctx: &Ctx, edit: &str, args: &[String]) -> Result<()> {
+    let user = &ctx.testbed.service_user;
+    let program = format!(
+        "import json, sys\nconfig = json.load(open(sys.argv[1]))\n{edit}\
+         json.dump(config, sys.stdout, indent=2)\n"
+    );
+    let args: Vec<String> = args.iter().map(|arg| shell_quote(arg)).collect();
     let script = format!(
         "set -e; test -e {BACKUP} || cp -p /home/{user}/.openclaw/openclaw.json {BACKUP}; \
-         new=$(mktemp); python3 -c {} {BACKUP} {} {} > \"$new\"; \
+         new=$(mktemp); python3 -c {} {BACKUP} {} > \"$new\"; \
          install -o {user} -g {user} -m 600 \"$new\" /home/{user}/.openclaw/openclaw.json; \
          rm -f \"$new\"",
-        shell_quote(edit),
-        shell_quote(&sandbox.to_string()),
-        shell_quote(&exec.to_string()),
+        shell_quote(&program),
+        args.join(" "),
     );
     ctx.admin
         .check_root(&script)
@@ -524,7 +533,7 @@ pub(crate) fn restore_config(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn restart_gateway(ctx: &Ctx) -> Result<()> {
+fn restart_gateway(ctx: &Ctx) -> Result<()> {
     let port = ctx.testbed.expect.gateway_port;
     let started = Instant::now();
     let up = ctx.admin.run_with(

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use crate::exec::shell_quote;
 use crate::fakes::{Control, Script};
 use crate::probes::agent::Secrets;
-use crate::probes::commands::{restart_gateway, with_config_restored, BACKUP};
+use crate::probes::commands::{edit_config, with_config_restored};
 use crate::Ctx;
 
 /// The owner's Telegram user id (also their private chat's id).
@@ -174,20 +173,9 @@ fn wait_for_message(
 /// Makes [`OWNER`] the owner in the service user's `openclaw.json` (saved first to the
 /// backup the config is restored from) and restarts the gateway.
 fn configure_owner(ctx: &Ctx) -> Result<()> {
-    let user = &ctx.testbed.service_user;
-    let edit = "import json, sys\n\
-                config = json.load(open(sys.argv[1]))\n\
-                config.setdefault('commands', {})['ownerAllowFrom'] = ['telegram:' + sys.argv[2]]\n\
-                json.dump(config, sys.stdout, indent=2)\n";
-    let script = format!(
-        "set -e; test -e {BACKUP} || cp -p /home/{user}/.openclaw/openclaw.json {BACKUP}; \
-         new=$(mktemp); python3 -c {} {BACKUP} {OWNER} > \"$new\"; \
-         install -o {user} -g {user} -m 600 \"$new\" /home/{user}/.openclaw/openclaw.json; \
-         rm -f \"$new\"",
-        shell_quote(edit),
-    );
-    ctx.admin
-        .check_root(&script)
-        .context("making the probe's owner the gateway's owner in openclaw.json")?;
-    restart_gateway(ctx)
+    edit_config(
+        ctx,
+        "config.setdefault('commands', {})['ownerAllowFrom'] = ['telegram:' + sys.argv[2]]\n",
+        &[OWNER.to_string()],
+    )
 }

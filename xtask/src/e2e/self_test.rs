@@ -333,15 +333,7 @@ pub fn probes() -> Vec<String> {
 /// The [`AFTERWARDS`] steps that concern the selected probes (`only`, all when empty): the
 /// scripts to run after the probes and the probes to run again after each.
 pub fn afterwards(only: &[String]) -> Vec<super::boot::Afterwards<'static>> {
-    AFTERWARDS
-        .iter()
-        .filter(|case| {
-            only.is_empty()
-                || case
-                    .must_fail
-                    .iter()
-                    .any(|(name, _)| only.iter().any(|probe| probe == name))
-        })
+    afterwards_cases(only)
         .map(|case| super::boot::Afterwards {
             script: case.script,
             probes: case
@@ -353,13 +345,25 @@ pub fn afterwards(only: &[String]) -> Vec<super::boot::Afterwards<'static>> {
         .collect()
 }
 
+/// Whether `name` is among the probes `only` selects (all when empty).
+pub fn selected(only: &[String], name: &str) -> bool {
+    only.is_empty() || only.iter().any(|probe| probe == name)
+}
+
+/// The [`AFTERWARDS`] cases with a probe `only` selects, in order: the steps run and judged.
+fn afterwards_cases(only: &[String]) -> impl Iterator<Item = &'static AfterwardsCase> + '_ {
+    AFTERWARDS
+        .iter()
+        .filter(move |case| case.must_fail.iter().any(|(name, _)| selected(only, name)))
+}
+
 /// Checks the weakened image's reports (the probes' and, in order, one per step of
 /// [`afterwards`]); prints one line per expectation. `only` (the probes given with `--probe`;
 /// all when empty) narrows the cases judged to those probes.
 pub fn judge(report: &Report, later: &[Report], only: &[String]) -> Result<()> {
     let mut wrong = Vec::new();
     let result = |name: &str| report.probes.iter().find(|probe| probe.name == name);
-    let selected = |name: &str| only.is_empty() || only.iter().any(|probe| probe == name);
+    let selected = |name: &str| selected(only, name);
     for (name, reason) in MUST_FAIL.iter().filter(|(name, _)| selected(name)) {
         let verdict = must_fail(result(name), reason);
         report_line(
@@ -369,10 +373,7 @@ pub fn judge(report: &Report, later: &[Report], only: &[String]) -> Result<()> {
             &mut wrong,
         );
     }
-    let steps = AFTERWARDS
-        .iter()
-        .filter(|case| case.must_fail.iter().any(|(name, _)| selected(name)));
-    for (step, case) in steps.enumerate() {
+    for (step, case) in afterwards_cases(only).enumerate() {
         for (name, reason) in case.must_fail {
             let verdict = match later.get(step) {
                 None => Err(format!("step {} after the probes did not run", step + 1)),
