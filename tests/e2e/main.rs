@@ -39,6 +39,8 @@ struct Args {
 pub struct Ctx {
     pub testbed: Testbed,
     pub admin: Session,
+    /// The second boot's identity, read in the background from the start.
+    pub peer: probes::uniqueness::PeerCapture,
 }
 
 fn main() -> ExitCode {
@@ -79,7 +81,12 @@ fn run() -> Result<bool> {
 
     let started = Instant::now();
     let admin = Session::open(&testbed, &testbed.guest)?;
-    let ctx = Ctx { testbed, admin };
+    let peer = probes::uniqueness::PeerCapture::start(&testbed);
+    let ctx = Ctx {
+        testbed,
+        admin,
+        peer,
+    };
     let redactions = redact::Redactions::gather(&ctx);
     let mut results = Vec::new();
     for probe in probes::ALL {

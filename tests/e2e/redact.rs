@@ -25,7 +25,7 @@ impl Redactions {
     /// and left out: the probes that need it fail on their own.
     pub fn gather(ctx: &Ctx) -> Redactions {
         let mut secrets = Vec::new();
-        match gateway_token(ctx, &ctx.admin) {
+        match gateway_token(&ctx.testbed, &ctx.admin) {
             Ok(token) => secrets.push((token, "[gateway token]")),
             Err(err) => eprintln!("e2e: the gateway token is not redacted: {err:#}"),
         }

@@ -82,11 +82,17 @@ pub fn run(args: Args) -> Result<()> {
     // Emulated dpkg is most of a cold ARM build (20-35 minutes a target) and needs only the
     // image definition, so the ARM targets' cached stages are made from here on, beside the
     // x86_64 steps, at the lowest CPU priority: they take the time those steps leave idle
-    // (downloads, guests waiting) and the ARM step below then finds them ready.
+    // (downloads, guests waiting) and the ARM step below then finds them ready. The ARM
+    // gateway (one triple for both targets) is cross-built beside them, in its own target
+    // directory, so it never holds up the x86_64 builds.
     let warming = if args.no_image {
         None
     } else {
-        Some(Warming::start(&["aarch64", "rpi"])?)
+        Some(Warming::start(&[
+            ("cached stages of aarch64", "aarch64", "--cache-only"),
+            ("cached stages of rpi", "rpi", "--cache-only"),
+            ("gateway for aarch64 and rpi", "aarch64", "--gateway-only"),
+        ])?)
     };
     if args.no_image {
         step("cargo xtask fuzz --seconds 30", &|| {
@@ -97,9 +103,9 @@ pub fn run(args: Args) -> Result<()> {
         // (compiling, then one core per target) run beside it rather than before it.
         step("cargo xtask image | cargo xtask fuzz --seconds 30", &|| {
             beside(
-                &sh,
-                &["xtask", "image"],
-                &["xtask", "fuzz", "--seconds", "30"],
+                cmd!(sh, "cargo xtask image"),
+                cargo(&["xtask", "fuzz", "--seconds", "30"]),
+                "cargo xtask fuzz --seconds 30",
                 "out/ci-fuzz.log",
             )
         })?;
@@ -129,16 +135,17 @@ pub fn run(args: Args) -> Result<()> {
             },
         )?;
         let warming = warming.as_ref().expect("started with the image steps");
-        step("ARM cached stages (made beside the x86_64 steps)", &|| {
-            warming.wait()
-        })?;
+        step(
+            "ARM cached stages and gateway (made beside the x86_64 steps)",
+            &|| warming.wait(),
+        )?;
         step("cargo xtask image --target aarch64 | --target rpi", &|| {
             // Under qemu-user, dpkg and the package scripts keep one core busy each, so on
             // a two-core machine the pair takes little longer than the slower one.
             beside(
-                &sh,
-                &["xtask", "image", "--target", "aarch64"],
-                &["xtask", "image", "--target", "rpi"],
+                cmd!(sh, "cargo xtask image --target aarch64"),
+                cargo(&["xtask", "image", "--target", "rpi"]),
+                "cargo xtask image --target rpi",
                 "out/ci-image-rpi.log",
             )
         })?;
@@ -152,17 +159,27 @@ pub fn run(args: Args) -> Result<()> {
             "aarch64 work directories (pruned when space is short)",
             &|| prune(&["target/image/aarch64", "out/e2e-aarch64-work"]),
         )?;
-        step("Pi image layout test", &|| {
-            Ok(cmd!(sh, "cargo test -p xtask the_built_pi_image -- --ignored").run()?)
-        })?;
-        step("cargo xtask e2e --target rpi (boot to SSH)", &|| {
-            let probes = RPI_PROBES.iter().flat_map(|p| ["--probe", p]);
-            Ok(cmd!(sh, "cargo xtask e2e --target rpi --no-peer {probes...}").run()?)
-        })?;
-        step("sha256sum -c SHA256SUMS", &|| {
-            let _out = sh.push_dir("out");
-            Ok(cmd!(sh, "sha256sum -c SHA256SUMS").run()?)
-        })?;
+        // The layout test and the checksums read the artifacts while the Pi boots from its
+        // own decompressed copy; every probe run has ended, so the sums still prove no test
+        // changed an artifact.
+        step(
+            "cargo xtask e2e --target rpi (boot to SSH) | Pi layout test, sha256sum -c",
+            &|| {
+                let probes = RPI_PROBES.iter().flat_map(|p| ["--probe", p]);
+                let mut checks = Command::new("sh");
+                checks.args([
+                    "-c",
+                    "cargo test -p xtask the_built_pi_image -- --ignored && cd out && \
+                     sha256sum -c SHA256SUMS",
+                ]);
+                beside(
+                    cmd!(sh, "cargo xtask e2e --target rpi --no-peer {probes...}"),
+                    checks,
+                    "the Pi layout test and sha256sum -c SHA256SUMS",
+                    "out/ci-pi-checks.log",
+                )
+            },
+        )?;
     }
     eprintln!("\nCI passed (time, then the space left after the step):");
     for (name, took, free) in &timings {
@@ -202,25 +219,35 @@ fn prune_below(dirs: &[&str], below_gib: f64) -> Result<()> {
     Ok(())
 }
 
-/// Runs `cargo <foreground>` with its output on the terminal and, at the same time,
-/// `cargo <background>` with its output in `log` (its last lines printed when both are done,
+/// `cargo <args>`, for [`beside`].
+fn cargo(args: &[&str]) -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command.args(args);
+    command
+}
+
+/// Runs `foreground` with its output on the terminal and, at the same time, `background`
+/// (described as `shown`) with its output in `log` (its last lines printed when both are done,
 /// all of it kept when it fails). Fails when either fails.
-fn beside(sh: &Shell, foreground: &[&str], background: &[&str], log: &str) -> Result<()> {
+fn beside(
+    foreground: xshell::Cmd<'_>,
+    mut background: Command,
+    shown: &str,
+    log: &str,
+) -> Result<()> {
     std::fs::create_dir_all("out")?;
     let log_path = std::path::Path::new(log);
     let file = std::fs::File::create(log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let shown = format!("cargo {}", background.join(" "));
     eprintln!("$ {shown}  (in the background, output in {log})");
     // tidy: spawn (runs beside the foreground command, its output into a file; waited for after it)
-    let mut child = Command::new(cargo)
-        .args(background)
+    let mut child = background
         .stdout(file.try_clone()?)
         .stderr(file)
         .spawn()
-        .with_context(|| format!("cannot start `{shown}`"))?;
-    let front = cmd!(sh, "cargo {foreground...}").run();
+        .with_context(|| format!("cannot start {shown}"))?;
+    let front = foreground.run();
     let status = child.wait()?;
     let output = std::fs::read_to_string(log_path).unwrap_or_default();
     let tail: Vec<&str> = output.lines().rev().take(30).collect();
@@ -229,77 +256,76 @@ fn beside(sh: &Shell, foreground: &[&str], background: &[&str], log: &str) -> Re
     front?;
     ensure!(
         status.success(),
-        "`{shown}` failed ({status}); full output in {log}"
+        "{shown} failed ({status}); full output in {log}"
     );
     Ok(())
 }
 
-/// `cargo xtask image --target <t> --cache-only` for some targets, running at nice 19 from
-/// [`Warming::start`] until [`Warming::wait`]; dropped earlier (a step failed), it stops them.
+/// `cargo xtask image --target <t> --cache-only` (or `--gateway-only`) for some targets,
+/// running at nice 19 from [`Warming::start`] until [`Warming::wait`]; dropped earlier (a step
+/// failed), it stops them.
 struct Warming {
-    /// Target, log file and the process, which leads its own process group.
+    /// What it makes, log file and the process, which leads its own process group.
     children: std::cell::RefCell<Vec<(String, String, Child)>>,
 }
 
 impl Warming {
-    fn start(targets: &[&str]) -> Result<Self> {
+    /// Starts each `(what, target, mode)`: `cargo xtask image --target <target> <mode>`.
+    fn start(jobs: &[(&str, &str, &str)]) -> Result<Self> {
         std::fs::create_dir_all("out")?;
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let warming = Self {
             children: Default::default(),
         };
-        for target in targets {
-            let log = format!("out/ci-cache-{target}.log");
+        for (what, target, mode) in jobs {
+            let log = format!("out/ci-{}-{target}.log", mode.trim_start_matches("--"));
             let file =
                 std::fs::File::create(&log).with_context(|| format!("cannot create {log}"))?;
             eprintln!(
-                "$ nice -n 19 cargo xtask image --target {target} --cache-only  (in the \
-                 background, output in {log})"
+                "$ nice -n 19 cargo xtask image --target {target} {mode}  (in the background, \
+                 output in {log})"
             );
             // tidy: spawn (runs beside the other steps at nice 19; waited for, or stopped with its group)
             let child = Command::new("nice")
-                .args(["-n", "19", &cargo, "xtask", "image", "--target", target])
-                .arg("--cache-only")
+                .args([
+                    "-n", "19", &cargo, "xtask", "image", "--target", target, mode,
+                ])
                 .stdout(file.try_clone()?)
                 .stderr(file)
                 .process_group(0)
                 .spawn()
-                .with_context(|| format!("cannot start the cached stages of {target}"))?;
+                .with_context(|| format!("cannot start the {what}"))?;
             warming
                 .children
                 .borrow_mut()
-                .push(((*target).to_owned(), log, child));
+                .push(((*what).to_owned(), log, child));
         }
         Ok(warming)
     }
 
-    /// Waits for every target; a failure names the target and shows the end of its log.
+    /// Waits for every job; a failure names it and shows the end of its log.
     fn wait(&self) -> Result<()> {
         let mut failed = Vec::new();
-        for (target, log, mut child) in self.children.take() {
+        for (what, log, mut child) in self.children.take() {
             let status = child.wait()?;
             if !status.success() {
                 let output = std::fs::read_to_string(&log).unwrap_or_default();
                 let lines: Vec<&str> = output.lines().collect();
                 let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-                eprintln!("--- cached stages of {target} ({status}), last lines ---\n{tail}");
-                failed.push(format!("{target} (full output in {log})"));
+                eprintln!("--- {what} ({status}), last lines ---\n{tail}");
+                failed.push(format!("the {what} (full output in {log})"));
             }
         }
-        ensure!(
-            failed.is_empty(),
-            "the cached stages failed for {}",
-            failed.join(", ")
-        );
+        ensure!(failed.is_empty(), "failed: {}", failed.join(", "));
         Ok(())
     }
 }
 
 impl Drop for Warming {
     fn drop(&mut self) {
-        for (target, _, child) in self.children.get_mut() {
+        for (what, _, child) in self.children.get_mut() {
             if let Ok(None) = child.try_wait() {
-                eprintln!("stopping the cached stages of {target}");
+                eprintln!("stopping the {what}");
                 if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
                     let _ =
                         rustix::process::kill_process_group(group, rustix::process::Signal::TERM);

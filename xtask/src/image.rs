@@ -101,8 +101,13 @@ pub struct Args {
     /// Make only the stages kept in the persistent cache (the bootstrap and the sandbox) and
     /// stop. A later build of the target reuses them; `cargo xtask ci` makes the ARM targets'
     /// this way beside the x86_64 steps, since emulated dpkg is most of a cold ARM build.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "gateway_only")]
     pub cache_only: bool,
+    /// Build only the gateway binary for the target (cargo is its cache) and stop. `cargo xtask
+    /// ci` cross-builds the ARM gateway this way beside the x86_64 probes, once the x86_64
+    /// build no longer needs cargo's release directory (both builds lock it).
+    #[arg(long)]
+    pub gateway_only: bool,
     /// Sign SHA256SUMS with this SSH key into SHA256SUMS.sig (`ssh-keygen -Y sign`, namespace
     /// `clawfort-image`): an ed25519 private key file without a passphrase (a CI secret), or
     /// the public key file of a key loaded in ssh-agent. The README shows how users verify.
@@ -188,6 +193,18 @@ pub fn run(args: Args) -> Result<()> {
             profile.definition.target.name,
             started.elapsed().as_secs_f64(),
             profile.definition.target.name
+        );
+        return Ok(());
+    }
+    if args.gateway_only {
+        let profile = prepare(&args.into())?;
+        let mut runner = Runner::new(profile.layout.logs(), profile.rebuild);
+        let binary = gateway::run(&mut runner, &profile)?;
+        eprintln!(
+            "\nthe gateway for target {} is built ({:.0} s): {}",
+            profile.definition.target.name,
+            started.elapsed().as_secs_f64(),
+            binary.display()
         );
         return Ok(());
     }

@@ -100,7 +100,7 @@ impl<'a> RoundTrip<'a> {
     }
 
     fn run(&self) -> Result<String> {
-        let gateway_token_before = gateway_token(self.ctx, &self.ctx.admin)?;
+        let gateway_token_before = gateway_token(&self.ctx.testbed, &self.ctx.admin)?;
         let started = Instant::now();
         let approve_command = self.setup()?;
         let setup_s = started.elapsed().as_secs_f64();
@@ -116,7 +116,7 @@ impl<'a> RoundTrip<'a> {
 
         let leaks = self.no_copies_left()?;
         ensure!(
-            gateway_token(self.ctx, &self.ctx.admin)? == gateway_token_before,
+            gateway_token(&self.ctx.testbed, &self.ctx.admin)? == gateway_token_before,
             "setup replaced the gateway's first-boot token"
         );
         let healthz = http_status(self.ctx, "/healthz", None)?;

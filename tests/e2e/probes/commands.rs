@@ -157,7 +157,7 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
     let image_wait_s = wait_for_sandbox_image(ctx)?;
     let user = &ctx.testbed.service_user;
     let home = format!("/home/{user}");
-    let gateway_token = gateway_token(ctx, &ctx.admin)?;
+    let gateway_token = gateway_token(&ctx.testbed, &ctx.admin)?;
     let limits = json!({"memory": MEMORY_BYTES.to_string(), "pidsLimit": PIDS_LIMIT});
     configure(
         ctx,

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
+use crate::testbed::Testbed;
 use crate::Ctx;
 
 const UNIT: &str = "clawfort.service";
@@ -54,10 +55,10 @@ fn curl_quote(value: &str) -> String {
 }
 
 /// The gateway's token, read as root from the first-boot `.env`. Never printed.
-pub fn gateway_token(ctx: &Ctx, session: &crate::ssh::Session) -> Result<String> {
+pub fn gateway_token(testbed: &Testbed, session: &crate::ssh::Session) -> Result<String> {
     let env = session.check_root(&format!(
         "cat /home/{}/.openclaw/.env",
-        ctx.testbed.service_user
+        testbed.service_user
     ))?;
     env.lines()
         .find_map(|line| line.trim().strip_prefix("OPENCLAW_GATEWAY_TOKEN="))
@@ -115,7 +116,7 @@ pub fn gateway_healthz_ok(ctx: &Ctx) -> Result<String> {
 /// `/api/status` needs the bearer token: 401 without it, with a wrong one and with the token in
 /// the query string; 200 with the real one.
 pub fn gateway_api_requires_token(ctx: &Ctx) -> Result<String> {
-    let token = gateway_token(ctx, &ctx.admin)?;
+    let token = gateway_token(&ctx.testbed, &ctx.admin)?;
     let without = http_status(ctx, "/api/status", None)?;
     let wrong = http_status(
         ctx,
@@ -178,7 +179,7 @@ pub fn gateway_token_file_protected(ctx: &Ctx) -> Result<String> {
         env[0],
         env[1]
     );
-    let token = gateway_token(ctx, &ctx.admin)?;
+    let token = gateway_token(&ctx.testbed, &ctx.admin)?;
     ensure!(
         token.len() >= 32,
         "the gateway token has only {} characters",

@@ -46,7 +46,7 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
         &json!({"security": "full", "ask": "off"}),
     )?;
     let pid = gateway_pid(ctx)?;
-    let gateway_token = gateway_token(ctx, &ctx.admin)?;
+    let gateway_token = gateway_token(&ctx.testbed, &ctx.admin)?;
     let chat = RoundTrip::new(ctx, script, secrets);
     let nonce = format!("e2e-host-{}", std::process::id());
     let (first, last) = (format!("{nonce}-first"), format!("{nonce}-last"));

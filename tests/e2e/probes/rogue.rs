@@ -72,7 +72,7 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
         "ln -sfn {home}/.openclaw/.env {home}/workspace/escape \
          && chown -h {user}:{user} {home}/workspace/escape && rm -f {home}/outside.txt"
     ))?;
-    let gateway_token = gateway_token(ctx, admin)?;
+    let gateway_token = gateway_token(&ctx.testbed, admin)?;
 
     let read = |what: &str, path: String| Attack {
         what: what.to_owned(),

@@ -1,26 +1,67 @@
 //! Nothing machine-specific is baked into the image: two boots of the same image have different
 //! SSH host keys, machine-ids and gateway tokens. Secrets are compared as hashes, never shown.
+//!
+//! The second boot exists only for this comparison, and a first boot keeps a guest busy for
+//! minutes after SSH answers (the sandbox import, the integrity baseline) on the same two host
+//! cores as the guest under test. So its identity is read in the background as soon as it has
+//! one ([`PeerCapture::start`], when the suite starts) and the second boot is powered off right
+//! after; the probe, in its place in the list, compares.
 
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::ssh::Session;
+use crate::testbed::Testbed;
 use crate::Ctx;
 
-/// How long the second guest may still need to boot when this probe starts.
+/// How long the second guest may still need to boot, and then to write its gateway token, once
+/// the suite starts.
 const PEER_WAIT: Duration = Duration::from_secs(300);
 
-pub fn first_boot_identity_unique(ctx: &Ctx) -> Result<String> {
-    let peer = ctx
-        .testbed
-        .peer
-        .as_ref()
-        .context("no second boot of the image in the testbed")?;
+/// The second boot's identity, being read in the background.
+pub struct PeerCapture(Mutex<Option<JoinHandle<Result<Identity>>>>);
+
+impl PeerCapture {
+    /// Starts reading the second boot's identity when the testbed has one and this run compares
+    /// it (a later run on the same testbed finds it powered off); the thread powers it off once
+    /// it has read it.
+    pub fn start(testbed: &Testbed) -> Self {
+        let selected = testbed.only.is_empty()
+            || testbed
+                .only
+                .iter()
+                .any(|name| name == "first_boot_identity_unique");
+        let handle = (testbed.peer.is_some() && selected).then(|| {
+            let testbed = testbed.clone();
+            std::thread::spawn(move || capture(&testbed))
+        });
+        Self(Mutex::new(handle))
+    }
+
+    /// The identity read in the background (waiting for it if it is still being read).
+    fn take(&self) -> Result<Identity> {
+        let handle = self
+            .0
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the second boot's capture lock is poisoned"))?
+            .take()
+            .context("no second boot of the image in the testbed")?;
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("reading the second boot's identity panicked"))?
+    }
+}
+
+/// Waits for the second boot's SSH and gateway token, reads its identity, powers it off.
+fn capture(testbed: &Testbed) -> Result<Identity> {
+    let peer = testbed.peer.as_ref().context("no second boot")?;
     let deadline = Instant::now() + PEER_WAIT;
-    let peer_session = loop {
-        match Session::open(&ctx.testbed, peer) {
+    let session = loop {
+        match Session::open(testbed, peer) {
             Ok(session) => break session,
             Err(err) if Instant::now() > deadline => {
                 return Err(err.context(format!(
@@ -31,8 +72,31 @@ pub fn first_boot_identity_unique(ctx: &Ctx) -> Result<String> {
             Err(_) => std::thread::sleep(Duration::from_secs(5)),
         }
     };
-    let mine = identity(ctx, &ctx.admin)?;
-    let theirs = identity(ctx, &peer_session)?;
+    // First boot's setup writes the token just before the gateway starts; bounded.
+    let env = format!("/home/{}/.openclaw/.env", testbed.service_user);
+    let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+    let written = session.sudo_with(
+        &format!(
+            "for i in $(seq 1 {left}); do grep -q '^OPENCLAW_GATEWAY_TOKEN=.' {env} && exit 0; \
+             sleep 1; done; exit 1"
+        ),
+        Duration::from_secs(left + 30),
+    )?;
+    ensure!(
+        written.success,
+        "the second boot wrote no gateway token to {env} within {} s",
+        PEER_WAIT.as_secs()
+    );
+    let identity = identity(testbed, &session)?;
+    // Its part is done: the guest under test gets the host's cores back. The connection drops
+    // as the guest goes down, so the outcome is not checked.
+    let _ = session.sudo_with("systemctl poweroff --no-block", Duration::from_secs(30));
+    Ok(identity)
+}
+
+pub fn first_boot_identity_unique(ctx: &Ctx) -> Result<String> {
+    let theirs = ctx.peer.take()?;
+    let mine = identity(&ctx.testbed, &ctx.admin)?;
     let mut shared = Vec::new();
     for (what, a, b) in [
         ("SSH host keys", &mine.host_keys, &theirs.host_keys),
@@ -45,18 +109,19 @@ pub fn first_boot_identity_unique(ctx: &Ctx) -> Result<String> {
     }
     ensure!(shared.is_empty(), "both boots share: {}", shared.join(", "));
     Ok(format!(
-        "{} host keys, machine-id and token all differ between two boots",
+        "{} host keys, machine-id and token all differ between two boots (the second boot was \
+         read and powered off in the background)",
         mine.host_keys.len()
     ))
 }
 
-struct Identity {
+pub struct Identity {
     host_keys: Vec<String>,
     machine_id: Vec<String>,
     token: Vec<String>,
 }
 
-fn identity(ctx: &Ctx, session: &Session) -> Result<Identity> {
+fn identity(testbed: &Testbed, session: &Session) -> Result<Identity> {
     let keys = session.check_root("cat /etc/ssh/ssh_host_*_key.pub")?;
     let host_keys: Vec<String> = keys
         .lines()
@@ -72,7 +137,7 @@ fn identity(ctx: &Ctx, session: &Session) -> Result<Identity> {
         "{} has no initialised machine-id (`{machine_id}`)",
         session.guest.name
     );
-    let token = crate::probes::gateway::gateway_token(ctx, session)?;
+    let token = crate::probes::gateway::gateway_token(testbed, session)?;
     Ok(Identity {
         host_keys,
         machine_id: vec![machine_id],

@@ -45,23 +45,32 @@ fn build(
     let sh = Shell::new()?;
     sh.change_dir(repo);
     ensure_rust_target(stage, &sh, triple)?;
+    let metadata = stage.run(cmd!(sh, "cargo metadata --format-version 1 --no-deps"))?;
+    let metadata: serde_json::Value =
+        serde_json::from_str(&metadata).context("cargo metadata printed invalid JSON")?;
+    let mut target_dir = PathBuf::from(
+        metadata["target_directory"]
+            .as_str()
+            .context("cargo metadata has no target_directory")?,
+    );
+    // Every cargo build locks the host's release directory (build scripts, proc macros), even
+    // one for another triple. A cross build in its own target directory never waits for, or
+    // holds up, the host's builds: CI cross-builds the ARM gateway beside the x86_64 probes.
+    let host = cmd!(sh, "rustc -vV").quiet().read()?;
+    let native = host
+        .lines()
+        .any(|line| line.strip_prefix("host: ") == Some(triple));
+    if !native {
+        target_dir.push("cross");
+    }
     stage.step(format!(
         "cargo build --release -p clawfort --target {triple}"
     ));
     stage.run(cmd!(
         sh,
-        "cargo build --release -p clawfort --target {triple}"
+        "cargo build --release -p clawfort --target {triple} --target-dir {target_dir}"
     ))?;
-    let metadata = stage.run(cmd!(sh, "cargo metadata --format-version 1 --no-deps"))?;
-    let metadata: serde_json::Value =
-        serde_json::from_str(&metadata).context("cargo metadata printed invalid JSON")?;
-    let target_dir = metadata["target_directory"]
-        .as_str()
-        .context("cargo metadata has no target_directory")?;
-    let binary = Path::new(target_dir)
-        .join(triple)
-        .join("release")
-        .join("clawfort");
+    let binary = target_dir.join(triple).join("release").join("clawfort");
     ensure!(
         binary.is_file(),
         "cargo built the gateway but {} does not exist",

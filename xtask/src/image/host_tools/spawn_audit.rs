@@ -33,7 +33,7 @@ const ALWAYS_THERE: &[AlwaysThere] = &[
     },
     AlwaysThere {
         package: "dash (Essential: yes): /bin/sh and its builtins",
-        programs: &["sh", "exit"],
+        programs: &["sh", "exit", "cd"],
     },
     AlwaysThere { package: "findutils (Essential: yes)", programs: &["find"] },
     AlwaysThere { package: "sed (Essential: yes)", programs: &["sed"] },
@@ -47,7 +47,7 @@ const ALWAYS_THERE: &[AlwaysThere] = &[
     AlwaysThere {
         package: "the Rust toolchain that runs xtask itself; rustup is optional (without it \
                   the toolchain's own targets decide, see image/gateway.rs)",
-        programs: &["cargo", "rustup"],
+        programs: &["cargo", "rustc", "rustup"],
     },
 ];
 
@@ -94,6 +94,11 @@ const DYNAMIC: &[(&str, &str, &str)] = &[
         "xtask/src/ci.rs",
         "cargo",
         "$CARGO, the toolchain running xtask",
+    ),
+    (
+        "tests/e2e/probes/journal.rs",
+        "COLLECTOR",
+        "systemd-journal-remote, in the e2e network group of host_tools.rs",
     ),
     (
         "xtask/src/bench.rs",
