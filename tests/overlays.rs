@@ -934,6 +934,29 @@ fn needrestart_restarts_automatically() {
     assert!(err.contains("updates.needrestart_mode"), "{err}");
 }
 
+#[test]
+fn the_journal_goes_to_a_collector_only_when_one_is_named() {
+    const FILE: &str = "/etc/systemd/journal-upload.conf.d/10-clawfort.conf";
+    each_target(|files| {
+        assert_eq!(directives(&files[FILE]), ["[Upload]"], "no URL by default");
+    });
+    let files = render("[journald]\nupload_url = \"https://logs.example.net:19532\"\n").unwrap();
+    assert_eq!(
+        directives(&files[FILE]),
+        ["[Upload]", "URL=https://logs.example.net:19532"]
+    );
+    assert!(shipped_definition()
+        .image
+        .debian
+        .packages
+        .iter()
+        .any(|p| p == "systemd-journal-remote"));
+    for bad in ["logs.example.net:19532", "ftp://logs", "https://a b"] {
+        let err = render(&format!("[journald]\nupload_url = \"{bad}\"\n")).unwrap_err();
+        assert!(err.contains("journald.upload_url"), "{bad}: {err}");
+    }
+}
+
 /// A file of `overlays/` that is no template (rendered trees hold only the templates).
 fn overlay_file(path: &str) -> String {
     std::fs::read_to_string(repo().join("overlays").join(path)).unwrap()

@@ -186,6 +186,10 @@ pub struct UpdatesSection {
 #[serde(deny_unknown_fields)]
 pub struct JournaldSection {
     pub system_max_use: String,
+    /// A remote collector (`systemd-journal-remote`) the journal is also sent to by
+    /// `systemd-journal-upload`, `http://` or `https://` (mutual TLS); empty: none.
+    #[serde(default)]
+    pub upload_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -223,6 +223,15 @@ pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
         "key `updates.origins`: list at least the Debian-Security origin"
     );
     parse_size(&c.journald.system_max_use).context("key `journald.system_max_use`")?;
+    let upload = &c.journald.upload_url;
+    ensure!(
+        upload.is_empty()
+            || ((upload.starts_with("https://") || upload.starts_with("http://"))
+                && !upload.contains(char::is_whitespace)),
+        "key `journald.upload_url`: `{upload}` is not an http:// or https:// URL of a \
+         systemd-journal-remote collector (e.g. https://logs.example.net:19532); leave it empty \
+         to keep the journal on the machine only"
+    );
 
     for (key, value) in &c.sysctl {
         ensure!(

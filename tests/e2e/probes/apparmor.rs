@@ -125,3 +125,80 @@ pub fn apparmor_confines_gateway_and_commands(ctx: &Ctx) -> Result<String> {
         PROFILES.join(" and ")
     ))
 }
+
+/// The service user's rootless Docker and its containers run in `clawfort-sandbox`, which
+/// rootless Docker cannot give them itself; a process in it is refused the state directory,
+/// and so is the daemon asked to bind-mount it into a container.
+pub fn apparmor_confines_sandbox(ctx: &Ctx) -> Result<String> {
+    const PROFILE: &str = "clawfort-sandbox";
+    let user = &ctx.testbed.service_user;
+    let mut wrong = Vec::new();
+    let loaded = ctx
+        .admin
+        .check_root("cat /sys/kernel/security/apparmor/profiles")?;
+    if !loaded
+        .lines()
+        .any(|line| line == format!("{PROFILE} (enforce)"))
+    {
+        wrong.push(format!("{PROFILE} is not loaded in enforce mode"));
+    }
+    super::system::wait_for_sandbox_image(ctx)?;
+    let daemon = ctx.admin.check_root(&format!(
+        "pid=$(systemctl --user --machine={user}@.host show -P MainPID docker.service) \
+         && cat /proc/$pid/attr/apparmor/current"
+    ))?;
+    let daemon = daemon.trim_end_matches(['\0', '\n']);
+    if daemon != format!("{PROFILE} (enforce)") {
+        wrong.push(format!("the rootless Docker daemon runs as `{daemon}`"));
+    }
+    let docker = super::system::docker_cli(ctx);
+    let image = super::system::SANDBOX_IMAGE;
+    let container = ctx.admin.check_root(&format!(
+        "{docker} run --rm --network none {image} cat /proc/self/attr/apparmor/current"
+    ))?;
+    let container = container.trim_end_matches(['\0', '\n']);
+    if container != format!("{PROFILE} (enforce)") {
+        wrong.push(format!("a container's process runs as `{container}`"));
+    }
+
+    // A process of the stack, by the state directory's own path.
+    let env = format!("/home/{user}/.openclaw/.env");
+    let open = |profile: &str| {
+        ctx.admin.sudo(&format!(
+            "systemd-run --quiet --wait --pipe --uid={user} --gid={user} {profile} \
+             /bin/sh -c {}",
+            shell_quote(&format!(": < {env}"))
+        ))
+    };
+    let confined = open(&format!("-p AppArmorProfile={PROFILE}"))?;
+    if confined.success {
+        wrong.push(format!("a process in {PROFILE} opened {env}"));
+    }
+    ensure!(
+        open("")?.success,
+        "the service user could not open {env} without the profile either, so the test shows \
+         nothing"
+    );
+    // The daemon asked for the state directory in a container: the mount is refused.
+    let mounted = ctx.admin.sudo(&format!(
+        "{docker} run --rm --network none -v /home/{user}/.openclaw:/state {image} \
+         sh -c ': < /state/.env'"
+    ))?;
+    if mounted.success {
+        wrong.push(format!(
+            "a container given `-v /home/{user}/.openclaw:/state` opened /state/.env"
+        ));
+    }
+    let logged = ctx.admin.check_root(&format!(
+        "grep -c 'apparmor=\"DENIED\".*profile=\"{PROFILE}\"' {AUDIT_LOG} || true"
+    ))?;
+    if logged.trim().parse::<u64>().unwrap_or(0) == 0 {
+        wrong.push(format!("no denial by {PROFILE} is in {AUDIT_LOG}"));
+    }
+    ensure!(wrong.is_empty(), "{}", wrong.join("; "));
+    Ok(format!(
+        "{PROFILE} in enforce mode on the rootless daemon and a container; a process in it was \
+         refused {env}, the daemon the bind mount of the state directory ({})",
+        mounted.stderr.trim().lines().last().unwrap_or("refused")
+    ))
+}

@@ -20,6 +20,7 @@ pub mod gateway;
 pub mod hardening;
 pub mod host_commands;
 pub mod integrity;
+pub mod journal;
 pub mod network;
 pub mod rogue;
 pub mod sandbox;
@@ -185,6 +186,14 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "apparmor_confines_gateway_and_commands",
         run: apparmor::apparmor_confines_gateway_and_commands,
+    },
+    Probe {
+        name: "apparmor_confines_sandbox",
+        run: apparmor::apparmor_confines_sandbox,
+    },
+    Probe {
+        name: "journal_forwarded_to_collector",
+        run: journal::journal_forwarded_to_collector,
     },
     Probe {
         name: "first_boot_identity_unique",

@@ -124,12 +124,20 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
      && ! grep -qx ' *clawfort-event' /etc/fail2ban/jail.d/clawfort.local \
      && fail2ban-client reload",
     // The clawfort AppArmor profiles in complain mode (they log and allow): replacing a loaded
-    // profile applies to the processes already in it, the running gateway included.
+    // profile applies to the processes already in it, the running gateway and rootless Docker
+    // included.
     "sed -i 's/flags=(attach_disconnected)/flags=(attach_disconnected, complain)/' \
         /etc/apparmor.d/clawfort-gateway /etc/apparmor.d/clawfort-exec \
      && apparmor_parser -r /etc/apparmor.d/clawfort-gateway /etc/apparmor.d/clawfort-exec \
      && grep -qx 'clawfort-gateway (complain)' /sys/kernel/security/apparmor/profiles \
-     && grep -qx 'clawfort-exec (complain)' /sys/kernel/security/apparmor/profiles",
+     && grep -qx 'clawfort-exec (complain)' /sys/kernel/security/apparmor/profiles \
+     && sed -i 's/flags=(attach_disconnected, mediate_deleted)/flags=(attach_disconnected, mediate_deleted, complain)/' \
+        /etc/apparmor.d/clawfort-sandbox \
+     && apparmor_parser -r /etc/apparmor.d/clawfort-sandbox \
+     && grep -qx 'clawfort-sandbox (complain)' /sys/kernel/security/apparmor/profiles",
+    // The journal's uploader gone, as if the package were not installed: nothing reaches a
+    // collector.
+    "mv /usr/lib/systemd/systemd-journal-upload /usr/lib/systemd/systemd-journal-upload.off",
     // 450 MiB held by a process (touched, so in use), waited for until it is all allocated:
     // with the guest's own 440-500 MiB, well over the idle ceiling.
     "systemd-run --unit=clawfort-e2e-memory-hog python3 -c 'import pathlib, time; \
@@ -230,6 +238,19 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     (
         "apparmor_confines_gateway_and_commands",
         "a command in clawfort-exec opened the state directory",
+    ),
+    (
+        "apparmor_confines_sandbox",
+        "clawfort-sandbox is not loaded in enforce mode",
+    ),
+    (
+        "apparmor_confines_sandbox",
+        "a process in clawfort-sandbox opened",
+    ),
+    ("apparmor_confines_sandbox", "opened /state/.env"),
+    (
+        "journal_forwarded_to_collector",
+        "systemd-journal-upload did not start",
     ),
     // Both boots of the self-test's disk start with the token baked into it
     // ([`bake_gateway_token`]).

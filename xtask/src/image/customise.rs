@@ -241,6 +241,10 @@ fn install_file(rootfs: &Path, source: &Path, image_path: &str, mode: u32) -> Re
     Ok(())
 }
 
+/// The unit that sends the journal to `[journald] upload_url` (package
+/// systemd-journal-remote).
+const JOURNAL_UPLOAD_UNIT: &str = "systemd-journal-upload.service";
+
 fn services(
     stage: &mut StageProgress,
     sh: &Shell,
@@ -264,7 +268,12 @@ fn services(
     }
     // `--root=/` inside the chroot: the image's own systemctl, offline, no running systemd
     // and no /proc needed.
-    let (enable, disable, mask) = (&services.enable, &services.disable, &services.mask);
+    let mut enable = services.enable.clone();
+    // Forwarding the journal is on exactly when `[journald] upload_url` names a collector.
+    if !config.image.journald.upload_url.is_empty() {
+        enable.push(JOURNAL_UPLOAD_UNIT.to_owned());
+    }
+    let (disable, mask) = (&services.disable, &services.mask);
     if !enable.is_empty() {
         stage.run(cmd!(
             sh,

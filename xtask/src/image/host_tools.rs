@@ -159,7 +159,8 @@ const BOOT_COMMON_TOOLS: &[HostTool] = &[
 /// The suite's private network (namespace, bridge, taps, DHCP), its SSH key, and keying the
 /// published artifact through its CIDATA volume (`e2e/seed.rs`: the partition table, the FAT
 /// files, the Pi image's decompression, the qcow2 layer written with qemu-io), and the
-/// self-test's token baked into its disk with debugfs (`e2e/self_test.rs`).
+/// self-test's token baked into its disk with debugfs (`e2e/self_test.rs`), and the journal
+/// collector the forwarding probe runs (`tests/e2e/probes/journal.rs`).
 const E2E_NETWORK_TOOLS: &[HostTool] = &[
     tool("ip", "iproute2"),
     tool("dnsmasq", "dnsmasq-base"),
@@ -170,6 +171,11 @@ const E2E_NETWORK_TOOLS: &[HostTool] = &[
     tool("mlabel", "mtools"),
     tool("xz", "xz-utils"),
     tool("debugfs", "e2fsprogs"),
+    tool(
+        "/usr/lib/systemd/systemd-journal-remote",
+        "systemd-journal-remote",
+    ),
+    tool("journalctl", "systemd"),
     HostTool {
         probe: Cow::Borrowed("qemu-io"),
         ..QEMU_IMG
@@ -732,7 +738,9 @@ mod tests {
             ssh=openssh-client";
         let network = "e2e-network: ip=iproute2 dnsmasq=dnsmasq-base ssh-keygen=openssh-client \
             timeout=coreutils sfdisk=fdisk mtype=mtools mlabel=mtools xz=xz-utils \
-            debugfs=e2fsprogs qemu-io=qemu-utils+bp";
+            debugfs=e2fsprogs \
+            /usr/lib/systemd/systemd-journal-remote=systemd-journal-remote journalctl=systemd \
+            qemu-io=qemu-utils+bp";
         let emulators = [
             (
                 "x86_64",
