@@ -36,6 +36,7 @@ const ALWAYS_THERE: &[AlwaysThere] = &[
         programs: &["sh", "exit"],
     },
     AlwaysThere { package: "findutils (Essential: yes)", programs: &["find"] },
+    AlwaysThere { package: "gzip (Essential: yes)", programs: &["gzip"] },
     AlwaysThere { package: "sed (Essential: yes)", programs: &["sed"] },
     AlwaysThere { package: "tar (Essential: yes)", programs: &["tar"] },
     AlwaysThere { package: "dpkg (Essential: yes)", programs: &["dpkg", "dpkg-deb", "dpkg-query"] },
