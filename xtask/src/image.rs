@@ -15,6 +15,7 @@
 mod assemble;
 mod bootstrap;
 mod cache;
+pub mod check;
 mod customise;
 mod disk_ids;
 mod gateway;

@@ -185,6 +185,14 @@ const E2E_NETWORK_TOOLS: &[HostTool] = &[
 /// fails saying to install it.
 pub const SBOM_TOOLS: &[HostTool] = &[tool("python3", "python3-venv")];
 
+/// `cargo xtask check-image` on a raw disk: its partition table, and mounting its root
+/// partition read-only through a loop device.
+pub const CHECK_IMAGE_TOOLS: &[HostTool] = &[
+    tool("sfdisk", "fdisk"),
+    tool("mount", "mount"),
+    tool("umount", "mount"),
+];
+
 pub const SIGN_TOOLS: &[HostTool] = &[tool("ssh-keygen", "openssh-client")];
 
 /// `cargo xtask bench`'s load generator.
