@@ -1,7 +1,8 @@
 //! The cloud and hypervisor formats, each opt-in through `--format` (never a target's default:
 //! each is one more pass over the disk, and CI pays for defaults). One function per format,
-//! each made with the tool the cloud itself documents, and checked against the cloud's rule
-//! before or after it is written:
+//! each made with the tool the cloud itself documents. The size rules are checked before
+//! writing (a cloud would refuse the upload) and the VHD's footer after; the tests read every
+//! format back by its rule:
 //!
 //! | format | cloud | rule |
 //! |---|---|---|

@@ -5,6 +5,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 use super::*;
 use crate::image::host_tools::locate;
+use crate::image::Format;
 
 /// Whether the host has the tools; prints why the test is skipped when it does not.
 fn have(tools: &[&str]) -> bool {
@@ -332,4 +333,24 @@ fn raw_zst_decompresses_to_the_disk() {
     let (format, virtual_size, _) = qemu_img_info(&back, "raw");
     assert_eq!((format.as_str(), virtual_size), ("raw", 3 * MIB));
     assert_same_disk(&back, "raw", &disk);
+}
+
+/// CI builds every target's default `formats`; each cloud format would add a minute or more.
+#[test]
+fn no_target_writes_a_cloud_format_by_default() {
+    let cloud = [
+        Format::Vhd,
+        Format::GceTar,
+        Format::Vmdk,
+        Format::Ova,
+        Format::RawZst,
+    ];
+    for target in crate::image::Target::ALL {
+        let formats = crate::image::load_target(target).unwrap().formats;
+        assert!(
+            !formats.iter().any(|f| cloud.contains(f)),
+            "image/targets/{target}.toml: the cloud formats are opt-in (`--format`), not \
+             defaults: {formats:?}"
+        );
+    }
 }
