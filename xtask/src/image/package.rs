@@ -181,6 +181,7 @@ fn write(
     // Leftovers of a build that was killed before it could clean up.
     for (_, path) in outputs {
         let _ = std::fs::remove_file(partial(path));
+        cloud::remove_leftovers(&partial(path));
     }
     let mut guard = PartialFiles(Vec::new());
     // Digests in the order written: the SBOM, last, lists the ones before it.

@@ -199,7 +199,8 @@ fn disk_size(path: &Path) -> Result<u64> {
 }
 
 /// A directory beside an artifact for the members of an archive, removed afterwards: on the
-/// artifact's file system, so the disk can be hard-linked into it.
+/// artifact's file system, so the disk can be hard-linked into it. Named after the artifact's
+/// `.partial` file, so [`remove_leftovers`] finds what a killed build left of it.
 struct Scratch(tempfile::TempDir);
 
 impl Scratch {
@@ -208,10 +209,31 @@ impl Scratch {
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let dir = tempfile::Builder::new()
-            .prefix(".members-")
+            .prefix(&scratch_prefix(artifact))
             .tempdir_in(&parent)
             .with_context(|| format!("cannot make a scratch directory in {}", parent.display()))?;
         Ok(Self(dir))
+    }
+}
+
+fn scratch_prefix(artifact: &Path) -> String {
+    let name = artifact.file_name().unwrap_or_default().to_string_lossy();
+    format!("{name}.members-")
+}
+
+/// Removes the scratch directories a killed build left beside `artifact` (each may hold a hard
+/// link to an old disk, keeping its blocks allocated).
+pub fn remove_leftovers(artifact: &Path) {
+    let (Some(parent), prefix) = (artifact.parent(), scratch_prefix(artifact)) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

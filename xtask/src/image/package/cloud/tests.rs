@@ -354,3 +354,19 @@ fn no_target_writes_a_cloud_format_by_default() {
         );
     }
 }
+
+#[test]
+fn a_killed_builds_scratch_directory_is_removed_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = dir.path().join(".clawfort-x86_64.ova.partial");
+    let scratch = Scratch::beside(&artifact).unwrap();
+    let left = scratch.0.keep();
+    let other = dir.path().join(".clawfort-aarch64.ova.partial.members-abc");
+    std::fs::create_dir(&other).unwrap();
+    remove_leftovers(&artifact);
+    assert!(!left.exists(), "{} is still there", left.display());
+    assert!(
+        other.exists(),
+        "another target's scratch directory was removed"
+    );
+}
