@@ -15,6 +15,7 @@
 mod assemble;
 mod bootstrap;
 mod cache;
+pub mod check;
 mod customise;
 mod disk_ids;
 mod gateway;
@@ -78,7 +79,8 @@ pub struct Args {
     #[arg(long)]
     pub size: Option<Size>,
     /// Artifact formats to write; repeat or separate with commas [default: the target's
-    /// `formats`: raw,qcow2 for x86_64 and aarch64, img-xz,bmap for rpi].
+    /// `formats`: raw,qcow2 for x86_64 and aarch64, img-xz,bmap for rpi]. The cloud formats
+    /// (vhd, gce-tar, vmdk, ova, raw-zst) are written only when named here.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub format: Vec<Format>,
     /// Use this gateway binary instead of building `clawfort` for the target with cargo.

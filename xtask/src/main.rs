@@ -40,6 +40,9 @@ enum Command {
     Ci(ci::Args),
     /// Run a benchmark and print its figures.
     Bench(bench::Args),
+    /// Check a built image's root file system as a cloud marketplace would: no history, keys,
+    /// logs or passwords; cloud-init, the firewall and automatic updates on.
+    CheckImage(image::check::Args),
     /// List the host tools a target's build and boot suite need, and which this host lacks.
     Doctor(doctor::Args),
     /// Run every fuzz target for a bounded time.
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::E2e(args) => e2e::run(args).map(done),
         Command::Ci(args) => ci::run(args).map(done),
         Command::Bench(args) => bench::run(args),
+        Command::CheckImage(args) => image::check::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Fuzz(args) => fuzz::run(args).map(done),
     }

@@ -136,11 +136,14 @@ const IMAGE_TOOLS: &[HostTool] = &[
     QEMU_IMG,
 ];
 
-/// The artifact formats' compressors and map writers.
+/// The artifact formats' compressors and map writers (zstd, for `raw-zst`, and qemu-img, for
+/// `vhd`, `vmdk` and `ova`, are image tools already; tar is Essential). pigz gzips the
+/// `gce-tar` archive on every core.
 /// The SBOM takes its creation time from git (HEAD's commit time).
 const PACKAGE_TOOLS: &[HostTool] = &[
     tool("xz", "xz-utils"),
     tool("bmaptool", "bmap-tools"),
+    tool("pigz", "pigz"),
     tool("git", "git"),
 ];
 
@@ -187,6 +190,14 @@ const E2E_NETWORK_TOOLS: &[HostTool] = &[
 /// (`image/sbom/validator.rs`). The probe is python3; without python3-venv, `python3 -m venv`
 /// fails saying to install it.
 pub const SBOM_TOOLS: &[HostTool] = &[tool("python3", "python3-venv")];
+
+/// `cargo xtask check-image` on a raw disk: its partition table, and mounting its root
+/// partition read-only through a loop device.
+pub const CHECK_IMAGE_TOOLS: &[HostTool] = &[
+    tool("sfdisk", "fdisk"),
+    tool("mount", "mount"),
+    tool("umount", "mount"),
+];
 
 pub const SIGN_TOOLS: &[HostTool] = &[tool("ssh-keygen", "openssh-client")];
 
@@ -732,7 +743,7 @@ mod tests {
         let arm64 = "foreign-arch: /usr/lib/binfmt.d/qemu-aarch64.conf=qemu-user-binfmt+bp \
             arch-test=arch-test aarch64-linux-gnu-gcc=gcc-aarch64-linux-gnu \
             /usr/aarch64-linux-gnu/lib/crt1.o=libc6-dev-arm64-cross";
-        let package = "package: xz=xz-utils bmaptool=bmap-tools git=git";
+        let package = "package: xz=xz-utils bmaptool=bmap-tools pigz=pigz git=git";
         let boot_common = "boot: qemu-img=qemu-utils+bp \
             /usr/lib/ipxe/qemu/efi-virtio.rom=ipxe-qemu mkfs.vfat=dosfstools mcopy=mtools \
             ssh=openssh-client";

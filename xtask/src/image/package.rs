@@ -5,7 +5,7 @@
 //!
 //! Every artifact is written under a hidden `.partial` name and renamed only when all of them
 //! are complete, so a failed build never leaves a half-written file under a good name. One
-//! function per output format.
+//! function per output format; the cloud and hypervisor formats are in `package/cloud.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,8 @@ use super::progress::StageProgress;
 use super::sbom;
 use super::stage::{Runner, Stage, StageTiming};
 use super::Profile;
+
+mod cloud;
 
 /// Paths of a finished build's artifacts.
 #[derive(Debug, Clone)]
@@ -49,6 +51,16 @@ struct Inputs<'a> {
     /// The repository, for the gateway's crates (`cargo metadata`) and HEAD's commit time.
     repo: &'a Path,
     version: &'a str,
+}
+
+impl Inputs<'_> {
+    /// `<name>-<target>`: the artifacts' common stem.
+    fn stem(&self) -> String {
+        format!(
+            "{}-{}",
+            self.config.image.image.name, self.config.target.name
+        )
+    }
 }
 
 /// One file the stage writes.
@@ -169,6 +181,7 @@ fn write(
     // Leftovers of a build that was killed before it could clean up.
     for (_, path) in outputs {
         let _ = std::fs::remove_file(partial(path));
+        cloud::remove_leftovers(&partial(path));
     }
     let mut guard = PartialFiles(Vec::new());
     // Digests in the order written: the SBOM, last, lists the ones before it.
@@ -181,6 +194,18 @@ fn write(
             Output::Image(Format::Qcow2) => qcow2(stage, &sh, disk, &temporary)?,
             Output::Image(Format::ImgXz) => img_xz(stage, &sh, disk, &temporary)?,
             Output::Image(Format::Bmap) => bmap(stage, &sh, disk, &temporary)?,
+            Output::Image(Format::Vhd) => cloud::vhd(stage, &sh, disk, &temporary)?,
+            Output::Image(Format::GceTar) => cloud::gce_tar(stage, &sh, disk, &temporary)?,
+            Output::Image(Format::Vmdk) => cloud::vmdk(stage, &sh, disk, &temporary)?,
+            Output::Image(Format::Ova) => {
+                let appliance = cloud::Appliance {
+                    stem: &inputs.stem(),
+                    template: &inputs.repo.join(cloud::OVF_TEMPLATE),
+                    suite: &inputs.config.image.debian.suite,
+                };
+                cloud::ova(stage, &sh, disk, &temporary, &appliance)?
+            }
+            Output::Image(Format::RawZst) => cloud::raw_zst(stage, &sh, disk, &temporary)?,
             Output::Manifest => manifest(stage, &sh, inputs, &temporary)?,
             Output::Sbom => sbom(stage, &sh, inputs, &written, &temporary)?,
         }
@@ -321,14 +346,12 @@ fn sbom(
         .map(|(output, name, digest)| sbom::Artifact {
             file_name: name.clone(),
             sha256: digest.clone(),
-            disk_image: matches!(
-                output,
-                Output::Image(Format::Raw | Format::Qcow2 | Format::ImgXz)
-            ),
+            // Every image format but the block map holds the disk.
+            disk_image: matches!(output, Output::Image(format) if *format != Format::Bmap),
         })
         .collect();
     let subject = sbom::Subject {
-        name: &format!("{}-{}", inputs.config.image.image.name, target.name),
+        name: &inputs.stem(),
         suite: &inputs.config.image.debian.suite,
         version: inputs.version,
         created: &created,

@@ -48,7 +48,8 @@ pub struct Subject<'a> {
 pub struct Artifact {
     pub file_name: String,
     pub sha256: String,
-    /// A disk image (raw, qcow2, img.xz) rather than a map or manifest: it contains the packages.
+    /// A disk image (raw, qcow2, img.xz, the cloud formats) rather than a map or manifest: it
+    /// contains the packages.
     pub disk_image: bool,
 }
 

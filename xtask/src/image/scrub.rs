@@ -8,7 +8,7 @@
 //! same check the tests run against a real built tree.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use walkdir::WalkDir;
@@ -155,29 +155,66 @@ pub fn scrub(root: &Path, policy: &Policy<'_>) -> Result<Vec<String>> {
     Ok(removed)
 }
 
-/// Everything in `root` that should not ship, as readable findings; empty when clean.
-pub fn find_leaks(root: &Path, policy: &Policy<'_>) -> Result<Vec<String>> {
+/// What a leak is; `cargo xtask check-image` reports each kind as one of its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeakKind {
+    /// SSH host keys, private keys, authorized keys, the gateway token.
+    Key,
+    /// The machine-id, random seeds and credentials every machine must make for itself.
+    MachineState,
+    /// Temporary files, apt lists and caches of the build.
+    BuildLeftover,
+    Log,
+    ShellHistory,
+}
+
+/// One thing in the root file system that must not ship.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leak {
+    pub kind: LeakKind,
+    /// Where, as the image sees it (`/etc/machine-id`).
+    pub path: PathBuf,
+    pub what: &'static str,
+}
+
+impl std::fmt::Display for Leak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.what)
+    }
+}
+
+/// Everything in `root` that should not ship; empty when clean.
+pub fn find_leaks(root: &Path, policy: &Policy<'_>) -> Result<Vec<Leak>> {
     let mut leaks = Vec::new();
+    let mut leak = |kind, path: &Path, what| {
+        let path = Path::new("/").join(path.strip_prefix(root).unwrap_or(path));
+        leaks.push(Leak { kind, path, what });
+    };
     let exists = |relative: &str| root.join(relative).symlink_metadata().is_ok();
 
     for entry in read_dir_sorted(&root.join("etc/ssh"))? {
         if entry.to_string_lossy().contains("ssh_host_") {
-            leaks.push(format!("SSH host key {}", entry.display()));
+            leak(LeakKind::Key, &entry, "SSH host key");
         }
     }
-    match std::fs::read(root.join("etc/machine-id")) {
+    let machine_id = root.join("etc/machine-id");
+    match std::fs::read(&machine_id) {
         Ok(content) if content.is_empty() => {}
-        Ok(_) => leaks.push("/etc/machine-id is not empty".to_owned()),
-        Err(_) => leaks.push("/etc/machine-id is missing (must exist and be empty)".to_owned()),
+        Ok(_) => leak(LeakKind::MachineState, &machine_id, "not empty"),
+        Err(_) => leak(
+            LeakKind::MachineState,
+            &machine_id,
+            "missing (must exist and be empty)",
+        ),
     }
     for file in FILES {
         if exists(file) {
-            leaks.push(format!("/{file} exists"));
+            leak(LeakKind::MachineState, &root.join(file), "exists");
         }
     }
     for dir in EMPTIED_DIRS {
         if !read_dir_sorted(&root.join(dir))?.is_empty() {
-            leaks.push(format!("/{dir} is not empty"));
+            leak(LeakKind::BuildLeftover, &root.join(dir), "not empty");
         }
     }
     for entry in read_dir_sorted(&root.join("var/lib/apt/lists"))? {
@@ -186,29 +223,30 @@ pub fn find_leaks(root: &Path, policy: &Policy<'_>) -> Result<Vec<String>> {
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         if name != "lock" && name != "partial" {
-            leaks.push(format!("apt list {}", entry.display()));
+            leak(LeakKind::BuildLeftover, &entry, "apt list");
         }
     }
     for entry in files_under(&root.join("var/cache/apt"))? {
         let name = entry.to_string_lossy();
         if name.ends_with(".deb") || name.ends_with(".bin") {
-            leaks.push(format!("apt cache {}", entry.display()));
+            leak(LeakKind::BuildLeftover, &entry, "apt cache");
         }
     }
     for entry in files_under(&root.join("var/log"))? {
-        leaks.push(format!("log file {}", entry.display()));
+        leak(LeakKind::Log, &entry, "log file");
     }
     for home in home_dirs(root)? {
         for name in HISTORY_FILES {
             if home.join(name).symlink_metadata().is_ok() {
-                leaks.push(format!("history {}", home.join(name).display()));
+                leak(LeakKind::ShellHistory, &home.join(name), "history");
             }
         }
         if home.join(".openclaw/.env").exists() {
-            leaks.push(format!(
-                "gateway token file {}",
-                home.join(".openclaw/.env").display()
-            ));
+            leak(
+                LeakKind::Key,
+                &home.join(".openclaw/.env"),
+                "gateway token file",
+            );
         }
         for file in read_dir_sorted(&home.join(".ssh"))? {
             if file.to_string_lossy().contains("authorized_keys") {
@@ -216,7 +254,7 @@ pub fn find_leaks(root: &Path, policy: &Policy<'_>) -> Result<Vec<String>> {
                     file == root.join("home").join(user).join(".ssh/authorized_keys")
                 });
                 if !allowed {
-                    leaks.push(format!("authorized keys {}", file.display()));
+                    leak(LeakKind::Key, &file, "authorized keys");
                 }
             }
         }
@@ -225,7 +263,7 @@ pub fn find_leaks(root: &Path, policy: &Policy<'_>) -> Result<Vec<String>> {
     for dir in ["etc", "root", "home", "var/lib", "usr/local"] {
         for file in files_under(&root.join(dir))? {
             if is_private_key(&file) {
-                leaks.push(format!("private key {}", file.display()));
+                leak(LeakKind::Key, &file, "private key");
             }
         }
     }
@@ -258,6 +296,7 @@ pub fn run(root: &Path, policy: &Policy<'_>) -> Result<Vec<String>> {
     let removed = scrub(root, policy)?;
     let leaks = find_leaks(root, policy)?;
     if !leaks.is_empty() {
+        let leaks: Vec<String> = leaks.iter().map(ToString::to_string).collect();
         bail!(
             "the root file system still holds what must not ship:\n  {}",
             leaks.join("\n  ")
@@ -413,7 +452,11 @@ mod tests {
         let policy = Policy {
             keep_authorized_keys_of: Some("admin"),
         };
-        let leaks = find_leaks(&root, &policy).unwrap();
+        let leaks: Vec<String> = find_leaks(&root, &policy)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert!(
             leaks.is_empty(),
             "leaks in {}:\n{}",

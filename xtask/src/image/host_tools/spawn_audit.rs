@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use clawfort_imagedef as imagedef;
 
 use super::{
-    tools_on_host, Group, Purpose, ToolGroup, BENCH_TOOLS, SANDBOX_TEST_TOOLS, SBOM_TOOLS,
+    tools_on_host, Group, Purpose, ToolGroup, BENCH_TOOLS, CHECK_IMAGE_TOOLS, SANDBOX_TEST_TOOLS,
+    SBOM_TOOLS,
 };
 
 mod scanner;
@@ -36,6 +37,7 @@ const ALWAYS_THERE: &[AlwaysThere] = &[
         programs: &["sh", "exit", "cd"],
     },
     AlwaysThere { package: "findutils (Essential: yes)", programs: &["find"] },
+    AlwaysThere { package: "gzip (Essential: yes)", programs: &["gzip"] },
     AlwaysThere { package: "sed (Essential: yes)", programs: &["sed"] },
     AlwaysThere { package: "tar (Essential: yes)", programs: &["tar"] },
     AlwaysThere { package: "dpkg (Essential: yes)", programs: &["dpkg", "dpkg-deb", "dpkg-query"] },
@@ -237,10 +239,11 @@ fn groups(target: &str, arch: &str, purpose: Purpose) -> Vec<ToolGroup> {
     tools_on_host(target, arch, BUILD_HOST, purpose).unwrap()
 }
 
-/// Every probe some command checks for some target, or `bench` or `ci` checks.
+/// Every probe some command checks for some target, or `bench`, `check-image` or `ci` checks.
 fn every_listed_probe() -> BTreeSet<String> {
     let mut probes: BTreeSet<String> = BENCH_TOOLS
         .iter()
+        .chain(CHECK_IMAGE_TOOLS)
         .chain(SANDBOX_TEST_TOOLS)
         .chain(SBOM_TOOLS)
         .map(|t| t.probe.to_string())
