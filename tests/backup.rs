@@ -477,3 +477,37 @@ fn both_refuse_while_the_gateway_runs() {
     assert!(!second.exists() && !tmp.path().join("second.age.partial").exists());
     assert_eq!(snapshot(&state), before);
 }
+
+#[test]
+fn a_backup_made_with_sudo_belongs_to_the_invoking_user() {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root (the sudo case)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let state = installation(tmp.path());
+    let file = tmp.path().join("backup.age");
+    let public = age::x25519::Identity::generate().to_public().to_string();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(state.join("openclaw.json"))
+        .args([
+            "backup",
+            "create",
+            "--to",
+            file.to_str().unwrap(),
+            "--recipient",
+            &public,
+        ])
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65533")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (65534, 65533, 0o600)
+    );
+}

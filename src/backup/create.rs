@@ -97,6 +97,10 @@ fn write(
         .custom_flags(libc::O_NOFOLLOW)
         .open(partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
+    if let Some((uid, gid)) = sudo_invoker() {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+            .with_context(|| format!("cannot give {} to uid {uid}", partial.display()))?;
+    }
     let sealed = encryptor.wrap_output(BufWriter::new(file))?;
     let (counts, sealed) = archive::pack(state_dir, sealed)?;
     let mut out = sealed.finish()?;
@@ -106,6 +110,17 @@ fn write(
         .sync_all()
         .with_context(|| format!("cannot write {}", partial.display()))?;
     Ok(counts)
+}
+
+/// The user who ran `sudo clawfort backup create` (`SUDO_UID`, `SUDO_GID`), when root runs
+/// it that way: the file is theirs, so the admin can copy it off the box with scp without
+/// another sudo. It is encrypted; the state directory's own owner gains nothing from it.
+fn sudo_invoker() -> Option<(u32, u32)> {
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let id = |name: &str| std::env::var(name).ok()?.parse::<u32>().ok();
+    Some((id("SUDO_UID")?, id("SUDO_GID")?))
 }
 
 /// `FILE.partial`, beside `FILE`.
