@@ -511,3 +511,68 @@ fn a_backup_made_with_sudo_belongs_to_the_invoking_user() {
         (65534, 65533, 0o600)
     );
 }
+
+/// `clawfort backup <args>` on a pseudo-terminal, answering each of `prompts` with its line;
+/// its exit code and everything the terminal showed.
+fn on_a_terminal(state_dir: &Path, args: &[&str], prompts: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
+        .arg(state_dir.join("openclaw.json"))
+        .arg("backup")
+        .args(args)
+        .env_remove("OPENCLAW_STATE_DIR")
+        .env_remove("OPENCLAW_CONFIG_PATH");
+    let options = rexpect::reader::Options::new().timeout_ms(Some(60_000));
+    let mut pty = rexpect::session::spawn_with_options(cmd, options).unwrap();
+    let mut seen = String::new();
+    for (prompt, line) in prompts {
+        seen += &pty.exp_string(prompt).unwrap();
+        seen += prompt;
+        pty.send_line(line).unwrap();
+    }
+    seen += &pty.exp_eof().unwrap();
+    let code = match pty.process().wait().unwrap() {
+        rexpect::process::WaitStatus::Exited(_, code) => code,
+        other => panic!("{other:?}\n{seen}"),
+    };
+    assert!(
+        !seen.contains(PASSPHRASE),
+        "the terminal shows the passphrase:\n{seen}"
+    );
+    (code, seen)
+}
+
+#[test]
+fn a_person_types_the_passphrase_twice_and_once_to_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = installation(tmp.path());
+    let file = tmp.path().join("backup.age");
+    let to = file.to_str().unwrap();
+    let first = "Passphrase for the backup: ";
+    let again = "The same passphrase again: ";
+    let (code, seen) = on_a_terminal(
+        &state,
+        &["create", "--to", to],
+        &[(first, PASSPHRASE), (again, "a typo")],
+    );
+    assert_eq!(code, 1, "{seen}");
+    assert!(seen.contains("the two passphrases differ"), "{seen}");
+    assert!(!file.exists() && !tmp.path().join("backup.age.partial").exists());
+
+    let (code, seen) = on_a_terminal(
+        &state,
+        &["create", "--to", to],
+        &[(first, PASSPHRASE), (again, PASSPHRASE)],
+    );
+    assert_eq!(code, 0, "{seen}");
+    let new = tempfile::tempdir().unwrap();
+    let restored = new.path().join(".openclaw");
+    let prompt = format!("Passphrase of {to}: ");
+    let (code, seen) = on_a_terminal(
+        &restored,
+        &["restore", "--from", to],
+        &[(&prompt, PASSPHRASE)],
+    );
+    assert_eq!(code, 0, "{seen}");
+    assert_eq!(snapshot(&restored), backed_up(&state));
+}
