@@ -87,7 +87,7 @@ pub fn run(target: &Target, args: &RestoreArgs) -> anyhow::Result<()> {
     if let Some((uid, gid)) = owner(target, existing.as_ref()) {
         hand_over(fresh.path(), uid, gid)?;
     }
-    let previous = swap(fresh.keep(), state_dir, existing.is_some(), parent, &name)?;
+    let previous = swap(fresh, state_dir, existing.is_some(), parent, &name)?;
     let summary = Summary {
         file,
         state_dir,
@@ -149,18 +149,20 @@ fn hand_over(root: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
 }
 
 /// Renames the old state directory aside (when there is one) and `fresh` into its place;
-/// puts the old one back if the second rename fails. The old one's new path.
+/// puts the old one back if the second rename fails, and `fresh` is removed on any error
+/// (it is a `TempDir` until it is the state directory). The old one's new path.
 fn swap(
-    fresh: PathBuf,
+    fresh: tempfile::TempDir,
     state_dir: &Path,
     has_old: bool,
     parent: &Path,
     name: &str,
 ) -> anyhow::Result<Option<PathBuf>> {
-    let aside = has_old.then(|| {
-        let time = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
-        state_dir.with_file_name(format!("{name}.before-restore-{time}"))
-    });
+    let aside = if has_old {
+        Some(aside_path(state_dir, name)?)
+    } else {
+        None
+    };
     if let Some(aside) = &aside {
         std::fs::rename(state_dir, aside).with_context(|| {
             format!(
@@ -170,16 +172,31 @@ fn swap(
             )
         })?;
     }
-    if let Err(e) = std::fs::rename(&fresh, state_dir) {
+    if let Err(e) = std::fs::rename(fresh.path(), state_dir) {
         if let Some(aside) = &aside {
             let _ = std::fs::rename(aside, state_dir);
         }
-        let _ = std::fs::remove_dir_all(&fresh);
         return Err(e)
             .with_context(|| format!("cannot move the restored tree to {}", state_dir.display()));
     }
+    // Renamed: nothing left at the temporary path for the `TempDir` to remove.
+    let _ = fresh.keep();
     File::open(parent)?.sync_all()?;
     Ok(aside)
+}
+
+/// `<name>.before-restore-<UTC time>` beside the state directory, with `-2`, `-3`... when
+/// an earlier restore in the same second took that name.
+fn aside_path(state_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let time = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
+    let base = format!("{name}.before-restore-{time}");
+    (1..=100)
+        .map(|n| match n {
+            1 => state_dir.with_file_name(&base),
+            n => state_dir.with_file_name(format!("{base}-{n}")),
+        })
+        .find(|path| std::fs::symlink_metadata(path).is_err())
+        .ok_or_else(|| anyhow::anyhow!("100 restores in one second: remove {base}-*"))
 }
 
 fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
