@@ -21,7 +21,16 @@ struct Summary<'a> {
     counts: archive::Counts,
     /// The size of the encrypted file.
     file_bytes: u64,
-    encrypted_to: &'static str,
+    key: Key,
+}
+
+/// What opens the backup.
+#[derive(Serialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Key {
+    Passphrase,
+    /// The identity file of the `--recipient` key.
+    Recipient,
 }
 
 pub fn run(target: &Target, args: &CreateArgs) -> anyhow::Result<()> {
@@ -67,10 +76,10 @@ pub fn run(target: &Target, args: &CreateArgs) -> anyhow::Result<()> {
         state_dir,
         file_bytes: std::fs::metadata(&args.to)?.len(),
         counts,
-        encrypted_to: if args.recipient.is_some() {
-            "recipient"
+        key: if args.recipient.is_some() {
+            Key::Recipient
         } else {
-            "passphrase"
+            Key::Passphrase
         },
     };
     print(&summary, args.json)
@@ -139,7 +148,7 @@ fn refuse_inside(to: &Path, state_dir: &Path) -> anyhow::Result<()> {
         .unwrap_or(Path::new("."));
     let parent = parent
         .canonicalize()
-        .with_context(|| format!("cannot use {}: its directory", to.display()))?;
+        .with_context(|| format!("the directory of {} cannot be used", to.display()))?;
     if parent.starts_with(state_dir.canonicalize()?) {
         anyhow::bail!(
             "{} is inside the state directory {}: write the backup elsewhere (e.g. the admin \
@@ -158,15 +167,17 @@ fn print(summary: &Summary, json: bool) -> anyhow::Result<()> {
     }
     let c = &summary.counts;
     println!(
-        "backed up {} files and {} directories ({} bytes) of {} to {} ({} bytes, encrypted \
-         with the {})",
+        "backed up {} files and {} directories ({} bytes) of {} to {} ({} bytes, {})",
         c.files,
         c.directories,
         c.bytes,
         summary.state_dir.display(),
         summary.file.display(),
         summary.file_bytes,
-        summary.encrypted_to
+        match summary.key {
+            Key::Recipient => "opened by the age key's identity file",
+            Key::Passphrase => "opened by the passphrase",
+        }
     );
     for skipped in &c.skipped {
         println!("  skipped {skipped}");
