@@ -576,3 +576,39 @@ fn a_person_types_the_passphrase_twice_and_once_to_restore() {
     assert_eq!(code, 0, "{seen}");
     assert_eq!(snapshot(&restored), backed_up(&state));
 }
+
+#[test]
+fn root_restores_a_tree_owned_by_the_state_directorys_owner() {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root (the chown)");
+        return;
+    }
+    let (tmp, file, identity) = keyed_backup();
+    let state = tmp.path().join(".openclaw");
+    // The service user's installation, as a new image's first boot leaves it.
+    std::os::unix::fs::lchown(&state, Some(65534), Some(65533)).unwrap();
+    let from = file.to_str().unwrap();
+    let out = backup(
+        &state,
+        &[
+            "restore",
+            "--from",
+            from,
+            "--identity",
+            &identity,
+            "--force",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for entry in walkdir::WalkDir::new(&state) {
+        let entry = entry.unwrap();
+        let meta = entry.path().symlink_metadata().unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (65534, 65533),
+            "{}",
+            entry.path().display()
+        );
+    }
+}
