@@ -136,6 +136,9 @@ enum Command {
     /// allow that exact command in that workdir from now on) or deny it.
     #[command(subcommand)]
     Approvals(crate::approvals::cli::ApprovalsCommand),
+    /// Back up the state directory to an encrypted file, or restore one (after a reflash).
+    #[command(subcommand)]
+    Backup(crate::backup::BackupCommand),
     /// Stop every running agent turn of the running gateway, in every chat.
     StopAll {
         /// Print the gateway's JSON answer.
@@ -385,6 +388,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::StopAll { json } => stop_all(Target::resolve(cli.config.as_deref())?, json)?,
         Command::Approvals(command) => {
             crate::approvals::cli::run(Target::resolve(cli.config.as_deref())?, command)?
+        }
+        Command::Backup(command) => {
+            crate::backup::run(Target::resolve(cli.config.as_deref())?, command)?
         }
         // Standard output is the gateway's connection: nothing else may print there.
         Command::ExecRunner => crate::confine::runner::serve()?,

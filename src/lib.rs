@@ -8,6 +8,7 @@ pub mod agent;
 pub mod approvals;
 pub mod audit;
 pub mod auditlog;
+pub mod backup;
 pub mod channel;
 pub mod cli;
 pub mod columns;

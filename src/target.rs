@@ -1,5 +1,5 @@
 //! Which installation a command acts on: the one rule shared by `security audit`, `setup`,
-//! `egress sync`, `stop-all`, `status` and `usage`.
+//! `egress sync`, `stop-all`, `status`, `usage` and `backup`.
 //!
 //! - An installation named by `--config`, `OPENCLAW_CONFIG_PATH` or `OPENCLAW_STATE_DIR` is
 //!   used as named, whoever runs the command.

@@ -8,8 +8,26 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// The marker's file name inside the state directory.
+pub const FILE_NAME: &str = "gateway.running";
+
 fn path(state_dir: &Path) -> PathBuf {
-    state_dir.join("gateway.running")
+    state_dir.join(FILE_NAME)
+}
+
+/// The process id in the marker when that process still exists: a gateway is running on
+/// this state directory. A marker left by a crash names a dead process (or, rarely, a
+/// reused id: then the caller's message names the marker to remove). Works for another
+/// user's gateway too, and with `/proc` mounted `hidepid`: the signal-0 probe answers
+/// "not permitted" for a live process it may not signal.
+pub fn live_pid(state_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(path(state_dir)).ok()?;
+    let pid = text.trim().parse::<i32>().ok()?;
+    let pid = rustix::process::Pid::from_raw(pid)?;
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) | Err(rustix::io::Errno::PERM) => u32::try_from(pid.as_raw_nonzero().get()).ok(),
+        Err(_) => None,
+    }
 }
 
 /// Marks the gateway as running; whether the previous run left its marker (crashed). The
@@ -58,5 +76,18 @@ mod tests {
         assert!(begin(dir.path()).unwrap(), "after a crash");
         end(dir.path()).unwrap();
         end(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_marker_names_a_running_gateway_only_while_its_process_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(live_pid(dir.path()), None, "no marker");
+        begin(dir.path()).unwrap();
+        assert_eq!(live_pid(dir.path()), Some(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        std::fs::write(path(dir.path()), format!("{dead}\n")).unwrap();
+        assert_eq!(live_pid(dir.path()), None, "a crashed gateway's marker");
     }
 }

@@ -312,7 +312,7 @@ impl SetupArgs {
 }
 
 /// The first line of a secret file, or of stdin for `-`.
-fn read_secret(path: &Path, flag: &str) -> Result<String, BadInput> {
+pub(crate) fn read_secret(path: &Path, flag: &str) -> Result<String, BadInput> {
     const MAX: u64 = 64 * 1024;
     let mut text = String::new();
     let read = if path == Path::new("-") {

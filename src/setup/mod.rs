@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::{json, Value};
 
+pub(crate) use flags::read_secret;
 pub use flags::SetupArgs;
 pub use plan::BadInput;
 
