@@ -166,6 +166,7 @@ pub fn run(args: Args) -> Result<()> {
             "cargo xtask e2e --target rpi (boot to SSH) | Pi layout test, sha256sum -c",
             &|| {
                 let probes = RPI_PROBES.iter().flat_map(|p| ["--probe", p]);
+                // tidy: spawn (runs beside the Pi boot through `beside`, its output into a file)
                 let mut checks = Command::new("sh");
                 checks.args([
                     "-c",
@@ -222,6 +223,7 @@ fn prune_below(dirs: &[&str], below_gib: f64) -> Result<()> {
 /// `cargo <args>`, for [`beside`].
 fn cargo(args: &[&str]) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // tidy: spawn (runs beside a foreground step through `beside`, its output into a file)
     let mut command = Command::new(cargo);
     command.args(args);
     command
