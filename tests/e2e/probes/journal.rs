@@ -58,12 +58,16 @@ pub fn journal_forwarded_to_collector(ctx: &Ctx) -> Result<String> {
         "mkdir -p /etc/systemd/journal-upload.conf.d \
          && printf '[Upload]\\nURL=http://{address}:{PORT}\\n' | install -m 644 /dev/stdin {DROP_IN} \
          && systemctl restart systemd-journal-upload.service \
+         && sleep 3 && systemctl is-active --quiet systemd-journal-upload.service \
          && logger -t clawfort-e2e-forward {nonce}"
     ))?;
     let outcome = (|| -> Result<String> {
+        // The unit is `Type=simple`: `restart` succeeds once it has forked, so whether the
+        // uploader runs is asked a moment later (it follows the journal and never exits).
         ensure!(
             pointed.success,
-            "systemd-journal-upload did not start with a collector named: {}",
+            "systemd-journal-upload did not start with a collector named (or did not keep \
+             running): {}",
             pointed.stderr.trim()
         );
         loop {
