@@ -16,6 +16,7 @@ use crate::Ctx;
 /// systemd-journal-remote's usual port.
 const PORT: u16 = 19532;
 const COLLECTOR: &str = "/usr/lib/systemd/systemd-journal-remote";
+const UPLOADER: &str = "/usr/lib/systemd/systemd-journal-upload";
 const DROP_IN: &str = "/etc/systemd/journal-upload.conf.d/90-e2e-collector.conf";
 /// How long the line may take to arrive: the first upload sends the journal from its start.
 const ARRIVAL: Duration = Duration::from_secs(120);
@@ -54,20 +55,26 @@ pub fn journal_forwarded_to_collector(ctx: &Ctx) -> Result<String> {
 
     let nonce = format!("clawfort-e2e-forward-{:016x}", rand_u64());
     let started = Instant::now();
-    let pointed = ctx.admin.sudo(&format!(
+    let pointed = ctx.admin.sudo_with(&format!(
         "mkdir -p /etc/systemd/journal-upload.conf.d \
          && printf '[Upload]\\nURL=http://{address}:{PORT}\\n' | install -m 644 /dev/stdin {DROP_IN} \
          && systemctl restart systemd-journal-upload.service \
-         && sleep 3 && systemctl is-active --quiet systemd-journal-upload.service \
+         && for i in $(seq 1 60); do \
+              pid=$(systemctl show -P MainPID systemd-journal-upload.service); \
+              [ \"$pid\" != 0 ] && [ \"$(readlink /proc/$pid/exe)\" = {UPLOADER} ] && break; \
+              [ $i = 60 ] && exit 1; sleep 1; \
+            done \
          && logger -t clawfort-e2e-forward {nonce}"
-    ))?;
+    ), Duration::from_secs(120))?;
     let outcome = (|| -> Result<String> {
-        // The unit is `Type=simple`: `restart` succeeds once it has forked, so whether the
-        // uploader runs is asked a moment later (it follows the journal and never exits).
+        // The unit is `Type=simple`: `restart` succeeds once systemd has forked, and the
+        // executor's setup (dynamic user, namespaces) takes seconds under emulation before the
+        // program itself runs, or fails to. So the probe waits (bounded) until the unit's main
+        // process is the uploader's program.
         ensure!(
             pointed.success,
-            "systemd-journal-upload did not start with a collector named (or did not keep \
-             running): {}",
+            "systemd-journal-upload did not start with a collector named (its main process \
+             never became {UPLOADER} within 60 s): {}",
             pointed.stderr.trim()
         );
         loop {
