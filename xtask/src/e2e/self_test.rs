@@ -272,7 +272,8 @@ pub const UNIQUENESS_PROBE: &str = "first_boot_identity_unique";
 /// Then the gateway is run as root (a drop-in with `User=root`; `HOME` kept at the service
 /// user's, where the state directory is; and the capabilities root needs to read that
 /// directory, which the unit's empty bounding set and private user namespace would otherwise
-/// deny it).
+/// deny it). Its health is checked on 18790, or on 18789 when a narrowed self-test (`--probe`)
+/// left the proxy step out.
 ///
 /// Last, the gateway and the proxy are stopped, so the health check has nothing to answer it.
 pub const AFTERWARDS: &[AfterwardsCase] = &[
@@ -288,7 +289,9 @@ pub const AFTERWARDS: &[AfterwardsCase] = &[
      && printf '[Service]\\nUser=root\\nGroup=root\\nEnvironment=HOME=/home/openclaw\\nPrivateUsers=no\\nCapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_CHOWN\\n' \
         > /etc/systemd/system/clawfort.service.d/e2e-as-root.conf \
      && systemctl daemon-reload && systemctl restart clawfort.service \
-     && for i in $(seq 1 60); do curl -fs -o /dev/null --max-time 2 http://127.0.0.1:18790/healthz && exit 0; sleep 1; done; exit 1",
+     && for i in $(seq 1 60); do for port in 18790 18789; do \
+          curl -fs -o /dev/null --max-time 2 http://127.0.0.1:$port/healthz && exit 0; \
+        done; sleep 1; done; exit 1",
         must_fail: &[("gateway_runs_as_service_user", "runs as `root`")],
     },
     AfterwardsCase {
