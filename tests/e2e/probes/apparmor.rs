@@ -19,6 +19,17 @@ use crate::Ctx;
 const PROFILES: [&str; 2] = ["clawfort-gateway", "clawfort-exec"];
 const AUDIT_LOG: &str = "/var/log/audit/audit.log";
 
+/// Opens `path` (`: < path`, nothing read or printed) as the service user in a transient unit
+/// with the whole of /home visible and no Landlock, with `profile` (systemd-run properties,
+/// e.g. `-p AppArmorProfile=X`, or none): what AppArmor alone allows.
+fn open_as_service_user(ctx: &Ctx, profile: &str, path: &str) -> Result<crate::exec::Output> {
+    let user = &ctx.testbed.service_user;
+    ctx.admin.sudo(&format!(
+        "systemd-run --quiet --wait --pipe --uid={user} --gid={user} {profile} /bin/sh -c {}",
+        shell_quote(&format!(": < {path}"))
+    ))
+}
+
 pub fn apparmor_confines_gateway_and_commands(ctx: &Ctx) -> Result<String> {
     let user = &ctx.testbed.service_user;
     let mut wrong = Vec::new();
@@ -70,13 +81,7 @@ pub fn apparmor_confines_gateway_and_commands(ctx: &Ctx) -> Result<String> {
         ))?;
         Ok(found.trim().parse().unwrap_or(0))
     };
-    let open = |profile: &str| {
-        ctx.admin.sudo(&format!(
-            "systemd-run --quiet --wait --pipe --uid={user} --gid={user} {profile} \
-             /bin/sh -c {}",
-            shell_quote(&format!(": < {env}"))
-        ))
-    };
+    let open = |profile: &str| open_as_service_user(ctx, profile, &env);
     let before = count(ctx)?;
     let confined = open("-p AppArmorProfile=clawfort-exec")?;
     let unconfined = open("")?;
@@ -163,13 +168,7 @@ pub fn apparmor_confines_sandbox(ctx: &Ctx) -> Result<String> {
 
     // A process of the stack, by the state directory's own path.
     let env = format!("/home/{user}/.openclaw/.env");
-    let open = |profile: &str| {
-        ctx.admin.sudo(&format!(
-            "systemd-run --quiet --wait --pipe --uid={user} --gid={user} {profile} \
-             /bin/sh -c {}",
-            shell_quote(&format!(": < {env}"))
-        ))
-    };
+    let open = |profile: &str| open_as_service_user(ctx, profile, &env);
     let confined = open(&format!("-p AppArmorProfile={PROFILE}"))?;
     if confined.success {
         wrong.push(format!("a process in {PROFILE} opened {env}"));
