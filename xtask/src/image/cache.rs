@@ -201,6 +201,15 @@ impl DirLock {
         Self::acquire_named(dir, ".lock")
     }
 
+    /// Locks `dir/<name>` if no other build holds it; `None` when one does.
+    pub fn try_acquire_named(dir: &Path, name: &str) -> Result<Option<Self>> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(name);
+        let file =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(file.try_lock().is_ok().then_some(Self { _held: file }))
+    }
+
     /// Locks one entry of `dir` (`dir/<name>`): builds of other entries go on in parallel.
     pub fn acquire_named(dir: &Path, name: &str) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -185,7 +185,6 @@ const E2E_NETWORK_TOOLS: &[HostTool] = &[
     },
 ];
 
-/// `cargo xtask image --sign-key`: signing SHA256SUMS (`image/sign.rs`), and its test.
 /// `cargo xtask ci`'s SBOM validation: a virtual environment for the SPDX tools from PyPI
 /// (`image/sbom/validator.rs`). The probe is python3; without python3-venv, `python3 -m venv`
 /// fails saying to install it.
@@ -199,6 +198,7 @@ pub const CHECK_IMAGE_TOOLS: &[HostTool] = &[
     tool("umount", "mount"),
 ];
 
+/// `cargo xtask image --sign-key`: signing SHA256SUMS (`image/sign.rs`), and its test.
 pub const SIGN_TOOLS: &[HostTool] = &[tool("ssh-keygen", "openssh-client")];
 
 /// `cargo xtask bench`'s load generator.

@@ -114,6 +114,13 @@ impl ArtifactNames {
         self.dir.join("SHA256SUMS")
     }
 
+    /// Whether `file_name` is one of this target's artifacts (`<image.name>-<target>.*`).
+    pub fn is_own(&self, file_name: &str) -> bool {
+        file_name
+            .strip_prefix(&self.stem)
+            .is_some_and(|rest| rest.starts_with('.'))
+    }
+
     fn named(&self, extension: &str) -> PathBuf {
         self.dir.join(format!("{}.{extension}", self.stem))
     }

@@ -17,6 +17,7 @@ use xshell::{cmd, Shell};
 
 use super::assemble::Disk;
 use super::cache::{self, Fingerprint};
+use super::layout::ArtifactNames;
 use super::progress::StageProgress;
 use super::sbom;
 use super::stage::{Runner, Stage, StageTiming};
@@ -145,7 +146,7 @@ pub fn run(
     })?;
     let sha256 = read_sums(&own_sums)?;
     let sums_path = names.sha256sums();
-    merge_sums(&sums_path, &sha256)?;
+    merge_sums(names, &sha256)?;
     Ok(Artifacts {
         raw: profile
             .formats
@@ -242,22 +243,23 @@ fn sums_text(sha256: &BTreeMap<String, String>) -> String {
 }
 
 /// Puts this build's digests into the output directory's SHA256SUMS, keeping the lines of
-/// other builds (other targets) whose files are still there, and replaces the file atomically.
-fn merge_sums(sums_path: &Path, own: &BTreeMap<String, String>) -> Result<()> {
-    let dir = sums_path
-        .parent()
-        .expect("SHA256SUMS is inside the output directory");
+/// other targets' builds whose files are still there, and replaces the file atomically. This
+/// target's earlier lines all go: an artifact of a format this build did not make (a `vhd`
+/// from an earlier `--format vhd`) is not part of this release, even if its file is left.
+fn merge_sums(names: &ArtifactNames, own: &BTreeMap<String, String>) -> Result<()> {
+    let sums_path = names.sha256sums();
+    let dir = &names.dir;
     let mut merged = if sums_path.is_file() {
-        read_sums(sums_path)?
+        read_sums(&sums_path)?
     } else {
         BTreeMap::new()
     };
-    merged.retain(|name, _| dir.join(name).is_file());
+    merged.retain(|name, _| dir.join(name).is_file() && !names.is_own(name));
     merged.extend(own.iter().map(|(n, d)| (n.clone(), d.clone())));
     let partial = dir.join(".SHA256SUMS.partial");
     std::fs::write(&partial, sums_text(&merged))
         .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::rename(&partial, sums_path)
+    std::fs::rename(&partial, &sums_path)
         .with_context(|| format!("cannot replace {}", sums_path.display()))?;
     Ok(())
 }
@@ -372,4 +374,37 @@ fn read_sums(path: &Path) -> Result<BTreeMap<String, String>> {
             Some((name.to_owned(), digest.to_owned()))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod sums_tests {
+    use super::*;
+    use crate::image::Target;
+
+    #[test]
+    fn merging_keeps_other_targets_and_drops_this_targets_old_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ArtifactNames::new(dir.path().to_owned(), "clawfort", Target::X86_64);
+        for file in [
+            "clawfort-rpi.img.xz",
+            "clawfort-x86_64.vhd",
+            "clawfort-x86_64.qcow2",
+        ] {
+            std::fs::write(dir.path().join(file), file).unwrap();
+        }
+        let old = "aa  clawfort-rpi.img.xz\nbb  clawfort-x86_64.vhd\ncc  clawfort-x86_64.qcow2\n\
+                   dd  clawfort-aarch64.qcow2\n";
+        std::fs::write(names.sha256sums(), old).unwrap();
+        let own = BTreeMap::from([("clawfort-x86_64.qcow2".to_owned(), "ee".to_owned())]);
+        merge_sums(&names, &own).unwrap();
+        let merged = read_sums(&names.sha256sums()).unwrap();
+        assert_eq!(
+            merged,
+            BTreeMap::from([
+                ("clawfort-rpi.img.xz".to_owned(), "aa".to_owned()),
+                ("clawfort-x86_64.qcow2".to_owned(), "ee".to_owned()),
+            ]),
+            "the rpi line stays, the left-over vhd and the missing aarch64 file go"
+        );
+    }
 }

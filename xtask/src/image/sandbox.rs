@@ -59,6 +59,7 @@ pub fn run(runner: &mut Runner, profile: &Profile, apt: &AptSetup) -> Result<San
         let arch = format!("--arch={}", config.target.debian_arch);
         let include = format!("--include={}", packages.join(","));
         let mut extra = apt.mmdebstrap_args();
+        extra.extend(AptSetup::cleanup_hooks());
         extra.extend(AptSetup::deferral_hooks(&config.image.debian.initramfs));
         let suite = &config.image.debian.suite;
         let sources = apt.sources();

@@ -107,9 +107,9 @@ impl Runner {
         stage: Stage<'_>,
         build: impl FnOnce(&mut StageProgress, &Path) -> Result<()>,
     ) -> Result<bool> {
-        let force = self.rebuild || stage.force;
+        let reuse = self.would_reuse(&stage);
         self.always(stage.name, |progress| {
-            if !force && stage.reusable() {
+            if reuse {
                 progress.step(format!("reusing {}", stage.dir.display()));
                 return Ok((true, "reused (inputs unchanged)"));
             }
@@ -124,6 +124,11 @@ impl Runner {
             cache::write_stamp(&stage.dir, &stage.key)?;
             Ok((false, "built"))
         })
+    }
+
+    /// Whether [`cached`](Self::cached) would reuse `stage` rather than build it.
+    pub fn would_reuse(&self, stage: &Stage<'_>) -> bool {
+        !self.rebuild && !stage.force && stage.reusable()
     }
 
     pub fn into_timings(self) -> Vec<StageTiming> {

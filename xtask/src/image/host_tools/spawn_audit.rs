@@ -34,7 +34,7 @@ const ALWAYS_THERE: &[AlwaysThere] = &[
     },
     AlwaysThere {
         package: "dash (Essential: yes): /bin/sh and its builtins",
-        programs: &["sh", "exit", "cd"],
+        programs: &["sh", "exit", "cd", "set", "export"],
     },
     AlwaysThere { package: "findutils (Essential: yes)", programs: &["find"] },
     AlwaysThere { package: "gzip (Essential: yes)", programs: &["gzip"] },

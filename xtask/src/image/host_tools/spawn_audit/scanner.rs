@@ -13,7 +13,8 @@
 //! - a `let argv = [..]` / `vec![..]`: by this code base's convention `argv` is a whole command
 //!   line, program first (it is handed to `exec::run` or `.args` after a wrapper);
 //! - an array starting `"ip", "netns", "exec"`;
-//! - mmdebstrap's `--*-hook=` strings, which are shell run on the host;
+//! - mmdebstrap's `--*-hook=` strings, which are shell run on the host, and a string constant
+//!   whose name ends in `_SCRIPT` (the same: a shell script the host runs);
 //! - and, in any of those, the program a wrapper runs: `timeout [opts] N prog`,
 //!   `ip netns exec NS prog`, `sh -c 'script'`. `chroot ROOT prog` runs the image's program,
 //!   not the host's, so what follows `chroot` is skipped; so are the guest commands the probes
@@ -229,6 +230,20 @@ impl Scanner {
 }
 
 impl<'ast> Visit<'ast> for Scanner {
+    fn visit_item_const(&mut self, item: &'ast syn::ItemConst) {
+        if item.ident.to_string().ends_with("_SCRIPT") {
+            if let Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(lit),
+                ..
+            }) = &*item.expr
+            {
+                shell(&lit.value(), line(lit.span()), &mut self.found);
+                return;
+            }
+        }
+        visit::visit_item_const(self, item);
+    }
+
     fn visit_item_fn(&mut self, item: &'ast syn::ItemFn) {
         let outer = std::mem::take(&mut self.vars);
         visit::visit_item_fn(self, item);
@@ -570,6 +585,7 @@ fn build(sh: &Shell, root: &Path, ns: &str, list: &[String]) {
     /// Doc comments are no code: cmd!(sh, "nothing-here")
     let guest = session.run("nft list ruleset");
 }
+const LAYER_SCRIPT: &str = "set -eu\nmount -t proc proc \"$1/proc\"\nchroot \"$1\" apt-get update";
 "#;
         let found = scan(source).unwrap();
         assert_eq!(
@@ -596,6 +612,9 @@ fn build(sh: &Shell, root: &Path, ns: &str, list: &[String]) {
                 "sh",
                 "xz",
                 "dd",
+                "set",
+                "mount",
+                "chroot",
             ]
             .map(str::to_owned),
             "{found:#?}"
