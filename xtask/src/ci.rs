@@ -251,16 +251,20 @@ fn beside(
         .with_context(|| format!("cannot start {shown}"))?;
     let front = foreground.run();
     let status = child.wait()?;
-    let output = std::fs::read_to_string(log_path).unwrap_or_default();
-    let tail: Vec<&str> = output.lines().rev().take(30).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    eprintln!("--- {shown} (last lines) ---\n{}", tail.join("\n"));
+    eprintln!("--- {shown} (last lines) ---\n{}", log_tail(log_path));
     front?;
     ensure!(
         status.success(),
         "{shown} failed ({status}); full output in {log}"
     );
     Ok(())
+}
+
+/// The last 30 lines of a background job's log, shown when it ends (all of it stays in the file).
+fn log_tail(log: &Path) -> String {
+    let output = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = output.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// `cargo xtask image --target <t> --cache-only` (or `--gateway-only`) for some targets,
@@ -311,9 +315,7 @@ impl Warming {
         for (what, log, mut child) in self.children.take() {
             let status = child.wait()?;
             if !status.success() {
-                let output = std::fs::read_to_string(&log).unwrap_or_default();
-                let lines: Vec<&str> = output.lines().collect();
-                let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+                let tail = log_tail(Path::new(&log));
                 eprintln!("--- {what} ({status}), last lines ---\n{tail}");
                 failed.push(format!("the {what} (full output in {log})"));
             }

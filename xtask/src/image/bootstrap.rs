@@ -263,7 +263,7 @@ fn base_key(profile: &Profile, apt: &AptSetup, packages: &[String]) -> Result<St
 /// The base of `debian_arch`: mmdebstrap of the common packages, with the [`DEFERRED`]
 /// programs still diverted and apt's lists and package caches kept, so that a target layer can
 /// install into a copy without reading the mirror's indices again.
-fn base(
+fn make_base(
     runner: &mut Runner,
     profile: &Profile,
     apt: &AptSetup,
@@ -389,7 +389,14 @@ pub fn run(
     let base = if runner.would_reuse(&stage) {
         None
     } else {
-        Some(base(runner, profile, apt, &split.base, base_key, held)?)
+        Some(make_base(
+            runner,
+            profile,
+            apt,
+            &split.base,
+            base_key,
+            held,
+        )?)
     };
     runner.cached(stage, |stage, dir| {
         let base = base.context("the base was not made before its layer")?;

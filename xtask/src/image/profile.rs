@@ -65,6 +65,16 @@ impl Profile {
         } else {
             opts.formats.clone()
         };
+        // The OVF descriptor (image/ova/appliance.ovf.tera) describes an x86_64 machine:
+        // VMware's `debian12_64Guest` type, EFI firmware for x86. An arm64 disk in it would
+        // be offered to hypervisors that cannot run it.
+        anyhow::ensure!(
+            !formats.contains(&Format::Ova) || definition.target.debian_arch == "amd64",
+            "--format ova is for x86_64 only: its OVF descriptor names an x86_64 guest type. For \
+             target {}, use --format vmdk (the same stream-optimised disk) and create the virtual \
+             machine in the hypervisor",
+            opts.target
+        );
         let work = opts
             .work_dir
             .clone()
@@ -156,5 +166,15 @@ mod tests {
         let profile = Profile::resolve(&opts).unwrap();
         assert_eq!(profile.size, Size::Auto);
         assert_eq!(profile.formats, [Format::Raw]);
+    }
+
+    #[test]
+    fn an_ova_of_an_arm_target_is_refused_before_any_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.formats = vec![Format::Ova];
+        let err = Profile::resolve(&opts).unwrap_err().to_string();
+        assert!(err.contains("--format ova is for x86_64 only"), "{err}");
+        assert!(err.contains("--format vmdk"), "{err}");
     }
 }
