@@ -238,27 +238,26 @@ fn cached_stages(runner: &mut Runner, profile: &Profile) -> Result<Cached> {
     let target = &profile.definition.target;
     let bootstrap_lock =
         cache::DirLock::acquire_named(&layout.locks(), &format!("bootstrap-{}", target.name))?;
-    let sandbox_lock_name = format!("sandbox-{}", target.debian_arch);
+    let sandbox = |runner: &mut Runner| -> Result<(sandbox::SandboxTar, cache::DirLock)> {
+        let lock = cache::DirLock::acquire_named(
+            &layout.locks(),
+            &format!("sandbox-{}", target.debian_arch),
+        )?;
+        Ok((sandbox::run(runner, profile, &apt)?, lock))
+    };
     // While the other target of this architecture makes the shared base (CI warms both at
     // once), make the sandbox rather than wait: under emulation each takes many minutes. The
     // base's lock is released once a layer has copied the base, before the sandbox is asked
     // for, so the two builds cannot wait for each other.
-    let (bootstrapped, sandbox, sandbox_lock) = match bootstrap::try_lock_base(profile)? {
+    let (bootstrapped, (sandbox, sandbox_lock)) = match bootstrap::try_lock_base(profile)? {
         None => {
-            let sandbox_lock = cache::DirLock::acquire_named(&layout.locks(), &sandbox_lock_name)?;
-            let sandbox = sandbox::run(runner, profile, &apt)?;
-            let bootstrapped = bootstrap::run(runner, profile, &apt, None)?;
-            (bootstrapped, sandbox, sandbox_lock)
+            let sandbox = sandbox(runner)?;
+            (bootstrap::run(runner, profile, &apt, None)?, sandbox)
         }
-        held => {
-            let bootstrapped = bootstrap::run(runner, profile, &apt, held)?;
-            let sandbox_lock = cache::DirLock::acquire_named(&layout.locks(), &sandbox_lock_name)?;
-            (
-                bootstrapped,
-                sandbox::run(runner, profile, &apt)?,
-                sandbox_lock,
-            )
-        }
+        held => (
+            bootstrap::run(runner, profile, &apt, held)?,
+            sandbox(runner)?,
+        ),
     };
     Ok(Cached {
         bootstrapped,

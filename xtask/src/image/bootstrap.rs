@@ -5,8 +5,8 @@
 //!   loader, firmware) installed by the image's own apt in a chroot, then the deferred work
 //!   done once (initramfs, Python byte code) and apt's lists and caches removed.
 //!
-//! aarch64 and rpi share the arm64 base. Under qemu-user emulation a base takes half an hour
-//! of a core; a layer a few minutes. Also home of the mmdebstrap plumbing the `sandbox` stage
+//! aarch64 and rpi share the arm64 base. Under qemu-user emulation a base takes about eight
+//! minutes of a core, a layer three to six (BENCHMARKS.md). Also home of the mmdebstrap plumbing the `sandbox` stage
 //! shares: the deb822 sources, the persistent `.deb` cache and the dpkg path filters that keep
 //! documentation out of the image.
 //!
@@ -57,7 +57,7 @@ pub struct Bootstrapped {
 /// mmdebstrap options shared by every root file system this builder makes.
 pub struct AptSetup {
     sources: PathBuf,
-    pub deb_cache: PathBuf,
+    deb_cache: PathBuf,
     path_exclude: Vec<String>,
     path_include: Vec<String>,
 }
@@ -191,6 +191,11 @@ impl AptSetup {
         args
     }
 
+    /// The target's `.deb` cache, which the bootstrap layer's apt also reads and fills.
+    pub fn deb_cache(&self) -> &Path {
+        &self.deb_cache
+    }
+
     pub fn sources(&self) -> &Path {
         &self.sources
     }
@@ -320,7 +325,8 @@ fn make_base(
 
 /// Installs the target's packages into a copy of the base, in a private mount namespace (the
 /// mounts go with the shell, even when it is killed). `$1` is the root, `$2` the `.deb` cache,
-/// `$3` the packages; then `$1` alone, for the [`AptSetup::finish_hooks`] and [`CLEAN_ALL`] that follow.
+/// `$3` the packages; then `$1` alone, for the [`AptSetup::finish_hooks`] and [`CLEAN_ALL`]
+/// that follow.
 /// - `policy-rc.d` keeps package scripts from starting services in the root (mmdebstrap does
 ///   the same during its own install); apt's options for the install are in a configuration
 ///   file that goes with it: no recommends, as mmdebstrap installs the base;
@@ -364,9 +370,9 @@ pub fn run(
     let split = Split::of(&profile.definition);
     let base_key = base_key(profile, apt, &split.base)?;
     let finish: Vec<String> = AptSetup::finish_hooks()
-        .iter()
-        .chain(CLEAN_ALL.map(str::to_owned).iter())
-        .map(|hook| hook_command(hook).to_owned())
+        .into_iter()
+        .chain(AptSetup::cleanup_hooks())
+        .map(|hook| hook_command(&hook).to_owned())
         .collect();
     let finish = finish.join("\n");
     let mut fingerprint = Fingerprint::new("bootstrap");
@@ -414,7 +420,7 @@ pub fn run(
             }
         ));
         let script = format!("{LAYER_SCRIPT}{finish}\n");
-        let cache = &apt.deb_cache;
+        let cache = apt.deb_cache();
         let packages = split.layer.join(" ");
         stage.run(cmd!(
             sh,

@@ -203,19 +203,13 @@ impl DirLock {
 
     /// Locks `dir/<name>` if no other build holds it; `None` when one does.
     pub fn try_acquire_named(dir: &Path, name: &str) -> Result<Option<Self>> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join(name);
-        let file =
-            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let (file, _) = lock_file(dir, name)?;
         Ok(file.try_lock().is_ok().then_some(Self { _held: file }))
     }
 
     /// Locks one entry of `dir` (`dir/<name>`): builds of other entries go on in parallel.
     pub fn acquire_named(dir: &Path, name: &str) -> Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join(name);
-        let file =
-            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let (file, path) = lock_file(dir, name)?;
         if file.try_lock().is_err() {
             eprintln!("    waiting for another build holding {}", path.display());
             file.lock()
@@ -223,6 +217,14 @@ impl DirLock {
         }
         Ok(Self { _held: file })
     }
+}
+
+/// The lock file `dir/<name>`, opened (and made, with `dir`, when missing).
+fn lock_file(dir: &Path, name: &str) -> Result<(File, PathBuf)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(name);
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok((file, path))
 }
 
 #[cfg(test)]
