@@ -2,8 +2,9 @@
 //! - the **base** of the target's Debian architecture: mmdebstrap from `[debian]`, every
 //!   package but the target's own, shared by the targets of that architecture;
 //! - the target's **layer**: a copy of the base with the target's packages (kernel, boot
-//!   loader, firmware) installed by the image's own apt in a chroot, then the deferred work
-//!   done once (initramfs, Python byte code) and apt's lists and caches removed.
+//!   loader, firmware) installed by the image's own apt in a chroot (after reading the
+//!   mirror's indices: mmdebstrap leaves none), then the deferred work done once (initramfs,
+//!   Python byte code) and apt's lists and caches removed.
 //!
 //! aarch64 and rpi share the arm64 base. Under qemu-user emulation a base takes about eight
 //! minutes of a core, a layer three to six (BENCHMARKS.md). Also home of the mmdebstrap plumbing the `sandbox` stage
@@ -35,7 +36,8 @@ const RECIPE: &str = "bootstrap-5";
 const DEFERRED: [&str; 2] = ["/usr/sbin/update-initramfs", "/usr/bin/py3compile"];
 
 /// mmdebstrap customize hooks (`$1` is the root) that leave no `.deb`, no apt cache and no apt
-/// list in a finished root. The base keeps its lists and caches for its layers.
+/// list in a finished root: all three for the sandbox and after a layer's install; the
+/// `.deb`s alone for the base (mmdebstrap's own cleanup removes its lists).
 const CLEAN_DEBS: &str = "--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb";
 const CLEAN_ALL: [&str; 3] = [
     CLEAN_DEBS,
@@ -266,8 +268,7 @@ fn base_key(profile: &Profile, apt: &AptSetup, packages: &[String]) -> Result<St
 }
 
 /// The base of `debian_arch`: mmdebstrap of the common packages, with the [`DEFERRED`]
-/// programs still diverted and apt's lists and package caches kept, so that a target layer can
-/// install into a copy without reading the mirror's indices again.
+/// programs still diverted, so that a target layer's install into a copy defers them too.
 fn make_base(
     runner: &mut Runner,
     profile: &Profile,
@@ -331,8 +332,8 @@ fn make_base(
 ///   the same during its own install); apt's options for the install are in a configuration
 ///   file that goes with it: no recommends, as mmdebstrap installs the base;
 /// - `/run` is a fresh tmpfs with the host's resolver, because the root's `resolv.conf` points
-///   into systemd-resolved's `/run` directory;
-/// - lists older than the mirror make a download fail: then apt reads them again and retries.
+///   into systemd-resolved's `/run` directory, and apt reads the mirror's indices first: the
+///   base has none (mmdebstrap removes them), and the mirror may have moved on since the base.
 const LAYER_SCRIPT: &str = r#"set -eu
 root=$1 cache=$2 packages=$3
 mount -t proc proc "$root/proc"
@@ -349,9 +350,8 @@ printf '%s\n' 'quiet "1";' 'APT::Get::Assume-Yes "true";' 'APT::Install-Recommen
   > "$root/etc/apt/apt.conf.d/00clawfort-layer"
 export DEBIAN_FRONTEND=noninteractive
 if [ -n "$packages" ]; then
-  chroot "$root" apt-get install $packages || {
-    chroot "$root" apt-get update && chroot "$root" apt-get install $packages
-  }
+  chroot "$root" apt-get update
+  chroot "$root" apt-get install $packages
 fi
 rm "$root/usr/sbin/policy-rc.d" "$root/etc/apt/apt.conf.d/00clawfort-layer"
 umount "$root/var/cache/apt/archives"
