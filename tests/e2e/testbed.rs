@@ -93,6 +93,8 @@ pub struct Guest {
     pub ssh_ready_s: f64,
     /// Seconds from QEMU start until the gateway answered `/healthz` (None: not reached).
     pub gateway_ready_s: Option<f64>,
+    /// Its serial console, which a probe quotes when the guest never answers.
+    pub serial_log: PathBuf,
 }
 
 /// The published artifact as the suite booted it: a copy-on-write layer whose only change is

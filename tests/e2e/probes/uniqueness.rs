@@ -19,11 +19,23 @@ use crate::testbed::Testbed;
 use crate::Ctx;
 
 /// How long the second guest may still need to boot, and then to write its gateway token, once
-/// the suite starts.
-const PEER_WAIT: Duration = Duration::from_secs(300);
+/// the suite starts. It boots under emulation on the two cores the guest under test and the
+/// port scans also use: one CI run saw it reach cloud-init's network stage 190 s after
+/// power-on (40 s alone), and another never answered within 300 s. The suite itself takes about
+/// 480 s before this probe's turn, so a longer bound costs nothing when the peer is on time.
+const PEER_WAIT: Duration = Duration::from_secs(600);
+
+/// Serial console lines quoted when the second boot never answers: enough to show how far it got.
+const SERIAL_TAIL_LINES: usize = 4;
 
 /// The second boot's identity, being read in the background.
-pub struct PeerCapture(Mutex<Option<JoinHandle<Result<Identity>>>>);
+pub struct PeerCapture(Mutex<Option<JoinHandle<Result<Captured>>>>);
+
+/// What the background thread read, and how long the second boot took to answer SSH.
+struct Captured {
+    identity: Identity,
+    ssh_after: Duration,
+}
 
 impl PeerCapture {
     /// Starts reading the second boot's identity when the testbed has one and this run compares
@@ -43,7 +55,7 @@ impl PeerCapture {
     }
 
     /// The identity read in the background (waiting for it if it is still being read).
-    fn take(&self) -> Result<Identity> {
+    fn take(&self) -> Result<Captured> {
         let handle = self
             .0
             .lock()
@@ -57,21 +69,27 @@ impl PeerCapture {
 }
 
 /// Waits for the second boot's SSH and gateway token, reads its identity, powers it off.
-fn capture(testbed: &Testbed) -> Result<Identity> {
+fn capture(testbed: &Testbed) -> Result<Captured> {
     let peer = testbed.peer.as_ref().context("no second boot")?;
-    let deadline = Instant::now() + PEER_WAIT;
+    let started = Instant::now();
+    let deadline = started + PEER_WAIT;
     let session = loop {
         match Session::open(testbed, peer) {
             Ok(session) => break session,
             Err(err) if Instant::now() > deadline => {
                 return Err(err.context(format!(
-                    "the second boot ({}) never accepted SSH",
-                    peer.address
+                    "the second boot ({}) never accepted SSH within {} s; the last lines of its \
+                     serial console {}:\n{}",
+                    peer.address,
+                    PEER_WAIT.as_secs(),
+                    peer.serial_log.display(),
+                    serial_tail(&peer.serial_log)
                 )))
             }
             Err(_) => std::thread::sleep(Duration::from_secs(5)),
         }
     };
+    let ssh_after = started.elapsed();
     // First boot's setup writes the token just before the gateway starts; bounded.
     let env = format!("/home/{}/.openclaw/.env", testbed.service_user);
     let left = deadline.saturating_duration_since(Instant::now()).as_secs();
@@ -91,11 +109,34 @@ fn capture(testbed: &Testbed) -> Result<Identity> {
     // Its part is done: the guest under test gets the host's cores back. The connection drops
     // as the guest goes down, so the outcome is not checked.
     let _ = session.sudo_with("systemctl poweroff --no-block", Duration::from_secs(30));
-    Ok(identity)
+    Ok(Captured {
+        identity,
+        ssh_after,
+    })
+}
+
+/// The console's last lines with terminal control sequences dropped, or why there are none.
+fn serial_tail(path: &std::path::Path) -> String {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(err) => return format!("(unreadable: {err})"),
+    };
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| line.chars().filter(|c| !c.is_control()).collect::<String>())
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    if lines.is_empty() {
+        return "(empty: the firmware never wrote to it)".to_owned();
+    }
+    lines[lines.len().saturating_sub(SERIAL_TAIL_LINES)..].join("\n")
 }
 
 pub fn first_boot_identity_unique(ctx: &Ctx) -> Result<String> {
-    let theirs = ctx.peer.take()?;
+    let Captured {
+        identity: theirs,
+        ssh_after,
+    } = ctx.peer.take()?;
     let mine = identity(&ctx.testbed, &ctx.admin)?;
     let mut shared = Vec::new();
     for (what, a, b) in [
@@ -109,9 +150,12 @@ pub fn first_boot_identity_unique(ctx: &Ctx) -> Result<String> {
     }
     ensure!(shared.is_empty(), "both boots share: {}", shared.join(", "));
     Ok(format!(
-        "{} host keys, machine-id and token all differ between two boots (the second boot was \
-         read and powered off in the background)",
-        mine.host_keys.len()
+        "{} host keys, machine-id and token all differ between two boots (the second boot \
+         answered SSH {:.0} s into the suite, of {} s allowed, and was read and powered off in \
+         the background)",
+        mine.host_keys.len(),
+        ssh_after.as_secs_f64(),
+        PEER_WAIT.as_secs()
     ))
 }
 

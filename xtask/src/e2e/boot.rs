@@ -155,6 +155,7 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
         disk_bytes,
         ssh_ready_s: ssh_ready,
         gateway_ready_s: gateway_ready.ok(),
+        serial_log: absolute(&plan.serial_log)?,
     };
 
     // The second boot comes up while the first one is being probed.
@@ -168,6 +169,7 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
                 disk_bytes,
                 ssh_ready_s: 0.0,
                 gateway_ready_s: None,
+                serial_log: absolute(&peer_serial)?,
             };
             (Some(peer_vm), Some(peer))
         }
