@@ -72,6 +72,7 @@ fn run() -> Result<bool> {
     let unknown: Vec<&String> = testbed
         .only
         .iter()
+        .chain(&testbed.skip)
         .filter(|name| !probes::ALL.iter().any(|probe| probe.name == name.as_str()))
         .collect();
     anyhow::ensure!(
@@ -89,8 +90,14 @@ fn run() -> Result<bool> {
     };
     let redactions = redact::Redactions::gather(&ctx);
     let mut results = Vec::new();
+    let mut skipped = Vec::new();
     for probe in probes::ALL {
         if !ctx.testbed.only.is_empty() && !ctx.testbed.only.iter().any(|name| name == probe.name) {
+            continue;
+        }
+        if ctx.testbed.skip.iter().any(|name| name == probe.name) {
+            println!("SKIP {} (told to)", probe.name);
+            skipped.push(probe.name.to_owned());
             continue;
         }
         let probe_started = Instant::now();
@@ -121,6 +128,7 @@ fn run() -> Result<bool> {
         booted: ctx.testbed.booted.clone(),
         passed: results.len() - failed,
         failed,
+        skipped,
         duration_s: started.elapsed().as_secs_f64(),
         probes: results,
     };

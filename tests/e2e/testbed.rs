@@ -41,6 +41,9 @@ pub struct Testbed {
     pub work_dir: PathBuf,
     /// Run only these probes (all when empty).
     pub only: Vec<String>,
+    /// Never run these (`cargo xtask e2e --skip`); the report lists them as skipped.
+    #[serde(default)]
+    pub skip: Vec<String>,
 }
 
 /// The private network's IPv6 side: a unique local prefix the namespace advertises, and the
@@ -165,6 +168,9 @@ pub struct Report {
     pub booted: Option<BootedDisk>,
     pub passed: usize,
     pub failed: usize,
+    /// Probes the run was told to skip (`--skip`), in the suite's order.
+    #[serde(default)]
+    pub skipped: Vec<String>,
     pub duration_s: f64,
     pub probes: Vec<ProbeResult>,
 }

@@ -11,7 +11,7 @@ mod boot;
 mod expect;
 mod fakes;
 mod seed;
-mod self_test;
+pub(crate) mod self_test;
 #[path = "../../tests/e2e/testbed.rs"]
 mod testbed;
 
@@ -50,6 +50,11 @@ pub struct Args {
     /// Skip the second boot (the uniqueness probe then fails): quicker while developing.
     #[arg(long)]
     pub no_peer: bool,
+    /// Do not run this probe (repeatable); the report and the summary name it as skipped. Not
+    /// with --self-test, whose cases are chosen with --probe. Skipping
+    /// first_boot_identity_unique also skips the second boot.
+    #[arg(long = "skip", conflicts_with = "self_test")]
+    pub skip: Vec<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -71,6 +76,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.self_test {
         self_test::check_builder_refusals(args.target, &root, &suite_overlay)?;
     }
+    check_probe_names(&sh, args.probes.iter().chain(&args.skip))?;
     let fakes_binary = fakes::build(&sh)?;
     let label = if args.self_test {
         format!("{}-self-test", args.target)
@@ -87,7 +93,8 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         args.probes.clone()
     };
-    let selected = |name: &str| self_test::selected(&only, name);
+    let selected =
+        |name: &str| self_test::selected(&only, name) && !args.skip.iter().any(|s| s == name);
     let disk = if args.self_test {
         let image = match &args.image {
             Some(image) => image.clone(),
@@ -150,11 +157,21 @@ pub fn run(args: Args) -> Result<()> {
             Vec::new()
         },
         only,
+        skip: args.skip.clone(),
     };
     let outcome = boot::boot_and_probe(&sh, &plan)?;
     let report = &outcome.report;
+    let skipped = if report.skipped.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", {} skipped ({})",
+            report.skipped.len(),
+            report.skipped.join(", ")
+        )
+    };
     eprintln!(
-        "\n{}: power-on to SSH login {:.1} s, to gateway /healthz {}; {} probes passed, {} failed ({:.0} s of probing); whole run {:.0} s",
+        "\n{}: power-on to SSH login {:.1} s, to gateway /healthz {}; {} probes passed, {} failed{skipped} ({:.0} s of probing); whole run {:.0} s",
         disk.shown.display(),
         outcome.guest.ssh_ready_s,
         outcome.guest.gateway_ready_s.map_or("never".to_owned(), |s| format!("{s:.1} s")),
@@ -177,6 +194,32 @@ pub fn run(args: Args) -> Result<()> {
         "probes failed: {} (serial console: {})",
         failed.join(", "),
         plan.serial_log.display()
+    );
+    Ok(())
+}
+
+/// Fails before any build or boot when `--probe` or `--skip` names no probe of the suite (as
+/// the probe binary's `--list` prints them), so a typo costs seconds, not a boot.
+fn check_probe_names<'a>(sh: &Shell, names: impl Iterator<Item = &'a String>) -> Result<()> {
+    let names: Vec<&String> = names.collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let listed = cmd!(
+        sh,
+        "cargo test --quiet --package clawfort --test e2e -- --list"
+    )
+    .read()?;
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|name| !listed.lines().any(|probe| probe == name.as_str()))
+        .map(|name| name.as_str())
+        .collect();
+    ensure!(
+        unknown.is_empty(),
+        "no probe named {}; the suite's probes are: {}",
+        unknown.join(", "),
+        listed.lines().collect::<Vec<_>>().join(", ")
     );
     Ok(())
 }

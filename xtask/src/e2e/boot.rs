@@ -66,6 +66,7 @@ pub struct Plan<'a> {
     pub expect: Expectations,
     pub boot_peer: bool,
     pub only: Vec<String>,
+    pub skip: Vec<String>,
     /// The `clawfort-fakes` binary, run in the namespace for the whole suite.
     pub fakes_binary: &'a Path,
     /// Root shell scripts run on the guest once it is ready, before probing (the self-test's
@@ -202,6 +203,7 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
         report: absolute(&plan.report)?,
         work_dir: work.clone(),
         only: plan.only.clone(),
+        skip: plan.skip.clone(),
     };
     let report = probe(&testbed, &work.join("testbed.json"), &mut vm)?;
     let mut afterwards = Vec::new();

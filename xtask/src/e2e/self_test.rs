@@ -558,13 +558,13 @@ pub fn check_builder_refusals(target: Target, root: &Path, suite_overlay: &Path)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{AFTERWARDS, MUST_FAIL, MUST_PASS};
     use crate::image::{load_definition, Target};
 
     /// The suite's probes in the order they run (`tests/e2e/probes/mod.rs`, read as text: the
     /// probe binary is not a library xtask can link).
-    fn registry() -> Vec<String> {
+    pub(crate) fn registry() -> Vec<String> {
         std::fs::read_to_string(crate::project_root().join("tests/e2e/probes/mod.rs"))
             .unwrap()
             .lines()

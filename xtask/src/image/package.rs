@@ -246,9 +246,12 @@ fn sums_text(sha256: &BTreeMap<String, String>) -> String {
 /// other targets' builds whose files are still there, and replaces the file atomically. This
 /// target's earlier lines all go: an artifact of a format this build did not make (a `vhd`
 /// from an earlier `--format vhd`) is not part of this release, even if its file is left.
+/// Builds of several targets into one directory run at once (CI builds the Pi image beside the
+/// aarch64 suite), so the read, merge and replace happen under the directory's lock.
 fn merge_sums(names: &ArtifactNames, own: &BTreeMap<String, String>) -> Result<()> {
     let sums_path = names.sha256sums();
     let dir = &names.dir;
+    let _lock = cache::DirLock::acquire_named(dir, ".SHA256SUMS.lock")?;
     let mut merged = if sums_path.is_file() {
         read_sums(&sums_path)?
     } else {
