@@ -5,6 +5,7 @@
 //! Debian tools, so they run with every `cargo test`; the boot-and-probe suite checks the same
 //! properties on a running image.
 
+use std::os::unix::fs::PermissionsExt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -1069,4 +1070,82 @@ fn fail2ban_bans_and_integrity_changes_reach_the_host_events_feed() {
             directives(check).contains(&format!("ReadWritePaths={}", feed_dir.display()).as_str())
         );
     });
+}
+
+/// On the UEFI targets kernel-install gives a later kernel a counted entry (`[boot] tries`)
+/// under the image's own entry token and command line, a kernel panic reboots (so a kernel that
+/// does not boot uses up its tries), and a trial boot counts as good only once the gateway
+/// answers; the Pi, which boots raspi-firmware's path, gets none of it. The boot-and-probe
+/// suite installs a kernel through Debian's hook on the running image.
+#[test]
+fn later_kernels_get_counted_boot_entries_on_the_uefi_targets() {
+    let uefi = repo().join("overlays.uefi");
+    for target in ["x86_64", "aarch64"] {
+        let files = render_target(target, "").unwrap();
+        let config = definition(target, "").unwrap();
+        assert!(config
+            .target
+            .kernel_cmdline
+            .split_whitespace()
+            .any(|word| word == "panic=10"));
+        assert_eq!(
+            files["/etc/kernel/cmdline"].trim(),
+            format!(
+                "root=PARTUUID={ROOT_PARTUUID} {}",
+                config.target.kernel_cmdline
+            )
+        );
+        assert_eq!(
+            files["/etc/kernel/tries"].trim(),
+            config.image.boot.tries.to_string()
+        );
+        assert_eq!(
+            files["/etc/kernel/entry-token"].trim(),
+            config.image.image.name
+        );
+        let unit = &files["/etc/systemd/system/clawfort-boot-check.service"];
+        let lines = directives(unit);
+        let gateway = &config.image.gateway;
+        let within = config.image.boot.gateway_within_s;
+        let exec = format!(
+            "ExecStart=/usr/libexec/clawfort/boot-check {} {within}",
+            gateway.port
+        );
+        for expected in [
+            exec.as_str(),
+            "FailureAction=reboot",
+            "Before=boot-complete.target",
+            "ConditionPathExists=/sys/firmware/efi/efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f",
+        ] {
+            assert!(lines.contains(&expected), "{expected} not in {lines:?}");
+        }
+    }
+    let install = std::fs::read_to_string(uefi.join("etc/kernel/install.conf")).unwrap();
+    assert!(directives(&install).contains(&"layout=bls"));
+    let link =
+        uefi.join("etc/systemd/system/boot-complete.target.requires/clawfort-boot-check.service");
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        Path::new("../clawfort-boot-check.service")
+    );
+    assert!(
+        std::fs::metadata(uefi.join("usr/libexec/clawfort/boot-check"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o111
+            != 0
+    );
+
+    let pi = render_target("rpi", "").unwrap();
+    assert!(!pi.contains_key("/etc/kernel/tries"));
+    assert!(!pi.contains_key("/etc/systemd/system/clawfort-boot-check.service"));
+
+    for (bad, key) in [
+        ("[boot]\ntries = 0\n", "boot.tries"),
+        ("[boot]\ngateway_within_s = 30\n", "boot.gateway_within_s"),
+    ] {
+        let err = render_target("x86_64", bad).unwrap_err();
+        assert!(err.contains(key), "{err}");
+    }
 }

@@ -32,6 +32,7 @@ pub struct ImageConfig {
     pub ssh: SshSection,
     pub fail2ban: Fail2banSection,
     pub updates: UpdatesSection,
+    pub boot: BootSection,
     pub journald: JournaldSection,
     pub sysctl: BTreeMap<String, toml::Value>,
     pub kernel_modules: KernelModulesSection,
@@ -180,6 +181,17 @@ pub struct UpdatesSection {
     pub automatic_reboot: bool,
     /// needrestart's `$nrconf{restart}`: `a` (restart), `l` (list) or `i` (ask).
     pub needrestart_mode: String,
+}
+
+/// Boot counting for kernels installed after the build (UEFI targets); read by the
+/// `overlays.uefi` templates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSection {
+    /// Boots a new kernel's entry gets to prove itself (`/etc/kernel/tries`).
+    pub tries: u8,
+    /// Seconds after boot within which the gateway must answer for the boot to count as good.
+    pub gateway_within_s: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

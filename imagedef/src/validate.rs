@@ -222,6 +222,18 @@ pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
         !c.updates.origins.is_empty(),
         "key `updates.origins`: list at least the Debian-Security origin"
     );
+    ensure!(
+        (1..=9).contains(&c.boot.tries),
+        "key `boot.tries`: {} is not between 1 and 9 (boots a new kernel gets before the one \
+         before it boots again)",
+        c.boot.tries
+    );
+    ensure!(
+        c.boot.gateway_within_s >= 60,
+        "key `boot.gateway_within_s`: {} s is too short for a first boot after a kernel update \
+         (at least 60; a machine that misses it reboots)",
+        c.boot.gateway_within_s
+    );
     parse_size(&c.journald.system_max_use).context("key `journald.system_max_use`")?;
     let upload = &c.journald.upload_url;
     ensure!(

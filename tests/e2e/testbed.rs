@@ -140,6 +140,19 @@ pub struct Expectations {
     /// (`gateway.exposure_budget`).
     pub gateway_exposure_budget: f64,
     pub kernel_and_login: KernelAndLogin,
+    /// How later kernels reach the boot loader: systemd-boot entries with boot counting on the
+    /// UEFI targets (None: the Pi, whose raspi-firmware copies them to its FAT partition).
+    #[serde(default)]
+    pub boot_counting: Option<BootCounting>,
+}
+
+/// `[boot]` and the entry token of a UEFI target (issue 16, item 1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootCounting {
+    /// kernel-install's entry token (`image.name`): entries are `<token>-<version>.conf`.
+    pub entry_token: String,
+    /// Boots a later kernel's entry gets (`boot.tries`).
+    pub tries: u8,
 }
 
 /// The kernel, login and update defaults of the image definition (issue 15, item 4).

@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod apparmor;
 pub mod audit;
+pub mod boot;
 pub mod commands;
 pub mod egress;
 pub mod events;
@@ -66,6 +67,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "unattended_upgrades_security",
         run: system::unattended_upgrades_security,
+    },
+    Probe {
+        name: "kernel_updates_reach_boot_loader",
+        run: boot::kernel_updates_reach_boot_loader,
     },
     Probe {
         name: "sysctls_as_defined",

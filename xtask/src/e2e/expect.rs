@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
-use clawfort_imagedef::{parse_duration, LoadedConfig};
+use clawfort_imagedef::{parse_duration, DiskLayout, LoadedConfig};
 
-use super::testbed::{Expectations, KernelAndLogin};
+use super::testbed::{BootCounting, Expectations, KernelAndLogin};
 
 pub fn expectations(definition: &LoadedConfig) -> Result<Expectations> {
     let image = &definition.image;
@@ -32,6 +32,13 @@ pub fn expectations(definition: &LoadedConfig) -> Result<Expectations> {
             service_umask: format!("{:0>4}", image.users.service.session_umask),
             ssh_max_sessions: image.ssh.max_sessions,
             needrestart_mode: image.updates.needrestart_mode.clone(),
+        },
+        boot_counting: match definition.target.disk {
+            DiskLayout::GptEfi(_) => Some(BootCounting {
+                entry_token: image.image.name.clone(),
+                tries: image.boot.tries,
+            }),
+            DiskLayout::RpiMbr(_) => None,
         },
     })
 }

@@ -135,6 +135,9 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
         /etc/apparmor.d/clawfort-sandbox \
      && apparmor_parser -r /etc/apparmor.d/clawfort-sandbox \
      && grep -qx 'clawfort-sandbox (complain)' /sys/kernel/security/apparmor/profiles",
+    // systemd-boot only on the firmware's fallback path, as images were before kernel-install:
+    // `bootctl is-installed` says no, and Debian's kernel hooks skip every later kernel.
+    "rm /boot/efi/EFI/systemd/systemd-boot*.efi && ! bootctl is-installed",
     // The journal's uploader gone, as if the package were not installed: nothing reaches a
     // collector.
     "mv /usr/lib/systemd/systemd-journal-upload /usr/lib/systemd/systemd-journal-upload.off",
@@ -150,6 +153,10 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
 /// guarding two removed protections is listed twice: its failure must name both.
 pub const MUST_FAIL: &[(&str, &str)] = &[
     ("integrity_baseline_and_check", "no integrity baseline"),
+    (
+        "kernel_updates_reach_boot_loader",
+        "bootctl is-installed says no",
+    ),
     ("idle_memory_within_budget", "over the 400 MiB budget"),
     ("ssh_offers_only_publickey", "password"),
     ("ssh_refuses_root_with_valid_key", "root logged in"),

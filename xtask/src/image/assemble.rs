@@ -4,7 +4,7 @@
 //!
 //! | # | GPT type | FAT/ext4 label | what |
 //! |---|----------|----------------|------|
-//! | 1 | EFI system | `ESP` | systemd-boot as `EFI/BOOT/<efi_binary>`, loader entry, kernel, initrd |
+//! | 1 | EFI system | `ESP` | systemd-boot (`EFI/BOOT/<efi_binary>` and `EFI/systemd/`), `loader/loader.conf`, the kernel's kernel-install entry, kernel and initrd |
 //! | 2 | Microsoft basic data | `CIDATA` | NoCloud seed: a person drops `user-data` / `meta-data` here |
 //! | 3 | Linux root (per arch) | `root` | ext4 filled from the root file system with `mkfs.ext4 -d` |
 //!
@@ -247,9 +247,8 @@ impl DiskBuilder<'_> {
             requested,
         )?;
 
-        stage.step("ESP: systemd-boot, loader entry, kernel, initrd");
+        stage.step("ESP: systemd-boot, loader.conf, the kernel's kernel-install entry");
         let esp = self.fat(stage, "esp.img", "ESP", &ids.boot_volume_id, plan.esp.1)?;
-        let (kernel, initrd, version) = find_kernel(self.inputs.rootfs)?;
         let boot_efi = self
             .inputs
             .rootfs
@@ -260,40 +259,47 @@ impl DiskBuilder<'_> {
              in `target.packages`?",
             disk.systemd_boot_efi
         );
+        // The customise stage ran kernel-install for the image's kernel: loader/entries/ and
+        // <entry-token>/<version>/ are in boot_files, laid out as on the running system.
+        let entries_dir = self.inputs.boot_files.join("loader/entries");
+        let entries = std::fs::read_dir(&entries_dir)
+            .map(|dir| dir.flatten().count())
+            .unwrap_or(0);
+        ensure!(
+            entries == 1,
+            "expected the one boot entry kernel-install wrote in {}, found {entries}",
+            entries_dir.display()
+        );
+        let mut tree: Vec<PathBuf> = std::fs::read_dir(self.inputs.boot_files)
+            .with_context(|| format!("cannot list {}", self.inputs.boot_files.display()))?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        tree.sort();
+        stage.run(cmd!(sh, "mcopy -s -i {esp} {tree...} ::"))?;
         let loader_conf = self.dir.join("loader.conf");
+        // No `default`: systemd-boot starts the newest entry that is not out of tries, so a
+        // kernel installed later is the default, and the one before it the fallback.
         // `editor no`: nobody at the console edits the kernel command line (init=/bin/sh).
-        std::fs::write(
-            &loader_conf,
-            "default clawfort.conf\ntimeout 0\neditor no\n",
-        )?;
-        let entry = self.dir.join("clawfort.conf");
-        let config = self.inputs.config;
-        std::fs::write(
-            &entry,
-            format!(
-                "title {name} (Debian {suite})\nversion {version}\nlinux /clawfort/vmlinuz\n\
-                 initrd /clawfort/initrd.img\noptions {cmdline}\n",
-                name = config.image.image.name,
-                suite = config.image.debian.suite,
-                cmdline = self.kernel_cmdline(),
-            ),
-        )?;
-        let efi_dest = format!("::EFI/BOOT/{}", disk.efi_binary);
-        stage.run(cmd!(
-            sh,
-            "mmd -i {esp} ::EFI ::EFI/BOOT ::loader ::loader/entries ::clawfort"
-        ))?;
-        stage.run(cmd!(sh, "mcopy -i {esp} {boot_efi} {efi_dest}"))?;
+        std::fs::write(&loader_conf, "timeout 0\neditor no\n")?;
         stage.run(cmd!(
             sh,
             "mcopy -i {esp} {loader_conf} ::loader/loader.conf"
         ))?;
-        stage.run(cmd!(
-            sh,
-            "mcopy -i {esp} {entry} ::loader/entries/clawfort.conf"
-        ))?;
-        stage.run(cmd!(sh, "mcopy -i {esp} {kernel} ::clawfort/vmlinuz"))?;
-        stage.run(cmd!(sh, "mcopy -i {esp} {initrd} ::clawfort/initrd.img"))?;
+        // The firmware's fallback path starts it without an NVRAM entry; EFI/systemd/ is where
+        // `bootctl is-installed` (Debian's kernel hooks ask it) and `bootctl update` (the
+        // systemd-boot package's upgrades) look for it.
+        let efi_name = boot_efi
+            .file_name()
+            .context("target.disk.systemd_boot_efi names no file")?
+            .to_string_lossy()
+            .into_owned();
+        let (fallback, installed) = (
+            format!("::EFI/BOOT/{}", disk.efi_binary),
+            format!("::EFI/systemd/{efi_name}"),
+        );
+        stage.run(cmd!(sh, "mmd -i {esp} ::EFI ::EFI/BOOT ::EFI/systemd"))?;
+        stage.run(cmd!(sh, "mcopy -i {esp} {boot_efi} {fallback}"))?;
+        stage.run(cmd!(sh, "mcopy -i {esp} {boot_efi} {installed}"))?;
 
         stage.step("cidata: NoCloud seed volume");
         let cidata = self.fat(
@@ -502,36 +508,6 @@ impl DiskBuilder<'_> {
 }
 
 /// The one kernel and initrd in `/boot`; several would leave the choice to chance.
-fn find_kernel(rootfs: &Path) -> Result<(PathBuf, PathBuf, String)> {
-    let boot = rootfs.join("boot");
-    let mut versions: Vec<String> = std::fs::read_dir(&boot)
-        .with_context(|| format!("cannot list {}", boot.display()))?
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .strip_prefix("vmlinuz-")
-                .map(str::to_owned)
-        })
-        .collect();
-    versions.sort();
-    let [version] = &versions[..] else {
-        bail!(
-            "expected exactly one kernel in /boot of the image, found {:?}; check the kernel \
-             package in `target.packages`",
-            versions
-        );
-    };
-    let kernel = boot.join(format!("vmlinuz-{version}"));
-    let initrd = boot.join(format!("initrd.img-{version}"));
-    ensure!(
-        initrd.is_file(),
-        "{} is missing: is `initramfs-tools` in `target.packages`?",
-        initrd.display()
-    );
-    Ok((kernel, initrd, version.clone()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,9 +15,9 @@ pub mod users;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clawfort_imagedef::render::{template_context, BuildValues};
-use clawfort_imagedef::LoadedConfig;
+use clawfort_imagedef::{DiskLayout, LoadedConfig};
 use xshell::{cmd, Shell};
 
 use super::bootstrap::Bootstrapped;
@@ -149,7 +149,71 @@ fn customise(
         &config.image.users.admin.name,
         &profile.authorized_keys,
     )?;
+    if let DiskLayout::GptEfi(_) = &config.target.disk {
+        stage.step("the kernel's boot entry (kernel-install, as a later kernel gets its own)");
+        let version = kernel_version(rootfs)?;
+        std::fs::create_dir_all(boot_files)?;
+        stage.run(cmd!(
+            sh,
+            "unshare --mount --propagation private sh -c {KERNEL_INSTALL_SCRIPT} sh {rootfs} {version} {boot_files}"
+        ))?;
+    }
     move_boot_files(rootfs, config.target.disk.boot_mount_point(), boot_files)
+}
+
+/// Runs the image's own kernel-install for its kernel, as Debian's kernel hooks will for every
+/// later one, and copies what it wrote on the ESP to `$3` (the assemble stage puts it on the
+/// FAT partition). The ESP is a tmpfs on /boot/efi here, in a mount namespace that ends with
+/// the shell: kernel-install and its loader-entry plugin find the boot partition's root by its
+/// mount, and write paths relative to it. `KERNEL_INSTALL_CONF_ROOT` holds the image's
+/// install.conf, cmdline and entry-token but not `tries`: the build's kernel is the one the
+/// suite probes, so its entry boots without counting; later ones count (`[boot] tries`).
+/// `SYSTEMD_RELAX_ESP_CHECKS`: a tmpfs is not a FAT partition with the ESP's GPT type.
+const KERNEL_INSTALL_SCRIPT: &str = r#"set -eu
+root=$1 version=$2 out=$3
+mount -t tmpfs -o mode=0755 esp "$root/boot/efi"
+mount -t proc proc "$root/proc"
+mount -t tmpfs -o mode=0755 run "$root/run"
+mkdir "$root/run/kernel-conf"
+cp "$root/etc/kernel/install.conf" "$root/etc/kernel/cmdline" "$root/etc/kernel/entry-token" "$root/run/kernel-conf/"
+SYSTEMD_RELAX_ESP_CHECKS=1 KERNEL_INSTALL_CONF_ROOT=/run/kernel-conf chroot "$root" kernel-install add "$version" "/boot/vmlinuz-$version" "/boot/initrd.img-$version"
+cp -R "$root/boot/efi/." "$out"
+"#;
+
+/// The version of the one kernel in the image's /boot.
+fn kernel_version(rootfs: &Path) -> Result<String> {
+    let boot = rootfs.join("boot");
+    let mut versions: Vec<String> = std::fs::read_dir(&boot)
+        .with_context(|| format!("cannot list {}", boot.display()))?
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("vmlinuz-")
+                .map(str::to_owned)
+        })
+        .collect();
+    versions.sort();
+    let [version] = &versions[..] else {
+        bail!(
+            "expected exactly one kernel in /boot of the image, found {versions:?}; check the \
+             kernel package in `target.packages`"
+        );
+    };
+    let initrd = boot.join(format!("initrd.img-{version}"));
+    ensure!(
+        initrd.is_file(),
+        "{} is missing: is `initramfs-tools` in `target.packages`?",
+        initrd.display()
+    );
+    for file in ["install.conf", "cmdline", "entry-token"] {
+        ensure!(
+            rootfs.join("etc/kernel").join(file).is_file(),
+            "/etc/kernel/{file} is not in the image: a UEFI target lists `overlays.uefi` in \
+             `target.overlays`"
+        );
+    }
+    Ok(version.clone())
 }
 
 fn machine_settings(rootfs: &Path, config: &LoadedConfig, ids: &DiskIds) -> Result<()> {
