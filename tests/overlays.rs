@@ -1149,3 +1149,82 @@ fn later_kernels_get_counted_boot_entries_on_the_uefi_targets() {
         assert!(err.contains(key), "{err}");
     }
 }
+
+/// At every boot the fallback notice names each entry that used up its tries, in the journal
+/// at warning priority, and sends each one once to the owner through the host feed; the id
+/// it reports is the entry's without its counter, even when the kernel version has a `+`.
+#[test]
+fn a_kernel_that_failed_its_tries_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = dir.path().join("entries");
+    std::fs::create_dir(&entries).unwrap();
+    for name in [
+        "clawfort-6.12.118+deb13-cloud-amd64.conf",
+        "clawfort-9.9.9-good.conf",
+        "clawfort-9.9.10-bad+0-3.conf",
+        "clawfort-6.12.120+deb13-cloud-amd64+0-3.conf",
+        "clawfort-9.9.11-trying+2-1.conf",
+    ] {
+        std::fs::write(entries.join(name), "title x\n").unwrap();
+    }
+    let selected = dir.path().join("LoaderEntrySelected");
+    let mut var = vec![6, 0, 0, 0];
+    for unit in "clawfort-9.9.9-good.conf".encode_utf16().chain([0]) {
+        var.extend(unit.to_le_bytes());
+    }
+    std::fs::write(&selected, var).unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_clawfort"), bin.join("clawfort")).unwrap();
+    let (reported, feed) = (dir.path().join("reported"), dir.path().join("events.jsonl"));
+    let script = repo().join("overlays.uefi/usr/libexec/clawfort/boot-fallback");
+    let run = || {
+        std::process::Command::new(&script)
+            .args([&entries, &reported, &selected])
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env(clawfort::events::HOST_FEED_ENV, &feed)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    for id in [
+        "clawfort-9.9.10-bad.conf",
+        "clawfort-6.12.120+deb13-cloud-amd64.conf",
+    ] {
+        assert!(
+            stdout.contains(&format!(
+                "<4>boot entry {id} failed all its tries without a good boot"
+            )),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("this boot is clawfort-9.9.9-good.conf"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("trying"), "{stdout}");
+    if !rustix::process::geteuid().is_root() {
+        let err = String::from_utf8_lossy(&first.stderr);
+        assert!(err.contains("run it as root"), "{err}");
+        return;
+    }
+    assert!(first.status.success(), "{first:?}");
+    let second = run();
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(
+        first.stdout, second.stdout,
+        "the journal hears of it every boot"
+    );
+    let text = std::fs::read_to_string(&feed).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        2,
+        "the owner hears of each entry once: {text}"
+    );
+    assert!(text.contains(
+        r#""kind":"boot-fallback","failed":"clawfort-9.9.10-bad.conf","booted":"clawfort-9.9.9-good.conf""#
+    ));
+    assert!(text.contains(r#""failed":"clawfort-6.12.120+deb13-cloud-amd64.conf""#));
+}

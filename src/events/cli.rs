@@ -52,6 +52,29 @@ pub enum Emit {
         #[arg(long, value_name = "PATH")]
         aide_report: Option<PathBuf>,
     },
+    /// A kernel's boot entry failed all its tries and the machine booted another
+    /// (clawfort-boot-fallback.service runs this once per failed entry).
+    BootFallback {
+        /// The entry that failed (`clawfort-6.12.99+deb13-cloud-amd64.conf`).
+        #[arg(long, value_parser = parse_boot_entry)]
+        failed: String,
+        /// The entry this boot came from.
+        #[arg(long, value_parser = parse_boot_entry)]
+        booted: String,
+    },
+}
+
+/// A boot loader entry's id as systemd-boot names it: a file name of letters, digits and
+/// `.+-_~`, short, so nothing else can reach the owner's chat through it.
+fn parse_boot_entry(text: &str) -> Result<String, String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "._+-~".contains(c);
+    if (1..=128).contains(&text.len()) && text.chars().all(ok) && !text.starts_with('.') {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not a boot entry id: 1 to 128 letters, digits, `.`, `_`, `+`, `-` or `~`"
+        ))
+    }
 }
 
 /// A jail name: what fail2ban accepts in a section name, short.
@@ -78,6 +101,7 @@ pub fn emit(kind: Emit) -> anyhow::Result<()> {
     }
     let event = match kind {
         Emit::Fail2banBan { jail, ip } => Event::Fail2banBan { jail, ip },
+        Emit::BootFallback { failed, booted } => Event::BootFallback { failed, booted },
         Emit::Integrity {
             aide_report: Some(report),
             ..
@@ -264,5 +288,35 @@ mod tests {
         assert!(parse_jail("").is_err());
         assert!(parse_jail("a b").unwrap_err().contains("not a jail name"));
         assert!(parse_jail(&"a".repeat(65)).is_err());
+    }
+
+    /// What the fallback unit passes (systemd-boot's entry ids) goes through; text that could
+    /// carry anything else into the owner's chat does not.
+    #[test]
+    fn a_boot_entry_id_is_a_plain_file_name() {
+        for id in [
+            "clawfort-6.12.118+deb13-cloud-amd64.conf",
+            "clawfort-9.9.10-bad.conf",
+        ] {
+            assert_eq!(parse_boot_entry(id).unwrap(), id);
+        }
+        for bad in ["", "../x.conf", ".hidden", "a b", "x\nclawfort", "<b>"] {
+            assert!(
+                parse_boot_entry(bad)
+                    .unwrap_err()
+                    .contains("not a boot entry id"),
+                "{bad:?}"
+            );
+        }
+        assert!(parse_boot_entry(&"a".repeat(129)).is_err());
+        let event = Event::BootFallback {
+            failed: "clawfort-9.9.10-bad.conf".to_owned(),
+            booted: "clawfort-9.9.9-good.conf".to_owned(),
+        };
+        assert_eq!(event.kind(), "boot-fallback");
+        assert!(event.notifies());
+        assert!(event
+            .describe()
+            .contains("clawfort-9.9.10-bad.conf failed all its tries"));
     }
 }

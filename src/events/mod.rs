@@ -80,6 +80,9 @@ pub enum Event {
     },
     /// The gateway started and found its previous run had not stopped cleanly.
     GatewayCrashRestart,
+    /// A kernel's boot entry used up its tries without a good boot, so the machine booted the
+    /// entry before it (systemd-boot's boot counting; the UEFI images).
+    BootFallback { failed: String, booted: String },
 }
 
 impl Event {
@@ -112,6 +115,10 @@ impl Event {
             Self::GatewayCrashRestart => {
                 "the gateway restarted after a crash (its last run did not stop cleanly)".to_owned()
             }
+            Self::BootFallback { failed, booted } => format!(
+                "boot entry {failed} failed all its tries; the machine fell back to {booted} \
+                 (bootctl list shows both)"
+            ),
         }
     }
 
@@ -125,6 +132,7 @@ impl Event {
             Self::Integrity { .. } => "integrity",
             Self::Budget { .. } => "budget",
             Self::GatewayCrashRestart => "gateway-crash-restart",
+            Self::BootFallback { .. } => "boot-fallback",
         }
     }
 

@@ -279,7 +279,7 @@ async fn approved_runs_once_denied_and_unanswered_do_not_run() {
     let reply = s.next(OWNER, before, "not run").await;
     assert!(reply.contains("no approver answered within 2 s"), "{reply}");
     // The log says so too (the boot-and-probe suite looks for it in the journal).
-    let logged = s.gw.log_lines("exec approval timed out: denied");
+    let logged = s.gw.wait_log("exec approval timed out: denied", 1);
     assert_eq!(logged.len(), 1, "{logged:?}");
     let late = s
         .say(OWNER, &format!("/approve {id}"), OWNER, "Nothing done")

@@ -17,7 +17,7 @@ use crate::image::Target;
 /// probes run on it. The Pi image is the aarch64 appliance with another disk layout and kernel,
 /// and the full suite already ran on aarch64; these cover what the Pi boot can change: the
 /// first-boot units, the root growing on its MBR disk, the firewall and fail2ban's bans (the
-/// generic kernel's nftables modules), and the gateway.
+/// generic kernel's nftables modules), the gateway, and raspi-firmware's kernel hook.
 const RPI_PROBES: &[&str] = &[
     "root_fs_grown_to_disk",
     "nftables_input_policy_drop",
@@ -25,6 +25,7 @@ const RPI_PROBES: &[&str] = &[
     "gateway_healthz_ok",
     "gateway_listens_on_loopback_only",
     "ssh_offers_only_publickey",
+    "kernel_updates_reach_boot_loader",
 ];
 
 /// Probes the aarch64 run leaves to `--full`, each with why the rest of the run already covers

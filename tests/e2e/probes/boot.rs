@@ -81,6 +81,8 @@ pub fn kernel_updates_reach_boot_loader(ctx: &Ctx) -> Result<String> {
          echo '{MARK}'\n\
          cat /etc/kernel/cmdline\n\
          echo '{MARK}'\n\
+         ls -A /boot/efi/loader/entries/\n\
+         echo '{MARK}'\n\
          /etc/kernel/postrm.d/zz-systemd-boot \"$v\" >&2\n\
          bootctl list --json=short\n\
          echo '{MARK}'\n\
@@ -90,16 +92,25 @@ pub fn kernel_updates_reach_boot_loader(ctx: &Ctx) -> Result<String> {
         .admin
         .check_root(&script)
         .context("installing a kernel through Debian's hook")?;
-    let [added, cmdline, removed, left] = out.split(&format!("{MARK}\n")).collect::<Vec<_>>()[..]
+    let [added, cmdline, files, removed, left] =
+        out.split(&format!("{MARK}\n")).collect::<Vec<_>>()[..]
     else {
-        bail!("the install script printed no four reports: {out}");
+        bail!("the install script printed no five reports: {out}");
     };
 
-    let later = format!("{token}-{LATER_KERNEL}+{}.conf", boot.tries);
+    // bootctl names an entry without its counter; the file name carries it.
+    let later = format!("{token}-{LATER_KERNEL}.conf");
+    let counted = format!("{token}-{LATER_KERNEL}+{}.conf", boot.tries);
+    ensure!(
+        files.lines().any(|name| name == counted),
+        "a kernel installed through Debian's hook got no counted entry {counted} on the ESP \
+         (loader/entries: {})",
+        files.split_whitespace().collect::<Vec<_>>().join(", ")
+    );
     let added = entries(added)?;
     let Some(entry) = find(&added, &later) else {
         bail!(
-            "a kernel installed through Debian's hook got no entry {later} (entries: {})",
+            "bootctl lists no {later} after the install (entries: {})",
             ids(&added)
         );
     };
@@ -148,12 +159,23 @@ pub fn kernel_updates_reach_boot_loader(ctx: &Ctx) -> Result<String> {
         requires.trim()
     );
 
+    let notice = ctx.admin.check(
+        "for p in UnitFileState ActiveState Result; do \
+         systemctl show -P \"$p\" clawfort-boot-fallback.service; done",
+    )?;
+    ensure!(
+        notice.split_whitespace().collect::<Vec<_>>() == ["enabled", "inactive", "success"],
+        "clawfort-boot-fallback.service, which tells of a kernel that failed its tries, did not \
+         run cleanly at boot (state, activity, result: {})",
+        notice.split_whitespace().collect::<Vec<_>>().join(", ")
+    );
+
     Ok(format!(
         "ESP mounted at /boot/efi, systemd-boot installed; booted {own} (the default, not \
-         counting); a kernel installed through Debian's hook got {later}, the default with {} \
-         tries and /etc/kernel/cmdline, and its removal took the entry and its files; a trial \
+         counting); a kernel installed through Debian's hook got {counted}, the default with {} \
+         tries left and /etc/kernel/cmdline, and its removal took the entry and its files; a trial \
          boot counts as good only with the gateway up (boot-complete.target requires \
-         clawfort-boot-check.service)",
+         clawfort-boot-check.service); the fallback notice ran at boot",
         boot.tries
     ))
 }
