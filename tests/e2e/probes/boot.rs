@@ -16,7 +16,7 @@ use crate::Ctx;
 /// sorts first, as a real update does.
 const LATER_KERNEL: &str = "9.9.9-clawfort-e2e";
 
-/// Separates the script's three reports.
+/// Separates the install script's five reports.
 const MARK: &str = "--- clawfort-e2e ---";
 
 pub fn kernel_updates_reach_boot_loader(ctx: &Ctx) -> Result<String> {

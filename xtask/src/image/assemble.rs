@@ -414,7 +414,8 @@ impl DiskBuilder<'_> {
         Ok(())
     }
 
-    /// `root=PARTUUID=<root> <target.kernel_cmdline>`.
+    /// `root=PARTUUID=<root> <target.kernel_cmdline>`: the Pi's `cmdline.txt`. The UEFI targets
+    /// write the same line to `/etc/kernel/cmdline` (`overlays.uefi`), which kernel-install reads.
     fn kernel_cmdline(&self) -> String {
         format!(
             "root=PARTUUID={} {}",
@@ -507,7 +508,6 @@ impl DiskBuilder<'_> {
     }
 }
 
-/// The one kernel and initrd in `/boot`; several would leave the choice to chance.
 #[cfg(test)]
 mod tests {
     use super::*;
