@@ -410,4 +410,34 @@ mod sums_tests {
             "the rpi line stays, the left-over vhd and the missing aarch64 file go"
         );
     }
+
+    /// Two targets' builds into one directory (CI builds the Pi image beside the aarch64 suite's
+    /// own reuse of its image) merge at the same moment: neither loses the other's line.
+    #[test]
+    fn merges_of_two_targets_at_once_keep_both_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let targets = [Target::Aarch64, Target::Rpi];
+        let own = |target: Target, round: usize| {
+            let names = ArtifactNames::new(dir.path().to_owned(), "clawfort", target);
+            let file = format!("clawfort-{target}.artifact");
+            std::fs::write(dir.path().join(&file), "x").unwrap();
+            (names, BTreeMap::from([(file, format!("{round:064x}"))]))
+        };
+        for round in 0..50 {
+            std::thread::scope(|scope| {
+                for target in targets {
+                    let (names, sums) = own(target, round);
+                    scope.spawn(move || merge_sums(&names, &sums).unwrap());
+                }
+            });
+            let merged = read_sums(&dir.path().join("SHA256SUMS")).unwrap();
+            for target in targets {
+                assert_eq!(
+                    merged.get(&format!("clawfort-{target}.artifact")),
+                    Some(&format!("{round:064x}")),
+                    "round {round}: {merged:?}"
+                );
+            }
+        }
+    }
 }
