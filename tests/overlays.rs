@@ -1167,26 +1167,38 @@ fn a_kernel_that_failed_its_tries_is_reported_once() {
     ] {
         std::fs::write(entries.join(name), "title x\n").unwrap();
     }
+    // The firmware's variable as efivarfs gives it: 4 bytes of attributes, the id in UTF-16LE,
+    // and a file that cannot seek (a FIFO here), which `tail -c +5 FILE` fails on.
     let selected = dir.path().join("LoaderEntrySelected");
-    let mut var = vec![6, 0, 0, 0];
-    for unit in "clawfort-9.9.9-good.conf".encode_utf16().chain([0]) {
-        var.extend(unit.to_le_bytes());
-    }
-    std::fs::write(&selected, var).unwrap();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_clawfort"), bin.join("clawfort")).unwrap();
     let (reported, feed) = (dir.path().join("reported"), dir.path().join("events.jsonl"));
     let script = repo().join("overlays.uefi/usr/libexec/clawfort/boot-fallback");
-    let run = || {
-        std::process::Command::new(&script)
-            .args([&entries, &reported, &selected])
+    let run_booted = |booted: &str, reported: &Path, feed: &Path| {
+        let _ = std::fs::remove_file(&selected);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&selected)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let mut var = vec![6, 0, 0, 0];
+        for unit in booted.encode_utf16().chain([0]) {
+            var.extend(unit.to_le_bytes());
+        }
+        let fifo = selected.clone();
+        let writer = std::thread::spawn(move || std::fs::write(fifo, var).unwrap());
+        let output = std::process::Command::new(&script)
+            .args([&entries, &reported.to_path_buf(), &selected])
             .env_clear()
             .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
-            .env(clawfort::events::HOST_FEED_ENV, &feed)
+            .env(clawfort::events::HOST_FEED_ENV, feed)
             .output()
-            .unwrap()
+            .unwrap();
+        writer.join().unwrap();
+        output
     };
+    let run = || run_booted("clawfort-9.9.9-good.conf", &reported, &feed);
     let first = run();
     let stdout = String::from_utf8_lossy(&first.stdout);
     for id in [
@@ -1227,4 +1239,27 @@ fn a_kernel_that_failed_its_tries_is_reported_once() {
         r#""kind":"boot-fallback","failed":"clawfort-9.9.10-bad.conf","booted":"clawfort-9.9.9-good.conf""#
     ));
     assert!(text.contains(r#""failed":"clawfort-6.12.120+deb13-cloud-amd64.conf""#));
+
+    // The last try of an entry runs with its file already at +0 (systemd-boot counts down as
+    // it starts it): it has not failed yet, and is not reported until a boot after it.
+    let (reported, feed) = (
+        dir.path().join("reported-2"),
+        dir.path().join("events-2.jsonl"),
+    );
+    let last_try = run_booted("clawfort-9.9.10-bad.conf", &reported, &feed);
+    assert!(last_try.status.success(), "{last_try:?}");
+    let stdout = String::from_utf8_lossy(&last_try.stdout);
+    assert!(
+        !stdout.contains("entry clawfort-9.9.10-bad.conf failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("clawfort-6.12.120+deb13-cloud-amd64.conf failed"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&feed).unwrap();
+    assert!(
+        !text.contains(r#""failed":"clawfort-9.9.10-bad.conf""#),
+        "{text}"
+    );
 }
