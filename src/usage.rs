@@ -537,8 +537,18 @@ impl Ledger {
 
     /// Records that the owner was sent the warning of `period` `key` (see the module docs).
     pub fn mark_notified(&self, period: Period, key: &str) -> Result<(), LedgerError> {
+        self.mark_notified_at(Timestamp::now(), period, key)
+    }
+
+    /// [`Ledger::mark_notified`] at `now`.
+    pub fn mark_notified_at(
+        &self,
+        now: Timestamp,
+        period: Period,
+        key: &str,
+    ) -> Result<(), LedgerError> {
         let mut inner = self.lock();
-        let now = Timestamp::now().max(inner.latest);
+        let now = now.max(inner.latest);
         inner.latest = now;
         let line = Line::Notified {
             ts: now.to_string(),

@@ -187,7 +187,9 @@ fn a_warning_is_undelivered_until_marked_even_across_a_restart() {
         "$9.00 of the $10.00 daily spend budget is used (90 %, 2026-11-28 UTC); at 100 % \
          model calls stop until the budget resets at 00:00 UTC (or raise budget.dailyUsd)"
     );
-    ledger.mark_notified(Period::Daily, "2026-11-28").unwrap();
+    ledger
+        .mark_notified_at(now, Period::Daily, "2026-11-28")
+        .unwrap();
     drop(ledger);
 
     let ledger = Ledger::open_at(&path, budget, now).unwrap();
