@@ -1,5 +1,7 @@
 //! `clawfort status [--json]`: asks the running gateway for `/api/status` and shows it: the
-//! gateway, and the agent's providers, models, owner, Telegram channel and budget.
+//! gateway, and the agent's providers, models, owner, Telegram channel and budget. The host's
+//! own state (a pending reboot) is read here, by the command, and added as `host`: it is the
+//! machine's, not the gateway's, and the gateway's sandboxed unit need not see it.
 
 use serde_json::Value;
 
@@ -20,7 +22,14 @@ pub fn show(config: &Config, json: bool) -> anyhow::Result<()> {
         code.as_u16(),
         error_text(&body)
     );
-    let status: Value = serde_json::from_slice(&body)?;
+    let mut status: Value = serde_json::from_slice(&body)?;
+    if let Value::Object(fields) = &mut status {
+        let reboot = crate::audit::reboot::state();
+        fields.insert(
+            "host".into(),
+            serde_json::json!({ "reboot": reboot, "rebootPending": reboot.pending.is_some() }),
+        );
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -49,6 +58,13 @@ pub fn render(status: &Value) -> String {
     );
     line("dm scope", field("/dmScope"));
     line("sandbox", field("/sandbox/mode"));
+    if let Some(reboot) = status.pointer("/host/reboot") {
+        if let Ok(state) =
+            serde_json::from_value::<crate::audit::reboot::RebootState>(reboot.clone())
+        {
+            line("reboot", state.describe());
+        }
+    }
     line(
         "pairing",
         format!(
@@ -150,5 +166,33 @@ fn plain(value: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_reboot_state_is_a_line() {
+        let status = serde_json::json!({
+            "version": "0.1.0",
+            "bind": "127.0.0.1:18789",
+            "host": {
+                "reboot": {
+                    "pending": {"since": "2026-12-01T06:12:00Z", "packages": ["linux-image-6.12.57+deb13-amd64"]},
+                    "automatic": {"enabled": true, "time": "04:00"}
+                },
+                "rebootPending": true
+            }
+        });
+        let text = render(&status);
+        assert!(
+            text.contains(
+                "  reboot        pending since 2026-12-01T06:12:00Z for \
+                 linux-image-6.12.57+deb13-amd64; automatic reboots at 04:00\n"
+            ),
+            "{text}"
+        );
     }
 }

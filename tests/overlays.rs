@@ -935,6 +935,37 @@ fn needrestart_restarts_automatically() {
     assert!(err.contains("updates.needrestart_mode"), "{err}");
 }
 
+/// The maintenance window: unattended-upgrades reboots by itself at the definition's time, and
+/// a time `shutdown -r` would read otherwise (or not at all) is refused with the key named.
+#[test]
+fn automatic_reboots_happen_in_the_maintenance_window() {
+    const FILE: &str = "/etc/apt/apt.conf.d/52clawfort-unattended-upgrades";
+    each_target(|files| {
+        let text = &files[FILE];
+        assert!(
+            text.contains("Unattended-Upgrade::Automatic-Reboot \"true\";"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Unattended-Upgrade::Automatic-Reboot-Time \"04:00\";"),
+            "{text}"
+        );
+    });
+    let files =
+        render("[updates]\nautomatic_reboot = false\nautomatic_reboot_time = \"23:30\"\n").unwrap();
+    assert!(files[FILE].contains("Unattended-Upgrade::Automatic-Reboot \"false\";"));
+    assert!(files[FILE].contains("Unattended-Upgrade::Automatic-Reboot-Time \"23:30\";"));
+    for bad in [
+        "4:00", "24:00", "04:60", "now", "04:00:00", " 04:00", "0a:00",
+    ] {
+        let err = render(&format!("[updates]\nautomatic_reboot_time = \"{bad}\"\n")).unwrap_err();
+        assert!(
+            err.contains("updates.automatic_reboot_time") && err.contains("HH:MM"),
+            "{bad}: {err}"
+        );
+    }
+}
+
 #[test]
 fn the_journal_goes_to_a_collector_only_when_one_is_named() {
     const FILE: &str = "/etc/systemd/journal-upload.conf.d/10-clawfort.conf";

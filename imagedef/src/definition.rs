@@ -177,8 +177,10 @@ pub struct Fail2banSection {
 #[serde(deny_unknown_fields)]
 pub struct UpdatesSection {
     pub origins: Vec<String>,
-    #[allow(dead_code)] // read by templates; typed so a wrong type names the key
+    /// unattended-upgrades reboots by itself when an update asks for it (a kernel, libc)...
     pub automatic_reboot: bool,
+    /// ...at this time of day (`HH:MM`, the host's time zone): the maintenance window.
+    pub automatic_reboot_time: String,
     /// needrestart's `$nrconf{restart}`: `a` (restart), `l` (list) or `i` (ask).
     pub needrestart_mode: String,
 }

@@ -312,12 +312,29 @@ pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
     validate_login_and_modules(c)
 }
 
-/// `[updates]`' needrestart mode, `[kernel_modules]` and `[login]`.
+/// `HH:MM` on a 24-hour clock, as (hours, minutes).
+fn reboot_time(text: &str) -> Option<(u8, u8)> {
+    let (h, m) = text.split_once(':')?;
+    let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(h) || !digits(m) {
+        return None;
+    }
+    let (h, m) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some((h, m))
+}
+
+/// `[updates]`' needrestart mode and reboot time, `[kernel_modules]` and `[login]`.
 fn validate_login_and_modules(c: &ImageConfig) -> Result<()> {
     ensure!(
         ["a", "l", "i"].contains(&c.updates.needrestart_mode.as_str()),
         "key `updates.needrestart_mode`: `{}` is not one of a (restart), l (list), i (ask)",
         c.updates.needrestart_mode
+    );
+    ensure!(
+        reboot_time(&c.updates.automatic_reboot_time).is_some(),
+        "key `updates.automatic_reboot_time`: `{}` is not a time of day as HH:MM (24-hour, \
+         e.g. \"04:00\"); unattended-upgrades hands it to `shutdown -r`",
+        c.updates.automatic_reboot_time
     );
     for (i, module) in c.kernel_modules.blocked.iter().enumerate() {
         ensure!(

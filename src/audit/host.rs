@@ -24,6 +24,7 @@ pub fn check(config: &Config) -> Vec<Finding> {
         sshd(),
         fail2ban(),
         update_timers(),
+        super::reboot::finding(&super::reboot::state()),
         docker_socket(config, &listeners),
     ]
 }

@@ -3,7 +3,7 @@
 //! Findings `{checkId, severity, title, detail, remediation}`; exit 0 without a critical
 //! finding, 1 with one, 2 when the audit itself cannot run (the CLI maps errors to 2).
 //! `local` checks the installation (permissions, config); `--deep` adds `host` (sockets,
-//! firewall, sshd, fail2ban, updates, Docker socket) and `sandbox` (the rootless daemon and
+//! firewall, sshd, fail2ban, updates, a pending reboot, Docker socket) and `sandbox` (the rootless daemon and
 //! image sandboxed `exec` needs). A check that cannot run (tool missing,
 //! not permitted as this user) says so as a finding instead of passing silently. `egress`
 //! checks the egress proxy's allow list where the installation has that proxy.
@@ -14,6 +14,7 @@ mod files;
 mod host;
 pub mod installation;
 mod local;
+pub mod reboot;
 mod sandbox;
 
 use serde::Serialize;

@@ -170,6 +170,11 @@ pub struct KernelAndLogin {
     pub ssh_max_sessions: u32,
     /// needrestart's `$nrconf{restart}` (`updates.needrestart_mode`).
     pub needrestart_mode: String,
+    /// unattended-upgrades reboots by itself for an update that needs it
+    /// (`updates.automatic_reboot`)...
+    pub automatic_reboot: bool,
+    /// ...at this time (`updates.automatic_reboot_time`, `HH:MM`).
+    pub automatic_reboot_time: String,
 }
 
 /// The probe binary's JSON report (at [`Testbed::report`]), which `cargo xtask e2e` reads back.

@@ -276,6 +276,7 @@ const HOST_CHECKS: &[&str] = &[
     "host.sshd",
     "host.fail2ban",
     "host.unattended_upgrades",
+    "host.reboot_pending",
     "host.docker_socket",
 ];
 

@@ -51,8 +51,9 @@ const UPDATES_PACKAGE: &str = "unattended-upgrades";
 /// Security updates really happen: the unattended-upgrades package is installed (dpkg says
 /// so, not the presence of its configuration, which the image's overlay ships either way),
 /// both apt timers are enabled, active and have a next run, apt's effective configuration
-/// runs unattended-upgrades daily and names the Debian security origin. Every problem is
-/// named, not only the first.
+/// runs unattended-upgrades daily and names the Debian security origin, and reboots by itself
+/// in the definition's maintenance window (`[updates]`); a pending reboot shows in `clawfort
+/// status`. Every problem is named, not only the first.
 pub fn unattended_upgrades_security(ctx: &Ctx) -> Result<String> {
     let mut problems = Vec::new();
     let package = ctx.admin.run(&format!(
@@ -126,13 +127,101 @@ pub fn unattended_upgrades_security(ctx: &Ctx) -> Result<String> {
             "no security origin in Unattended-Upgrade::Origins-Pattern: {origins:?}"
         ));
     }
+    let want = &ctx.testbed.expect.kernel_and_login;
+    let reboot = value("Unattended-Upgrade::Automatic-Reboot");
+    let reboot_time = value("Unattended-Upgrade::Automatic-Reboot-Time");
+    if want.automatic_reboot && reboot.as_deref() != Some("true") {
+        problems.push(format!(
+            "automatic reboots are off: Unattended-Upgrade::Automatic-Reboot is {reboot:?}, not \
+             \"true\", so an installed kernel waits for someone to reboot"
+        ));
+    }
+    if reboot_time.as_deref() != Some(want.automatic_reboot_time.as_str()) {
+        problems.push(format!(
+            "Unattended-Upgrade::Automatic-Reboot-Time is {reboot_time:?}, not the maintenance \
+             window {:?}",
+            want.automatic_reboot_time
+        ));
+    }
+    let pending = match pending_reboot_shown(ctx) {
+        Ok(shown) => shown,
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            String::new()
+        }
+    };
     ensure!(problems.is_empty(), "{}", problems.join("; "));
     Ok(format!(
         "{UPDATES_PACKAGE} {} installed; timers enabled and active ({}); daily run with {} \
-         origin patterns incl. security",
+         origin patterns incl. security; automatic reboots at {}; {pending}",
         version.unwrap_or("?"),
         next_runs.join(", "),
-        origins.len()
+        origins.len(),
+        want.automatic_reboot_time
+    ))
+}
+
+/// The package name the probe writes into /run/reboot-required.pkgs.
+const PENDING_PACKAGE: &str = "clawfort-e2e-reboot-probe";
+
+/// A pending reboot reaches `clawfort status`: the flag Debian's kernel hook
+/// (/etc/kernel/postinst.d/unattended-upgrades) leaves is made the way the hook makes it (as
+/// root, under dpkg's umask 022, not the admin's 027), `sudo clawfort status --json` must show
+/// it with its package and the maintenance window, and the flag is removed again. A flag that
+/// was already there (a real pending reboot) is read and left alone.
+fn pending_reboot_shown(ctx: &Ctx) -> Result<String> {
+    let made = ctx.admin.sudo(&format!(
+        "test -e /run/reboot-required && exit 3; umask 022 && touch /run/reboot-required && \
+         echo {PENDING_PACKAGE} >> /run/reboot-required.pkgs"
+    ))?;
+    let ours = match made.code {
+        Some(0) => true,
+        Some(3) => false,
+        _ => anyhow::bail!(
+            "could not make /run/reboot-required: {}",
+            made.stderr.trim()
+        ),
+    };
+    let status = ctx.admin.sudo("cd / && clawfort status --json");
+    if ours {
+        ctx.admin
+            .check_root("rm -f /run/reboot-required /run/reboot-required.pkgs")?;
+    }
+    let status = status?;
+    let json: Value = serde_json::from_str(&status.stdout).with_context(|| {
+        format!(
+            "`clawfort status --json` printed no JSON (exit {:?}): {}",
+            status.code,
+            crate::exec::last_lines(&status.stderr, 3)
+        )
+    })?;
+    let host = &json["host"];
+    ensure!(
+        host["rebootPending"] == true,
+        "`clawfort status --json` does not show the pending reboot: host is {host}"
+    );
+    let packages = &host["reboot"]["pending"]["packages"];
+    if ours {
+        ensure!(
+            packages
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p == PENDING_PACKAGE)),
+            "`clawfort status --json` does not name the package that asked for the reboot: \
+             {packages}"
+        );
+    }
+    let want = &ctx.testbed.expect.kernel_and_login;
+    let automatic = &host["reboot"]["automatic"];
+    ensure!(
+        automatic["enabled"] == want.automatic_reboot
+            && automatic["time"] == want.automatic_reboot_time.as_str(),
+        "`clawfort status --json` shows automatic reboots as {automatic}, not enabled {} at {}",
+        want.automatic_reboot,
+        want.automatic_reboot_time
+    );
+    Ok(format!(
+        "a pending reboot{} shows in `clawfort status` ({packages})",
+        if ours { " (made by the probe)" } else { "" }
     ))
 }
 

@@ -32,6 +32,8 @@ pub fn expectations(definition: &LoadedConfig) -> Result<Expectations> {
             service_umask: format!("{:0>4}", image.users.service.session_umask),
             ssh_max_sessions: image.ssh.max_sessions,
             needrestart_mode: image.updates.needrestart_mode.clone(),
+            automatic_reboot: image.updates.automatic_reboot,
+            automatic_reboot_time: image.updates.automatic_reboot_time.clone(),
         },
         boot_counting: match definition.target.disk {
             DiskLayout::GptEfi(_) => Some(BootCounting {
@@ -127,7 +129,8 @@ mod tests {
         assert_eq!(expected.sysctl.len(), built.sysctl.len());
     }
 
-    /// The self-test's weakened umask, session limit and needrestart mode really differ from
+    /// The self-test's weakened umask, session limit, needrestart mode and automatic reboot
+    /// really differ from
     /// what the suite expects, and the blocked modules are expected on the weakened image too
     /// (its sctp is dropped at run time).
     #[test]
@@ -138,6 +141,7 @@ mod tests {
         assert_ne!(expected.umask, built.umask);
         assert_ne!(expected.ssh_max_sessions, built.ssh_max_sessions);
         assert_ne!(expected.needrestart_mode, built.needrestart_mode);
+        assert!(expected.automatic_reboot && !built.automatic_reboot);
         assert!(expected.blocked_modules.iter().any(|m| m == "sctp"));
         assert_eq!(expected.blocked_modules, built.blocked_modules);
     }

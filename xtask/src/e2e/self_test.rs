@@ -177,6 +177,7 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
         "outbound traffic is not confined",
     ),
     ("unattended_upgrades_security", "no security origin"),
+    ("unattended_upgrades_security", "automatic reboots are off"),
     (
         "unattended_upgrades_security",
         "unattended-upgrades is not installed",
