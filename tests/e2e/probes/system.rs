@@ -417,8 +417,8 @@ pub fn idle_memory_within_budget(ctx: &Ctx) -> Result<String> {
         "for i in $(seq 1 30); do pgrep -u {user} -x docker >/dev/null || exit 0; sleep 1; done"
     ))?;
     // The import unit is active (it remains so) once its last step, the daemon's restart, is
-    // done; bounded. The restart (rootlesskit, containerd and dockerd stopping and starting
-    // under emulation) took up to two minutes on aarch64 beside a Pi image build.
+    // done; bounded. The restart stops and starts rootlesskit, containerd and dockerd, slow
+    // under emulation on a loaded host.
     let restarted = std::time::Instant::now();
     let imported = ctx.admin.sudo_with(
         &format!(
