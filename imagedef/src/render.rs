@@ -24,8 +24,7 @@ pub struct BuildValues {
     /// The FAT boot partition's: the ESP, or the Raspberry Pi's firmware partition.
     pub boot_partuuid: String,
     pub root_fs_uuid: String,
-    /// Where the sandbox tar and the gateway binary are in the image.
-    pub sandbox_tar: String,
+    /// Where the gateway binary is in the image.
     pub gateway_binary: String,
 }
 

@@ -40,7 +40,6 @@ fn build_values() -> BuildValues {
         root_partuuid: ROOT_PARTUUID.to_owned(),
         boot_partuuid: "c1a5f047-01".to_owned(),
         root_fs_uuid: "0f3d2b6e-5a41-4c8e-9d27-1b6a3e5c7f90".to_owned(),
-        sandbox_tar: "/usr/lib/clawfort/sandbox-rootfs.tar.zst".to_owned(),
         gateway_binary: "/usr/bin/clawfort".to_owned(),
     }
 }

@@ -20,7 +20,7 @@ use crate::exec::field;
 use crate::fakes::Script;
 use crate::probes::agent::{RoundTrip, Secrets};
 use crate::probes::commands::{configure, turn, with_config_restored};
-use crate::probes::system::{docker_cli, wait_for_sandbox_image};
+use crate::probes::system::{docker_cli, wait_for_sandbox_image, SANDBOX_IMAGE};
 use crate::Ctx;
 
 /// The label on every container the gateway's sandbox makes (`container::OWNER_LABEL`).
@@ -29,7 +29,9 @@ const OWNER_LABEL: &str = "clawfort.sandbox";
 /// The rootless daemon runs the sandbox the gateway configures: no network, read-only root,
 /// no capabilities, no new privileges, not privileged, Docker's seccomp profile, a process
 /// limit, only the workspace bound from the host; and from inside, the command sees only
-/// `lo` and none of the host's files.
+/// `lo` and none of the host's files. The sandbox image came with the appliance: its last tag
+/// predates this boot (the image build loaded it into the daemon's store; nothing imported it
+/// at first boot).
 pub fn rootless_sandbox_isolated(ctx: &Ctx) -> Result<String> {
     with_config_restored(ctx, run)
 }
@@ -46,6 +48,12 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
         ))?
         .ok("docker info as the service user")?;
     let mut broken = daemon_problems(&daemon);
+    let tagged = ctx.admin.check_root(&format!(
+        "{docker} image inspect -f '{{{{.Metadata.LastTagTime.Unix}}}}' {SANDBOX_IMAGE}; \
+         date -d \"$(uptime -s)\" +%s"
+    ))?;
+    let loaded = loaded_before_boot(&tagged);
+    broken.extend(loaded.as_ref().err().cloned());
 
     // A file only the host has, where a bind of the host's /etc would show it.
     let marker = format!("/etc/clawfort-e2e-marker-{}", std::process::id());
@@ -100,7 +108,7 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
         "rootless daemon with seccomp; the gateway's container {} (uid {}): network none, \
          read-only root, caps dropped (CapEff {}), no-new-privileges, unprivileged, pids \
          limit {}, memory limit {}, binds {}; inside: interfaces lo only, host files \
-         invisible (sandbox image present after {waited:.0} s of waiting)",
+         invisible (sandbox image present after {waited:.0} s of waiting, {})",
         ran.and_then(|c| c["Name"].as_str()).unwrap_or("?"),
         fact("uid"),
         fact("caps"),
@@ -109,8 +117,32 @@ fn run(ctx: &Ctx, script: &Script, secrets: &Secrets) -> Result<String> {
             Some(0) | None => "none (the config sets none)".to_owned(),
             Some(bytes) => format!("{} MiB", bytes >> 20),
         },
-        host["Binds"]
+        host["Binds"],
+        loaded.unwrap_or_default()
     ))
+}
+
+/// From the image's last tag time and the boot's start (Unix seconds, a line each): whether the
+/// sandbox image was in the store before this boot, as the image build leaves it.
+fn loaded_before_boot(text: &str) -> Result<String, String> {
+    let mut numbers = text.lines().map(|line| line.trim().parse::<i64>());
+    let (Some(Ok(tagged)), Some(Ok(boot))) = (numbers.next(), numbers.next()) else {
+        return Err(format!(
+            "no last tag time and boot time for {SANDBOX_IMAGE} in: {}",
+            text.trim()
+        ));
+    };
+    if tagged <= 0 {
+        return Err(format!("{SANDBOX_IMAGE} has no last tag time ({tagged})"));
+    }
+    if tagged >= boot {
+        return Err(format!(
+            "{SANDBOX_IMAGE} was tagged after this boot began ({} s in): imported at boot, not \
+             loaded when the image was built",
+            tagged - boot
+        ));
+    }
+    Ok(format!("loaded {} s before this boot", boot - tagged))
 }
 
 /// What the command in the sandbox prints about itself: `key=value` lines the host judges.

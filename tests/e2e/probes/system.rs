@@ -308,9 +308,10 @@ pub fn service_user_cannot_use_root_docker(ctx: &Ctx) -> Result<String> {
     ))
 }
 
-/// How long the probe waits for first boot's background import of the sandbox image. Under
-/// TCG the import takes 1.5 minutes for an x86_64 guest and about 4 for an aarch64 one (the
-/// zstd unpacking and the layer extraction are emulated), more on a loaded host.
+/// How long the probe waits for the service user's rootless Docker to list the sandbox image.
+/// The image build put the image in the daemon's store, so this is the daemon's first start,
+/// which under TCG on a loaded host takes a minute or more (rootlesskit, containerd, the
+/// store's first check); a bound, not a target.
 const SANDBOX_WAIT_S: u64 = 600;
 
 /// The sandbox image the appliance's gateway config names (`[sandbox].image`).
@@ -325,8 +326,8 @@ pub(crate) fn docker_cli(ctx: &Ctx) -> String {
     )
 }
 
-/// First boot loads the sandbox image in the background after the gateway is up: waits (at
-/// most [`SANDBOX_WAIT_S`]) until the service user's daemon has it; returns the seconds
+/// The service user's rootless Docker starts in the background after the gateway is up: waits
+/// (at most [`SANDBOX_WAIT_S`]) until it answers with the sandbox image; returns the seconds
 /// waited.
 pub(crate) fn wait_for_sandbox_image(ctx: &Ctx) -> Result<f64> {
     let waited = std::time::Instant::now();
@@ -394,33 +395,26 @@ pub fn root_fs_grown_to_disk(ctx: &Ctx) -> Result<String> {
 }
 
 /// The ceiling for memory in use at idle: issue 15's budget, so a 1 GiB Pi has room for the
-/// agent's turns and its sandbox. The 2 GiB suite guest measured 321 MiB once the first
-/// boot's sandbox import had restarted rootless Docker (before that restart, the daemon kept
-/// 190-270 MiB resident and the guest used 441-499 MiB).
+/// agent's turns and its sandbox. The 2 GiB suite guest measured 321 MiB when first boot still
+/// imported the sandbox image and then restarted rootless Docker (before that restart, the
+/// daemon kept 190-270 MiB resident and the guest used 441-499 MiB).
 const IDLE_MEMORY_BUDGET_MIB: u64 = 400;
 
-/// How long the import unit may take to finish once the image is listed (its last step
-/// restarts rootless Docker): a bound, not a target.
+/// How long the sandbox unit (`clawfort-sandbox-import`: the CLI's context, the image's check)
+/// may take to finish once the image is listed: a bound, not a target.
 const IMPORT_DONE_WAIT_S: u64 = 300;
 
 /// Memory in use at idle (`MemTotal - MemAvailable`, what `free` calls used) stays under
 /// [`IDLE_MEMORY_BUDGET_MIB`]; the report names it and the largest processes. Idle means
-/// after the first boot's own work, loading the sandbox image into rootless Docker and
-/// restarting the daemon to release what that held (the import unit finishing, waited for
-/// here), and before any agent turn: the probe runs after the attacks from outside and
-/// before the agent probes.
+/// after the first boot's own work, rootless Docker up with the sandbox image and the sandbox
+/// unit finished (waited for here), and before any agent turn: the probe runs after the
+/// attacks from outside and before the agent probes.
 pub fn idle_memory_within_budget(ctx: &Ctx) -> Result<String> {
     let waited = wait_for_sandbox_image(ctx)?;
     let user = &ctx.testbed.service_user;
-    // The image is listed a moment before `docker load` exits; bounded.
-    ctx.admin.run(&format!(
-        "for i in $(seq 1 30); do pgrep -u {user} -x docker >/dev/null || exit 0; sleep 1; done"
-    ))?;
-    // The import unit is active (it remains so) once its last step, the daemon's restart, is
-    // done; bounded. The restart stops and starts rootlesskit, containerd and dockerd, slow
-    // under emulation on a loaded host.
-    let restarted = std::time::Instant::now();
-    let imported = ctx.admin.sudo_with(
+    // The sandbox unit is active (it remains so) once it has checked the image; bounded.
+    let unit = std::time::Instant::now();
+    let checked = ctx.admin.sudo_with(
         &format!(
             "for i in $(seq 1 {IMPORT_DONE_WAIT_S}); do systemctl --user --machine={user}@.host \
              is-active --quiet clawfort-sandbox-import.service && exit 0; sleep 1; done; exit 1"
@@ -428,11 +422,11 @@ pub fn idle_memory_within_budget(ctx: &Ctx) -> Result<String> {
         std::time::Duration::from_secs(IMPORT_DONE_WAIT_S + 30),
     )?;
     ensure!(
-        imported.success,
+        checked.success,
         "{user}'s clawfort-sandbox-import.service did not finish within {IMPORT_DONE_WAIT_S} s \
          of the image being listed"
     );
-    let restarted = restarted.elapsed().as_secs_f64();
+    let unit = unit.elapsed().as_secs_f64();
     let output = ctx
         .admin
         .check("cat /proc/meminfo; ps -eo rss=,comm= --sort=-rss | head -n 5")?;
@@ -462,7 +456,7 @@ pub fn idle_memory_within_budget(ctx: &Ctx) -> Result<String> {
     );
     Ok(format!(
         "{used_mib} MiB of {} MiB in use at idle (budget {IDLE_MEMORY_BUDGET_MIB} MiB; the sandbox \
-         image's import waited for {waited:.0} s, the daemon's restart after it {restarted:.0} s); \
+         image waited for {waited:.0} s, the sandbox unit after it {unit:.0} s); \
          largest: {}",
         total / 1024,
         largest.join(", ")

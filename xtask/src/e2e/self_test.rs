@@ -61,8 +61,8 @@ pub const REFUSED_BY_BUILDER: &[(&str, &str)] = &[
 /// restart`, is `fail2ban_bans_and_unbans`, which only talks to sshd. Then auditd is stopped
 /// (its rules stay loaded and locked), so the agent's commands reach no audit log. The
 /// clawfort AppArmor profiles go to complain mode, and fail2ban's jails lose the action that
-/// tells the owner of a ban. Last, a
-/// process holds 450 MiB, more than the idle budget leaves (the guest has 2 GiB, so the other
+/// tells the owner of a ban. The sandbox image is tagged anew, as if first boot had imported
+/// it. Last, a process holds 450 MiB, more than the idle budget leaves (the guest has 2 GiB, so the other
 /// probes keep plenty).
 pub const RUNTIME_WEAKENINGS: &[&str] = &[
     "sed -i 's|deniedPaths: \\[.*\\]|allowedPaths: [\"/home/openclaw\", \"/etc\", \"/proc\"], deniedPaths: []|' \
@@ -141,6 +141,11 @@ pub const RUNTIME_WEAKENINGS: &[&str] = &[
     // The journal's uploader gone, as if the package were not installed: nothing reaches a
     // collector.
     "mv /usr/lib/systemd/systemd-journal-upload /usr/lib/systemd/systemd-journal-upload.off",
+    // The sandbox image tagged anew once the service user's rootless Docker answers (bounded),
+    // as an import at boot would leave it: its last tag is then after this boot began.
+    "cd / && for i in $(seq 1 600); do sudo -n -u openclaw env XDG_RUNTIME_DIR=/run/user/$(id -u openclaw) \
+       DOCKER_HOST=unix:///run/clawfort-sandbox/docker.sock docker tag clawfort-sandbox:latest \
+       clawfort-sandbox:latest 2>/dev/null && exit 0; sleep 1; done; exit 1",
     // 450 MiB held by a process (touched, so in use), waited for until it is all allocated:
     // with the guest's own 440-500 MiB, well over the idle ceiling.
     "systemd-run --unit=clawfort-e2e-memory-hog python3 -c 'import pathlib, time; \
@@ -215,6 +220,10 @@ pub const MUST_FAIL: &[(&str, &str)] = &[
     (
         "rootless_sandbox_isolated",
         "is on network bridge, not none",
+    ),
+    (
+        "rootless_sandbox_isolated",
+        "was tagged after this boot began",
     ),
     (
         "rogue_host_commands_contained",

@@ -5,11 +5,13 @@
 //! 3. `overlays/`, then the target's `overlays` (templates rendered with the image config; see
 //!    `overlays.rs` for the rules);
 //! 4. `[file_modes]`, then `pam-auth-update` for the PAM profiles the overlays added;
-//! 5. the gateway binary and the sandbox root file system tar;
+//! 5. the gateway binary, and the sandbox image loaded into the service user's rootless Docker
+//!    store (`sandbox_store.rs`);
 //! 6. `[services]`: enable, disable, mask (with the image's own systemctl, offline);
 //! 7. the administrator's authorized_keys, only when `--authorized-key` was given.
 
 mod overlays;
+mod sandbox_store;
 pub mod users;
 
 use std::os::unix::fs::PermissionsExt;
@@ -26,7 +28,7 @@ use super::disk_ids::DiskIds;
 use super::progress::StageProgress;
 use super::sandbox::SandboxTar;
 use super::stage::{Runner, Stage};
-use super::{gateway, sandbox, Profile};
+use super::{gateway, Profile};
 
 /// What customise reads besides the profile: the earlier stages' outputs.
 pub struct Inputs<'a> {
@@ -115,7 +117,6 @@ fn customise(
         root_partuuid: disk_ids.root_partuuid.clone(),
         boot_partuuid: disk_ids.boot_partuuid.clone(),
         root_fs_uuid: disk_ids.root_fs_uuid.clone(),
-        sandbox_tar: sandbox::IMAGE_PATH.to_owned(),
         gateway_binary: gateway::IMAGE_PATH.to_owned(),
     };
     let context = template_context(config, &build)?;
@@ -136,9 +137,9 @@ fn customise(
 
     apparmor_profiles_compile(stage, &sh, rootfs)?;
 
-    stage.step("gateway binary and sandbox root file system");
+    stage.step("gateway binary");
     install_file(rootfs, inputs.gateway_binary, gateway::IMAGE_PATH, 0o755)?;
-    install_file(rootfs, &inputs.sandbox.tar, sandbox::IMAGE_PATH, 0o644)?;
+    sandbox_store::load(stage, &sh, rootfs, &inputs.sandbox.tar, config, &accounts)?;
 
     stage.step("services");
     services(stage, &sh, rootfs, config)?;

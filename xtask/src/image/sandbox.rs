@@ -2,12 +2,9 @@
 //! Debian packages (`[sandbox].packages` on mmdebstrap's minbase) because no container
 //! registry is reachable from the appliance's build or its users' networks by assumption.
 //!
-//! The result is a zstd-compressed tar (`docker import` reads zstd since Docker 23; trixie has
-//! 26). Level 19 with a 128 MiB window makes it a fifth of the plain tar, about 10 MiB less
-//! than level 9 and far less than the qcow2's own zlib would make of it: that keeps the
-//! compressed image under its size budget, and zstd still unpacks it fast at first boot. It is
-//! cached by the hash of its inputs, so the two-minute compression runs only when the sandbox
-//! changes.
+//! The result is a plain tar, cached by the hash of its inputs; customise loads it into the
+//! service user's rootless Docker store (`customise/sandbox_store.rs`), so the image ships the
+//! unpacked layer and no archive of it.
 
 use std::path::PathBuf;
 
@@ -19,13 +16,10 @@ use super::cache::Fingerprint;
 use super::stage::{Runner, Stage};
 use super::Profile;
 
-const RECIPE: &str = "sandbox-4";
-
-/// Where the tar lands inside the image; the first-boot unit `docker import`s it from here.
-pub const IMAGE_PATH: &str = "/usr/lib/clawfort/sandbox-rootfs.tar.zst";
+const RECIPE: &str = "sandbox-5";
 
 /// The tar's name in its cache entry.
-const TAR: &str = "sandbox-rootfs.tar.zst";
+const TAR: &str = "sandbox-rootfs.tar";
 
 pub struct SandboxTar {
     pub tar: PathBuf,
@@ -68,13 +62,7 @@ pub fn run(runner: &mut Runner, profile: &Profile, apt: &AptSetup) -> Result<San
             sh,
             "mmdebstrap --mode=root --variant=minbase {arch} {include} {extra...} {suite} {partial} {sources}"
         ))?;
-        stage.step("zstd -19 --long=27");
-        let compressed = dir.join("partial.tar.zst");
-        stage.run(cmd!(
-            sh,
-            "zstd -q -T0 -19 --long=27 --rm {partial} -o {compressed}"
-        ))?;
-        std::fs::rename(&compressed, &tar)?;
+        std::fs::rename(&partial, &tar)?;
         prune_siblings(&parent, &prefix, dir)
     })?;
     Ok(SandboxTar { tar, key })
