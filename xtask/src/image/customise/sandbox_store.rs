@@ -36,48 +36,37 @@ const KEPT: [&str; 2] = ["image", "overlay2"];
 
 /// Run by `unshare --mount --net --propagation private sh -c`, so every mount ends with it:
 /// `$1` the image's root, `$2` the sandbox tar, `$3` the image reference, `$4` the service user,
-/// `$5`/`$6` its uid and gid, `$7` the Docker platform. The daemon's log is printed when it
-/// does not answer or the import fails. Bounded: 300 s for the daemon to answer.
+/// `$5`/`$6` its uid and gid, `$7` the Docker platform. `/` must be a mount point in the chroot
+/// (dockerd unpacks layers in a child that makes it private). The subordinate id files are put
+/// back whatever happens; dockerd's log is printed when the import fails. Bounded: 300 s for
+/// the daemon to answer.
 const LOAD_SCRIPT: &str = r#"set -eu
 root=$1 tar=$2 image=$3 user=$4 uid=$5 gid=$6 platform=$7
 load=/run/clawfort-sandbox-load
 data=/var/lib/clawfort-sandbox-load
-# dockerd unpacks layers in a child that makes its `/` private: `/` must be a mount point.
+socket=unix:///run/clawfort-sandbox-load/docker.sock
 mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs -o mode=0755 run "$root/run"
 mount -t tmpfs -o mode=0755 sys "$root/sys"
-mkdir -p "$root/sys/fs/cgroup"
+mkdir -p "$root/sys/fs/cgroup" "$root$load" "$root$data"
 mount -t cgroup2 -o ro cgroup2 "$root/sys/fs/cgroup"
-mkdir -p "$root$load" "$root$data"
 touch "$root$load/rootfs.tar"
 mount --bind -o ro "$tar" "$root$load/rootfs.tar"
-for f in subuid subgid; do cp -p "$root/etc/$f" "$root$load/$f"; done
-restore() { for f in subuid subgid; do cp -p "$root$load/$f" "$root/etc/$f"; done; }
-trap restore EXIT
-{ printf '%s:%s:1\n' "$user" "$uid"; cat "$root$load/subuid"; } > "$root/etc/subuid"
-{ printf '%s:%s:1\n' "$user" "$gid"; cat "$root$load/subgid"; } > "$root/etc/subgid"
-log="$root$load/dockerd.log"
-chroot "$root" dockerd --data-root "$data" --exec-root "$load/exec" \
-	--pidfile "$load/dockerd.pid" --host "unix://$load/docker.sock" \
-	--iptables=false --ip6tables=false --bridge=none --storage-driver=overlay2 \
-	--userns-remap="$user" >"$log" 2>&1 &
+cp -p "$root/etc/subuid" "$root/etc/subgid" "$root$load/"
+printf '%s:%s:1\n' "$user" "$uid" | cat - "$root$load/subuid" > "$root/etc/subuid"
+printf '%s:%s:1\n' "$user" "$gid" | cat - "$root$load/subgid" > "$root/etc/subgid"
+chroot "$root" dockerd --data-root "$data" --exec-root "$load/exec" --pidfile "$load/dockerd.pid" --host "$socket" --iptables=false --ip6tables=false --bridge=none --storage-driver=overlay2 --userns-remap="$user" > "$root$load/dockerd.log" 2>&1 &
 daemon=$!
-docker() { chroot "$root" docker --host "unix://$load/docker.sock" "$@"; }
-fail() { echo "$1; dockerd's log:" >&2; tail -n 30 "$log" >&2; kill "$daemon" 2>/dev/null || true; exit 1; }
 i=0
-until docker version >/dev/null 2>&1; do
-	kill -0 "$daemon" 2>/dev/null || fail "dockerd exited"
-	i=$((i + 1))
-	[ "$i" -lt 300 ] || fail "dockerd did not answer within 300 s"
-	sleep 1
-done
-docker import --platform "$platform" --change 'CMD ["/bin/bash"]' --change 'WORKDIR /' \
-	--message "clawfort sandbox, loaded when the appliance image was built" \
-	"$load/rootfs.tar" "$image" || fail "docker import failed"
-kill "$daemon"
+until chroot "$root" docker --host "$socket" version > /dev/null 2>&1 || [ "$i" -ge 300 ] || ! kill -0 "$daemon" 2> /dev/null; do i=$((i+1)); sleep 1; done
+status=0
+chroot "$root" docker --host "$socket" import --platform "$platform" --change 'CMD ["/bin/bash"]' --change 'WORKDIR /' --message "clawfort sandbox, loaded when the appliance image was built" "$load/rootfs.tar" "$image" || status=$?
+kill "$daemon" 2> /dev/null || true
 wait "$daemon" || true
+cp -p "$root$load/subuid" "$root$load/subgid" "$root/etc/"
+if [ "$status" -ne 0 ]; then tail -n 30 "$root$load/dockerd.log" >&2; exit 1; fi
 "#;
 
 /// Loads `tar` as `[sandbox].image` into the service user's rootless Docker store in `rootfs`.
@@ -185,4 +174,78 @@ fn platform(debian_arch: &str) -> Result<&'static str> {
         "armhf" => "linux/arm/v7",
         other => bail!("no Docker platform known for the Debian architecture `{other}`"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{chown, lchown, symlink};
+
+    /// A store as `--userns-remap` leaves it: metadata host root's, the layer's files remapped.
+    fn store() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("image/overlay2/imagedb")).unwrap();
+        std::fs::write(root.join("image/overlay2/repositories.json"), "{}").unwrap();
+        std::fs::create_dir_all(root.join("overlay2/l")).unwrap();
+        std::fs::create_dir_all(root.join("overlay2/abc/diff/var/cache")).unwrap();
+        std::fs::write(root.join("overlay2/abc/link"), "L").unwrap();
+        symlink("../abc/diff", root.join("overlay2/l/L")).unwrap();
+        for dir in ["overlay2/abc/diff", "overlay2/abc/diff/var"] {
+            chown(root.join(dir), Some(1001), Some(1001)).unwrap();
+        }
+        // A file of container uid 42 (`_apt`): host 100041.
+        chown(
+            root.join("overlay2/abc/diff/var/cache"),
+            Some(100041),
+            Some(1001),
+        )
+        .unwrap();
+        dir
+    }
+
+    fn owner(path: &Path) -> (u32, u32) {
+        let meta = path.symlink_metadata().unwrap();
+        (meta.uid(), meta.gid())
+    }
+
+    #[test]
+    fn host_root_metadata_becomes_the_service_users_and_the_layer_keeps_its_ids() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: chown needs root (CI runs as root)");
+            return;
+        }
+        let dir = store();
+        let root = dir.path();
+        hand_over(root, 1001, 1001).unwrap();
+        for path in [
+            "",
+            "image/overlay2/repositories.json",
+            "overlay2/abc/link",
+            "overlay2/l/L",
+            "overlay2/abc/diff",
+        ] {
+            assert_eq!(owner(&root.join(path)), (1001, 1001), "{path}");
+        }
+        assert_eq!(
+            owner(&root.join("overlay2/abc/diff/var/cache")),
+            (100041, 1001)
+        );
+    }
+
+    #[test]
+    fn a_layer_file_of_host_root_is_refused() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: chown needs root (CI runs as root)");
+            return;
+        }
+        let dir = store();
+        let root = dir.path();
+        lchown(root.join("overlay2/abc/diff/var"), Some(0), Some(0)).unwrap();
+        let err = hand_over(root, 1001, 1001).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("did not remap the layer's ids"),
+            "{err:#}"
+        );
+    }
 }

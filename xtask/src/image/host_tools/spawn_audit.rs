@@ -28,13 +28,14 @@ const ALWAYS_THERE: &[AlwaysThere] = &[
     AlwaysThere {
         package: "coreutils (Essential: yes)",
         programs: &[
-            "[", "chmod", "chroot", "cp", "dd", "echo", "env", "head", "id", "ls", "mkdir",
-            "mktemp", "nice", "printf", "rm", "sha256sum", "sync", "timeout", "true",
+            "[", "cat", "chmod", "chroot", "cp", "dd", "echo", "env", "head", "id", "ls", "mkdir",
+            "mktemp", "nice", "printf", "rm", "sha256sum", "sleep", "sync", "tail", "timeout",
+            "touch", "true",
         ],
     },
     AlwaysThere {
         package: "dash (Essential: yes): /bin/sh and its builtins",
-        programs: &["sh", "exit", "cd", "set", "export"],
+        programs: &["sh", "exit", "cd", "set", "export", "kill", "wait"],
     },
     AlwaysThere { package: "findutils (Essential: yes)", programs: &["find"] },
     AlwaysThere { package: "gzip (Essential: yes)", programs: &["gzip"] },
