@@ -51,9 +51,10 @@ pub fn check(config: &Config, paths: &Paths) -> Option<Finding> {
                  {} does not have (images are never pulled)",
                 socket.display()
             ),
-            "on the appliance the first boot loads it: see `systemctl --user status \
-             clawfort-sandbox-import` as the gateway's user; elsewhere `docker import` or \
-             `docker build` it for that user",
+            "on the appliance the image build loads it into that daemon's store, so it was \
+             removed since (`systemctl --user status clawfort-sandbox-import` as the gateway's \
+             user says so too): reflash, or `docker import`/`docker build` it for that user; \
+             elsewhere `docker import` or `docker build` it for that user",
         ),
         Err(why) => Finding::new(
             "sandbox.unreachable",

@@ -1,6 +1,6 @@
 //! Every probe, in the order the suite runs them: cheap checks from inside, then the attacks
 //! from outside, then the probes that disturb the guest (gateway kill, fail2ban ban), then the
-//! memory in use at idle (once the first boot's sandbox import is done), then the agent probe
+//! memory in use at idle (once rootless Docker is up with the sandbox image), then the agent probe
 //! (it reconfigures the gateway through `clawfort setup`) and the probes that drive the
 //! gateway through the stranger it paired (the rogue model, its commands in the sandbox, the
 //! sandbox's container inspected, its commands on the host, a fail2ban ban reaching the owner

@@ -2,8 +2,8 @@
 //! SSH host keys, machine-ids and gateway tokens. Secrets are compared as hashes, never shown.
 //!
 //! The second boot exists only for this comparison, and a first boot keeps a guest busy for
-//! minutes after SSH answers (the sandbox import, the integrity baseline) on the same two host
-//! cores as the guest under test. So its identity is read in the background as soon as it has
+//! minutes after SSH answers (rootless Docker's first start, the integrity baseline) on the
+//! same two host cores as the guest under test. So its identity is read in the background as soon as it has
 //! one ([`PeerCapture::start`], when the suite starts) and the second boot is powered off right
 //! after; the probe, in its place in the list, compares.
 
