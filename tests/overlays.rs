@@ -244,7 +244,7 @@ fn an_unknown_host_key_type_stops_the_build() {
 #[test]
 fn the_gateway_unit_is_sandboxed() {
     each_target(|files| {
-        let unit = directives(&files["/etc/systemd/system/clawfort.service"]);
+        let unit = directives(&files["/usr/lib/systemd/system/clawfort.service"]);
         for line in [
             "User=openclaw",
             "ExecStart=/usr/bin/clawfort gateway",
@@ -297,7 +297,7 @@ fn the_gateway_unit_is_sandboxed() {
 fn the_gateway_reaches_the_rootless_daemon_socket() {
     each_target(|files| {
         let socket = "/run/clawfort-sandbox/docker.sock";
-        let gateway = directives(&files["/etc/systemd/system/clawfort.service"]);
+        let gateway = directives(&files["/usr/lib/systemd/system/clawfort.service"]);
         assert!(
             gateway.contains(&format!("Environment=DOCKER_HOST=unix://{socket}").as_str()),
             "{gateway:?}"
@@ -341,7 +341,7 @@ fn the_gateway_reaches_the_rootless_daemon_socket() {
 #[test]
 fn host_commands_run_in_a_unit_of_their_own() {
     each_target(|files| {
-        let socket = directives(&files["/etc/systemd/system/clawfort-exec.socket"]);
+        let socket = directives(&files["/usr/lib/systemd/system/clawfort-exec.socket"]);
         for line in [
             "ListenStream=/run/clawfort-exec/exec.sock",
             "SocketUser=openclaw",
@@ -353,12 +353,12 @@ fn host_commands_run_in_a_unit_of_their_own() {
                 "clawfort-exec.socket lacks `{line}`"
             );
         }
-        let gateway = directives(&files["/etc/systemd/system/clawfort.service"]);
+        let gateway = directives(&files["/usr/lib/systemd/system/clawfort.service"]);
         assert!(
             gateway.contains(&"Environment=CLAWFORT_EXEC_RUNNER=unix:/run/clawfort-exec/exec.sock"),
             "{gateway:?}"
         );
-        let runner = directives(&files["/etc/systemd/system/clawfort-exec@.service"]);
+        let runner = directives(&files["/usr/lib/systemd/system/clawfort-exec@.service"]);
         for line in [
             "User=openclaw",
             "ExecStart=/usr/bin/clawfort exec-runner",
@@ -400,7 +400,7 @@ fn host_commands_run_in_a_unit_of_their_own() {
 #[test]
 fn the_egress_proxy_is_a_sandboxed_unit_of_its_own() {
     each_target(|files| {
-        let socket = directives(&files["/etc/systemd/system/clawfort-egress.socket"]);
+        let socket = directives(&files["/usr/lib/systemd/system/clawfort-egress.socket"]);
         for line in [
             "ListenStream=/run/clawfort-egress/egress.sock",
             "SocketUser=root",
@@ -414,7 +414,7 @@ fn the_egress_proxy_is_a_sandboxed_unit_of_its_own() {
                 "clawfort-egress.socket lacks `{line}`"
             );
         }
-        let service = directives(&files["/etc/systemd/system/clawfort-egress.service"]);
+        let service = directives(&files["/usr/lib/systemd/system/clawfort-egress.service"]);
         for line in [
             "Requires=clawfort-egress.socket",
             // Root's allow list, never the service user's openclaw.json.
@@ -523,7 +523,7 @@ fn the_egress_proxy_is_a_sandboxed_unit_of_its_own() {
         let units = tempfile::tempdir().unwrap();
         std::fs::write(
             units.path().join("clawfort-egress.service"),
-            &files["/etc/systemd/system/clawfort-egress.service"],
+            &files["/usr/lib/systemd/system/clawfort-egress.service"],
         )
         .unwrap();
         let found = clawfort::audit::installation::egress_allow(&Sources {
@@ -573,7 +573,7 @@ fn both_units_keep_their_systemd_analyze_exposure() {
         ] {
             // A template is rated as one of its instances.
             let path = dir.path().join(unit.replace("@.", "@1."));
-            std::fs::write(&path, &files[&format!("/etc/systemd/system/{unit}")]).unwrap();
+            std::fs::write(&path, &files[&format!("/usr/lib/systemd/system/{unit}")]).unwrap();
             let out = std::process::Command::new(&command)
                 .args(["security", "--offline=yes", "--no-pager"])
                 .arg(&path)
@@ -636,7 +636,7 @@ fn the_default_gateway_config_is_accepted_by_the_gateway() {
         let home = PathBuf::from(std::env::var_os("HOME").expect("HOME is set"));
         assert_eq!(config.agent_workspace, Some(home.join("workspace")));
         assert!(
-            files["/etc/systemd/system/clawfort.service"]
+            files["/usr/lib/systemd/system/clawfort.service"]
                 .lines()
                 .any(|l| l == "BindPaths=-/home/openclaw/workspace"),
             "the gateway unit does not map the agent's workspace"
@@ -746,6 +746,73 @@ fn unattended_upgrades_use_exactly_the_configured_origins() {
             .collect();
         assert_eq!(listed, origins);
     });
+}
+
+/// No repository named: the gateway's apt source is there, disabled, and no origin of it is
+/// trusted. One named: apt reads it with its certificate as the only signer it accepts, and
+/// unattended-upgrades takes the `clawfort` origin (`cargo xtask repo`'s) from it.
+#[test]
+fn the_gateway_repository_is_off_until_named_and_then_pinned_to_its_key() {
+    each_target(|files| {
+        let sources = directives(&files["/etc/apt/sources.list.d/clawfort.sources"]);
+        assert!(sources.contains(&"Enabled: no"), "{sources:?}");
+        assert!(
+            !sources.iter().any(|l| l.starts_with("Signed-By")),
+            "{sources:?}"
+        );
+        let upgrades = &files["/etc/apt/apt.conf.d/52clawfort-unattended-upgrades"];
+        assert!(!upgrades.contains("origin=clawfort"), "{upgrades}");
+    });
+
+    let named = r#"
+        [updates]
+        repository_url = "https://apt.example.org/clawfort"
+        repository_suite = "edge"
+        repository_key = "tests/fixtures/apt/repository.asc"
+    "#;
+    let files = render(named).unwrap();
+    let sources = &files["/etc/apt/sources.list.d/clawfort.sources"];
+    let stanza = directives(sources);
+    for line in [
+        "URIs: https://apt.example.org/clawfort",
+        "Suites: edge",
+        "Components: main",
+        "Signed-By:",
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        ".",
+        "-----END PGP PUBLIC KEY BLOCK-----",
+    ] {
+        assert!(stanza.contains(&line), "{line} in {sources}");
+    }
+    assert!(!stanza.contains(&"Enabled: no"), "{sources}");
+    // deb822: the certificate's lines continue the field (indented), none starts a new one.
+    let after_signed_by = sources.split("Signed-By:\n").nth(1).unwrap();
+    assert!(
+        after_signed_by.lines().all(|l| l.starts_with(' ')),
+        "{after_signed_by}"
+    );
+    let upgrades = &files["/etc/apt/apt.conf.d/52clawfort-unattended-upgrades"];
+    assert!(
+        upgrades.contains("\"origin=clawfort,codename=edge\";"),
+        "{upgrades}"
+    );
+
+    // Half a repository, or its secret key, stops the build with the key named.
+    let no_key = render("[updates]\nrepository_url = \"https://apt.example.org/c\"\n").unwrap_err();
+    assert!(no_key.contains("updates.repository_key"), "{no_key}");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("repo.key");
+    std::fs::write(
+        &secret,
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nxx\n-----END PGP PRIVATE KEY BLOCK-----\n",
+    )
+    .unwrap();
+    let leaked = render(&format!(
+        "[updates]\nrepository_url = \"https://apt.example.org/c\"\nrepository_key = \"{}\"\n",
+        secret.display()
+    ))
+    .unwrap_err();
+    assert!(leaked.contains("SECRET key"), "{leaked}");
 }
 
 /// The Raspberry Pi's own tree (`overlays.rpi/`): raspi-firmware rewrites cmdline.txt from

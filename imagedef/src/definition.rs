@@ -39,6 +39,7 @@ pub struct ImageConfig {
     pub sandbox: SandboxSection,
     pub login: LoginSection,
     pub services: ServicesSection,
+    pub package: PackageSection,
     /// Explicit modes for files and directories of the built image (`"/etc/sudoers.d/x" =
     /// "0440"`), because git only records the executable bit of an overlay file.
     #[serde(default)]
@@ -183,6 +184,15 @@ pub struct UpdatesSection {
     pub automatic_reboot_time: String,
     /// needrestart's `$nrconf{restart}`: `a` (restart), `l` (list) or `i` (ask).
     pub needrestart_mode: String,
+    /// An apt repository of gateway packages made by `cargo xtask repo`; empty: none.
+    #[serde(default)]
+    pub repository_url: String,
+    /// Its suite (`cargo xtask repo build --suite`).
+    pub repository_suite: String,
+    /// Its public certificate (`KEY.asc` of `cargo xtask repo new-key`): absolute, or relative
+    /// to the project root. Read by [`crate::render::repository_key`].
+    #[serde(default)]
+    pub repository_key: String,
 }
 
 /// Boot counting for kernels installed after the build (UEFI targets); read by the
@@ -242,6 +252,22 @@ pub struct ServicesSection {
     pub enable: Vec<String>,
     pub disable: Vec<String>,
     pub mask: Vec<String>,
+}
+
+/// The gateway as a Debian package: built from the customised root's files, installed there
+/// by dpkg, and published beside the image for `cargo xtask repo`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSection {
+    pub name: String,
+    /// The control file's `Maintainer` (`Name <address>`).
+    pub maintainer: String,
+    /// The control file's one-line `Description`.
+    pub summary: String,
+    /// The control file's `Depends`, as written there (`libc6 (>= 2.36)`).
+    pub depends: Vec<String>,
+    /// Image paths taken out of the customised root into the package (and put back by dpkg).
+    pub files: Vec<String>,
 }
 
 /// `image/targets/<name>.toml`: everything that differs between machines.

@@ -26,6 +26,51 @@ pub struct BuildValues {
     pub root_fs_uuid: String,
     /// Where the gateway binary is in the image.
     pub gateway_binary: String,
+    /// `[updates] repository_key`'s certificate, folded as a deb822 field's continuation
+    /// lines (each indented, an empty line as ` .`) for `Signed-By:`; empty when no
+    /// repository is named. From [`repository_key`].
+    pub repository_key: String,
+}
+
+/// The public certificate `[updates] repository_key` names, read and checked, in deb822's
+/// folded form; empty when no repository is named. `root`: what a relative path is relative
+/// to (the project root).
+pub fn repository_key(config: &LoadedConfig, root: &Path) -> Result<String> {
+    let named = &config.image.updates.repository_key;
+    if named.is_empty() {
+        return Ok(String::new());
+    }
+    let path = root.join(named);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "key `updates.repository_key`: cannot read {}; `cargo xtask repo new-key KEY` \
+             writes the certificate as KEY.asc",
+            path.display()
+        )
+    })?;
+    anyhow::ensure!(
+        !text.contains("PRIVATE KEY BLOCK"),
+        "key `updates.repository_key`: {} is a SECRET key; name its public certificate \
+         (KEY.asc) instead, and keep the secret key off the image (consider it leaked if an \
+         image was built with it)",
+        path.display()
+    );
+    let armored = text.trim();
+    anyhow::ensure!(
+        armored.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+            && armored.ends_with("-----END PGP PUBLIC KEY BLOCK-----"),
+        "key `updates.repository_key`: {} is not an ASCII-armoured OpenPGP certificate \
+         (`cargo xtask repo new-key KEY` writes one as KEY.asc)",
+        path.display()
+    );
+    Ok(armored
+        .lines()
+        .map(|line| match line.trim_end() {
+            "" => " .".to_owned(),
+            line => format!(" {line}"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 /// The whole merged image document, plus `target` and `build`: exactly what a template sees.

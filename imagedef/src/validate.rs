@@ -309,7 +309,74 @@ pub(crate) fn validate_image(c: &ImageConfig) -> Result<()> {
         );
         parse_mode(mode).with_context(|| format!("key `file_modes.\"{path}\"`"))?;
     }
+    validate_package(c)?;
+    validate_repository(c)?;
     validate_login_and_modules(c)
+}
+
+/// `[updates] repository_*`: both or neither, each of a shape apt takes.
+fn validate_repository(c: &ImageConfig) -> Result<()> {
+    let u = &c.updates;
+    check_name("updates.repository_suite", &u.repository_suite)?;
+    match (u.repository_url.is_empty(), u.repository_key.is_empty()) {
+        (true, true) => Ok(()),
+        (false, false) => check_url("updates.repository_url", &u.repository_url),
+        (false, true) => bail!(
+            "key `updates.repository_key`: `repository_url` names a repository, so name its \
+             public certificate too (`KEY.asc` of `cargo xtask repo new-key KEY`); apt takes \
+             nothing unsigned"
+        ),
+        (true, false) => bail!(
+            "key `updates.repository_url`: `repository_key` is set but no repository is named; \
+             set the URL the repository is served at, or empty both"
+        ),
+    }
+}
+
+/// `[package]`: what dpkg-deb and apt will take, checked before anything is built.
+fn validate_package(c: &ImageConfig) -> Result<()> {
+    let p = &c.package;
+    check_packages("package.name", std::slice::from_ref(&p.name))?;
+    ensure!(
+        p.maintainer.contains('<') && p.maintainer.ends_with('>') && !p.maintainer.contains('\n'),
+        "key `package.maintainer`: `{}` is not `Name <address>`",
+        p.maintainer
+    );
+    ensure!(
+        !p.summary.is_empty() && !p.summary.contains('\n'),
+        "key `package.summary`: one line of text"
+    );
+    for (i, depends) in p.depends.iter().enumerate() {
+        ensure!(
+            !depends.is_empty() && !depends.contains([',', '\n']),
+            "key `package.depends[{i}]`: `{depends}` is one dependency (`libc6 (>= 2.36)`), \
+             one per list entry"
+        );
+    }
+    ensure!(
+        !p.files.is_empty(),
+        "key `package.files`: list at least the gateway binary"
+    );
+    for (i, path) in p.files.iter().enumerate() {
+        ensure!(
+            path.starts_with('/') && !path.contains("..") && !path.ends_with('/'),
+            "key `package.files[{i}]`: `{path}` must be an absolute image path of a file"
+        );
+        // dpkg would make a file under /etc a configuration file of the package, and an
+        // upgrade that finds one changed stops to ask; unattended-upgrades then skips the
+        // package for good. The gateway's units and helpers live under /usr instead.
+        ensure!(
+            !path.starts_with("/etc/"),
+            "key `package.files[{i}]`: `{path}` is under /etc, where an administrator's change \
+             would stop every unattended upgrade of the package; ship the file under /usr \
+             (units in /usr/lib/systemd/system) or keep it in the image only"
+        );
+        ensure!(
+            !p.files[..i].contains(path),
+            "key `package.files[{i}]`: `{path}` is listed twice"
+        );
+    }
+    Ok(())
 }
 
 /// `HH:MM` on a 24-hour clock, as (hours, minutes).

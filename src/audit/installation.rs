@@ -21,9 +21,9 @@ use serde::Serialize;
 use super::command;
 use crate::paths::{Paths, CONFIG_ENV, STATE_DIR_ENV};
 
-/// The unit the appliance ships (overlays/etc/systemd/system/clawfort.service.tera).
+/// The unit the appliance ships (overlays/usr/lib/systemd/system/clawfort.service.tera).
 pub const UNIT: &str = "clawfort.service";
-/// The egress proxy's unit (overlays/etc/systemd/system/clawfort-egress.service.tera).
+/// The egress proxy's unit (overlays/usr/lib/systemd/system/clawfort-egress.service.tera).
 pub const EGRESS_UNIT: &str = "clawfort-egress.service";
 
 /// Where discovery reads from; `system()` in production, temporary files in tests.

@@ -19,7 +19,7 @@ mod image;
 fn shipped_unit() -> String {
     let mut files = image::render_target("x86_64", "").expect("the shipped overlays render");
     files
-        .remove("/etc/systemd/system/clawfort.service")
+        .remove("/usr/lib/systemd/system/clawfort.service")
         .expect("overlays/ renders the gateway's unit")
 }
 
@@ -28,11 +28,11 @@ struct Host {
 }
 
 impl Host {
-    /// A fake host: the shipped unit, and a passwd file whose `openclaw` lives in the
+    /// A fake host: the shipped unit where its package puts it, and a passwd file whose `openclaw` lives in the
     /// temporary directory, with an installation there holding the token in `.env`.
     fn new() -> Self {
         let root = tempfile::tempdir().unwrap();
-        let units = root.path().join("etc/systemd/system");
+        let units = root.path().join("usr/lib/systemd/system");
         std::fs::create_dir_all(&units).unwrap();
         std::fs::write(units.join("clawfort.service"), shipped_unit()).unwrap();
         let home = root.path().join("home/openclaw");
@@ -83,7 +83,9 @@ fn root_audit_finds_the_service_installation() {
     assert_eq!(found.home, host.path().join("home/openclaw"));
     assert_eq!(found.paths.state_dir, state);
     assert_eq!(found.paths.config, state.join("openclaw.json"));
-    assert!(found.from.ends_with("etc/systemd/system/clawfort.service"));
+    assert!(found
+        .from
+        .ends_with("usr/lib/systemd/system/clawfort.service"));
 
     // Audited there, the service's token is found: no "no gateway token" as for /root.
     let config = Config::load(&found.paths).unwrap();
@@ -131,7 +133,7 @@ fn no_service_or_no_user_is_explained() {
         "{e}"
     );
 
-    std::fs::remove_file(host.path().join("etc/systemd/system/clawfort.service")).unwrap();
+    std::fs::remove_file(host.path().join("usr/lib/systemd/system/clawfort.service")).unwrap();
     let e = discover(&host.sources()).unwrap_err();
     assert!(e.contains("no clawfort.service"), "{e}");
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clawfort_imagedef::render::{render_overlays, template_context, BuildValues};
+use clawfort_imagedef::render::{render_overlays, repository_key, template_context, BuildValues};
 use clawfort_imagedef::LoadedConfig;
 
 /// The root partition's PARTUUID the templates are rendered with (`build.root_partuuid`).
@@ -33,15 +33,16 @@ pub fn definition(target: &str, config_overlay: &str) -> anyhow::Result<LoadedCo
 }
 
 /// Stand-ins for what the builder computes per build (`build.*` in a template).
-fn build_values() -> BuildValues {
-    BuildValues {
+fn build_values(config: &LoadedConfig) -> anyhow::Result<BuildValues> {
+    Ok(BuildValues {
         version: "0.0.0-test".to_owned(),
         authorized_keys: Vec::new(),
         root_partuuid: ROOT_PARTUUID.to_owned(),
         boot_partuuid: "c1a5f047-01".to_owned(),
         root_fs_uuid: "0f3d2b6e-5a41-4c8e-9d27-1b6a3e5c7f90".to_owned(),
         gateway_binary: "/usr/bin/clawfort".to_owned(),
-    }
+        repository_key: repository_key(config, &repo())?,
+    })
 }
 
 /// Every template of `target`'s overlay trees (`overlays/`, then the target's own), rendered,
@@ -52,7 +53,8 @@ pub fn render_target(target: &str, config_overlay: &str) -> Result<Files, String
 
 /// Every template of `config`'s overlay trees rendered with its template context.
 pub fn render(config: &LoadedConfig) -> Result<Files, String> {
-    let context = template_context(config, &build_values()).map_err(|e| format!("{e:#}"))?;
+    let build = build_values(config).map_err(|e| format!("{e:#}"))?;
+    let context = template_context(config, &build).map_err(|e| format!("{e:#}"))?;
     let trees = config.overlay_trees(&repo(), repo().join("overlays"));
     render_overlays(&trees, &context).map_err(|e| format!("{e:#}"))
 }

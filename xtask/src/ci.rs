@@ -434,8 +434,9 @@ fn validate_sboms(sh: &Shell, targets: &[Target]) -> Result<()> {
 const SANDBOX_TEST_USER: &str = "clawfort-sbx-test";
 
 /// Readies the host for the tests that need more than Rust: the Docker sandbox test (its
-/// packages, and its unprivileged user, whose subordinate id ranges `useradd` adds) and the
-/// signing test (ssh-keygen). Not root: those tests skip with their reason printed.
+/// packages, and its unprivileged user, whose subordinate id ranges `useradd` adds), the
+/// signing test (ssh-keygen) and the apt repository's (apt-utils, sqop). Not root: those tests
+/// skip with their reason printed.
 fn test_host(sh: &Shell) -> Result<()> {
     if !crate::image::host_tools::is_root() {
         return Ok(());
@@ -443,6 +444,8 @@ fn test_host(sh: &Shell) -> Result<()> {
     crate::image::host_tools::ensure(crate::image::host_tools::SANDBOX_TEST_TOOLS)?;
     // The signing test (`image/sign.rs`) runs ssh-keygen.
     crate::image::host_tools::ensure(crate::image::host_tools::SIGN_TOOLS)?;
+    // The apt repository's test (`repo.rs`) builds, signs and reads back a repository.
+    crate::image::host_tools::ensure(crate::image::host_tools::REPO_TOOLS)?;
     // The SBOM writer's test runs the SPDX validator on its sample, and the image steps on
     // the images' SBOMs.
     crate::image::host_tools::ensure(crate::image::host_tools::SBOM_TOOLS)?;

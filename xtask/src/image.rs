@@ -396,7 +396,13 @@ fn build_stages(profile: &Profile) -> Result<Artifacts> {
 
     scrub::stage(&mut runner, profile, &customised.rootfs)?;
     let disk = assemble::run(&mut runner, profile, &customised, &disk_ids)?;
-    let mut artifacts = package::run(&mut runner, profile, &disk, &customised.rootfs)?;
+    let mut artifacts = package::run(
+        &mut runner,
+        profile,
+        &disk,
+        &customised.rootfs,
+        &customised.deb,
+    )?;
     artifacts.stages = runner.into_timings();
     artifacts.definition = profile.definition.sources.clone();
     Ok(artifacts)

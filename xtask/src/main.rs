@@ -8,6 +8,7 @@ mod e2e;
 mod fuzz;
 mod image;
 mod qemu;
+mod repo;
 mod run;
 #[cfg(test)]
 mod tidy;
@@ -47,6 +48,9 @@ enum Command {
     Doctor(doctor::Args),
     /// Run every fuzz target for a bounded time.
     Fuzz(fuzz::Args),
+    /// Make a signed apt repository of the gateway's .deb packages, for the appliances'
+    /// unattended upgrades; or its signing key.
+    Repo(repo::Args),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -60,6 +64,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::CheckImage(args) => image::check::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Fuzz(args) => fuzz::run(args).map(done),
+        Command::Repo(args) => repo::run(args).map(done),
     }
 }
 

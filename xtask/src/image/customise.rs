@@ -5,11 +5,13 @@
 //! 3. `overlays/`, then the target's `overlays` (templates rendered with the image config; see
 //!    `overlays.rs` for the rules);
 //! 4. `[file_modes]`, then `pam-auth-update` for the PAM profiles the overlays added;
-//! 5. the gateway binary, and the sandbox image loaded into the service user's rootless Docker
+//! 5. the gateway binary, then the gateway package (`deb.rs`: the files `[package]` names,
+//!    packed and installed back with dpkg), and the sandbox image loaded into the service user's rootless Docker
 //!    store (`sandbox_store.rs`);
 //! 6. `[services]`: enable, disable, mask (with the image's own systemctl, offline);
 //! 7. the administrator's authorized_keys, only when `--authorized-key` was given.
 
+mod deb;
 mod overlays;
 mod sandbox_store;
 pub mod users;
@@ -43,6 +45,8 @@ pub struct Customised {
     /// Files for the FAT boot partition that packages put under the boot mount point
     /// (raspi-firmware's /boot/firmware), moved out of the root so they are not stored twice.
     pub boot_files: PathBuf,
+    /// The gateway package the root's dpkg installed (`<name>_<version>_<arch>.deb`).
+    pub deb: PathBuf,
     pub key: String,
 }
 
@@ -61,8 +65,11 @@ pub fn key(inputs: &Inputs<'_>, builder: &str) -> Result<String> {
             toml::to_string(&profile.definition.target_document)?,
         )
         .add("build-version", &profile.version)
-        .add("authorized-keys", profile.authorized_keys.join("\n"));
+        .add("source-date-epoch", profile.source_date_epoch.to_string())
+        .add("authorized-keys", profile.authorized_keys.join("\n"))
+        .add("repository-key", &profile.repository_key);
     fingerprint.add_file("gateway", inputs.gateway_binary)?;
+    fingerprint.add_tree("package-scripts", &profile.layout.repo.join(deb::SCRIPTS))?;
     for overlay in &profile.overlays {
         fingerprint.add_tree("overlays", overlay)?;
     }
@@ -79,6 +86,7 @@ pub fn run(
     let dir = profile.layout.stage_dir("customise");
     let rootfs = dir.join("rootfs");
     let boot_files = dir.join("boot-partition");
+    let deb = dir.join(package_spec(profile).file_name());
     let stage =
         Stage::new("customise", dir, key.to_owned()).ready(|dir| dir.join("rootfs").is_dir());
     runner.cached(stage, |stage, _| {
@@ -87,8 +95,18 @@ pub fn run(
     Ok(Customised {
         rootfs,
         boot_files,
+        deb,
         key: key.to_owned(),
     })
+}
+
+fn package_spec(profile: &Profile) -> deb::Spec<'_> {
+    deb::Spec {
+        config: &profile.definition,
+        version: &profile.version,
+        scripts: profile.layout.repo.join(deb::SCRIPTS),
+        source_date_epoch: profile.source_date_epoch,
+    }
 }
 
 fn customise(
@@ -118,6 +136,7 @@ fn customise(
         boot_partuuid: disk_ids.boot_partuuid.clone(),
         root_fs_uuid: disk_ids.root_fs_uuid.clone(),
         gateway_binary: gateway::IMAGE_PATH.to_owned(),
+        repository_key: profile.repository_key.clone(),
     };
     let context = template_context(config, &build)?;
     for overlay in &profile.overlays {
@@ -139,6 +158,8 @@ fn customise(
 
     stage.step("gateway binary");
     install_file(rootfs, inputs.gateway_binary, gateway::IMAGE_PATH, 0o755)?;
+    let stage_dir = rootfs.parent().expect("the root is in the stage directory");
+    deb::build_and_install(stage, &sh, rootfs, &package_spec(profile), stage_dir)?;
     sandbox_store::load(stage, &sh, rootfs, &inputs.sandbox.tar, config, &accounts)?;
 
     stage.step("services");

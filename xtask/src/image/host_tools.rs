@@ -126,6 +126,8 @@ const IMAGE_TOOLS: &[HostTool] = &[
     tool("mkfs.ext4", "e2fsprogs"),
     tool("e2fsck", "e2fsprogs"),
     tool("dpkg-query", "dpkg"),
+    // The gateway's Debian package (`customise/deb.rs`).
+    tool("dpkg-deb", "dpkg"),
     tool("chroot", "coreutils"),
     tool("cp", "coreutils"),
     tool("zstd", "zstd"),
@@ -196,6 +198,18 @@ pub const CHECK_IMAGE_TOOLS: &[HostTool] = &[
     tool("sfdisk", "fdisk"),
     tool("mount", "mount"),
     tool("umount", "mount"),
+];
+
+/// `cargo xtask repo`: the apt repository's indices (apt-ftparchive) and its OpenPGP key and
+/// signatures through the Stateless OpenPGP interface (sqop, Sequoia's: no keyring or agent
+/// state on the build host); apt-get reads the result back in the repository's test.
+pub const REPO_TOOLS: &[HostTool] = &[
+    tool("apt-ftparchive", "apt-utils"),
+    tool("sqop", "sqop"),
+    tool("dpkg-deb", "dpkg"),
+    tool("gzip", "gzip"),
+    tool("apt-get", "apt"),
+    tool("apt-cache", "apt"),
 ];
 
 /// `cargo xtask image --sign-key`: signing SHA256SUMS (`image/sign.rs`), and its test.
@@ -737,7 +751,7 @@ mod tests {
     fn every_target_needs_exactly_these_tools() {
         let image = "image: mmdebstrap=mmdebstrap dpkg-architecture=dpkg-dev mount=mount \
             sgdisk=gdisk sfdisk=fdisk mkfs.vfat=dosfstools mcopy=mtools mmd=mtools \
-            mkfs.ext4=e2fsprogs e2fsck=e2fsprogs dpkg-query=dpkg chroot=coreutils cp=coreutils \
+            mkfs.ext4=e2fsprogs e2fsck=e2fsprogs dpkg-query=dpkg dpkg-deb=dpkg chroot=coreutils cp=coreutils \
             zstd=zstd /usr/share/keyrings/debian-archive-keyring.gpg=debian-archive-keyring \
             qemu-img=qemu-utils+bp";
         let arm64 = "foreign-arch: /usr/lib/binfmt.d/qemu-aarch64.conf=qemu-user-binfmt+bp \

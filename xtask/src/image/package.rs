@@ -1,6 +1,7 @@
 //! Stage `package`: the files a person downloads, in `--out` (default `out/`):
 //! `<name>-<target>.raw`, `<name>-<target>.qcow2` (compressed), `<name>-<target>.manifest.json`
-//! (every Debian package with version and architecture), `<name>-<target>.spdx.json` (the SPDX
+//! (every Debian package with version and architecture), the gateway's Debian package
+//! `<package>_<version>_<arch>.deb` (made by customise), `<name>-<target>.spdx.json` (the SPDX
 //! SBOM, `sbom.rs`: written last, as it carries the other artifacts' SHA-256) and `SHA256SUMS`.
 //!
 //! Every artifact is written under a hidden `.partial` name and renamed only when all of them
@@ -52,6 +53,8 @@ struct Inputs<'a> {
     /// The repository, for the gateway's crates (`cargo metadata`) and HEAD's commit time.
     repo: &'a Path,
     version: &'a str,
+    /// The gateway package built by customise.
+    deb: &'a Path,
 }
 
 impl Inputs<'_> {
@@ -69,6 +72,8 @@ impl Inputs<'_> {
 enum Output {
     Image(Format),
     Manifest,
+    /// The gateway package, copied from the customise stage.
+    Deb,
     /// Last: it carries the digests of the others.
     Sbom,
 }
@@ -100,6 +105,7 @@ pub fn run(
     profile: &Profile,
     disk: &Disk,
     rootfs: &Path,
+    deb: &Path,
 ) -> Result<Artifacts> {
     let names = &profile.layout.artifacts;
     let mut outputs: Vec<(Output, PathBuf)> = profile
@@ -113,6 +119,10 @@ pub fn run(
         })
         .collect();
     outputs.push((Output::Manifest, names.manifest()));
+    let deb_name = deb
+        .file_name()
+        .context("the gateway package has a file name")?;
+    outputs.push((Output::Deb, names.dir.join(deb_name)));
     outputs.push((Output::Sbom, names.sbom()));
     let paths: Vec<&Path> = outputs.iter().map(|(_, path)| path.as_path()).collect();
     let identities = || {
@@ -138,6 +148,7 @@ pub fn run(
         rootfs,
         repo: &profile.layout.repo,
         version: &profile.version,
+        deb,
     };
     runner.cached(stage, |stage, dir| {
         write(stage, &inputs, &disk.raw, &outputs, &own_sums)?;
@@ -208,6 +219,12 @@ fn write(
             }
             Output::Image(Format::RawZst) => cloud::raw_zst(stage, &sh, disk, &temporary)?,
             Output::Manifest => manifest(stage, &sh, inputs, &temporary)?,
+            Output::Deb => {
+                stage.step("the gateway's Debian package");
+                std::fs::copy(inputs.deb, &temporary).with_context(|| {
+                    format!("cannot copy {} to the output", inputs.deb.display())
+                })?;
+            }
             Output::Sbom => sbom(stage, &sh, inputs, &written, &temporary)?,
         }
         let name = path

@@ -28,6 +28,10 @@ pub struct Profile {
     pub gateway_binary: Option<PathBuf>,
     /// The gateway package's version (`build.version` in templates).
     pub version: String,
+    /// `[updates] repository_key`'s certificate, folded for deb822 (`build.repository_key`).
+    pub repository_key: String,
+    /// HEAD's commit time in seconds: the gateway package's file times (`customise/deb.rs`).
+    pub source_date_epoch: i64,
     /// `--size`, else the target's `size`, else `image.size`.
     pub size: Size,
     /// `--format`, else the target's `formats`.
@@ -94,6 +98,8 @@ impl Profile {
             authorized_keys: users::read_authorized_keys(&opts.authorized_keys)?,
             gateway_binary: opts.gateway_binary.clone(),
             version: gateway_version(&layout.repo)?,
+            source_date_epoch: source_date_epoch(&layout.repo)?,
+            repository_key: clawfort_imagedef::render::repository_key(&definition, &layout.repo)?,
             definition,
             overlays,
             size,
@@ -125,6 +131,18 @@ fn gateway_version(repo: &Path) -> Result<String> {
         .and_then(|v| v.as_str())
         .map(str::to_owned)
         .with_context(|| format!("{} has no package.version", manifest.display()))
+}
+
+/// HEAD's commit time in seconds (git's `%ct`).
+fn source_date_epoch(repo: &Path) -> Result<i64> {
+    let sh = xshell::Shell::new()?;
+    let text = xshell::cmd!(sh, "git -C {repo} log -1 --format=%ct")
+        .quiet()
+        .read()
+        .context("the image takes its file times from HEAD's commit: build from a git checkout")?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("git printed `{}` for HEAD's commit time", text.trim()))
 }
 
 #[cfg(test)]

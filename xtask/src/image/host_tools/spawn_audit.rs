@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use clawfort_imagedef as imagedef;
 
 use super::{
-    tools_on_host, Group, Purpose, ToolGroup, BENCH_TOOLS, CHECK_IMAGE_TOOLS, SANDBOX_TEST_TOOLS,
-    SBOM_TOOLS,
+    tools_on_host, Group, Purpose, ToolGroup, BENCH_TOOLS, CHECK_IMAGE_TOOLS, REPO_TOOLS,
+    SANDBOX_TEST_TOOLS, SBOM_TOOLS,
 };
 
 mod scanner;
@@ -247,6 +247,7 @@ fn every_listed_probe() -> BTreeSet<String> {
         .chain(CHECK_IMAGE_TOOLS)
         .chain(SANDBOX_TEST_TOOLS)
         .chain(SBOM_TOOLS)
+        .chain(REPO_TOOLS)
         .map(|t| t.probe.to_string())
         .collect();
     for (name, arch) in targets() {
