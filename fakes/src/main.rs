@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! clawfort-fakes --model 10.77.0.9:8081 --telegram 10.77.0.9:8082 \
-//!     --script script.json --record calls.jsonl
+//!     --script script.json --record calls.jsonl --files 10.77.0.9:8083 --files-root apt/
 //! ```
 //!
 //! The script (JSON) says what the model answers and what Telegram delivers at start:
@@ -33,7 +33,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use clawfort_fakes::model::{self, Canned};
 use clawfort_fakes::record::Recorder;
-use clawfort_fakes::telegram;
+use clawfort_fakes::{files, telegram};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -57,6 +57,12 @@ struct Args {
     /// Append every request the fakes receive to this JSON-lines file.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// Serve the files under --files-root here (GET and HEAD), as a static web server does.
+    #[arg(long, value_name = "ADDR", requires = "files_root")]
+    files: Option<SocketAddr>,
+    /// The directory --files serves.
+    #[arg(long, value_name = "DIR", requires = "files")]
+    files_root: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -113,8 +119,8 @@ fn read_script(path: &Path) -> Result<Script> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    if args.model.is_empty() && args.telegram.is_none() {
-        bail!("nothing to serve: give --model ADDR and/or --telegram ADDR");
+    if args.model.is_empty() && args.telegram.is_none() && args.files.is_none() {
+        bail!("nothing to serve: give --model ADDR, --telegram ADDR and/or --files ADDR");
     }
     let script = match &args.script {
         Some(path) => read_script(path)?,
@@ -153,6 +159,12 @@ async fn main() -> Result<()> {
         }
         announce("telegram", fake.addr);
     }
+    let mut file_servers = Vec::new();
+    if let (Some(addr), Some(root)) = (args.files, args.files_root) {
+        let fake = files::Fake::serve(bind(addr).await?, root);
+        announce("files", fake.addr);
+        file_servers.push(fake);
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -160,6 +172,7 @@ async fn main() -> Result<()> {
         _ = term.recv() => {}
     }
     drop(models);
+    drop(file_servers);
     Ok(())
 }
 

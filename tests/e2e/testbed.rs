@@ -35,6 +35,10 @@ pub struct Testbed {
     pub expect: Expectations,
     /// The fake model provider and Telegram Bot API serving on the namespace side.
     pub fakes: Fakes,
+    /// The gateway's apt repositories served to the guest (None: no gateway package was
+    /// found beside the image, and the update probe fails saying so).
+    #[serde(default)]
+    pub repository: Option<Repository>,
     /// Where the JSON report goes.
     pub report: PathBuf,
     /// Scratch directory for the probes (SSH control sockets, known_hosts files).
@@ -80,10 +84,29 @@ pub struct Fakes {
     pub model: SocketAddrV4,
     /// The fake Telegram Bot API (the gateway's `channels.telegram.apiRoot`).
     pub telegram: SocketAddrV4,
+    /// The static file server (the apt repositories), serving the run's `apt/` directory.
+    pub files: SocketAddrV4,
     /// The script the fakes run (`clawfort-fakes --script`, mode 600): the API key the model
     /// fake requires, the bot token the Telegram fake serves, the model's answer. The probe
     /// reads its secrets from here; they never go into this file, a report or a log.
     pub script: PathBuf,
+}
+
+/// The gateway's apt repositories on the fakes' file server (`xtask/src/e2e/repository.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Repository {
+    /// The gateway package's version in the image.
+    pub installed_version: String,
+    /// The same package at a higher version, signed by the key the trusted source names.
+    pub trusted_version: String,
+    /// A higher version still, signed by a key the guest does not trust.
+    pub stranger_version: String,
+    /// The apt source (`/etc/apt/sources.list.d/clawfort.sources`) of each, and
+    /// unattended-upgrades' settings, rendered from the image definition with
+    /// `[updates] repository_*` naming them.
+    pub trusted_sources: PathBuf,
+    pub stranger_sources: PathBuf,
+    pub unattended_upgrades: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,11 +10,13 @@
 mod boot;
 mod expect;
 mod fakes;
+mod repository;
 mod seed;
 pub(crate) mod self_test;
 #[path = "../../tests/e2e/testbed.rs"]
 mod testbed;
 
+use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -95,13 +97,16 @@ pub fn run(args: Args) -> Result<()> {
     };
     let selected =
         |name: &str| self_test::selected(&only, name) && !args.skip.iter().any(|s| s == name);
+    let weakened = root.join("tests/e2e/variants/weakened.toml");
+    let config_overlays = if args.self_test {
+        vec![suite_overlay, weakened]
+    } else {
+        vec![suite_overlay]
+    };
     let disk = if args.self_test {
         let image = match &args.image {
             Some(image) => image.clone(),
-            None => {
-                let weakened = root.join("tests/e2e/variants/weakened.toml");
-                build_weakened(&args, vec![suite_overlay, weakened], &key)?
-            }
+            None => build_weakened(&args, config_overlays.clone(), &key)?,
         };
         let image = if selected(self_test::UNIQUENESS_PROBE) {
             self_test::bake_gateway_token(&sh, &image, &work, &users.service.name)?
@@ -133,6 +138,40 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
 
+    // The gateway package the build wrote beside the image, for the update probe.
+    let repository = if selected(repository::PROBE) {
+        let dir = if args.self_test {
+            weakened_out(&args)
+        } else {
+            args.out.clone()
+        };
+        match repository::gateway_package(&dir, &definition) {
+            Some(deb) => {
+                eprintln!("==> the gateway's apt repositories, from {}", deb.display());
+                let files = SocketAddrV4::new(boot::FAKES, fakes::FILES_PORT);
+                Some(repository::prepare(
+                    &sh,
+                    &work,
+                    &deb,
+                    args.target,
+                    &config_overlays,
+                    files,
+                    args.self_test,
+                )?)
+            }
+            None => {
+                eprintln!(
+                    "note: no gateway package in {}: {} will fail",
+                    dir.display(),
+                    repository::PROBE
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let plan = boot::Plan {
         target: args.target.name(),
         machine: &machine,
@@ -158,6 +197,7 @@ pub fn run(args: Args) -> Result<()> {
         },
         only,
         skip: args.skip.clone(),
+        repository,
     };
     let outcome = boot::boot_and_probe(&sh, &plan)?;
     let report = &outcome.report;
@@ -251,13 +291,18 @@ fn build_published(args: &Args, definition: &clawfort_imagedef::LoadedConfig) ->
     seed::published_artifact(&args.out, definition, args.target)
 }
 
+/// Where the weakened image's build writes its artifacts.
+fn weakened_out(args: &Args) -> PathBuf {
+    args.out.join("e2e").join("weakened")
+}
+
 /// Builds (or reuses, when nothing changed) the self-test's weakened raw image, authorising
 /// the suite's key for admin at build time. It keeps its own stage directory so it stays warm.
 fn build_weakened(args: &Args, overlays: Vec<PathBuf>, key: &Path) -> Result<PathBuf> {
     let mut options = BuildOptions::for_target(args.target);
     options.config_overlays = overlays;
     options.authorized_keys = vec![key.with_extension("pub")];
-    options.out = args.out.join("e2e").join("weakened");
+    options.out = weakened_out(args);
     options.work_dir =
         Some(crate::project_root().join(format!("target/image/{}-e2e-weakened", args.target)));
     // Raw boots fastest (no decompression under TCG).

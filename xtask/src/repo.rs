@@ -110,7 +110,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Writes the secret key and `<file>.asc`; returns the latter.
-fn new_key(sh: &Shell, file: &Path, user_id: &str) -> Result<PathBuf> {
+pub fn new_key(sh: &Shell, file: &Path, user_id: &str) -> Result<PathBuf> {
     ensure!(
         !file.exists(),
         "{} exists; a new key would orphan every appliance that trusts the old one. Remove it \

@@ -6,7 +6,8 @@
 //! sandbox's container inspected, its commands on the host, a fail2ban ban reaching the owner
 //! it makes; each restores the config it changes), then the integrity check (its first-boot baseline has had the time it needs), the
 //! audit probe (the audit log's size then covers the suite), the AppArmor probe (the gateway's
-//! whole workload has run in its profile by then), and last the uniqueness probe,
+//! whole workload has run in its profile by then), the gateway's update through apt (it
+//! restarts the gateway, so after everything that drives it), and last the uniqueness probe,
 //! which gives the second boot the most time to come up.
 
 pub mod agent;
@@ -28,6 +29,7 @@ pub mod sandbox;
 pub mod ssh;
 pub mod system;
 pub mod uniqueness;
+pub mod update;
 
 use anyhow::Result;
 
@@ -199,6 +201,10 @@ pub const ALL: &[Probe] = &[
     Probe {
         name: "journal_forwarded_to_collector",
         run: journal::journal_forwarded_to_collector,
+    },
+    Probe {
+        name: "gateway_updates_from_its_repository",
+        run: update::gateway_updates_from_its_repository,
     },
     Probe {
         name: "first_boot_identity_unique",

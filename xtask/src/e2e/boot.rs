@@ -67,6 +67,8 @@ pub struct Plan<'a> {
     pub boot_peer: bool,
     pub only: Vec<String>,
     pub skip: Vec<String>,
+    /// The gateway's apt repositories, served by the fakes (`repository.rs`).
+    pub repository: Option<super::testbed::Repository>,
     /// The `clawfort-fakes` binary, run in the namespace for the whole suite.
     pub fakes_binary: &'a Path,
     /// Root shell scripts run on the guest once it is ready, before probing (the self-test's
@@ -200,6 +202,7 @@ pub fn boot_and_probe(sh: &Shell, plan: &Plan) -> Result<Outcome> {
         booted: plan.disk.booted.clone(),
         expect: plan.expect.clone(),
         fakes: fakes.testbed.clone(),
+        repository: plan.repository.clone(),
         report: absolute(&plan.report)?,
         work_dir: work.clone(),
         only: plan.only.clone(),

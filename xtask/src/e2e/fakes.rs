@@ -28,6 +28,8 @@ use crate::qemu::netns::PrivateNetwork;
 /// reach exactly the hosts and ports its config names.
 const MODEL_PORT: u16 = 8081;
 const TELEGRAM_PORT: u16 = 8082;
+/// The static file server's (the apt repositories, `repository.rs`).
+pub const FILES_PORT: u16 = 8083;
 /// The model id the fake reports and the probe configures.
 const MODEL: &str = "fake-model";
 /// What the fake model answers every turn.
@@ -73,8 +75,8 @@ pub fn build(sh: &Shell) -> Result<PathBuf> {
 }
 
 impl FakeServices {
-    /// Starts `binary` inside `network` on `address`, with a fresh script in `work`, and waits
-    /// until both servers listen.
+    /// Starts `binary` inside `network` on `address`, with a fresh script in `work` and the
+    /// file server on `work/apt`, and waits until the three servers listen.
     pub fn start(
         network: &PrivateNetwork,
         binary: &Path,
@@ -84,8 +86,11 @@ impl FakeServices {
         let testbed = Fakes {
             model: SocketAddrV4::new(address, MODEL_PORT),
             telegram: SocketAddrV4::new(address, TELEGRAM_PORT),
+            files: SocketAddrV4::new(address, FILES_PORT),
             script: work.join("fakes-script.json"),
         };
+        let files_root = work.join("apt");
+        std::fs::create_dir_all(&files_root)?;
         write_script(&testbed.script)?;
         let log_path = work.join("fakes.log");
         let log = std::fs::File::create(&log_path)
@@ -99,6 +104,10 @@ impl FakeServices {
             .arg(testbed.telegram.to_string())
             .arg("--script")
             .arg(&testbed.script)
+            .arg("--files")
+            .arg(testbed.files.to_string())
+            .arg("--files-root")
+            .arg(&files_root)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -122,6 +131,7 @@ impl FakeServices {
         let wanted = [
             format!("listening: model http://{}", self.testbed.model),
             format!("listening: telegram http://{}", self.testbed.telegram),
+            format!("listening: files http://{}", self.testbed.files),
         ];
         let deadline = Instant::now() + START_LIMIT;
         loop {
