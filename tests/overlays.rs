@@ -748,6 +748,23 @@ fn unattended_upgrades_use_exactly_the_configured_origins() {
     });
 }
 
+/// The aarch64 and Pi builds both write `clawfort_<version>_arm64.deb` into one output
+/// directory (and one repository can hold only one file of that name): every file of the
+/// package renders the same for both targets, so both make the same package.
+#[test]
+fn the_gateway_package_is_the_same_for_every_target_of_an_architecture() {
+    let package = shipped_definition().image.package;
+    let aarch64 = render_target("aarch64", "").unwrap();
+    let rpi = render_target("rpi", "").unwrap();
+    let mut compared = 0;
+    for path in &package.files {
+        assert_eq!(aarch64.get(path), rpi.get(path), "{path}");
+        compared += usize::from(aarch64.contains_key(path));
+    }
+    // The units and the helper come from the overlays (the binary from cargo).
+    assert!(compared >= package.files.len() - 2, "{compared}");
+}
+
 /// No repository named: the gateway's apt source is there, disabled, and no origin of it is
 /// trusted. One named: apt reads it with its certificate as the only signer it accepts, and
 /// unattended-upgrades takes the `clawfort` origin (`cargo xtask repo`'s) from it.

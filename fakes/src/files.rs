@@ -3,8 +3,9 @@
 //! repositories with it, so the appliance's apt fetches them over the private network exactly
 //! as it would from the owner's server.
 //!
-//! Paths are plain relative names below the root (letters, digits, `.`, `_`, `+`, `~`, `-`,
-//! `/`; no `..`, no empty segment): anything else is a 404, never a file outside the root.
+//! Paths are percent-decoded (apt asks for `clawfort_1.0%2be2e1_amd64.deb`), then must be
+//! plain relative names below the root (letters, digits, `.`, `_`, `+`, `~`, `-`, `/`; no
+//! `..`, no empty segment): anything else is a 404, never a file outside the root.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
@@ -61,7 +62,10 @@ async fn answer(root: &Path, req: &Request<Incoming>) -> Response<Body> {
 
 /// The file `uri_path` names under `root`, if it is a plain relative name.
 fn resolve(root: &Path, uri_path: &str) -> Option<PathBuf> {
-    let relative = uri_path.strip_prefix('/')?;
+    let decoded = percent_encoding::percent_decode_str(uri_path)
+        .decode_utf8()
+        .ok()?;
+    let relative = decoded.strip_prefix('/')?;
     let plain = |segment: &str| {
         !segment.is_empty()
             && segment != "."
@@ -95,13 +99,18 @@ mod tests {
         std::fs::write(dir.path().join("dists/stable/InRelease"), "x").unwrap();
         let root = dir.path();
         assert!(resolve(root, "/dists/stable/InRelease").is_some());
+        std::fs::write(dir.path().join("c_1.0+e2e1_amd64.deb"), "x").unwrap();
+        assert!(resolve(root, "/c_1.0%2be2e1_amd64.deb").is_some());
+        assert!(resolve(root, "/c_1.0+e2e1_amd64.deb").is_some());
         for bad in [
             "/dists/../dists/stable/InRelease",
             "/dists//stable/InRelease",
             "/dists/stable/",
             "/dists/stable",
             "dists/stable/InRelease",
-            "/dists/stable/In%52elease",
+            "/dists/%2e%2e/dists/stable/InRelease",
+            "/dists%2fstable/../InRelease",
+            "/dists/stable/In%ffRelease",
             "/../etc/passwd",
         ] {
             assert!(resolve(root, bad).is_none(), "{bad}");

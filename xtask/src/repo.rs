@@ -178,6 +178,7 @@ pub fn build(
     );
     check_secret_key(key)?;
     let files = deb_files(debs)?;
+    check_out(debs, out)?;
     let name = out
         .file_name()
         .with_context(|| format!("--out {}: name a directory", out.display()))?
@@ -298,6 +299,33 @@ pub fn build(
         packages,
         architectures,
     })
+}
+
+/// `out` is replaced as a whole: it must be a repository this command made (or not exist),
+/// and neither hold nor lie inside the packages' directory.
+fn check_out(debs: &Path, out: &Path) -> Result<()> {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (debs_abs, out_abs) = (absolute(debs), absolute(out));
+    ensure!(
+        !debs_abs.starts_with(&out_abs) && !out_abs.starts_with(&debs_abs),
+        "--out {} and the packages' directory {} overlap; the repository replaces --out as a \
+         whole, so give it a directory of its own",
+        out.display(),
+        debs.display()
+    );
+    if out.exists() {
+        let empty = std::fs::read_dir(out)
+            .with_context(|| format!("--out {}: cannot list it", out.display()))?
+            .next()
+            .is_none();
+        ensure!(
+            empty || out.join("dists").is_dir(),
+            "--out {} holds files but no dists/: it is not a repository this command made, and \
+             it would be replaced as a whole; name a new or empty directory",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// The secret key must be a file only its owner reads, as ssh asks of a private key.
@@ -484,6 +512,17 @@ mod tests {
         let (output, candidate) = apt_sees(&sh, dir, &repo, &cert);
         assert_eq!(candidate, "(none)", "{output}");
         assert!(output.contains("expired"), "{output}");
+
+        // A directory that is not a repository, or the packages' own, is never replaced.
+        let site = dir.join("site");
+        std::fs::create_dir_all(&site).unwrap();
+        std::fs::write(site.join("index.html"), "mine").unwrap();
+        let err = build(&sh, &dir.join("debs"), &key, &site, "stable", month).unwrap_err();
+        assert!(format!("{err:#}").contains("no dists/"), "{err:#}");
+        assert!(site.join("index.html").is_file());
+        let err = build(&sh, &dir.join("debs"), &key, dir, "stable", month).unwrap_err();
+        assert!(format!("{err:#}").contains("overlap"), "{err:#}");
+        assert!(dir.join("debs").is_dir());
 
         // A secret key others can read is refused before anything is written.
         std::fs::set_permissions(&key, PermissionsExt::from_mode(0o644)).unwrap();

@@ -72,15 +72,20 @@ fn update_from_trusted(ctx: &Ctx, repository: &Repository) -> Result<String> {
     let upgrade_s = started.elapsed().as_secs_f64();
     let now = package_version(ctx)?;
     if now != repository.trusted_version {
+        let log = admin
+            .sudo("tail -n 15 /var/log/unattended-upgrades/unattended-upgrades.log /var/log/unattended-upgrades/unattended-upgrades-dpkg.log 2>&1")
+            .map(|o| o.stdout)
+            .unwrap_or_default();
         bail!(
             "clawfort stayed at {now} although the trusted repository offers {} (apt-get \
-             update: {}; unattended-upgrade exited {}: {})",
+             update: {}; unattended-upgrade exited {}: {}; its logs: {})",
             repository.trusted_version,
             last_lines(&update, 3),
             upgrade
                 .code
                 .map_or("by a signal".to_owned(), |c| c.to_string()),
-            last_lines(&(upgrade.stdout.clone() + &upgrade.stderr), 6)
+            last_lines(&(upgrade.stdout.clone() + &upgrade.stderr), 6),
+            last_lines(&log, 12)
         );
     }
     // The postinst restarted the gateway: a new process, on the new file.
@@ -162,13 +167,13 @@ fn refuse_the_stranger(ctx: &Ctx, repository: &Repository) -> Result<String> {
             last_lines(&upgrade.stdout, 4)
         );
     }
+    let said = update
+        .lines()
+        .find(|l| l.contains("NO_PUBKEY") || l.contains("not signed"))
+        .unwrap_or_default()
+        .trim();
     Ok(format!(
-        "the repository signed by another key refused ({}), clawfort stays {after}",
-        if update.contains("NO_PUBKEY") {
-            "NO_PUBKEY"
-        } else {
-            "not signed"
-        }
+        "the repository signed by another key refused (apt: {said}), clawfort stays {after}"
     ))
 }
 

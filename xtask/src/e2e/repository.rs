@@ -64,7 +64,6 @@ pub fn prepare(
     files: SocketAddrV4,
     self_test: bool,
 ) -> Result<Repository> {
-    crate::image::host_tools::ensure(crate::image::host_tools::REPO_TOOLS)?;
     let installed = cmd!(sh, "dpkg-deb --field {deb} Version")
         .quiet()
         .read()

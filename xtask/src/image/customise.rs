@@ -162,6 +162,15 @@ fn customise(
     deb::build_and_install(stage, &sh, rootfs, &package_spec(profile), stage_dir)?;
     sandbox_store::load(stage, &sh, rootfs, &inputs.sandbox.tar, config, &accounts)?;
 
+    // apt downloads as its unprivileged `_apt` user into these directories, which it owns on
+    // an installed Debian system; in a bootstrapped root they are root's, and apt then fetches
+    // every package (security updates, the gateway's) as root, with a warning.
+    stage.step("apt's download directories owned by _apt");
+    stage.run(cmd!(
+        sh,
+        "chroot {rootfs} chown _apt:root /var/cache/apt/archives/partial /var/lib/apt/lists/partial"
+    ))?;
+
     stage.step("services");
     services(stage, &sh, rootfs, config)?;
 

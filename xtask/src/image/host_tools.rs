@@ -185,6 +185,9 @@ const E2E_NETWORK_TOOLS: &[HostTool] = &[
         probe: Cow::Borrowed("qemu-io"),
         ..QEMU_IMG
     },
+    // The update probe's apt repositories (`e2e/repository.rs`, through `repo.rs`).
+    tool("apt-ftparchive", "apt-utils"),
+    tool("sqop", "sqop"),
 ];
 
 /// `cargo xtask ci`'s SBOM validation: a virtual environment for the SPDX tools from PyPI
@@ -765,7 +768,7 @@ mod tests {
             timeout=coreutils sfdisk=fdisk mtype=mtools mlabel=mtools xz=xz-utils \
             debugfs=e2fsprogs \
             /usr/lib/systemd/systemd-journal-remote=systemd-journal-remote journalctl=systemd \
-            qemu-io=qemu-utils+bp";
+            qemu-io=qemu-utils+bp apt-ftparchive=apt-utils sqop=sqop";
         let emulators = [
             (
                 "x86_64",

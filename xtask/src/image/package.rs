@@ -186,9 +186,12 @@ fn write(
     own_sums: &Path,
 ) -> Result<()> {
     let sh = Shell::new()?;
+    // The target is in the name: the aarch64 and Pi builds both write the arm64 gateway
+    // package into one directory, and may do so at once.
+    let target = &inputs.config.target.name;
     let partial = |path: &Path| {
         let name = path.file_name().expect("file").to_string_lossy();
-        path.with_file_name(format!(".{name}.partial"))
+        path.with_file_name(format!(".{name}.{target}.partial"))
     };
     // Leftovers of a build that was killed before it could clean up.
     for (_, path) in outputs {
