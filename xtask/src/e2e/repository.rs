@@ -168,10 +168,13 @@ fn repack(sh: &Shell, deb: &Path, version: &str, tree: &Path, out: &Path) -> Res
         .collect();
     std::fs::write(&control, text)?;
     // Given a directory, dpkg-deb names the file from the control fields.
-    cmd!(sh, "dpkg-deb --root-owner-group -Zxz --build {tree} {out}")
-        .quiet()
-        .ignore_stdout()
-        .run()?;
+    cmd!(
+        sh,
+        "dpkg-deb --root-owner-group -Zxz -z1 --build {tree} {out}"
+    )
+    .quiet()
+    .ignore_stdout()
+    .run()?;
     std::fs::remove_dir_all(tree)?;
     Ok(())
 }

@@ -110,9 +110,11 @@ fn pack(
     let deb = dir.join(spec.file_name());
     stage.step(format!("gateway package {}", spec.file_name()));
     let _epoch = sh.push_env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string());
+    // xz level 1: 1.1 s for 3.8 MB where the default level 6 took 4.6 s for 3.3 MB; it runs
+    // in every target's customise, and the download is a few MB either way.
     stage.run(cmd!(
         sh,
-        "dpkg-deb --root-owner-group -Zxz --build {tree} {deb}"
+        "dpkg-deb --root-owner-group -Zxz -z1 --build {tree} {deb}"
     ))?;
     std::fs::remove_dir_all(&tree)?;
     Ok(deb)
