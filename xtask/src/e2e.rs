@@ -265,12 +265,13 @@ fn check_probe_names<'a>(sh: &Shell, names: impl Iterator<Item = &'a String>) ->
 }
 
 /// The suite's SSH key pair, made once per output directory; never committed (out/ is ignored).
+/// Under a lock: CI starts the suite and the self-test at the same moment, and on a fresh
+/// checkout both would make the key (ssh-keygen then asks whether to overwrite, and fails).
 fn test_key(sh: &Shell, out: &Path) -> Result<PathBuf> {
     let dir = out.join("e2e");
     let key = dir.join("id_ed25519");
+    let _lock = image::cache::DirLock::acquire_named(&dir, ".id_ed25519.lock")?;
     if !key.exists() {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
         cmd!(
             sh,
             "ssh-keygen -q -t ed25519 -N '' -C clawfort-e2e -f {key}"

@@ -14,7 +14,7 @@
 
 mod assemble;
 mod bootstrap;
-mod cache;
+pub mod cache;
 pub mod check;
 mod customise;
 mod disk_ids;
