@@ -117,17 +117,8 @@ pub fn new_key(sh: &Shell, file: &Path, user_id: &str) -> Result<PathBuf> {
          first if that is what you want",
         file.display()
     );
-    let secret = cmd!(sh, "sqop generate-key {user_id}")
-        .quiet()
-        .output()
-        .context("sqop generate-key")?
-        .stdout;
-    let public = cmd!(sh, "sqop extract-cert")
-        .stdin(&secret)
-        .quiet()
-        .output()
-        .context("sqop extract-cert")?
-        .stdout;
+    let secret = sqop(sh, &["generate-key", user_id], b"")?;
+    let public = sqop(sh, &["extract-cert"], &secret)?;
     write_new(file, &secret, 0o600)?;
     let public_path = asc_path(file);
     write_new(&public_path, &public, 0o644)?;
@@ -268,19 +259,15 @@ pub fn build(
             + "\n"
     };
     std::fs::write(dist.join("Release"), &release)?;
-    let inline = cmd!(sh, "sqop inline-sign --as=clearsigned {key}")
-        .stdin(release.as_bytes())
-        .quiet()
-        .output()
-        .context("sqop inline-sign: is the key a secret key from `cargo xtask repo new-key`?")?
-        .stdout;
+    let key = key.to_string_lossy();
+    let inline = sqop(
+        sh,
+        &["inline-sign", "--as=clearsigned", &key],
+        release.as_bytes(),
+    )
+    .context("is the key a secret key from `cargo xtask repo new-key`?")?;
     std::fs::write(dist.join("InRelease"), inline)?;
-    let detached = cmd!(sh, "sqop sign --as=text {key}")
-        .stdin(release.as_bytes())
-        .quiet()
-        .output()
-        .context("sqop sign")?
-        .stdout;
+    let detached = sqop(sh, &["sign", "--as=text", &key], release.as_bytes())?;
     std::fs::write(dist.join("Release.gpg"), detached)?;
 
     // Complete: the old repository goes only now, so a server never shows half of one.
@@ -299,6 +286,17 @@ pub fn build(
         packages,
         architectures,
     })
+}
+
+/// One sqop command (the Stateless OpenPGP interface: everything on its command line and
+/// stdin) with `input`; its output, or an error naming the subcommand.
+fn sqop(sh: &Shell, args: &[&str], input: &[u8]) -> Result<Vec<u8>> {
+    Ok(cmd!(sh, "sqop {args...}")
+        .stdin(input)
+        .quiet()
+        .output()
+        .with_context(|| format!("sqop {}", args[0]))?
+        .stdout)
 }
 
 /// `out` is replaced as a whole: it must be a repository this command made (or not exist),
